@@ -1,0 +1,48 @@
+"""Assemble a dispatcher from config: runners, git source, GPU pool, listeners."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from scheduler.config import Config
+from scheduler.dispatch import Dispatcher
+from scheduler.events import Listener
+from scheduler.runner_select import RunnerFactory
+from scheduler.store import Store
+
+
+def build_source(config: Config) -> Any:
+    try:
+        module = importlib.import_module("scheduler.source")
+    except ImportError:
+        return None
+    return module.Source(config.project, config.state_dir)
+
+
+def build_gpu_pool(config: Config, store: Store) -> Any:
+    if not any(tier.gpus for tier in config.tiers.values()):
+        return None
+    try:
+        module = importlib.import_module("scheduler.gpu")
+    except ImportError:
+        return None
+    return module.build_pool(config, store)
+
+
+def build_dispatcher(
+    config: Config,
+    store: Store,
+    *,
+    runners: RunnerFactory | None = None,
+    listeners: Iterable[Listener] = (),
+) -> Dispatcher:
+    return Dispatcher(
+        config,
+        store,
+        runners or RunnerFactory(),
+        source=build_source(config),
+        gpu_pool=build_gpu_pool(config, store),
+        listeners=listeners,
+    )

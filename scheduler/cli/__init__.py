@@ -1,0 +1,86 @@
+"""The ``schedctl`` command line.
+
+Exit codes: 0 success (a run that passed), 1 a run that did not pass or a runtime failure,
+2 bad input (config, tier, run id, ref). Errors are one line per problem on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from scheduler import __version__
+from scheduler.cli.app import AppContext
+from scheduler.errors import ConfigError, SchedctlError
+from scheduler.logs import configure
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    envvar=None,
+    help="Config file (default: ./config.yaml, then $SCHEDCTL_CONFIG).",
+)
+@click.option(
+    "--log-level", default="warning", show_default=True, help="Log level for this command."
+)
+@click.version_option(__version__, prog_name="schedctl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """Run a Python project's pytest suite in tiers, on a schedule, on GPU machines."""
+    configure(json_logs=False, level=log_level)
+    ctx.obj = AppContext(config_path=config_path)
+
+
+def _register() -> None:
+    from scheduler.cli.daemon_cmd import daemon_command, status_command
+    from scheduler.cli.history import logs_command, runs_command, show_command
+    from scheduler.cli.run_cmd import run_command
+    from scheduler.cli.schedule_cmd import config_group, schedule_command
+
+    for command in (
+        run_command,
+        runs_command,
+        show_command,
+        logs_command,
+        schedule_command,
+        config_group,
+        daemon_command,
+        status_command,
+    ):
+        cli.add_command(command)
+    try:
+        from scheduler.cli.gpus import gpus_command
+    except ImportError:
+        return
+    cli.add_command(gpus_command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: maps schedctl errors to exit codes."""
+    try:
+        cli.main(args=argv, prog_name="schedctl", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {exc.path}: {problem}", err=True)
+        sys.exit(exc.exit_code)
+    except SchedctlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

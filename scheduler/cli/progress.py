@@ -1,0 +1,91 @@
+"""Live progress of a run, read from the results plugin's JSON lines as they are written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from runners.base import RESULTS_FILE
+from scheduler.cli.output import console
+
+
+class ResultsTail:
+    """Incrementally reads ``results.jsonl``; keeps only counters."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.buffer = b""
+        self.collected: int | None = None
+        self.done = 0
+        self.failed = 0
+
+    def poll(self) -> None:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("type") == "collection":
+                self.collected = int(record.get("collected", 0))
+            elif record.get("type") == "test":
+                self.done += 1
+                if record.get("outcome") in ("failed", "error"):
+                    self.failed += 1
+
+
+class ProgressView:
+    """A rich progress bar on stderr: tests done / collected, failures so far."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and console(stderr=True).is_terminal
+        self.tail: ResultsTail | None = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def watch(self, run_dir: Path, run_id: int, tier: str) -> None:
+        self.tail = ResultsTail(run_dir / RESULTS_FILE)
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn(f"run {run_id} [bold]{tier}[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=console(stderr=True),
+            transient=True,
+        )
+        self.task = self.progress.add_task(tier, total=None, failed=0)
+        self.progress.start()
+
+    def refresh(self) -> None:
+        if self.tail is None or self.progress is None or self.task is None:
+            return
+        self.tail.poll()
+        self.progress.update(
+            self.task, total=self.tail.collected, completed=self.tail.done, failed=self.tail.failed
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.refresh()
+            self.progress.stop()

@@ -1,0 +1,382 @@
+"""Configuration: frozen pydantic models and :func:`load_config`.
+
+``config.yaml`` is the single source of truth for tiers and their schedules. Strings may use
+``${VAR}`` / ``${VAR:-default}`` interpolation from the environment; unknown keys are errors;
+every problem is reported with its key path (``tiers.hourly.timeout: ...``) and the file name.
+Relative paths resolve against the directory holding the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from scheduler.errors import ConfigError
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90"``, ``"30m"``, ``"1.5h"``, ``"7d"``; rejects negatives."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30, '30s', '30m', '2h' or '7d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if not match:
+            raise ValueError(
+                f"invalid duration {value!r}: expected seconds or a number with s/m/h/d/w"
+            )
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Model):
+    """The project under test: a local ``path`` or a git ``repo`` to mirror."""
+
+    path: Path | None = None
+    repo: str | None = None
+    branch: str | None = None
+    python: str | None = Field(
+        default=None, description="Interpreter for the local runner (default: schedctl's own)."
+    )
+    fetch_timeout: Duration = 120.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProjectConfig:
+        if (self.path is None) == (self.repo is None):
+            raise ValueError("set exactly one of project.path or project.repo")
+        return self
+
+
+class Thresholds(_Model):
+    loss_rtol: float = Field(default=0.05, ge=0)
+    min_efficiency: float = Field(default=0.7, ge=0, le=1.5)
+    enforce_efficiency_on_cpu: bool = False
+
+
+class TorchrunConfig(_Model):
+    """Body of a ``kind: torchrun`` tier: the 1-vs-N distributed smoketest."""
+
+    entry: str = Field(
+        default="builtin", description="'builtin', a module (-m pkg.mod) or a script"
+    )
+    nproc: list[int | Literal["all"]] = Field(default_factory=lambda: [1, "all"])  # type: ignore[arg-type]
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    cpu_procs: int = Field(default=2, ge=1, description="N for 'all' when no GPU is leased")
+    steps: int = Field(default=20, ge=2)
+    args: list[str] = Field(default_factory=list)
+    run_timeout: Duration | None = None
+    silence_timeout: Duration = 120.0
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    inject_fault: Literal["none", "desync", "hang"] = "none"
+
+
+class TierConfig(_Model):
+    """One tier: what to run, when, and with which limits."""
+
+    schedule: str | None = Field(default=None, description="5-field cron, crontab(5) semantics")
+    enabled: bool = True
+    kind: Literal["pytest", "torchrun"] = "pytest"
+    timeout: Duration = 1800.0
+    markers: str | None = None
+    paths: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    coverage: bool = False
+    coverage_source: list[str] = Field(default_factory=list)
+    runner: Literal["auto", "local", "docker"] | None = None
+    image: str | None = None
+    memory: str | None = "4g"
+    shm_size: str | None = "1g"
+    network: bool = False
+    pids_limit: int = Field(default=4096, ge=16)
+    gpus: int | Literal["all"] = 0
+    priority: int | None = Field(default=None, description="Lower runs first; default by order")
+    misfire_grace: Duration = 600.0
+    max_catchup: int = Field(default=1, ge=0)
+    torchrun: TorchrunConfig | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from scheduler.cron import parse_cron
+
+            parse_cron(value)
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _non_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("gpus must be >= 0 or 'all'")
+        return value
+
+
+class GpuPolicy(_Model):
+    """When a GPU counts as free, and how long a run waits for one."""
+
+    max_memory_used_mib: int = Field(default=1024, ge=0)
+    max_utilization_pct: int = Field(default=10, ge=0, le=100)
+    foreign_processes_busy: bool = True
+    free_samples: int = Field(default=2, ge=1)
+    sample_interval: Duration = 2.0
+    poll_timeout: Duration = 5.0
+    exclude: list[int | str] = Field(default_factory=list)
+    wait: Duration = 1800.0
+    priorities: list[str] = Field(default_factory=list)
+
+
+class WebhookSink(_Model):
+    name: str = "webhook"
+    url: str
+    secret_env: str | None = None
+    secret_file: str | None = None
+    tiers: list[str] = Field(default_factory=list)
+    severities: list[str] = Field(default_factory=list)
+
+
+class SlackSink(_Model):
+    name: str = "slack"
+    url_env: str = "SCHEDCTL_SLACK_WEBHOOK_URL"
+    url_file: str | None = None
+    tiers: list[str] = Field(default_factory=list)
+    severities: list[str] = Field(default_factory=list)
+
+
+class GitHubSink(_Model):
+    name: str = "github"
+    repo: str
+    api_url: str = "https://api.github.com"
+    token_env: str = "SCHEDCTL_GITHUB_TOKEN"
+    token_file: str | None = None
+    labels: list[str] = Field(default_factory=lambda: ["test-failure", "automated"])
+    escalation_labels: list[str] = Field(default_factory=lambda: ["high-priority"])
+    comment_min_interval: Duration = 21600.0
+    tiers: list[str] = Field(default_factory=list)
+    severities: list[str] = Field(default_factory=list)
+
+
+class AlertmanagerSink(_Model):
+    name: str = "alertmanager"
+    url: str
+    tiers: list[str] = Field(default_factory=list)
+    severities: list[str] = Field(default_factory=list)
+
+
+class EscalationConfig(_Model):
+    after_consecutive_failures: int = Field(default=3, ge=1)
+
+
+class AlertsConfig(_Model):
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    resolve_after_green: int = Field(default=1, ge=1)
+    public_url: str | None = None
+    webhooks: list[WebhookSink] = Field(default_factory=list)
+    slack: list[SlackSink] = Field(default_factory=list)
+    github: list[GitHubSink] = Field(default_factory=list)
+    alertmanager: list[AlertmanagerSink] = Field(default_factory=list)
+
+
+class ApiConfig(_Model):
+    socket: Path | None = Field(
+        default=None, description="Unix socket; default <state_dir>/api.sock"
+    )
+    tcp: str | None = Field(
+        default=None, description="host:port for the TCP listener, off by default"
+    )
+    token_env: str = "SCHEDCTL_API_TOKEN"
+    token_file: str | None = None
+
+
+class DaemonConfig(_Model):
+    grace: Duration = 60.0
+    metrics_address: str | None = "127.0.0.1:9464"
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    watchdog: bool = True
+
+
+class RetentionConfig(_Model):
+    passed: Duration = 7 * 86400.0
+    failed: Duration = 30 * 86400.0
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    state_dir: Path = Path(".schedctl")
+    timezone: str = "UTC"
+    runner: Literal["auto", "local", "docker"] = "auto"
+    image: str = "schedctl-test:bookworm"
+    log_limit_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    project: ProjectConfig
+    tiers: dict[str, TierConfig]
+    gpu: GpuPolicy = Field(default_factory=GpuPolicy)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @field_validator("tiers")
+    @classmethod
+    def _tier_names(cls, value: dict[str, TierConfig]) -> dict[str, TierConfig]:
+        if not value:
+            raise ValueError("at least one tier is required")
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+                raise ValueError(f"tier name {name!r} must match [a-z][a-z0-9_-]{{0,31}}")
+        return value
+
+    def tier(self, name: str) -> TierConfig:
+        from scheduler.errors import UnknownTierError
+
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTierError(name, list(self.tiers)) from None
+
+    def tier_priority(self, name: str) -> int:
+        """Lower runs first: ``priority``, else the gpu.priorities order, else file order."""
+        tier = self.tier(name)
+        if tier.priority is not None:
+            return tier.priority
+        if name in self.gpu.priorities:
+            return self.gpu.priorities.index(name)
+        return len(self.gpu.priorities) + list(self.tiers).index(name)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "schedctl.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+
+def interpolate_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise KeyError(f"{where or '<root>'}: environment variable {name} is not set")
+
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {
+            k: interpolate_env(v, env, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [interpolate_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(f"{loc or '<root>'}: {msg}")
+    return problems
+
+
+def config_from_mapping(
+    data: Any,
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate an already parsed YAML tree; raises :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["<root>: expected a mapping of keys"])
+    try:
+        data = interpolate_env(data, os.environ if env is None else env)
+    except KeyError as exc:
+        raise ConfigError(source, [str(exc.args[0])]) from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from None
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config.model_copy(update={"source_file": Path(source)})
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    project = config.project
+    if project.path is not None:
+        project = project.model_copy(update={"path": absolute(project.path)})
+    if project.repo is not None and not re.match(r"^[a-z+]+://|^[^/]+@[^:]+:", project.repo):
+        project = project.model_copy(update={"repo": str(absolute(Path(project.repo)))})
+    return config.model_copy(update={"state_dir": absolute(config.state_dir), "project": project})
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"<file>: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"<file>: invalid YAML: {exc}"]) from None
+    return config_from_mapping(data, source=str(path), base_dir=path.resolve().parent, env=env)
+
+
+def json_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

@@ -1,0 +1,503 @@
+"""The run lifecycle: record -> source -> GPUs -> runner -> results -> store -> events.
+
+The dispatcher is the only code that turns a request into a run row and a run row into a final
+outcome. Side effects beyond the store (metrics, alerts, progress) are listeners of its events.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from runners.base import (
+    Outcome,
+    Runner,
+    RunResult,
+    RunSpec,
+    install_plugin,
+    utcnow,
+)
+from scheduler.config import Config, TierConfig
+from scheduler.errors import GpuError, SchedctlError, SourceError
+from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
+from scheduler.protocols import GpuPoolLike, SourceLike
+from scheduler.pytest_args import build_pytest_command
+from scheduler.results import ParsedResults, classify, empty_counts, load_results
+from scheduler.runner_select import RunnerFactory
+from scheduler.store import RunRecord, Store
+
+log = structlog.get_logger("schedctl.dispatch")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A wish to run a tier, from a cron slot, the CLI or the API."""
+
+    tier: str
+    trigger: str = "manual"
+    ref: str | None = None
+    markers: str | None = None
+    timeout_s: float | None = None
+    runner: str | None = None
+    slot: datetime | None = None
+    fire_lag_s: float | None = None
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return f"{self.tier}@{self.slot.isoformat()}" if self.slot else None
+
+
+@dataclass
+class _Active:
+    run_id: int
+    tier: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = ""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Dispatcher:
+    """Runs tiers, one run per tier at a time, recording every run (and every skip)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        runners: RunnerFactory,
+        *,
+        source: SourceLike | None = None,
+        gpu_pool: GpuPoolLike | None = None,
+        listeners: Iterable[Listener] = (),
+        host: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runners = runners
+        self.source = source
+        self.gpu_pool = gpu_pool
+        self.host = host or socket.gethostname()
+        self._listeners: list[Listener] = list(listeners)
+        self._lock = threading.Lock()
+        self._active: dict[int, _Active] = {}
+        self._accepting = True
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception(
+                    "listener_failed", listener=repr(listener), event=type(event).__name__
+                )
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def validate(self, request: RunRequest) -> None:
+        """Raise a UsageError for bad input before anything is recorded (tier, ref)."""
+        self.config.tier(request.tier)
+        if request.ref is not None and self.source is not None:
+            self.source.resolve(request.ref)
+
+    def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunRecord:
+        """Record and execute a run in the calling thread; returns the final record."""
+        self.validate(request)
+        run_id = self.record(request)
+        if run_id is None:
+            existing = self.store.get_run_by_key(request.idempotency_key or "")
+            assert existing is not None
+            return existing
+        return self.execute(run_id, request, cancel)
+
+    def record(self, request: RunRequest) -> int | None:
+        """Write the run row and return its id; ``None`` if the slot already has a row.
+
+        When the tier is busy the row is written as a final ``skipped-overlap`` run, so every
+        skip is visible; :meth:`execute` returns such a row as it is.
+        """
+        tier = self.config.tier(request.tier)
+        busy = self._busy_run(request.tier)
+        base = {
+            "tier": request.tier,
+            "kind": tier.kind,
+            "trigger": request.trigger,
+            "slot": request.slot,
+            "idempotency_key": request.idempotency_key,
+            "ref": request.ref,
+            "host": self.host,
+            "owner_pid": os.getpid(),
+            "markers": request.markers if request.markers is not None else tier.markers,
+        }
+        if not self._accepting:
+            busy_reason = "daemon is shutting down"
+        elif busy is not None:
+            busy_reason = f"tier {request.tier!r} is already running as run {busy}"
+        else:
+            busy_reason = ""
+        if busy_reason:
+            now = utcnow()
+            run_id = self.store.create_run(
+                **base,
+                outcome=Outcome.SKIPPED_OVERLAP,
+                reason=busy_reason,
+                finished_at=now,
+                started_at=now,
+                duration_s=0.0,
+            )
+            if run_id is not None:
+                log.warning("run_skipped", run_id=run_id, tier=request.tier, reason=busy_reason)
+                record = self.store.get_run(run_id)
+                self.emit(
+                    RunFinished(
+                        run_id, request.tier, request.trigger, record.outcome, 0.0, {}, now, record
+                    )
+                )
+            return run_id
+        run_id = self.store.create_run(**base)
+        if run_id is None:
+            log.info("slot_already_recorded", key=request.idempotency_key)
+            return None
+        run_dir = self.config.runs_dir / str(run_id)
+        self.store.update_run(run_id, run_dir=str(run_dir))
+        with self._lock:
+            self._active[run_id] = _Active(run_id, request.tier)
+        self.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
+        return run_id
+
+    def execute(
+        self, run_id: int, request: RunRequest, cancel: threading.Event | None = None
+    ) -> RunRecord:
+        """Carry a recorded run to its final outcome; never raises for a run that went wrong."""
+        existing = self.store.get_run(run_id)
+        if existing.outcome.is_final:
+            return existing
+        with self._lock:
+            active = self._active.setdefault(run_id, _Active(run_id, request.tier))
+        if cancel is not None:
+            _chain(cancel, active.cancel)
+        try:
+            return self._execute(run_id, request, active.cancel)
+        except BaseException as exc:
+            # A crash in our own code still leaves a final record naming it.
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            log.exception("run_crashed", run_id=run_id)
+            record = self.store.finish_run(
+                run_id, outcome=Outcome.INFRA_ERROR, reason=f"schedctl crashed: {detail}"
+            )
+            self._finished(record)
+            if not isinstance(exc, Exception):
+                raise
+            return record
+        finally:
+            with self._lock:
+                self._active.pop(run_id, None)
+
+    def cancel(self, run_id: int, reason: str = "cancelled by request") -> bool:
+        with self._lock:
+            active = self._active.get(run_id)
+        if active is None:
+            return False
+        active.cancel_reason = reason
+        active.cancel.set()
+        return True
+
+    def active_run_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._active)
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def cancel_all(self, reason: str) -> None:
+        with self._lock:
+            actives = list(self._active.values())
+        for active in actives:
+            active.cancel_reason = reason
+            active.cancel.set()
+
+    def recover(self) -> list[int]:
+        """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases."""
+        interrupted = []
+        for record in self.store.active_runs():
+            if record.host == self.host and pid_alive(record.owner_pid):
+                continue
+            if record.host not in (None, self.host):
+                continue
+            self.store.finish_run(
+                record.id,
+                outcome=Outcome.INTERRUPTED,
+                reason=f"schedctl process {record.owner_pid} died while the run was "
+                f"{record.outcome.value}",
+            )
+            interrupted.append(record.id)
+        live = {str(r.id) for r in self.store.active_runs()}
+        for reaped in self.runners.reap_orphans(live):
+            if reaped.isdigit() and int(reaped) not in interrupted:
+                record = self.store.get_run(int(reaped))
+                if not record.outcome.is_final:
+                    self.store.finish_run(
+                        int(reaped), outcome=Outcome.INTERRUPTED, reason="orphaned container reaped"
+                    )
+                    interrupted.append(int(reaped))
+        self.store.release_dead_leases()
+        for run_id in interrupted:
+            self._finished(self.store.get_run(run_id))
+        if interrupted:
+            log.warning("runs_interrupted", run_ids=interrupted)
+        return interrupted
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _busy_run(self, tier: str) -> int | None:
+        with self._lock:
+            for active in self._active.values():
+                if active.tier == tier:
+                    return active.run_id
+        for record in self.store.active_runs(tier):
+            if record.host == self.host and pid_alive(record.owner_pid):
+                return record.id
+        return None
+
+    def _execute(self, run_id: int, request: RunRequest, cancel: threading.Event) -> RunRecord:
+        tier = self.config.tier(request.tier)
+        run_dir = self.config.runs_dir / str(run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        bind = {"run_id": run_id, "tier": request.tier}
+
+        checkout: Any = None
+        lease: Any = None
+        updates: dict[str, Any] = {}
+        try:
+            try:
+                workdir, checkout, source_updates = self._checkout(request, run_id)
+            except SourceError as exc:
+                return self._finish_early(run_id, Outcome.INFRA_ERROR, str(exc))
+            updates.update(source_updates)
+            self.store.update_run(run_id, **source_updates)
+
+            gpu_wait_s = 0.0
+            if tier.gpus:
+                if self.gpu_pool is None:
+                    return self._finish_early(
+                        run_id, Outcome.GPU_UNAVAILABLE, "no GPU pool: NVML is not configured"
+                    )
+                try:
+                    lease = self.gpu_pool.acquire(
+                        run_id,
+                        request.tier,
+                        tier.gpus,
+                        self.config.tier_priority(request.tier),
+                        self.config.gpu.wait,
+                        cancel,
+                    )
+                except GpuError as exc:
+                    return self._finish_early(run_id, Outcome.GPU_UNAVAILABLE, str(exc))
+                if cancel.is_set():
+                    return self._finish_early(run_id, Outcome.CANCELLED, "cancelled while waiting")
+                gpu_wait_s = float(lease.waited_s)
+                gpu_updates = lease.provenance()
+                updates.update(gpu_updates)
+                self.store.update_run(run_id, **gpu_updates)
+
+            runner = self.runners.get(request.runner or tier.runner or self.config.runner)
+            spec = self._spec(run_id, request, tier, workdir, run_dir, runner, lease)
+            self.store.update_run(
+                run_id,
+                outcome=Outcome.RUNNING,
+                started_at=utcnow(),
+                runner=runner.alias,
+                argv=list(spec.argv),
+                image=spec.image,
+            )
+            log.info("run_started", runner=runner.alias, **bind)
+            self.emit(
+                RunStarted(
+                    run_id, request.tier, request.trigger, run_dir, gpu_wait_s, request.fire_lag_s
+                )
+            )
+            result = runner.run(spec, cancel)
+            parsed = load_results(spec.results_path, spec.junit_path)
+            outcome, reason = classify(result, parsed)
+            if outcome is Outcome.CANCELLED:
+                reason = self._cancel_reason(run_id) or reason
+            record = self._finish(run_id, result, parsed, outcome, reason, runner)
+        finally:
+            if lease is not None and self.gpu_pool is not None:
+                self.gpu_pool.release(run_id)
+            if checkout is not None and self.source is not None:
+                final = self.store.get_run(run_id).outcome
+                keep = final not in (Outcome.PASSED, Outcome.SKIPPED_OVERLAP)
+                try:
+                    self.source.release(checkout, keep=keep)
+                except SchedctlError:
+                    log.warning("worktree_release_failed", **bind)
+        log.info("run_finished", outcome=record.outcome.value, reason=record.reason, **bind)
+        return record
+
+    def _cancel_reason(self, run_id: int) -> str:
+        with self._lock:
+            active = self._active.get(run_id)
+        return active.cancel_reason if active else ""
+
+    def _checkout(self, request: RunRequest, run_id: int) -> tuple[Path, Any, dict[str, Any]]:
+        if self.source is None:
+            path = self.config.project.path
+            if path is None:
+                raise SourceError("project.repo needs the git source; none configured")
+            return path, None, {}
+        checkout = self.source.checkout(request.ref, str(run_id))
+        updates = {"sha": checkout.sha, "source": checkout.provenance()}
+        if request.ref is None:
+            updates["ref"] = checkout.ref
+        return Path(checkout.path), checkout, updates
+
+    def _spec(
+        self,
+        run_id: int,
+        request: RunRequest,
+        tier: TierConfig,
+        workdir: Path,
+        run_dir: Path,
+        runner: Runner,
+        lease: Any,
+    ) -> RunSpec:
+        plugin_dir = install_plugin(run_dir / "plugin")
+        in_container = runner.alias == "docker"
+        python = "python3" if in_container else (self.config.project.python or sys.executable)
+        argv, env = build_pytest_command(
+            python=python,
+            tier=tier,
+            markers=request.markers,
+            run_dir=run_dir,
+            plugin_dir=plugin_dir,
+        )
+        env = {**_base_env(in_container), **env}
+        return RunSpec(
+            run_id=str(run_id),
+            tier=request.tier,
+            argv=argv,
+            workdir=workdir,
+            run_dir=run_dir,
+            timeout_s=request.timeout_s or tier.timeout,
+            env=env,
+            plugin_dir=plugin_dir,
+            grace_s=min(10.0, self.config.daemon.grace),
+            log_limit_bytes=self.config.log_limit_bytes,
+            gpus=tuple(lease.devices) if lease is not None else (),
+            image=tier.image or self.config.image,
+            memory=tier.memory,
+            shm_size=tier.shm_size,
+            network=tier.network,
+            pids_limit=tier.pids_limit,
+            labels={"schedctl.host": self.host},
+        )
+
+    def _finish(
+        self,
+        run_id: int,
+        result: RunResult,
+        parsed: ParsedResults,
+        outcome: Outcome,
+        reason: str,
+        runner: Runner,
+    ) -> RunRecord:
+        provenance = dict(result.provenance)
+        details: dict[str, Any] = {
+            "termination": result.termination.value,
+            "log_truncated": result.log_truncated,
+            "results_source": parsed.source,
+            "collected": parsed.collected,
+            "provenance": provenance,
+        }
+        record = self.store.finish_run(
+            run_id,
+            results=parsed.tests + parsed.collect_errors,
+            outcome=outcome,
+            reason=reason,
+            exit_code=result.exit_code,
+            counts=parsed.counts,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            duration_s=result.duration_s,
+            image_id=provenance.get("image_id"),
+            container_id=provenance.get("container_id"),
+            details=details,
+        )
+        self._finished(record)
+        return record
+
+    def _finish_early(self, run_id: int, outcome: Outcome, reason: str) -> RunRecord:
+        record = self.store.finish_run(
+            run_id, outcome=outcome, reason=reason, counts=empty_counts()
+        )
+        self._finished(record)
+        return record
+
+    def _finished(self, record: RunRecord) -> None:
+        self.emit(
+            RunFinished(
+                record.id,
+                record.tier,
+                record.trigger,
+                record.outcome,
+                record.duration_s or 0.0,
+                dict(record.counts),
+                record.finished_at or utcnow(),
+                record,
+            )
+        )
+
+
+def _base_env(in_container: bool) -> dict[str, str]:
+    """A clean environment: the host's PATH/locale only, never the daemon's secrets."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
+    env = {k: os.environ[k] for k in keep if k in os.environ and not in_container}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _chain(source: threading.Event, target: threading.Event) -> None:
+    """Set ``target`` when ``source`` is set (a caller's cancel reaches the run's own event)."""
+
+    def watch() -> None:
+        while not target.is_set():
+            if source.wait(0.2):
+                target.set()
+                return
+
+    threading.Thread(target=watch, daemon=True, name="cancel-chain").start()

@@ -1,0 +1,89 @@
+"""Pick the runner backend by name from config; ``auto`` prefers Docker when the engine answers."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from runners.base import Runner
+from runners.local import LocalRunner
+
+log = structlog.get_logger("schedctl.runners")
+
+BACKENDS: dict[str, str] = {
+    "local": "runners.local:LocalRunner",
+    "docker": "runners.docker:DockerRunner",
+    "fake": "runners.fake:FakeRunner",
+}
+
+
+def _load(name: str) -> Runner:
+    module_name, _, attr = BACKENDS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise TypeError(f"{BACKENDS[name]} is not a Runner")
+    runner: Runner = cls()
+    return runner
+
+
+def docker_probe() -> tuple[bool, str]:
+    try:
+        module = importlib.import_module("runners.docker")
+    except ImportError as exc:
+        return False, f"docker runner unavailable: {exc}"
+    ok, reason = module.docker_available()
+    return bool(ok), str(reason)
+
+
+class RunnerFactory:
+    """Builds each backend once and reuses it; tests inject their own instances."""
+
+    def __init__(
+        self,
+        instances: dict[str, Runner] | None = None,
+        probe: Callable[[], tuple[bool, str]] = docker_probe,
+    ) -> None:
+        self._instances: dict[str, Runner] = dict(instances or {})
+        self._probe = probe
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str) -> str:
+        if name != "auto":
+            return name
+        if "auto" in self._instances:
+            return "auto"
+        ok, reason = self._probe()
+        if ok:
+            return "docker"
+        log.warning(
+            "runner_fallback_to_local",
+            reason=reason,
+            detail="runner: auto found no Docker engine; tests run UNCONTAINED on this host",
+        )
+        return "local"
+
+    def get(self, name: str) -> Runner:
+        resolved = self.resolve(name)
+        with self._lock:
+            if resolved not in self._instances:
+                self._instances[resolved] = _load(resolved)
+            return self._instances[resolved]
+
+    def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
+        reaped: list[str] = []
+        with self._lock:
+            runners = list(self._instances.values())
+        for runner in runners:
+            reaped += runner.reap_orphans(live_run_ids)
+        return reaped
+
+    def close(self) -> None:
+        with self._lock:
+            for runner in self._instances.values():
+                runner.close()
+
+
+__all__ = ["BACKENDS", "LocalRunner", "RunnerFactory", "docker_probe"]

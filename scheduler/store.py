@@ -1,0 +1,482 @@
+"""SQLite state (WAL) through SQLAlchemy Core: runs, per-test results, GPU leases, alerts.
+
+The store persists and queries; it never interprets outcomes (that is :mod:`scheduler.results`).
+A run row is inserted before anything runs, so a crash always leaves a record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from runners.base import Outcome
+from scheduler.errors import StoreError, UnknownRunError
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "schedctl_meta",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.String, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tier", sa.String, nullable=False),
+    sa.Column("kind", sa.String, nullable=False, default="pytest"),
+    sa.Column("trigger", sa.String, nullable=False),
+    sa.Column("slot", sa.DateTime(timezone=True)),
+    sa.Column("idempotency_key", sa.String, unique=True),
+    sa.Column("outcome", sa.String, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("ref", sa.String),
+    sa.Column("sha", sa.String),
+    sa.Column("source", sa.JSON, nullable=False, default=dict),
+    sa.Column("runner", sa.String),
+    sa.Column("host", sa.String),
+    sa.Column("owner_pid", sa.Integer),
+    sa.Column("image", sa.String),
+    sa.Column("image_id", sa.String),
+    sa.Column("container_id", sa.String),
+    sa.Column("gpus", sa.JSON, nullable=False, default=list),
+    sa.Column("driver_version", sa.String),
+    sa.Column("cuda_version", sa.String),
+    sa.Column("markers", sa.String),
+    sa.Column("argv", sa.JSON, nullable=False, default=list),
+    sa.Column("counts", sa.JSON, nullable=False, default=dict),
+    sa.Column("details", sa.JSON, nullable=False, default=dict),
+    sa.Column("run_dir", sa.String),
+    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("pruned_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_runs_tier_id", "tier", "id"),
+    sa.Index("ix_runs_outcome", "outcome"),
+)
+
+test_results = sa.Table(
+    "test_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("nodeid", sa.String, nullable=False),
+    sa.Column("outcome", sa.String, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False, default=0.0),
+    sa.Column("markers", sa.String, nullable=False, default=""),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_test_results_run", "run_id"),
+    sa.Index("ix_test_results_nodeid_run", "nodeid", "run_id"),
+)
+
+gpu_leases = sa.Table(
+    "gpu_leases",
+    metadata,
+    sa.Column("gpu_uuid", sa.String, primary_key=True),
+    sa.Column("gpu_index", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tier", sa.String, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+alerts_outbox = sa.Table(
+    "alerts_outbox",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("sink", sa.String, nullable=False),
+    sa.Column("fingerprint", sa.String, nullable=False),
+    sa.Column("action", sa.String, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("state", sa.String, nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_outbox_state_next", "state", "next_attempt_at"),
+)
+
+alert_state = sa.Table(
+    "alert_state",
+    metadata,
+    sa.Column("fingerprint", sa.String, primary_key=True),
+    sa.Column("tier", sa.String, nullable=False),
+    sa.Column("failure_class", sa.String, nullable=False),
+    sa.Column("state", sa.String, nullable=False),
+    sa.Column("severity", sa.String, nullable=False),
+    sa.Column("consecutive", sa.Integer, nullable=False, default=0),
+    sa.Column("greens", sa.Integer, nullable=False, default=0),
+    sa.Column("last_run_id", sa.Integer),
+    sa.Column("failing", sa.JSON, nullable=False, default=list),
+    sa.Column("external", sa.JSON, nullable=False, default=dict),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+FINAL_OUTCOMES = [o.value for o in Outcome if o.is_final]
+ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``."""
+
+    id: int
+    tier: str
+    kind: str
+    trigger: str
+    outcome: Outcome
+    queued_at: datetime
+    reason: str = ""
+    slot: datetime | None = None
+    idempotency_key: str | None = None
+    exit_code: int | None = None
+    ref: str | None = None
+    sha: str | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)
+    runner: str | None = None
+    host: str | None = None
+    owner_pid: int | None = None
+    image: str | None = None
+    image_id: str | None = None
+    container_id: str | None = None
+    gpus: Sequence[Mapping[str, Any]] = ()
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    markers: str | None = None
+    argv: Sequence[str] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    run_dir: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    pruned_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunRecord:
+        names = {f.name for f in fields(cls)}
+        data = {k: _aware(v) for k, v in row.items() if k in names}
+        data["outcome"] = Outcome(data["outcome"])
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, Outcome):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        out["run_id"] = self.id
+        return out
+
+
+@dataclass(frozen=True)
+class TestResultRow:
+    """One test's result as stored."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    nodeid: str
+    outcome: str
+    duration_s: float = 0.0
+    markers: str = ""
+    message: str | None = None
+
+
+def _aware(value: Any) -> Any:
+    """SQLite drops tzinfo; everything schedctl stores is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """The SQLite file under ``state_dir``; safe to share between threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create state directory {path.parent}: {exc}") from None
+        self.engine: Engine = sa.create_engine(f"sqlite:///{path}", future=True)
+        event.listen(self.engine, "connect", _on_connect)
+        self.migrate()
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction; SQLAlchemy errors become :class:`StoreError` naming the file."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.path}: {exc.__class__.__name__}: {exc}") from exc
+
+    def migrate(self) -> None:
+        with self.begin() as conn:
+            metadata.create_all(conn)
+            row = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).first()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this schedctl "
+                    f"({SCHEMA_VERSION}); upgrade schedctl"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(target, ()):
+                    conn.exec_driver_sql(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
+                conn.execute(
+                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+
+    def schema_version(self) -> int:
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).one()
+            return int(row[0])
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, **values: Any) -> int | None:
+        """Insert a run row and return its id; ``None`` when the idempotency key already exists."""
+        values.setdefault("queued_at", utcnow())
+        values.setdefault("outcome", Outcome.QUEUED.value)
+        values["outcome"] = Outcome(values["outcome"]).value
+        try:
+            with self.begin() as conn:
+                result = conn.execute(runs.insert().values(**values))
+                key = result.inserted_primary_key
+                assert key is not None
+                return int(key[0])
+        except IntegrityError:
+            if values.get("idempotency_key"):
+                return None
+            raise
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        if "outcome" in values:
+            values["outcome"] = Outcome(values["outcome"]).value
+        with self.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    def finish_run(
+        self, run_id: int, results: Iterable[TestResultRow] = (), **values: Any
+    ) -> RunRecord:
+        """Write the final outcome and per-test results in one transaction."""
+        values["outcome"] = Outcome(values["outcome"]).value
+        values.setdefault("finished_at", utcnow())
+        rows = [
+            {
+                "run_id": run_id,
+                "nodeid": r.nodeid,
+                "outcome": r.outcome,
+                "duration_s": r.duration_s,
+                "markers": r.markers,
+                "message": r.message,
+            }
+            for r in results
+        ]
+        with self.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            if rows:
+                conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
+                conn.execute(test_results.insert(), rows)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: int) -> RunRecord:
+        with self.begin() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise UnknownRunError(f"no run with id {run_id} in {self.path}")
+        return RunRecord.from_row(row)
+
+    def get_run_by_key(self, key: str) -> RunRecord | None:
+        with self.begin() as conn:
+            row = (
+                conn.execute(sa.select(runs).where(runs.c.idempotency_key == key))
+                .mappings()
+                .first()
+            )
+        return RunRecord.from_row(row) if row else None
+
+    def list_runs(
+        self,
+        tier: str | None = None,
+        limit: int = 20,
+        outcomes: Sequence[str] | None = None,
+        before_id: int | None = None,
+    ) -> list[RunRecord]:
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if tier:
+            query = query.where(runs.c.tier == tier)
+        if outcomes:
+            query = query.where(runs.c.outcome.in_(list(outcomes)))
+        if before_id is not None:
+            query = query.where(runs.c.id < before_id)
+        with self.begin() as conn:
+            return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
+
+    def active_runs(self, tier: str | None = None) -> list[RunRecord]:
+        return self.list_runs(tier=tier, limit=1000, outcomes=ACTIVE_OUTCOMES)
+
+    def last_run(self, tier: str, outcomes: Sequence[str] | None = None) -> RunRecord | None:
+        found = self.list_runs(tier=tier, limit=1, outcomes=outcomes)
+        return found[0] if found else None
+
+    def last_green(self, tier: str, before_id: int | None = None) -> RunRecord | None:
+        found = self.list_runs(
+            tier=tier, limit=1, outcomes=[Outcome.PASSED.value], before_id=before_id
+        )
+        return found[0] if found else None
+
+    def last_slot(self, tier: str) -> datetime | None:
+        with self.begin() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(runs.c.slot)).where(runs.c.tier == tier)
+            ).scalar()
+        return _aware(value) if value is not None else None
+
+    def consecutive_failures(self, tier: str) -> int:
+        """Test-failure outcomes since the last pass; infra outcomes neither count nor break it."""
+        count = 0
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(runs.c.outcome)
+                .where(runs.c.tier == tier, runs.c.outcome.in_(FINAL_OUTCOMES))
+                .order_by(runs.c.id.desc())
+                .limit(1000)
+            )
+            for (outcome,) in rows:
+                o = Outcome(outcome)
+                if o is Outcome.PASSED:
+                    break
+                if o.is_test_failure:
+                    count += 1
+        return count
+
+    def test_results_for(self, run_id: int) -> list[TestResultRow]:
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(test_results)
+                .where(test_results.c.run_id == run_id)
+                .order_by(test_results.c.id)
+            ).mappings()
+            return [
+                TestResultRow(
+                    r["nodeid"], r["outcome"], r["duration_s"], r["markers"], r["message"]
+                )
+                for r in rows
+            ]
+
+    def tiers_summary(self) -> dict[str, dict[str, Any]]:
+        """Per tier: last run, last success, consecutive failures (for metrics and status)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.begin() as conn:
+            tiers = [r[0] for r in conn.execute(sa.select(runs.c.tier).distinct())]
+        for tier in tiers:
+            last = self.last_run(tier, outcomes=FINAL_OUTCOMES)
+            green = self.last_green(tier)
+            out[tier] = {
+                "last_run": last,
+                "last_success": green,
+                "consecutive_failures": self.consecutive_failures(tier),
+            }
+        return out
+
+    # -- GPU leases --------------------------------------------------------------------------
+
+    def acquire_leases(self, run_id: int, tier: str, gpus: Sequence[tuple[int, str]]) -> bool:
+        """Atomically lease all ``(index, uuid)`` pairs to ``run_id``; ``False`` if any is taken."""
+        now = utcnow()
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    gpu_leases.insert(),
+                    [
+                        {
+                            "gpu_uuid": uuid,
+                            "gpu_index": index,
+                            "run_id": run_id,
+                            "tier": tier,
+                            "acquired_at": now,
+                        }
+                        for index, uuid in gpus
+                    ],
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def release_leases(self, run_id: int) -> None:
+        with self.begin() as conn:
+            conn.execute(gpu_leases.delete().where(gpu_leases.c.run_id == run_id))
+
+    def active_leases(self) -> list[dict[str, Any]]:
+        with self.begin() as conn:
+            return [
+                {k: _aware(v) for k, v in r.items()}
+                for r in conn.execute(
+                    sa.select(gpu_leases).order_by(gpu_leases.c.gpu_index)
+                ).mappings()
+            ]
+
+    def release_dead_leases(self) -> int:
+        """Drop leases whose run is no longer active (crash recovery)."""
+        with self.begin() as conn:
+            active = sa.select(runs.c.id).where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+            result = conn.execute(gpu_leases.delete().where(gpu_leases.c.run_id.not_in(active)))
+            return int(result.rowcount or 0)
+
+
+MIGRATIONS: dict[int, Sequence[str]] = {
+    # version -> SQL statements that bring version-1 to version; 1 is created by create_all.
+    1: (),
+}
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,100 @@
+"""Shared fixtures: configs in tmp dirs, real stores, engine requirements under CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+
+from scheduler.config import Config, config_from_mapping
+from scheduler.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SUITE = EXAMPLES / "suite"
+FIXTURES = EXAMPLES / "fixtures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a developer machine, fail under CI=true: CI must have every engine."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def tier(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"schedule": "15 * * * *", "timeout": 60, "markers": "hourly"}
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """Build a validated Config whose state lives in tmp_path."""
+
+    def make(project: Path | None = None, tiers: dict[str, Any] | None = None, **top: Any) -> Config:
+        data: dict[str, Any] = {
+            "state_dir": str(tmp_path / "state"),
+            "runner": "local",
+            "project": {"path": str(project or SUITE)},
+            "tiers": tiers or {"hourly": tier()},
+        }
+        data.update(top)
+        return config_from_mapping(data, source=str(tmp_path / "config.yaml"), base_dir=tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config.yaml into tmp_path and return its path."""
+
+    def write(project: Path | None = None, tiers: dict[str, Any] | None = None, **top: Any) -> Path:
+        data: dict[str, Any] = {
+            "state_dir": str(tmp_path / "state"),
+            "runner": "local",
+            "project": {"path": str(project or SUITE)},
+            "tiers": tiers or {"hourly": tier()},
+        }
+        data.update(top)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state" / "schedctl.db")
+
+
+@pytest.fixture
+def fixture_project(tmp_path: Path) -> Callable[[str], Path]:
+    """Copy one of examples/fixtures/<name> into tmp_path and return it."""
+
+    def copy(name: str) -> Path:
+        target = tmp_path / "projects" / name
+        shutil.copytree(FIXTURES / name, target)
+        return target
+
+    return copy
+
+
+SCHEDCTL = [sys.executable, "-m", "scheduler"]

@@ -1,0 +1,125 @@
+"""Config loading and validation: key paths in errors, durations, env interpolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scheduler.config import load_config, parse_duration
+from scheduler.errors import ConfigError, UnknownTierError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal(**tier: object) -> dict[str, object]:
+    return {
+        "project": {"path": "."},
+        "tiers": {"hourly": {"schedule": "15 * * * *", "timeout": "30m", **tier}},
+    }
+
+
+class TestReferenceConfig:
+    def test_root_config_has_the_reference_tiers(self) -> None:
+        """config.yaml at the root defines hourly/daily/weekly as in the reference deployment."""
+        config = load_config(ROOT / "config.yaml", env={})
+        assert config.timezone == "UTC"
+        hourly, daily, weekly = (config.tiers[n] for n in ("hourly", "daily", "weekly"))
+        assert (hourly.schedule, hourly.timeout, hourly.markers) == ("15 * * * *", 1800, "hourly")
+        assert (daily.schedule, daily.timeout) == ("30 2 * * *", 5400)
+        assert daily.markers == "daily or not hourly" and daily.coverage
+        assert weekly.schedule == "0 3 * * 0"
+        assert config.project.path == (ROOT / "examples" / "suite").resolve()
+
+    def test_state_dir_default_and_env_override(self, tmp_path: Path) -> None:
+        """${SCHEDCTL_STATE_DIR:-.schedctl} falls back to the default and honours the env."""
+        default = load_config(ROOT / "config.yaml", env={})
+        assert default.state_dir == ROOT / ".schedctl"
+        custom = load_config(ROOT / "config.yaml", env={"SCHEDCTL_STATE_DIR": str(tmp_path)})
+        assert custom.state_dir == tmp_path
+
+
+class TestDurations:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [(90, 90), ("90", 90), ("30m", 1800), ("90m", 5400), ("1.5h", 5400), ("7d", 604800)],
+    )
+    def test_valid(self, text: object, seconds: float) -> None:
+        """Durations accept seconds and s/m/h/d suffixes."""
+        assert parse_duration(text) == seconds
+
+    @pytest.mark.parametrize("text", [-5, 0, "-3m", "soon", "5y", True])
+    def test_invalid(self, text: object) -> None:
+        """Negative, zero and malformed durations are rejected."""
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(text)
+
+
+class TestErrorsNameTheKey:
+    def test_negative_timeout(self, tmp_path: Path) -> None:
+        """A negative timeout names tiers.hourly.timeout and the file."""
+        path = write(tmp_path, minimal(timeout=-1))
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert err.value.path == str(path)
+        assert any(p.startswith("tiers.hourly.timeout:") for p in err.value.problems)
+
+    def test_bad_cron(self, tmp_path: Path) -> None:
+        """A cron with 4 fields names tiers.hourly.schedule."""
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, minimal(schedule="15 * * *")))
+        assert err.value.problems == [
+            "tiers.hourly.schedule: invalid cron '15 * * *': expected 5 fields "
+            "(minute hour day month weekday), got 4"
+        ]
+
+    def test_cron_out_of_range(self, tmp_path: Path) -> None:
+        """Minute 61 is rejected with the key path."""
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, minimal(schedule="61 * * * *")))
+        assert err.value.problems[0].startswith("tiers.hourly.schedule: invalid cron")
+
+    def test_unknown_keys_anywhere(self, tmp_path: Path) -> None:
+        """Unknown keys at the top and inside a tier are each reported."""
+        data = minimal(timout=5)
+        data["colour"] = "blue"
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, data))
+        assert sorted(err.value.problems) == ["colour: unknown key", "tiers.hourly.timout: unknown key"]
+
+    def test_missing_env_var(self, tmp_path: Path) -> None:
+        """${VAR} without a default names the key that uses it."""
+        data = minimal()
+        data["state_dir"] = "${NOPE_NOT_SET}"
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, data), env={})
+        assert err.value.problems == ["state_dir: environment variable NOPE_NOT_SET is not set"]
+
+    def test_invalid_yaml_and_missing_file(self, tmp_path: Path) -> None:
+        """Unparseable YAML and a missing file are config errors, not tracebacks."""
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("tiers: [\n")
+        with pytest.raises(ConfigError, match="invalid YAML"):
+            load_config(bad)
+        with pytest.raises(ConfigError, match="cannot read"):
+            load_config(tmp_path / "missing.yaml")
+
+    def test_project_needs_exactly_one_source(self, tmp_path: Path) -> None:
+        """project.path and project.repo are mutually exclusive."""
+        data = minimal()
+        data["project"] = {"path": ".", "repo": "https://example.invalid/x.git"}
+        with pytest.raises(ConfigError, match="exactly one of project.path or project.repo"):
+            load_config(write(tmp_path, data))
+
+    def test_unknown_tier_lookup(self, tmp_path: Path) -> None:
+        """Config.tier() names the unknown tier and lists the known ones."""
+        config = load_config(write(tmp_path, minimal()))
+        with pytest.raises(UnknownTierError, match="unknown tier 'nightly'; configured tiers: hourly"):
+            config.tier("nightly")

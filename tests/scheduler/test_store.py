@@ -1,0 +1,108 @@
+"""The SQLite store: run rows, idempotency, results, leases, consecutive failures."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from runners.base import Outcome
+from scheduler.errors import StoreError, UnknownRunError
+from scheduler.store import SCHEMA_VERSION, Store, TestResultRow
+
+
+def finish(store: Store, tier: str, outcome: Outcome) -> int:
+    run_id = store.create_run(tier=tier, trigger="manual", kind="pytest")
+    assert run_id is not None
+    store.finish_run(run_id, outcome=outcome)
+    return run_id
+
+
+def test_wal_and_schema_version(store: Store) -> None:
+    """The database runs in WAL mode and records its schema version."""
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(store: Store) -> None:
+    """A database written by a newer schedctl is not silently used."""
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE schedctl_meta SET value='999' WHERE key='schema_version'")
+    conn.commit()
+    with pytest.raises(StoreError, match="schema version 999 is newer"):
+        Store(store.path)
+
+
+def test_idempotency_key_is_unique(store: Store) -> None:
+    """A second row for the same tier@slot is refused (returns None)."""
+    slot = datetime(2026, 11, 27, 1, 15, tzinfo=timezone.utc)
+    first = store.create_run(tier="hourly", trigger="schedule", kind="pytest", slot=slot,
+                             idempotency_key=f"hourly@{slot.isoformat()}")
+    again = store.create_run(tier="hourly", trigger="schedule", kind="pytest", slot=slot,
+                             idempotency_key=f"hourly@{slot.isoformat()}")
+    assert first is not None and again is None
+    assert store.get_run(first).slot == slot
+
+
+def test_finish_run_with_results(store: Store) -> None:
+    """Final outcome and per-test rows are written together and read back."""
+    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+    assert run_id is not None
+    rows = [TestResultRow("t.py::a", "passed", 0.1, "hourly"), TestResultRow("t.py::b", "failed", 0.2, "", "boom")]
+    record = store.finish_run(run_id, results=rows, outcome=Outcome.FAILED,
+                              counts={"passed": 1, "failed": 1})
+    assert record.outcome is Outcome.FAILED and record.finished_at is not None
+    assert store.test_results_for(run_id) == rows
+
+
+def test_unknown_run(store: Store) -> None:
+    """Asking for a run that does not exist is a usage error naming the id."""
+    with pytest.raises(UnknownRunError, match="no run with id 42"):
+        store.get_run(42)
+
+
+def test_consecutive_failures_ignore_infra(store: Store) -> None:
+    """Infra outcomes neither count as failures nor break a failure streak."""
+    finish(store, "hourly", Outcome.PASSED)
+    finish(store, "hourly", Outcome.FAILED)
+    finish(store, "hourly", Outcome.GPU_UNAVAILABLE)
+    finish(store, "hourly", Outcome.TIMEOUT)
+    finish(store, "daily", Outcome.FAILED)
+    assert store.consecutive_failures("hourly") == 2
+    finish(store, "hourly", Outcome.PASSED)
+    assert store.consecutive_failures("hourly") == 0
+
+
+def test_last_green_before(store: Store) -> None:
+    """last_green finds the newest passed run before a given run."""
+    a = finish(store, "hourly", Outcome.PASSED)
+    b = finish(store, "hourly", Outcome.FAILED)
+    c = finish(store, "hourly", Outcome.PASSED)
+    green = store.last_green("hourly", before_id=b)
+    assert green is not None and green.id == a
+    latest = store.last_green("hourly")
+    assert latest is not None and latest.id == c
+
+
+def test_leases_are_exclusive_and_released_for_dead_runs(store: Store) -> None:
+    """A GPU leased to one run cannot be leased to another; finished runs' leases are freed."""
+    one = store.create_run(tier="hourly", trigger="manual", kind="pytest", outcome=Outcome.RUNNING)
+    two = store.create_run(tier="daily", trigger="manual", kind="pytest", outcome=Outcome.RUNNING)
+    assert one is not None and two is not None
+    assert store.acquire_leases(one, "hourly", [(0, "GPU-a")])
+    assert not store.acquire_leases(two, "daily", [(1, "GPU-b"), (0, "GPU-a")])
+    assert [l["gpu_uuid"] for l in store.active_leases()] == ["GPU-a"]
+    store.finish_run(one, outcome=Outcome.INTERRUPTED)
+    assert store.release_dead_leases() == 1
+    assert store.acquire_leases(two, "daily", [(0, "GPU-a")])
+
+
+def test_unwritable_state_dir(tmp_path: Path) -> None:
+    """A state dir that cannot be created is a StoreError naming it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot create state directory"):
+        Store(blocker / "sub" / "x.db")
