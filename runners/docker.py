@@ -1,0 +1,463 @@
+"""Run the command in a fresh, hardened container on the host's Docker engine.
+
+Plugin alias: docker. The lifecycle follows ofelia's ``Run()``: find the image (never pulled) ->
+create -> start -> stream the logs into a bounded file -> own deadline timer -> on timeout or
+cancel stop with grace, then kill -> read ``State.ExitCode`` / ``State.OOMKilled`` -> always remove.
+
+Host paths in the spec are mounted at fixed container paths and every argv element and env value
+that names them is rewritten (see :class:`PathMap`):
+
+=====================  ==================  ============
+host                   container           mode
+=====================  ==================  ============
+``spec.workdir``       ``/work/src``       read-only, working directory
+``spec.run_dir``       ``/work/out``       read-write
+``spec.plugin_dir``    ``/work/plugin``    read-only
+(tmpfs)                ``/tmp``            read-write, exec, HOME
+=====================  ==================  ============
+
+Every ``docker.errors`` and ``requests`` exception is translated in :func:`_map_docker_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+import structlog
+from docker.models.containers import Container
+from docker.models.images import Image
+from docker.types import DeviceRequest, Mount
+from structlog.typing import FilteringBoundLogger
+
+from runners.base import (
+    BoundedLog,
+    EngineDown,
+    ImageMissing,
+    InfraError,
+    Runner,
+    RunResult,
+    RunSpec,
+    Termination,
+    utcnow,
+)
+
+DEFAULT_IMAGE = "schedctl-test:bookworm"
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+CONTAINER_SRC = "/work/src"
+CONTAINER_OUT = "/work/out"
+CONTAINER_PLUGIN = "/work/plugin"
+LABEL_RUN_ID = "schedctl.run-id"
+LABEL_TIER = "schedctl.tier"
+LABEL_INSTANCE = "schedctl.instance"
+BASE_ENV: Mapping[str, str] = {
+    "HOME": "/tmp",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+# Every class in docker.errors is named here on purpose: tests/runners/test_docker.py fails when
+# docker-py grows one, so someone decides how it maps. ImageNotFound -> ImageMissing, the rest ->
+# InfraError (or EngineDown when the engine cannot be reached).
+# fmt: off
+KNOWN_DOCKER_ERRORS = frozenset({
+    "APIError", "BuildError", "ContainerError", "ContextAlreadyExists", "ContextException",
+    "ContextNotFound", "DeprecatedMethod", "DockerException", "ImageLoadError", "ImageNotFound",
+    "InvalidArgument", "InvalidConfigFile", "InvalidRepository", "InvalidVersion",
+    "MissingContextParameter", "NotFound", "NullResource", "StreamParseError", "TLSParameterError",
+})
+# fmt: on
+# StreamParseError derives from RuntimeError, not DockerException.
+_THIRD_PARTY = (
+    docker.errors.DockerException,
+    docker.errors.StreamParseError,
+    requests.exceptions.RequestException,
+)
+_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _is_engine_down(exc: BaseException) -> bool:
+    """A connection/timeout error, or docker-py's wrapper of one (raised by ``from_env()``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _UNREACHABLE):
+            return True
+        if isinstance(seen, docker.errors.DockerException) and "server API version" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _map_docker_errors(address: str) -> Iterator[None]:
+    """Translate docker-py and requests exceptions into the runner's :class:`InfraError` tree."""
+    try:
+        yield
+    except InfraError:
+        raise
+    except _THIRD_PARTY as exc:
+        if _is_engine_down(exc):
+            raise EngineDown(f"docker engine not answering at {address}: {exc}") from exc
+        if isinstance(exc, docker.errors.ImageNotFound):
+            raise ImageMissing(f"docker: {exc}") from exc
+        raise InfraError(f"docker: {exc}") from exc
+
+
+def engine_address(client: docker.DockerClient | None) -> str:
+    """Where ``client`` (or ``docker.from_env()`` when None) talks to, for error messages."""
+    if client is None:
+        return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    socket_path = getattr(getattr(client.api, "_custom_adapter", None), "socket_path", None)
+    return f"unix://{socket_path}" if socket_path else str(client.api.base_url)
+
+
+def docker_available(
+    client: docker.DockerClient | None = None, timeout_s: float = 3.0
+) -> tuple[bool, str]:
+    """Whether a Docker engine answers a ping, with a reason either way (for ``runner: auto``)."""
+    address = engine_address(client)
+    try:
+        with _map_docker_errors(address):
+            probe = client or docker.from_env(timeout=max(1, math.ceil(timeout_s)))
+            try:
+                probe.ping()
+                version = probe.version().get("Version", "?")
+            finally:
+                if client is None:
+                    probe.close()
+    except InfraError as exc:
+        return False, str(exc)
+    return True, f"docker engine {version} at {address}"
+
+
+class PathMap:
+    """Rewrites host paths to container paths inside argv elements and env values.
+
+    A host prefix is replaced where it starts the string or follows ``=``, ``:`` or ``,`` (so
+    ``--junitxml=/host/run/junit.xml``, ``--cov-report=xml:/host/run/cov.xml`` and
+    ``PYTHONPATH=/host/plugin:/x`` work) and is followed by the end, ``/``, ``:`` or ``,``. The
+    longest prefix wins, and replaced text is never rewritten again. Paths outside the mounts stay.
+    """
+
+    def __init__(self, pairs: Mapping[Path, str]) -> None:
+        self._targets: dict[str, str] = {}
+        for host, target in pairs.items():
+            for form in {str(host), str(host.resolve())}:
+                self._targets[form.rstrip("/") or "/"] = target
+        alternatives = "|".join(re.escape(h) for h in sorted(self._targets, key=len, reverse=True))
+        self._pattern = re.compile(rf"(?<![^=:,])({alternatives})(?=$|[/:,])")
+
+    def __call__(self, value: str) -> str:
+        return self._pattern.sub(lambda m: self._targets[m.group(1)], value)
+
+
+def _wait_in_thread(container: Container) -> threading.Event:
+    """Block on ``container.wait()`` in a thread; the event is set when it returns or fails."""
+    done = threading.Event()
+
+    def wait() -> None:
+        # A failed wait only ends the wait: the supervisor reloads the state and sees what happened.
+        try:
+            with contextlib.suppress(Exception):
+                container.wait()
+        finally:
+            done.set()
+
+    threading.Thread(target=wait, name="docker-wait", daemon=True).start()
+    return done
+
+
+class _LogPump:
+    """Follows the container's output into a :class:`BoundedLog` from a thread."""
+
+    def __init__(self, container: Container, log: BoundedLog, clock: Callable[[], float]) -> None:
+        self._container = container
+        self._log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self.first_output_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="docker-logs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):  # a broken stream must not kill the run
+            for chunk in self._container.logs(stream=True, follow=True):
+                with self._lock:
+                    if self._closed:
+                        return
+                    if self.first_output_at is None:
+                        self.first_output_at = self._clock()
+                    self._log.write(chunk)
+
+    def finish(self, timeout_s: float) -> None:
+        """Let the stream drain (it ends when the container stops), then stop writing."""
+        self._thread.join(timeout_s)
+        with self._lock:
+            self._closed = True
+
+
+class DockerRunner(Runner):
+    """Hardened container runner. Plugin alias: docker.
+
+    Args:
+        client: Docker SDK client; ``docker.from_env()`` is built on first use when None.
+        default_image: image used when the spec names none.
+        user: ``uid:gid`` the command runs as (never root).
+        tmpfs_size: size of the ``/tmp`` tmpfs.
+        instance: tag for this scheduler instance; reaping and name clashes only touch containers
+            of the same instance, so two daemons (or test sessions) can share one engine.
+        poll_s: supervisor tick for deadline and cancel checks.
+        clock: monotonic clock for the deadline.
+    """
+
+    alias = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        default_image: str = DEFAULT_IMAGE,
+        user: str = "1000:1000",
+        tmpfs_size: str = "1g",
+        instance: str | None = None,
+        poll_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        log: FilteringBoundLogger | None = None,
+    ) -> None:
+        self._client = client
+        self.default_image = default_image
+        self.user = user
+        self.tmpfs_size = tmpfs_size
+        self.instance = instance
+        self.poll_s = poll_s
+        self._clock = clock
+        self._log = log or structlog.get_logger("runners.docker")
+
+    @property
+    def address(self) -> str:
+        return engine_address(self._client)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The SDK client, built from the environment on first use.
+
+        Raises:
+            EngineDown: ``docker.from_env()`` could not reach the engine.
+        """
+        if self._client is None:
+            with _map_docker_errors(self.address):
+                self._client = docker.from_env()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def container_name(self, spec: RunSpec) -> str:
+        parts = [p for p in ("schedctl", self.instance, spec.tier, spec.run_id) if p]
+        return re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(parts))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
+        client = self.client
+        started = utcnow()
+        image_name = spec.image or self.default_image
+        self._prepare_run_dir(spec.run_dir)
+        with _map_docker_errors(self.address):
+            image = self._find_image(client, image_name)
+            self._remove_leftover(client, self.container_name(spec))
+            created_at = self._clock()
+            container = client.containers.create(**self.create_kwargs(spec, image.id))
+        try:
+            with _map_docker_errors(self.address):
+                result = self._run_container(container, spec, cancel, started, created_at)
+                provenance = {**self._provenance(client, image, image_name), **result.provenance}
+                provenance.update(container_id=container.id, container_name=container.name)
+                return dataclasses.replace(result, provenance=provenance)
+        finally:
+            self._remove(container)
+
+    def _run_container(
+        self,
+        container: Container,
+        spec: RunSpec,
+        cancel: threading.Event,
+        started: datetime,
+        created_at: float,
+    ) -> RunResult:
+        with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
+            container.start()
+            pump = _LogPump(container, log, self._clock)
+            pump.start()
+            exited = _wait_in_thread(container)
+            termination, message = self._supervise(container, exited, spec, cancel)
+            exited.wait(spec.grace_s + 5)
+            pump.finish(timeout_s=5)
+            truncated = log.truncated
+        container.reload()
+        state = container.attrs["State"]
+        exit_code = state.get("ExitCode")
+        if termination is Termination.EXITED and state.get("OOMKilled"):
+            termination, message = (
+                Termination.OOM,
+                f"killed by the OOM killer (memory={spec.memory})",
+            )
+        provenance: dict[str, Any] = {}
+        if pump.first_output_at is not None:
+            provenance["first_output_s"] = round(pump.first_output_at - created_at, 4)
+        return RunResult(termination, exit_code, started, utcnow(), message, truncated, provenance)
+
+    def _supervise(
+        self, container: Container, exited: threading.Event, spec: RunSpec, cancel: threading.Event
+    ) -> tuple[Termination, str]:
+        deadline = self._clock() + spec.timeout_s
+        while not exited.wait(max(0.0, min(self.poll_s, deadline - self._clock()))):
+            if cancel.is_set():
+                self._stop(container, spec.grace_s)
+                return Termination.CANCELLED, "cancelled"
+            if self._clock() >= deadline:
+                self._stop(container, spec.grace_s)
+                return Termination.TIMEOUT, f"timed out after {spec.timeout_s:g}s"
+        return Termination.EXITED, ""
+
+    def _stop(self, container: Container, grace_s: float) -> None:
+        """SIGTERM (forwarded by the container's init), SIGKILL after the grace."""
+        with contextlib.suppress(docker.errors.NotFound):
+            container.stop(timeout=max(0, math.ceil(grace_s)))
+            container.reload()
+            if container.attrs["State"].get("Running"):
+                with contextlib.suppress(docker.errors.APIError):  # 409: it just exited
+                    container.kill()
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _find_image(client: docker.DockerClient, name: str) -> Image:
+        try:
+            return client.images.get(name)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageMissing(
+                f"image {name!r} is not on this host and is never pulled (build it: make image)"
+            ) from exc
+
+    def _remove_leftover(self, client: docker.DockerClient, name: str) -> None:
+        try:
+            leftover = client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        self._log.warning("removing leftover container", container=name, id=leftover.short_id)
+        leftover.remove(force=True, v=True)
+
+    def _prepare_run_dir(self, run_dir: Path) -> None:
+        """Make the output dir writable for the container user (the daemon usually runs as root)."""
+        uid, _, gid = self.user.partition(":")
+        try:
+            if os.geteuid() == 0:
+                os.chown(run_dir, int(uid), int(gid or uid))
+            elif run_dir.stat().st_uid != int(uid):
+                run_dir.chmod(0o777)  # rootless daemon with a foreign container uid: no other way
+        except (OSError, ValueError) as exc:
+            raise InfraError(f"cannot hand {run_dir} to container user {self.user}: {exc}") from exc
+
+    def create_kwargs(self, spec: RunSpec, image_id: str) -> dict[str, Any]:
+        """Keyword arguments for ``containers.create``: mounts, remapped argv/env, hardening."""
+        binds = [(spec.workdir, CONTAINER_SRC, True), (spec.run_dir, CONTAINER_OUT, False)]
+        if spec.plugin_dir is not None:
+            binds.append((spec.plugin_dir, CONTAINER_PLUGIN, True))
+        remap = PathMap({host: target for host, target, _ in binds})
+        env = {**BASE_ENV, "SCHEDCTL_RUN_ID": spec.run_id, "SCHEDCTL_TIER": spec.tier}
+        env.update({key: remap(value) for key, value in spec.env.items()})
+        labels = {**spec.labels, LABEL_RUN_ID: spec.run_id, LABEL_TIER: spec.tier}
+        if self.instance:
+            labels[LABEL_INSTANCE] = self.instance
+        kwargs: dict[str, Any] = {
+            "image": image_id,
+            "command": [remap(arg) for arg in spec.argv],
+            "name": self.container_name(spec),
+            "labels": labels,
+            "environment": env,
+            "working_dir": CONTAINER_SRC,
+            "user": self.user,
+            "mounts": [
+                Mount(target, str(host.absolute()), type="bind", read_only=read_only)
+                for host, target, read_only in binds
+            ],
+            "tmpfs": {"/tmp": f"rw,exec,nosuid,nodev,size={self.tmpfs_size}"},
+            "init": True,
+            "privileged": False,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "network_mode": "bridge" if spec.network else "none",
+            "pids_limit": spec.pids_limit,
+        }
+        if spec.memory:
+            kwargs["mem_limit"] = spec.memory
+            kwargs["memswap_limit"] = spec.memory  # equal: a hog is OOM-killed instead of swapping
+        if spec.shm_size:
+            kwargs["shm_size"] = spec.shm_size
+        if spec.gpus:
+            ids = [gpu.uuid or str(gpu.index) for gpu in spec.gpus]
+            kwargs["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+        return kwargs
+
+    def _remove(self, container: Container) -> None:
+        """Always remove; a failure here is a warning and never replaces the run's outcome."""
+        try:
+            with _map_docker_errors(self.address):
+                container.remove(force=True, v=True)
+        except InfraError as exc:
+            if not isinstance(exc.__cause__, docker.errors.NotFound):
+                self._log.warning(
+                    "container removal failed", container=container.id, error=str(exc)
+                )
+
+    @staticmethod
+    def _provenance(client: docker.DockerClient, image: Image, image_name: str) -> dict[str, Any]:
+        return {
+            "runner": "docker",
+            "image": image_name,
+            "image_id": image.id,
+            "repo_digests": list(image.attrs.get("RepoDigests") or []),
+            "docker_version": client.version().get("Version"),
+        }
+
+    # -- orphans ---------------------------------------------------------------------------------
+
+    def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
+        """Kill and remove our containers whose run is not live; return their run ids.
+
+        Raises:
+            EngineDown: the engine does not answer (the caller decides whether that is fatal).
+        """
+        client = self.client
+        label_filter = [LABEL_RUN_ID]
+        if self.instance:
+            label_filter.append(f"{LABEL_INSTANCE}={self.instance}")
+        with _map_docker_errors(self.address):
+            found = client.containers.list(all=True, filters={"label": label_filter})
+        reaped: set[str] = set()
+        for container in found:
+            run_id = container.labels.get(LABEL_RUN_ID, "")
+            if run_id in live_run_ids:
+                continue
+            self._log.warning("reaping orphan container", container=container.name, run_id=run_id)
+            self._remove(container)  # force-remove kills it first
+            reaped.add(run_id)
+        return sorted(reaped)
