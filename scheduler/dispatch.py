@@ -121,7 +121,7 @@ class Dispatcher:
                 listener(event)
             except Exception:
                 log.exception(
-                    "listener_failed", listener=repr(listener), event=type(event).__name__
+                    "listener_failed", listener=repr(listener), event_type=type(event).__name__
                 )
 
     # -- public API ----------------------------------------------------------------------------

@@ -289,6 +289,8 @@ class Store:
             raise
 
     def update_run(self, run_id: int, **values: Any) -> None:
+        if not values:
+            return
         if "outcome" in values:
             values["outcome"] = Outcome(values["outcome"]).value
         with self.begin() as conn:

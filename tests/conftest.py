@@ -48,7 +48,9 @@ def tier(**overrides: Any) -> dict[str, Any]:
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     """Build a validated Config whose state lives in tmp_path."""
 
-    def make(project: Path | None = None, tiers: dict[str, Any] | None = None, **top: Any) -> Config:
+    def make(
+        project: Path | None = None, tiers: dict[str, Any] | None = None, **top: Any
+    ) -> Config:
         data: dict[str, Any] = {
             "state_dir": str(tmp_path / "state"),
             "runner": "local",

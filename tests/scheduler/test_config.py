@@ -92,7 +92,10 @@ class TestErrorsNameTheKey:
         data["colour"] = "blue"
         with pytest.raises(ConfigError) as err:
             load_config(write(tmp_path, data))
-        assert sorted(err.value.problems) == ["colour: unknown key", "tiers.hourly.timout: unknown key"]
+        assert sorted(err.value.problems) == [
+            "colour: unknown key",
+            "tiers.hourly.timout: unknown key",
+        ]
 
     def test_missing_env_var(self, tmp_path: Path) -> None:
         """${VAR} without a default names the key that uses it."""
@@ -121,5 +124,7 @@ class TestErrorsNameTheKey:
     def test_unknown_tier_lookup(self, tmp_path: Path) -> None:
         """Config.tier() names the unknown tier and lists the known ones."""
         config = load_config(write(tmp_path, minimal()))
-        with pytest.raises(UnknownTierError, match="unknown tier 'nightly'; configured tiers: hourly"):
+        with pytest.raises(
+            UnknownTierError, match="unknown tier 'nightly'; configured tiers: hourly"
+        ):
             config.tier("nightly")

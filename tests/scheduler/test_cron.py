@@ -18,15 +18,14 @@ def nxt(expr: str, now: datetime = FRIDAY, count: int = 3) -> list[datetime]:
 
 def test_hourly_at_minute_15() -> None:
     """'15 * * * *' fires at :15 of every hour."""
-    assert nxt("15 * * * *") == [
-        datetime(2026, 11, 27, h, 15, tzinfo=UTC) for h in (1, 2, 3)
-    ]
+    assert nxt("15 * * * *") == [datetime(2026, 11, 27, h, 15, tzinfo=UTC) for h in (1, 2, 3)]
 
 
 def test_daily_at_0230() -> None:
     """'30 2 * * *' fires once a day at 02:30 UTC."""
     assert nxt("30 2 * * *", count=2) == [
-        datetime(2026, 11, 27, 2, 30, tzinfo=UTC), datetime(2026, 11, 28, 2, 30, tzinfo=UTC)
+        datetime(2026, 11, 27, 2, 30, tzinfo=UTC),
+        datetime(2026, 11, 28, 2, 30, tzinfo=UTC),
     ]
 
 
@@ -34,7 +33,10 @@ def test_daily_at_0230() -> None:
 def test_weekly_is_sunday(dow: str) -> None:
     """Day-of-week 0, 7 and 'sun' all mean Sunday (APScheduler alone would say Monday)."""
     times = nxt(f"0 3 * * {dow}", count=2)
-    assert times == [datetime(2026, 11, 29, 3, 0, tzinfo=UTC), datetime(2026, 12, 6, 3, 0, tzinfo=UTC)]
+    assert times == [
+        datetime(2026, 11, 29, 3, 0, tzinfo=UTC),
+        datetime(2026, 12, 6, 3, 0, tzinfo=UTC),
+    ]
     assert all(t.weekday() == 6 for t in times)
 
 

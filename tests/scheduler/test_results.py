@@ -20,8 +20,16 @@ def result(termination: Termination = Termination.EXITED, code: int | None = 0) 
 
 @pytest.mark.parametrize(
     ("code", "outcome"),
-    [(0, Outcome.PASSED), (1, Outcome.FAILED), (2, Outcome.ERROR), (3, Outcome.ERROR),
-     (4, Outcome.ERROR), (5, Outcome.NO_TESTS), (-11, Outcome.ERROR), (77, Outcome.ERROR)],
+    [
+        (0, Outcome.PASSED),
+        (1, Outcome.FAILED),
+        (2, Outcome.ERROR),
+        (3, Outcome.ERROR),
+        (4, Outcome.ERROR),
+        (5, Outcome.NO_TESTS),
+        (-11, Outcome.ERROR),
+        (77, Outcome.ERROR),
+    ],
 )
 def test_exit_codes(code: int, outcome: Outcome) -> None:
     """pytest exit codes map to outcomes; exit 5 is never passed."""
@@ -30,8 +38,12 @@ def test_exit_codes(code: int, outcome: Outcome) -> None:
 
 @pytest.mark.parametrize(
     ("termination", "outcome"),
-    [(Termination.TIMEOUT, Outcome.TIMEOUT), (Termination.OOM, Outcome.OOM),
-     (Termination.CANCELLED, Outcome.CANCELLED), (Termination.INFRA, Outcome.INFRA_ERROR)],
+    [
+        (Termination.TIMEOUT, Outcome.TIMEOUT),
+        (Termination.OOM, Outcome.OOM),
+        (Termination.CANCELLED, Outcome.CANCELLED),
+        (Termination.INFRA, Outcome.INFRA_ERROR),
+    ],
 )
 def test_terminations_win_over_exit_codes(termination: Termination, outcome: Outcome) -> None:
     """A timeout killed with 137 is a timeout, never an OOM or a failure."""
@@ -43,11 +55,23 @@ def test_failed_reason_names_tests(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     lines = [
         {"type": "collection", "collected": 2},
-        {"type": "test", "nodeid": "t.py::ok", "outcome": "passed", "duration_s": 0.1, "markers": ["hourly"]},
-        {"type": "test", "nodeid": "t.py::bad", "outcome": "failed", "duration_s": 0.2, "markers": [],
-         "longrepr": "assert 1 == 2"},
+        {
+            "type": "test",
+            "nodeid": "t.py::ok",
+            "outcome": "passed",
+            "duration_s": 0.1,
+            "markers": ["hourly"],
+        },
+        {
+            "type": "test",
+            "nodeid": "t.py::bad",
+            "outcome": "failed",
+            "duration_s": 0.2,
+            "markers": [],
+            "longrepr": "assert 1 == 2",
+        },
     ]
-    path.write_text("\n".join(json.dumps(l) for l in lines) + "\n{\"type\": \"te")
+    path.write_text("\n".join(json.dumps(line) for line in lines) + '\n{"type": "te')
     parsed = parse_jsonl(path)
     assert parsed.counts["passed"] == 1 and parsed.counts["failed"] == 1
     assert parsed.collected == 2
@@ -66,5 +90,6 @@ def test_junit_fallback(tmp_path: Path) -> None:
     parsed = load_results(tmp_path / "results.jsonl", tmp_path / "junit.xml")
     assert parsed.source == "junit"
     assert [(t.nodeid, t.outcome) for t in parsed.tests] == [
-        ("tests/test_a.py::test_x", "passed"), ("tests/test_a.py::test_y", "failed"),
+        ("tests/test_a.py::test_x", "passed"),
+        ("tests/test_a.py::test_y", "failed"),
     ]

@@ -39,10 +39,20 @@ def test_newer_schema_is_refused(store: Store) -> None:
 def test_idempotency_key_is_unique(store: Store) -> None:
     """A second row for the same tier@slot is refused (returns None)."""
     slot = datetime(2026, 11, 27, 1, 15, tzinfo=timezone.utc)
-    first = store.create_run(tier="hourly", trigger="schedule", kind="pytest", slot=slot,
-                             idempotency_key=f"hourly@{slot.isoformat()}")
-    again = store.create_run(tier="hourly", trigger="schedule", kind="pytest", slot=slot,
-                             idempotency_key=f"hourly@{slot.isoformat()}")
+    first = store.create_run(
+        tier="hourly",
+        trigger="schedule",
+        kind="pytest",
+        slot=slot,
+        idempotency_key=f"hourly@{slot.isoformat()}",
+    )
+    again = store.create_run(
+        tier="hourly",
+        trigger="schedule",
+        kind="pytest",
+        slot=slot,
+        idempotency_key=f"hourly@{slot.isoformat()}",
+    )
     assert first is not None and again is None
     assert store.get_run(first).slot == slot
 
@@ -51,9 +61,13 @@ def test_finish_run_with_results(store: Store) -> None:
     """Final outcome and per-test rows are written together and read back."""
     run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
     assert run_id is not None
-    rows = [TestResultRow("t.py::a", "passed", 0.1, "hourly"), TestResultRow("t.py::b", "failed", 0.2, "", "boom")]
-    record = store.finish_run(run_id, results=rows, outcome=Outcome.FAILED,
-                              counts={"passed": 1, "failed": 1})
+    rows = [
+        TestResultRow("t.py::a", "passed", 0.1, "hourly"),
+        TestResultRow("t.py::b", "failed", 0.2, "", "boom"),
+    ]
+    record = store.finish_run(
+        run_id, results=rows, outcome=Outcome.FAILED, counts={"passed": 1, "failed": 1}
+    )
     assert record.outcome is Outcome.FAILED and record.finished_at is not None
     assert store.test_results_for(run_id) == rows
 
@@ -94,7 +108,7 @@ def test_leases_are_exclusive_and_released_for_dead_runs(store: Store) -> None:
     assert one is not None and two is not None
     assert store.acquire_leases(one, "hourly", [(0, "GPU-a")])
     assert not store.acquire_leases(two, "daily", [(1, "GPU-b"), (0, "GPU-a")])
-    assert [l["gpu_uuid"] for l in store.active_leases()] == ["GPU-a"]
+    assert [lease["gpu_uuid"] for lease in store.active_leases()] == ["GPU-a"]
     store.finish_run(one, outcome=Outcome.INTERRUPTED)
     assert store.release_dead_leases() == 1
     assert store.acquire_leases(two, "daily", [(0, "GPU-a")])

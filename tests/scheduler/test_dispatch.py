@@ -1,0 +1,186 @@
+"""The dispatcher with the fake runner: rows first, overlap, crashes, recovery, events."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import pytest
+
+from runners.base import Outcome, Runner, RunResult, RunSpec, Termination
+from runners.fake import FakeBehaviour, FakeRunner, always
+from scheduler.config import Config
+from scheduler.dispatch import Dispatcher, RunRequest
+from scheduler.errors import UnknownTierError
+from scheduler.events import Event, RunFinished, RunQueued, RunStarted
+from scheduler.runner_select import RunnerFactory
+from scheduler.store import Store
+
+
+def dispatcher_with(
+    config: Config, runner: Runner, events: list[Event] | None = None
+) -> Dispatcher:
+    store = Store(config.db_path)
+    factory = RunnerFactory({"local": runner, "auto": runner, "docker": runner})
+    d = Dispatcher(config, store, factory)
+    if events is not None:
+        d.add_listener(events.append)
+    return d
+
+
+def test_passing_run_is_recorded_with_counts(make_config: Callable[..., Config]) -> None:
+    """A passing fake run ends passed with the plugin counts and emits queued/started/finished."""
+    events: list[Event] = []
+    behaviour = FakeBehaviour(tests=[("a::x", "passed"), ("a::y", "skipped")])
+    d = dispatcher_with(make_config(), FakeRunner(always(behaviour)), events)
+    record = d.run(RunRequest("hourly"))
+    assert record.outcome is Outcome.PASSED
+    assert record.counts["passed"] == 1 and record.counts["skipped"] == 1
+    assert [type(e) for e in events] == [RunQueued, RunStarted, RunFinished]
+    assert [t.nodeid for t in d.store.test_results_for(record.id)] == ["a::x", "a::y"]
+
+
+def test_row_exists_before_the_runner_starts(make_config: Callable[..., Config]) -> None:
+    """While the runner runs, the run row already exists as running."""
+    seen: list[Outcome] = []
+
+    def handler(spec: RunSpec) -> FakeBehaviour:
+        seen.append(store.get_run(int(spec.run_id)).outcome)
+        return FakeBehaviour()
+
+    config = make_config()
+    d = dispatcher_with(config, FakeRunner(handler))
+    store = d.store
+    d.run(RunRequest("hourly"))
+    assert seen == [Outcome.RUNNING]
+
+
+def test_unknown_tier_writes_nothing(make_config: Callable[..., Config]) -> None:
+    """An unknown tier raises before any row is written."""
+    d = dispatcher_with(make_config(), FakeRunner())
+    with pytest.raises(UnknownTierError):
+        d.run(RunRequest("nightly"))
+    assert d.store.list_runs() == []
+
+
+def test_overlapping_fire_is_recorded_as_skipped(make_config: Callable[..., Config]) -> None:
+    """A second run of a busy tier becomes a skipped-overlap row naming the running run."""
+    d = dispatcher_with(make_config(), FakeRunner(always(FakeBehaviour(duration_s=2))))
+    first: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: first.setdefault("r", d.run(RunRequest("hourly"))))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not d.active_run_ids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    running_id = d.active_run_ids()[0]
+    skipped = d.run(RunRequest("hourly", trigger="schedule"))
+    worker.join()
+    assert skipped.outcome is Outcome.SKIPPED_OVERLAP
+    assert f"already running as run {running_id}" in skipped.reason
+
+
+def test_same_slot_runs_once(make_config: Callable[..., Config]) -> None:
+    """Two fires for the same tier@slot produce one row."""
+    runner = FakeRunner()
+    d = dispatcher_with(make_config(), runner)
+    slot = datetime(2026, 11, 27, 1, 15, tzinfo=timezone.utc)
+    a = d.run(RunRequest("hourly", trigger="schedule", slot=slot))
+    b = d.run(RunRequest("hourly", trigger="schedule", slot=slot))
+    assert a.id == b.id and len(runner.specs) == 1
+
+
+class Exploding(Runner):
+    alias = "local"
+
+    def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
+        raise RuntimeError("kaboom")
+
+
+def test_crash_in_runner_leaves_a_record(make_config: Callable[..., Config]) -> None:
+    """A bug that raises mid-run still leaves a final infra-error row naming it."""
+    d = dispatcher_with(make_config(), Exploding())
+    record = d.run(RunRequest("hourly"))
+    assert record.outcome is Outcome.INFRA_ERROR
+    assert "RuntimeError: kaboom" in record.reason
+
+
+def test_cancel_records_reason(make_config: Callable[..., Config]) -> None:
+    """Cancelling a run ends it as cancelled with the given reason."""
+    d = dispatcher_with(make_config(), FakeRunner(always(FakeBehaviour(duration_s=30))))
+    threading.Timer(0.5, lambda: d.cancel(d.active_run_ids()[0], "operator said stop")).start()
+    record = d.run(RunRequest("hourly"))
+    assert record.outcome is Outcome.CANCELLED and record.reason == "operator said stop"
+
+
+def test_recover_marks_dead_owner_runs_interrupted(make_config: Callable[..., Config]) -> None:
+    """Runs left running by a dead process become interrupted; live owners are left alone."""
+    config = make_config()
+    d = dispatcher_with(config, FakeRunner())
+    dead = d.store.create_run(
+        tier="hourly",
+        trigger="schedule",
+        kind="pytest",
+        outcome=Outcome.RUNNING,
+        host=d.host,
+        owner_pid=2**22 + 12345,
+    )
+    live = d.store.create_run(
+        tier="daily",
+        trigger="manual",
+        kind="pytest",
+        outcome=Outcome.RUNNING,
+        host=d.host,
+        owner_pid=os.getpid(),
+    )
+    assert dead is not None and live is not None
+    d.store.acquire_leases(dead, "hourly", [(0, "GPU-0")])
+    events: list[Event] = []
+    d.add_listener(events.append)
+    assert d.recover() == [dead]
+    assert d.store.get_run(dead).outcome is Outcome.INTERRUPTED
+    assert d.store.get_run(live).outcome is Outcome.RUNNING
+    assert d.store.active_leases() == []
+    assert any(isinstance(e, RunFinished) and e.run_id == dead for e in events)
+
+
+def test_listener_errors_never_fail_a_run(make_config: Callable[..., Config]) -> None:
+    """A listener that raises is logged, and the run still passes."""
+
+    def broken(_event: Event) -> None:
+        raise ValueError("listener bug")
+
+    d = dispatcher_with(make_config(), FakeRunner())
+    d.add_listener(broken)
+    assert d.run(RunRequest("hourly")).outcome is Outcome.PASSED
+
+
+def test_timeout_override_reaches_the_runner(make_config: Callable[..., Config]) -> None:
+    """--timeout overrides the tier's timeout in the spec; markers override too."""
+    runner = FakeRunner(always(FakeBehaviour(duration_s=5)))
+    d = dispatcher_with(make_config(), runner)
+    record = d.run(RunRequest("hourly", timeout_s=0.3, markers="daily"))
+    assert record.outcome is Outcome.TIMEOUT
+    assert runner.specs[0].timeout_s == 0.3
+    argv = list(runner.specs[0].argv)
+    assert argv[argv.index("-m", 3) + 1] == "daily"
+
+
+def test_infra_termination_is_infra_error(make_config: Callable[..., Config]) -> None:
+    """A runner that cannot start the run gives infra-error with its message."""
+    behaviour = FakeBehaviour(termination=Termination.INFRA, message="image x:y not found")
+    d = dispatcher_with(make_config(), FakeRunner(always(behaviour)))
+    record = d.run(RunRequest("hourly"))
+    assert (record.outcome, record.reason) == (Outcome.INFRA_ERROR, "image x:y not found")
+
+
+def test_gpu_tier_without_pool_is_gpu_unavailable(make_config: Callable[..., Config]) -> None:
+    """A tier needing GPUs on a host with no GPU pool ends gpu-unavailable, not failed."""
+    from tests.conftest import tier
+
+    config = make_config(tiers={"hourly": tier(gpus=1)})
+    d = dispatcher_with(config, FakeRunner())
+    record = d.run(RunRequest("hourly"))
+    assert record.outcome is Outcome.GPU_UNAVAILABLE
