@@ -180,10 +180,14 @@ def _wait_in_thread(container: Container) -> threading.Event:
 
 
 class _LogPump:
-    """Follows the container's output into a :class:`BoundedLog` from a thread."""
+    """Copies the container's output into a :class:`BoundedLog` from a thread.
 
-    def __init__(self, container: Container, log: BoundedLog, clock: Callable[[], float]) -> None:
-        self._container = container
+    It reads an attach stream opened *before* the container starts (as ``docker run`` does), so
+    no output is lost to a race and the first line arrives without a logs round trip.
+    """
+
+    def __init__(self, stream: Any, log: BoundedLog, clock: Callable[[], float]) -> None:
+        self._stream = stream
         self._log = log
         self._clock = clock
         self._lock = threading.Lock()
@@ -196,7 +200,7 @@ class _LogPump:
 
     def _run(self) -> None:
         with contextlib.suppress(Exception):  # a broken stream must not kill the run
-            for chunk in self._container.logs(stream=True, follow=True):
+            for chunk in self._stream:
                 with self._lock:
                     if self._closed:
                         return
@@ -209,6 +213,8 @@ class _LogPump:
         self._thread.join(timeout_s)
         with self._lock:
             self._closed = True
+        with contextlib.suppress(Exception):
+            self._stream.close()
 
 
 class DockerRunner(Runner):
@@ -302,8 +308,9 @@ class DockerRunner(Runner):
         created_at: float,
     ) -> RunResult:
         with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            pump = _LogPump(stream, log, self._clock)
             container.start()
-            pump = _LogPump(container, log, self._clock)
             pump.start()
             exited = _wait_in_thread(container)
             termination, message = self._supervise(container, exited, spec, cancel)

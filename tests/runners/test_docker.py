@@ -61,6 +61,7 @@ SIGKILL = {"test_die.py": "import os\n\ndef test_die():\n    os.kill(os.getpid()
 HOG = {
     "test_hog.py": "def test_hog():\n    k = []\n    while True:\n        k.append(b'x' * 2**24)\n"
 }
+COVERED_TEST = "from mod import f\n\ndef test_f():\n    assert f(1) == 2\n"
 NO_SOCKET = "unix:///nonexistent.sock"
 
 SANDBOX_TEST = """
@@ -451,6 +452,23 @@ class TestRealContainers:
             "test_bad.py::test_bad": "failed",
         }
         assert spec.junit_path.exists()
+
+    def test_coverage_with_read_only_source(
+        self, docker_runner: DockerRunner, make_project: Any, make_spec: Any
+    ) -> None:
+        """pytest-cov works on the read-only source when its files are pointed into run_dir."""
+        project = make_project(
+            {"mod.py": "def f(x):\n    return x + 1\n", "test_mod.py": COVERED_TEST}
+        )
+        spec = make_spec(project)
+        spec = dataclasses.replace(
+            spec,
+            argv=[*spec.argv, "--cov=mod", f"--cov-report=xml:{spec.run_dir / 'coverage.xml'}"],
+            env={"COVERAGE_FILE": str(spec.run_dir / ".coverage")},
+        )
+        result = docker_runner.run(spec)
+        assert result.exit_code == 0, _log(spec)
+        assert 'line-rate="1"' in (spec.run_dir / "coverage.xml").read_text()
 
     def test_docker_available(self, docker_client: Any) -> None:
         """A live engine is reported available with its version."""
