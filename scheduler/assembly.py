@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from scheduler.config import Config
+from scheduler.daemon import Service
 from scheduler.dispatch import Dispatcher
 from scheduler.events import Listener
 from scheduler.runner_select import RunnerFactory
@@ -46,3 +47,9 @@ def build_dispatcher(
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,
     )
+
+
+def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:
+    """The daemon's long-lived parts, each from its own module; listeners attach here too."""
+    services: list[Service] = []
+    return services

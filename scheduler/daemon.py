@@ -13,9 +13,10 @@ import fcntl
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -31,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from runners.base import Outcome
 from scheduler.config import Config
-from scheduler.cron import latest_slot, parse_cron
+from scheduler.cron import latest_slot, parse_cron, slots_between
 from scheduler.dispatch import Dispatcher, RunRequest
 from scheduler.errors import DaemonLocked
 from scheduler.events import RunFinished, SlotMissed
@@ -40,6 +41,7 @@ from scheduler.store import Store
 log = structlog.get_logger("schedctl.daemon")
 
 JOB_PREFIX = "tier:"
+MAX_GAP_ROWS = 500
 
 # Jobs are pickled by reference ("scheduler.daemon:fire"), so the job function finds its daemon
 # through this process-local table; entries vanish with their daemon.
@@ -104,20 +106,40 @@ class StateLock:
         return None
 
 
-class Daemon:
-    """Owns the APScheduler instance and the lifecycle boot -> start -> stop."""
+class Service(Protocol):
+    """Something that lives as long as the daemon: metrics server, control API, alert worker."""
 
-    def __init__(self, config: Config, store: Store, dispatcher: Dispatcher) -> None:
+    name: str
+
+    def start(self, daemon: Daemon) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Daemon:
+    """Owns the APScheduler instance and the lifecycle boot -> start -> stop.
+
+    Services start after the scheduler and stop after the last run has been recorded, so the
+    metrics endpoint and the alert worker see the shutdown's own outcomes.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        dispatcher: Dispatcher,
+        services: Sequence[Service] = (),
+    ) -> None:
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
+        self.services = list(services)
         self.tz = ZoneInfo(config.timezone)
         self.key = str(config.state_dir.resolve())
         self.lock = StateLock(config.state_dir)
         self.scheduler: Any = None
         self.started = threading.Event()
-        self._runs_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._started_services: list[Service] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -137,8 +159,15 @@ class Daemon:
             _LIVE[self.key] = self
             self.scheduler.start(paused=True)
             self._sync_jobs()
+            for service in self.services:
+                service.start(self)
+                self._started_services.append(service)
             self.scheduler.resume()
         except BaseException:
+            self._stop_services()
+            if self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            _LIVE.pop(self.key, None)
             self.lock.release()
             raise
         self.started.set()
@@ -158,12 +187,26 @@ class Daemon:
             threading.Event().wait(0.2)
         if self.dispatcher.active_run_ids():
             self.dispatcher.cancel_all("daemon stopped: grace period ran out")
-        for thread in self._threads:
-            thread.join(timeout=30)
+            deadline = datetime.now(timezone.utc) + timedelta(seconds=30)
+            while self.dispatcher.active_run_ids() and datetime.now(timezone.utc) < deadline:
+                threading.Event().wait(0.1)
+        self._stop_services()
         _LIVE.pop(self.key, None)
         self.lock.release()
         self.started.clear()
         log.info("daemon_stopped")
+
+    def _stop_services(self) -> None:
+        while self._started_services:
+            service = self._started_services.pop()
+            try:
+                service.stop()
+            except Exception:
+                log.exception("service_stop_failed", service=service.name)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.started.is_set() and self.scheduler is not None and self.scheduler.running)
 
     # -- scheduling ------------------------------------------------------------------------------
 
@@ -209,11 +252,16 @@ class Daemon:
         """Run the slot that is due now for ``tier`` (called in an APScheduler worker thread)."""
         now = datetime.now(timezone.utc)
         tier_cfg = self.config.tier(tier)
-        assert tier_cfg.schedule is not None
-        trigger = parse_cron(tier_cfg.schedule, self.tz)
+        job = self.scheduler.get_job(JOB_PREFIX + tier) if self.scheduler else None
+        if job is not None:
+            trigger = job.trigger
+        else:
+            assert tier_cfg.schedule is not None
+            trigger = parse_cron(tier_cfg.schedule, self.tz)
         lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
         slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
         slot = slot.astimezone(timezone.utc)
+        self._account_gap(tier, trigger, slot)
         lag = (now - slot).total_seconds()
         log.info("tier_fired", tier=tier, slot=slot.isoformat(), fire_lag_s=round(lag, 4))
         self.dispatcher.run(RunRequest(tier=tier, trigger="schedule", slot=slot, fire_lag_s=lag))
@@ -228,6 +276,9 @@ class Daemon:
         slot = getattr(event, "scheduled_run_time", None) or datetime.now(timezone.utc)
         slot = slot.astimezone(timezone.utc)
         if event.code == EVENT_JOB_MISSED:
+            job = self.scheduler.get_job(event.job_id)
+            if job is not None:
+                self._account_gap(tier, job.trigger, slot)
             self.record_missed(tier, slot)
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             self._record_final(
@@ -236,6 +287,19 @@ class Daemon:
                 Outcome.SKIPPED_OVERLAP,
                 "previous run of this tier still running (max_instances)",
             )
+
+    def _account_gap(self, tier: str, trigger: Any, slot: datetime) -> None:
+        """Record every slot between the tier's last recorded slot and ``slot`` as missed.
+
+        APScheduler coalesces a backlog into its newest slot and reports only that one, so the
+        slots before it would vanish silently without this.
+        """
+        last = self.store.last_slot(tier)
+        if last is None or last >= slot:
+            return
+        gap = [s for s in slots_between(trigger, last, slot) if s < slot]
+        for missed in gap[-MAX_GAP_ROWS:]:
+            self.record_missed(tier, missed.astimezone(timezone.utc))
 
     def record_missed(self, tier: str, slot: datetime) -> int | None:
         run_id = self._record_final(

@@ -130,7 +130,11 @@ class Dispatcher:
         """Raise a UsageError for bad input before anything is recorded (tier, ref)."""
         self.config.tier(request.tier)
         if request.ref is not None and self.source is not None:
-            self.source.resolve(request.ref)
+            try:
+                self.source.resolve(request.ref)
+            except SourceError:
+                # Unreachable or never fetched: recorded as infra-error by the run itself.
+                log.warning("ref_not_validated", ref=request.ref, tier=request.tier)
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunRecord:
         """Record and execute a run in the calling thread; returns the final record."""

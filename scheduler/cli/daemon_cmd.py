@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from scheduler.assembly import build_dispatcher
+from scheduler.assembly import build_dispatcher, build_services
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_time, styled
 from scheduler.cli.schedule_cmd import upcoming
@@ -27,7 +27,7 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     configure(json_logs=log_format == "json", level="info")
     config = app.config
     dispatcher = build_dispatcher(config, app.store)
-    daemon = Daemon(config, app.store, dispatcher)
+    daemon = Daemon(config, app.store, dispatcher, build_services(config, app.store, dispatcher))
     daemon.start()
     stop = threading.Event()
     try:
