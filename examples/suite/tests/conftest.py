@@ -1,0 +1,10 @@
+"""Shared fixtures; puts the project root on sys.path so tinyml imports without installing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,297 @@
+"""schedctl results plugin: one JSON line per test, written live.
+
+This file is copied into a run's directory as ``schedctl_results.py`` and loaded with
+``-p schedctl_results`` under whatever interpreter runs the tests (a project's venv, a container
+with only python3 + pytest), so it imports nothing but the standard library and pytest, and works
+on pytest 7, 8 and 9.
+
+It does nothing unless ``SCHEDCTL_RESULTS`` names an output file. Each line is one JSON object with
+``type`` and ``ts`` (epoch seconds); the file is flushed after every line so a tailing process sees
+progress live and a crash keeps what was written::
+
+    {"type": "start", "pytest_version": str, "python": str, "pid": int}
+    {"type": "collect_error", "nodeid": str, "longrepr": str}
+    {"type": "collection", "collected": int, "selected": int, "deselected": int, "errors": int}
+    {"type": "test_start", "nodeid": str}
+    {"type": "test", "nodeid": str, "outcome": str, "when": "setup" | "call" | "teardown",
+     "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None}
+    {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
+     "duration_s": float}
+
+``outcome`` is one of passed, failed, skipped, error, xfailed, xpassed; there is exactly one
+``test`` line per item, written when its last phase is reported. ``longrepr`` is an excerpt of
+the failure text (at most 15 lines / ~2000 characters: its head and its last lines; for skips
+and xfails, the reason); ``message`` is the one-line crash message. ``test_start`` lines name the
+test now running, so a run killed on timeout still says which test hung.
+
+``counts`` count items, one outcome each, where pytest's own summary counts phase reports: a test
+that passes and then fails in teardown is ``1 passed, 1 error`` to pytest and one ``error`` here.
+Collection errors are counted in ``collect_errors``, not in ``counts``.
+
+If ``SCHEDCTL_JUNIT`` is set and the command line has no ``--junitxml``, JUnit XML is written there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import pytest
+
+RESULTS_ENV = "SCHEDCTL_RESULTS"
+JUNIT_ENV = "SCHEDCTL_JUNIT"
+RECORDER_NAME = "schedctl-results-recorder"
+MARKERS_ATTR = "schedctl_markers"
+
+OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+LONGREPR_MAX_LINES = 15
+LONGREPR_MAX_CHARS = 2000
+LONGREPR_TAIL_LINES = 5
+LONGREPR_TAIL_CHARS = 600
+CUT_MARKER = "[... schedctl: cut ...]"
+# Marks that steer pytest itself rather than describe the test.
+BUILTIN_MARKS = frozenset(
+    {"parametrize", "usefixtures", "filterwarnings", "skip", "skipif", "xfail"}
+)
+
+
+def excerpt(text: str) -> str:
+    """``text`` when short; else its first lines, a cut marker and its last lines.
+
+    The head shows where a failure happened; the tail keeps the ``E ...`` lines and exception
+    message, which a long traceback (an import error, a deep stack) pushes to the very end.
+    """
+    lines = text.splitlines()
+    if len(lines) <= LONGREPR_MAX_LINES and len(text) <= LONGREPR_MAX_CHARS:
+        return text
+    head_lines = LONGREPR_MAX_LINES - LONGREPR_TAIL_LINES
+    head = "\n".join(lines[:head_lines])[: LONGREPR_MAX_CHARS - LONGREPR_TAIL_CHARS]
+    tail = "\n".join(lines[head_lines:][-LONGREPR_TAIL_LINES:])[-LONGREPR_TAIL_CHARS:]
+    return f"{head}\n{CUT_MARKER}\n{tail}"
+
+
+def marker_names(item: pytest.Item) -> list[str]:
+    """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own."""
+    return sorted({mark.name for mark in item.iter_markers()} - BUILTIN_MARKS)
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """The reason of a skip, without pytest's ``Skipped: `` prefix."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    prefix = "Skipped: "
+    return reason[len(prefix) :] if reason.startswith(prefix) else reason
+
+
+def xfail_reason(report: pytest.TestReport) -> str | None:
+    """The xfail reason; pytest 7 prefixes an imperative ``pytest.xfail()``'s with ``reason: ``."""
+    reason = str(getattr(report, "wasxfail", ""))
+    prefix = "reason: "
+    return (reason[len(prefix) :] if reason.startswith(prefix) else reason) or None
+
+
+def crash_message(report: pytest.TestReport) -> str | None:
+    """The one-line message pytest shows in its short summary, when there is one."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        message: object = longrepr
+    else:
+        try:
+            message = longrepr.reprcrash.message  # type: ignore[union-attr]
+        except AttributeError:
+            message = report.longreprtext
+    lines = str(message).splitlines()
+    return lines[0] if lines else None
+
+
+@dataclass
+class ItemState:
+    """The phase reports of one test item, folded into its single outcome."""
+
+    nodeid: str
+    reports: dict[str, pytest.TestReport] = field(default_factory=dict)
+
+    def add(self, report: pytest.TestReport) -> None:
+        self.reports[report.when or "call"] = report
+
+    def decisive(self) -> tuple[str, pytest.TestReport | None]:
+        """The outcome and the report that decided it.
+
+        A failure beats a skip and an earlier phase beats a later one, except that a failing
+        teardown turns a passed/skipped/xfailed/xpassed test into an error.
+        """
+        setup = self.reports.get("setup")
+        call = self.reports.get("call")
+        teardown = self.reports.get("teardown")
+        if setup is not None and setup.failed:
+            return "error", setup
+        if call is not None and call.failed:
+            return "failed", call
+        if teardown is not None and teardown.failed:
+            return "error", teardown
+        if setup is not None and setup.skipped:
+            return ("xfailed" if hasattr(setup, "wasxfail") else "skipped"), setup
+        if call is not None and call.skipped:
+            return ("xfailed" if hasattr(call, "wasxfail") else "skipped"), call
+        if call is not None:
+            return ("xpassed" if hasattr(call, "wasxfail") else "passed"), call
+        # No call phase and nothing failed: the run stopped mid-test (interrupt, -x elsewhere).
+        return "error", setup
+
+    def record(self) -> dict[str, Any]:
+        outcome, report = self.decisive()
+        longrepr: str | None = None
+        message: str | None = None
+        if report is not None:
+            if outcome == "skipped":
+                longrepr = message = skip_reason(report)
+            elif outcome in ("xfailed", "xpassed"):
+                longrepr = message = xfail_reason(report)
+            elif outcome in ("failed", "error"):
+                longrepr = excerpt(report.longreprtext)
+                message = crash_message(report)
+        if outcome == "error" and "call" not in self.reports and "teardown" not in self.reports:
+            longrepr = longrepr or "incomplete: the session ended before this test finished"
+        markers: list[str] = []
+        for phase in self.reports.values():
+            markers = list(getattr(phase, MARKERS_ATTR, markers))
+        return {
+            "type": "test",
+            "nodeid": self.nodeid,
+            "outcome": outcome,
+            "when": report.when if report is not None else "setup",
+            "duration_s": round(sum(r.duration for r in self.reports.values()), 6),
+            "markers": markers,
+            "longrepr": longrepr,
+            "message": message,
+        }
+
+
+class ResultsRecorder:
+    """Turns pytest's reports into JSON lines on ``stream``; registered as a plugin object."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._pending: dict[str, ItemState] = {}
+        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._collect_errors = 0
+        self._deselected = 0
+        self._collection_written = False
+        self._started = time.monotonic()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        line = {"type": record.pop("type"), "ts": time.time(), **record}
+        self._stream.write(json.dumps(line, default=str) + "\n")
+        self._stream.flush()
+
+    def pytest_sessionstart(self) -> None:
+        self.emit(
+            {
+                "type": "start",
+                "pytest_version": pytest.__version__,
+                "python": sys.version.split()[0],
+                "pid": os.getpid(),
+            }
+        )
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._collect_errors += 1
+            self.emit(
+                {
+                    "type": "collect_error",
+                    "nodeid": report.nodeid,
+                    "longrepr": excerpt(report.longreprtext),
+                }
+            )
+
+    def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
+        self._deselected += len(list(items))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._write_collection(len(session.items))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
+        """Under pytest-xdist the controller never collects; every worker reports the same ids."""
+        self._write_collection(len(ids))
+
+    def _write_collection(self, selected: int) -> None:
+        if self._collection_written:
+            return
+        self._collection_written = True
+        self.emit(
+            {
+                "type": "collection",
+                "collected": selected + self._deselected,
+                "selected": selected,
+                "deselected": self._deselected,
+                "errors": self._collect_errors,
+            }
+        )
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.emit({"type": "test_start", "nodeid": nodeid})
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self._pending.setdefault(report.nodeid, ItemState(report.nodeid))
+        state.add(report)
+        if report.when == "teardown":
+            self._finish(self._pending.pop(report.nodeid))
+
+    def _finish(self, state: ItemState) -> None:
+        record = state.record()
+        self._counts[record["outcome"]] += 1
+        self.emit(record)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        for nodeid in list(self._pending):
+            self._finish(self._pending.pop(nodeid))
+        self.emit(
+            {
+                "type": "session",
+                "exitstatus": int(exitstatus),
+                "counts": dict(self._counts),
+                "collect_errors": self._collect_errors,
+                "duration_s": round(time.monotonic() - self._started, 6),
+            }
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
+    """Attach the item's marker names to each report (pytest-xdist ships them to the controller)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(report, MARKERS_ATTR, marker_names(item))
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Open the results file and wire JUnit XML; must run before junitxml's own configure."""
+    if is_xdist_worker(config):
+        return  # the controller writes; workers only forward their reports
+    junit = os.environ.get(JUNIT_ENV)
+    if junit and not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = junit
+    results = os.environ.get(RESULTS_ENV)
+    if not results:
+        return
+    try:
+        directory = os.path.dirname(os.path.abspath(results))
+        os.makedirs(directory, exist_ok=True)
+        stream = open(results, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise pytest.UsageError(f"{RESULTS_ENV}={results}: cannot open: {exc}") from exc
+    config.pluginmanager.register(ResultsRecorder(stream), RECORDER_NAME)
+    config.add_cleanup(stream.close)
