@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Iterable
 from typing import Any
@@ -39,10 +40,11 @@ def build_dispatcher(
     runners: RunnerFactory | None = None,
     listeners: Iterable[Listener] = (),
 ) -> Dispatcher:
+    instance = hashlib.sha256(str(config.state_dir.resolve()).encode()).hexdigest()[:8]
     return Dispatcher(
         config,
         store,
-        runners or RunnerFactory(),
+        runners or RunnerFactory(instance=instance),
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,

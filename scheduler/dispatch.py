@@ -255,6 +255,7 @@ class Dispatcher:
     def recover(self) -> list[int]:
         """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases."""
         interrupted = []
+        self.runners.prepare(self._configured_runners())
         for record in self.store.active_runs():
             if record.host == self.host and pid_alive(record.owner_pid):
                 continue
@@ -284,6 +285,11 @@ class Dispatcher:
         return interrupted
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _configured_runners(self) -> set[str]:
+        names: set[str] = {self.config.runner}
+        names.update(t.runner for t in self.config.tiers.values() if t.runner)
+        return names
 
     def _busy_run(self, tier: str) -> int | None:
         with self._lock:
@@ -487,9 +493,12 @@ class Dispatcher:
 
 def _base_env(in_container: bool) -> dict[str, str]:
     """A clean environment: the host's PATH/locale only, never the daemon's secrets."""
-    keep = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
-    env = {k: os.environ[k] for k in keep if k in os.environ and not in_container}
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env: dict[str, str] = {}
+    if not in_container:
+        # A container keeps its image's own PATH (conda/CUDA images depend on it).
+        keep = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

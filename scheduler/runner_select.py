@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import structlog
 
-from runners.base import Runner
+from runners.base import InfraError, Runner
 from runners.local import LocalRunner
 
 log = structlog.get_logger("schedctl.runners")
@@ -20,12 +20,12 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def _load(name: str) -> Runner:
+def _load(name: str, options: dict[str, object]) -> Runner:
     module_name, _, attr = BACKENDS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Runner)):
         raise TypeError(f"{BACKENDS[name]} is not a Runner")
-    runner: Runner = cls()
+    runner: Runner = cls(**options)
     return runner
 
 
@@ -45,9 +45,13 @@ class RunnerFactory:
         self,
         instances: dict[str, Runner] | None = None,
         probe: Callable[[], tuple[bool, str]] = docker_probe,
+        instance: str | None = None,
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
+        # Containers are named and reaped per daemon instance (a hash of its state dir), so two
+        # daemons or test sessions on one engine never touch each other's containers.
+        self._options: dict[str, dict[str, object]] = {"docker": {"instance": instance}}
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:
@@ -69,15 +73,26 @@ class RunnerFactory:
         resolved = self.resolve(name)
         with self._lock:
             if resolved not in self._instances:
-                self._instances[resolved] = _load(resolved)
+                self._instances[resolved] = _load(resolved, self._options.get(resolved, {}))
             return self._instances[resolved]
+
+    def prepare(self, names: set[str]) -> None:
+        """Build the configured backends now (so orphan reaping reaches them at start-up)."""
+        for name in sorted(names):
+            try:
+                self.get(name)
+            except (InfraError, ImportError) as exc:
+                log.warning("runner_unavailable", runner=name, reason=str(exc))
 
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
         reaped: list[str] = []
         with self._lock:
             runners = list(self._instances.values())
         for runner in runners:
-            reaped += runner.reap_orphans(live_run_ids)
+            try:
+                reaped += runner.reap_orphans(live_run_ids)
+            except InfraError as exc:
+                log.warning("reap_failed", runner=runner.alias, reason=str(exc))
         return reaped
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ class ResultsTail:
             except ValueError:
                 continue
             if record.get("type") == "collection":
-                self.collected = int(record.get("collected", 0))
+                self.collected = int(record.get("selected", record.get("collected", 0)))
             elif record.get("type") == "test":
                 self.done += 1
                 if record.get("outcome") in ("failed", "error"):
