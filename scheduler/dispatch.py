@@ -335,6 +335,8 @@ class Dispatcher:
                     )
                 except GpuError as exc:
                     return self._finish_early(run_id, Outcome.GPU_UNAVAILABLE, str(exc))
+                except SchedctlError as exc:  # GpuWaitCancelled: a cancel is no GPU problem
+                    return self._finish_early(run_id, Outcome.CANCELLED, str(exc) or "cancelled")
                 if cancel.is_set():
                     return self._finish_early(run_id, Outcome.CANCELLED, "cancelled while waiting")
                 gpu_wait_s = float(lease.waited_s)
@@ -359,11 +361,12 @@ class Dispatcher:
                 )
             )
             result = runner.run(spec, cancel)
+            leaks = self._leak_check(lease)
             parsed = load_results(spec.results_path, spec.junit_path)
             outcome, reason = classify(result, parsed)
             if outcome is Outcome.CANCELLED:
                 reason = self._cancel_reason(run_id) or reason
-            record = self._finish(run_id, result, parsed, outcome, reason, runner)
+            record = self._finish(run_id, result, parsed, outcome, reason, leaks)
         finally:
             if lease is not None and self.gpu_pool is not None:
                 self.gpu_pool.release(run_id)
@@ -435,6 +438,18 @@ class Dispatcher:
             labels={"schedctl.host": self.host},
         )
 
+    def _leak_check(self, lease: Any) -> dict[str, Any]:
+        """GPU processes that outlived the run (a leaked process keeps memory from the next)."""
+        if lease is None or not lease.devices or self.gpu_pool is None:
+            return {}
+        try:
+            leaked = self.gpu_pool.leaked_processes(lease)
+        except GpuError as exc:
+            return {"leak_check_error": str(exc)}
+        if leaked:
+            log.warning("gpu_process_leaked", run_id=lease.run_id, pids=[p.pid for p in leaked])
+        return {"leaked_gpu_processes": [p.to_json() for p in leaked]}
+
     def _finish(
         self,
         run_id: int,
@@ -442,7 +457,7 @@ class Dispatcher:
         parsed: ParsedResults,
         outcome: Outcome,
         reason: str,
-        runner: Runner,
+        extra: dict[str, Any],
     ) -> RunRecord:
         provenance = dict(result.provenance)
         details: dict[str, Any] = {
@@ -451,6 +466,7 @@ class Dispatcher:
             "results_source": parsed.source,
             "collected": parsed.collected,
             "provenance": provenance,
+            **extra,
         }
         record = self.store.finish_run(
             run_id,
