@@ -344,6 +344,10 @@ class Dispatcher:
                 updates.update(gpu_updates)
                 self.store.update_run(run_id, **gpu_updates)
 
+            if tier.kind == "torchrun":
+                return self._execute_torchrun(
+                    run_id, request, tier, workdir, run_dir, lease, cancel, gpu_wait_s
+                )
             runner = self.runners.get(request.runner or tier.runner or self.config.runner)
             spec = self._spec(run_id, request, tier, workdir, run_dir, runner, lease)
             self.store.update_run(
@@ -437,6 +441,43 @@ class Dispatcher:
             pids_limit=tier.pids_limit,
             labels={"schedctl.host": self.host},
         )
+
+    def _execute_torchrun(
+        self,
+        run_id: int,
+        request: RunRequest,
+        tier: TierConfig,
+        workdir: Path,
+        run_dir: Path,
+        lease: Any,
+        cancel: threading.Event,
+        gpu_wait_s: float,
+    ) -> RunRecord:
+        from scheduler.torchrun_tier import run_torchrun_tier
+
+        self.store.update_run(
+            run_id, outcome=Outcome.RUNNING, started_at=utcnow(), runner="torchrun-local"
+        )
+        self.emit(
+            RunStarted(
+                run_id, request.tier, request.trigger, run_dir, gpu_wait_s, request.fire_lag_s
+            )
+        )
+        done = run_torchrun_tier(
+            tier,
+            python=self.config.project.python,
+            workdir=workdir,
+            run_dir=run_dir,
+            timeout_s=request.timeout_s or tier.timeout,
+            gpus=tuple(lease.devices) if lease is not None else (),
+            cancel=cancel,
+            env={**_base_env(in_container=False), **tier.env},
+        )
+        outcome, reason = classify(done.result, ParsedResults(), done.verdict)
+        if outcome is Outcome.CANCELLED:
+            reason = self._cancel_reason(run_id) or reason
+        extra = {**done.details, **self._leak_check(lease)}
+        return self._finish(run_id, done.result, ParsedResults(), outcome, reason, extra)
 
     def _leak_check(self, lease: Any) -> dict[str, Any]:
         """GPU processes that outlived the run (a leaked process keeps memory from the next)."""

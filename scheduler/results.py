@@ -9,7 +9,7 @@ import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from runners.base import Outcome, RunResult, Termination
 from scheduler.store import TestResultRow
@@ -120,8 +120,22 @@ _PYTEST_EXIT = {
 }
 
 
-def classify(result: RunResult, parsed: ParsedResults) -> tuple[Outcome, str]:
-    """Decide the outcome of a finished run and a one-line reason."""
+class VerdictLike(Protocol):
+    """The torchrun comparison's verdict (see :mod:`scheduler.smoketest.compare`)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    reasons: list[str]
+
+
+def classify(
+    result: RunResult, parsed: ParsedResults, verdict: VerdictLike | None = None
+) -> tuple[Outcome, str]:
+    """Decide the outcome of a finished run and a one-line reason.
+
+    For a torchrun tier, ``verdict`` (the 1-vs-N comparison) decides a run that ended normally.
+    """
     termination = result.termination
     if termination is Termination.INFRA:
         return Outcome.INFRA_ERROR, result.message or "the runner could not start the run"
@@ -131,6 +145,10 @@ def classify(result: RunResult, parsed: ParsedResults) -> tuple[Outcome, str]:
         return Outcome.OOM, result.message or "killed by the out-of-memory killer"
     if termination is Termination.CANCELLED:
         return Outcome.CANCELLED, result.message or "cancelled"
+    if verdict is not None:
+        if verdict.passed:
+            return Outcome.PASSED, result.message or "smoketest verdict: passed"
+        return Outcome.FAILED, "smoketest verdict: failed: " + "; ".join(verdict.reasons)
     code = result.exit_code
     if code in _PYTEST_EXIT:
         outcome, reason = _PYTEST_EXIT[code]

@@ -67,11 +67,15 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write a config.yaml into tmp_path and return its path."""
 
-    def write(project: Path | None = None, tiers: dict[str, Any] | None = None, **top: Any) -> Path:
+    def write(
+        project: Path | dict[str, Any] | None = None,
+        tiers: dict[str, Any] | None = None,
+        **top: Any,
+    ) -> Path:
         data: dict[str, Any] = {
             "state_dir": str(tmp_path / "state"),
             "runner": "local",
-            "project": {"path": str(project or SUITE)},
+            "project": project if isinstance(project, dict) else {"path": str(project or SUITE)},
             "tiers": tiers or {"hourly": tier()},
         }
         data.update(top)
