@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if "MASTER_ADDR" not in os.environ:  # run by hand, without torchrun: a world of one
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="0", RANK="0", WORLD_SIZE="1")
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -98,3 +99,25 @@ def test_injected_hang_times_out_with_stacks_and_no_leftovers(tmp_path: Path) ->
     assert "backward" in run.stacks  # rank 0 waits in DDP's all-reduce
     assert outcome.verdict is not None and outcome.verdict.status == "failed"
     assert survivors(outcome) == []
+
+
+def test_program_writes_step_and_summary_lines(tmp_path: Path) -> None:
+    """Run by hand (a world of one), the program writes per-step lines and a summary line."""
+    need_torch()
+    out = tmp_path / "metrics.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.smoketest", "--steps", "4", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "RANK")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["step"] * 4 + ["summary"]
+    assert set(records[0]) >= {"step", "loss", "step_time_s", "samples_per_s"}
+    summary = records[-1]
+    assert summary["world_size"] == 1 and summary["checks_failed"] == []
+    assert set(summary) >= {
+        "backend", "device", "final_loss", "initial_loss", "samples_per_s", "peak_memory_mb",
+        "params_in_sync", "allreduce_ok", "loss_decreased",
+    }  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == out.read_text().splitlines()[-1]
