@@ -13,8 +13,9 @@ import fcntl
 import os
 import threading
 import weakref
-from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
@@ -31,17 +32,27 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from runners.base import Outcome
-from scheduler.config import Config
+from scheduler.config import Config, TierConfig
 from scheduler.cron import latest_slot, parse_cron, slots_between
 from scheduler.dispatch import Dispatcher, RunRequest
-from scheduler.errors import DaemonLocked
+from scheduler.errors import DaemonError, DaemonLocked
 from scheduler.events import RunFinished, SlotMissed
-from scheduler.store import Store
+from scheduler.orphans import kill_orphan_processes
+from scheduler.store import Store, meta_table
 
 log = structlog.get_logger("schedctl.daemon")
 
 JOB_PREFIX = "tier:"
 MAX_GAP_ROWS = 500
+
+TriggerFactory = Callable[[TierConfig, tzinfo], Any]
+
+
+def cron_trigger(tier: TierConfig, tz: tzinfo) -> Any:
+    """The production trigger: the tier's 5-field cron in the configured timezone."""
+    assert tier.schedule is not None
+    return parse_cron(tier.schedule, tz)
+
 
 # Jobs are pickled by reference ("scheduler.daemon:fire"), so the job function finds its daemon
 # through this process-local table; entries vanish with their daemon.
@@ -116,11 +127,21 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SlotPlan:
+    """What one fire does: slots to run now (oldest first) and slots to record as missed."""
+
+    run: list[datetime] = field(default_factory=list)
+    missed: list[datetime] = field(default_factory=list)
+
+
 class Daemon:
     """Owns the APScheduler instance and the lifecycle boot -> start -> stop.
 
     Services start after the scheduler and stop after the last run has been recorded, so the
-    metrics endpoint and the alert worker see the shutdown's own outcomes.
+    metrics endpoint and the alert worker see the shutdown's own outcomes. ``trigger_for`` builds
+    each tier's trigger; tests and the restart bench inject a seconds-level one, production uses
+    the tier's cron.
     """
 
     def __init__(
@@ -129,6 +150,9 @@ class Daemon:
         store: Store,
         dispatcher: Dispatcher,
         services: Sequence[Service] = (),
+        *,
+        trigger_for: TriggerFactory = cron_trigger,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self.config = config
         self.store = store
@@ -139,6 +163,9 @@ class Daemon:
         self.lock = StateLock(config.state_dir)
         self.scheduler: Any = None
         self.started = threading.Event()
+        self.started_at: datetime | None = None
+        self.trigger_for = trigger_for
+        self.proc_root = proc_root
         self._started_services: list[Service] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -146,7 +173,10 @@ class Daemon:
     def start(self) -> None:
         self.lock.acquire()
         try:
+            self.started_at = datetime.now(timezone.utc)
+            self._prime_runners()
             self.dispatcher.recover()
+            self._reap_processes()
             self.scheduler = BackgroundScheduler(
                 jobstores={"default": SQLAlchemyJobStore(url=self.store.url)},
                 executors={"default": ThreadPoolExecutor(max(4, len(self.config.tiers) + 2))},
@@ -172,7 +202,10 @@ class Daemon:
             raise
         self.started.set()
         log.info(
-            "daemon_started", tiers=list(self.config.tiers), state_dir=str(self.config.state_dir)
+            "daemon_started",
+            tiers=list(self.config.tiers),
+            state_dir=str(self.config.state_dir),
+            pid=os.getpid(),
         )
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -204,11 +237,89 @@ class Daemon:
             except Exception:
                 log.exception("service_stop_failed", service=service.name)
 
+    def _prime_runners(self) -> None:
+        """Build the configured runners before recovery so their orphan reaping runs at start.
+
+        Without this a Docker runner is only built by the first run, and containers left by a
+        crash would live on until then. An engine that does not answer is logged, not fatal.
+        """
+        from scheduler.runner_select import docker_probe
+
+        names = {self.config.runner} | {t.runner for t in self.config.tiers.values() if t.runner}
+        if names & {"docker", "auto"}:
+            ok, reason = docker_probe()
+            if not ok:
+                log.warning("docker_not_reaped_at_start", reason=reason)
+                names -= {"docker", "auto"}
+        for name in sorted(names):
+            try:
+                self.dispatcher.runners.get(name)
+            except Exception as exc:
+                log.warning("runner_unavailable_at_start", runner=name, error=str(exc))
+
+    def _reap_processes(self) -> None:
+        """Kill local-runner processes of runs that no live process owns any more."""
+        live = {r.id for r in self.store.active_runs()}
+        killed = kill_orphan_processes(self.config.runs_dir, live, self.proc_root)
+        if killed:
+            log.warning("orphan_processes_killed", runs=sorted(killed))
+
     @property
     def running(self) -> bool:
         return bool(self.started.is_set() and self.scheduler is not None and self.scheduler.running)
 
+    def healthy(self) -> bool:
+        """The scheduler thread is alive and the store accepts a write (for the watchdog)."""
+        thread = getattr(self.scheduler, "_thread", None)
+        if not self.running or thread is None or not thread.is_alive():
+            return False
+        try:
+            self._heartbeat()
+        except Exception as exc:
+            log.error("store_not_writable", error=str(exc))
+            return False
+        return True
+
+    def _heartbeat(self) -> None:
+        from sqlalchemy.dialects.sqlite import insert
+
+        stamp = datetime.now(timezone.utc).isoformat()
+        statement = insert(meta_table).values(key="daemon_heartbeat", value=stamp)
+        with self.store.begin() as conn:
+            conn.execute(
+                statement.on_conflict_do_update(index_elements=["key"], set_={"value": stamp})
+            )
+
+    # -- manual runs -----------------------------------------------------------------------------
+
+    def submit(self, request: RunRequest) -> int:
+        """Validate and record a run, execute it in its own thread, and return its id at once.
+
+        Raises:
+            UsageError: unknown tier or ref (nothing is recorded).
+            DaemonError: the daemon is stopping.
+        """
+        if not self.started.is_set():
+            raise DaemonError("the daemon is not running or is shutting down")
+        self.dispatcher.validate(request)
+        run_id = self.dispatcher.record(request)
+        if run_id is None:
+            existing = self.store.get_run_by_key(request.idempotency_key or "")
+            assert existing is not None
+            return existing.id
+        if not self.store.get_run(run_id).outcome.is_final:
+            threading.Thread(
+                target=self.dispatcher.execute,
+                args=(run_id, request),
+                name=f"run-{run_id}",
+                daemon=True,
+            ).start()
+        return run_id
+
     # -- scheduling ------------------------------------------------------------------------------
+
+    def _trigger(self, tier: str) -> Any:
+        return self.trigger_for(self.config.tier(tier), self.tz)
 
     def _sync_jobs(self) -> None:
         wanted = {
@@ -220,8 +331,7 @@ class Daemon:
             if job.id not in wanted:
                 self.scheduler.remove_job(job.id)
         for job_id, tier in wanted.items():
-            assert tier.schedule is not None
-            trigger = parse_cron(tier.schedule, self.tz)
+            trigger = self.trigger_for(tier, self.tz)
             existing = self.scheduler.get_job(job_id)
             same = (
                 existing is not None
@@ -253,18 +363,41 @@ class Daemon:
         now = datetime.now(timezone.utc)
         tier_cfg = self.config.tier(tier)
         job = self.scheduler.get_job(JOB_PREFIX + tier) if self.scheduler else None
-        if job is not None:
-            trigger = job.trigger
-        else:
-            assert tier_cfg.schedule is not None
-            trigger = parse_cron(tier_cfg.schedule, self.tz)
+        trigger = job.trigger if job is not None else self._trigger(tier)
         lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
         slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
         slot = slot.astimezone(timezone.utc)
-        self._account_gap(tier, trigger, slot)
-        lag = (now - slot).total_seconds()
-        log.info("tier_fired", tier=tier, slot=slot.isoformat(), fire_lag_s=round(lag, 4))
-        self.dispatcher.run(RunRequest(tier=tier, trigger="schedule", slot=slot, fire_lag_s=lag))
+        plan = self.plan(tier, trigger, slot, now)
+        for missed in plan.missed:
+            self.record_missed(tier, missed)
+        for due in plan.run:
+            lag = (datetime.now(timezone.utc) - due).total_seconds()
+            log.info("tier_fired", tier=tier, slot=due.isoformat(), fire_lag_s=round(lag, 4))
+            self.dispatcher.run(RunRequest(tier=tier, trigger="schedule", slot=due, fire_lag_s=lag))
+
+    def plan(self, tier: str, trigger: Any, slot: datetime, now: datetime) -> SlotPlan:
+        """Decide which slots up to ``slot`` run and which are missed.
+
+        A slot that came due while this daemon ran is simply run; older unrecorded slots
+        (a lost fire) are missed. After downtime (``slot`` before our start), the backlog slots
+        still within ``misfire_grace`` are candidates, of which the newest ``max_catchup`` run
+        and the rest are recorded as missed, so a long outage never floods the host.
+        """
+        last = self.store.last_slot(tier)
+        if last is not None and last >= slot:
+            return SlotPlan()
+        backlog: list[datetime] = []
+        if last is not None:
+            between = [s.astimezone(timezone.utc) for s in slots_between(trigger, last, slot)]
+            backlog = [s for s in between if s < slot][-MAX_GAP_ROWS:]
+        if self.started_at is None or slot >= self.started_at:
+            return SlotPlan(run=[slot], missed=backlog)
+        tier_cfg = self.config.tier(tier)
+        due = [*backlog, slot]
+        grace = timedelta(seconds=tier_cfg.misfire_grace)
+        candidates = [s for s in due if now - s <= grace]
+        keep = candidates[-tier_cfg.max_catchup :] if tier_cfg.max_catchup else []
+        return SlotPlan(run=keep, missed=[s for s in due if s not in keep])
 
     def _on_job_event(self, event: JobEvent) -> None:
         tier = str(event.job_id).removeprefix(JOB_PREFIX)
@@ -306,7 +439,8 @@ class Daemon:
             tier,
             slot,
             Outcome.MISSED,
-            f"slot {slot.isoformat()} was not run (daemon down past the misfire grace)",
+            f"slot {slot.isoformat()} was not run (daemon down past the misfire grace "
+            "or beyond the tier's max_catchup)",
         )
         if run_id is not None:
             self.dispatcher.emit(SlotMissed(run_id, tier, slot))

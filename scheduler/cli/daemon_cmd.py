@@ -1,20 +1,26 @@
-"""``schedctl daemon`` (run the scheduler in the foreground) and ``schedctl status``."""
+"""``schedctl daemon`` (the service), ``schedctl status`` and ``schedctl cancel RUN``."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import click
 from rich.table import Table
 
+from runners.base import Outcome
+from scheduler.api import daemon_client, socket_path, status_payload
 from scheduler.assembly import build_dispatcher, build_services
 from scheduler.cli.app import AppContext
-from scheduler.cli.output import console, emit_json, fmt_time, styled
+from scheduler.cli.output import console, emit_json, styled
 from scheduler.cli.schedule_cmd import upcoming
 from scheduler.daemon import Daemon, StateLock, wait_for_signal
+from scheduler.errors import DaemonError, UnknownRunError
+from scheduler.events import Event, Listener, RunFinished
 from scheduler.logs import configure
+from scheduler.sdnotify import Notifier, Watchdog, watchdog_interval
 
 
 @click.command("daemon")
@@ -23,48 +29,76 @@ from scheduler.logs import configure
 )
 @click.pass_obj
 def daemon_command(app: AppContext, log_format: str) -> None:
-    """Run the scheduler in the foreground until SIGTERM/SIGINT."""
+    """Run the scheduler in the foreground until SIGTERM/SIGINT (systemd Type=notify aware)."""
     configure(json_logs=log_format == "json", level="info")
     config = app.config
+    notifier = Notifier.from_env()
     dispatcher = build_dispatcher(config, app.store)
     daemon = Daemon(config, app.store, dispatcher, build_services(config, app.store, dispatcher))
+    dispatcher.add_listener(_status_line(notifier, dispatcher.active_run_ids))
     daemon.start()
-    stop = threading.Event()
+    stopping = threading.Event()
+    watchdog = _start_watchdog(app, notifier, daemon, stopping)
+    notifier.ready(f"scheduling {len(config.tiers)} tiers; API on {socket_path(config)}")
     try:
-        wait_for_signal(stop)
+        wait_for_signal(stopping)
     finally:
+        stopping.set()
+        notifier.stopping(f"stopping: letting runs finish (grace {config.daemon.grace:g}s)")
         daemon.stop()
+        if watchdog is not None:
+            watchdog.stop()
 
 
-def status_payload(app: AppContext) -> dict[str, Any]:
+def _start_watchdog(
+    app: AppContext, notifier: Notifier, daemon: Daemon, stopping: threading.Event
+) -> Watchdog | None:
+    interval = watchdog_interval() if app.config.daemon.watchdog else None
+    if interval is None or not notifier.enabled:
+        return None
+    # While stopping, the scheduler is down on purpose; keep systemd from killing the grace.
+    watchdog = Watchdog(notifier, interval, lambda: stopping.is_set() or daemon.healthy())
+    watchdog.start()
+    return watchdog
+
+
+def _status_line(notifier: Notifier, active: Callable[[], list[int]]) -> Listener:
+    def on_event(event: Event) -> None:
+        if isinstance(event, RunFinished) and notifier.enabled:
+            notifier.status(
+                f"last: {event.tier} run {event.run_id} {event.outcome.value}; "
+                f"{len(active())} run(s) active"
+            )
+
+    return on_event
+
+
+def local_status(app: AppContext) -> dict[str, Any]:
+    """Status without a daemon: next fires come from the cron expressions."""
     config = app.config
-    store = app.store
-    holder = StateLock.holder(config.state_dir)
-    nexts: dict[str, Any] = {
-        str(row["tier"]): row["next"] for row in upcoming(config, datetime.now(timezone.utc), 1)
-    }
-    tiers = []
-    for name in config.tiers:
-        last = store.last_run(name)
-        tiers.append(
-            {
-                "tier": name,
-                "schedule": config.tiers[name].schedule,
-                "last_run_id": last.id if last else None,
-                "last_outcome": last.outcome.value if last else None,
-                "last_finished_at": last.finished_at.isoformat()
-                if last and last.finished_at
-                else None,
-                "consecutive_failures": store.consecutive_failures(name),
-                "next": (nexts.get(name) or [None])[0],
-            }
-        )
-    return {
-        "daemon": {"running": holder is not None, "pid": holder},
-        "tiers": tiers,
-        "active_runs": [r.to_json() for r in store.active_runs()],
-        "gpu_leases": store.active_leases(),
-    }
+    nexts: dict[str, datetime | None] = {}
+    for row in upcoming(config, datetime.now(timezone.utc), 1):
+        times = row["next"]
+        assert isinstance(times, list)
+        nexts[str(row["tier"])] = datetime.fromisoformat(times[0]) if times else None
+    pid = StateLock.holder(config.state_dir)
+    info = {"running": pid is not None, "pid": pid, "reachable": False}
+    return status_payload(config, app.store, nexts, info)
+
+
+def status_data(app: AppContext) -> dict[str, Any]:
+    found = daemon_client(app.config, timeout=10)
+    if found is None:
+        return local_status(app)
+    _pid, client = found
+    try:
+        payload = client.status()
+    except DaemonError as exc:
+        payload = local_status(app)
+        payload["daemon"]["error"] = str(exc)
+        return payload
+    payload["daemon"]["reachable"] = True
+    return payload
 
 
 @click.command("status")
@@ -72,35 +106,72 @@ def status_payload(app: AppContext) -> dict[str, Any]:
 @click.pass_obj
 def status_command(app: AppContext, as_json: bool) -> None:
     """Daemon, tiers (last outcome, next fire), runs in progress, GPU leases."""
-    payload = status_payload(app)
+    payload = status_data(app)
     if as_json:
         emit_json(payload)
         return
     out = console()
-    daemon = payload["daemon"]
-    out.print(
-        f"daemon: [green]running[/green] (pid {daemon['pid']})"
-        if daemon["running"]
-        else "daemon: [yellow]not running[/yellow]"
-    )
+    out.print(_daemon_line(payload["daemon"]))
     table = Table("tier", "schedule", "last", "failures in a row", "next (UTC)")
-    store = app.store
     for row in payload["tiers"]:
-        last = store.get_run(row["last_run_id"]) if row["last_run_id"] else None
+        last = (
+            f"{styled(Outcome(row['last_outcome']))} #{row['last_run_id']} "
+            f"{row['last_finished_at'] or ''}"
+            if row["last_outcome"]
+            else "-"
+        )
         table.add_row(
             row["tier"],
             row["schedule"] or "manual",
-            f"{styled(last.outcome)} #{last.id} {fmt_time(last.finished_at)}" if last else "-",
+            last,
             str(row["consecutive_failures"]),
             row["next"] or "-",
         )
     out.print(table)
     for run in payload["active_runs"]:
         out.print(
-            f"active: run {run['id']} {run['tier']} {run['outcome']} since {run['queued_at']}"
+            f"active: run {run['id']} {run['tier']} {run['outcome']} ({run['trigger']}) "
+            f"since {run['started_at'] or run['queued_at']}"
         )
     for lease in payload["gpu_leases"]:
         out.print(
             f"gpu {lease['gpu_index']} ({lease['gpu_uuid']}) leased to run {lease['run_id']}"
             f" ({lease['tier']})"
         )
+
+
+def _daemon_line(daemon: dict[str, Any]) -> str:
+    if not daemon.get("running"):
+        return "daemon: [yellow]not running[/yellow]"
+    if not daemon.get("reachable"):
+        why = daemon.get("error") or "its API socket is missing"
+        return f"daemon: [yellow]running (pid {daemon['pid']}) but not reachable[/yellow]: {why}"
+    uptime = int(daemon.get("uptime_s") or 0)
+    hours, rest = divmod(uptime, 3600)
+    return (
+        f"daemon: [green]running[/green] (pid {daemon['pid']}, up {hours}h{rest // 60:02d}m, "
+        f"version {daemon.get('version')})"
+    )
+
+
+@click.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", help="Recorded as the run's reason.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def cancel_command(app: AppContext, run_id: str, reason: str | None, as_json: bool) -> None:
+    """Cancel a run that the daemon is running (its row records the reason)."""
+    if not run_id.isdigit():
+        raise UnknownRunError(f"run id must be a number, got {run_id!r}")
+    found = daemon_client(app.config)
+    if found is None:
+        raise DaemonError(
+            f"no schedctl daemon runs on {app.config.state_dir}; only the daemon's runs can be "
+            "cancelled (stop a foreground `schedctl run` with Ctrl-C)"
+        )
+    pid, client = found
+    result = client.cancel(int(run_id), reason or f"cancelled with schedctl cancel (daemon {pid})")
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"cancelling run {run_id} in daemon pid {pid}: {result['reason']}")

@@ -1,42 +1,31 @@
-"""``schedctl run TIER``: run a tier in the foreground with live progress."""
+"""``schedctl run TIER``: run a tier with live progress, through the daemon when one runs.
+
+With a daemon on the state dir the run is submitted over its API (so it shares the daemon's
+overlap policy, GPU leases and alerts) and its progress is streamed back; without one it runs
+in this process. Either way the exit code and the ``--json`` object are the same.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
 
 from runners.base import Outcome
+from scheduler.api import ApiClient, daemon_client, run_summary
 from scheduler.assembly import build_dispatcher
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, styled
-from scheduler.cli.progress import ProgressView
+from scheduler.cli.progress import ProgressView, ResultsTail
 from scheduler.dispatch import RunRequest
+from scheduler.errors import DaemonError, UsageError
 from scheduler.events import Event, RunQueued
 from scheduler.store import RunRecord
 
-
-def run_summary(record: RunRecord) -> dict[str, Any]:
-    """The ``--json`` object of ``schedctl run``."""
-    from scheduler.results import empty_counts
-
-    counts = {**empty_counts(), **dict(record.counts)}
-    return {
-        "run_id": record.id,
-        "tier": record.tier,
-        "trigger": record.trigger,
-        "outcome": record.outcome.value,
-        "reason": record.reason,
-        "exit_code": record.exit_code,
-        "counts": counts,
-        "duration_s": record.duration_s,
-        "started_at": record.started_at.isoformat() if record.started_at else None,
-        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
-        "sha": record.sha,
-        "runner": record.runner,
-        "details": dict(record.details),
-    }
+__all__ = ["run_command", "run_summary"]
 
 
 @click.command("run")
@@ -46,6 +35,9 @@ def run_summary(record: RunRecord) -> dict[str, Any]:
 @click.option("--timeout", "timeout_s", type=float, help="Timeout in seconds for this run.")
 @click.option("--runner", type=click.Choice(["auto", "local", "docker"]), help="Runner backend.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
+@click.option(
+    "--detach", is_flag=True, help="Submit to the daemon and print the run id without waiting."
+)
 @click.pass_obj
 def run_command(
     app: AppContext,
@@ -55,13 +47,32 @@ def run_command(
     timeout_s: float | None,
     runner: str | None,
     as_json: bool,
+    detach: bool,
 ) -> None:
-    """Run TIER now, in this process, and wait for the result (exit 0 only when passed)."""
+    """Run TIER now and wait for the result (exit 0 only when passed).
+
+    Goes through the daemon when one runs on this state dir, else runs in this process.
+    """
     config = app.config
     config.tier(tier)
     request = RunRequest(
         tier=tier, trigger="manual", ref=ref, markers=markers, timeout_s=timeout_s, runner=runner
     )
+    found = daemon_client(config)
+    if found is not None:
+        pid, client = found
+        _run_in_daemon(pid, client, request, as_json=as_json, detach=detach)
+        return
+    if detach:
+        raise UsageError(
+            f"--detach needs a running daemon; none runs on {config.state_dir} "
+            "(start one with `schedctl daemon`, or drop --detach)"
+        )
+    _run_here(app, request, as_json)
+
+
+def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
+    config = app.config
     dispatcher = build_dispatcher(config, app.store)
     dispatcher.validate(request)
     view = ProgressView(enabled=not as_json)
@@ -94,21 +105,99 @@ def run_command(
     record = outcome.get("record")
     if record is None:
         raise click.ClickException("the run did not produce a record (see the log above)")
-    if as_json:
-        emit_json(run_summary(record))
-    else:
-        _print_result(record)
-    raise SystemExit(0 if record.outcome is Outcome.PASSED else 1)
+    _finish(run_summary(record), as_json)
 
 
-def _print_result(record: RunRecord) -> None:
-    out = console()
-    counts = record.counts
-    parts = [f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped")]
-    out.print(
-        f"run {record.id} ({record.tier}): {styled(record.outcome)} in "
-        f"{fmt_duration(record.duration_s)} - {', '.join(parts)}"
+def _run_in_daemon(
+    pid: int, client: ApiClient, request: RunRequest, *, as_json: bool, detach: bool
+) -> None:
+    reply = client.submit(
+        request.tier,
+        ref=request.ref,
+        markers=request.markers,
+        timeout_s=request.timeout_s,
+        runner=request.runner,
+        trigger="manual",
     )
-    if record.reason:
-        out.print(f"  {record.reason}")
-    out.print(f"  details: schedctl show {record.id}   log: schedctl logs {record.id}")
+    run_id = int(reply["run_id"])
+    click.echo(f"submitted to daemon pid {pid} as run {run_id}", err=True)
+    if detach:
+        if as_json:
+            emit_json({"run_id": run_id, "daemon_pid": pid, **reply})
+        else:
+            click.echo(str(run_id))
+        raise SystemExit(0)
+    view = ProgressView(enabled=not as_json)
+    summary: dict[str, Any] | None = None
+    try:
+        summary = _follow(client, run_id, request.tier, view)
+    except KeyboardInterrupt:
+        console(stderr=True).print("[yellow]interrupted: cancelling the run...[/yellow]")
+        client.cancel(run_id, "interrupted at the terminal (Ctrl-C)")
+        summary = _follow(client, run_id, request.tier, view)
+    finally:
+        view.close()
+    if summary is None:
+        raise DaemonError(
+            f"the daemon closed run {run_id}'s event stream before the run ended; "
+            f"it may still be running: schedctl show {run_id}"
+        )
+    _finish(summary, as_json)
+
+
+def _follow(client: ApiClient, run_id: int, tier: str, view: ProgressView) -> dict[str, Any] | None:
+    """Feed the daemon's event stream into the progress view; the final summary, if it came."""
+    fed = _FedTail()
+    for event in client.events(run_id):
+        kind = event.get("type")
+        if kind == "run":
+            if view.tail is None:
+                view.watch(Path(event["run"].get("run_dir") or "."), run_id, tier)
+            view.tail = fed
+        elif kind == "finished":
+            summary: dict[str, Any] = event["run"]
+            return summary
+        else:
+            fed.feed(event)
+        view.refresh()
+    return None
+
+
+class _FedTail(ResultsTail):
+    """The progress counters, fed from streamed results lines instead of a file."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(os.devnull))
+
+    def poll(self) -> None:
+        """Nothing to read: lines arrive through :meth:`feed`."""
+
+    def feed(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "collection":
+            self.collected = int(record.get("collected", 0))
+        elif record.get("type") == "test":
+            self.done += 1
+            if record.get("outcome") in ("failed", "error"):
+                self.failed += 1
+
+
+def _finish(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_result(summary)
+    raise SystemExit(0 if summary["outcome"] == Outcome.PASSED.value else 1)
+
+
+def _print_result(summary: dict[str, Any]) -> None:
+    out = console()
+    counts = summary["counts"]
+    parts = [f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped")]
+    run_id = summary["run_id"]
+    out.print(
+        f"run {run_id} ({summary['tier']}): {styled(Outcome(summary['outcome']))} in "
+        f"{fmt_duration(summary['duration_s'])} - {', '.join(parts)}"
+    )
+    if summary["reason"]:
+        out.print(f"  {summary['reason']}")
+    out.print(f"  details: schedctl show {run_id}   log: schedctl logs {run_id}")
