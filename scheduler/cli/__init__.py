@@ -36,7 +36,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
 
 
 def _register() -> None:
-    from scheduler.cli.daemon_cmd import daemon_command, status_command
+    from scheduler.cli.daemon_cmd import cancel_command, daemon_command, status_command
     from scheduler.cli.history import logs_command, runs_command, show_command
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
@@ -50,6 +50,7 @@ def _register() -> None:
         config_group,
         daemon_command,
         status_command,
+        cancel_command,
     ):
         cli.add_command(command)
     try:
