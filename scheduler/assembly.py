@@ -53,5 +53,11 @@ def build_dispatcher(
 
 def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:
     """The daemon's long-lived parts, each from its own module; listeners attach here too."""
-    services: list[Service] = []
+    from scheduler.api import ApiService
+    from scheduler.retention import Pruner, RetentionService
+
+    services: list[Service] = [
+        ApiService(config),
+        RetentionService(Pruner(config, store, dispatcher.source)),
+    ]
     return services
