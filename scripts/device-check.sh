@@ -40,10 +40,10 @@ guard() {
 has_module() { "$PY" -c "import $1" >/dev/null 2>&1; }
 
 install_deps() {
-    local wanted=(nvidia-ml-py click rich pydantic pyyaml sqlalchemy)
+    # Exact wheels for the box's Python (made with `pip download --no-deps`); the box has the rest.
     if [ -d "$ROOT/build/device-wheels" ]; then
-        guard 60 "$PY" -m pip install -q --no-index --find-links "$ROOT/build/device-wheels" \
-            --target "$WORK/deps" "${wanted[@]}"
+        guard 90 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --target "$WORK/deps" "$ROOT"/build/device-wheels/*.whl
     fi
     if ! has_module pynvml; then
         guard 30 "$PY" -m pip install -q --timeout 5 --retries 0 --target "$WORK/deps" nvidia-ml-py
@@ -63,10 +63,11 @@ main() {
     guard 30 nvidia-smi --query-compute-apps=gpu_uuid,pid,used_memory --format=csv
 
     step "python modules"
-    if ! has_module pynvml || ! has_module pydantic || ! has_module sqlalchemy; then
+    if ! has_module pynvml || ! has_module pydantic || ! has_module sqlalchemy \
+        || ! has_module apscheduler || ! has_module structlog || ! has_module docker; then
         install_deps
     fi
-    for module in pynvml click rich pydantic yaml sqlalchemy pytest torch; do
+    for module in pynvml click rich pydantic yaml sqlalchemy apscheduler structlog docker pytest torch; do
         if has_module "$module"; then echo "  $module: yes"; else echo "  $module: no"; fi
     done
     if ! has_module pynvml; then
@@ -165,6 +166,47 @@ EOF
     else
         echo "pytest, sqlalchemy or pydantic missing: skipped"
     fi
+
+    step "schedctl run: gpu-marked examples on one leased GPU (local runner)"
+    cat >"$WORK/config.yaml" <<EOF
+state_dir: $WORK/state
+runner: local
+project:
+  path: $ROOT/examples/suite
+  python: $(command -v "$PY")
+tiers:
+  gpu:
+    markers: gpu
+    gpus: 1
+    timeout: 300
+  weekly:
+    kind: torchrun
+    gpus: all
+    timeout: 300
+    torchrun: {nproc: [1, all], steps: 30}
+  weekly-cpu:
+    kind: torchrun
+    timeout: 300
+    torchrun: {nproc: [1, 4], cpu_procs: 4, steps: 20, backend: gloo}
+gpu:
+  wait: 60
+  sample_interval: 0.5
+EOF
+    SC=("$PY" -m scheduler --config "$WORK/config.yaml")
+    guard 200 "${SC[@]}" run gpu --json | tee "$OUT/run-gpu.json"
+    guard 30 "${SC[@]}" show 1
+
+    step "schedctl run weekly: torchrun + nccl on every GPU"
+    guard 240 "${SC[@]}" run weekly --json > "$OUT/run-weekly.json"
+    guard 30 "${SC[@]}" show 2
+
+    step "schedctl run weekly-cpu: 1 vs 4 gloo processes (scaling on this 16-core host)"
+    guard 240 "${SC[@]}" run weekly-cpu --json > "$OUT/run-weekly-cpu.json"
+    guard 30 "${SC[@]}" show 3
+
+    step "docker on the device"
+    if command -v docker >/dev/null; then guard 20 docker info; else echo "no docker CLI on this box"; fi
+    ls -l /var/run/docker.sock 2>&1 | head -1
 
     step "done"
     date -u
