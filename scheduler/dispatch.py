@@ -139,6 +139,7 @@ class Dispatcher:
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunRecord:
         """Record and execute a run in the calling thread; returns the final record."""
         self.validate(request)
+        self.recover({request.runner} if request.runner else set())
         run_id = self.record(request)
         if run_id is None:
             existing = self.store.get_run_by_key(request.idempotency_key or "")
@@ -252,10 +253,14 @@ class Dispatcher:
             active.cancel_reason = reason
             active.cancel.set()
 
-    def recover(self) -> list[int]:
-        """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases."""
+    def recover(self, also_runners: set[str] | None = None) -> list[int]:
+        """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases.
+
+        Runs at daemon start and before each run, so a killed CLI or daemon leaves nothing behind
+        for long. ``also_runners`` names backends to reap beyond the configured ones.
+        """
         interrupted = []
-        self.runners.prepare(self._configured_runners())
+        self.runners.prepare(self._configured_runners() | (also_runners or set()))
         for record in self.store.active_runs():
             if record.host == self.host and pid_alive(record.owner_pid):
                 continue

@@ -1,0 +1,140 @@
+"""Docker runs end to end through the CLI: parity with local, provenance, orphans, infra errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SCHEDCTL, tier
+from tests.runners.test_contract import _docker_harness
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+IMAGE = "schedctl-test:bookworm"
+
+
+@pytest.fixture(autouse=True)
+def _engine() -> None:
+    _docker_harness().runner.close()
+
+
+def run_json(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [*SCHEDCTL, "--config", str(config), "run", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=env,
+    )
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_hourly_in_docker_matches_local(write_config: Callable[..., Path]) -> None:
+    """examples/suite hourly in a container gives the local runner's counts, with provenance."""
+    config = write_config(image=IMAGE)
+    code_local, local = run_json(config, "hourly", "--runner", "local")
+    code_docker, docker = run_json(config, "hourly", "--runner", "docker")
+    assert (code_local, code_docker) == (0, 0)
+    assert docker["runner"] == "docker" and docker["outcome"] == "passed"
+    assert docker["counts"] == local["counts"]
+    shown = json.loads(
+        subprocess.run(
+            [*SCHEDCTL, "--config", str(config), "show", str(docker["run_id"]), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert shown["image"] == IMAGE
+    assert shown["image_id"].startswith("sha256:")
+    assert len(shown["container_id"]) == 64
+
+
+def _our_containers(state_dir: Path, run_id: int) -> list[str]:
+    instance = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            f"label=schedctl.run-id={run_id}",
+            "--filter",
+            f"label=schedctl.instance={instance}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def test_killed_cli_leaves_no_orphan(
+    write_config: Callable[..., Path], fixture_project: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """kill -9 of the CLI mid-run: the next run reaps the container, the run is interrupted."""
+    config = write_config(
+        project=fixture_project("hanging"),
+        image=IMAGE,
+        tiers={"hourly": tier(timeout=300), "quick": tier(args=["-k", "quick"])},
+    )
+    proc = subprocess.Popen(
+        [*SCHEDCTL, "--config", str(config), "run", "hourly", "--runner", "docker", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not _our_containers(tmp_path / "state", 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _our_containers(tmp_path / "state", 1), "the container never started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _our_containers(tmp_path / "state", 1), "the container should outlive the killed CLI"
+    t0 = time.monotonic()
+    code, result = run_json(config, "quick", "--runner", "docker")
+    assert code == 0 and result["outcome"] == "passed"
+    assert _our_containers(tmp_path / "state", 1) == []
+    assert time.monotonic() - t0 < 30
+    runs = json.loads(
+        subprocess.run(
+            [*SCHEDCTL, "--config", str(config), "runs", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    first = next(r for r in runs if r["id"] == 1)
+    assert first["outcome"] == "interrupted"
+
+
+def test_missing_image_is_infra_error(write_config: Callable[..., Path]) -> None:
+    """A missing image -> infra-error naming the image; nothing is pulled."""
+    config = write_config(image="schedctl-missing:nope")
+    code, result = run_json(config, "hourly", "--runner", "docker")
+    assert (code, result["outcome"]) == (1, "infra-error")
+    assert "schedctl-missing:nope" in result["reason"]
+
+
+def test_engine_down_is_infra_error(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    """Docker engine down -> infra-error naming the socket."""
+    config = write_config(image=IMAGE)
+    socket = tmp_path / "no-docker.sock"
+    env = {**os.environ, "DOCKER_HOST": f"unix://{socket}"}
+    code, result = run_json(config, "hourly", "--runner", "docker", env=env)
+    assert (code, result["outcome"]) == (1, "infra-error")
+    assert str(socket) in result["reason"]
