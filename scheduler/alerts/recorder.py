@@ -1,0 +1,253 @@
+"""The dispatcher listener: finished runs become rule decisions and outbox rows, nothing else.
+
+It never sends anything (the :mod:`worker` does) and never raises into the dispatcher. The slow
+part, reading the failing tests and ``git log`` since the last green run, happens before the
+write transaction; the rule evaluation, the ``alert_state`` rows and the outbox rows are written
+in one ``BEGIN IMMEDIATE`` transaction, so a crash leaves either all of them or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from runners.base import Outcome
+from scheduler.alerts import rules
+from scheduler.alerts.outbox import enqueue, outbox_id
+from scheduler.alerts.payload import (
+    MAX_FAILING,
+    Alert,
+    FailingTest,
+    RunFacts,
+    build_alert,
+    first_error_line,
+)
+from scheduler.alerts.sinks.base import Sink
+from scheduler.events import Event, RunFinished, SlotMissed
+from scheduler.store import FINAL_OUTCOMES, RunRecord, Store, alert_state, runs
+
+log = structlog.get_logger("schedctl.alerts")
+
+ChangesFn = Callable[[str, str], list[str]]
+FAILING_OUTCOMES = ("failed", "error")
+STREAK_WINDOW = 1000
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AlertRecorder:
+    """Listener for :class:`RunFinished` and :class:`SlotMissed`."""
+
+    def __init__(
+        self,
+        store: Store,
+        sinks: Sequence[Sink],
+        *,
+        policy: rules.RulePolicy | None = None,
+        public_url: str | None = None,
+        changes: ChangesFn | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        on_enqueued: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.sinks = list(sinks)
+        self.policy = policy or rules.RulePolicy()
+        self.public_url = public_url
+        self.changes = changes
+        self.clock = clock
+        self.on_enqueued = on_enqueued
+
+    def __repr__(self) -> str:
+        return f"AlertRecorder(sinks={[s.name for s in self.sinks]})"
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, RunFinished | SlotMissed):
+            return
+        try:
+            record = getattr(event, "record", None)
+            if not isinstance(record, RunRecord):
+                record = self.store.get_run(event.run_id)
+            self.record(record)
+        except Exception:
+            log.exception("alert_recording_failed", run_id=event.run_id, tier=event.tier)
+
+    def record(self, record: RunRecord) -> list[str]:
+        """Apply one run; returns the ids of the outbox rows written."""
+        if not rules.is_relevant(record.outcome):
+            return []
+        cls = rules.failure_class(record.outcome)
+        facts = self._facts(record, cls)
+        failing = tuple(sorted({f.nodeid for f in facts.failing}))
+        if facts.failing_total > len(facts.failing):
+            failing = self._all_failing(record.id)
+        now = self.clock()
+        written: list[str] = []
+        with self.store.begin() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            obs = rules.Observation(
+                run_id=record.id,
+                tier=record.tier,
+                outcome=record.outcome,
+                streak=_streak(conn, record.tier, record.id),
+                failing=failing,
+            )
+            decisions = rules.evaluate(_load_tracks(conn, record.tier), obs, self.policy)
+            for decision in decisions:
+                _save_track(conn, decision.track, now)
+                if decision.action is not None:
+                    alert = build_alert(decision, facts, created_at=now, public_url=self.public_url)
+                    written += self._enqueue(conn, alert, record.id, now)
+        for decision in decisions:
+            if decision.action is not None:
+                log.info(
+                    "alert_decided",
+                    fingerprint=decision.track.fingerprint,
+                    action=decision.action.value,
+                    severity=decision.track.severity.value,
+                    run_id=record.id,
+                )
+        if written and self.on_enqueued is not None:
+            self.on_enqueued()
+        return written
+
+    def _enqueue(self, conn: Connection, alert: Alert, run_id: int, now: datetime) -> list[str]:
+        ids = []
+        for sink in self.sinks:
+            if not sink.accepts(alert):
+                continue
+            row_id = outbox_id(run_id, alert.fingerprint, alert.action, sink.name)
+            if enqueue(
+                conn,
+                row_id=row_id,
+                sink=sink.name,
+                fingerprint=alert.fingerprint,
+                action=alert.action,
+                payload=alert.to_json(),
+                now=now,
+            ):
+                ids.append(row_id)
+        return ids
+
+    # -- facts -----------------------------------------------------------------------------------
+
+    def _facts(self, record: RunRecord, cls: rules.FailureClass | None) -> RunFacts:
+        source = record.source or {}
+        failing: list[FailingTest] = []
+        total = 0
+        if cls is not None and not cls.is_infra:
+            rows = [
+                t for t in self.store.test_results_for(record.id) if t.outcome in FAILING_OUTCOMES
+            ]
+            total = len(rows)
+            failing = [
+                FailingTest(t.nodeid, t.outcome, first_error_line(t.message))
+                for t in rows[:MAX_FAILING]
+            ]
+        green = self.store.last_green(record.tier, before_id=record.id)
+        changes: list[str] = []
+        if (
+            cls is not None
+            and not cls.is_infra
+            and self.changes is not None
+            and green is not None
+            and green.sha
+            and record.sha
+            and green.sha != record.sha
+        ):
+            changes = self._changes(green.sha, record.sha)
+        return RunFacts(
+            run_id=record.id,
+            outcome=record.outcome.value,
+            trigger=record.trigger,
+            reason=record.reason,
+            sha=record.sha,
+            ref=record.ref,
+            subject=str(source.get("subject", "")),
+            author=str(source.get("author", "")),
+            host=record.host,
+            finished_at=record.finished_at.isoformat() if record.finished_at else None,
+            duration_s=record.duration_s,
+            counts=dict(record.counts),
+            failing=tuple(failing),
+            failing_total=total,
+            last_green_run_id=green.id if green else None,
+            last_green_sha=green.sha if green else None,
+            changes_since_green=tuple(changes),
+        )
+
+    def _changes(self, old: str, new: str) -> list[str]:
+        assert self.changes is not None
+        try:
+            return list(self.changes(old, new))
+        except Exception as exc:  # git trouble must not cost the alert
+            log.warning("alert_changes_failed", error=f"{type(exc).__name__}: {exc}")
+            return []
+
+    def _all_failing(self, run_id: int) -> tuple[str, ...]:
+        rows = self.store.test_results_for(run_id)
+        return tuple(sorted({t.nodeid for t in rows if t.outcome in FAILING_OUTCOMES}))
+
+
+def _streak(conn: Connection, tier: str, run_id: int) -> int:
+    """Test-failure runs of ``tier`` up to ``run_id`` since its last pass (infra runs skipped)."""
+    rows = conn.execute(
+        sa.select(runs.c.outcome)
+        .where(runs.c.tier == tier, runs.c.id <= run_id, runs.c.outcome.in_(FINAL_OUTCOMES))
+        .order_by(runs.c.id.desc())
+        .limit(STREAK_WINDOW)
+    )
+    count = 0
+    for (value,) in rows:
+        outcome = Outcome(value)
+        if outcome is Outcome.PASSED:
+            break
+        if outcome.is_test_failure:
+            count += 1
+    return count
+
+
+def _load_tracks(conn: Connection, tier: str) -> dict[str, rules.Track]:
+    rows = conn.execute(sa.select(alert_state).where(alert_state.c.tier == tier)).mappings()
+    return {row["fingerprint"]: _track(row) for row in rows}
+
+
+def _track(row: Any) -> rules.Track:
+    failing = row["failing"]
+    last = row["last_run_id"]
+    return rules.Track(
+        fingerprint=str(row["fingerprint"]),
+        tier=str(row["tier"]),
+        failure_class=rules.FailureClass(row["failure_class"]),
+        phase=rules.Phase(row["state"]),
+        severity=rules.Severity(row["severity"]),
+        consecutive=int(row["consecutive"]),
+        greens=int(row["greens"]),
+        last_run_id=int(last) if last is not None else None,
+        failing=tuple(str(f) for f in failing) if isinstance(failing, list) else (),
+    )
+
+
+def _save_track(conn: Connection, track: rules.Track, now: datetime) -> None:
+    values = {
+        "tier": track.tier,
+        "failure_class": track.failure_class.value,
+        "state": track.phase.value,
+        "severity": track.severity.value,
+        "consecutive": track.consecutive,
+        "greens": track.greens,
+        "last_run_id": track.last_run_id,
+        "failing": list(track.failing),
+        "updated_at": now,
+    }
+    statement = sqlite_insert(alert_state).values(
+        fingerprint=track.fingerprint, external={}, **values
+    )
+    conn.execute(statement.on_conflict_do_update(index_elements=["fingerprint"], set_=values))
