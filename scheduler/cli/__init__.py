@@ -36,6 +36,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
 
 
 def _register() -> None:
+    from scheduler.cli.alerts_cmd import alerts_group
     from scheduler.cli.daemon_cmd import cancel_command, daemon_command, status_command
     from scheduler.cli.history import logs_command, runs_command, show_command
     from scheduler.cli.run_cmd import run_command
@@ -50,6 +51,7 @@ def _register() -> None:
         config_group,
         daemon_command,
         status_command,
+        alerts_group,
         cancel_command,
     ):
         cli.add_command(command)
