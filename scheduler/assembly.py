@@ -7,6 +7,7 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
+from scheduler.alerts import build_alerting
 from scheduler.config import Config
 from scheduler.daemon import Service
 from scheduler.dispatch import Dispatcher
@@ -60,4 +61,10 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         ApiService(config),
         RetentionService(Pruner(config, store, dispatcher.source)),
     ]
+    alerting = build_alerting(
+        config, store, changes=getattr(dispatcher.source, "changes_between", None)
+    )
+    if alerting is not None:
+        dispatcher.add_listener(alerting.recorder)
+        services.append(alerting.worker)
     return services
