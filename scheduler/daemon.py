@@ -406,20 +406,22 @@ class Daemon:
         if event.code == EVENT_JOB_ERROR:
             log.error("job_failed", tier=tier, error=repr(getattr(event, "exception", None)))
             return
-        slot = getattr(event, "scheduled_run_time", None) or datetime.now(timezone.utc)
-        slot = slot.astimezone(timezone.utc)
         if event.code == EVENT_JOB_MISSED:
+            slot = event.scheduled_run_time.astimezone(timezone.utc)
             job = self.scheduler.get_job(event.job_id)
             if job is not None:
                 self._account_gap(tier, job.trigger, slot)
             self.record_missed(tier, slot)
         elif event.code == EVENT_JOB_MAX_INSTANCES:
-            self._record_final(
-                tier,
-                slot,
-                Outcome.SKIPPED_OVERLAP,
-                "previous run of this tier still running (max_instances)",
-            )
+            # A submission event carries the list ``scheduled_run_times`` (no singular
+            # attribute): the exact slots, so their keys match the ones a fire would use.
+            for run_time in getattr(event, "scheduled_run_times", None) or []:
+                self._record_final(
+                    tier,
+                    run_time.astimezone(timezone.utc),
+                    Outcome.SKIPPED_OVERLAP,
+                    "previous run of this tier still running (max_instances)",
+                )
 
     def _account_gap(self, tier: str, trigger: Any, slot: datetime) -> None:
         """Record every slot between the tier's last recorded slot and ``slot`` as missed.

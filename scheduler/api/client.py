@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class ApiClient:
         tcp: tuple[str, int] | None = None,
         token: str | None = None,
         timeout: float = 30.0,
+        connect_wait_s: float = 10.0,
     ) -> None:
         if (unix is None) == (tcp is None):
             raise ValueError("give exactly one of unix= or tcp=")
@@ -54,6 +56,7 @@ class ApiClient:
         self.tcp = tcp
         self.token = token
         self.timeout = timeout
+        self.connect_wait_s = connect_wait_s
 
     @property
     def where(self) -> str:
@@ -77,12 +80,31 @@ class ApiClient:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        deadline = time.monotonic() + self.connect_wait_s
+        while True:
+            try:
+                conn.connect()
+                break
+            except (ConnectionRefusedError, FileNotFoundError) as exc:
+                # A daemon that just took the lock may not listen yet (or a crashed one left
+                # its socket file): nothing was sent, so waiting and retrying is safe.
+                conn.close()
+                if time.monotonic() >= deadline:
+                    raise DaemonError(
+                        f"cannot reach the schedctl daemon at {self.where}: {exc}"
+                    ) from exc
+                time.sleep(0.1)
+            except OSError as exc:
+                conn.close()
+                raise DaemonError(
+                    f"cannot reach the schedctl daemon at {self.where}: {exc}"
+                ) from exc
         try:
             conn.request(method, path, body=payload, headers=headers)
             return conn, conn.getresponse()
         except OSError as exc:
             conn.close()
-            raise DaemonError(f"cannot reach the schedctl daemon at {self.where}: {exc}") from exc
+            raise DaemonError(f"the schedctl daemon at {self.where} failed: {exc}") from exc
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         conn, response = self._send(method, path, body)

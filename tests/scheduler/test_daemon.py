@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
@@ -12,11 +20,13 @@ from apscheduler.triggers.cron import CronTrigger
 from runners.base import Outcome
 from runners.fake import FakeBehaviour, FakeRunner, always
 from scheduler.config import Config
-from scheduler.daemon import JOB_PREFIX, Daemon, StateLock
+from scheduler.daemon import JOB_PREFIX, Daemon, SlotPlan, StateLock
 from scheduler.dispatch import Dispatcher
 from scheduler.errors import DaemonLocked
 from scheduler.events import Event, SlotMissed
+from scheduler.orphans import kill_orphan_processes, run_processes
 from scheduler.runner_select import RunnerFactory
+from scheduler.sdnotify import Notifier, Watchdog, watchdog_interval
 from scheduler.store import RunRecord, Store
 from tests.conftest import tier
 
@@ -130,3 +140,143 @@ def test_stop_cancels_runs_after_grace(make_config: Callable[..., Config]) -> No
     assert run.outcome is Outcome.CANCELLED
     assert run.reason == "daemon stopped: grace period ran out"
     assert StateLock.holder(config.state_dir) is None
+
+
+class TestSlotPlan:
+    """Which slots a fire runs and which it records as missed (catch-up capped per tier)."""
+
+    EVERY_10S = CronTrigger(second="*/10", timezone="UTC")
+
+    def plan_for(
+        self, make_config: Callable[..., Config], started_ago_s: float, **tier_overrides: object
+    ) -> tuple[Daemon, datetime]:
+        config = make_config(tiers={"hourly": tier(**tier_overrides)})
+        d = make_daemon(config)
+        now = datetime(2026, 1, 1, 12, 0, 5, tzinfo=timezone.utc)
+        d.started_at = now - timedelta(seconds=started_ago_s)
+        last = now - timedelta(seconds=65)  # 11:59:00 recorded; 11:59:10..12:00:00 unrecorded
+        d.store.create_run(
+            tier="hourly",
+            kind="pytest",
+            trigger="schedule",
+            slot=last,
+            idempotency_key=f"hourly@{last.isoformat()}",
+            outcome=Outcome.PASSED,
+        )
+        return d, now
+
+    def test_regular_fire_runs_slot_and_marks_lost_ones(
+        self, make_config: Callable[..., Config]
+    ) -> None:
+        """A slot due while the daemon ran is run; unrecorded older slots are missed."""
+        d, now = self.plan_for(make_config, started_ago_s=3600)
+        slot = now.replace(second=0)
+        plan = d.plan("hourly", self.EVERY_10S, slot, now)
+        assert plan.run == [slot]
+        assert len(plan.missed) == 5 and max(plan.missed) < slot
+
+    def test_catch_up_runs_newest_within_grace_up_to_cap(
+        self, make_config: Callable[..., Config]
+    ) -> None:
+        """After downtime, the newest max_catchup slots within the grace run; older are missed."""
+        d, now = self.plan_for(make_config, started_ago_s=1, misfire_grace=25, max_catchup=2)
+        slot = now.replace(second=0)
+        plan = d.plan("hourly", self.EVERY_10S, slot, now)
+        assert plan.run == [slot - timedelta(seconds=10), slot]
+        assert len(plan.missed) == 4 and slot - timedelta(seconds=20) in plan.missed
+
+    def test_zero_catch_up_records_every_backlog_slot_missed(
+        self, make_config: Callable[..., Config]
+    ) -> None:
+        """max_catchup 0: nothing from the downtime runs, every slot becomes a missed row."""
+        d, now = self.plan_for(make_config, started_ago_s=1, max_catchup=0)
+        slot = now.replace(second=0)
+        plan = d.plan("hourly", self.EVERY_10S, slot, now)
+        assert plan.run == [] and len(plan.missed) == 6
+
+    def test_recorded_slot_is_not_planned_again(self, make_config: Callable[..., Config]) -> None:
+        """A slot that already has a row is neither run nor missed (restart idempotency)."""
+        d, now = self.plan_for(make_config, started_ago_s=1)
+        recorded = now - timedelta(seconds=65)
+        assert d.plan("hourly", self.EVERY_10S, recorded, now) == SlotPlan()
+
+
+class TestOrphanProcesses:
+    """Local-runner processes found by their results path, and only this state dir's."""
+
+    def spawn(self, results: Path) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "SCHEDCTL_RESULTS": str(results)}
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True
+        )
+
+    def test_kills_dead_runs_only(self, tmp_path: Path) -> None:
+        """Processes of non-live runs die; live runs and other state dirs are left alone."""
+        runs_dir = tmp_path / "state" / "runs"
+        dead = self.spawn(runs_dir / "7" / "results.jsonl")
+        live = self.spawn(runs_dir / "8" / "results.jsonl")
+        other = self.spawn(tmp_path / "other" / "runs" / "7" / "results.jsonl")
+        try:
+            deadline = time.monotonic() + 5
+            while set(run_processes(runs_dir)) != {7, 8} and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert kill_orphan_processes(runs_dir, {8}) == {7}
+            assert dead.wait(5) == -signal.SIGKILL
+            assert live.poll() is None and other.poll() is None
+        finally:
+            for proc in (dead, live, other):
+                proc.kill()
+                proc.wait()
+
+
+class TestSdNotify:
+    """The notify protocol over a datagram socket, abstract addresses included."""
+
+    def test_messages_reach_path_and_abstract_sockets(self, tmp_path: Path) -> None:
+        """READY/STATUS/STOPPING datagrams arrive; '@' names an abstract socket."""
+        for address, bind in (
+            (str(tmp_path / "n.sock"), str(tmp_path / "n.sock")),
+            (f"@schedctl-test-{os.getpid()}", f"\0schedctl-test-{os.getpid()}"),
+        ):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+                server.bind(bind)
+                notifier = Notifier.from_env({"NOTIFY_SOCKET": address})
+                assert notifier.ready("up") and notifier.stopping()
+                assert server.recv(100) == b"READY=1\nSTATUS=up"
+                assert server.recv(100) == b"STOPPING=1"
+
+    def test_no_socket_is_a_no_op(self) -> None:
+        """Without NOTIFY_SOCKET nothing is sent and nothing fails."""
+        assert Notifier.from_env({}).ready() is False
+
+    def test_watchdog_interval_and_pings_only_when_healthy(self, tmp_path: Path) -> None:
+        """Half of WATCHDOG_USEC; pings stop while the health check fails."""
+        assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
+        assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+        assert watchdog_interval({}) is None
+        path = tmp_path / "w.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+            server.bind(str(path))
+            server.settimeout(0.5)
+            healthy = threading.Event()
+            healthy.set()
+            dog = Watchdog(Notifier(str(path)), 0.05, healthy.is_set)
+            dog.start()
+            try:
+                assert server.recv(100) == b"WATCHDOG=1"
+                healthy.clear()
+                time.sleep(0.2)
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        server.recv(100)
+                with pytest.raises(TimeoutError):
+                    server.recv(100)
+            finally:
+                dog.stop()
+
+
+def test_daemon_health_reflects_scheduler_and_store(daemon: Daemon) -> None:
+    """healthy() is true while running and false once the scheduler is shut down."""
+    assert daemon.healthy() is True
+    daemon.scheduler.shutdown(wait=False)
+    assert daemon.healthy() is False
