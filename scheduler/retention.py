@@ -100,9 +100,11 @@ class Pruner:
         target = run_dir.resolve()
         if target.parent != runs_dir or not target.is_dir():
             return 0
-        size = sum(
-            p.stat().st_size for p in target.rglob("*") if p.is_file() and not p.is_symlink()
-        )
+        size = 0
+        for path in target.rglob("*"):
+            with contextlib.suppress(OSError):  # files may vanish while we count
+                if path.is_file() and not path.is_symlink():
+                    size += path.stat().st_size
         shutil.rmtree(target, ignore_errors=True)
         return size
 
