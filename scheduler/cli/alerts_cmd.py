@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 import requests
-from rich.table import Table
+from rich.table import Column, Table
 
 from scheduler.alerts.build import SinkSet, build_sinks
 from scheduler.alerts.payload import sample_alert
@@ -50,7 +50,9 @@ def _print_overview(data: dict[str, Any]) -> None:
             out.print(f"sink [bold]{sink['name']}[/bold]: [red]disabled[/red]: {sink['reason']}")
     if not data["sinks"]:
         out.print("no alert sinks configured (alerts: in config.yaml)")
-    table = Table("fingerprint", "state", "severity", "in a row", "last run", "updated")
+    table = Table(
+        Column("fingerprint", no_wrap=True), "state", "severity", "in a row", "last run", "updated"
+    )
     for a in data["alerts"]:
         style = "red" if a["state"] == "firing" else "green"
         table.add_row(
@@ -59,7 +61,7 @@ def _print_overview(data: dict[str, Any]) -> None:
             a["severity"],
             str(a["consecutive"]),
             str(a["last_run_id"] or "-"),
-            str(a["updated_at"])[:19],
+            str(a["updated_at"])[:16].replace("T", " "),
         )
     out.print(table)
     deliveries = data["deliveries"]

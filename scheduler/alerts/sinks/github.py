@@ -28,21 +28,20 @@ from scheduler.alerts.payload import Alert
 from scheduler.alerts.rules import Action, Severity
 from scheduler.alerts.secrets import Secret
 from scheduler.alerts.sinks.base import USER_AGENT, Delivery, Sink
+from scheduler.alerts.sinks.github_text import (
+    alert_marker,
+    escalation_text,
+    fingerprint_marker,
+    issue_body,
+    relapse_text,
+    repeat_text,
+    resolve_text,
+)
 from scheduler.alerts.sinks.http import HttpClient
 from scheduler.errors import AlertError
 
 API_VERSION = "2022-11-28"
 MAX_PAGES = 10
-MAX_TESTS_SHOWN = 25
-MAX_CHANGES_SHOWN = 20
-
-
-def fingerprint_marker(fingerprint: str) -> str:
-    return f"<!-- schedctl:fingerprint={fingerprint} -->"
-
-
-def alert_marker(alert_id: str) -> str:
-    return f"<!-- schedctl:alert={alert_id} -->"
 
 
 def failing_digest(alert: Alert) -> str:
@@ -131,17 +130,17 @@ class GitHubSink(Sink):
         if issue.state == "closed":
             self._patch(issue.number, {"state": "open"})
             self._ensure_labels(issue, alert)
-            self._comment(issue.number, alert, delivery, _relapse_text(alert))
+            self._comment(issue.number, alert, delivery, relapse_text(alert))
             return self._remember(issue.number, alert, commented=True)
         labelled = self._ensure_labels(issue, alert)
         if alert.action == Action.REPEAT.value and not self._comment_due(alert, delivery.external):
             return self._remember(issue.number, alert, commented=False, previous=delivery.external)
         if labelled:
-            text = _escalation_text(alert)
+            text = escalation_text(alert)
         elif alert.action == Action.FIRE.value:
-            text = _relapse_text(alert)
+            text = relapse_text(alert)
         else:
-            text = _repeat_text(alert)
+            text = repeat_text(alert)
         self._comment(issue.number, alert, delivery, text)
         return self._remember(issue.number, alert, commented=True)
 
@@ -152,7 +151,7 @@ class GitHubSink(Sink):
         response = self._write(
             "POST",
             f"/repos/{self._repo}/issues",
-            {"title": alert.title, "body": _issue_body(alert, delivery.id), "labels": labels},
+            {"title": alert.title, "body": issue_body(alert, delivery.id), "labels": labels},
         )
         number = int(response["number"])
         return self._remember(number, alert, commented=True)
@@ -163,7 +162,7 @@ class GitHubSink(Sink):
         if issue is None:
             return None
         if issue.state == "open":
-            self._comment(issue.number, alert, delivery, _resolve_text(alert))
+            self._comment(issue.number, alert, delivery, resolve_text(alert))
             for label in self._escalation:
                 if label in issue.labels:
                     self._write(
@@ -319,103 +318,3 @@ class GitHubSink(Sink):
                 f"{self.target}: issues are disabled in the repository", permanent=True
             )
         return f"{self.target}: token can manage issues (no issue was opened)"
-
-
-# -- text ------------------------------------------------------------------------------------------
-
-
-def _facts_table(alert: Alert) -> list[str]:
-    run = alert.run
-    rows = [
-        ("Tier", f"`{alert.tier}`"),
-        ("Failure", f"{alert.headline} (`{alert.failure_class}`)"),
-        ("Run", f"{run.run_id} ({run.outcome}) — `{alert.show_command}`"),
-        ("Severity", alert.severity),
-    ]
-    if alert.url:
-        rows.append(("Link", alert.url))
-    if run.sha:
-        rows.append(("Commit", f"`{run.sha}` {run.subject}".rstrip()))
-    if run.reason:
-        rows.append(("Reason", run.reason.replace("\n", " ")[:300]))
-    if run.host:
-        rows.append(("Host", f"`{run.host}`"))
-    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
-
-
-def _failing_section(alert: Alert) -> list[str]:
-    run = alert.run
-    if not run.failing:
-        return []
-    lines = ["", f"### Failing tests ({run.failing_total})", ""]
-    for test in run.failing[:MAX_TESTS_SHOWN]:
-        suffix = f" — {test.first_line}" if test.first_line else ""
-        lines.append(f"- `{test.nodeid}`{suffix}")
-    if run.failing_total > MAX_TESTS_SHOWN:
-        lines.append(f"- … and {run.failing_total - MAX_TESTS_SHOWN} more")
-    return lines
-
-
-def _changes_section(alert: Alert) -> list[str]:
-    run = alert.run
-    if not run.changes_since_green:
-        return []
-    head = f"### Changes since the last green run ({run.last_green_run_id})"
-    body = list(run.changes_since_green[:MAX_CHANGES_SHOWN])
-    return ["", head, "", "```", *body, "```"]
-
-
-def _issue_body(alert: Alert, alert_id: str) -> str:
-    lines = [
-        fingerprint_marker(alert.fingerprint),
-        alert_marker(alert_id),
-        f"**{alert.summary()}**",
-        "",
-        *_facts_table(alert),
-        *_failing_section(alert),
-        *_changes_section(alert),
-        "",
-        "_Managed by schedctl: one issue per tier and failure class. It is commented when the "
-        "failing set changes, closed when the tier recovers and reopened if it fails again._",
-    ]
-    return "\n".join(lines)
-
-
-def _repeat_text(alert: Alert) -> str:
-    what = "The set of failing tests changed" if alert.failing_changed else "Still failing"
-    return "\n".join(
-        [f"**{what}** — {alert.summary()}", "", *_facts_table(alert), *_failing_section(alert)]
-    )
-
-
-def _escalation_text(alert: Alert) -> str:
-    return "\n".join(
-        [
-            f"**Escalated to {alert.severity}: {alert.consecutive} failing runs in a row.**",
-            "",
-            *_facts_table(alert),
-            *_failing_section(alert),
-            *_changes_section(alert),
-        ]
-    )
-
-
-def _relapse_text(alert: Alert) -> str:
-    return "\n".join(
-        [
-            f"**Failing again** — {alert.summary()}",
-            "",
-            *_facts_table(alert),
-            *_failing_section(alert),
-            *_changes_section(alert),
-        ]
-    )
-
-
-def _resolve_text(alert: Alert) -> str:
-    run = alert.run
-    commit = f" at `{run.sha}`" if run.sha else ""
-    return (
-        f"**Recovered**: run {run.run_id} of the `{alert.tier}` tier passed{commit}. "
-        "Closing; schedctl reopens this issue if it fails again."
-    )
