@@ -38,7 +38,7 @@ from scheduler.dispatch import Dispatcher, RunRequest
 from scheduler.errors import DaemonError, DaemonLocked
 from scheduler.events import RunFinished, SlotMissed
 from scheduler.orphans import kill_orphan_processes
-from scheduler.store import Store, meta_table
+from scheduler.store import Store
 
 log = structlog.get_logger("schedctl.daemon")
 
@@ -281,14 +281,7 @@ class Daemon:
         return True
 
     def _heartbeat(self) -> None:
-        from sqlalchemy.dialects.sqlite import insert
-
-        stamp = datetime.now(timezone.utc).isoformat()
-        statement = insert(meta_table).values(key="daemon_heartbeat", value=stamp)
-        with self.store.begin() as conn:
-            conn.execute(
-                statement.on_conflict_do_update(index_elements=["key"], set_={"value": stamp})
-            )
+        self.store.heartbeat()
 
     # -- manual runs -----------------------------------------------------------------------------
 

@@ -17,12 +17,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 import structlog
 
-from runners.base import Outcome
 from scheduler.config import Config
-from scheduler.store import FINAL_OUTCOMES, Store, runs
+from scheduler.store import Store
 
 if TYPE_CHECKING:
     from scheduler.daemon import Daemon
@@ -75,24 +73,7 @@ class Pruner:
         return PruneReport(pruned, freed, worktrees)
 
     def _due(self, passed_before: datetime, failed_before: datetime) -> list[tuple[int, str]]:
-        """Finished, not yet pruned runs past their retention, oldest first."""
-        others = [o for o in FINAL_OUTCOMES if o != Outcome.PASSED.value]
-        old_passed = sa.and_(
-            runs.c.outcome == Outcome.PASSED.value, runs.c.finished_at < passed_before
-        )
-        old_other = sa.and_(runs.c.outcome.in_(others), runs.c.finished_at < failed_before)
-        query = (
-            sa.select(runs.c.id, runs.c.run_dir)
-            .where(
-                runs.c.pruned_at.is_(None),
-                runs.c.run_dir.is_not(None),
-                sa.or_(old_passed, old_other),
-            )
-            .order_by(runs.c.id)
-            .limit(BATCH)
-        )
-        with self.store.begin() as conn:
-            return [(int(r.id), r.run_dir) for r in conn.execute(query)]
+        return self.store.prunable_runs(passed_before, failed_before, BATCH)
 
     def _remove(self, run_dir: Path) -> int:
         """Delete one run dir (only inside our runs dir); returns the bytes it held."""

@@ -420,6 +420,39 @@ class Store:
             }
         return out
 
+    def prunable_runs(
+        self, passed_before: datetime, failed_before: datetime, limit: int
+    ) -> list[tuple[int, str]]:
+        """Finished, not yet pruned runs past their retention (passed vs the rest), oldest first."""
+        others = [o for o in FINAL_OUTCOMES if o != Outcome.PASSED.value]
+        old_passed = sa.and_(
+            runs.c.outcome == Outcome.PASSED.value, runs.c.finished_at < passed_before
+        )
+        old_other = sa.and_(runs.c.outcome.in_(others), runs.c.finished_at < failed_before)
+        query = (
+            sa.select(runs.c.id, runs.c.run_dir)
+            .where(
+                runs.c.pruned_at.is_(None),
+                runs.c.run_dir.is_not(None),
+                sa.or_(old_passed, old_other),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        with self.begin() as conn:
+            return [(int(r.id), str(r.run_dir)) for r in conn.execute(query)]
+
+    def heartbeat(self, now: datetime | None = None) -> None:
+        """Write a liveness stamp; raises :class:`StoreError` when the database is not writable."""
+        from sqlalchemy.dialects.sqlite import insert
+
+        stamp = (now or utcnow()).isoformat()
+        statement = insert(meta_table).values(key="daemon_heartbeat", value=stamp)
+        with self.begin() as conn:
+            conn.execute(
+                statement.on_conflict_do_update(index_elements=["key"], set_={"value": stamp})
+            )
+
     # -- GPU leases --------------------------------------------------------------------------
 
     def acquire_leases(self, run_id: int, tier: str, gpus: Sequence[tuple[int, str]]) -> bool:
