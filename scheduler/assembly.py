@@ -12,6 +12,7 @@ from scheduler.config import Config
 from scheduler.daemon import Service
 from scheduler.dispatch import Dispatcher
 from scheduler.events import Listener
+from scheduler.metrics import MetricsService, build_metrics
 from scheduler.runner_select import RunnerFactory
 from scheduler.store import Store
 
@@ -61,10 +62,15 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         ApiService(config),
         RetentionService(Pruner(config, store, dispatcher.source)),
     ]
+    metrics = build_metrics(config, store)
+    dispatcher.add_listener(metrics.on_event)
+    if config.daemon.metrics_address is not None:
+        services.append(MetricsService(metrics, config.daemon.metrics_address))
     alerting = build_alerting(
         config, store, changes=getattr(dispatcher.source, "changes_between", None)
     )
     if alerting is not None:
         dispatcher.add_listener(alerting.recorder)
+        alerting.worker.on_result = metrics.alert_sent
         services.append(alerting.worker)
     return services

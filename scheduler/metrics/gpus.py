@@ -1,0 +1,104 @@
+"""Per-GPU gauges from the injected probe, polled at scrape time.
+
+The probe is the same :class:`scheduler.gpu.GpuProbe` the pool uses, wrapped in a
+:class:`scheduler.gpu.TimedProbe` by the caller so a hung driver costs a scrape at most its
+timeout. A failed poll yields ``schedctl_gpu_probe_up 0`` and no per-GPU samples; registering the
+collector never calls the probe (:meth:`GpuCollector.describe` returns empty families).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from scheduler.config import GpuPolicy
+from scheduler.errors import GpuError, StoreError
+from scheduler.gpu import GpuProbe, LeaseHolder, evaluate
+
+__all__ = ["GpuCollector"]
+
+log = structlog.get_logger("schedctl.metrics")
+
+_MIB = 1024 * 1024
+
+LeaseSource = Callable[[], Mapping[str, LeaseHolder]]
+"""GPU UUID -> the run holding it (``scheduler.gpu.lease_holders`` bound to the store)."""
+
+
+class GpuCollector:
+    """``schedctl_gpu_*`` gauges: memory, utilisation, temperature, availability.
+
+    Args:
+        probe: polled once per scrape.
+        policy: decides ``schedctl_gpu_available`` exactly as the pool would.
+        leases: the current leases; a leased GPU is never available.
+        own_pids: processes that are not foreign on a GPU (default: this process).
+    """
+
+    def __init__(
+        self,
+        probe: GpuProbe,
+        policy: GpuPolicy,
+        leases: LeaseSource,
+        own_pids: Collection[int] | None = None,
+    ) -> None:
+        self._probe = probe
+        self._policy = policy
+        self._leases = leases
+        self._own_pids = frozenset({os.getpid()} if own_pids is None else own_pids)
+
+    def describe(self) -> Iterable[Metric]:
+        return list(_families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        f = _families()
+        try:
+            host = self._probe.snapshot()
+        except GpuError as exc:
+            log.warning("metrics_gpu_probe_failed", error=str(exc))
+            f["schedctl_gpu_probe_up"].add_metric([], 0.0)
+            return list(f.values())
+        f["schedctl_gpu_probe_up"].add_metric([], 1.0)
+        try:
+            leases = self._leases()
+        except StoreError as exc:
+            log.warning("metrics_store_unreadable", error=str(exc))
+            leases = None
+        verdicts = {v.uuid: v for v in evaluate(host, self._policy, self._own_pids, leases)}
+        for gpu in host.gpus:
+            labels = [str(gpu.index), gpu.uuid]
+            f["schedctl_gpu_memory_used_bytes"].add_metric(labels, gpu.memory_used_mib * _MIB)
+            f["schedctl_gpu_memory_total_bytes"].add_metric(labels, gpu.memory_total_mib * _MIB)
+            if gpu.utilization_pct is not None:
+                f["schedctl_gpu_utilization_ratio"].add_metric(labels, gpu.utilization_pct / 100)
+            if gpu.temperature_c is not None:
+                f["schedctl_gpu_temperature_celsius"].add_metric(labels, float(gpu.temperature_c))
+            f["schedctl_gpu_processes"].add_metric(labels, float(len(gpu.processes)))
+            # Unknown leases (store unreadable) make "available" unknowable: leave it out.
+            if leases is not None:
+                free = verdicts[gpu.uuid].free
+                f["schedctl_gpu_available"].add_metric(labels, 1.0 if free else 0.0)
+        return list(f.values())
+
+
+def _families() -> dict[str, GaugeMetricFamily]:
+    labels = ["gpu", "uuid"]
+    specs = [
+        ("schedctl_gpu_memory_used_bytes", "GPU memory in use, any process."),
+        ("schedctl_gpu_memory_total_bytes", "GPU memory size."),
+        ("schedctl_gpu_utilization_ratio", "GPU utilisation over the driver's last sample, 0-1."),
+        ("schedctl_gpu_temperature_celsius", "GPU core temperature."),
+        ("schedctl_gpu_processes", "Compute processes holding a context on the GPU."),
+        (
+            "schedctl_gpu_available",
+            "1 when the availability policy finds the GPU free and no run holds a lease on it.",
+        ),
+    ]
+    out = {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc in specs}
+    out["schedctl_gpu_probe_up"] = GaugeMetricFamily(
+        "schedctl_gpu_probe_up", "1 when the last GPU poll (NVML) succeeded, else 0."
+    )
+    return out

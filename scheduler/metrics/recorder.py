@@ -1,0 +1,189 @@
+"""``Metrics``: every schedctl collector on one injected registry, plus the event listener.
+
+Where each value comes from:
+
+- the store, at scrape time (:mod:`.state`, :mod:`.runs`): anything that must survive a restart
+  or that another process (``schedctl run``) can change;
+- the dispatcher's events (:meth:`Metrics.on_event`): fire lag and GPU wait, known only to the
+  process that ran the slot;
+- direct calls: :meth:`Metrics.alert_sent` from the alert delivery worker;
+- the GPU probe and the live scheduler, at scrape time (:mod:`.gpus`, :mod:`.schedule`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable, Mapping
+
+import structlog
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from scheduler import __version__
+from scheduler.config import AlertmanagerSink, Config, GitHubSink, SlackSink, WebhookSink
+from scheduler.events import Event, RunStarted
+from scheduler.gpu import GpuProbe, build_probe, lease_holders
+from scheduler.gpu.fake import ENV_VAR as FAKE_GPUS_ENV
+from scheduler.metrics.families import CounterTally, HistogramTally
+from scheduler.metrics.gpus import GpuCollector
+from scheduler.metrics.runs import RunTally
+from scheduler.metrics.schedule import NextFireSource, ScheduleCollector
+from scheduler.metrics.state import StoreStateCollector, TierSpec
+from scheduler.store import Store
+
+__all__ = ["ALERT_OUTCOMES", "Metrics", "build_metrics"]
+
+log = structlog.get_logger("schedctl.metrics")
+
+FIRE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+GPU_WAIT_BUCKETS = (0.5, 1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+ALERT_OUTCOMES = ("sent", "retry", "dead")
+"""As the alert worker reports them: ``sent`` delivered, ``retry`` a try failed and will be
+retried, ``dead`` given up; anything else is counted as ``other``."""
+GPU_PROBE_TIMEOUT_S = 3.0
+"""A scrape waits at most this long for NVML (Prometheus' default scrape timeout is 10 s)."""
+
+
+class _LiveCollector:
+    """Values that exist only in this process: event-fed histograms, alert counts, build info."""
+
+    def __init__(self, config: Config, version: str) -> None:
+        self._build_info = GaugeMetricFamily(
+            "schedctl_build_info",
+            "Always 1; the labels carry the schedctl and Python versions.",
+            labels=["version", "python"],
+        )
+        self._build_info.add_metric([version, platform.python_version()], 1.0)
+        self.fire_lag = HistogramTally(
+            "schedctl_fire_lag_seconds",
+            "Delay between a cron slot and the scheduler firing it (daemon-fired runs only).",
+            ("tier",),
+            FIRE_LAG_BUCKETS,
+        )
+        self.gpu_wait = HistogramTally(
+            "schedctl_gpu_wait_seconds",
+            "Time runs of GPU tiers waited for their GPU lease before starting.",
+            ("tier",),
+            GPU_WAIT_BUCKETS,
+        )
+        self.alerts_sent = CounterTally(
+            "schedctl_alerts_sent_total",
+            "Alert delivery attempts by sink and result (sent, retry, dead).",
+            ("sink", "outcome"),
+        )
+        self.alerts_sent.declare(
+            (sink, outcome) for sink in _sink_names(config) for outcome in ALERT_OUTCOMES
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        return [
+            self.fire_lag.family(),
+            self.gpu_wait.family(),
+            self.alerts_sent.family(),
+            self._build_info,
+        ]
+
+
+class Metrics:
+    """The daemon's metrics; nothing is registered anywhere but ``registry``.
+
+    Args:
+        registry: where every collector registers (a fresh one per daemon and per test).
+        config: tiers (label sets, schedules, which tiers use GPUs) and alert sinks.
+        store: the state store the gauges and run counters are read from.
+        gpu_probe: polled at scrape time; ``None`` exports no GPU metrics.
+        process_metrics: also register prometheus_client's ``process_*`` collector.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        config: Config,
+        store: Store,
+        *,
+        gpu_probe: GpuProbe | None = None,
+        process_metrics: bool = True,
+        version: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self._probe = gpu_probe
+        self._gpu_tiers = frozenset(name for name, t in config.tiers.items() if t.gpus)
+        self.runs = RunTally(store, list(config.tiers))
+        self.state = StoreStateCollector(
+            store, [TierSpec(name, tier.kind) for name, tier in config.tiers.items()]
+        )
+        self.schedule = ScheduleCollector(config)
+        self.live = _LiveCollector(config, version or __version__)
+        self.gpus = (
+            GpuCollector(gpu_probe, config.gpu, lambda: lease_holders(store))
+            if gpu_probe is not None
+            else None
+        )
+        for collector in (self.runs, self.state, self.schedule, self.live, self.gpus):
+            if collector is not None:
+                registry.register(collector)
+        if process_metrics:
+            ProcessCollector(registry=registry)
+
+    def on_event(self, event: Event) -> None:
+        """Dispatcher listener: ``dispatcher.add_listener(metrics.on_event)``."""
+        if not isinstance(event, RunStarted):
+            return
+        if event.fire_lag_s is not None:
+            self.live.fire_lag.observe((event.tier,), max(0.0, event.fire_lag_s))
+        if event.tier in self._gpu_tiers:
+            self.live.gpu_wait.observe((event.tier,), max(0.0, event.gpu_wait_s))
+
+    def alert_sent(self, sink: str, outcome: str) -> None:
+        """Count one delivery attempt; the alert worker's ``on_result`` hook.
+
+        ``outcome`` is one of :data:`ALERT_OUTCOMES`; others are counted as ``other`` so the
+        label stays bounded.
+        """
+        if outcome not in ALERT_OUTCOMES:
+            log.warning("metrics_unknown_alert_outcome", sink=sink, outcome=outcome)
+            outcome = "other"
+        self.live.alerts_sent.inc((sink, outcome))
+
+    def attach_scheduler(self, next_fire: NextFireSource | None) -> None:
+        """Take next fire times from the running scheduler (``daemon.next_fire_times``)."""
+        self.schedule.attach(next_fire)
+
+    def close(self) -> None:
+        """Release the GPU probe's driver handles."""
+        if self._probe is not None:
+            self._probe.close()
+
+
+def build_metrics(
+    config: Config, store: Store, environ: Mapping[str, str] | None = None
+) -> Metrics:
+    """The daemon's :class:`Metrics` on a fresh registry, with a GPU probe when GPUs matter.
+
+    A probe is built when a tier asks for GPUs or ``SCHEDCTL_FAKE_GPUS`` names a fake GPU file;
+    it is the pool's backend choice, bounded by :data:`GPU_PROBE_TIMEOUT_S` per scrape.
+    """
+    environ = os.environ if environ is None else environ
+    wants_gpus = any(t.gpus for t in config.tiers.values()) or bool(environ.get(FAKE_GPUS_ENV))
+    probe = (
+        build_probe(min(config.gpu.poll_timeout, GPU_PROBE_TIMEOUT_S), environ)
+        if wants_gpus
+        else None
+    )
+    return Metrics(CollectorRegistry(), config, store, gpu_probe=probe)
+
+
+def _sink_names(config: Config) -> list[str]:
+    alerts = config.alerts
+    sinks: list[WebhookSink | SlackSink | GitHubSink | AlertmanagerSink] = [
+        *alerts.webhooks,
+        *alerts.slack,
+        *alerts.github,
+        *alerts.alertmanager,
+    ]
+    return sorted({sink.name for sink in sinks})

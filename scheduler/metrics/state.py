@@ -1,0 +1,275 @@
+"""Gauges read from the store at scrape time, so a restart never forgets them.
+
+Last run, last success, the failure streak, runs in progress, GPU leases and the alert outbox all
+live in SQLite; this collector asks for them on every scrape (a few indexed queries per tier) and
+keeps nothing between scrapes. A store that cannot be read yields ``schedctl_store_up 0`` and
+no other sample from here, never a failed scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.engine import Connection
+
+from runners.base import Outcome
+from scheduler.errors import StoreError
+from scheduler.store import Store, alerts_outbox, gpu_leases, runs
+
+__all__ = ["StoreStateCollector", "TierHistory", "TierSpec", "scaling_efficiency"]
+
+log = structlog.get_logger("schedctl.metrics")
+
+_VERDICTS = [o.value for o in Outcome if o is Outcome.PASSED or o.is_test_failure]
+_ACTIVE = [o.value for o in Outcome if not o.is_final]
+
+RECENT_WINDOW = 16
+"""Rows per tier read on every scrape; older history is queried only when these lack the answer."""
+
+# Built once: SQLAlchemy then reuses the compiled form for every scrape.
+_RECENT = (
+    sa.select(runs.c.outcome, runs.c.finished_at)
+    .where(runs.c.tier == sa.bindparam("tier"))
+    .order_by(runs.c.id.desc())
+    .limit(RECENT_WINDOW)
+)
+_ACTIVE_COUNTS = (
+    sa.select(runs.c.tier, runs.c.outcome, sa.func.count())
+    .where(runs.c.outcome.in_(_ACTIVE))
+    .group_by(runs.c.tier, runs.c.outcome)
+)
+_OUTBOX = sa.select(sa.func.count(), sa.func.min(alerts_outbox.c.created_at)).where(
+    alerts_outbox.c.state == "pending"
+)
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """What the collector needs to know about a configured tier."""
+
+    name: str
+    kind: str = "pytest"
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+def _families() -> dict[str, GaugeMetricFamily]:
+    specs: list[tuple[str, str, Sequence[str]]] = [
+        ("schedctl_store_up", "1 when the last scrape could read the state store, else 0.", ()),
+        (
+            "schedctl_tier_last_run_timestamp_seconds",
+            "Finish time of the tier's last run with a test verdict (infra outcomes excluded).",
+            ("tier",),
+        ),
+        (
+            "schedctl_tier_last_success_timestamp_seconds",
+            "Finish time of the tier's last passed run.",
+            ("tier",),
+        ),
+        (
+            "schedctl_tier_last_outcome",
+            "1 for the outcome of the tier's last finished run (any outcome, infra included).",
+            ("tier", "outcome"),
+        ),
+        (
+            "schedctl_tier_consecutive_failures",
+            "Test-failure outcomes since the tier's last pass; infra outcomes do not count.",
+            ("tier",),
+        ),
+        ("schedctl_runs_in_progress", "Runs of the tier now running.", ("tier",)),
+        ("schedctl_queue_depth", "Runs recorded but not started yet (waiting for GPUs).", ()),
+        ("schedctl_gpu_leased", "1 per GPU leased to a run of the tier.", ("gpu", "uuid", "tier")),
+        ("schedctl_alert_outbox_pending", "Alerts waiting in the outbox for delivery.", ()),
+        (
+            "schedctl_alert_outbox_oldest_pending_timestamp_seconds",
+            "Creation time of the oldest alert still waiting for delivery (absent when none).",
+            (),
+        ),
+        (
+            "schedctl_smoketest_scaling_efficiency",
+            "Scaling efficiency per world size in the tier's last torchrun comparison.",
+            ("tier", "nproc"),
+        ),
+    ]
+    return {name: _gauge(name, doc, labels) for name, doc, labels in specs}
+
+
+class StoreStateCollector:
+    """Per-scrape gauges from the ``runs``, ``gpu_leases`` and ``alerts_outbox`` tables."""
+
+    def __init__(self, store: Store, tiers: Sequence[TierSpec]) -> None:
+        self._store = store
+        self._tiers = tuple(tiers)
+        self._cache: dict[str, tuple[Hashable, TierHistory]] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return list(_families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        families = _families()
+        try:
+            self._fill(families)
+        except StoreError as exc:
+            log.warning("metrics_store_unreadable", error=str(exc))
+            families = {"schedctl_store_up": _families()["schedctl_store_up"]}
+            families["schedctl_store_up"].add_metric([], 0.0)
+            return list(families.values())
+        families["schedctl_store_up"].add_metric([], 1.0)
+        return list(families.values())
+
+    def _fill(self, f: Mapping[str, GaugeMetricFamily]) -> None:
+        with self._store.begin() as conn:
+            active = {
+                (str(tier), str(outcome)): int(count)
+                for tier, outcome, count in conn.execute(_ACTIVE_COUNTS)
+            }
+            for tier in self._tiers:
+                running = active.get((tier.name, Outcome.RUNNING.value), 0)
+                queued = active.get((tier.name, Outcome.QUEUED.value), 0)
+                self._tier(conn, tier, running + queued, f)
+                f["schedctl_runs_in_progress"].add_metric([tier.name], float(running))
+            queued = sum(n for (_, outcome), n in active.items() if outcome == Outcome.QUEUED)
+            f["schedctl_queue_depth"].add_metric([], float(queued))
+            for lease in conn.execute(sa.select(gpu_leases).order_by(gpu_leases.c.gpu_index)):
+                labels = [str(lease.gpu_index), str(lease.gpu_uuid), str(lease.tier)]
+                f["schedctl_gpu_leased"].add_metric(labels, 1.0)
+            pending, oldest = conn.execute(_OUTBOX).one()
+            f["schedctl_alert_outbox_pending"].add_metric([], float(pending or 0))
+            if oldest is not None:
+                f["schedctl_alert_outbox_oldest_pending_timestamp_seconds"].add_metric(
+                    [], _timestamp(oldest)
+                )
+
+    def _tier(
+        self, conn: Connection, tier: TierSpec, running: int, f: Mapping[str, GaugeMetricFamily]
+    ) -> None:
+        name = tier.name
+        history = self._history(conn, tier, running)
+        if history.last_verdict is not None:
+            f["schedctl_tier_last_run_timestamp_seconds"].add_metric(
+                [name], _timestamp(history.last_verdict)
+            )
+        if history.last_success is not None:
+            f["schedctl_tier_last_success_timestamp_seconds"].add_metric(
+                [name], _timestamp(history.last_success)
+            )
+        if history.last_outcome is not None:
+            f["schedctl_tier_last_outcome"].add_metric([name, history.last_outcome.value], 1.0)
+        f["schedctl_tier_consecutive_failures"].add_metric([name], float(history.streak or 0))
+        for nproc, value in sorted(history.efficiency.items()):
+            f["schedctl_smoketest_scaling_efficiency"].add_metric([name, str(nproc)], value)
+
+    def _history(self, conn: Connection, tier: TierSpec, running: int) -> TierHistory:
+        """The tier's history, recomputed only when its newest rows or active count changed.
+
+        Rows older than the window are final and never change, so an identical window (plus
+        the same number of active rows, for a run that outlived the window) means identical
+        answers; the deeper queries then run once per change instead of once per scrape.
+        """
+        recent = tuple(tuple(row) for row in conn.execute(_RECENT, {"tier": tier.name}))
+        key = (recent, running)
+        cached = self._cache.get(tier.name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        history = TierHistory.from_rows(recent, complete=len(recent) < RECENT_WINDOW)
+        if not history.complete:
+            name = tier.name
+            if history.last_verdict is None:
+                history.last_verdict = _last(conn, name, _VERDICTS, runs.c.finished_at)
+            if history.last_success is None:
+                history.last_success = _last(conn, name, [Outcome.PASSED.value], runs.c.finished_at)
+            if history.streak is None:  # no pass in the window: count the long streak
+                history.streak = self._store.consecutive_failures(name)
+        if tier.kind == "torchrun":
+            details = _last(conn, tier.name, _VERDICTS, runs.c.details)
+            history.efficiency = scaling_efficiency(details)
+        self._cache[tier.name] = (key, history)
+        return history
+
+
+@dataclass
+class TierHistory:
+    """What the newest rows of one tier say; ``None`` where the window holds no answer.
+
+    :ivar streak: test failures since the last pass, counted like
+        :meth:`scheduler.store.Store.consecutive_failures` (infra outcomes neither count nor
+        break it); ``None`` when the window ends before a pass and holds more rows.
+    """
+
+    complete: bool
+    last_outcome: Outcome | None = None
+    last_verdict: datetime | None = None
+    last_success: datetime | None = None
+    streak: int | None = None
+    efficiency: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Any], complete: bool) -> TierHistory:
+        """``rows``: ``(outcome, finished_at)`` newest first."""
+        history = cls(complete)
+        failures = 0
+        for outcome_text, finished_at in rows:
+            outcome = Outcome(outcome_text)
+            if not outcome.is_final:
+                continue
+            if history.last_outcome is None:
+                history.last_outcome = outcome
+            verdict = outcome is Outcome.PASSED or outcome.is_test_failure
+            if verdict and history.last_verdict is None:
+                history.last_verdict = finished_at
+            if outcome is Outcome.PASSED:
+                if history.last_success is None:
+                    history.last_success = finished_at
+                if history.streak is None:
+                    history.streak = failures
+            elif outcome.is_test_failure and history.streak is None:
+                failures += 1
+        if history.streak is None and complete:
+            history.streak = failures
+        return history
+
+
+def _last(conn: Connection, tier: str, outcomes: Sequence[str], column: Any) -> Any:
+    """``column`` of the tier's newest run whose outcome is one of ``outcomes``."""
+    return conn.execute(
+        sa.select(column)
+        .where(runs.c.tier == tier, runs.c.outcome.in_(outcomes))
+        .order_by(runs.c.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def _timestamp(value: datetime | str) -> float:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return _aware(value).timestamp()
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def scaling_efficiency(details: Any) -> dict[int, float]:
+    """``{world_size: efficiency}`` from ``details["comparison"]["table"]``; ``{}`` if absent."""
+    if not isinstance(details, Mapping):
+        return {}
+    comparison = details.get("comparison")
+    table = comparison.get("table") if isinstance(comparison, Mapping) else None
+    if not isinstance(table, list):
+        return {}
+    out: dict[int, float] = {}
+    for row in table:
+        if not isinstance(row, Mapping):
+            continue
+        size, eff = row.get("world_size"), row.get("efficiency")
+        if isinstance(size, int) and isinstance(eff, int | float) and not isinstance(eff, bool):
+            out[size] = float(eff)
+    return out

@@ -1,0 +1,1 @@
+"""Tests of the deploy/ artefacts: Prometheus rules and config, Grafana dashboards."""
