@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -189,6 +190,9 @@ class GitHubSink(_Model):
 class AlertmanagerSink(_Model):
     name: str = "alertmanager"
     url: str
+    firing_ttl: Duration = Field(
+        default=8 * 86400.0, description="endsAt of a firing alert; each repeat extends it"
+    )
     tiers: list[str] = Field(default_factory=list)
     severities: list[str] = Field(default_factory=list)
 
@@ -197,8 +201,18 @@ class EscalationConfig(_Model):
     after_consecutive_failures: int = Field(default=3, ge=1)
 
 
+class DeliveryConfig(_Model):
+    """How the outbox worker retries a sink that refuses or is unreachable."""
+
+    backoff_base: Duration = 5.0
+    backoff_max: Duration = 900.0
+    max_attempts: int = Field(default=20, ge=1)
+    lease: Duration = Field(default=120.0, description="a claimed alert returns after this")
+
+
 class AlertsConfig(_Model):
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     resolve_after_green: int = Field(default=1, ge=1)
     public_url: str | None = None
     webhooks: list[WebhookSink] = Field(default_factory=list)
@@ -207,11 +221,24 @@ class AlertsConfig(_Model):
     alertmanager: list[AlertmanagerSink] = Field(default_factory=list)
 
 
+def _host_port(value: str | None) -> str | None:
+    """``host:port`` (``[::1]:9464`` for IPv6) with a port in 0..65535, or ``None``."""
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:9464), got {value!r}")
+    return value
+
+
+HostPort = Annotated[str | None, AfterValidator(_host_port)]
+
+
 class ApiConfig(_Model):
     socket: Path | None = Field(
         default=None, description="Unix socket; default <state_dir>/api.sock"
     )
-    tcp: str | None = Field(
+    tcp: HostPort = Field(
         default=None, description="host:port for the TCP listener, off by default"
     )
     token_env: str = "SCHEDCTL_API_TOKEN"
@@ -220,7 +247,7 @@ class ApiConfig(_Model):
 
 class DaemonConfig(_Model):
     grace: Duration = 60.0
-    metrics_address: str | None = "127.0.0.1:9464"
+    metrics_address: HostPort = "127.0.0.1:9464"
     api: ApiConfig = Field(default_factory=ApiConfig)
     watchdog: bool = True
 

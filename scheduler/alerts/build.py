@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -19,6 +19,7 @@ import requests
 import structlog
 
 from scheduler.alerts.recorder import AlertRecorder, ChangesFn
+from scheduler.alerts.retry import Backoff
 from scheduler.alerts.rules import RulePolicy
 from scheduler.alerts.secrets import load_secret
 from scheduler.alerts.sinks.alertmanager import AlertmanagerSink
@@ -181,8 +182,9 @@ def _alertmanager(
 ) -> Sink:
     http = HttpClient(session, f"alertmanager {cfg.name}", clock=clock)
     return AlertmanagerSink(
-        cfg.name, cfg.url, http, clock=clock, tiers=cfg.tiers, severities=cfg.severities
-    )
+        cfg.name, cfg.url, http, clock=clock, tiers=cfg.tiers, severities=cfg.severities,
+        firing_ttl=timedelta(seconds=cfg.firing_ttl),
+    )  # fmt: skip
 
 
 def has_sinks(alerts: AlertsConfig) -> bool:
@@ -209,6 +211,15 @@ def build_alerting(
         env=env,
         clock=clock,
         source=str(config.source_file or "<config>"),
+    )
+    delivery = alerts.delivery
+    settings = settings or WorkerSettings(
+        lease_s=delivery.lease,
+        backoff=Backoff(
+            base_s=delivery.backoff_base,
+            max_s=delivery.backoff_max,
+            max_attempts=delivery.max_attempts,
+        ),
     )
     worker = DeliveryWorker(store, sinks.sinks, settings=settings, clock=clock)
     recorder = AlertRecorder(

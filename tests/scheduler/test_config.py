@@ -128,3 +128,21 @@ class TestErrorsNameTheKey:
             UnknownTierError, match="unknown tier 'nightly'; configured tiers: hourly"
         ):
             config.tier("nightly")
+
+
+@pytest.mark.parametrize("address", ["9464", "localhost:", "127.0.0.1:99999", ":9464"])
+def test_bad_listen_address_names_the_key(tmp_path: Path, address: str) -> None:
+    """daemon.metrics_address must be host:port; the error names the key."""
+    data = minimal()
+    data["daemon"] = {"metrics_address": address}
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    assert err.value.problems[0].startswith("daemon.metrics_address: expected host:port")
+
+
+def test_listen_address_may_be_off_or_ipv6(tmp_path: Path) -> None:
+    """null disables the metrics listener; [::1]:9464 is accepted."""
+    data = minimal()
+    data["daemon"] = {"metrics_address": None, "api": {"tcp": "[::1]:9464"}}
+    config = load_config(write(tmp_path, data))
+    assert config.daemon.metrics_address is None and config.daemon.api.tcp == "[::1]:9464"
