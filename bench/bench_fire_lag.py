@@ -67,8 +67,10 @@ def main() -> None:
     p50, p99 = percentile(lags, 0.5), percentile(lags, 0.99)
     print(f"fires observed          {len(lags)}")
     print(f"fire lag p50            {p50 * 1000:.1f} ms")
-    print(f"fire lag p99            {p99 * 1000:.1f} ms  target <= {TARGET_P99_S * 1000:.0f} ms  "
-          f"({'OK' if p99 <= TARGET_P99_S else 'MISSED'}; {p99 / TARGET_P99_S:.2f} of target)")
+    print(
+        f"fire lag p99            {p99 * 1000:.1f} ms  target <= {TARGET_P99_S * 1000:.0f} ms  "
+        f"({'OK' if p99 <= TARGET_P99_S else 'MISSED'}; {p99 / TARGET_P99_S:.2f} of target)"
+    )
     print(f"fire lag max            {max(lags) * 1000:.1f} ms")
 
 

@@ -34,7 +34,9 @@ def bare() -> float:
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hourly"],
-        cwd=SUITE, check=True, capture_output=True,
+        cwd=SUITE,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - t0
 
@@ -45,8 +47,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = config_from_mapping(
-            {"state_dir": tmp, "runner": "local", "project": {"path": str(SUITE)},
-             "tiers": {"hourly": {"markers": "hourly", "timeout": 600}}},
+            {
+                "state_dir": tmp,
+                "runner": "local",
+                "project": {"path": str(SUITE)},
+                "tiers": {"hourly": {"markers": "hourly", "timeout": 600}},
+            },
         )
         store = Store(config.db_path)
         dispatcher = build_dispatcher(config, store, runners=RunnerFactory())
@@ -67,8 +73,10 @@ def main() -> None:
     added = o - b
     print(f"bare pytest -m hourly   median {b:.3f}s  (n={args.n})")
     print(f"schedctl local run      median {o:.3f}s  ratio {o / b:.2f}x")
-    print(f"added per run           {added:+.3f}s  target <= {TARGET_S}s  "
-          f"({'OK' if added <= TARGET_S else 'MISSED'}; {added / TARGET_S:.2f} of target)")
+    print(
+        f"added per run           {added:+.3f}s  target <= {TARGET_S}s  "
+        f"({'OK' if added <= TARGET_S else 'MISSED'}; {added / TARGET_S:.2f} of target)"
+    )
 
 
 if __name__ == "__main__":
