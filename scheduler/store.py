@@ -6,7 +6,6 @@ A run row is inserted before anything runs, so a crash always leaves a record.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -21,115 +20,35 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from runners.base import Outcome
 from scheduler.errors import StoreError, UnknownRunError
-
-SCHEMA_VERSION = 1
-
-metadata = sa.MetaData()
-
-meta_table = sa.Table(
-    "schedctl_meta",
+from scheduler.schema import (  # re-exported: the store is where callers look for tables
+    ACTIVE_OUTCOMES,
+    FINAL_OUTCOMES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    alert_state,
+    alerts_outbox,
+    gpu_leases,
+    meta_table,
     metadata,
-    sa.Column("key", sa.String, primary_key=True),
-    sa.Column("value", sa.String, nullable=False),
+    runs,
+    test_results,
 )
 
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("tier", sa.String, nullable=False),
-    sa.Column("kind", sa.String, nullable=False, default="pytest"),
-    sa.Column("trigger", sa.String, nullable=False),
-    sa.Column("slot", sa.DateTime(timezone=True)),
-    sa.Column("idempotency_key", sa.String, unique=True),
-    sa.Column("outcome", sa.String, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False, default=""),
-    sa.Column("exit_code", sa.Integer),
-    sa.Column("ref", sa.String),
-    sa.Column("sha", sa.String),
-    sa.Column("source", sa.JSON, nullable=False, default=dict),
-    sa.Column("runner", sa.String),
-    sa.Column("host", sa.String),
-    sa.Column("owner_pid", sa.Integer),
-    sa.Column("image", sa.String),
-    sa.Column("image_id", sa.String),
-    sa.Column("container_id", sa.String),
-    sa.Column("gpus", sa.JSON, nullable=False, default=list),
-    sa.Column("driver_version", sa.String),
-    sa.Column("cuda_version", sa.String),
-    sa.Column("markers", sa.String),
-    sa.Column("argv", sa.JSON, nullable=False, default=list),
-    sa.Column("counts", sa.JSON, nullable=False, default=dict),
-    sa.Column("details", sa.JSON, nullable=False, default=dict),
-    sa.Column("run_dir", sa.String),
-    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("duration_s", sa.Float),
-    sa.Column("pruned_at", sa.DateTime(timezone=True)),
-    sa.Index("ix_runs_tier_id", "tier", "id"),
-    sa.Index("ix_runs_outcome", "outcome"),
-)
-
-test_results = sa.Table(
-    "test_results",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("nodeid", sa.String, nullable=False),
-    sa.Column("outcome", sa.String, nullable=False),
-    sa.Column("duration_s", sa.Float, nullable=False, default=0.0),
-    sa.Column("markers", sa.String, nullable=False, default=""),
-    sa.Column("message", sa.Text),
-    sa.Index("ix_test_results_run", "run_id"),
-    sa.Index("ix_test_results_nodeid_run", "nodeid", "run_id"),
-)
-
-gpu_leases = sa.Table(
-    "gpu_leases",
-    metadata,
-    sa.Column("gpu_uuid", sa.String, primary_key=True),
-    sa.Column("gpu_index", sa.Integer, nullable=False),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("tier", sa.String, nullable=False),
-    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-alerts_outbox = sa.Table(
-    "alerts_outbox",
-    metadata,
-    sa.Column("id", sa.String, primary_key=True),
-    sa.Column("sink", sa.String, nullable=False),
-    sa.Column("fingerprint", sa.String, nullable=False),
-    sa.Column("action", sa.String, nullable=False),
-    sa.Column("payload", sa.JSON, nullable=False),
-    sa.Column("state", sa.String, nullable=False, default="pending"),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_error", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("sent_at", sa.DateTime(timezone=True)),
-    sa.Index("ix_outbox_state_next", "state", "next_attempt_at"),
-)
-
-alert_state = sa.Table(
+__all__ = [
+    "ACTIVE_OUTCOMES",
+    "FINAL_OUTCOMES",
+    "SCHEMA_VERSION",
+    "RunRecord",
+    "Store",
+    "TestResultRow",
     "alert_state",
-    metadata,
-    sa.Column("fingerprint", sa.String, primary_key=True),
-    sa.Column("tier", sa.String, nullable=False),
-    sa.Column("failure_class", sa.String, nullable=False),
-    sa.Column("state", sa.String, nullable=False),
-    sa.Column("severity", sa.String, nullable=False),
-    sa.Column("consecutive", sa.Integer, nullable=False, default=0),
-    sa.Column("greens", sa.Integer, nullable=False, default=0),
-    sa.Column("last_run_id", sa.Integer),
-    sa.Column("failing", sa.JSON, nullable=False, default=list),
-    sa.Column("external", sa.JSON, nullable=False, default=dict),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-FINAL_OUTCOMES = [o.value for o in Outcome if o.is_final]
-ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
+    "alerts_outbox",
+    "gpu_leases",
+    "meta_table",
+    "runs",
+    "test_results",
+    "utcnow",
+]
 
 
 @dataclass(frozen=True)
@@ -498,12 +417,6 @@ class Store:
             return int(result.rowcount or 0)
 
 
-MIGRATIONS: dict[int, Sequence[str]] = {
-    # version -> SQL statements that bring version-1 to version; 1 is created by create_all.
-    1: (),
-}
-
-
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -511,7 +424,3 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
