@@ -99,24 +99,13 @@ class LocalRunner(Runner):
     def _kill_stragglers(self, token: str) -> None:
         needle = f"{TOKEN_ENV}={token}".encode()
         for _ in range(3):
-            found = [pid for pid in self._pids() if needle in self._environ(pid)]
+            found = [pid for pid, env in process_environs(self.proc_root) if needle in env]
             if not found:
                 return
             for pid in found:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
-
-    def _pids(self) -> Iterator[int]:
-        for entry in self.proc_root.iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                yield int(entry.name)
-
-    def _environ(self, pid: int) -> bytes:
-        try:
-            return (self.proc_root / str(pid) / "environ").read_bytes()
-        except OSError:
-            return b""
 
     def _oom_kills(self) -> int:
         """System-wide OOM kill counter (Linux >= 4.13); 0 where unknown."""
@@ -127,6 +116,22 @@ class LocalRunner(Runner):
         except OSError:
             pass
         return 0
+
+
+def process_environs(proc_root: Path = Path("/proc")) -> Iterator[tuple[int, bytes]]:
+    """``(pid, environ bytes)`` of every process we may read, except our own."""
+    me = os.getpid()
+    try:
+        entries = list(proc_root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            yield int(entry.name), (entry / "environ").read_bytes()
+        except OSError:
+            continue
 
 
 def _pump(proc: subprocess.Popen[bytes], log: BoundedLog) -> None:

@@ -37,7 +37,6 @@ from scheduler.cron import latest_slot, parse_cron, slots_between
 from scheduler.dispatch import Dispatcher, RunRequest
 from scheduler.errors import DaemonError, DaemonLocked
 from scheduler.events import RunFinished, SlotMissed
-from scheduler.orphans import kill_orphan_processes
 from scheduler.store import Store
 
 log = structlog.get_logger("schedctl.daemon")
@@ -152,7 +151,6 @@ class Daemon:
         services: Sequence[Service] = (),
         *,
         trigger_for: TriggerFactory = cron_trigger,
-        proc_root: Path = Path("/proc"),
     ) -> None:
         self.config = config
         self.store = store
@@ -165,7 +163,6 @@ class Daemon:
         self.started = threading.Event()
         self.started_at: datetime | None = None
         self.trigger_for = trigger_for
-        self.proc_root = proc_root
         self._started_services: list[Service] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -174,9 +171,7 @@ class Daemon:
         self.lock.acquire()
         try:
             self.started_at = datetime.now(timezone.utc)
-            self._prime_runners()
             self.dispatcher.recover()
-            self._reap_processes()
             self.scheduler = BackgroundScheduler(
                 jobstores={"default": SQLAlchemyJobStore(url=self.store.url)},
                 executors={"default": ThreadPoolExecutor(max(4, len(self.config.tiers) + 2))},
@@ -236,33 +231,6 @@ class Daemon:
                 service.stop()
             except Exception:
                 log.exception("service_stop_failed", service=service.name)
-
-    def _prime_runners(self) -> None:
-        """Build the configured runners before recovery so their orphan reaping runs at start.
-
-        Without this a Docker runner is only built by the first run, and containers left by a
-        crash would live on until then. An engine that does not answer is logged, not fatal.
-        """
-        from scheduler.runner_select import docker_probe
-
-        names = {self.config.runner} | {t.runner for t in self.config.tiers.values() if t.runner}
-        if names & {"docker", "auto"}:
-            ok, reason = docker_probe()
-            if not ok:
-                log.warning("docker_not_reaped_at_start", reason=reason)
-                names -= {"docker", "auto"}
-        for name in sorted(names):
-            try:
-                self.dispatcher.runners.get(name)
-            except Exception as exc:
-                log.warning("runner_unavailable_at_start", runner=name, error=str(exc))
-
-    def _reap_processes(self) -> None:
-        """Kill local-runner processes of runs that no live process owns any more."""
-        live = {r.id for r in self.store.active_runs()}
-        killed = kill_orphan_processes(self.config.runs_dir, live, self.proc_root)
-        if killed:
-            log.warning("orphan_processes_killed", runs=sorted(killed))
 
     @property
     def running(self) -> bool:

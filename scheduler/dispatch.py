@@ -30,6 +30,7 @@ from runners.base import (
 from scheduler.config import Config, TierConfig
 from scheduler.errors import GpuError, SchedctlError, SourceError
 from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
+from scheduler.orphans import kill_orphan_processes
 from scheduler.protocols import GpuPoolLike, SourceLike
 from scheduler.pytest_args import build_pytest_command
 from scheduler.results import ParsedResults, classify, empty_counts, load_results
@@ -90,6 +91,7 @@ class Dispatcher:
         gpu_pool: GpuPoolLike | None = None,
         listeners: Iterable[Listener] = (),
         host: str | None = None,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self.config = config
         self.store = store
@@ -97,6 +99,7 @@ class Dispatcher:
         self.source = source
         self.gpu_pool = gpu_pool
         self.host = host or socket.gethostname()
+        self.proc_root = proc_root
         self._listeners: list[Listener] = list(listeners)
         self._lock = threading.Lock()
         self._active: dict[int, _Active] = {}
@@ -274,6 +277,9 @@ class Dispatcher:
             )
             interrupted.append(record.id)
         live = {str(r.id) for r in self.store.active_runs()}
+        killed = kill_orphan_processes(self.config.runs_dir, {int(i) for i in live}, self.proc_root)
+        if killed:
+            log.warning("orphan_processes_killed", runs=sorted(killed))
         for reaped in self.runners.reap_orphans(live):
             if reaped.isdigit() and int(reaped) not in interrupted:
                 record = self.store.get_run(int(reaped))

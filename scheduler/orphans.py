@@ -14,8 +14,10 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
+
+from runners.local import process_environs
 
 RESULTS_ENV = b"SCHEDCTL_RESULTS="
 
@@ -26,8 +28,8 @@ def run_processes(runs_dir: Path, proc_root: Path = Path("/proc")) -> dict[int, 
     alternatives = b"|".join(re.escape(f.encode()) for f in sorted(forms))
     pattern = re.compile(rb"(?:^|\0)" + RESULTS_ENV + rb"(?:" + alternatives + rb")/(\d+)/")
     found: dict[int, set[int]] = {}
-    for pid in _pids(proc_root):
-        match = pattern.search(_environ(proc_root, pid))
+    for pid, environ in process_environs(proc_root):
+        match = pattern.search(environ)
         if match:
             found.setdefault(int(match.group(1)), set()).add(pid)
     return found
@@ -55,21 +57,3 @@ def kill_orphan_processes(
                     os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
     return reaped
-
-
-def _pids(proc_root: Path) -> Iterator[int]:
-    me = os.getpid()
-    try:
-        entries = list(proc_root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name.isdigit() and int(entry.name) != me:
-            yield int(entry.name)
-
-
-def _environ(proc_root: Path, pid: int) -> bytes:
-    try:
-        return (proc_root / str(pid) / "environ").read_bytes()
-    except OSError:
-        return b""

@@ -206,3 +206,48 @@ def test_schedule_json_reference_tiers() -> None:
     hourly = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in rows["hourly"]]
     assert all(t.minute == 15 for t in hourly) and len(hourly) == 3
     assert all(t.endswith("Z") for t in rows["daily"])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_killed_cli_local_run_is_cleaned_up_by_the_next_run(
+    write_config: Callable[..., Path], fixture_project: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """kill -9 of the CLI mid-run: the next run kills its orphaned tests, marks it interrupted."""
+    import signal
+
+    pidfile = tmp_path / "pids"
+    config = write_config(
+        project=fixture_project("hanging"),
+        tiers={
+            "hourly": tier(timeout=300, env={"SCHEDCTL_FIXTURE_PIDFILE": str(pidfile)}),
+            "quick": tier(args=["-k", "quick"]),
+        },
+    )
+    cli = subprocess.Popen(
+        [*SCHEDCTL, "--config", str(config), "run", "hourly", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and len(pidfile.read_text().split()) == 2):
+        assert time.monotonic() < deadline, "the hanging test never started"
+        time.sleep(0.1)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    os.kill(cli.pid, signal.SIGKILL)
+    cli.wait()
+    assert not any(_gone(p) for p in pids), "the tests should outlive the killed CLI"
+    code, result = run_json(config, "quick")
+    assert (code, result["outcome"]) == (0, "passed")
+    deadline = time.monotonic() + 5
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(p) for p in pids)
+    first = json.loads(schedctl(config, "show", "1", "--json").stdout)
+    assert first["outcome"] == "interrupted"
