@@ -140,6 +140,14 @@ class RunSpec:
     network: bool = False
     pids_limit: int = 4096
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Options only container runners act on (the local runner sees host paths and has no box):
+    mounts: Mapping[Path, str] = field(default_factory=dict)
+    """Extra read-only binds, host path -> absolute container path; argv/env naming them remap."""
+    pre_stop_exec: Sequence[str] = ()
+    """Run inside the container before a timeout or silence stop, to keep evidence (e.g. make
+    the workers dump their stacks); its output goes to the log; bounded by ``grace_s``."""
+    silence_timeout_s: float | None = None
+    """A run that writes no output for this long ends as a timeout (None: only ``timeout_s``)."""
 
     @property
     def log_path(self) -> Path:

@@ -13,8 +13,13 @@ host                   container           mode
 ``spec.workdir``       ``/work/src``       read-only, working directory
 ``spec.run_dir``       ``/work/out``       read-write
 ``spec.plugin_dir``    ``/work/plugin``    read-only
+``spec.mounts`` keys   their values        read-only
 (tmpfs)                ``/tmp``            read-write, exec, HOME
 =====================  ==================  ============
+
+A run that outlives ``spec.timeout_s`` (or is silent for ``spec.silence_timeout_s``) first gets
+``spec.pre_stop_exec`` run inside it, so that evidence such as the workers' stacks is written
+before the stop.
 
 Every ``docker.errors`` and ``requests`` exception is translated in :func:`_map_docker_errors`.
 """
@@ -59,6 +64,7 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 CONTAINER_SRC = "/work/src"
 CONTAINER_OUT = "/work/out"
 CONTAINER_PLUGIN = "/work/plugin"
+RESERVED_TARGETS = (CONTAINER_SRC, CONTAINER_OUT, CONTAINER_PLUGIN, "/tmp")
 LABEL_RUN_ID = "schedctl.run-id"
 LABEL_TIER = "schedctl.tier"
 LABEL_INSTANCE = "schedctl.instance"
@@ -142,6 +148,12 @@ def docker_available(
     return True, f"docker engine {version} at {address}"
 
 
+def _overlaps(path: str, other: str) -> bool:
+    """Whether one of two absolute container paths is the other or lies below it."""
+    a, b = path.rstrip("/") + "/", other.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
 class PathMap:
     """Rewrites host paths to container paths inside argv elements and env values.
 
@@ -193,6 +205,7 @@ class _LogPump:
         self._lock = threading.Lock()
         self._closed = False
         self.first_output_at: float | None = None
+        self.last_output_at = clock()
         self._thread = threading.Thread(target=self._run, name="docker-logs", daemon=True)
 
     def start(self) -> None:
@@ -204,9 +217,16 @@ class _LogPump:
                 with self._lock:
                     if self._closed:
                         return
+                    self.last_output_at = self._clock()
                     if self.first_output_at is None:
-                        self.first_output_at = self._clock()
+                        self.first_output_at = self.last_output_at
                     self._log.write(chunk)
+
+    def note(self, data: bytes) -> None:
+        """Write the runner's own lines into the log between the container's chunks."""
+        with self._lock:
+            if not self._closed:
+                self._log.write(data)
 
     def finish(self, timeout_s: float) -> None:
         """Let the stream drain (it ends when the container stops), then stop writing."""
@@ -313,7 +333,7 @@ class DockerRunner(Runner):
             container.start()
             pump.start()
             exited = _wait_in_thread(container)
-            termination, message = self._supervise(container, exited, spec, cancel)
+            termination, message = self._supervise(container, exited, spec, cancel, pump)
             exited.wait(spec.grace_s + 5)
             pump.finish(timeout_s=5)
             truncated = log.truncated
@@ -331,17 +351,58 @@ class DockerRunner(Runner):
         return RunResult(termination, exit_code, started, utcnow(), message, truncated, provenance)
 
     def _supervise(
-        self, container: Container, exited: threading.Event, spec: RunSpec, cancel: threading.Event
+        self,
+        container: Container,
+        exited: threading.Event,
+        spec: RunSpec,
+        cancel: threading.Event,
+        pump: _LogPump,
     ) -> tuple[Termination, str]:
         deadline = self._clock() + spec.timeout_s
         while not exited.wait(max(0.0, min(self.poll_s, deadline - self._clock()))):
             if cancel.is_set():
                 self._stop(container, spec.grace_s)
                 return Termination.CANCELLED, "cancelled"
-            if self._clock() >= deadline:
-                self._stop(container, spec.grace_s)
-                return Termination.TIMEOUT, f"timed out after {spec.timeout_s:g}s"
+            now = self._clock()
+            silent_for = now - pump.last_output_at
+            if now >= deadline:
+                why = f"timed out after {spec.timeout_s:g}s"
+            elif spec.silence_timeout_s is not None and silent_for >= spec.silence_timeout_s:
+                why = f"no output for {silent_for:.0f}s (silence timeout)"
+            else:
+                continue
+            if spec.pre_stop_exec and not exited.is_set():
+                self._pre_stop(container, spec, pump)
+            self._stop(container, spec.grace_s)
+            return Termination.TIMEOUT, why
         return Termination.EXITED, ""
+
+    def _pre_stop(self, container: Container, spec: RunSpec, pump: _LogPump) -> None:
+        """Run ``spec.pre_stop_exec`` in the container, waiting at most ``grace_s`` for it.
+
+        ``exec_run`` has no timeout of its own, so it runs in a thread that the stop ends.
+        """
+        remap = self._path_map(spec)
+        command = [remap(arg) for arg in spec.pre_stop_exec]
+        pump.note(f"\n[schedctl: before stopping, exec {command}]\n".encode())
+        outcome: list[str] = []
+
+        def run() -> None:
+            try:
+                with _map_docker_errors(self.address):
+                    code, output = container.exec_run(command, stdout=True, stderr=True)
+                outcome.append(f"exit {code}")
+                if output:
+                    pump.note(bytes(output))
+            except InfraError as exc:
+                outcome.append(f"failed: {exc}")
+
+        worker = threading.Thread(target=run, name="docker-pre-stop", daemon=True)
+        worker.start()
+        worker.join(max(spec.grace_s, 1.0))
+        pump.note(
+            f"[schedctl: pre-stop exec {outcome[0] if outcome else 'still running'}]\n".encode()
+        )
 
     def _stop(self, container: Container, grace_s: float) -> None:
         """SIGTERM (forwarded by the container's init), SIGKILL after the grace."""
@@ -382,11 +443,34 @@ class DockerRunner(Runner):
         except (OSError, ValueError) as exc:
             raise InfraError(f"cannot hand {run_dir} to container user {self.user}: {exc}") from exc
 
-    def create_kwargs(self, spec: RunSpec, image_id: str) -> dict[str, Any]:
-        """Keyword arguments for ``containers.create``: mounts, remapped argv/env, hardening."""
+    @staticmethod
+    def _binds(spec: RunSpec) -> list[tuple[Path, str, bool]]:
+        """``(host, container, read_only)`` for every bind of ``spec``.
+
+        Raises:
+            InfraError: an extra mount is not absolute, shadows the runner's own paths, or its
+                host path does not exist.
+        """
         binds = [(spec.workdir, CONTAINER_SRC, True), (spec.run_dir, CONTAINER_OUT, False)]
         if spec.plugin_dir is not None:
             binds.append((spec.plugin_dir, CONTAINER_PLUGIN, True))
+        for host, target in spec.mounts.items():
+            if not target.startswith("/"):
+                raise InfraError(f"mount target {target!r} is not an absolute container path")
+            clash = [r for r in RESERVED_TARGETS if _overlaps(target, r)]
+            if clash:
+                raise InfraError(f"mount target {target!r} would shadow the runner's {clash[0]}")
+            if not host.exists():
+                raise InfraError(f"mount source {host} does not exist on this host")
+            binds.append((host, target, True))
+        return binds
+
+    def _path_map(self, spec: RunSpec) -> PathMap:
+        return PathMap({host: target for host, target, _ in self._binds(spec)})
+
+    def create_kwargs(self, spec: RunSpec, image_id: str) -> dict[str, Any]:
+        """Keyword arguments for ``containers.create``: mounts, remapped argv/env, hardening."""
+        binds = self._binds(spec)
         remap = PathMap({host: target for host, target, _ in binds})
         env = {**BASE_ENV, "SCHEDCTL_RUN_ID": spec.run_id, "SCHEDCTL_TIER": spec.tier}
         env.update({key: remap(value) for key, value in spec.env.items()})

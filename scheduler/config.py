@@ -120,6 +120,10 @@ class TierConfig(_Model):
     shm_size: str | None = "1g"
     network: bool = False
     pids_limit: int = Field(default=4096, ge=16)
+    mounts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Container runs: extra read-only binds, host path -> container path",
+    )
     gpus: int | Literal["all"] = 0
     priority: int | None = Field(default=None, description="Lower runs first; default by order")
     misfire_grace: Duration = 600.0
@@ -133,6 +137,14 @@ class TierConfig(_Model):
             from scheduler.cron import parse_cron
 
             parse_cron(value)
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _absolute_mounts(cls, value: dict[str, str]) -> dict[str, str]:
+        for host, target in value.items():
+            if not (host.startswith("/") and target.startswith("/")):
+                raise ValueError(f"mount {host!r}: {target!r}: both paths must be absolute")
         return value
 
     @field_validator("gpus")

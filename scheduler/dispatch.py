@@ -464,10 +464,24 @@ class Dispatcher:
         cancel: threading.Event,
         gpu_wait_s: float,
     ) -> RunRecord:
-        from scheduler.torchrun_tier import run_torchrun_tier
+        from scheduler.torchrun_tier import LOCAL_RUNNER, ContainerRun, run_torchrun_tier
 
+        runner = self.runners.get(request.runner or tier.runner or self.config.runner)
+        in_container = runner.alias == "docker"
+        image = tier.image or self.config.image
+        container = None
+        if in_container:
+            container = ContainerRun(
+                runner, str(run_id), request.tier, image, labels={"schedctl.host": self.host},
+                grace_s=min(10.0, self.config.daemon.grace),
+                log_limit_bytes=self.config.log_limit_bytes,
+            )  # fmt: skip
         self.store.update_run(
-            run_id, outcome=Outcome.RUNNING, started_at=utcnow(), runner="torchrun-local"
+            run_id,
+            outcome=Outcome.RUNNING,
+            started_at=utcnow(),
+            runner=runner.alias if in_container else LOCAL_RUNNER,
+            image=image if in_container else None,
         )
         self.emit(
             RunStarted(
@@ -482,7 +496,8 @@ class Dispatcher:
             timeout_s=request.timeout_s or tier.timeout,
             gpus=tuple(lease.devices) if lease is not None else (),
             cancel=cancel,
-            env={**_base_env(in_container=False), **tier.env},
+            env={**_base_env(in_container), **tier.env},
+            container=container,
         )
         outcome, reason = classify(done.result, ParsedResults(), done.verdict)
         if outcome is Outcome.CANCELLED:

@@ -1,8 +1,9 @@
 """Run a ``kind: torchrun`` tier: the 1-vs-N smoketest launches, as a runner-shaped result.
 
-The smoketest supervises its own torchrun processes (stacks before a kill, silence detection),
-so this path runs them as local process groups with the leased GPUs; the verdict then goes
-through :func:`scheduler.results.classify` like any other run.
+Where the launches run follows the tier's runner: with a :class:`ContainerRun` (runner docker)
+each launch is a fresh hardened container with the leased GPUs; without one they are local
+process trees. The smoketest supervises either way (timeouts, silence, stacks before the kill),
+and the verdict then goes through :func:`scheduler.results.classify` like any other run.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runners.base import GpuDevice, RunResult, Termination, utcnow
+from runners.base import GpuDevice, Runner, RunResult, RunSpec, Termination, utcnow
 from scheduler.config import TierConfig, TorchrunConfig
+
+if TYPE_CHECKING:
+    from scheduler.smoketest.launch import Launcher, SmoketestOutcome
+
+LOCAL_RUNNER = "torchrun-local"
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,19 @@ class TorchrunTierResult:
     result: RunResult
     verdict: Any
     details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """What the container launches need beyond the tier's config, from the dispatcher."""
+
+    runner: Runner
+    run_id: str
+    tier: str
+    image: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    grace_s: float = 10.0
+    log_limit_bytes: int = 10 * 1024 * 1024
 
 
 def run_torchrun_tier(
@@ -36,16 +55,26 @@ def run_torchrun_tier(
     gpus: Sequence[GpuDevice],
     cancel: threading.Event,
     env: Mapping[str, str],
+    container: ContainerRun | None = None,
 ) -> TorchrunTierResult:
+    """Launch the tier's ``nproc`` list, compare, and report it as one run.
+
+    ``python`` (default: schedctl's own) runs local launches; container launches use the image's
+    ``python3``, and a missing torch there is found from the first launch's output.
+    """
     from scheduler.smoketest import format_table, run_smoketest
 
     cfg = tier.torchrun or TorchrunConfig()
     started = utcnow()
     interpreter = python or sys.executable
-    missing = _torch_missing(interpreter, env)
-    if missing:
-        result = RunResult(Termination.INFRA, None, started, utcnow(), missing)
-        return TorchrunTierResult(result, None, {})
+    launcher: Launcher | None = None
+    if container is not None:
+        launcher = _container_launcher(tier, container, workdir, run_dir, timeout_s, gpus)
+    else:
+        missing = _torch_missing(interpreter, env)
+        if missing:
+            result = RunResult(Termination.INFRA, None, started, utcnow(), missing)
+            return TorchrunTierResult(result, None, {})
     outcome = run_smoketest(
         cfg,
         python=interpreter,
@@ -55,6 +84,7 @@ def run_torchrun_tier(
         gpus=gpus,
         cancel=cancel,
         env=env,
+        launcher=launcher,
     )
     finished = utcnow()
     details: dict[str, Any] = {"smoketest": outcome.to_json()}
@@ -63,9 +93,58 @@ def run_torchrun_tier(
         details["comparison_table"] = format_table(outcome.verdict)
     result = RunResult(
         outcome.termination, outcome.exit_code, started, finished, outcome.message,
-        provenance={"runner": "torchrun-local"},
+        provenance=_provenance(outcome) if container else {"runner": LOCAL_RUNNER},
     )  # fmt: skip
     return TorchrunTierResult(result, outcome.verdict, details)
+
+
+def _container_launcher(
+    tier: TierConfig,
+    container: ContainerRun,
+    workdir: Path,
+    run_dir: Path,
+    timeout_s: float,
+    gpus: Sequence[GpuDevice],
+) -> Launcher:
+    from scheduler.smoketest.container import ContainerLauncher
+
+    template = RunSpec(
+        run_id=container.run_id,
+        tier=container.tier,
+        argv=(),
+        workdir=workdir,
+        run_dir=run_dir,
+        timeout_s=timeout_s,
+        plugin_dir=run_dir / "plugin",
+        grace_s=container.grace_s,
+        log_limit_bytes=container.log_limit_bytes,
+        gpus=tuple(gpus),
+        image=container.image,
+        memory=tier.memory,
+        shm_size=tier.shm_size,
+        network=tier.network,
+        pids_limit=tier.pids_limit,
+        labels=container.labels,
+        mounts={Path(host): target for host, target in tier.mounts.items()},
+    )
+    return ContainerLauncher(container.runner, template)
+
+
+def _provenance(outcome: SmoketestOutcome) -> dict[str, Any]:
+    """The runner's provenance of the launches: image once, every container by world size."""
+    provenance: dict[str, Any] = {"runner": "docker"}
+    containers: dict[str, str] = {}
+    for n, run in sorted(outcome.runs.items()):
+        launch = dict(run.provenance)
+        if "container_id" in launch:
+            containers[str(n)] = launch.pop("container_id")
+        launch.pop("container_name", None)
+        launch.pop("first_output_s", None)
+        provenance.update(launch)
+    if containers:
+        provenance["containers"] = containers
+        provenance["container_id"] = containers[max(containers, key=int)]
+    return provenance
 
 
 def _torch_missing(python: str, env: Mapping[str, str]) -> str:

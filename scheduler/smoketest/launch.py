@@ -1,9 +1,9 @@
-"""Run a ``kind: torchrun`` tier locally: one torchrun launch per ``nproc``, then the comparison.
+"""Run a ``kind: torchrun`` tier: one torchrun launch per ``nproc``, then the comparison.
 
-The pieces are reusable by other runners: :func:`build_torchrun_argv` and :func:`smoketest_env`
-build the command line and environment (a container runner puts the same ones in its container),
-and :func:`read_summary` reads the metrics file the program wrote. :func:`run_smoketest` ties them
-to the local supervisor :func:`run_torchrun`.
+:func:`build_torchrun_argv` and :func:`smoketest_env` build each launch's command line and
+environment as a :class:`LaunchPlan`; a :class:`Launcher` runs it where it belongs and reports a
+:class:`TorchrunResult`: :class:`LocalLauncher` under the local supervisor :func:`run_torchrun`,
+``scheduler.smoketest.container.ContainerLauncher`` in a container per launch.
 
 Layout of ``run_dir``::
 
@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from runners.base import GpuDevice, InfraError, Termination
 from scheduler.smoketest.compare import Verdict, compare
@@ -38,7 +38,66 @@ METRICS_FILE = "metrics.jsonl"
 # captures the stacks; it still ends a hang when nothing supervises the ranks.
 PG_TIMEOUT_MARGIN_S = 60.0
 
+LOOPBACK = "127.0.0.1"
+
 Fault = Literal["none", "desync", "hang"]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """One torchrun launch, ready to run: host paths throughout (a container runner remaps)."""
+
+    nproc: int
+    argv: list[str]
+    env: dict[str, str]
+    out_dir: Path
+    metrics_path: Path
+    rank_dir: Path
+    timeout_s: float
+    silence_timeout_s: float
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "output.log"
+
+
+class Launcher(Protocol):
+    """Runs a :class:`LaunchPlan` somewhere and reports what it left behind.
+
+    ``python`` starts torchrun where the launch runs; ``builtin_script`` is the built-in program
+    as a file (``None``: ``-m scheduler.smoketest``); ``in_container`` drops what only the host
+    needs (schedctl on ``PYTHONPATH``, ``CUDA_VISIBLE_DEVICES``) and rendezvous on loopback.
+    """
+
+    @property
+    def python(self) -> str: ...
+
+    @property
+    def builtin_script(self) -> Path | None: ...
+
+    @property
+    def in_container(self) -> bool: ...
+
+    def launch(self, plan: LaunchPlan, cancel: threading.Event) -> TorchrunResult:
+        """Run ``plan`` to the end; raise :class:`InfraError` when it could not run at all."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalLauncher:
+    """Launches as local process trees with :func:`run_torchrun`, in ``workdir``."""
+
+    python: str
+    workdir: Path
+    builtin_script: Path | None = None
+    in_container: bool = False
+
+    def launch(self, plan: LaunchPlan, cancel: threading.Event) -> TorchrunResult:
+        return run_torchrun(
+            plan.argv, plan.env, self.workdir, plan.timeout_s, plan.silence_timeout_s,
+            plan.log_path, cancel, nproc=plan.nproc, out_path=plan.metrics_path,
+            rank_log_dir=plan.rank_dir,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,8 +105,8 @@ class SmoketestOutcome:
     """Every launch of one torchrun tier and the verdict over them.
 
     ``termination`` is ``TIMEOUT`` if any launch timed out or went silent, ``CANCELLED`` if the
-    tier was cancelled, ``INFRA`` if no launch could start, ``EXITED`` otherwise; then ``verdict``
-    decides ``passed``/``failed``.
+    tier was cancelled, ``OOM`` if a container was OOM-killed, ``INFRA`` if a launch could not
+    run at all, ``EXITED`` otherwise; then ``verdict`` decides ``passed``/``failed``.
     """
 
     termination: Termination
@@ -107,22 +166,30 @@ def build_torchrun_argv(
     *,
     log_dir: Path | None = None,
     pg_timeout_s: float | None = None,
+    builtin_script: Path | None = None,
+    local_addr: str | None = None,
 ) -> list[str]:
     """The launcher command line for one world size.
 
     ``entry`` is ``builtin``, a module (``-m pkg.mod`` or a dotted name) or a script path. The
     built-in program gets ``--steps/--out/--backend/--inject-fault`` as flags; any other entry
     gets only ``extra`` and reads the same settings from :func:`smoketest_env`'s variables.
+    ``builtin_script`` runs the built-in program from that file instead of its module;
+    ``local_addr`` pins the rendezvous address (a container without a network cannot resolve
+    its own hostname, which ``--standalone`` uses otherwise).
     """
     argv = [
         python, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={nproc}", "--max-restarts=0",
         f"--monitor-interval={MONITOR_INTERVAL_S:g}",
     ]  # fmt: skip
+    if local_addr is not None:
+        argv.append(f"--local-addr={local_addr}")
     if log_dir is not None:
         argv += ["--log-dir", str(log_dir), "--tee", "3"]
     if entry == BUILTIN:
-        argv += ["-m", BUILTIN_MODULE, "--steps", str(steps), "--out", str(out)]
+        program = [str(builtin_script)] if builtin_script else ["-m", BUILTIN_MODULE]
+        argv += [*program, "--steps", str(steps), "--out", str(out)]
         argv += ["--backend", backend]
         if fault != "none":
             argv += ["--inject-fault", fault]
@@ -145,16 +212,25 @@ def smoketest_env(
     steps: int,
     out: Path,
     fault: str,
+    in_container: bool = False,
 ) -> dict[str, str]:
-    """The launch environment: exactly the leased GPUs, unbuffered output, the settings as vars."""
+    """The launch environment: exactly the leased GPUs, unbuffered output, the settings as vars.
+
+    In a container the engine already exposes exactly the leased GPUs, the built-in program is a
+    standalone file, and the collectives talk over loopback (``setdefault``: a tier may override).
+    """
     env = dict(base)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in gpus)
     if not gpus:
         # One thread per rank, also for N=1, so that the 1-vs-N throughput compares like with like.
         env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONUNBUFFERED"] = "1"
-    schedctl_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = ":".join(p for p in (schedctl_root, base.get("PYTHONPATH", "")) if p)
+    if in_container:
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        env.setdefault("NCCL_SOCKET_IFNAME", "lo")
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in gpus)
+        schedctl_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = ":".join(p for p in (schedctl_root, base.get("PYTHONPATH", "")) if p)
     env.update(
         SCHEDCTL_SMOKETEST_OUT=str(out),
         SCHEDCTL_SMOKETEST_STEPS=str(steps),
@@ -174,13 +250,16 @@ def run_smoketest(
     gpus: Sequence[GpuDevice],
     cancel: threading.Event,
     env: Mapping[str, str],
+    launcher: Launcher | None = None,
 ) -> SmoketestOutcome:
     """Launch every ``nproc`` of the tier in turn, then compare them.
 
     Each launch gets ``tier_cfg.run_timeout`` (default: an equal share of ``timeout_s``), never
-    more than what is left of ``timeout_s``. A timeout or a cancel stops the sequence. An injected
-    fault goes into the multi-process launches only, so the baseline stays a clean reference.
+    more than what is left of ``timeout_s``. A timeout, an OOM kill or a cancel stops the
+    sequence. An injected fault goes into the multi-process launches only, so the baseline stays a
+    clean reference. ``launcher`` defaults to local processes of ``python`` in ``workdir``.
     """
+    launcher = launcher or LocalLauncher(python, workdir)
     try:
         counts = resolve_nproc(tier_cfg.nproc, len(gpus), tier_cfg.cpu_procs)
         backend = resolve_backend(tier_cfg.backend, len(gpus))
@@ -194,22 +273,24 @@ def run_smoketest(
         budget = min(per_run, deadline - time.monotonic())
         if budget < 1:
             break
-        launch = _Launch(tier_cfg, python, workdir, run_dir / f"n{n}", gpus, backend, env)
+        launch = _Launch(tier_cfg, launcher, run_dir / f"n{n}", gpus, backend, env)
         fault = tier_cfg.inject_fault if n in faulty else "none"
         try:
             runs[n] = launch.run(n, fault, budget, cancel)
         except InfraError as exc:
             return _finish(run_dir, SmoketestOutcome(Termination.INFRA, None, None, runs, str(exc)))
-        if runs[n].termination in (Termination.TIMEOUT, Termination.CANCELLED):
+        if runs[n].termination in _STOPS_THE_SEQUENCE:
             break
     return _finish(run_dir, _judge(counts, runs, tier_cfg, on_gpu=bool(gpus)))
+
+
+_STOPS_THE_SEQUENCE = (Termination.TIMEOUT, Termination.CANCELLED, Termination.OOM)
 
 
 @dataclass(frozen=True)
 class _Launch:
     cfg: TorchrunConfig
-    python: str
-    workdir: Path
+    launcher: Launcher
     out_dir: Path
     gpus: Sequence[GpuDevice]
     backend: str
@@ -220,19 +301,22 @@ class _Launch:
         out = self.out_dir / METRICS_FILE
         out.unlink(missing_ok=True)
         rank_dir = self.out_dir / "ranks"
+        launcher = self.launcher
         argv = build_torchrun_argv(
-            self.python, n, self.backend, self.cfg.entry, self.cfg.steps, out, fault,
+            launcher.python, n, self.backend, self.cfg.entry, self.cfg.steps, out, fault,
             self.cfg.args, log_dir=rank_dir,
             pg_timeout_s=min(timeout_s, self.cfg.silence_timeout) + PG_TIMEOUT_MARGIN_S,
+            builtin_script=launcher.builtin_script,
+            local_addr=LOOPBACK if launcher.in_container else None,
         )  # fmt: skip
         env = smoketest_env(
             self.env, gpus=self.gpus, backend=self.backend, steps=self.cfg.steps, out=out,
-            fault=fault,
+            fault=fault, in_container=launcher.in_container,
         )  # fmt: skip
-        return run_torchrun(
-            argv, env, self.workdir, timeout_s, self.cfg.silence_timeout,
-            self.out_dir / "output.log", cancel, nproc=n, out_path=out, rank_log_dir=rank_dir,
-        )  # fmt: skip
+        plan = LaunchPlan(
+            n, argv, env, self.out_dir, out, rank_dir, timeout_s, self.cfg.silence_timeout
+        )
+        return launcher.launch(plan, cancel)
 
 
 def _judge(
@@ -243,6 +327,8 @@ def _judge(
     ended = [r.termination for r in runs.values()]
     if Termination.CANCELLED in ended:
         termination = Termination.CANCELLED
+    elif Termination.OOM in ended:
+        termination = Termination.OOM
     elif Termination.TIMEOUT in ended or len(runs) < len(counts):
         termination = Termination.TIMEOUT
     else:

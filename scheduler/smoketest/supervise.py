@@ -46,8 +46,11 @@ class TorchrunResult:
     log_path: Path | None = None
     log_truncated: bool = False
     sessions: frozenset[int] = frozenset()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    """Where it ran, when not here: the container runner's image and container ids."""
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"provenance": dict(self.provenance)} if self.provenance else {}
         return {
             "nproc": self.nproc,
             "termination": self.termination.value,
@@ -59,6 +62,7 @@ class TorchrunResult:
             "message": self.message,
             "log_path": str(self.log_path) if self.log_path else None,
             "log_truncated": self.log_truncated,
+            **extra,
         }
 
 
@@ -187,7 +191,7 @@ class _Supervision:
         while True:
             try:
                 self.returncode = proc.wait(timeout=_POLL_S)
-                return Termination.EXITED, _exit_message(self.returncode)
+                return Termination.EXITED, exit_message(self.returncode)
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
@@ -264,7 +268,7 @@ class _Supervision:
             return None
 
 
-def _exit_message(code: int) -> str:
+def exit_message(code: int) -> str:
     if code == 0:
         return "exited 0"
     if code < 0:

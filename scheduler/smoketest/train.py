@@ -347,3 +347,7 @@ def _emit(out: Path | None, record: dict[str, Any], stream: TextIO | None = None
     if out is not None:
         with out.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+
+
+if __name__ == "__main__":  # run as a standalone script (copied into a container's plugin dir)
+    sys.exit(main())

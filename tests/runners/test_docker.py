@@ -288,6 +288,37 @@ class TestContainerConfig:
         assert kwargs["working_dir"] == CONTAINER_SRC
         assert kwargs["name"] == "schedctl-hourly-42"
 
+    def test_extra_mounts_are_read_only_and_remapped(self, tmp_path: Path) -> None:
+        """spec.mounts bind read-only; env values naming the host path point at the target."""
+        site = tmp_path / "site"
+        site.mkdir()
+        spec = _spec(tmp_path, mounts={site: "/opt/site"}, env={"PYTHONPATH": f"{site}:/x"})
+        kwargs = DockerRunner().create_kwargs(spec, "img")
+        mounts = {m["Target"]: (m["Source"], m["ReadOnly"]) for m in kwargs["mounts"]}
+        assert mounts["/opt/site"] == (str(site), True)
+        assert kwargs["environment"]["PYTHONPATH"] == "/opt/site:/x"
+
+    @pytest.mark.parametrize(
+        ("target", "match"),
+        [
+            ("opt/site", "not an absolute"),
+            ("/work/out/site", "shadow"),
+            ("/work", "shadow"),
+            ("/tmp", "shadow"),
+        ],
+    )
+    def test_bad_mount_targets_are_refused(self, tmp_path: Path, target: str, match: str) -> None:
+        """A relative target or one over the runner's own paths is an infra error."""
+        spec = _spec(tmp_path, mounts={tmp_path: target})
+        with pytest.raises(InfraError, match=match):
+            DockerRunner().create_kwargs(spec, "img")
+
+    def test_missing_mount_source_is_refused(self, tmp_path: Path) -> None:
+        """A host path that does not exist is named, not left to the engine's error."""
+        spec = _spec(tmp_path, mounts={tmp_path / "absent": "/opt/x"})
+        with pytest.raises(InfraError, match="absent"):
+            DockerRunner().create_kwargs(spec, "img")
+
     def test_gpus_become_exact_device_requests(self, tmp_path: Path) -> None:
         """Exactly the leased GPUs are requested, by UUID."""
         gpus = (GpuDevice(1, "GPU-aaa"), GpuDevice(3, "GPU-bbb"))
@@ -379,6 +410,38 @@ class TestRealContainers:
         assert result.termination is Termination.TIMEOUT
         assert time.monotonic() - began <= spec.timeout_s + 5
         assert our_containers(docker_client, instance) == []
+
+    @pytest.mark.slow
+    def test_pre_stop_exec_runs_before_the_timeout_stop(
+        self,
+        docker_runner: DockerRunner,
+        docker_client: Any,
+        instance: str,
+        make_project: Any,
+        make_spec: Any,
+    ) -> None:
+        """On timeout the evidence command runs inside the live container, output in the log."""
+        spec = make_spec(
+            make_project(HANG),
+            timeout_s=4.0,
+            pre_stop_exec=["sh", "-c", "echo EVIDENCE; pgrep -c -x python3"],
+        )
+        result = docker_runner.run(spec)
+        assert result.termination is Termination.TIMEOUT
+        log = _log(spec)
+        assert re.search(r"EVIDENCE\n1\n", log), log[-2000:]
+        assert "pre-stop exec exit 0" in log
+        assert our_containers(docker_client, instance) == []
+
+    def test_silence_timeout(
+        self, docker_runner: DockerRunner, make_project: Any, make_spec: Any
+    ) -> None:
+        """No output for silence_timeout_s ends the run as a timeout long before timeout_s."""
+        spec = make_spec(make_project(HANG), "-s", timeout_s=60.0, silence_timeout_s=3.0)
+        result = docker_runner.run(spec)
+        assert result.termination is Termination.TIMEOUT
+        assert "silence" in result.message
+        assert result.duration_s < 30
 
     def test_cancel(self, docker_runner: DockerRunner, make_project: Any, make_spec: Any) -> None:
         """Setting the cancel event stops the container and reports CANCELLED."""

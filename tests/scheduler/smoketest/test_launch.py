@@ -85,6 +85,27 @@ class TestArgv:
         assert argv[-len(tail) :] == tail
         assert "--steps" not in argv
 
+    def test_builtin_as_script_in_a_container(self, tmp_path: Path) -> None:
+        """In a container: the program runs from its file and the rendezvous is on loopback."""
+        script = tmp_path / "plugin" / "schedctl_smoketest.py"
+        argv = build_torchrun_argv(
+            "python3", 2, "gloo", "builtin", 5, tmp_path / "o", "none", [],
+            builtin_script=script, local_addr="127.0.0.1",
+        )  # fmt: skip
+        assert "--local-addr=127.0.0.1" in argv[: argv.index(str(script))]
+        assert argv[argv.index(str(script)) + 1 :][:2] == ["--steps", "5"]
+        assert "scheduler.smoketest" not in argv
+
+    def test_env_in_container(self, tmp_path: Path) -> None:
+        """In a container the engine picks the GPUs; no schedctl path; collectives on lo."""
+        env = smoketest_env(
+            {"PYTHONPATH": "/opt/site"}, gpus=[GpuDevice(0, "GPU-a")], backend="nccl",
+            steps=2, out=tmp_path, fault="none", in_container=True,
+        )  # fmt: skip
+        assert "CUDA_VISIBLE_DEVICES" not in env
+        assert env["PYTHONPATH"] == "/opt/site"
+        assert env["NCCL_SOCKET_IFNAME"] == env["GLOO_SOCKET_IFNAME"] == "lo"
+
     def test_env(self, tmp_path: Path) -> None:
         """Only the leased GPUs are visible; settings are passed as variables; PYTHONPATH kept."""
         env = smoketest_env(

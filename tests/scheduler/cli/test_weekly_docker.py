@@ -1,0 +1,132 @@
+"""The weekly torchrun tier in containers on CPU: gloo ranks inside the hardened test image.
+
+The test image has no torch; the tier mounts the host venv's site-packages read-only at
+/opt/site and puts it on PYTHONPATH (the docker runner rewrites the host path), so the image's
+Debian python 3.11 imports the same CPU build of torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SCHEDCTL, require
+from tests.runners.test_contract import _docker_harness
+
+pytestmark = [pytest.mark.docker, pytest.mark.torch, pytest.mark.slow]
+IMAGE = "schedctl-test:bookworm"
+SITE_IN_CONTAINER = "/opt/site"
+CONTAINER_UID = 1000  # DockerRunner's default user
+
+
+@pytest.fixture(scope="module")
+def site_packages() -> Path:
+    """The directory holding the host's torch (it must be cp311, like the image's python)."""
+    _docker_harness().runner.close()
+    try:
+        import torch
+    except ImportError:
+        require(False, "torch is not installed (make test installs torch==2.13.0)")
+    return Path(torch.__file__).resolve().parents[1]
+
+
+def weekly(site: Path, *, mount_torch: bool = True, **torchrun: Any) -> dict[str, Any]:
+    tier: dict[str, Any] = {
+        "schedule": "0 3 * * 0",
+        "kind": "torchrun",
+        "timeout": 240,
+        "runner": "docker",
+        "torchrun": {"nproc": [1, "all"], "cpu_procs": 2, "steps": 8, **torchrun},
+    }
+    if mount_torch:
+        tier["mounts"] = {str(site): SITE_IN_CONTAINER}
+        tier["env"] = {"PYTHONPATH": str(site)}
+    return tier
+
+
+def run_weekly(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [*SCHEDCTL, "--config", str(config), "run", "weekly", "--json", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def our_containers(state_dir: Path) -> list[str]:
+    """Containers (running or not) of this test's schedctl instance."""
+    instance = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    out = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"label=schedctl.instance={instance}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def test_weekly_passes_in_containers(
+    write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
+) -> None:
+    """Both gloo runs pass in containers, verdict passed, numbers and containers recorded."""
+    config = write_config(project=tmp_path, image=IMAGE, tiers={"weekly": weekly(site_packages)})
+    code, result = run_weekly(config)
+    assert (code, result["outcome"]) == (0, "passed"), result["reason"]
+    assert result["runner"] == "docker"
+    rows = {row["world_size"]: row for row in result["details"]["comparison"]["table"]}
+    assert set(rows) == {1, 2}
+    assert rows[1]["samples_per_s"] > 0 and rows[2]["efficiency"] > 0
+    runs = result["details"]["smoketest"]["runs"]
+    assert {(runs[n]["summary"]["backend"], runs[n]["summary"]["device"]) for n in runs} == {
+        ("gloo", "cpu")
+    }
+    provenance = result["details"]["provenance"]
+    assert provenance["runner"] == "docker" and provenance["image"] == IMAGE
+    assert provenance["image_id"].startswith("sha256:")
+    containers = provenance["containers"]
+    assert set(containers) == {"1", "2"} and len(set(containers.values())) == 2
+    assert provenance["container_id"] == containers["2"]
+    for n in ("1", "2"):  # rank 0 wrote its metrics as the container's user, not as us
+        metrics = Path(runs[n]["log_path"]).with_name("metrics.jsonl")
+        assert metrics.stat().st_uid == CONTAINER_UID
+    assert our_containers(tmp_path / "state") == []
+
+
+def test_injected_hang_times_out_with_container_stacks(
+    write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
+) -> None:
+    """A rank that hangs: timeout within the per-run limit, every rank's stack, no container."""
+    tier = weekly(site_packages, nproc=[2], inject_fault="hang", run_timeout=15)
+    del tier["runner"]  # chosen by the CLI override instead
+    config = write_config(project=tmp_path, image=IMAGE, tiers={"weekly": tier})
+    code, result = run_weekly(config, "--runner", "docker")
+    assert (code, result["outcome"]) == (1, "timeout"), result["reason"]
+    assert "Python stacks captured" in result["reason"]
+    run = result["details"]["smoketest"]["runs"]["2"]
+    assert run["duration_s"] < 15 + 15
+    hung, waiting = run["stacks"].split("--- rank 1")[1], run["stacks"].split("--- rank 1")[0]
+    assert "in _hang" in hung and "schedctl_smoketest.py" in hung
+    assert "--- rank 0" in waiting and "most recent call first" in waiting
+    assert "injected hang at step 2" in "\n".join(run["rank_logs"]["1"])
+    assert our_containers(tmp_path / "state") == []
+
+
+def test_image_without_torch_is_infra(
+    write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
+) -> None:
+    """Without torch in the container the tier is infra-error naming the image, not failed."""
+    tier = weekly(site_packages, mount_torch=False, nproc=[1])
+    config = write_config(project=tmp_path, image=IMAGE, tiers={"weekly": tier})
+    code, result = run_weekly(config)
+    assert (code, result["outcome"]) == (1, "infra-error")
+    assert "torch is not importable" in result["reason"] and IMAGE in result["reason"]
+    assert our_containers(tmp_path / "state") == []
