@@ -450,6 +450,7 @@ class Dispatcher:
             shm_size=tier.shm_size,
             network=tier.network,
             pids_limit=tier.pids_limit,
+            mounts={Path(host): target for host, target in tier.mounts.items()},
             labels={"schedctl.host": self.host},
         )
 

@@ -146,3 +146,12 @@ def test_listen_address_may_be_off_or_ipv6(tmp_path: Path) -> None:
     data["daemon"] = {"metrics_address": None, "api": {"tcp": "[::1]:9464"}}
     config = load_config(write(tmp_path, data))
     assert config.daemon.metrics_address is None and config.daemon.api.tcp == "[::1]:9464"
+
+
+def test_mounts_must_be_absolute(tmp_path: Path) -> None:
+    """tiers.X.mounts takes absolute host and container paths only, naming the bad one."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, minimal(mounts={"data": "/data"})))
+    assert err.value.problems[0].startswith("tiers.hourly.mounts: mount 'data'")
+    config = load_config(write(tmp_path, minimal(mounts={"/srv/data": "/data"})))
+    assert config.tiers["hourly"].mounts == {"/srv/data": "/data"}

@@ -138,3 +138,29 @@ def test_engine_down_is_infra_error(write_config: Callable[..., Path], tmp_path:
     code, result = run_json(config, "hourly", "--runner", "docker", env=env)
     assert (code, result["outcome"]) == (1, "infra-error")
     assert str(socket) in result["reason"]
+
+
+def test_tier_mounts_reach_a_pytest_container(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A tier's read-only mount is visible to its tests, and not writable."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "answer.txt").write_text("42")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "test_data.py").write_text(
+        "import pathlib, pytest\n\n"
+        "def test_reads_mount():\n"
+        "    assert pathlib.Path('/data/answer.txt').read_text() == '42'\n\n"
+        "def test_mount_is_read_only():\n"
+        "    with pytest.raises(OSError):\n"
+        "        pathlib.Path('/data/new.txt').write_text('x')\n"
+    )
+    config = write_config(
+        project=project,
+        image=IMAGE,
+        tiers={"hourly": tier(markers=None, mounts={str(data): "/data"})},
+    )
+    code, result = run_json(config, "hourly", "--runner", "docker")
+    assert (code, result["outcome"], result["counts"]["passed"]) == (0, "passed", 2)
