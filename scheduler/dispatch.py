@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import traceback
 from collections.abc import Iterable
@@ -21,20 +20,17 @@ import structlog
 
 from runners.base import (
     Outcome,
-    Runner,
     RunResult,
-    RunSpec,
-    install_plugin,
     utcnow,
 )
 from scheduler.config import Config, TierConfig
 from scheduler.errors import GpuError, SchedctlError, SourceError
 from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
-from scheduler.orphans import kill_orphan_processes
 from scheduler.protocols import GpuPoolLike, SourceLike
-from scheduler.pytest_args import build_pytest_command
+from scheduler.recovery import pid_alive, recover_runs
 from scheduler.results import ParsedResults, classify, empty_counts, load_results
 from scheduler.runner_select import RunnerFactory
+from scheduler.spec import base_env, build_pytest_spec
 from scheduler.store import RunRecord, Store
 
 log = structlog.get_logger("schedctl.dispatch")
@@ -64,18 +60,6 @@ class _Active:
     tier: str
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Dispatcher:
@@ -257,43 +241,19 @@ class Dispatcher:
             active.cancel.set()
 
     def recover(self, also_runners: set[str] | None = None) -> list[int]:
-        """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases.
+        """Interrupt runs whose owner died and reap what they left (see :mod:`.recovery`).
 
-        Runs at daemon start and before each run, so a killed CLI or daemon leaves nothing behind
-        for long. ``also_runners`` names backends to reap beyond the configured ones.
+        ``also_runners`` names backends to reap beyond the configured ones.
         """
-        interrupted = []
-        self.runners.prepare(self._configured_runners() | (also_runners or set()))
-        for record in self.store.active_runs():
-            if record.host == self.host and pid_alive(record.owner_pid):
-                continue
-            if record.host not in (None, self.host):
-                continue
-            self.store.finish_run(
-                record.id,
-                outcome=Outcome.INTERRUPTED,
-                reason=f"schedctl process {record.owner_pid} died while the run was "
-                f"{record.outcome.value}",
-            )
-            interrupted.append(record.id)
-        live = {str(r.id) for r in self.store.active_runs()}
-        killed = kill_orphan_processes(self.config.runs_dir, {int(i) for i in live}, self.proc_root)
-        if killed:
-            log.warning("orphan_processes_killed", runs=sorted(killed))
-        for reaped in self.runners.reap_orphans(live):
-            if reaped.isdigit() and int(reaped) not in interrupted:
-                record = self.store.get_run(int(reaped))
-                if not record.outcome.is_final:
-                    self.store.finish_run(
-                        int(reaped), outcome=Outcome.INTERRUPTED, reason="orphaned container reaped"
-                    )
-                    interrupted.append(int(reaped))
-        self.store.release_dead_leases()
-        for run_id in interrupted:
-            self._finished(self.store.get_run(run_id))
-        if interrupted:
-            log.warning("runs_interrupted", run_ids=interrupted)
-        return interrupted
+        return recover_runs(
+            self.store,
+            self.runners,
+            host=self.host,
+            runs_dir=self.config.runs_dir,
+            runner_names=self._configured_runners() | (also_runners or set()),
+            on_finished=self._finished,
+            proc_root=self.proc_root,
+        )
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -360,7 +320,12 @@ class Dispatcher:
                     run_id, request, tier, workdir, run_dir, lease, cancel, gpu_wait_s
                 )
             runner = self.runners.get(request.runner or tier.runner or self.config.runner)
-            spec = self._spec(run_id, request, tier, workdir, run_dir, runner, lease)
+            spec = build_pytest_spec(
+                self.config, tier, run_id=run_id, tier_name=request.tier,
+                markers=request.markers, timeout_s=request.timeout_s, workdir=workdir,
+                run_dir=run_dir, runner_alias=runner.alias,
+                devices=lease.devices if lease is not None else (), host=self.host,
+            )  # fmt: skip
             self.store.update_run(
                 run_id,
                 outcome=Outcome.RUNNING,
@@ -412,48 +377,6 @@ class Dispatcher:
             updates["ref"] = checkout.ref
         return Path(checkout.path), checkout, updates
 
-    def _spec(
-        self,
-        run_id: int,
-        request: RunRequest,
-        tier: TierConfig,
-        workdir: Path,
-        run_dir: Path,
-        runner: Runner,
-        lease: Any,
-    ) -> RunSpec:
-        plugin_dir = install_plugin(run_dir / "plugin")
-        in_container = runner.alias == "docker"
-        python = "python3" if in_container else (self.config.project.python or sys.executable)
-        argv, env = build_pytest_command(
-            python=python,
-            tier=tier,
-            markers=request.markers,
-            run_dir=run_dir,
-            plugin_dir=plugin_dir,
-        )
-        env = {**_base_env(in_container), **env}
-        return RunSpec(
-            run_id=str(run_id),
-            tier=request.tier,
-            argv=argv,
-            workdir=workdir,
-            run_dir=run_dir,
-            timeout_s=request.timeout_s or tier.timeout,
-            env=env,
-            plugin_dir=plugin_dir,
-            grace_s=min(10.0, self.config.daemon.grace),
-            log_limit_bytes=self.config.log_limit_bytes,
-            gpus=tuple(lease.devices) if lease is not None else (),
-            image=tier.image or self.config.image,
-            memory=tier.memory,
-            shm_size=tier.shm_size,
-            network=tier.network,
-            pids_limit=tier.pids_limit,
-            mounts={Path(host): target for host, target in tier.mounts.items()},
-            labels={"schedctl.host": self.host},
-        )
-
     def _execute_torchrun(
         self,
         run_id: int,
@@ -497,7 +420,7 @@ class Dispatcher:
             timeout_s=request.timeout_s or tier.timeout,
             gpus=tuple(lease.devices) if lease is not None else (),
             cancel=cancel,
-            env={**_base_env(in_container), **tier.env},
+            env={**base_env(in_container), **tier.env},
             container=container,
         )
         outcome, reason = classify(done.result, ParsedResults(), done.verdict)
@@ -573,19 +496,6 @@ class Dispatcher:
                 record,
             )
         )
-
-
-def _base_env(in_container: bool) -> dict[str, str]:
-    """A clean environment: the host's PATH/locale only, never the daemon's secrets."""
-    env: dict[str, str] = {}
-    if not in_container:
-        # A container keeps its image's own PATH (conda/CUDA images depend on it).
-        keep = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
-        env = {k: os.environ[k] for k in keep if k in os.environ}
-        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
 
 
 def _chain(source: threading.Event, target: threading.Event) -> None:

@@ -1,0 +1,78 @@
+"""Crash recovery: runs whose owner died become ``interrupted``; their leftovers are reaped.
+
+Runs at daemon start and before each run, so a killed CLI or daemon leaves nothing behind for
+long: container orphans (by label), local test processes (by their run dir in the environment)
+and GPU leases of dead runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from runners.base import Outcome
+from scheduler.orphans import kill_orphan_processes
+from scheduler.runner_select import RunnerFactory
+from scheduler.store import RunRecord, Store
+
+log = structlog.get_logger("schedctl.recovery")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_runs(
+    store: Store,
+    runners: RunnerFactory,
+    *,
+    host: str,
+    runs_dir: Path,
+    runner_names: set[str],
+    on_finished: Callable[[RunRecord], None],
+    proc_root: Path = Path("/proc"),
+) -> list[int]:
+    """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases."""
+    interrupted = []
+    runners.prepare(runner_names)
+    for record in store.active_runs():
+        if record.host == host and pid_alive(record.owner_pid):
+            continue
+        if record.host not in (None, host):
+            continue
+        store.finish_run(
+            record.id,
+            outcome=Outcome.INTERRUPTED,
+            reason=f"schedctl process {record.owner_pid} died while the run was "
+            f"{record.outcome.value}",
+        )
+        interrupted.append(record.id)
+    live = {str(r.id) for r in store.active_runs()}
+    killed = kill_orphan_processes(runs_dir, {int(i) for i in live}, proc_root)
+    if killed:
+        log.warning("orphan_processes_killed", runs=sorted(killed))
+    for reaped in runners.reap_orphans(live):
+        if reaped.isdigit() and int(reaped) not in interrupted:
+            record = store.get_run(int(reaped))
+            if not record.outcome.is_final:
+                store.finish_run(
+                    int(reaped), outcome=Outcome.INTERRUPTED, reason="orphaned container reaped"
+                )
+                interrupted.append(int(reaped))
+    store.release_dead_leases()
+    for run_id in interrupted:
+        on_finished(store.get_run(run_id))
+    if interrupted:
+        log.warning("runs_interrupted", run_ids=interrupted)
+    return interrupted

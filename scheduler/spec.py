@@ -1,0 +1,117 @@
+"""What a runner is handed for a pytest tier: the command line, a clean environment, the RunSpec.
+
+The results plugin is copied into the run dir and loaded with ``-p``; container runners map the
+host paths in argv and env to their mount points.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runners.base import (
+    JUNIT_FILE,
+    PLUGIN_MODULE,
+    RESULTS_FILE,
+    GpuDevice,
+    RunSpec,
+    install_plugin,
+)
+from scheduler.config import Config, TierConfig
+
+
+def build_pytest_command(
+    *, python: str, tier: TierConfig, markers: str | None, run_dir: Path, plugin_dir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Return ``(argv, env)``; paths point at ``run_dir``/``plugin_dir`` on the host.
+
+    Container runners map those host paths to their mount points.
+    """
+    argv = [
+        python,
+        "-m",
+        "pytest",
+        "-p",
+        PLUGIN_MODULE,
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={run_dir / JUNIT_FILE}",
+        "-o",
+        "junit_family=xunit2",
+        "-rfE",
+    ]
+    expression = markers if markers is not None else tier.markers
+    if expression:
+        argv += ["-m", expression]
+    if tier.coverage:
+        sources = tier.coverage_source or ["."]
+        argv += [f"--cov={s}" for s in sources]
+        argv += [f"--cov-report=xml:{run_dir / 'coverage.xml'}", "--cov-report=term"]
+    argv += list(tier.args)
+    argv += list(tier.paths)
+    env = {
+        "SCHEDCTL_RESULTS": str(run_dir / RESULTS_FILE),
+        "PYTHONPATH": str(plugin_dir),
+        **tier.env,
+    }
+    if tier.coverage:
+        env["COVERAGE_FILE"] = str(run_dir / ".coverage")
+    return argv, env
+
+
+def base_env(in_container: bool) -> dict[str, str]:
+    """A clean environment: the host's PATH/locale only, never the daemon's secrets."""
+    env: dict[str, str] = {}
+    if not in_container:
+        # A container keeps its image's own PATH (conda/CUDA images depend on it).
+        keep = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def build_pytest_spec(
+    config: Config,
+    tier: TierConfig,
+    *,
+    run_id: int,
+    tier_name: str,
+    markers: str | None,
+    timeout_s: float | None,
+    workdir: Path,
+    run_dir: Path,
+    runner_alias: str,
+    devices: Sequence[GpuDevice],
+    host: str,
+) -> RunSpec:
+    """The RunSpec of one pytest run of ``tier`` (request overrides: markers, timeout)."""
+    plugin_dir = install_plugin(run_dir / "plugin")
+    in_container = runner_alias == "docker"
+    python = "python3" if in_container else (config.project.python or sys.executable)
+    argv, env = build_pytest_command(
+        python=python, tier=tier, markers=markers, run_dir=run_dir, plugin_dir=plugin_dir
+    )
+    return RunSpec(
+        run_id=str(run_id),
+        tier=tier_name,
+        argv=argv,
+        workdir=workdir,
+        run_dir=run_dir,
+        timeout_s=timeout_s or tier.timeout,
+        env={**base_env(in_container), **env},
+        plugin_dir=plugin_dir,
+        grace_s=min(10.0, config.daemon.grace),
+        log_limit_bytes=config.log_limit_bytes,
+        gpus=tuple(devices),
+        image=tier.image or config.image,
+        memory=tier.memory,
+        shm_size=tier.shm_size,
+        network=tier.network,
+        pids_limit=tier.pids_limit,
+        mounts={Path(host_path): target for host_path, target in tier.mounts.items()},
+        labels={"schedctl.host": host},
+    )
