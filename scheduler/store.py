@@ -43,6 +43,7 @@ __all__ = [
     "TestResultRow",
     "alert_state",
     "alerts_outbox",
+    "failure_streak",
     "gpu_leases",
     "meta_table",
     "runs",
@@ -292,23 +293,10 @@ class Store:
             ).scalar()
         return _aware(value) if value is not None else None
 
-    def consecutive_failures(self, tier: str) -> int:
+    def consecutive_failures(self, tier: str, up_to_run_id: int | None = None) -> int:
         """Test-failure outcomes since the last pass; infra outcomes neither count nor break it."""
-        count = 0
         with self.begin() as conn:
-            rows = conn.execute(
-                sa.select(runs.c.outcome)
-                .where(runs.c.tier == tier, runs.c.outcome.in_(FINAL_OUTCOMES))
-                .order_by(runs.c.id.desc())
-                .limit(1000)
-            )
-            for (outcome,) in rows:
-                o = Outcome(outcome)
-                if o is Outcome.PASSED:
-                    break
-                if o.is_test_failure:
-                    count += 1
-        return count
+            return failure_streak(conn, tier, up_to_run_id)
 
     def test_results_for(self, run_id: int) -> list[TestResultRow]:
         with self.begin() as conn:
@@ -424,3 +412,25 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+STREAK_WINDOW = 1000
+
+
+def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:
+    """Test-failure runs of ``tier`` (up to a run) since its last pass, on an open connection.
+
+    Infra outcomes neither count nor break the streak; only the newest ``STREAK_WINDOW`` final
+    runs are read.
+    """
+    query = sa.select(runs.c.outcome).where(runs.c.tier == tier, runs.c.outcome.in_(FINAL_OUTCOMES))
+    if up_to_run_id is not None:
+        query = query.where(runs.c.id <= up_to_run_id)
+    count = 0
+    for (value,) in conn.execute(query.order_by(runs.c.id.desc()).limit(STREAK_WINDOW)):
+        outcome = Outcome(value)
+        if outcome is Outcome.PASSED:
+            break
+        if outcome.is_test_failure:
+            count += 1
+    return count

@@ -17,7 +17,6 @@ import structlog
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from runners.base import Outcome
 from scheduler.alerts import rules
 from scheduler.alerts.outbox import enqueue, outbox_id
 from scheduler.alerts.payload import (
@@ -30,13 +29,12 @@ from scheduler.alerts.payload import (
 )
 from scheduler.alerts.sinks.base import Sink
 from scheduler.events import Event, RunFinished, SlotMissed
-from scheduler.store import FINAL_OUTCOMES, RunRecord, Store, alert_state, runs
+from scheduler.store import RunRecord, Store, alert_state, failure_streak
 
 log = structlog.get_logger("schedctl.alerts")
 
 ChangesFn = Callable[[str, str], list[str]]
 FAILING_OUTCOMES = ("failed", "error")
-STREAK_WINDOW = 1000
 
 
 def _utcnow() -> datetime:
@@ -96,7 +94,7 @@ class AlertRecorder:
                 run_id=record.id,
                 tier=record.tier,
                 outcome=record.outcome,
-                streak=_streak(conn, record.tier, record.id),
+                streak=failure_streak(conn, record.tier, record.id),
                 failing=failing,
             )
             decisions = rules.evaluate(_load_tracks(conn, record.tier), obs, self.policy)
@@ -194,24 +192,6 @@ class AlertRecorder:
     def _all_failing(self, run_id: int) -> tuple[str, ...]:
         rows = self.store.test_results_for(run_id)
         return tuple(sorted({t.nodeid for t in rows if t.outcome in FAILING_OUTCOMES}))
-
-
-def _streak(conn: Connection, tier: str, run_id: int) -> int:
-    """Test-failure runs of ``tier`` up to ``run_id`` since its last pass (infra runs skipped)."""
-    rows = conn.execute(
-        sa.select(runs.c.outcome)
-        .where(runs.c.tier == tier, runs.c.id <= run_id, runs.c.outcome.in_(FINAL_OUTCOMES))
-        .order_by(runs.c.id.desc())
-        .limit(STREAK_WINDOW)
-    )
-    count = 0
-    for (value,) in rows:
-        outcome = Outcome(value)
-        if outcome is Outcome.PASSED:
-            break
-        if outcome.is_test_failure:
-            count += 1
-    return count
 
 
 def _load_tracks(conn: Connection, tier: str) -> dict[str, rules.Track]:
