@@ -100,6 +100,16 @@ class TorchrunConfig(_Model):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     inject_fault: Literal["none", "desync", "hang"] = "none"
 
+    @field_validator("nproc")
+    @classmethod
+    def _positive_counts(cls, value: list[int | str]) -> list[int | str]:
+        if not value:
+            raise ValueError("nproc needs at least one entry, e.g. [1, all]")
+        for i, n in enumerate(value):
+            if isinstance(n, int) and n < 1:
+                raise ValueError(f"nproc[{i}] must be >= 1 or 'all', got {n}")
+        return value
+
 
 class TierConfig(_Model):
     """One tier: what to run, when, and with which limits."""
@@ -153,6 +163,17 @@ class TierConfig(_Model):
         if isinstance(value, int) and value < 0:
             raise ValueError("gpus must be >= 0 or 'all'")
         return value
+
+    @model_validator(mode="after")
+    def _nproc_fits_gpus(self) -> TierConfig:
+        if self.kind == "torchrun" and self.torchrun and isinstance(self.gpus, int) and self.gpus:
+            too_many = [n for n in self.torchrun.nproc if isinstance(n, int) and n > self.gpus]
+            if too_many:
+                raise ValueError(
+                    f"torchrun.nproc {too_many} exceeds gpus: {self.gpus} (NCCL needs one GPU "
+                    "per process)"
+                )
+        return self
 
 
 class GpuPolicy(_Model):

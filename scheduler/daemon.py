@@ -434,8 +434,8 @@ class Daemon:
         return run_id
 
 
-def wait_for_signal(stop: threading.Event) -> None:
-    """Block the main thread until SIGTERM/SIGINT set ``stop``."""
+def install_signal_handlers(stop: threading.Event) -> None:
+    """Make SIGTERM/SIGINT set ``stop`` (install before a slow start-up, so none is lost)."""
     import signal
 
     def handler(signum: int, _frame: Any) -> None:
@@ -444,6 +444,11 @@ def wait_for_signal(stop: threading.Event) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
+
+
+def wait_for_signal(stop: threading.Event) -> None:
+    """Block the main thread until SIGTERM/SIGINT set ``stop``."""
+    install_signal_handlers(stop)
     with contextlib.suppress(KeyboardInterrupt):
         while not stop.wait(1.0):
             pass

@@ -96,7 +96,7 @@ class Auth:
         if not over_tcp:
             return None
         if self._token is None:
-            return 403, "state-changing requests over TCP are disabled: no API token configured"
+            return 401, "state-changing requests over TCP are disabled: no API token configured"
         scheme, _, presented = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return 401, "missing bearer token (Authorization: Bearer <token>)"

@@ -16,7 +16,7 @@ from scheduler.assembly import build_dispatcher, build_services
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, styled
 from scheduler.cli.schedule_cmd import upcoming
-from scheduler.daemon import Daemon, StateLock, wait_for_signal
+from scheduler.daemon import Daemon, StateLock, install_signal_handlers, wait_for_signal
 from scheduler.errors import DaemonError, UnknownRunError
 from scheduler.events import Event, Listener, RunFinished
 from scheduler.logs import configure
@@ -36,8 +36,9 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     dispatcher = build_dispatcher(config, app.store)
     daemon = Daemon(config, app.store, dispatcher, build_services(config, app.store, dispatcher))
     dispatcher.add_listener(_status_line(notifier, dispatcher.active_run_ids))
-    daemon.start()
     stopping = threading.Event()
+    install_signal_handlers(stopping)  # a SIGTERM during recovery still stops gracefully
+    daemon.start()
     watchdog = _start_watchdog(app, notifier, daemon, stopping)
     notifier.ready(f"scheduling {len(config.tiers)} tiers; API on {socket_path(config)}")
     try:

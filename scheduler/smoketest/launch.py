@@ -355,6 +355,9 @@ def _message(verdict: Verdict, runs: dict[int, TorchrunResult]) -> str:
         for row in verdict.table
         if row.get("samples_per_s") is not None and row.get("efficiency") is not None
     )
+    if len(verdict.table) < 2:
+        # One GPU leased (or cpu_procs 1): the checks ran, but there was no 1-vs-N comparison.
+        return f"passed; {rates}; only one world size ran, so nothing was compared"
     return f"passed; {rates}"
 
 

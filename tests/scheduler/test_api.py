@@ -206,10 +206,10 @@ class TestTcpAuth:
         assert h.tcp().status()["daemon"]["running"] is True
 
     def test_no_token_configured_refuses_tcp_posts(self, start: Callable[..., Harness]) -> None:
-        """Without a configured token every TCP POST is 403, even one carrying a token."""
+        """Without a configured token every TCP POST is 401, even one carrying a token."""
         h = start(token=None)
         status, body = raw(h, "POST", "/v1/runs", b"{}", {"Authorization": f"Bearer {TOKEN}"})
-        assert status == 403 and "no API token configured" in body["error"]
+        assert status == 401 and "no API token configured" in body["error"]
 
     def test_malformed_authorization_never_crashes(self, start: Callable[..., Harness]) -> None:
         """Odd Authorization headers give 401 JSON, never a 500 or a traceback."""
@@ -252,4 +252,4 @@ class TestToken:
         assert auth.deny(None, over_tcp=False) is None
         assert auth.deny(f"Bearer {TOKEN}", over_tcp=True) is None
         assert auth.deny(f"Bearer {TOKEN}x", over_tcp=True) == (401, "invalid bearer token")
-        assert Auth(None).deny(f"Bearer {TOKEN}", over_tcp=True)[0] == 403  # type: ignore[index]
+        assert Auth(None).deny(f"Bearer {TOKEN}", over_tcp=True)[0] == 401  # type: ignore[index]

@@ -155,3 +155,20 @@ def test_mounts_must_be_absolute(tmp_path: Path) -> None:
     assert err.value.problems[0].startswith("tiers.hourly.mounts: mount 'data'")
     config = load_config(write(tmp_path, minimal(mounts={"/srv/data": "/data"})))
     assert config.tiers["hourly"].mounts == {"/srv/data": "/data"}
+
+
+@pytest.mark.parametrize(
+    ("torchrun", "gpus", "needle"),
+    [
+        ({"nproc": [0, "all"]}, 0, "tiers.hourly.torchrun.nproc: nproc[0] must be >= 1"),
+        ({"nproc": []}, 0, "tiers.hourly.torchrun.nproc: nproc needs at least one entry"),
+        ({"nproc": [1, 4]}, 2, "tiers.hourly: torchrun.nproc [4] exceeds gpus: 2"),
+    ],
+)
+def test_torchrun_nproc_is_checked_at_load(
+    tmp_path: Path, torchrun: dict[str, object], gpus: int, needle: str
+) -> None:
+    """A bad torchrun nproc fails config check naming the key, not the weekly run later."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, minimal(kind="torchrun", gpus=gpus, torchrun=torchrun)))
+    assert err.value.problems[0].startswith(needle), err.value.problems

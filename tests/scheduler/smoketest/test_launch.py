@@ -139,3 +139,16 @@ def test_package_imports_without_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_single_world_size_says_nothing_was_compared() -> None:
+    """A verdict over one world size passes but says no 1-vs-N comparison happened."""
+    from scheduler.smoketest.compare import Verdict
+    from scheduler.smoketest.launch import _message
+
+    verdict = Verdict(
+        "passed", [], [{"world_size": 1, "samples_per_s": 100.0, "efficiency": 1.0}], True, True
+    )
+    assert _message(verdict, {}) == (
+        "passed; N=1: 100 samples/s; only one world size ran, so nothing was compared"
+    )
