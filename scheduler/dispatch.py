@@ -27,7 +27,7 @@ from scheduler.config import Config, TierConfig
 from scheduler.errors import GpuError, SchedctlError, SourceError
 from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
 from scheduler.protocols import GpuPoolLike, SourceLike
-from scheduler.recovery import pid_alive, recover_runs
+from scheduler.recovery import owner_alive, process_identity, recover_runs
 from scheduler.results import ParsedResults, classify, empty_counts, load_results
 from scheduler.runner_select import RunnerFactory
 from scheduler.spec import base_env, build_pytest_spec
@@ -84,6 +84,7 @@ class Dispatcher:
         self.gpu_pool = gpu_pool
         self.host = host or socket.gethostname()
         self.proc_root = proc_root
+        self.identity = process_identity(os.getpid(), proc_root)
         self._listeners: list[Listener] = list(listeners)
         self._lock = threading.Lock()
         self._active: dict[int, _Active] = {}
@@ -151,6 +152,7 @@ class Dispatcher:
             "ref": request.ref,
             "host": self.host,
             "owner_pid": os.getpid(),
+            "owner_identity": self.identity,
             "markers": request.markers if request.markers is not None else tier.markers,
         }
         if not self._accepting:
@@ -268,7 +270,7 @@ class Dispatcher:
                 if active.tier == tier:
                     return active.run_id
         for record in self.store.active_runs(tier):
-            if record.host == self.host and pid_alive(record.owner_pid):
+            if record.host == self.host and owner_alive(record, self.proc_root):
                 return record.id
         return None
 

@@ -21,6 +21,26 @@ from scheduler.store import RunRecord, Store
 log = structlog.get_logger("schedctl.recovery")
 
 
+def process_identity(pid: int, proc_root: Path = Path("/proc")) -> str | None:
+    """``<boot id>:<start time>`` of a process: unlike its pid, never reused."""
+    try:
+        boot = (proc_root / "sys/kernel/random/boot_id").read_text().strip()
+        stat = (proc_root / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+def owner_alive(record: RunRecord, proc_root: Path = Path("/proc")) -> bool:
+    """Whether the process that owns ``record`` still runs (same pid AND same process)."""
+    if not pid_alive(record.owner_pid):
+        return False
+    if record.owner_identity is None or record.owner_pid is None:
+        return True
+    return process_identity(record.owner_pid, proc_root) == record.owner_identity
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -47,7 +67,7 @@ def recover_runs(
     interrupted = []
     runners.prepare(runner_names)
     for record in store.active_runs():
-        if record.host == host and pid_alive(record.owner_pid):
+        if record.host == host and owner_alive(record, proc_root):
             continue
         if record.host not in (None, host):
             continue

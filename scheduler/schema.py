@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from runners.base import Outcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -41,6 +41,8 @@ runs = sa.Table(
     sa.Column("runner", sa.String),
     sa.Column("host", sa.String),
     sa.Column("owner_pid", sa.Integer),
+    # boot id + process start time: a pid alone is reused after a reboot or restart.
+    sa.Column("owner_identity", sa.String),
     sa.Column("image", sa.String),
     sa.Column("image_id", sa.String),
     sa.Column("container_id", sa.String),
@@ -125,4 +127,5 @@ ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
 MIGRATIONS: dict[int, Sequence[str]] = {
     # version -> SQL statements that bring version-1 to version; 1 is created by create_all.
     1: (),
+    2: ("ALTER TABLE runs ADD COLUMN owner_identity VARCHAR",),
 }

@@ -72,6 +72,7 @@ class RunRecord:
     runner: str | None = None
     host: str | None = None
     owner_pid: int | None = None
+    owner_identity: str | None = None
     image: str | None = None
     image_id: str | None = None
     container_id: str | None = None
@@ -168,7 +169,8 @@ class Store:
             row = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).first()
-            version = int(row[0]) if row else 0
+            # No version row: create_all just made the newest schema, nothing to migrate.
+            version = int(row[0]) if row else SCHEMA_VERSION
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: schema version {version} is newer than this schedctl "
@@ -177,7 +179,7 @@ class Store:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS.get(target, ()):
                     conn.exec_driver_sql(statement)
-            if version != SCHEMA_VERSION:
+            if row is None or version != SCHEMA_VERSION:
                 conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))

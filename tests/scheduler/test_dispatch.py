@@ -184,3 +184,31 @@ def test_gpu_tier_without_pool_is_gpu_unavailable(make_config: Callable[..., Con
     d = dispatcher_with(config, FakeRunner())
     record = d.run(RunRequest("hourly"))
     assert record.outcome is Outcome.GPU_UNAVAILABLE
+
+
+def test_recover_sees_through_a_reused_pid(make_config: Callable[..., Config]) -> None:
+    """A run whose owner pid now belongs to another process (restart, reboot) is interrupted."""
+    config = make_config()
+    d = dispatcher_with(config, FakeRunner())
+    reused = d.store.create_run(
+        tier="hourly",
+        trigger="schedule",
+        kind="pytest",
+        outcome=Outcome.RUNNING,
+        host=d.host,
+        owner_pid=os.getpid(),
+        owner_identity="another-boot:12345",
+    )
+    mine = d.store.create_run(
+        tier="daily",
+        trigger="manual",
+        kind="pytest",
+        outcome=Outcome.RUNNING,
+        host=d.host,
+        owner_pid=os.getpid(),
+        owner_identity=d.identity,
+    )
+    assert reused is not None and mine is not None and d.identity
+    assert d.recover() == [reused]
+    assert d.store.get_run(mine).outcome is Outcome.RUNNING
+    assert d.run(RunRequest("hourly")).outcome is Outcome.PASSED  # the tier is not "busy"

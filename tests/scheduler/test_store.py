@@ -120,3 +120,18 @@ def test_unwritable_state_dir(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot create state directory"):
         Store(blocker / "sub" / "x.db")
+
+
+def test_version_1_database_is_migrated(store: Store) -> None:
+    """A database from schema version 1 gains runs.owner_identity and is stamped current."""
+    conn = sqlite3.connect(store.path)
+    conn.execute("ALTER TABLE runs DROP COLUMN owner_identity")
+    conn.execute("UPDATE schedctl_meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    migrated = Store(store.path)
+    assert migrated.schema_version() == SCHEMA_VERSION
+    run_id = migrated.create_run(
+        tier="hourly", trigger="manual", kind="pytest", owner_identity="boot:1"
+    )
+    assert run_id is not None and migrated.get_run(run_id).owner_identity == "boot:1"
