@@ -31,7 +31,7 @@ from scheduler.recovery import owner_alive, process_identity, recover_runs
 from scheduler.results import ParsedResults, classify, empty_counts, load_results
 from scheduler.runner_select import RunnerFactory
 from scheduler.spec import base_env, build_pytest_spec
-from scheduler.store import RunRecord, Store
+from scheduler.store import ActiveRunExists, RunRecord, Store
 
 log = structlog.get_logger("schedctl.dispatch")
 
@@ -87,6 +87,7 @@ class Dispatcher:
         self.identity = process_identity(os.getpid(), proc_root)
         self._listeners: list[Listener] = list(listeners)
         self._lock = threading.Lock()
+        self._record_lock = threading.Lock()
         self._active: dict[int, _Active] = {}
         self._accepting = True
 
@@ -142,7 +143,6 @@ class Dispatcher:
         skip is visible; :meth:`execute` returns such a row as it is.
         """
         tier = self.config.tier(request.tier)
-        busy = self._busy_run(request.tier)
         base = {
             "tier": request.tier,
             "kind": tier.kind,
@@ -155,12 +155,25 @@ class Dispatcher:
             "owner_identity": self.identity,
             "markers": request.markers if request.markers is not None else tier.markers,
         }
-        if not self._accepting:
-            busy_reason = "daemon is shutting down"
-        elif busy is not None:
-            busy_reason = f"tier {request.tier!r} is already running as run {busy}"
-        else:
-            busy_reason = ""
+        run_id: int | None = None
+        # The busy check, the insert and the registration are one step: two fires of a tier at
+        # the same moment must not both see it idle. Across processes the store's unique index
+        # on active runs per tier decides.
+        with self._record_lock:
+            busy_reason = self._busy_reason(request.tier)
+            if not busy_reason:
+                try:
+                    run_id = self.store.create_run(**base)
+                except ActiveRunExists:
+                    busy_reason = self._busy_reason(request.tier) or (
+                        f"tier {request.tier!r} already has an active run in {self.store.path}"
+                    )
+                else:
+                    if run_id is None:
+                        log.info("slot_already_recorded", key=request.idempotency_key)
+                        return None
+                    with self._lock:
+                        self._active[run_id] = _Active(run_id, request.tier)
         if busy_reason:
             now = utcnow()
             run_id = self.store.create_run(
@@ -180,14 +193,9 @@ class Dispatcher:
                     )
                 )
             return run_id
-        run_id = self.store.create_run(**base)
-        if run_id is None:
-            log.info("slot_already_recorded", key=request.idempotency_key)
-            return None
+        assert run_id is not None
         run_dir = self.config.runs_dir / str(run_id)
         self.store.update_run(run_id, run_dir=str(run_dir))
-        with self._lock:
-            self._active[run_id] = _Active(run_id, request.tier)
         self.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
         return run_id
 
@@ -263,6 +271,12 @@ class Dispatcher:
         names: set[str] = {self.config.runner}
         names.update(t.runner for t in self.config.tiers.values() if t.runner)
         return names
+
+    def _busy_reason(self, tier: str) -> str:
+        if not self._accepting:
+            return "daemon is shutting down"
+        busy = self._busy_run(tier)
+        return f"tier {tier!r} is already running as run {busy}" if busy is not None else ""
 
     def _busy_run(self, tier: str) -> int | None:
         with self._lock:

@@ -60,6 +60,13 @@ runs = sa.Table(
     sa.Column("duration_s", sa.Float),
     sa.Column("pruned_at", sa.DateTime(timezone=True)),
     sa.Index("ix_runs_tier_id", "tier", "id"),
+    # One queued/running run per tier, across processes: the overlap rule in the database.
+    sa.Index(
+        "ux_runs_active_tier",
+        "tier",
+        unique=True,
+        sqlite_where=sa.text("outcome IN ('queued', 'running')"),
+    ),
     sa.Index("ix_runs_outcome", "outcome"),
 )
 
@@ -127,5 +134,14 @@ ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
 MIGRATIONS: dict[int, Sequence[str]] = {
     # version -> SQL statements that bring version-1 to version; 1 is created by create_all.
     1: (),
-    2: ("ALTER TABLE runs ADD COLUMN owner_identity VARCHAR",),
+    2: (
+        "ALTER TABLE runs ADD COLUMN owner_identity VARCHAR",
+        # Older databases may hold several active rows of a tier (crash leftovers): keep the
+        # newest active, mark the rest interrupted, then enforce one active run per tier.
+        "UPDATE runs SET outcome = 'interrupted', reason = 'superseded while migrating' "
+        "WHERE outcome IN ('queued', 'running') AND id NOT IN "
+        "(SELECT max(id) FROM runs WHERE outcome IN ('queued', 'running') GROUP BY tier)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS ux_runs_active_tier ON runs (tier) "
+        "WHERE outcome IN ('queued', 'running')",
+    ),
 }

@@ -38,6 +38,7 @@ __all__ = [
     "ACTIVE_OUTCOMES",
     "FINAL_OUTCOMES",
     "SCHEMA_VERSION",
+    "ActiveRunExists",
     "RunRecord",
     "Store",
     "TestResultRow",
@@ -50,6 +51,10 @@ __all__ = [
     "test_results",
     "utcnow",
 ]
+
+
+class ActiveRunExists(StoreError):
+    """A tier already has a queued or running run (one active run per tier, across processes)."""
 
 
 @dataclass(frozen=True)
@@ -205,9 +210,14 @@ class Store:
                 key = result.inserted_primary_key
                 assert key is not None
                 return int(key[0])
-        except IntegrityError:
-            if values.get("idempotency_key"):
+        except IntegrityError as exc:
+            key = values.get("idempotency_key")
+            if key and self.get_run_by_key(key) is not None:
                 return None
+            if "runs.tier" in str(exc.orig):
+                raise ActiveRunExists(
+                    f"tier {values.get('tier')!r} already has a queued or running run"
+                ) from None
             raise
 
     def update_run(self, run_id: int, **values: Any) -> None:

@@ -212,3 +212,47 @@ def test_recover_sees_through_a_reused_pid(make_config: Callable[..., Config]) -
     assert d.recover() == [reused]
     assert d.store.get_run(mine).outcome is Outcome.RUNNING
     assert d.run(RunRequest("hourly")).outcome is Outcome.PASSED  # the tier is not "busy"
+
+
+def test_simultaneous_fires_of_a_tier_record_one_run(make_config: Callable[..., Config]) -> None:
+    """Eight threads recording the same tier at once: one queued run, seven skipped-overlap."""
+    d = dispatcher_with(make_config(), FakeRunner())
+    barrier = threading.Barrier(8)
+    ids: list[int | None] = []
+
+    def fire() -> None:
+        barrier.wait()
+        ids.append(d.record(RunRequest("hourly", trigger="schedule")))
+
+    threads = [threading.Thread(target=fire) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    outcomes = sorted(d.store.get_run(i).outcome.value for i in ids if i is not None)
+    assert outcomes == ["queued"] + ["skipped-overlap"] * 7
+
+
+def test_store_allows_one_active_run_per_tier_across_processes(
+    make_config: Callable[..., Config],
+) -> None:
+    """Another process's live active row makes this dispatcher skip, via the store's index."""
+    from scheduler.store import ActiveRunExists
+
+    config = make_config()
+    d = dispatcher_with(config, FakeRunner())
+    other = Store(config.db_path)
+    first = other.create_run(
+        tier="hourly",
+        trigger="manual",
+        kind="pytest",
+        outcome=Outcome.RUNNING,
+        host="elsewhere",
+        owner_pid=1,
+    )
+    assert first is not None
+    with pytest.raises(ActiveRunExists):
+        other.create_run(tier="hourly", trigger="manual", kind="pytest")
+    record = d.run(RunRequest("hourly"))
+    assert record.outcome is Outcome.SKIPPED_OVERLAP
+    assert "already has an active run" in record.reason
