@@ -63,6 +63,7 @@ class Mirror:
         self._fetch_timeout = fetch_timeout
         self._op_timeout = op_timeout
         self._last: Fetch | None = None
+        self._clone_failed: tuple[datetime, SourceError] | None = None
 
     def refresh(self) -> Fetch:
         """Fetch, or clone the first time; a fetch within ``reuse`` of the last is not repeated.
@@ -77,9 +78,18 @@ class Mirror:
                 return self._last
             if matches:
                 self._last = self._fetch(now)
-            else:
+                return self._last
+            # An unreachable URL costs its retries once per reuse window, not once per caller
+            # (validation and checkout of one run both ask).
+            if self._clone_failed is not None and now - self._clone_failed[0] < self._reuse:
+                raise self._clone_failed[1]
+            try:
                 self._clone()
-                self._last = Fetch(now, True, "")
+            except SourceError as exc:
+                self._clone_failed = (now, exc)
+                raise
+            self._clone_failed = None
+            self._last = Fetch(now, True, "")
             return self._last
 
     def _matches(self) -> bool:

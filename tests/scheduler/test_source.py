@@ -381,6 +381,24 @@ class TestRepoMode:
         assert url in str(info.value)
         assert not (tmp_path / "state" / "source" / "mirror.git").exists()
 
+    def test_unreachable_clone_is_tried_once_per_reuse_window(self, tmp_path: Path) -> None:
+        """Validation then checkout of one run pay for one failed clone, not two."""
+        calls = tmp_path / "git-calls"
+        wrapper = tmp_path / "git"
+        wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec git "$@"\n')
+        wrapper.chmod(0o755)
+        url = (tmp_path / "nowhere.git").as_uri()
+        source = Source(
+            ProjectConfig(repo=url, fetch_timeout=20), tmp_path / "state", git=str(wrapper),
+            retry_delays=(0.0,), fetch_reuse=timedelta(seconds=60), op_timeout=20,
+        )  # fmt: skip
+        with pytest.raises(SourceError):
+            source.resolve("main")
+        with pytest.raises(SourceError, match="nothing was fetched"):
+            source.checkout(None, 1)
+        clones = [line for line in calls.read_text().splitlines() if " clone " in f" {line} "]
+        assert len(clones) == 2  # one attempt + one retry, for both calls together
+
     def test_credentials_never_appear_in_errors(self, tmp_path: Path) -> None:
         """A token in the repo URL is redacted from messages and provenance."""
         url = "https://bot:s3cret-token@127.0.0.1:9/project.git"
