@@ -363,6 +363,10 @@ class DockerRunner(Runner):
         if spec.gpus:
             ids = [gpu.uuid or str(gpu.index) for gpu in spec.gpus]
             kwargs["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+        else:
+            # CUDA images set NVIDIA_VISIBLE_DEVICES=all; with the nvidia runtime as the engine's
+            # default that would hand every GPU to a run that leased none.
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
         return kwargs
 
     def _remove(self, container: Container) -> None:

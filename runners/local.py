@@ -32,9 +32,13 @@ class LocalRunner(Runner):
 
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
         token = uuid.uuid4().hex
-        env = {**spec.env, TOKEN_ENV: token}
-        if spec.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid for g in spec.gpus)
+        # Exactly the leased GPUs, and none when nothing is leased: a run never touches a GPU
+        # that another run (or a person's training job) holds.
+        env = {
+            **spec.env,
+            TOKEN_ENV: token,
+            "CUDA_VISIBLE_DEVICES": ",".join(g.uuid for g in spec.gpus),
+        }
         oom_before = self._oom_kills()
         started = utcnow()
         with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:

@@ -257,6 +257,7 @@ class TestContainerConfig:
         assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "2g"
         assert kwargs["shm_size"] == "1g"
         assert "device_requests" not in kwargs
+        assert kwargs["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
         assert kwargs["image"] == "sha256:abc"
         assert kwargs["name"] == "schedctl-x-hourly-42"
         assert kwargs["labels"] == {LABEL_RUN_ID: "42", LABEL_TIER: "hourly", LABEL_INSTANCE: "x"}
@@ -326,6 +327,7 @@ class TestContainerConfig:
         (request,) = kwargs["device_requests"]
         assert request["DeviceIDs"] == ["GPU-aaa", "GPU-bbb"]
         assert request["Capabilities"] == [["gpu"]]
+        assert "NVIDIA_VISIBLE_DEVICES" not in kwargs["environment"]
         assert kwargs["network_mode"] == "bridge"
 
 

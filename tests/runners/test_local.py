@@ -104,3 +104,12 @@ def test_gpus_become_cuda_visible_devices(tmp_path: Path) -> None:
     spec = spec_for(tmp_path, code, gpus=(GpuDevice(1, "GPU-b"), GpuDevice(3, "GPU-d")))
     LocalRunner().run(spec)
     assert out.read_text() == "GPU-b,GPU-d"
+
+
+def test_no_lease_means_no_visible_gpu(tmp_path: Path) -> None:
+    """A run without leased GPUs gets CUDA_VISIBLE_DEVICES empty, even if the tier env sets it."""
+    out = tmp_path / "cvd"
+    code = f"import os; open({str(out)!r}, 'w').write(repr(os.environ['CUDA_VISIBLE_DEVICES']))"
+    env = {"PATH": os.environ["PATH"], "CUDA_VISIBLE_DEVICES": "0,1"}
+    LocalRunner().run(spec_for(tmp_path, code, env=env))
+    assert out.read_text() == "''"

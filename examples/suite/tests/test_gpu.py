@@ -14,6 +14,8 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def gpus():
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        pytest.skip("no GPU is visible to this run (CUDA_VISIBLE_DEVICES is empty)")
     found = nvidia_gpus()
     if not found:
         pytest.skip("no NVIDIA GPU: nvidia-smi is absent or lists no GPU")
