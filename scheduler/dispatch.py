@@ -24,7 +24,7 @@ from runners.base import (
     utcnow,
 )
 from scheduler.config import Config, TierConfig
-from scheduler.errors import GpuError, SchedctlError, SourceError
+from scheduler.errors import GpuError, SchedctlError, SourceError, UnknownRefError, UsageError
 from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
 from scheduler.protocols import GpuPoolLike, SourceLike
 from scheduler.recovery import owner_alive, process_identity, recover_runs
@@ -116,8 +116,12 @@ class Dispatcher:
     # -- public API ----------------------------------------------------------------------------
 
     def validate(self, request: RunRequest) -> None:
-        """Raise a UsageError for bad input before anything is recorded (tier, ref)."""
+        """Raise a UsageError for bad input before anything is recorded (tier, timeout, ref)."""
         self.config.tier(request.tier)
+        if request.timeout_s is not None and not request.timeout_s > 0:
+            raise UsageError(
+                f"timeout must be a positive number of seconds, got {request.timeout_s}"
+            )
         if request.ref is not None and self.source is not None:
             try:
                 self.source.resolve(request.ref)
@@ -300,7 +304,8 @@ class Dispatcher:
         try:
             try:
                 workdir, checkout, source_updates = self._checkout(request, run_id)
-            except SourceError as exc:
+            except (SourceError, UnknownRefError) as exc:
+                # A ref that validated but vanished upstream before the checkout is no test result.
                 return self._finish_early(run_id, Outcome.INFRA_ERROR, str(exc))
             updates.update(source_updates)
             self.store.update_run(run_id, **source_updates)
@@ -348,7 +353,7 @@ class Dispatcher:
                 started_at=utcnow(),
                 runner=runner.alias,
                 argv=list(spec.argv),
-                image=spec.image,
+                image=spec.image if runner.alias == "docker" else None,
             )
             log.info("run_started", runner=runner.alias, **bind)
             self.emit(
@@ -433,7 +438,7 @@ class Dispatcher:
             python=self.config.project.python,
             workdir=workdir,
             run_dir=run_dir,
-            timeout_s=request.timeout_s or tier.timeout,
+            timeout_s=tier.timeout if request.timeout_s is None else request.timeout_s,
             gpus=tuple(lease.devices) if lease is not None else (),
             cancel=cancel,
             env={**base_env(in_container), **tier.env},

@@ -101,7 +101,7 @@ def build_pytest_spec(
         argv=argv,
         workdir=workdir,
         run_dir=run_dir,
-        timeout_s=timeout_s or tier.timeout,
+        timeout_s=tier.timeout if timeout_s is None else timeout_s,
         env={**base_env(in_container), **env},
         plugin_dir=plugin_dir,
         grace_s=min(10.0, config.daemon.grace),

@@ -32,7 +32,12 @@ __all__ = ["run_command", "run_summary"]
 @click.argument("tier")
 @click.option("--ref", help="Branch, tag or SHA to test (default: the configured branch).")
 @click.option("-m", "markers", help="pytest -m expression overriding the tier's markers.")
-@click.option("--timeout", "timeout_s", type=float, help="Timeout in seconds for this run.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Timeout in seconds for this run (> 0).",
+)
 @click.option("--runner", type=click.Choice(["auto", "local", "docker"]), help="Runner backend.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option(

@@ -256,3 +256,46 @@ def test_store_allows_one_active_run_per_tier_across_processes(
     record = d.run(RunRequest("hourly"))
     assert record.outcome is Outcome.SKIPPED_OVERLAP
     assert "already has an active run" in record.reason
+
+
+@pytest.mark.parametrize("timeout", [0.0, -3.0])
+def test_non_positive_timeout_is_a_usage_error(
+    make_config: Callable[..., Config], timeout: float
+) -> None:
+    """A zero or negative timeout override is refused before anything is recorded."""
+    from scheduler.errors import UsageError
+
+    d = dispatcher_with(make_config(), FakeRunner())
+    with pytest.raises(UsageError, match="timeout must be a positive number"):
+        d.run(RunRequest("hourly", timeout_s=timeout))
+    assert d.store.list_runs() == []
+
+
+class VanishingRefSource:
+    """Resolves a ref at validation, then cannot find it at checkout (deleted upstream)."""
+
+    def resolve(self, ref: str | None) -> str | None:
+        return "a" * 40
+
+    def checkout(self, ref: str | None, run_id: str) -> object:
+        from scheduler.errors import UnknownRefError
+
+        raise UnknownRefError(ref or "", "the mirror")
+
+    def release(self, checkout: object, *, keep: bool) -> None:
+        raise AssertionError("nothing was checked out")
+
+    def changes_between(self, old_sha: str, new_sha: str, limit: int = 50) -> list[str]:
+        return []
+
+
+def test_ref_vanishing_after_validation_is_infra(make_config: Callable[..., Config]) -> None:
+    """A ref gone between validation and checkout ends infra-error naming it, not a crash."""
+    config = make_config()
+    store = Store(config.db_path)
+    d = Dispatcher(
+        config, store, RunnerFactory({"local": FakeRunner()}), source=VanishingRefSource()
+    )
+    record = d.run(RunRequest("hourly", ref="feature-x"))
+    assert record.outcome is Outcome.INFRA_ERROR
+    assert "feature-x" in record.reason and "crashed" not in record.reason
