@@ -409,6 +409,9 @@ def config_from_mapping(
         raise ConfigError(source, _format_errors(exc)) from None
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
+    path = config.project.path
+    if path is not None and not path.is_dir():
+        raise ConfigError(source, [f"project.path: {path} is not a directory"])
     return config.model_copy(update={"source_file": Path(source)})
 
 

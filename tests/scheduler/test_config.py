@@ -172,3 +172,12 @@ def test_torchrun_nproc_is_checked_at_load(
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, minimal(kind="torchrun", gpus=gpus, torchrun=torchrun)))
     assert err.value.problems[0].startswith(needle), err.value.problems
+
+
+def test_missing_project_path_is_named(tmp_path: Path) -> None:
+    """A project.path that does not exist fails at load, naming the key and the path."""
+    data = minimal()
+    data["project"] = {"path": "no/such/dir"}
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    assert err.value.problems == [f"project.path: {tmp_path / 'no/such/dir'} is not a directory"]

@@ -39,9 +39,11 @@ GPUS = [
 
 def finished(store: Store, tier: str, outcome: str, at: datetime, **extra: Any) -> int:
     """Insert a finished run row the way the dispatcher leaves one."""
-    run_id = store.create_run(tier=tier, trigger=extra.pop("trigger", "manual"), queued_at=at)
+    run_id = store.create_run(
+        tier=tier, trigger=extra.pop("trigger", "manual"), queued_at=at, outcome=outcome,
+        finished_at=at, **extra,
+    )  # fmt: skip
     assert run_id is not None
-    store.finish_run(run_id, outcome=outcome, finished_at=at, **extra)
     return run_id
 
 

@@ -28,10 +28,15 @@ def probe(gpu_file: Path) -> FakeProbe:
 
 @pytest.fixture
 def new_run(store: Store) -> Callable[..., int]:
-    """Insert a running run row for a tier and return its id (leases reference run rows)."""
+    """Insert a running run row and return its id (leases reference run rows).
+
+    Each row gets its own tier name: the store allows one active run per tier, and the pool
+    tests need several at once (the lease's tier is the one passed to ``acquire``).
+    """
+    made = iter(range(1_000_000))
 
     def make(tier: str = "hourly") -> int:
-        run_id = store.create_run(tier=tier, trigger="manual", outcome="running")
+        run_id = store.create_run(tier=f"{tier}-{next(made)}", trigger="manual", outcome="running")
         assert run_id is not None
         return run_id
 
