@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from scheduler.alerts import build_alerting
+from scheduler.alerts.catchup import CatchUp
 from scheduler.config import Config
 from scheduler.daemon import Service
 from scheduler.dispatch import Dispatcher
@@ -73,4 +74,5 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         dispatcher.add_listener(alerting.recorder)
         alerting.worker.on_result = metrics.alert_sent
         services.append(alerting.worker)
+        services.append(CatchUp(alerting.recorder))
     return services

@@ -363,14 +363,33 @@ class Store:
 
     def heartbeat(self, now: datetime | None = None) -> None:
         """Write a liveness stamp; raises :class:`StoreError` when the database is not writable."""
+        self.set_meta("daemon_heartbeat", (now or utcnow()).isoformat())
+
+    def set_meta(self, key: str, value: str) -> None:
         from sqlalchemy.dialects.sqlite import insert
 
-        stamp = (now or utcnow()).isoformat()
-        statement = insert(meta_table).values(key="daemon_heartbeat", value=stamp)
+        statement = insert(meta_table).values(key=key, value=value)
         with self.begin() as conn:
             conn.execute(
-                statement.on_conflict_do_update(index_elements=["key"], set_={"value": stamp})
+                statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
             )
+
+    def get_meta(self, key: str) -> str | None:
+        with self.begin() as conn:
+            value = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == key)
+            ).scalar()
+        return None if value is None else str(value)
+
+    def runs_after(self, run_id: int, limit: int) -> list[RunRecord]:
+        """Runs with an id above ``run_id``, oldest first."""
+        query = sa.select(runs).where(runs.c.id > run_id).order_by(runs.c.id).limit(limit)
+        with self.begin() as conn:
+            return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
+
+    def max_run_id(self) -> int:
+        with self.begin() as conn:
+            return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
 
     # -- GPU leases --------------------------------------------------------------------------
 

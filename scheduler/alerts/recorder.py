@@ -35,6 +35,7 @@ log = structlog.get_logger("schedctl.alerts")
 
 ChangesFn = Callable[[str, str], list[str]]
 FAILING_OUTCOMES = ("failed", "error")
+CURSOR_KEY = "alerts_cursor"
 
 
 def _utcnow() -> datetime:
@@ -76,6 +77,28 @@ class AlertRecorder:
             self.record(record)
         except Exception:
             log.exception("alert_recording_failed", run_id=event.run_id, tier=event.tier)
+
+    def catch_up(self, limit: int = 500) -> int:
+        """Apply finished runs that no listener saw; returns how many runs were applied.
+
+        Runs made by ``schedctl run`` without a daemon, or finished just before a crash, reach
+        the outbox this way. A cursor in the store marks the newest run below which every run
+        is final and applied; replaying a run the listener already applied changes nothing (the
+        rules ignore a run a track has seen). On first use the cursor starts at the newest run,
+        so years of history are not alerted at once.
+        """
+        stored = self.store.get_meta(CURSOR_KEY)
+        if stored is None:
+            self.store.set_meta(CURSOR_KEY, str(self.store.max_run_id()))
+            return 0
+        cursor, applied = int(stored), 0
+        for record in self.store.runs_after(cursor, limit):
+            if not record.outcome.is_final:
+                break
+            self.record(record)
+            cursor, applied = record.id, applied + 1
+        self.store.set_meta(CURSOR_KEY, str(cursor))
+        return applied
 
     def record(self, record: RunRecord) -> list[str]:
         """Apply one run; returns the ids of the outbox rows written."""

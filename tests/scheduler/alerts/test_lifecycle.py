@@ -297,3 +297,30 @@ class TestFingerprints:
         finally:
             alerting.worker.stop()
         assert [b["action"] for b in receiver.bodies()] == ["fire", "resolve"]
+
+
+class TestCatchUp:
+    def test_runs_no_listener_saw_alert_once(
+        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+    ) -> None:
+        """A failure recorded without the listener (CLI run, crash) alerts on catch-up, once."""
+        receiver = hook(httpserver)
+        h = make_harness(sinks_config(httpserver, github))
+        assert h.recorder.catch_up() == 0  # first use: the cursor starts at the newest run
+        unseen = h.store.create_run(
+            tier="hourly",
+            kind="pytest",
+            trigger="manual",
+            outcome=Outcome.FAILED,
+            reason="1 failing",
+        )
+        active = h.store.create_run(tier="daily", kind="pytest", trigger="manual")
+        assert unseen is not None and active is not None
+        assert h.recorder.catch_up() == 1
+        assert h.recorder.catch_up() == 0  # stopped at the active run, applied nothing twice
+        h.deliver()
+        assert [b["run_id"] for b in receiver.bodies()] == [unseen]
+        h.store.finish_run(active, outcome=Outcome.PASSED)
+        assert h.recorder.catch_up() == 1
+        h.deliver()
+        assert len(receiver.requests) == 1
