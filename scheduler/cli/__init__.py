@@ -6,6 +6,7 @@ Exit codes: 0 success (a run that passed), 1 a run that did not pass or a runtim
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -66,23 +67,35 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: maps schedctl errors to exit codes."""
+    """Console-script entry point: maps schedctl errors to exit codes.
+
+    With ``--json`` an error is also printed on stdout as ``{"error", "problems", "exit_code"}``,
+    so scripts always get an object to parse.
+    """
+    args = sys.argv[1:] if argv is None else argv
     try:
-        cli.main(args=argv, prog_name="schedctl", standalone_mode=False)
+        cli.main(args=args, prog_name="schedctl", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        _json_error(args, exc.format_message(), [], exc.exit_code)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {exc.path}: {problem}", err=True)
-        sys.exit(exc.exit_code)
+        problems = [f"{exc.path}: {problem}" for problem in exc.problems]
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        _json_error(args, str(exc), problems, exc.exit_code)
     except SchedctlError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _json_error(args, str(exc), [], exc.exit_code)
     sys.exit(0)
+
+
+def _json_error(args: list[str], message: str, problems: list[str], code: int) -> None:
+    if "--json" in args:
+        click.echo(json.dumps({"error": message, "problems": problems, "exit_code": code}))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,11 @@ def test_killed_cli_local_run_is_cleaned_up_by_the_next_run(
     assert all(_gone(p) for p in pids)
     first = json.loads(schedctl(config, "show", "1", "--json").stdout)
     assert first["outcome"] == "interrupted"
+
+
+def test_json_errors_are_json_too(write_config: Callable[..., Path]) -> None:
+    """With --json a usage error still prints one JSON object on stdout, and exits 2."""
+    config = write_config()
+    code, result = run_json(config, "nightly")
+    assert code == 2 and result["exit_code"] == 2
+    assert "unknown tier 'nightly'" in result["error"]
