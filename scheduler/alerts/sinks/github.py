@@ -225,7 +225,7 @@ class GitHubSink(Sink):
                 ok_statuses=(404, 410),
             )
             if response.status_code == 200:
-                return Issue.from_api(response.json())
+                return Issue.from_api(self._http.json_body(response))
         return self._search(fingerprint)
 
     def _search(self, fingerprint: str) -> Issue | None:
@@ -239,7 +239,7 @@ class GitHubSink(Sink):
             if url is None:
                 break
             response = self._http.request("GET", url, headers=self._headers(), params=params)
-            for item in response.json():
+            for item in self._http.json_body(response):
                 if "pull_request" not in item and marker in str(item.get("body") or ""):
                     found.append(Issue.from_api(item))
             url = response.links.get("next", {}).get("url")
@@ -265,7 +265,7 @@ class GitHubSink(Sink):
             params={"since": alert.created_at, "per_page": "100"},
         )
         marker = alert_marker(alert_id)
-        return any(marker in str(c.get("body") or "") for c in response.json())
+        return any(marker in str(c.get("body") or "") for c in self._http.json_body(response))
 
     def _patch(self, number: int, fields: Mapping[str, Any]) -> None:
         self._write("PATCH", f"/repos/{self._repo}/issues/{number}", dict(fields))
@@ -292,7 +292,7 @@ class GitHubSink(Sink):
             )
         finally:
             self._last_write = self._monotonic()
-        return response.json() if response.content else None
+        return self._http.json_body(response) if response.content else None
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -307,13 +307,13 @@ class GitHubSink(Sink):
         response = self._http.request(
             "GET", f"{self._api}/repos/{self._repo}", headers=self._headers()
         )
-        permissions = response.json().get("permissions") or {}
+        permissions = self._http.json_body(response).get("permissions") or {}
         if permissions and not (permissions.get("triage") or permissions.get("push")):
             raise AlertError(
                 f"{self.target}: the token can read the repository but not manage issues",
                 permanent=True,
             )
-        if not response.json().get("has_issues", True):
+        if not self._http.json_body(response).get("has_issues", True):
             raise AlertError(
                 f"{self.target}: issues are disabled in the repository", permanent=True
             )

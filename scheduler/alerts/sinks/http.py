@@ -83,6 +83,16 @@ class HttpClient:
             return response
         raise self._status_error(method, response)
 
+    def json_body(self, response: requests.Response) -> Any:
+        """The response's JSON; a body that is not JSON (a proxy's error page) is an AlertError."""
+        try:
+            return response.json()
+        except ValueError:
+            raise AlertError(
+                f"{self.target}: HTTP {response.status_code} answer is not JSON: "
+                f"{_snippet(response)}"
+            ) from None
+
     def _status_error(self, method: str, response: requests.Response) -> AlertError:
         status = response.status_code
         body = _snippet(response)

@@ -133,3 +133,12 @@ class TestClassification:
         assert not exc.permanent
         assert str(exc) == "test sink: connection failed"
         assert exc.__cause__ is None and exc.__suppress_context__
+
+
+def test_non_json_answer_is_an_alert_error(httpserver: HTTPServer) -> None:
+    """A 200 whose body is not JSON (a proxy's page) is an AlertError naming the target."""
+    httpserver.expect_request("/issues").respond_with_data("<html>gateway</html>", status=200)
+    client = HttpClient(requests.Session(), "github acme/widgets")
+    response = client.request("GET", httpserver.url_for("/issues"))
+    with pytest.raises(AlertError, match=r"github acme/widgets: HTTP 200 answer is not JSON"):
+        client.json_body(response)
