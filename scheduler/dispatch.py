@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from runners.base import (
 from scheduler.config import Config, TierConfig
 from scheduler.errors import GpuError, SchedctlError, SourceError, UnknownRefError, UsageError
 from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
+from scheduler.orphans import started_by_run
 from scheduler.protocols import GpuPoolLike, SourceLike
 from scheduler.recovery import owner_alive, process_identity, recover_runs
 from scheduler.results import ParsedResults, classify, empty_counts, load_results
@@ -362,7 +363,8 @@ class Dispatcher:
                 )
             )
             result = runner.run(spec, cancel)
-            leaks = self._leak_check(lease)
+            container = result.provenance.get("container_id")
+            leaks = self._leak_check(lease, [container] if container else [])
             parsed = load_results(spec.results_path, spec.junit_path)
             outcome, reason = classify(result, parsed)
             if outcome is Outcome.CANCELLED:
@@ -447,20 +449,34 @@ class Dispatcher:
         outcome, reason = classify(done.result, ParsedResults(), done.verdict)
         if outcome is Outcome.CANCELLED:
             reason = self._cancel_reason(run_id) or reason
-        extra = {**done.details, **self._leak_check(lease)}
+        containers = done.result.provenance.get("containers") or {}
+        extra = {**done.details, **self._leak_check(lease, list(containers.values()))}
         return self._finish(run_id, done.result, ParsedResults(), outcome, reason, extra)
 
-    def _leak_check(self, lease: Any) -> dict[str, Any]:
-        """GPU processes that outlived the run (a leaked process keeps memory from the next)."""
+    def _leak_check(self, lease: Any, container_ids: Sequence[str] = ()) -> dict[str, Any]:
+        """GPU processes left on the leased GPUs after the run.
+
+        Those the run started (its run dir in their environment, or in one of its containers'
+        cgroups) leaked and keep memory from the next run; the others are foreign processes
+        that took a leased GPU while the run held it. Both are recorded, apart.
+        """
         if lease is None or not lease.devices or self.gpu_pool is None:
             return {}
         try:
-            leaked = self.gpu_pool.leaked_processes(lease)
+            found = self.gpu_pool.leaked_processes(lease)
         except GpuError as exc:
             return {"leak_check_error": str(exc)}
-        if leaked:
-            log.warning("gpu_process_leaked", run_id=lease.run_id, pids=[p.pid for p in leaked])
-        return {"leaked_gpu_processes": [p.to_json() for p in leaked]}
+        run_dir = self.config.runs_dir / str(lease.run_id)
+        ours = [p for p in found if started_by_run(p.pid, run_dir, container_ids, self.proc_root)]
+        foreign = [p for p in found if p not in ours]
+        if ours:
+            log.warning("gpu_process_leaked", run_id=lease.run_id, pids=[p.pid for p in ours])
+        if foreign:
+            log.warning("gpu_foreign_process", run_id=lease.run_id, pids=[p.pid for p in foreign])
+        return {
+            "leaked_gpu_processes": [p.to_json() for p in ours],
+            "foreign_gpu_processes": [p.to_json() for p in foreign],
+        }
 
     def _finish(
         self,

@@ -57,3 +57,22 @@ def kill_orphan_processes(
                     os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
     return reaped
+
+
+def started_by_run(
+    pid: int, run_dir: Path, container_ids: Iterable[str] = (), proc_root: Path = Path("/proc")
+) -> bool:
+    """Whether ``pid`` belongs to a run: its run dir in the environment (local runs), or one of
+    the run's container ids in its cgroup (container runs; NVML reports host pids)."""
+    try:
+        environ = (proc_root / str(pid) / "environ").read_bytes()
+    except OSError:
+        environ = b""
+    forms = {str(run_dir).rstrip("/"), str(run_dir.resolve()).rstrip("/")}
+    if any(RESULTS_ENV + f.encode() + b"/" in environ for f in forms):
+        return True
+    try:
+        cgroup = (proc_root / str(pid) / "cgroup").read_text()
+    except OSError:
+        return False
+    return any(cid and cid in cgroup for cid in container_ids)

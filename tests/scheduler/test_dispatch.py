@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -299,3 +300,52 @@ def test_ref_vanishing_after_validation_is_infra(make_config: Callable[..., Conf
     record = d.run(RunRequest("hourly", ref="feature-x"))
     assert record.outcome is Outcome.INFRA_ERROR
     assert "feature-x" in record.reason and "crashed" not in record.reason
+
+
+def test_gpu_leftovers_are_split_into_leaked_and_foreign(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    """After a GPU run, the run's own processes on its GPU are leaks; others are foreign."""
+    import json
+    import subprocess
+    import sys
+
+    from scheduler.gpu import build_pool
+    from tests.conftest import tier
+
+    gpu_file = tmp_path / "gpus.json"
+    gpu = {
+        "index": 0,
+        "uuid": "GPU-a",
+        "name": "Fake",
+        "memory_total_mib": 80000,
+        "memory_used_mib": 0,
+        "utilization_pct": 0,
+        "processes": [],
+    }
+    gpu_file.write_text(json.dumps([gpu]))
+    config = make_config(
+        tiers={"hourly": tier(gpus=1)}, gpu={"free_samples": 1, "sample_interval": 0.05, "wait": 5}
+    )
+    store = Store(config.db_path)
+    children: list[subprocess.Popen[bytes]] = []
+
+    def handler(spec: RunSpec) -> FakeBehaviour:
+        env = {**os.environ, "SCHEDCTL_RESULTS": str(spec.run_dir / "results.jsonl")}
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+        children.append(child)
+        procs = [{"pid": child.pid, "used_memory_mib": 900}, {"pid": 4242, "used_memory_mib": 10}]
+        gpu_file.write_text(json.dumps([{**gpu, "processes": procs}]))
+        return FakeBehaviour()
+
+    pool = build_pool(config, store, environ={"SCHEDCTL_FAKE_GPUS": str(gpu_file)})
+    d = Dispatcher(config, store, RunnerFactory({"local": FakeRunner(handler)}), gpu_pool=pool)
+    try:
+        record = d.run(RunRequest("hourly"))
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert record.outcome is Outcome.PASSED
+    assert [p["pid"] for p in record.details["leaked_gpu_processes"]] == [children[0].pid]
+    assert [p["pid"] for p in record.details["foreign_gpu_processes"]] == [4242]
