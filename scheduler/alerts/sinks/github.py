@@ -229,10 +229,16 @@ class GitHubSink(Sink):
         return self._search(fingerprint)
 
     def _search(self, fingerprint: str) -> Issue | None:
+        """The issue carrying the fingerprint's marker: among issues with our labels first, then
+        among all (someone may have removed a label, or the configured labels changed)."""
         marker = fingerprint_marker(fingerprint)
+        found = self._search_pages(marker, self._labels) if self._labels else None
+        return found or self._search_pages(marker, [])
+
+    def _search_pages(self, marker: str, labels: Sequence[str]) -> Issue | None:
         params = {"state": "all", "per_page": "100", "sort": "created", "direction": "desc"}
-        if self._labels:
-            params["labels"] = ",".join(self._labels)
+        if labels:
+            params["labels"] = ",".join(labels)
         url: str | None = f"{self._api}/repos/{self._repo}/issues"
         found: list[Issue] = []
         for _ in range(MAX_PAGES):

@@ -217,6 +217,26 @@ class TestRecovery:
         assert len(github.issues) == 1
         assert len(github.issues[1].comments) == 1
 
+    def test_issue_found_again_after_its_labels_were_removed(
+        self,
+        httpserver: HTTPServer,
+        github: FakeGitHub,
+        make_harness: Callable[..., Harness],
+        tmp_path: Path,
+    ) -> None:
+        """Someone removed our labels and the state is lost: the marker still finds the issue."""
+        hook(httpserver)
+        first = make_harness(sinks_config(httpserver, github))
+        first.finish("hourly", Outcome.FAILED, FAILED_TESTS)
+        first.deliver()
+        github.issues[1].labels = []
+        second = make_harness(
+            sinks_config(httpserver, github), store=Store(tmp_path / "other" / "schedctl.db")
+        )
+        second.finish("hourly", Outcome.FAILED, FAILED_TESTS)
+        second.deliver()
+        assert len(github.issues) == 1
+
 
 class TestFingerprints:
     def test_two_tiers_two_issues(
