@@ -192,11 +192,21 @@ class GpuPolicy(_Model):
 
 class WebhookSink(_Model):
     name: str = "webhook"
-    url: str
+    url: str | None = Field(
+        default=None, description="Plain URL; use url_env/url_file if it carries a token"
+    )
+    url_env: str | None = None
+    url_file: str | None = None
     secret_env: str | None = None
     secret_file: str | None = None
     tiers: list[str] = Field(default_factory=list)
     severities: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookSink:
+        if sum(x is not None for x in (self.url, self.url_env, self.url_file)) != 1:
+            raise ValueError("set exactly one of url, url_env or url_file")
+        return self
 
 
 class SlackSink(_Model):

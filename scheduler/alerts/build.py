@@ -21,7 +21,7 @@ import structlog
 from scheduler.alerts.recorder import AlertRecorder, ChangesFn
 from scheduler.alerts.retry import Backoff
 from scheduler.alerts.rules import RulePolicy
-from scheduler.alerts.secrets import load_secret
+from scheduler.alerts.secrets import Secret, load_secret
 from scheduler.alerts.sinks.alertmanager import AlertmanagerSink
 from scheduler.alerts.sinks.base import Sink
 from scheduler.alerts.sinks.github import GitHubSink
@@ -128,9 +128,14 @@ def _webhook(
     secret = load_secret(cfg.secret_env, cfg.secret_file, env=env)
     if secret is None and (cfg.secret_env or cfg.secret_file):
         raise AlertError(f"secret not set: ${cfg.secret_env} is empty and no secret file exists")
+    url: str | Secret | None = cfg.url
+    if url is None:
+        url = load_secret(cfg.url_env, cfg.url_file, env=env)
+        if url is None:
+            raise AlertError(f"no webhook URL: set ${cfg.url_env} or url_file")
     http = HttpClient(session, f"webhook {cfg.name}", clock=clock)
     return WebhookSink(
-        cfg.name, cfg.url, http, secret=secret, tiers=cfg.tiers, severities=cfg.severities
+        cfg.name, url, http, secret=secret, tiers=cfg.tiers, severities=cfg.severities
     )
 
 

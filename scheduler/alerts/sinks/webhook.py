@@ -73,7 +73,7 @@ class WebhookSink(Sink):
     def __init__(
         self,
         name: str,
-        url: str,
+        url: str | Secret,
         http: HttpClient,
         *,
         secret: Secret | None = None,
@@ -81,13 +81,14 @@ class WebhookSink(Sink):
         severities: Sequence[str] = (),
     ) -> None:
         super().__init__(name, tiers=tiers, severities=severities)
-        self._url = url
+        # A URL may carry a token (in its path or query): kept as a Secret like the others.
+        self._url = url if isinstance(url, Secret) else Secret(url)
         self._http = http
         self._secret = secret
 
     @property
     def target(self) -> str:
-        parts = urlsplit(self._url)
+        parts = urlsplit(self._url.reveal())
         return f"webhook {parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
 
     def deliver(self, alert: Alert, delivery: Delivery) -> Mapping[str, Any] | None:
@@ -102,5 +103,5 @@ class WebhookSink(Sink):
         }
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(self._secret.reveal(), body)
-        self._http.request("POST", self._url, headers=headers, data=body)
+        self._http.request("POST", self._url.reveal(), headers=headers, data=body)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import pytest
 import requests
 from pytest_httpserver import HTTPServer
 
@@ -107,6 +108,33 @@ class TestSlack:
 
 
 class TestWebhook:
+    def test_url_from_env_is_never_shown(
+        self, httpserver: HTTPServer, make_harness: Callable[..., Harness]
+    ) -> None:
+        """A webhook URL carrying a token comes from the env and stays out of repr and status."""
+        receiver = Recorder()
+        httpserver.expect_request("/hook/t0ken-123").respond_with_handler(receiver)
+        h = make_harness(
+            {"webhooks": [{"name": "hook", "url_env": "HOOK_URL"}]},
+            env={"HOOK_URL": httpserver.url_for("/hook/t0ken-123")},
+        )
+        h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
+        h.deliver()
+        assert len(receiver.requests) == 1
+        (sink,) = h.sinks.sinks
+        assert "t0ken-123" not in repr(sink) and "t0ken-123" not in sink.target
+
+    def test_webhook_needs_exactly_one_url_source(self) -> None:
+        """url, url_env and url_file are alternatives: none or two is a config error."""
+        from pydantic import ValidationError
+
+        from scheduler.config import WebhookSink as WebhookConfig
+
+        with pytest.raises(ValidationError, match="exactly one of url, url_env or url_file"):
+            WebhookConfig(name="x")
+        with pytest.raises(ValidationError, match="exactly one of url, url_env or url_file"):
+            WebhookConfig(name="x", url="https://h.example/x", url_env="HOOK_URL")
+
     def test_unsigned_without_secret(
         self, httpserver: HTTPServer, make_harness: Callable[..., Harness]
     ) -> None:
