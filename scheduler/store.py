@@ -44,6 +44,7 @@ __all__ = [
     "TestResultRow",
     "alert_state",
     "alerts_outbox",
+    "change_range",
     "failure_streak",
     "gpu_leases",
     "meta_table",
@@ -114,6 +115,13 @@ class RunRecord:
             out[f.name] = value
         out["run_id"] = self.id
         return out
+
+
+def change_range(green: RunRecord | None, record: RunRecord) -> tuple[str, str] | None:
+    """``(green sha, run sha)`` when the run tested another commit than the last green run."""
+    if green is None or not green.sha or not record.sha or green.sha == record.sha:
+        return None
+    return green.sha, record.sha
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from scheduler.alerts.payload import (
 )
 from scheduler.alerts.sinks.base import Sink
 from scheduler.events import Event, RunFinished, SlotMissed
-from scheduler.store import RunRecord, Store, alert_state, failure_streak
+from scheduler.store import RunRecord, Store, alert_state, change_range, failure_streak
 
 log = structlog.get_logger("schedctl.alerts")
 
@@ -174,16 +174,9 @@ class AlertRecorder:
             ]
         green = self.store.last_green(record.tier, before_id=record.id)
         changes: list[str] = []
-        if (
-            cls is not None
-            and not cls.is_infra
-            and self.changes is not None
-            and green is not None
-            and green.sha
-            and record.sha
-            and green.sha != record.sha
-        ):
-            changes = self._changes(green.sha, record.sha)
+        span = change_range(green, record)
+        if cls is not None and not cls.is_infra and self.changes is not None and span:
+            changes = self._changes(*span)
         return RunFacts(
             run_id=record.id,
             outcome=record.outcome.value,

@@ -15,7 +15,7 @@ from scheduler.assembly import build_source
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, styled
 from scheduler.errors import UnknownRunError
-from scheduler.store import RunRecord
+from scheduler.store import RunRecord, change_range
 
 FAILING = ("failed", "error", "xpassed")
 
@@ -55,17 +55,15 @@ def _run_id(value: str) -> int:
     return int(value)
 
 
-def changes_since_green(app: AppContext, record: RunRecord) -> list[str]:
-    """``git log --oneline`` from the tier's last green run before this one to this run."""
-    if record.outcome is Outcome.PASSED or not record.sha:
-        return []
-    green = app.store.last_green(record.tier, before_id=record.id)
-    if green is None or not green.sha or green.sha == record.sha:
+def changes_since_green(app: AppContext, record: RunRecord, green: RunRecord | None) -> list[str]:
+    """``git log --oneline`` from the tier's last green run ``green`` to this run."""
+    span = change_range(green, record)
+    if record.outcome is Outcome.PASSED or span is None:
         return []
     source = build_source(app.config)
     if source is None:
         return []
-    changes: list[str] = source.changes_between(green.sha, record.sha)
+    changes: list[str] = source.changes_between(*span)
     return changes
 
 
@@ -84,7 +82,7 @@ def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
     ]
     green = app.store.last_green(record.tier, before_id=record.id)
     payload["last_green_run_id"] = green.id if green else None
-    payload["changes_since_green"] = changes_since_green(app, record)
+    payload["changes_since_green"] = changes_since_green(app, record, green)
     return payload
 
 
