@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pytest_httpserver import HTTPServer
 
 from runners.base import Outcome
@@ -197,18 +198,22 @@ class TestRecovery:
         assert "Failing again" in issue.comments[-1]
         assert receiver.bodies()[-1]["relapse"] is True
 
+    @pytest.mark.parametrize("labels_removed", [False, True], ids=["labelled", "labels-removed"])
     def test_issue_found_again_by_marker_without_state(
         self,
         httpserver: HTTPServer,
         github: FakeGitHub,
         make_harness: Callable[..., Harness],
         tmp_path: Path,
+        labels_removed: bool,
     ) -> None:
-        """A fresh state dir (lost SQLite) finds the open issue by its hidden marker."""
+        """A fresh state dir (lost SQLite) finds the issue by its hidden marker, labels or not."""
         hook(httpserver)
         first = make_harness(sinks_config(httpserver, github))
         first.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         first.deliver()
+        if labels_removed:
+            github.issues[1].labels = []
         second = make_harness(
             sinks_config(httpserver, github), store=Store(tmp_path / "other" / "schedctl.db")
         )
@@ -216,26 +221,6 @@ class TestRecovery:
         second.deliver()
         assert len(github.issues) == 1
         assert len(github.issues[1].comments) == 1
-
-    def test_issue_found_again_after_its_labels_were_removed(
-        self,
-        httpserver: HTTPServer,
-        github: FakeGitHub,
-        make_harness: Callable[..., Harness],
-        tmp_path: Path,
-    ) -> None:
-        """Someone removed our labels and the state is lost: the marker still finds the issue."""
-        hook(httpserver)
-        first = make_harness(sinks_config(httpserver, github))
-        first.finish("hourly", Outcome.FAILED, FAILED_TESTS)
-        first.deliver()
-        github.issues[1].labels = []
-        second = make_harness(
-            sinks_config(httpserver, github), store=Store(tmp_path / "other" / "schedctl.db")
-        )
-        second.finish("hourly", Outcome.FAILED, FAILED_TESTS)
-        second.deliver()
-        assert len(github.issues) == 1
 
 
 class TestFingerprints:
