@@ -6,6 +6,8 @@ A run row is inserted before anything runs, so a crash always leaves a record.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -166,10 +168,16 @@ class Store:
         return f"sqlite:///{self.path}"
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A transaction; SQLAlchemy errors become :class:`StoreError` naming the file."""
+    def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """A transaction; SQLAlchemy errors become :class:`StoreError` naming the file.
+
+        ``immediate`` takes the write lock up front. The sqlite3 driver only opens a transaction
+        before DML, so a read-then-write (or DDL) block needs it to be atomic across processes.
+        """
         try:
             with self.engine.begin() as conn:
+                if immediate:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
         except IntegrityError:
             raise
@@ -177,7 +185,8 @@ class Store:
             raise StoreError(f"{self.path}: {exc.__class__.__name__}: {exc}") from exc
 
     def migrate(self) -> None:
-        with self.begin() as conn:
+        # Two processes opening a fresh file at once would both see no tables and both CREATE.
+        with self.begin(immediate=True) as conn:
             metadata.create_all(conn)
             row = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
@@ -444,13 +453,37 @@ class Store:
             return int(result.rowcount or 0)
 
 
+BUSY_TIMEOUT_S = 15.0
+
+
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    _ensure_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _ensure_wal(cursor: Any) -> None:
+    """Switch the file to WAL (persistent), retrying while another process holds the lock.
+
+    SQLite answers ``SQLITE_BUSY`` to a journal-mode change without calling the busy handler,
+    so two processes opening a fresh file at once need this loop, not ``busy_timeout``.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 STREAK_WINDOW = 1000

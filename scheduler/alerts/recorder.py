@@ -111,8 +111,7 @@ class AlertRecorder:
             failing = self._all_failing(record.id)
         now = self.clock()
         written: list[str] = []
-        with self.store.begin() as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with self.store.begin(immediate=True) as conn:
             obs = rules.Observation(
                 run_id=record.id,
                 tier=record.tier,

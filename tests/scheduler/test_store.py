@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +28,47 @@ def test_wal_and_schema_version(store: Store) -> None:
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.schema_version() == SCHEMA_VERSION
+
+
+OPEN_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from scheduler.store import Store
+ready, go, db = (Path(a) for a in sys.argv[1:])
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+Store(db)
+"""
+
+
+def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """`schedctl run hourly & schedctl run daily` on a new state_dir: nobody loses the race."""
+    go = tmp_path / "go"
+    procs = []
+    for file in range(3):
+        for opener in range(5):
+            ready = tmp_path / f"ready-{file}-{opener}"
+            procs.append(
+                (
+                    ready,
+                    subprocess.Popen(
+                        [sys.executable, "-c", OPEN_WHEN_TOLD, ready, go, tmp_path / f"{file}.db"],
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    ),
+                )
+            )
+    deadline = time.monotonic() + 60
+    while not all(ready.exists() for ready, _ in procs):
+        assert time.monotonic() < deadline, "openers did not start"
+        time.sleep(0.01)
+    go.touch()
+    errors = [p.communicate(timeout=60)[1] for _, p in procs]
+    assert [e.strip().splitlines()[-1:] for e in errors if e.strip()] == []
+    assert all(p.returncode == 0 for _, p in procs)
+    for file in range(3):
+        assert Store(tmp_path / f"{file}.db").schema_version() == SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(store: Store) -> None:
