@@ -30,8 +30,9 @@ import docker
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runners.base import RunSpec, Termination  # noqa: E402
+from runners.base import RunSpec  # noqa: E402
 from runners.docker import DEFAULT_IMAGE, DockerRunner  # noqa: E402
+from scheduler.kernel.outcome import Termination  # noqa: E402
 
 OVERHEAD_TARGET_S = 1.5
 LATENCY_TARGET_S = 0.4

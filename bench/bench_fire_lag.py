@@ -21,12 +21,12 @@ sys.path.insert(0, str(ROOT))
 from apscheduler.triggers.cron import CronTrigger  # noqa: E402
 
 from runners.fake import FakeRunner  # noqa: E402
+from runners.registry import RunnerFactory  # noqa: E402
 from scheduler.config import config_from_mapping  # noqa: E402
-from scheduler.daemon import JOB_PREFIX, Daemon  # noqa: E402
-from scheduler.dispatch import Dispatcher  # noqa: E402
-from scheduler.events import Event, RunStarted  # noqa: E402
-from scheduler.runner_select import RunnerFactory  # noqa: E402
-from scheduler.store import Store  # noqa: E402
+from scheduler.daemon.scheduler import JOB_PREFIX, Daemon  # noqa: E402
+from scheduler.kernel.events import Event, RunStarted  # noqa: E402
+from scheduler.run.dispatch import Dispatcher  # noqa: E402
+from scheduler.store.engine import Store  # noqa: E402
 
 TARGET_P99_S = 0.050
 

@@ -20,7 +20,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scheduler.errors import GpuError, NvmlUnavailable
 from scheduler.gpu import (
     FakeProbe,
     GpuProbe,
@@ -28,6 +27,7 @@ from scheduler.gpu import (
     probe_from_env,
     write_fake_gpus,
 )
+from scheduler.kernel.errors import GpuError, NvmlUnavailable
 
 TARGET_P99_MS = 10.0
 

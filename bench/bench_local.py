@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runners.base import Outcome  # noqa: E402
-from scheduler.assembly import build_dispatcher  # noqa: E402
+from runners.registry import RunnerFactory  # noqa: E402
 from scheduler.config import config_from_mapping  # noqa: E402
-from scheduler.dispatch import RunRequest  # noqa: E402
-from scheduler.runner_select import RunnerFactory  # noqa: E402
-from scheduler.store import Store  # noqa: E402
+from scheduler.daemon.assembly import build_dispatcher  # noqa: E402
+from scheduler.kernel.outcome import Outcome  # noqa: E402
+from scheduler.run.dispatch import RunRequest  # noqa: E402
+from scheduler.store.engine import Store  # noqa: E402
 
 SUITE = ROOT / "examples" / "suite"
 TARGET_S = 0.3

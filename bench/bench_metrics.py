@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from runners.base import Outcome
 from scheduler.config import Config, config_from_mapping
-from scheduler.events import RunStarted
 from scheduler.gpu import FakeProbe, write_fake_gpus
+from scheduler.kernel.events import RunStarted
+from scheduler.kernel.outcome import Outcome
 from scheduler.logs import configure
 from scheduler.metrics import Metrics, MetricsServer
-from scheduler.store import Store, runs
+from scheduler.store.engine import Store, runs
 
 TARGET_P99_MS = 20.0
 OUTCOMES = [o.value for o in Outcome if o.is_final]

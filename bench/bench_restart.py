@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scheduler.api import ApiClient  # noqa: E402
-from scheduler.cron import slots_between  # noqa: E402
-from scheduler.daemon import StateLock  # noqa: E402
+from scheduler.daemon.cron import slots_between  # noqa: E402
+from scheduler.daemon.scheduler import StateLock  # noqa: E402
 from scheduler.orphans import run_processes  # noqa: E402
-from scheduler.store import Store  # noqa: E402
+from scheduler.store.engine import Store  # noqa: E402
 
 TESTS = "import time\n\ndef test_work():\n    time.sleep(1.5)\n"
 

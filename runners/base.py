@@ -1,12 +1,6 @@
 """The runner contract: ``RunSpec`` in, ``RunResult`` out.
 
-Errors a runner raises, drawn as a tree::
-
-    RunnerError
-    └── InfraError          the run could not happen at all (-> outcome infra-error)
-        ├── ImageMissing    the configured image is not on the host (nothing is ever pulled)
-        └── EngineDown      the container engine does not answer
-
+Errors a runner raises are the kernel's ``RunnerError`` tree (:mod:`scheduler.kernel.errors`).
 Everything that happens *after* the process started (non-zero exit, timeout, OOM kill, cancel) is
 not an exception: it is reported in :class:`RunResult.termination`.
 """
@@ -14,14 +8,17 @@ not an exception: it is reported in :class:`RunResult.termination`.
 from __future__ import annotations
 
 import abc
-import enum
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
+
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
 
 PLUGIN_MODULE = "schedctl_results"
 """Name under which :mod:`runners.pytest_plugin` is loaded (``-p schedctl_results``)."""
@@ -29,82 +26,6 @@ PLUGIN_MODULE = "schedctl_results"
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 LOG_FILE = "output.log"
-
-
-class Outcome(str, enum.Enum):
-    """How a run ended; one enum for the store, metrics labels, alerts and exit codes."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"
-    NO_TESTS = "no-tests"
-    TIMEOUT = "timeout"
-    OOM = "oom"
-    CANCELLED = "cancelled"
-    GPU_UNAVAILABLE = "gpu-unavailable"
-    INFRA_ERROR = "infra-error"
-    INTERRUPTED = "interrupted"
-    SKIPPED_OVERLAP = "skipped-overlap"
-    MISSED = "missed"
-
-    @property
-    def is_final(self) -> bool:
-        return self not in (Outcome.QUEUED, Outcome.RUNNING)
-
-    @property
-    def is_infra(self) -> bool:
-        """Outcomes that say nothing about the code under test."""
-        return self in INFRA_OUTCOMES
-
-    @property
-    def is_test_failure(self) -> bool:
-        return self in (
-            Outcome.FAILED,
-            Outcome.ERROR,
-            Outcome.NO_TESTS,
-            Outcome.TIMEOUT,
-            Outcome.OOM,
-        )
-
-
-INFRA_OUTCOMES = frozenset(
-    {
-        Outcome.GPU_UNAVAILABLE,
-        Outcome.INFRA_ERROR,
-        Outcome.INTERRUPTED,
-        Outcome.MISSED,
-        Outcome.CANCELLED,
-        Outcome.SKIPPED_OVERLAP,
-    }
-)
-
-
-class Termination(str, enum.Enum):
-    """Why the process under test stopped, as the runner saw it."""
-
-    EXITED = "exited"
-    TIMEOUT = "timeout"
-    OOM = "oom"
-    CANCELLED = "cancelled"
-    INFRA = "infra"
-
-
-class RunnerError(Exception):
-    """Base of runner errors."""
-
-
-class InfraError(RunnerError):
-    """The run could not be started or supervised."""
-
-
-class ImageMissing(InfraError):
-    """The configured container image is not present on the host."""
-
-
-class EngineDown(InfraError):
-    """The container engine does not answer."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +98,6 @@ class RunResult:
     @property
     def duration_s(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Runner(abc.ABC):

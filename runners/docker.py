@@ -46,16 +46,7 @@ from docker.models.images import Image
 from docker.types import DeviceRequest, Mount
 from structlog.typing import FilteringBoundLogger
 
-from runners.base import (
-    BoundedLog,
-    ImageMissing,
-    InfraError,
-    Runner,
-    RunResult,
-    RunSpec,
-    Termination,
-    utcnow,
-)
+from runners.base import BoundedLog, Runner, RunResult, RunSpec
 from runners.docker_support import (
     DEFAULT_SOCKET,
     KNOWN_DOCKER_ERRORS,
@@ -67,6 +58,9 @@ from runners.docker_support import (
     docker_available,
     engine_address,
 )
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import ImageMissing, InfraError
+from scheduler.kernel.outcome import Termination
 
 DEFAULT_IMAGE = "schedctl-test:bookworm"
 CONTAINER_SRC = "/work/src"

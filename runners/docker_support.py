@@ -18,7 +18,8 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 
-from runners.base import BoundedLog, EngineDown, ImageMissing, InfraError
+from runners.base import BoundedLog
+from scheduler.kernel.errors import EngineDown, ImageMissing, InfraError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 

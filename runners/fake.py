@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from runners.base import BoundedLog, Runner, RunResult, RunSpec, Termination, utcnow
+from runners.base import BoundedLog, Runner, RunResult, RunSpec
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.outcome import Termination
 
 
 @dataclass(frozen=True)

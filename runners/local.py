@@ -17,7 +17,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from runners.base import BoundedLog, InfraError, Runner, RunResult, RunSpec, Termination, utcnow
+from runners.base import BoundedLog, Runner, RunResult, RunSpec
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
 
 TOKEN_ENV = "SCHEDCTL_RUN_TOKEN"
 

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.errors import ConfigError
+from scheduler.kernel.errors import ConfigError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -144,7 +144,7 @@ class TierConfig(_Model):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from scheduler.cron import parse_cron
+            from scheduler.daemon.cron import parse_cron
 
             parse_cron(value)
         return value
@@ -338,7 +338,7 @@ class Config(_Model):
         return value
 
     def tier(self, name: str) -> TierConfig:
-        from scheduler.errors import UnknownTierError
+        from scheduler.kernel.errors import UnknownTierError
 
         try:
             return self.tiers[name]

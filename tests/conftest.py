@@ -14,7 +14,7 @@ import structlog
 import yaml
 
 from scheduler.config import Config, config_from_mapping
-from scheduler.store import Store
+from scheduler.store.engine import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

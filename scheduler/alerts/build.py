@@ -34,8 +34,9 @@ from scheduler.config import AlertsConfig, Config
 from scheduler.config import GitHubSink as GitHubConfig
 from scheduler.config import SlackSink as SlackConfig
 from scheduler.config import WebhookSink as WebhookConfig
-from scheduler.errors import AlertError, ConfigError
-from scheduler.store import Store, utcnow
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import AlertError, ConfigError
+from scheduler.store.engine import Store
 
 log = structlog.get_logger("schedctl.alerts")
 

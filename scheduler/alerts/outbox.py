@@ -31,7 +31,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from scheduler.store import Store, alert_state, alerts_outbox, utcnow
+from scheduler.kernel.clock import utcnow
+from scheduler.store.engine import Store, alert_state, alerts_outbox
 
 DEFAULT_LEASE_S = 120.0
 MAX_ERROR_CHARS = 1000

@@ -28,8 +28,8 @@ from scheduler.alerts.payload import (
     first_error_line,
 )
 from scheduler.alerts.sinks.base import Sink
-from scheduler.events import Event, RunFinished, SlotMissed
-from scheduler.store import RunRecord, Store, alert_state, change_range, failure_streak
+from scheduler.kernel.events import Event, RunFinished, SlotMissed
+from scheduler.store.engine import RunRecord, Store, alert_state, change_range, failure_streak
 
 log = structlog.get_logger("schedctl.alerts")
 

@@ -21,7 +21,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from runners.base import Outcome
+from scheduler.kernel.outcome import Outcome
 
 
 class FailureClass(str, enum.Enum):

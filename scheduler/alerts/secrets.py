@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from scheduler.errors import AlertError
+from scheduler.kernel.errors import AlertError
 
 CREDENTIALS_ENV: Final = "CREDENTIALS_DIRECTORY"
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from scheduler.alerts.build import SinkSet
 from scheduler.alerts.outbox import Outbox, OutboxState
-from scheduler.store import Store, alert_state
+from scheduler.store.engine import Store, alert_state
 
 
 def _iso(value: Any) -> Any:

@@ -21,8 +21,9 @@ from scheduler.alerts.outbox import DEFAULT_LEASE_S, Claim, Outbox, OutboxRow
 from scheduler.alerts.payload import Alert
 from scheduler.alerts.retry import Backoff
 from scheduler.alerts.sinks.base import Delivery, Sink
-from scheduler.errors import AlertError
-from scheduler.store import Store, utcnow
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import AlertError
+from scheduler.store.engine import Store
 
 log = structlog.get_logger("schedctl.alerts")
 

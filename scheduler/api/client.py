@@ -1,7 +1,7 @@
 """A small client for the control API, over the daemon's unix socket (or TCP with a token).
 
 HTTP errors become the project's exceptions here, once: 400/404/409/422 are usage errors
-(exit code 2), everything else a :class:`~scheduler.errors.DaemonError`.
+(exit code 2), everything else a :class:`~scheduler.kernel.errors.DaemonError`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 
 from scheduler.api.server import socket_path, unix_address
 from scheduler.config import Config
-from scheduler.daemon import StateLock
-from scheduler.errors import DaemonError, UnknownRunError, UsageError
+from scheduler.daemon.scheduler import StateLock
+from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
 
 
 class _UnixConnection(http.client.HTTPConnection):

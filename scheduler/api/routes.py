@@ -1,4 +1,5 @@
-"""The control API's endpoints as plain methods over a running :class:`~scheduler.daemon.Daemon`.
+"""The control API's endpoints as plain methods over a running daemon
+(:class:`~scheduler.daemon.scheduler.Daemon`).
 
 Nothing here knows about sockets or HTTP framing: each endpoint returns a :class:`Reply` (status
 and JSON body) or a :class:`Stream` (NDJSON lines), and raises the project's own errors, which
@@ -29,11 +30,11 @@ from scheduler.api.schema import (
     status_payload,
     tier_rows,
 )
-from scheduler.dispatch import RunRequest
-from scheduler.errors import UsageError
+from scheduler.kernel.errors import UsageError
+from scheduler.run.dispatch import RunRequest
 
 if TYPE_CHECKING:
-    from scheduler.daemon import Daemon
+    from scheduler.daemon.scheduler import Daemon
 
 M = TypeVar("M", bound=BaseModel)
 

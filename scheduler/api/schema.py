@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.config import Config
-from scheduler.store import RunRecord, Store
+from scheduler.store.engine import RunRecord, Store
 
 
 class SubmitBody(BaseModel):
@@ -39,7 +39,7 @@ class CancelBody(BaseModel):
 
 def run_summary(record: RunRecord) -> dict[str, Any]:
     """The ``--json`` object of ``schedctl run`` and the final line of a run's event stream."""
-    from scheduler.results import empty_counts
+    from scheduler.run.results import empty_counts
 
     counts = {**empty_counts(), **dict(record.counts)}
     return {

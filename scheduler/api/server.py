@@ -28,10 +28,10 @@ import structlog
 
 from scheduler.api.routes import BadRequest, Conflict, ControlApi, Stream
 from scheduler.config import ApiConfig, Config
-from scheduler.errors import DaemonError, UnknownRunError, UsageError
+from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
 
 if TYPE_CHECKING:
-    from scheduler.daemon import Daemon
+    from scheduler.daemon.scheduler import Daemon
 
 log = structlog.get_logger("schedctl.api")
 
@@ -258,7 +258,7 @@ def parse_tcp(address: str) -> tuple[str, int, int]:
 
 
 class ApiService:
-    """The daemon's control API as a :class:`~scheduler.daemon.Service`."""
+    """The daemon's control API as a :class:`~scheduler.daemon.scheduler.Service`."""
 
     name = "api"
 

@@ -13,7 +13,7 @@ import click
 
 from scheduler import __version__
 from scheduler.cli.app import AppContext
-from scheduler.errors import ConfigError, SchedctlError
+from scheduler.kernel.errors import ConfigError, SchedctlError
 from scheduler.logs import configure
 
 

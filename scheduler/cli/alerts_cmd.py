@@ -13,8 +13,8 @@ from scheduler.alerts.payload import sample_alert
 from scheduler.alerts.status import overview
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json
-from scheduler.errors import AlertError, UsageError
-from scheduler.store import utcnow
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import AlertError, UsageError
 
 
 def _sinks(app: AppContext, session: requests.Session) -> SinkSet:

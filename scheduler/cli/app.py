@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scheduler.config import Config, load_config
-from scheduler.errors import ConfigError
-from scheduler.store import Store
+from scheduler.kernel.errors import ConfigError
+from scheduler.store.engine import Store
 
 CONFIG_ENV = "SCHEDCTL_CONFIG"
 

@@ -10,17 +10,22 @@ from typing import Any
 import click
 from rich.table import Table
 
-from runners.base import Outcome
 from scheduler.api import daemon_client, socket_path, status_payload
-from scheduler.assembly import build_dispatcher, build_services
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, styled
 from scheduler.cli.schedule_cmd import upcoming
-from scheduler.daemon import Daemon, StateLock, install_signal_handlers, wait_for_signal
-from scheduler.errors import DaemonError, UnknownRunError
-from scheduler.events import Event, Listener, RunFinished
+from scheduler.daemon.assembly import build_dispatcher, build_services
+from scheduler.daemon.scheduler import (
+    Daemon,
+    StateLock,
+    install_signal_handlers,
+    wait_for_signal,
+)
+from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
+from scheduler.kernel.errors import DaemonError, UnknownRunError
+from scheduler.kernel.events import Event, Listener, RunFinished
+from scheduler.kernel.outcome import Outcome
 from scheduler.logs import configure
-from scheduler.sdnotify import Notifier, Watchdog, watchdog_interval
 
 
 @click.command("daemon")

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.config import GpuPolicy
-from scheduler.errors import GpuError, NvmlUnavailable
 from scheduler.gpu import GpuProbe, LeaseHolder, build_probe, evaluate, lease_holders
+from scheduler.kernel.errors import GpuError, NvmlUnavailable
 
 __all__ = ["gpus_command", "gpus_report"]
 

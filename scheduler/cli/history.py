@@ -10,12 +10,13 @@ from typing import Any
 import click
 from rich.table import Table
 
-from runners.base import LOG_FILE, Outcome
-from scheduler.assembly import build_source
+from runners.base import LOG_FILE
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, styled
-from scheduler.errors import UnknownRunError
-from scheduler.store import RunRecord, change_range
+from scheduler.daemon.assembly import build_source
+from scheduler.kernel.errors import UnknownRunError
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import RunRecord, change_range
 
 FAILING = ("failed", "error", "xpassed")
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from runners.base import Outcome
+from scheduler.kernel.outcome import Outcome
 
 OUTCOME_STYLE = {
     Outcome.PASSED: "green",

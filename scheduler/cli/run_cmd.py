@@ -14,16 +14,16 @@ from typing import Any
 
 import click
 
-from runners.base import Outcome
 from scheduler.api import ApiClient, daemon_client, run_summary
-from scheduler.assembly import build_dispatcher
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, styled
 from scheduler.cli.progress import ProgressView, ResultsTail
-from scheduler.dispatch import RunRequest
-from scheduler.errors import DaemonError, UsageError
-from scheduler.events import Event, RunQueued
-from scheduler.store import RunRecord
+from scheduler.daemon.assembly import build_dispatcher
+from scheduler.kernel.errors import DaemonError, UsageError
+from scheduler.kernel.events import Event, RunQueued
+from scheduler.kernel.outcome import Outcome
+from scheduler.run.dispatch import RunRequest
+from scheduler.store.engine import RunRecord
 
 __all__ = ["run_command", "run_summary"]
 

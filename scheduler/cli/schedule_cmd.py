@@ -12,8 +12,8 @@ from rich.table import Table
 from scheduler.cli.app import AppContext, find_config
 from scheduler.cli.output import console, emit_json
 from scheduler.config import Config, json_schema, load_config
-from scheduler.cron import next_fire_times, parse_cron
-from scheduler.errors import ConfigError
+from scheduler.daemon.cron import next_fire_times, parse_cron
+from scheduler.kernel.errors import ConfigError
 
 
 def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object]]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import GpuError, GpuLost, NvmlUnavailable
 from scheduler.gpu.probe import GpuProcess, GpuSnapshot, HostGpuInfo
+from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 
 __all__ = ["ENV_VAR", "FakeProbe", "host_from_json", "write_fake_gpus"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runners.base import GpuDevice
-from scheduler.errors import GpuError, SchedctlError
 from scheduler.gpu.probe import GpuProbe, GpuProcess, GpuSnapshot
+from scheduler.kernel.errors import GpuError, SchedctlError
 
 __all__ = ["GpuWaitCancelled", "GpuWaitTimeout", "Lease", "leaked_processes"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from scheduler.errors import GpuError, GpuLost, NvmlUnavailable
 from scheduler.gpu.probe import GpuProcess, GpuSnapshot, HostGpuInfo
+from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 
 __all__ = ["ERROR_CLASSES", "NvmlProbe", "format_cuda_version", "translate_nvml_errors"]
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from runners.base import GpuDevice
-from scheduler.errors import GpuError, GpuLost, NvmlUnavailable
 from scheduler.gpu.lease import GpuWaitCancelled, GpuWaitTimeout, Lease, leaked_processes
 from scheduler.gpu.policy import GpuVerdict, LeaseHolder, evaluate, is_excluded
 from scheduler.gpu.probe import GpuProbe, GpuProcess, GpuSnapshot, HostGpuInfo
 from scheduler.gpu.timed import build_probe
+from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 
 if TYPE_CHECKING:
     from scheduler.config import Config, GpuPolicy  # annotations only: needs just pynvml

@@ -2,7 +2,7 @@
 
 Backends: :class:`scheduler.gpu.nvml.NvmlProbe` (the real driver through ``pynvml``) and
 :class:`scheduler.gpu.fake.FakeProbe` (a JSON file, for tests and demos). Every backend raises only
-:class:`scheduler.errors.GpuError` subclasses.
+:class:`scheduler.kernel.errors.GpuError` subclasses.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from scheduler.errors import GpuError
 from scheduler.gpu.fake import ENV_VAR, FakeProbe
 from scheduler.gpu.nvml import NvmlProbe
 from scheduler.gpu.probe import GpuProbe, HostGpuInfo
+from scheduler.kernel.errors import GpuError
 
 __all__ = ["TimedProbe", "build_probe", "probe_from_env"]
 

@@ -15,8 +15,8 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler.config import GpuPolicy
-from scheduler.errors import GpuError, StoreError
 from scheduler.gpu import GpuProbe, LeaseHolder, evaluate
+from scheduler.kernel.errors import GpuError, StoreError
 
 __all__ = ["GpuCollector"]
 

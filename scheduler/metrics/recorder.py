@@ -22,15 +22,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler import __version__
 from scheduler.config import AlertmanagerSink, Config, GitHubSink, SlackSink, WebhookSink
-from scheduler.events import Event, RunStarted
 from scheduler.gpu import GpuProbe, build_probe, lease_holders
 from scheduler.gpu.fake import ENV_VAR as FAKE_GPUS_ENV
+from scheduler.kernel.events import Event, RunStarted
 from scheduler.metrics.families import CounterTally, HistogramTally
 from scheduler.metrics.gpus import GpuCollector
 from scheduler.metrics.runs import RunTally
 from scheduler.metrics.schedule import NextFireSource, ScheduleCollector
 from scheduler.metrics.state import StoreStateCollector, TierSpec
-from scheduler.store import Store
+from scheduler.store.engine import Store
 
 __all__ = ["ALERT_OUTCOMES", "Metrics", "build_metrics"]
 

@@ -19,10 +19,10 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client.core import Metric
 
-from runners.base import Outcome
-from scheduler.errors import StoreError
+from scheduler.kernel.errors import StoreError
+from scheduler.kernel.outcome import Outcome
 from scheduler.metrics.families import CounterTally, HistogramTally
-from scheduler.store import Store, runs
+from scheduler.store.engine import Store, runs
 
 __all__ = ["DURATION_BUCKETS", "KNOWN_TRIGGERS", "RunTally"]
 

@@ -15,14 +15,14 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler.config import Config
-from scheduler.cron import next_fire_times, parse_cron
+from scheduler.daemon.cron import next_fire_times, parse_cron
 
 __all__ = ["NextFireSource", "ScheduleCollector"]
 
 log = structlog.get_logger("schedctl.metrics")
 
 NextFireSource = Callable[[], Mapping[str, datetime | None]]
-"""Like :meth:`scheduler.daemon.Daemon.next_fire_times`: tier -> next fire time or ``None``."""
+"""Like :meth:`scheduler.daemon.scheduler.Daemon.next_fire_times`: tier -> next fire or ``None``."""
 
 
 class ScheduleCollector:

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from scheduler.errors import DaemonError
+from scheduler.kernel.errors import DaemonError
 from scheduler.metrics.recorder import Metrics
-from scheduler.store import Store
+from scheduler.store.engine import Store
 
 __all__ = [
     "DaemonView",
@@ -87,7 +87,7 @@ def store_writable(path: Path, timeout_s: float = READY_WRITE_TIMEOUT_S) -> str 
 
 
 class DaemonView(Protocol):
-    """What the metrics service reads from :class:`scheduler.daemon.Daemon`."""
+    """What the metrics service reads from :class:`scheduler.daemon.scheduler.Daemon`."""
 
     @property
     def running(self) -> bool: ...

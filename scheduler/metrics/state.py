@@ -18,9 +18,9 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.engine import Connection
 
-from runners.base import Outcome
-from scheduler.errors import StoreError
-from scheduler.store import Store, alerts_outbox, gpu_leases, runs
+from scheduler.kernel.errors import StoreError
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import Store, alerts_outbox, gpu_leases, runs
 
 __all__ = ["StoreStateCollector", "TierHistory", "TierSpec", "scaling_efficiency"]
 

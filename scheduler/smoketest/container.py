@@ -20,7 +20,9 @@ import shutil
 import threading
 from pathlib import Path
 
-from runners.base import InfraError, Runner, RunResult, RunSpec, Termination
+from runners.base import Runner, RunResult, RunSpec
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
 from scheduler.smoketest.launch import LaunchPlan
 from scheduler.smoketest.supervise import (
     TorchrunResult,

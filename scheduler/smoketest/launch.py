@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from runners.base import GpuDevice, InfraError, Termination
+from runners.base import GpuDevice
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
 from scheduler.smoketest.compare import Verdict, compare
 from scheduler.smoketest.supervise import TorchrunResult, run_torchrun
 

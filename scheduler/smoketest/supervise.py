@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.base import BoundedLog, InfraError, Termination
+from runners.base import BoundedLog
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
 from scheduler.smoketest.procs import ProcessTree, signal_pids
 
 RANK_TAIL_LINES = 20

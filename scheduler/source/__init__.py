@@ -4,7 +4,7 @@
 - :mod:`scheduler.source.mirror`: :class:`Mirror`, the bare mirror of ``project.repo``.
 - :mod:`scheduler.source.checkout`: :class:`Checkout`, one run's tree and its provenance.
 - :mod:`scheduler.source.git`: the only place that runs git or touches its files; subprocess and
-  OS errors become :class:`~scheduler.errors.SourceError` there.
+  OS errors become :class:`~scheduler.kernel.errors.SourceError` there.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from scheduler.config import ProjectConfig
-from scheduler.errors import SourceError, UnknownRefError
+from scheduler.kernel.errors import SourceError, UnknownRefError
 from scheduler.source.checkout import Checkout
 from scheduler.source.git import Git, GitResult, RepoLock, boundary, redact_url, remove_tree
 from scheduler.source.mirror import Fetch, Mirror

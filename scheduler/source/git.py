@@ -3,7 +3,7 @@
 Every git call goes through :class:`Git`: argument lists, never a shell; a scrubbed environment
 (no prompts, C locale, no ``GIT_DIR`` inherited from a hook); a timeout that kills git's whole
 process group, so a hung ``git-remote-https`` or ``ssh`` cannot keep the pipes open. Subprocess
-and filesystem errors become :class:`~scheduler.errors.SourceError` in :func:`boundary` only.
+and filesystem errors become :class:`~scheduler.kernel.errors.SourceError` in :func:`boundary` only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from scheduler.errors import SourceError
+from scheduler.kernel.errors import SourceError
 
 __all__ = ["Git", "GitResult", "RepoLock", "boundary", "redact_url", "remove_tree"]
 

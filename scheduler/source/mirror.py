@@ -9,7 +9,7 @@ from pathlib import Path
 
 import structlog
 
-from scheduler.errors import SourceError
+from scheduler.kernel.errors import SourceError
 from scheduler.source.git import Git, RepoLock, boundary, redact_url, remove_tree
 
 __all__ = ["Fetch", "Mirror"]

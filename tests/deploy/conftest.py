@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from scheduler.config import Config
 from scheduler.gpu import FakeProbe, write_fake_gpus
 from scheduler.metrics import Metrics
-from scheduler.store import Store
+from scheduler.store.engine import Store
 from tests.deploy.promql import exported_names
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import Runner, RunSpec, Termination
+from runners.base import Runner, RunSpec
 from runners.fake import FakeBehaviour, FakeRunner
 from runners.local import TOKEN_ENV, LocalRunner
+from scheduler.kernel.outcome import Termination
 from tests.conftest import require
 
 SCENARIOS = {

@@ -22,15 +22,7 @@ import docker.errors
 import pytest
 import requests
 
-from runners.base import (
-    EngineDown,
-    GpuDevice,
-    ImageMissing,
-    InfraError,
-    RunSpec,
-    Termination,
-    install_plugin,
-)
+from runners.base import GpuDevice, RunSpec, install_plugin
 from runners.docker import (
     CONTAINER_OUT,
     CONTAINER_PLUGIN,
@@ -45,6 +37,8 @@ from runners.docker import (
     docker_available,
 )
 from runners.local import LocalRunner
+from scheduler.kernel.errors import EngineDown, ImageMissing, InfraError
+from scheduler.kernel.outcome import Termination
 
 pytest.register_assert_rewrite("tests.runners.conftest_docker")
 from tests.runners.conftest_docker import PYTEST_ARGV, our_containers  # noqa: E402

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from runners.base import RunSpec, Termination
+from runners.base import RunSpec
 from runners.local import LocalRunner
+from scheduler.kernel.outcome import Termination
 
 
 def spec_for(tmp_path: Path, code: str, **kw: object) -> RunSpec:

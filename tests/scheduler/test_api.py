@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from runners.base import Outcome
 from runners.fake import FakeBehaviour, FakeRunner, always
+from runners.registry import RunnerFactory
 from scheduler.api import ApiClient, ApiService, load_token
 from scheduler.api.server import Auth
 from scheduler.config import ApiConfig, Config
-from scheduler.daemon import Daemon
-from scheduler.dispatch import Dispatcher
-from scheduler.errors import DaemonError, UnknownRunError, UsageError
-from scheduler.runner_select import RunnerFactory
-from scheduler.store import Store
+from scheduler.daemon.scheduler import Daemon
+from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
+from scheduler.kernel.outcome import Outcome
+from scheduler.run.dispatch import Dispatcher
+from scheduler.store.engine import Store
 from tests.conftest import tier
 
 TOKEN = "s3cret-token-for-tests"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from scheduler.config import load_config, parse_duration
-from scheduler.errors import ConfigError, UnknownTierError
+from scheduler.kernel.errors import ConfigError, UnknownTierError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from runners.base import Outcome
 from runners.fake import FakeBehaviour, FakeRunner, always
-from scheduler.assembly import build_dispatcher, build_services
+from runners.registry import RunnerFactory
 from scheduler.config import Config
-from scheduler.dispatch import Dispatcher, RunRequest
-from scheduler.errors import GpuError
-from scheduler.events import RunFinished, RunStarted
+from scheduler.daemon.assembly import build_dispatcher, build_services
 from scheduler.gpu import FakeProbe, HostGpuInfo, write_fake_gpus
+from scheduler.kernel.errors import GpuError
+from scheduler.kernel.events import RunFinished, RunStarted
+from scheduler.kernel.outcome import Outcome
 from scheduler.metrics import ALERT_OUTCOMES, Metrics, MetricsService, build_metrics
 from scheduler.metrics.families import CounterTally, HistogramTally
 from scheduler.metrics.state import RECENT_WINDOW, scaling_efficiency
-from scheduler.runner_select import RunnerFactory
-from scheduler.store import Store, alerts_outbox
+from scheduler.run.dispatch import Dispatcher, RunRequest
+from scheduler.store.engine import Store, alerts_outbox
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 

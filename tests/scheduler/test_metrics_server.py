@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.config import Config
-from scheduler.errors import DaemonError
+from scheduler.kernel.errors import DaemonError
 from scheduler.metrics import (
     Metrics,
     MetricsServer,
@@ -26,7 +26,7 @@ from scheduler.metrics import (
     parse_address,
     store_writable,
 )
-from scheduler.store import Store, meta_table
+from scheduler.store.engine import Store, meta_table
 
 
 @dataclass

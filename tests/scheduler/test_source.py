@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import ProjectConfig
-from scheduler.errors import SourceError, UnknownRefError
+from scheduler.kernel.errors import SourceError, UnknownRefError
 from scheduler.source import Checkout, Source
 from scheduler.source.git import Git, RepoLock, redact_url
 

@@ -36,7 +36,8 @@ class Delivery:
 class Sink(abc.ABC):
     """A channel alerts go to, with its own tier and severity filters.
 
-    Subclasses implement :meth:`deliver` and raise :class:`scheduler.errors.AlertError` (through
+    Subclasses implement :meth:`deliver` and raise :class:`~scheduler.kernel.errors.AlertError`
+    (through
     :class:`scheduler.alerts.sinks.http.HttpClient`) on failure.
     """
 

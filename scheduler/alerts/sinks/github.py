@@ -38,7 +38,7 @@ from scheduler.alerts.sinks.github_text import (
     resolve_text,
 )
 from scheduler.alerts.sinks.http import HttpClient
-from scheduler.errors import AlertError
+from scheduler.kernel.errors import AlertError
 
 API_VERSION = "2022-11-28"
 MAX_PAGES = 10

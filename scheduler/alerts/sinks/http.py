@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from scheduler.alerts.retry import parse_reset_epoch, parse_retry_after
-from scheduler.errors import AlertError
+from scheduler.kernel.errors import AlertError
 
 DEFAULT_TIMEOUT_S = 10.0
 SECONDARY_LIMIT_DEFAULT_S = 60.0

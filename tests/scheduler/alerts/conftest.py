@@ -17,7 +17,6 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from runners.base import Outcome
 from scheduler.alerts.build import SinkSet, build_sinks
 from scheduler.alerts.outbox import Outbox
 from scheduler.alerts.recorder import AlertRecorder
@@ -25,8 +24,9 @@ from scheduler.alerts.retry import Backoff
 from scheduler.alerts.rules import RulePolicy
 from scheduler.alerts.worker import DeliveryWorker, WorkerSettings
 from scheduler.config import Config
-from scheduler.events import RunFinished
-from scheduler.store import RunRecord, Store, TestResultRow
+from scheduler.kernel.events import RunFinished
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import RunRecord, Store, TestResultRow
 
 GITHUB_TOKEN = "ghp_TESTTOKEN0123456789abcdefSECRET"
 WEBHOOK_SECRET = "whsec-TESTSECRET-4f1c2a"

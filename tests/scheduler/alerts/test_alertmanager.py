@@ -14,7 +14,7 @@ import pytest
 import requests
 from pytest_httpserver import HTTPServer
 
-from runners.base import Outcome
+from scheduler.kernel.outcome import Outcome
 from tests.conftest import require
 from tests.scheduler.alerts.conftest import FAILED_TESTS, Harness, Recorder, wait_until
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 
-from runners.base import Outcome
 from scheduler.cli import cli
+from scheduler.kernel.outcome import Outcome
 from tests.scheduler.alerts.conftest import FAILED_TESTS, GITHUB_TOKEN, Harness, Recorder
 
 

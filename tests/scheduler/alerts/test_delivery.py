@@ -11,9 +11,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from structlog.testing import capture_logs
 
-from runners.base import Outcome
 from scheduler.alerts.outbox import Outbox
-from scheduler.store import Store
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import Store
 from tests.scheduler.alerts.conftest import (
     FAILED_TESTS,
     FAST,

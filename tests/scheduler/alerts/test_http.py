@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 
 from scheduler.alerts.retry import Backoff, parse_reset_epoch, parse_retry_after
 from scheduler.alerts.sinks.http import HttpClient
-from scheduler.errors import AlertError
+from scheduler.kernel.errors import AlertError
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from runners.base import Outcome
 from runners.fake import FakeBehaviour, FakeRunner
+from runners.registry import RunnerFactory
 from scheduler.alerts.build import build_alerting
 from scheduler.config import Config
-from scheduler.dispatch import Dispatcher, RunRequest
-from scheduler.runner_select import RunnerFactory
-from scheduler.store import Store
+from scheduler.kernel.outcome import Outcome
+from scheduler.run.dispatch import Dispatcher, RunRequest
+from scheduler.store.engine import Store
 from tests.scheduler.alerts.conftest import (
     FAILED_TESTS,
     GITHUB_TOKEN,

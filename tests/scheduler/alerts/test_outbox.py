@@ -9,10 +9,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from runners.base import Outcome
 from scheduler.alerts.outbox import Outbox, enqueue
-from scheduler.events import SlotMissed
-from scheduler.store import Store, alert_state, alerts_outbox
+from scheduler.kernel.events import SlotMissed
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import Store, alert_state, alerts_outbox
 from tests.scheduler.alerts.conftest import FAILED_TESTS, Harness
 
 PAYLOAD = {"note": "not a real alert"}

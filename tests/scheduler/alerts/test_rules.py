@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from runners.base import Outcome
 from scheduler.alerts.rules import (
     Action,
     Decision,
@@ -18,6 +17,7 @@ from scheduler.alerts.rules import (
     failure_class,
     fingerprint,
 )
+from scheduler.kernel.outcome import Outcome
 
 POLICY = RulePolicy(escalate_after=3, resolve_after_green=1)
 

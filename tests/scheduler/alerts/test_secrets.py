@@ -11,9 +11,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from structlog.testing import capture_logs
 
-from runners.base import Outcome
 from scheduler.alerts.secrets import Secret, load_secret
-from scheduler.errors import AlertError
+from scheduler.kernel.errors import AlertError
+from scheduler.kernel.outcome import Outcome
 from tests.scheduler.alerts.conftest import (
     FAILED_TESTS,
     GITHUB_TOKEN,

@@ -9,13 +9,13 @@ import pytest
 import requests
 from pytest_httpserver import HTTPServer
 
-from runners.base import Outcome
 from scheduler.alerts.payload import Alert, FailingTest, RunFacts, first_error_line
 from scheduler.alerts.secrets import Secret
 from scheduler.alerts.sinks.base import Delivery
 from scheduler.alerts.sinks.github import GitHubSink
 from scheduler.alerts.sinks.http import HttpClient
 from scheduler.alerts.sinks.slack import slack_message
+from scheduler.kernel.outcome import Outcome
 from tests.scheduler.alerts.conftest import (
     FAILED_TESTS,
     GITHUB_TOKEN,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.gpu import FakeProbe, write_fake_gpus
-from scheduler.store import Store
+from scheduler.store.engine import Store
 from tests.scheduler.gpu.gpu_helpers import gpu
 
 

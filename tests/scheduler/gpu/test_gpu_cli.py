@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from scheduler.cli.gpus import gpus_command
 from scheduler.config import Config, config_from_mapping
 from scheduler.gpu import write_fake_gpus
-from scheduler.store import Store
+from scheduler.store.engine import Store
 from tests.scheduler.gpu.gpu_helpers import FOREIGN_PID, busy_gpu, gpu
 
 

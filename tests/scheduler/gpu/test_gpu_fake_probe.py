@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.errors import GpuError, GpuLost, NvmlUnavailable
 from scheduler.gpu import (
     FakeProbe,
     GpuProcess,
@@ -19,6 +18,7 @@ from scheduler.gpu import (
     probe_from_env,
     write_fake_gpus,
 )
+from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 from tests.scheduler.gpu.gpu_helpers import FOREIGN_PID, busy_gpu, gpu
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scheduler.gpu import FakeProbe, GpuPool, GpuProcess, Lease, leaked_processes, write_fake_gpus
-from scheduler.store import Store
+from scheduler.store.engine import Store
 from tests.scheduler.gpu.gpu_helpers import busy_gpu, fast_policy, gpu
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pynvml
 import pytest
 
-from scheduler.errors import GpuError, GpuLost, NvmlUnavailable
 from scheduler.gpu import GpuProcess, NvmlProbe
 from scheduler.gpu.nvml import ERROR_CLASSES, format_cuda_version
+from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 
 MIB = 1024 * 1024
 

@@ -12,7 +12,6 @@ import pytest
 
 from runners.base import GpuDevice
 from scheduler.config import config_from_mapping
-from scheduler.errors import GpuError, NvmlUnavailable
 from scheduler.gpu import (
     FakeProbe,
     GpuPool,
@@ -23,7 +22,8 @@ from scheduler.gpu import (
     build_pool,
     write_fake_gpus,
 )
-from scheduler.store import Store
+from scheduler.kernel.errors import GpuError, NvmlUnavailable
+from scheduler.store.engine import Store
 from tests.scheduler.gpu.gpu_helpers import FOREIGN_PID, busy_gpu, fast_policy, gpu
 
 NewRun = Callable[..., int]

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import InfraError, Runner, RunResult, RunSpec, Termination, utcnow
+from runners.base import Runner, RunResult, RunSpec
 from scheduler.config import TierConfig, TorchrunConfig
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
+from scheduler.run.kinds.torchrun import ContainerRun, run_torchrun_tier
 from scheduler.smoketest.container import (
     LABEL_NPROC,
     PROGRAM_FILE,
@@ -21,7 +25,6 @@ from scheduler.smoketest.container import (
     stack_dump_command,
 )
 from scheduler.smoketest.launch import LaunchPlan
-from scheduler.torchrun_tier import ContainerRun, run_torchrun_tier
 from tests.scheduler.smoketest.conftest import need_torch
 
 STACK = (

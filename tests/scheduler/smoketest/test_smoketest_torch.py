@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from runners.base import Termination
 from scheduler.config import TorchrunConfig
+from scheduler.kernel.outcome import Termination
 from scheduler.smoketest.launch import SmoketestOutcome, run_smoketest
 from scheduler.smoketest.procs import read_proc_table
 from tests.scheduler.smoketest.conftest import need_torch

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import InfraError, Termination
+from scheduler.kernel.errors import InfraError
+from scheduler.kernel.outcome import Termination
 from scheduler.smoketest.procs import ProcessTree, read_proc_table
 from scheduler.smoketest.supervise import TorchrunResult, rank_tails, read_summary, run_torchrun
 

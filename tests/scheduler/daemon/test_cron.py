@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from scheduler.cron import latest_slot, next_fire_times, parse_cron, slots_between
+from scheduler.daemon.cron import latest_slot, next_fire_times, parse_cron, slots_between
 
 UTC = timezone.utc
 FRIDAY = datetime(2026, 11, 27, 0, 40, tzinfo=UTC)

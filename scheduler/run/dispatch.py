@@ -18,21 +18,25 @@ from typing import Any
 
 import structlog
 
-from runners.base import (
-    Outcome,
-    RunResult,
-    utcnow,
-)
+from runners.base import RunResult
+from runners.registry import RunnerFactory
 from scheduler.config import Config, TierConfig
-from scheduler.errors import GpuError, SchedctlError, SourceError, UnknownRefError, UsageError
-from scheduler.events import Event, Listener, RunFinished, RunQueued, RunStarted
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import (
+    GpuError,
+    SchedctlError,
+    SourceError,
+    UnknownRefError,
+    UsageError,
+)
+from scheduler.kernel.events import Event, Listener, RunFinished, RunQueued, RunStarted
+from scheduler.kernel.outcome import Outcome
 from scheduler.orphans import started_by_run
-from scheduler.protocols import GpuPoolLike, SourceLike
-from scheduler.recovery import owner_alive, process_identity, recover_runs
-from scheduler.results import ParsedResults, classify, empty_counts, load_results
-from scheduler.runner_select import RunnerFactory
-from scheduler.spec import base_env, build_pytest_spec
-from scheduler.store import ActiveRunExists, RunRecord, Store
+from scheduler.run.protocols import GpuPoolLike, SourceLike
+from scheduler.run.recovery import owner_alive, process_identity, recover_runs
+from scheduler.run.results import ParsedResults, classify, empty_counts, load_results
+from scheduler.run.spec import base_env, build_pytest_spec
+from scheduler.store.engine import ActiveRunExists, RunRecord, Store
 
 log = structlog.get_logger("schedctl.dispatch")
 
@@ -411,7 +415,7 @@ class Dispatcher:
         cancel: threading.Event,
         gpu_wait_s: float,
     ) -> RunRecord:
-        from scheduler.torchrun_tier import LOCAL_RUNNER, ContainerRun, run_torchrun_tier
+        from scheduler.run.kinds.torchrun import LOCAL_RUNNER, ContainerRun, run_torchrun_tier
 
         runner = self.runners.get(request.runner or tier.runner or self.config.runner)
         in_container = runner.alias == "docker"

@@ -31,13 +31,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from runners.base import Outcome
 from scheduler.config import Config, TierConfig
-from scheduler.cron import latest_slot, parse_cron, slots_between
-from scheduler.dispatch import Dispatcher, RunRequest
-from scheduler.errors import DaemonError, DaemonLocked
-from scheduler.events import RunFinished, SlotMissed
-from scheduler.store import Store
+from scheduler.daemon.cron import latest_slot, parse_cron, slots_between
+from scheduler.kernel.errors import DaemonError, DaemonLocked
+from scheduler.kernel.events import RunFinished, SlotMissed
+from scheduler.kernel.outcome import Outcome
+from scheduler.run.dispatch import Dispatcher, RunRequest
+from scheduler.store.engine import Store
 
 log = structlog.get_logger("schedctl.daemon")
 
@@ -53,8 +53,8 @@ def cron_trigger(tier: TierConfig, tz: tzinfo) -> Any:
     return parse_cron(tier.schedule, tz)
 
 
-# Jobs are pickled by reference ("scheduler.daemon:fire"), so the job function finds its daemon
-# through this process-local table; entries vanish with their daemon.
+# Jobs are pickled by reference ("scheduler.daemon.scheduler:fire"), so the job function finds
+# its daemon through this process-local table; entries vanish with their daemon.
 _LIVE: weakref.WeakValueDictionary[str, Daemon] = weakref.WeakValueDictionary()
 
 

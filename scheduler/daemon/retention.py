@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from scheduler.config import Config
-from scheduler.store import Store
+from scheduler.store.engine import Store
 
 if TYPE_CHECKING:
-    from scheduler.daemon import Daemon
+    from scheduler.daemon.scheduler import Daemon
 
 log = structlog.get_logger("schedctl.retention")
 

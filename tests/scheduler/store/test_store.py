@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import Outcome
-from scheduler.errors import StoreError, UnknownRunError
-from scheduler.store import SCHEMA_VERSION, Store, TestResultRow
+from scheduler.kernel.errors import StoreError, UnknownRunError
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import SCHEMA_VERSION, Store, TestResultRow
 
 
 def finish(store: Store, tier: str, outcome: Outcome) -> int:
@@ -33,7 +33,7 @@ def test_wal_and_schema_version(store: Store) -> None:
 OPEN_WHEN_TOLD = """
 import sys, time
 from pathlib import Path
-from scheduler.store import Store
+from scheduler.store.engine import Store
 ready, go, db = (Path(a) for a in sys.argv[1:])
 ready.touch()
 while not go.exists():

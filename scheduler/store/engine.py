@@ -1,6 +1,6 @@
 """SQLite state (WAL) through SQLAlchemy Core: runs, per-test results, GPU leases, alerts.
 
-The store persists and queries; it never interprets outcomes (that is :mod:`scheduler.results`).
+The store persists and queries; it never interprets outcomes (that is :mod:`scheduler.run.results`).
 A run row is inserted before anything runs, so a crash always leaves a record.
 """
 
@@ -20,9 +20,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from runners.base import Outcome
-from scheduler.errors import StoreError, UnknownRunError
-from scheduler.schema import (  # re-exported: the store is where callers look for tables
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import StoreError, UnknownRunError
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.schema import (
     ACTIVE_OUTCOMES,
     FINAL_OUTCOMES,
     MIGRATIONS,
@@ -144,10 +145,6 @@ def _aware(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Store:

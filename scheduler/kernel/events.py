@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runners.base import Outcome
+from scheduler.kernel.outcome import Outcome
 
 
 @dataclass(frozen=True)

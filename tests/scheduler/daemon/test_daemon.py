@@ -17,17 +17,17 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from runners.base import Outcome
 from runners.fake import FakeBehaviour, FakeRunner, always
+from runners.registry import RunnerFactory
 from scheduler.config import Config
-from scheduler.daemon import JOB_PREFIX, Daemon, SlotPlan, StateLock
-from scheduler.dispatch import Dispatcher
-from scheduler.errors import DaemonLocked
-from scheduler.events import Event, SlotMissed
+from scheduler.daemon.scheduler import JOB_PREFIX, Daemon, SlotPlan, StateLock
+from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
+from scheduler.kernel.errors import DaemonLocked
+from scheduler.kernel.events import Event, SlotMissed
+from scheduler.kernel.outcome import Outcome
 from scheduler.orphans import kill_orphan_processes, run_processes
-from scheduler.runner_select import RunnerFactory
-from scheduler.sdnotify import Notifier, Watchdog, watchdog_interval
-from scheduler.store import RunRecord, Store
+from scheduler.run.dispatch import Dispatcher
+from scheduler.store.engine import RunRecord, Store
 from tests.conftest import tier
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import structlog
 
-from runners.base import Outcome
+from runners.registry import RunnerFactory
+from scheduler.kernel.outcome import Outcome
 from scheduler.orphans import kill_orphan_processes
-from scheduler.runner_select import RunnerFactory
-from scheduler.store import RunRecord, Store
+from scheduler.store.engine import RunRecord, Store
 
 log = structlog.get_logger("schedctl.recovery")
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from runners.base import Outcome
 from scheduler.config import Config
-from scheduler.retention import Pruner, RetentionService
-from scheduler.store import Store
+from scheduler.daemon.retention import Pruner, RetentionService
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import Store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -21,12 +21,12 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
-from scheduler.assembly import build_dispatcher, build_services
 from scheduler.config import TierConfig, load_config
-from scheduler.daemon import Daemon, wait_for_signal
-from scheduler.events import Event
+from scheduler.daemon.assembly import build_dispatcher, build_services
+from scheduler.daemon.scheduler import Daemon, wait_for_signal
+from scheduler.kernel.events import Event
 from scheduler.logs import configure
-from scheduler.store import Store
+from scheduler.store.engine import Store
 
 
 class EventLog:

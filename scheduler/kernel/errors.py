@@ -16,10 +16,13 @@ one boundary each, so callers only ever catch what is drawn here::
     │   └── GpuLost             a GPU fell off the bus (Xid) or stopped answering
     ├── DaemonError             the daemon cannot start or cannot be reached
     │   └── DaemonLocked        another daemon holds the state dir
-    └── AlertError              an alert sink refused or could not be reached
+    ├── AlertError              an alert sink refused or could not be reached
+    └── RunnerError             a runner could not run at all
+        └── InfraError          the run could not happen (-> outcome infra-error)
+            ├── ImageMissing    the configured image is not on the host (nothing is pulled)
+            └── EngineDown      the container engine does not answer
 
-Runner failures (image missing, engine down) live in :mod:`runners.base` because runners never
-import the scheduler package.
+This module is part of the kernel: runners import it, and it imports nothing of schedctl.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ __all__ = [
     "ConfigError",
     "DaemonError",
     "DaemonLocked",
+    "EngineDown",
     "GpuError",
     "GpuLost",
+    "ImageMissing",
+    "InfraError",
     "NvmlUnavailable",
+    "RunnerError",
     "SchedctlError",
     "SourceError",
     "StoreError",
@@ -122,3 +129,19 @@ class AlertError(SchedctlError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.permanent = permanent
+
+
+class RunnerError(SchedctlError):
+    """Base of runner errors."""
+
+
+class InfraError(RunnerError):
+    """The run could not be started or supervised."""
+
+
+class ImageMissing(InfraError):
+    """The configured container image is not present on the host."""
+
+
+class EngineDown(InfraError):
+    """The container engine does not answer."""

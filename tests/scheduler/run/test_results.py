@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import Outcome, RunResult, Termination
-from scheduler.results import ParsedResults, classify, load_results, parse_jsonl
+from runners.base import RunResult
+from scheduler.kernel.outcome import Outcome, Termination
+from scheduler.run.results import ParsedResults, classify, load_results, parse_jsonl
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

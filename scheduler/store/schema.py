@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from runners.base import Outcome
+from scheduler.kernel.outcome import Outcome
 
 SCHEMA_VERSION = 2
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from runners.base import Outcome, RunResult, Termination
-from scheduler.store import TestResultRow
+from runners.base import RunResult
+from scheduler.kernel.outcome import Outcome, Termination
+from scheduler.store.engine import TestResultRow
 
 COUNT_KEYS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 

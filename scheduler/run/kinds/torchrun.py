@@ -3,7 +3,7 @@
 Where the launches run follows the tier's runner: with a :class:`ContainerRun` (runner docker)
 each launch is a fresh hardened container with the leased GPUs; without one they are local
 process trees. The smoketest supervises either way (timeouts, silence, stacks before the kill),
-and the verdict then goes through :func:`scheduler.results.classify` like any other run.
+and the verdict then goes through :func:`scheduler.run.results.classify` like any other run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runners.base import GpuDevice, Runner, RunResult, RunSpec, Termination, utcnow
+from runners.base import GpuDevice, Runner, RunResult, RunSpec
 from scheduler.config import TierConfig, TorchrunConfig
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.outcome import Termination
 
 if TYPE_CHECKING:
     from scheduler.smoketest.launch import Launcher, SmoketestOutcome

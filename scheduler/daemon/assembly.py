@@ -7,15 +7,15 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
+from runners.registry import RunnerFactory
 from scheduler.alerts import build_alerting
 from scheduler.alerts.catchup import CatchUp
 from scheduler.config import Config
-from scheduler.daemon import Service
-from scheduler.dispatch import Dispatcher
-from scheduler.events import Listener
+from scheduler.daemon.scheduler import Service
+from scheduler.kernel.events import Listener
 from scheduler.metrics import MetricsService, build_metrics
-from scheduler.runner_select import RunnerFactory
-from scheduler.store import Store
+from scheduler.run.dispatch import Dispatcher
+from scheduler.store.engine import Store
 
 
 def build_source(config: Config) -> Any:
@@ -57,7 +57,7 @@ def build_dispatcher(
 def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:
     """The daemon's long-lived parts, each from its own module; listeners attach here too."""
     from scheduler.api import ApiService
-    from scheduler.retention import Pruner, RetentionService
+    from scheduler.daemon.retention import Pruner, RetentionService
 
     services: list[Service] = [
         ApiService(config),

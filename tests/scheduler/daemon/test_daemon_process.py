@@ -25,9 +25,9 @@ import pytest
 
 from scheduler.api import ApiClient
 from scheduler.config import load_config
-from scheduler.daemon import StateLock
+from scheduler.daemon.scheduler import StateLock
 from scheduler.orphans import kill_orphan_processes, run_processes
-from scheduler.store import RunRecord, Store
+from scheduler.store.engine import RunRecord, Store
 from tests.conftest import ROOT, SCHEDCTL, tier
 
 pytestmark = pytest.mark.slow

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import Outcome, Runner, RunResult, RunSpec, Termination
+from runners.base import Runner, RunResult, RunSpec
 from runners.fake import FakeBehaviour, FakeRunner, always
+from runners.registry import RunnerFactory
 from scheduler.config import Config
-from scheduler.dispatch import Dispatcher, RunRequest
-from scheduler.errors import UnknownTierError
-from scheduler.events import Event, RunFinished, RunQueued, RunStarted
-from scheduler.runner_select import RunnerFactory
-from scheduler.store import Store
+from scheduler.kernel.errors import UnknownTierError
+from scheduler.kernel.events import Event, RunFinished, RunQueued, RunStarted
+from scheduler.kernel.outcome import Outcome, Termination
+from scheduler.run.dispatch import Dispatcher, RunRequest
+from scheduler.store.engine import Store
 
 
 def dispatcher_with(
@@ -238,7 +239,7 @@ def test_store_allows_one_active_run_per_tier_across_processes(
     make_config: Callable[..., Config],
 ) -> None:
     """Another process's live active row makes this dispatcher skip, via the store's index."""
-    from scheduler.store import ActiveRunExists
+    from scheduler.store.engine import ActiveRunExists
 
     config = make_config()
     d = dispatcher_with(config, FakeRunner())
@@ -264,7 +265,7 @@ def test_non_positive_timeout_is_a_usage_error(
     make_config: Callable[..., Config], timeout: float
 ) -> None:
     """A zero or negative timeout override is refused before anything is recorded."""
-    from scheduler.errors import UsageError
+    from scheduler.kernel.errors import UsageError
 
     d = dispatcher_with(make_config(), FakeRunner())
     with pytest.raises(UsageError, match="timeout must be a positive number"):
@@ -279,7 +280,7 @@ class VanishingRefSource:
         return "a" * 40
 
     def checkout(self, ref: str | None, run_id: str) -> object:
-        from scheduler.errors import UnknownRefError
+        from scheduler.kernel.errors import UnknownRefError
 
         raise UnknownRefError(ref or "", "the mirror")
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import structlog
 
-from runners.base import InfraError, Runner
+from runners.base import Runner
 from runners.local import LocalRunner
+from scheduler.kernel.errors import InfraError
 
 log = structlog.get_logger("schedctl.runners")
 

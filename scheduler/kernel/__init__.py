@@ -1,0 +1,1 @@
+"""The kernel both ``scheduler`` and ``runners`` may import: outcome, events, errors, clock."""

@@ -1,0 +1,1 @@
+"""The run lifecycle: dispatch, spec, results, the ledger, recovery, tier kinds."""

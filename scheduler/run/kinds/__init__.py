@@ -1,0 +1,1 @@
+"""One strategy per tier kind (pytest, torchrun)."""
