@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from runners.fake import FakeBehaviour, FakeRunner, always
-from runners.registry import RunnerFactory
+from runners.fake import FakeBehaviour
 from scheduler.config import Config
 from scheduler.daemon.scheduler import JOB_PREFIX, Daemon, SlotPlan, StateLock
 from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
@@ -26,20 +25,28 @@ from scheduler.kernel.errors import DaemonLocked
 from scheduler.kernel.events import Event, SlotMissed
 from scheduler.kernel.outcome import Outcome
 from scheduler.orphans import kill_orphan_processes, run_processes
-from scheduler.run.dispatch import Dispatcher
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import tier
+from tests.scheduler.conftest import FakeDispatcher
+from tests.waiting import wait_for
 
-
-def make_daemon(config: Config, behaviour: FakeBehaviour | None = None) -> Daemon:
-    store = Store(config.db_path)
-    runner = FakeRunner(always(behaviour or FakeBehaviour()))
-    factory = RunnerFactory({"local": runner, "auto": runner, "docker": runner})
-    return Daemon(config, store, Dispatcher(config, store, factory))
+MakeDaemon = Callable[..., Daemon]
+PlanFor = Callable[..., tuple[Daemon, datetime]]
 
 
 @pytest.fixture
-def daemon(make_config: Callable[..., Config]) -> Iterator[Daemon]:
+def make_daemon(fake_dispatcher: FakeDispatcher) -> MakeDaemon:
+    """``make_daemon(config, behaviour=None)``: a Daemon over a fake-runner dispatcher."""
+
+    def make(config: Config, behaviour: FakeBehaviour | None = None) -> Daemon:
+        dispatcher = fake_dispatcher(config, behaviour or FakeBehaviour())
+        return Daemon(config, dispatcher.store, dispatcher)
+
+    return make
+
+
+@pytest.fixture
+def daemon(make_config: Callable[..., Config], make_daemon: MakeDaemon) -> Iterator[Daemon]:
     config = make_config(tiers={"hourly": tier(), "weekly": tier(schedule="0 3 * * 0")})
     d = make_daemon(config)
     d.start()
@@ -48,14 +55,12 @@ def daemon(make_config: Callable[..., Config]) -> Iterator[Daemon]:
         d.stop(grace_s=1)
 
 
-def wait_for_runs(store: Store, count: int, timeout: float = 15) -> list[RunRecord]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_runs(store: Store, count: int, timeout: float = 30) -> list[RunRecord]:
+    def finished() -> list[RunRecord]:
         runs = [r for r in store.list_runs() if r.outcome.is_final]
-        if len(runs) >= count:
-            return runs
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} finished runs, have {store.list_runs()}")
+        return runs if len(runs) >= count else []
+
+    return wait_for(finished, timeout, f"{count} finished runs")
 
 
 def test_jobs_follow_config_with_sunday_weekly(daemon: Daemon) -> None:
@@ -82,7 +87,7 @@ def test_scheduled_fire_records_slot_and_lag(daemon: Daemon) -> None:
     assert run.started_at is not None and (run.started_at - fire_at).total_seconds() < 2
 
 
-def test_second_daemon_on_same_state_dir_refuses(daemon: Daemon) -> None:
+def test_second_daemon_on_same_state_dir_refuses(daemon: Daemon, make_daemon: MakeDaemon) -> None:
     """A second daemon on the same state dir fails with a clear message naming the pid."""
     other = make_daemon(daemon.config)
     with pytest.raises(DaemonLocked, match=r"another schedctl daemon \(pid \d+\)"):
@@ -90,7 +95,9 @@ def test_second_daemon_on_same_state_dir_refuses(daemon: Daemon) -> None:
     assert StateLock.holder(daemon.config.state_dir) is not None
 
 
-def test_missed_slots_are_all_recorded(make_config: Callable[..., Config]) -> None:
+def test_missed_slots_are_all_recorded(
+    make_config: Callable[..., Config], make_daemon: MakeDaemon
+) -> None:
     """Slots older than the misfire grace become 'missed' rows and SlotMissed events, each one."""
     config = make_config(tiers={"hourly": tier(misfire_grace=1)})
     d = make_daemon(config)
@@ -123,16 +130,16 @@ def test_missed_slots_are_all_recorded(make_config: Callable[..., Config]) -> No
     assert {e.run_id for e in events if isinstance(e, SlotMissed)} == {r.id for r in runs}
 
 
-def test_stop_cancels_runs_after_grace(make_config: Callable[..., Config]) -> None:
+def test_stop_cancels_runs_after_grace(
+    make_config: Callable[..., Config], make_daemon: MakeDaemon
+) -> None:
     """SIGTERM-style stop gives a run its grace, then cancels and records it."""
     config = make_config()
     d = make_daemon(config, FakeBehaviour(duration_s=60))
     d.start()
     fire_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2)
     d.scheduler.reschedule_job(JOB_PREFIX + "hourly", trigger=CronTrigger(second=fire_at.second))
-    deadline = time.monotonic() + 10
-    while not d.dispatcher.active_run_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(d.dispatcher.active_run_ids, 30, "the scheduled run to start")
     t0 = time.monotonic()
     d.stop(grace_s=1)
     assert time.monotonic() - t0 < 10
@@ -147,56 +154,56 @@ class TestSlotPlan:
 
     EVERY_10S = CronTrigger(second="*/10", timezone="UTC")
 
+    @pytest.fixture
     def plan_for(
-        self, make_config: Callable[..., Config], started_ago_s: float, **tier_overrides: object
-    ) -> tuple[Daemon, datetime]:
-        config = make_config(tiers={"hourly": tier(**tier_overrides)})
-        d = make_daemon(config)
-        now = datetime(2026, 1, 1, 12, 0, 5, tzinfo=timezone.utc)
-        d.started_at = now - timedelta(seconds=started_ago_s)
-        last = now - timedelta(seconds=65)  # 11:59:00 recorded; 11:59:10..12:00:00 unrecorded
-        d.store.create_run(
-            tier="hourly",
-            kind="pytest",
-            trigger="schedule",
-            slot=last,
-            idempotency_key=f"hourly@{last.isoformat()}",
-            outcome=Outcome.PASSED,
-        )
-        return d, now
+        self, make_config: Callable[..., Config], make_daemon: MakeDaemon
+    ) -> Callable[..., tuple[Daemon, datetime]]:
+        """``plan_for(started_ago_s, **tier)``: a daemon with 11:59:00 recorded, and "now"."""
 
-    def test_regular_fire_runs_slot_and_marks_lost_ones(
-        self, make_config: Callable[..., Config]
-    ) -> None:
+        def plan_for(started_ago_s: float, **tier_overrides: object) -> tuple[Daemon, datetime]:
+            config = make_config(tiers={"hourly": tier(**tier_overrides)})
+            d = make_daemon(config)
+            now = datetime(2026, 1, 1, 12, 0, 5, tzinfo=timezone.utc)
+            d.started_at = now - timedelta(seconds=started_ago_s)
+            last = now - timedelta(seconds=65)  # 11:59:00 recorded; 11:59:10..12:00:00 not
+            d.store.create_run(
+                tier="hourly",
+                kind="pytest",
+                trigger="schedule",
+                slot=last,
+                idempotency_key=f"hourly@{last.isoformat()}",
+                outcome=Outcome.PASSED,
+            )
+            return d, now
+
+        return plan_for
+
+    def test_regular_fire_runs_slot_and_marks_lost_ones(self, plan_for: PlanFor) -> None:
         """A slot due while the daemon ran is run; unrecorded older slots are missed."""
-        d, now = self.plan_for(make_config, started_ago_s=3600)
+        d, now = plan_for(started_ago_s=3600)
         slot = now.replace(second=0)
         plan = d.plan("hourly", self.EVERY_10S, slot, now)
         assert plan.run == [slot]
         assert len(plan.missed) == 5 and max(plan.missed) < slot
 
-    def test_catch_up_runs_newest_within_grace_up_to_cap(
-        self, make_config: Callable[..., Config]
-    ) -> None:
+    def test_catch_up_runs_newest_within_grace_up_to_cap(self, plan_for: PlanFor) -> None:
         """After downtime, the newest max_catchup slots within the grace run; older are missed."""
-        d, now = self.plan_for(make_config, started_ago_s=1, misfire_grace=25, max_catchup=2)
+        d, now = plan_for(started_ago_s=1, misfire_grace=25, max_catchup=2)
         slot = now.replace(second=0)
         plan = d.plan("hourly", self.EVERY_10S, slot, now)
         assert plan.run == [slot - timedelta(seconds=10), slot]
         assert len(plan.missed) == 4 and slot - timedelta(seconds=20) in plan.missed
 
-    def test_zero_catch_up_records_every_backlog_slot_missed(
-        self, make_config: Callable[..., Config]
-    ) -> None:
+    def test_zero_catch_up_records_every_backlog_slot_missed(self, plan_for: PlanFor) -> None:
         """max_catchup 0: nothing from the downtime runs, every slot becomes a missed row."""
-        d, now = self.plan_for(make_config, started_ago_s=1, max_catchup=0)
+        d, now = plan_for(started_ago_s=1, max_catchup=0)
         slot = now.replace(second=0)
         plan = d.plan("hourly", self.EVERY_10S, slot, now)
         assert plan.run == [] and len(plan.missed) == 6
 
-    def test_recorded_slot_is_not_planned_again(self, make_config: Callable[..., Config]) -> None:
+    def test_recorded_slot_is_not_planned_again(self, plan_for: PlanFor) -> None:
         """A slot that already has a row is neither run nor missed (restart idempotency)."""
-        d, now = self.plan_for(make_config, started_ago_s=1)
+        d, now = plan_for(started_ago_s=1)
         recorded = now - timedelta(seconds=65)
         assert d.plan("hourly", self.EVERY_10S, recorded, now) == SlotPlan()
 
@@ -217,9 +224,7 @@ class TestOrphanProcesses:
         live = self.spawn(runs_dir / "8" / "results.jsonl")
         other = self.spawn(tmp_path / "other" / "runs" / "7" / "results.jsonl")
         try:
-            deadline = time.monotonic() + 5
-            while set(run_processes(runs_dir)) != {7, 8} and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(lambda: set(run_processes(runs_dir)) == {7, 8}, 30, "runs 7 and 8 in /proc")
             assert kill_orphan_processes(runs_dir, {8}) == {7}
             assert dead.wait(5) == -signal.SIGKILL
             assert live.poll() is None and other.poll() is None
@@ -257,19 +262,32 @@ class TestSdNotify:
         path = tmp_path / "w.sock"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
             server.bind(str(path))
-            server.settimeout(0.5)
+            server.settimeout(30)
             healthy = threading.Event()
             healthy.set()
-            dog = Watchdog(Notifier(str(path)), 0.05, healthy.is_set)
+            unhealthy_checks: list[float] = []
+
+            def health() -> bool:
+                if healthy.is_set():
+                    return True
+                unhealthy_checks.append(time.monotonic())
+                return False
+
+            dog = Watchdog(Notifier(str(path)), 0.05, health)
             dog.start()
             try:
                 assert server.recv(100) == b"WATCHDOG=1"
                 healthy.clear()
-                time.sleep(0.2)
-                with contextlib.suppress(TimeoutError):
+                # The loop pings right after a healthy check, before its next check: once one
+                # check has failed, any ping decided before the clear is already in the socket.
+                wait_for(lambda: unhealthy_checks, 30, "a failed health check")
+                server.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
                     while True:
                         server.recv(100)
-                with pytest.raises(TimeoutError):
+                failed = len(unhealthy_checks)
+                wait_for(lambda: len(unhealthy_checks) >= failed + 3, 30, "3 more failed checks")
+                with pytest.raises(BlockingIOError):
                     server.recv(100)
             finally:
                 dog.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,31 +12,23 @@ import pytest
 
 from runners.base import Runner, RunResult, RunSpec
 from runners.fake import FakeBehaviour, FakeRunner, always
-from runners.registry import RunnerFactory
 from scheduler.config import Config
 from scheduler.kernel.errors import UnknownTierError
 from scheduler.kernel.events import Event, RunFinished, RunQueued, RunStarted
 from scheduler.kernel.outcome import Outcome, Termination
-from scheduler.run.dispatch import Dispatcher, RunRequest
-from scheduler.store.engine import Store
+from scheduler.run.dispatch import RunRequest
+from scheduler.store.engine import RunRecord, Store
+from tests.scheduler.conftest import FakeDispatcher
+from tests.waiting import wait_for
 
 
-def dispatcher_with(
-    config: Config, runner: Runner, events: list[Event] | None = None
-) -> Dispatcher:
-    store = Store(config.db_path)
-    factory = RunnerFactory({"local": runner, "auto": runner, "docker": runner})
-    d = Dispatcher(config, store, factory)
-    if events is not None:
-        d.add_listener(events.append)
-    return d
-
-
-def test_passing_run_is_recorded_with_counts(make_config: Callable[..., Config]) -> None:
+def test_passing_run_is_recorded_with_counts(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A passing fake run ends passed with the plugin counts and emits queued/started/finished."""
     events: list[Event] = []
     behaviour = FakeBehaviour(tests=[("a::x", "passed"), ("a::y", "skipped")])
-    d = dispatcher_with(make_config(), FakeRunner(always(behaviour)), events)
+    d = fake_dispatcher(make_config(), FakeRunner(always(behaviour)), events=events)
     record = d.run(RunRequest("hourly"))
     assert record.outcome is Outcome.PASSED
     assert record.counts["passed"] == 1 and record.counts["skipped"] == 1
@@ -45,7 +36,9 @@ def test_passing_run_is_recorded_with_counts(make_config: Callable[..., Config])
     assert [t.nodeid for t in d.store.test_results_for(record.id)] == ["a::x", "a::y"]
 
 
-def test_row_exists_before_the_runner_starts(make_config: Callable[..., Config]) -> None:
+def test_row_exists_before_the_runner_starts(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """While the runner runs, the run row already exists as running."""
     seen: list[Outcome] = []
 
@@ -54,40 +47,52 @@ def test_row_exists_before_the_runner_starts(make_config: Callable[..., Config])
         return FakeBehaviour()
 
     config = make_config()
-    d = dispatcher_with(config, FakeRunner(handler))
+    d = fake_dispatcher(config, FakeRunner(handler))
     store = d.store
     d.run(RunRequest("hourly"))
     assert seen == [Outcome.RUNNING]
 
 
-def test_unknown_tier_writes_nothing(make_config: Callable[..., Config]) -> None:
+def test_unknown_tier_writes_nothing(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """An unknown tier raises before any row is written."""
-    d = dispatcher_with(make_config(), FakeRunner())
+    d = fake_dispatcher(make_config(), FakeRunner())
     with pytest.raises(UnknownTierError):
         d.run(RunRequest("nightly"))
     assert d.store.list_runs() == []
 
 
-def test_overlapping_fire_is_recorded_as_skipped(make_config: Callable[..., Config]) -> None:
+def test_overlapping_fire_is_recorded_as_skipped(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A second run of a busy tier becomes a skipped-overlap row naming the running run."""
-    d = dispatcher_with(make_config(), FakeRunner(always(FakeBehaviour(duration_s=2))))
+    release = threading.Event()
+
+    def busy_until_released(_spec: RunSpec) -> FakeBehaviour:
+        release.wait(60)
+        return FakeBehaviour()
+
+    d = fake_dispatcher(make_config(), FakeRunner(busy_until_released))
     first: dict[str, object] = {}
     worker = threading.Thread(target=lambda: first.setdefault("r", d.run(RunRequest("hourly"))))
     worker.start()
-    deadline = time.monotonic() + 5
-    while not d.active_run_ids() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    running_id = d.active_run_ids()[0]
-    skipped = d.run(RunRequest("hourly", trigger="schedule"))
-    worker.join()
+    try:
+        running_id = wait_for(d.active_run_ids, 30, "the first run to be active")[0]
+        skipped = d.run(RunRequest("hourly", trigger="schedule"))
+    finally:
+        release.set()
+        worker.join(60)
     assert skipped.outcome is Outcome.SKIPPED_OVERLAP
     assert f"already running as run {running_id}" in skipped.reason
 
 
-def test_same_slot_runs_once(make_config: Callable[..., Config]) -> None:
+def test_same_slot_runs_once(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """Two fires for the same tier@slot produce one row."""
     runner = FakeRunner()
-    d = dispatcher_with(make_config(), runner)
+    d = fake_dispatcher(make_config(), runner)
     slot = datetime(2026, 11, 27, 1, 15, tzinfo=timezone.utc)
     a = d.run(RunRequest("hourly", trigger="schedule", slot=slot))
     b = d.run(RunRequest("hourly", trigger="schedule", slot=slot))
@@ -101,26 +106,43 @@ class Exploding(Runner):
         raise RuntimeError("kaboom")
 
 
-def test_crash_in_runner_leaves_a_record(make_config: Callable[..., Config]) -> None:
+def test_crash_in_runner_leaves_a_record(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A bug that raises mid-run still leaves a final infra-error row naming it."""
-    d = dispatcher_with(make_config(), Exploding())
+    d = fake_dispatcher(make_config(), Exploding())
     record = d.run(RunRequest("hourly"))
     assert record.outcome is Outcome.INFRA_ERROR
     assert "RuntimeError: kaboom" in record.reason
 
 
-def test_cancel_records_reason(make_config: Callable[..., Config]) -> None:
+def test_cancel_records_reason(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """Cancelling a run ends it as cancelled with the given reason."""
-    d = dispatcher_with(make_config(), FakeRunner(always(FakeBehaviour(duration_s=30))))
-    threading.Timer(0.5, lambda: d.cancel(d.active_run_ids()[0], "operator said stop")).start()
-    record = d.run(RunRequest("hourly"))
+    started = threading.Event()
+
+    def long_run(_spec: RunSpec) -> FakeBehaviour:
+        started.set()
+        return FakeBehaviour(duration_s=30)
+
+    d = fake_dispatcher(make_config(), FakeRunner(long_run))
+    result: dict[str, RunRecord] = {}
+    worker = threading.Thread(target=lambda: result.setdefault("r", d.run(RunRequest("hourly"))))
+    worker.start()
+    assert started.wait(30), "the runner never started"
+    assert d.cancel(d.active_run_ids()[0], "operator said stop")
+    worker.join(60)
+    record = result["r"]
     assert record.outcome is Outcome.CANCELLED and record.reason == "operator said stop"
 
 
-def test_recover_marks_dead_owner_runs_interrupted(make_config: Callable[..., Config]) -> None:
+def test_recover_marks_dead_owner_runs_interrupted(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """Runs left running by a dead process become interrupted; live owners are left alone."""
     config = make_config()
-    d = dispatcher_with(config, FakeRunner())
+    d = fake_dispatcher(config, FakeRunner())
     dead = d.store.create_run(
         tier="hourly",
         trigger="schedule",
@@ -148,21 +170,25 @@ def test_recover_marks_dead_owner_runs_interrupted(make_config: Callable[..., Co
     assert any(isinstance(e, RunFinished) and e.run_id == dead for e in events)
 
 
-def test_listener_errors_never_fail_a_run(make_config: Callable[..., Config]) -> None:
+def test_listener_errors_never_fail_a_run(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A listener that raises is logged, and the run still passes."""
 
     def broken(_event: Event) -> None:
         raise ValueError("listener bug")
 
-    d = dispatcher_with(make_config(), FakeRunner())
+    d = fake_dispatcher(make_config(), FakeRunner())
     d.add_listener(broken)
     assert d.run(RunRequest("hourly")).outcome is Outcome.PASSED
 
 
-def test_timeout_override_reaches_the_runner(make_config: Callable[..., Config]) -> None:
+def test_timeout_override_reaches_the_runner(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """--timeout overrides the tier's timeout in the spec; markers override too."""
     runner = FakeRunner(always(FakeBehaviour(duration_s=5)))
-    d = dispatcher_with(make_config(), runner)
+    d = fake_dispatcher(make_config(), runner)
     record = d.run(RunRequest("hourly", timeout_s=0.3, markers="daily"))
     assert record.outcome is Outcome.TIMEOUT
     assert runner.specs[0].timeout_s == 0.3
@@ -170,28 +196,34 @@ def test_timeout_override_reaches_the_runner(make_config: Callable[..., Config])
     assert argv[argv.index("-m", 3) + 1] == "daily"
 
 
-def test_infra_termination_is_infra_error(make_config: Callable[..., Config]) -> None:
+def test_infra_termination_is_infra_error(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A runner that cannot start the run gives infra-error with its message."""
     behaviour = FakeBehaviour(termination=Termination.INFRA, message="image x:y not found")
-    d = dispatcher_with(make_config(), FakeRunner(always(behaviour)))
+    d = fake_dispatcher(make_config(), FakeRunner(always(behaviour)))
     record = d.run(RunRequest("hourly"))
     assert (record.outcome, record.reason) == (Outcome.INFRA_ERROR, "image x:y not found")
 
 
-def test_gpu_tier_without_pool_is_gpu_unavailable(make_config: Callable[..., Config]) -> None:
+def test_gpu_tier_without_pool_is_gpu_unavailable(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A tier needing GPUs on a host with no GPU pool ends gpu-unavailable, not failed."""
     from tests.conftest import tier
 
     config = make_config(tiers={"hourly": tier(gpus=1)})
-    d = dispatcher_with(config, FakeRunner())
+    d = fake_dispatcher(config, FakeRunner())
     record = d.run(RunRequest("hourly"))
     assert record.outcome is Outcome.GPU_UNAVAILABLE
 
 
-def test_recover_sees_through_a_reused_pid(make_config: Callable[..., Config]) -> None:
+def test_recover_sees_through_a_reused_pid(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A run whose owner pid now belongs to another process (restart, reboot) is interrupted."""
     config = make_config()
-    d = dispatcher_with(config, FakeRunner())
+    d = fake_dispatcher(config, FakeRunner())
     reused = d.store.create_run(
         tier="hourly",
         trigger="schedule",
@@ -216,9 +248,11 @@ def test_recover_sees_through_a_reused_pid(make_config: Callable[..., Config]) -
     assert d.run(RunRequest("hourly")).outcome is Outcome.PASSED  # the tier is not "busy"
 
 
-def test_simultaneous_fires_of_a_tier_record_one_run(make_config: Callable[..., Config]) -> None:
+def test_simultaneous_fires_of_a_tier_record_one_run(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """Eight threads recording the same tier at once: one queued run, seven skipped-overlap."""
-    d = dispatcher_with(make_config(), FakeRunner())
+    d = fake_dispatcher(make_config(), FakeRunner())
     barrier = threading.Barrier(8)
     ids: list[int | None] = []
 
@@ -236,13 +270,13 @@ def test_simultaneous_fires_of_a_tier_record_one_run(make_config: Callable[..., 
 
 
 def test_store_allows_one_active_run_per_tier_across_processes(
-    make_config: Callable[..., Config],
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
 ) -> None:
     """Another process's live active row makes this dispatcher skip, via the store's index."""
     from scheduler.store.engine import ActiveRunExists
 
     config = make_config()
-    d = dispatcher_with(config, FakeRunner())
+    d = fake_dispatcher(config, FakeRunner())
     other = Store(config.db_path)
     first = other.create_run(
         tier="hourly",
@@ -262,12 +296,12 @@ def test_store_allows_one_active_run_per_tier_across_processes(
 
 @pytest.mark.parametrize("timeout", [0.0, -3.0])
 def test_non_positive_timeout_is_a_usage_error(
-    make_config: Callable[..., Config], timeout: float
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher, timeout: float
 ) -> None:
     """A zero or negative timeout override is refused before anything is recorded."""
     from scheduler.kernel.errors import UsageError
 
-    d = dispatcher_with(make_config(), FakeRunner())
+    d = fake_dispatcher(make_config(), FakeRunner())
     with pytest.raises(UsageError, match="timeout must be a positive number"):
         d.run(RunRequest("hourly", timeout_s=timeout))
     assert d.store.list_runs() == []
@@ -291,20 +325,18 @@ class VanishingRefSource:
         return []
 
 
-def test_ref_vanishing_after_validation_is_infra(make_config: Callable[..., Config]) -> None:
+def test_ref_vanishing_after_validation_is_infra(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
     """A ref gone between validation and checkout ends infra-error naming it, not a crash."""
-    config = make_config()
-    store = Store(config.db_path)
-    d = Dispatcher(
-        config, store, RunnerFactory({"local": FakeRunner()}), source=VanishingRefSource()
-    )
+    d = fake_dispatcher(make_config(), source=VanishingRefSource())
     record = d.run(RunRequest("hourly", ref="feature-x"))
     assert record.outcome is Outcome.INFRA_ERROR
     assert "feature-x" in record.reason and "crashed" not in record.reason
 
 
 def test_gpu_leftovers_are_split_into_leaked_and_foreign(
-    make_config: Callable[..., Config], tmp_path: Path
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher, tmp_path: Path
 ) -> None:
     """After a GPU run, the run's own processes on its GPU are leaks; others are foreign."""
     import json
@@ -340,7 +372,7 @@ def test_gpu_leftovers_are_split_into_leaked_and_foreign(
         return FakeBehaviour()
 
     pool = build_pool(config, store, environ={"SCHEDCTL_FAKE_GPUS": str(gpu_file)})
-    d = Dispatcher(config, store, RunnerFactory({"local": FakeRunner(handler)}), gpu_pool=pool)
+    d = fake_dispatcher(config, FakeRunner(handler), store=store, gpu_pool=pool)
     try:
         record = d.run(RunRequest("hourly"))
     finally:
