@@ -51,11 +51,6 @@ def get(url: str, accept: str | None = None) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def store(make_config: Callable[..., Config]) -> Store:
-    return Store(make_config().db_path)
-
-
-@pytest.fixture
 def service(make_config: Callable[..., Config], store: Store) -> Iterator[MetricsService]:
     config = make_config()
     metrics = Metrics(CollectorRegistry(), config, store, process_metrics=False)
