@@ -24,9 +24,11 @@ from scheduler.alerts.retry import Backoff
 from scheduler.alerts.rules import RulePolicy
 from scheduler.alerts.worker import DeliveryWorker, WorkerSettings
 from scheduler.config import Config
+from scheduler.kernel.clock import utcnow
 from scheduler.kernel.events import RunFinished
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import RunRecord, Store, TestResultRow
+from tests.waiting import wait_for
 
 GITHUB_TOKEN = "ghp_TESTTOKEN0123456789abcdefSECRET"
 WEBHOOK_SECRET = "whsec-TESTSECRET-4f1c2a"
@@ -39,15 +41,6 @@ FAST = WorkerSettings(
     stop_timeout_s=5.0,
     backoff=Backoff(base_s=0.05, factor=2.0, max_s=0.2, max_attempts=50),
 )
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # -- fake GitHub ---------------------------------------------------------------------------------
@@ -229,7 +222,7 @@ class Harness:
             self.worker.run_once()
             return not outbox.rows(["pending", "sending"])
 
-        assert wait_until(idle, timeout_s), outbox.rows(["pending", "sending"])
+        wait_for(idle, timeout_s, "an empty outbox")
 
     def rows(self, **filters: str) -> list[Any]:
         rows = Outbox(self.store).rows(None, 1000)
@@ -261,6 +254,7 @@ def make_harness(
         env: dict[str, str] | None = None,
         settings: WorkerSettings = FAST,
         store: Store | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> Harness:
         tier_cfg = {"schedule": "15 * * * *", "timeout": 60, "markers": "hourly"}
         config = make_config(tiers={t: dict(tier_cfg) for t in tiers}, alerts=alerts)
@@ -270,10 +264,10 @@ def make_harness(
             **(env or {}),
         }
         sinks = build_sinks(
-            config.alerts, session=session, env=the_env, github_write_interval_s=0.01
+            config.alerts, session=session, env=the_env, github_write_interval_s=0.01, clock=clock
         )
         the_store = store or Store(config.db_path)
-        worker = DeliveryWorker(the_store, sinks.sinks, settings=settings)
+        worker = DeliveryWorker(the_store, sinks.sinks, settings=settings, clock=clock)
         recorder = AlertRecorder(
             the_store,
             sinks.sinks,
@@ -283,6 +277,7 @@ def make_harness(
             ),
             public_url=config.alerts.public_url,
             on_enqueued=worker.wake,
+            clock=clock,
         )
         harness = Harness(config, the_store, sinks, recorder, worker, session)
         made.append(harness)

@@ -16,7 +16,8 @@ from pytest_httpserver import HTTPServer
 
 from scheduler.kernel.outcome import Outcome
 from tests.conftest import require
-from tests.scheduler.alerts.conftest import FAILED_TESTS, Harness, Recorder, wait_until
+from tests.scheduler.alerts.conftest import FAILED_TESTS, Harness, Recorder
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.prometheus
 
@@ -100,7 +101,7 @@ def alertmanager(tmp_path: Path, httpserver: HTTPServer) -> Iterator[Alertmanage
             return proc.poll() is not None
 
     try:
-        assert wait_until(ready, 15), "alertmanager did not become ready"
+        wait_for(ready, 15, "alertmanager to become ready")
         assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
         yield Alertmanager(url, notifications)
     finally:
@@ -133,12 +134,12 @@ def test_alert_fires_then_resolves(
     assert alert["status"]["state"] == "active"
     assert alert["annotations"]["run_id"] == str(record.id)
     assert "tests/test_a.py::test_one: assert 1 == 2" in alert["annotations"]["description"]
-    assert wait_until(lambda: len(alertmanager.notified("firing")) == 1, 10)
+    wait_for(lambda: len(alertmanager.notified("firing")) == 1, 10, "a firing notification")
 
     h.finish("hourly", Outcome.PASSED, PASSED)
     h.deliver()
     assert alertmanager.alerts() == []
-    assert wait_until(lambda: len(alertmanager.notified("resolved")) == 1, 10)
+    wait_for(lambda: len(alertmanager.notified("resolved")) == 1, 10, "a resolved one")
     resolved = alertmanager.notified("resolved")[0]
     assert resolved["labels"]["tier"] == "hourly"
     assert time.strptime(resolved["endsAt"][:19], "%Y-%m-%dT%H:%M:%S")

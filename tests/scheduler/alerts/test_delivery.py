@@ -21,8 +21,8 @@ from tests.scheduler.alerts.conftest import (
     FakeGitHub,
     Harness,
     Recorder,
-    wait_until,
 )
+from tests.waiting import FakeClock, wait_for
 
 PASSED = [("tests/test_a.py::test_one", "passed", None)]
 
@@ -59,7 +59,7 @@ class TestOutage:
         first = make_harness(alerts)
         first.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         first.worker.start()
-        assert wait_until(lambda: first.rows()[0].attempts >= 3)
+        wait_for(lambda: first.rows()[0].attempts >= 3, 10, "3 refused attempts")
         first.worker.stop()
         refused = first.rows()[0]
         assert refused.state == "pending" and "connection failed" in (refused.last_error or "")
@@ -70,10 +70,11 @@ class TestOutage:
         server.start()
         second = make_harness(alerts, store=Store(first.config.db_path))
         second.worker.start()
-        assert wait_until(lambda: second.rows()[0].state == "sent")
-        time.sleep(0.3)
-        second.worker.stop()
+        wait_for(lambda: second.rows()[0].state == "sent", 10, "the row sent")
+        second.worker.stop()  # joins the lane: nothing is in flight after this
 
+        assert len(receiver.requests) == 4
+        assert second.worker.run_once() == 0, "a sent row is never tried again"
         assert len(receiver.requests) == 4
         ids = {headers["X-Schedctl-Alert-Id"] for _, headers, _ in receiver.requests}
         assert ids == {refused.id}
@@ -88,13 +89,16 @@ class TestOutage:
         receiver = Recorder()
         httpserver.expect_request("/hook").respond_with_handler(receiver)
         alerts = {"webhooks": [{"name": "hook", "url": httpserver.url_for("/hook")}]}
-        h = make_harness(alerts, settings=replace(FAST, lease_s=0.3))
+        clock = FakeClock()
+        h = make_harness(alerts, settings=replace(FAST, lease_s=0.3), clock=clock)
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
-        dead_worker = Outbox(h.store, lease_s=0.3)
+        dead_worker = Outbox(h.store, lease_s=0.3, clock=clock)
         claim = dead_worker.claim(dead_worker.due()[0])
         assert claim is not None
         assert h.worker.run_once() == 0  # leased: nobody else may take it
-        time.sleep(0.35)
+        clock.advance(0.29)
+        assert h.worker.run_once() == 0  # still leased just before the lease runs out
+        clock.advance(0.02)
         h.deliver()
         assert len(receiver.requests) == 1
         assert receiver.requests[0][1]["X-Schedctl-Alert-Id"] == claim.row.id

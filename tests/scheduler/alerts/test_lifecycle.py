@@ -12,11 +12,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from runners.fake import FakeBehaviour, FakeRunner
-from runners.registry import RunnerFactory
 from scheduler.alerts.build import build_alerting
 from scheduler.config import Config
 from scheduler.kernel.outcome import Outcome
-from scheduler.run.dispatch import Dispatcher, RunRequest
+from scheduler.run.dispatch import RunRequest
 from scheduler.store.engine import Store
 from tests.scheduler.alerts.conftest import (
     FAILED_TESTS,
@@ -26,8 +25,9 @@ from tests.scheduler.alerts.conftest import (
     FakeGitHub,
     Harness,
     Recorder,
-    wait_until,
 )
+from tests.scheduler.conftest import FakeDispatcher
+from tests.waiting import wait_for
 
 PASSED = [("tests/test_a.py::test_one", "passed", None)]
 
@@ -275,6 +275,7 @@ class TestFingerprints:
         httpserver: HTTPServer,
         github: FakeGitHub,
         make_config: Callable[..., Config],
+        fake_dispatcher: FakeDispatcher,
     ) -> None:
         """build_alerting's recorder on a real Dispatcher with a FakeRunner: fail, then recover."""
         receiver = hook(httpserver)
@@ -290,15 +291,14 @@ class TestFingerprints:
             return FakeBehaviour(exit_code=code, tests=[("t.py::test_x", result)])
 
         runner = FakeRunner(handler)
-        factory = RunnerFactory({"local": runner, "auto": runner, "docker": runner})
-        dispatcher = Dispatcher(config, store, factory, listeners=[alerting.recorder])
+        dispatcher = fake_dispatcher(config, runner, store=store, listeners=[alerting.recorder])
         alerting.worker.start()
         try:
             dispatcher.run(RunRequest("hourly"))
-            assert wait_until(lambda: len(github.issues) == 1)
+            wait_for(lambda: len(github.issues) == 1, 10, "one GitHub issue")
             dispatcher.run(RunRequest("hourly"))
-            assert wait_until(lambda: github.issues[1].state == "closed")
-            assert wait_until(lambda: len(receiver.requests) == 2)
+            wait_for(lambda: github.issues[1].state == "closed", 10, "the issue closed")
+            wait_for(lambda: len(receiver.requests) == 2, 10, "fire and resolve at the hook")
         finally:
             alerting.worker.stop()
         assert [b["action"] for b in receiver.bodies()] == ["fire", "resolve"]

@@ -22,8 +22,8 @@ from tests.scheduler.alerts.conftest import (
     WEBHOOK_SECRET,
     FakeGitHub,
     Harness,
-    wait_until,
 )
+from tests.waiting import wait_for
 
 SECRETS = (GITHUB_TOKEN, WEBHOOK_SECRET, SLACK_PATH.rsplit("/", 1)[-1])
 
@@ -98,7 +98,7 @@ def test_no_secret_in_logs_errors_or_reprs(
         h = make_harness(alerts, env={"SLACK_URL": slack_url})
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.worker.start()
-        assert wait_until(lambda: all(r.attempts >= 2 for r in h.rows()), 10)
+        wait_for(lambda: all(r.attempts >= 2 for r in h.rows()), 10, "2 attempts per row")
         h.worker.stop()
     assert {e["event"] for e in logs} >= {"alert_decided", "alert_delivery_retry"}
     assert len(h.rows()) == 3
