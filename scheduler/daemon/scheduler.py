@@ -9,15 +9,12 @@ Config is the source of truth: jobs are rebuilt from it at every start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -33,16 +30,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.config import Config, TierConfig
 from scheduler.daemon.cron import latest_slot, parse_cron, slots_between
-from scheduler.kernel.errors import DaemonError, DaemonLocked
-from scheduler.kernel.events import RunFinished, SlotMissed
-from scheduler.kernel.outcome import Outcome
+from scheduler.daemon.lock import StateLock
+from scheduler.daemon.slots import MAX_GAP_ROWS, SlotPlan, plan_slots
+from scheduler.kernel.errors import DaemonError
+from scheduler.kernel.events import SlotMissed
+from scheduler.kernel.outcome import Stop, decide
 from scheduler.run.dispatch import Dispatcher, RunRequest
+from scheduler.run.ledger import RunRow
 from scheduler.store.engine import Store
 
 log = structlog.get_logger("schedctl.daemon")
 
 JOB_PREFIX = "tier:"
-MAX_GAP_ROWS = 500
 
 TriggerFactory = Callable[[TierConfig, tzinfo], Any]
 
@@ -67,55 +66,6 @@ def fire(daemon_key: str, tier: str) -> None:
     daemon.fire(tier)
 
 
-class StateLock:
-    """An exclusive flock on ``<state_dir>/daemon.lock``, holding our pid."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "daemon.lock"
-        self._fh: TextIO | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise DaemonLocked(
-                f"another schedctl daemon (pid {holder}) already runs on state dir "
-                f"{self.path.parent}; stop it first or use another state_dir"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-    @staticmethod
-    def holder(state_dir: Path) -> int | None:
-        """The pid of the daemon holding the lock, or ``None`` when no daemon runs."""
-        path = state_dir / "daemon.lock"
-        if not path.exists():
-            return None
-        with path.open("a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                fh.seek(0)
-                text = fh.read().strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        return None
-
-
 class Service(Protocol):
     """Something that lives as long as the daemon: metrics server, control API, alert worker."""
 
@@ -124,14 +74,6 @@ class Service(Protocol):
     def start(self, daemon: Daemon) -> None: ...
 
     def stop(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class SlotPlan:
-    """What one fire does: slots to run now (oldest first) and slots to record as missed."""
-
-    run: list[datetime] = field(default_factory=list)
-    missed: list[datetime] = field(default_factory=list)
 
 
 class Daemon:
@@ -337,28 +279,17 @@ class Daemon:
             self.dispatcher.run(RunRequest(tier=tier, trigger="schedule", slot=due, fire_lag_s=lag))
 
     def plan(self, tier: str, trigger: Any, slot: datetime, now: datetime) -> SlotPlan:
-        """Decide which slots up to ``slot`` run and which are missed.
-
-        A slot that came due while this daemon ran is simply run; older unrecorded slots
-        (a lost fire) are missed. After downtime (``slot`` before our start), the backlog slots
-        still within ``misfire_grace`` are candidates, of which the newest ``max_catchup`` run
-        and the rest are recorded as missed, so a long outage never floods the host.
-        """
-        last = self.store.last_slot(tier)
-        if last is not None and last >= slot:
-            return SlotPlan()
-        backlog: list[datetime] = []
-        if last is not None:
-            between = [s.astimezone(timezone.utc) for s in slots_between(trigger, last, slot)]
-            backlog = [s for s in between if s < slot][-MAX_GAP_ROWS:]
-        if self.started_at is None or slot >= self.started_at:
-            return SlotPlan(run=[slot], missed=backlog)
+        """Which slots up to ``slot`` run now and which are missed (see :func:`plan_slots`)."""
         tier_cfg = self.config.tier(tier)
-        due = [*backlog, slot]
-        grace = timedelta(seconds=tier_cfg.misfire_grace)
-        candidates = [s for s in due if now - s <= grace]
-        keep = candidates[-tier_cfg.max_catchup :] if tier_cfg.max_catchup else []
-        return SlotPlan(run=keep, missed=[s for s in due if s not in keep])
+        return plan_slots(
+            trigger,
+            slot,
+            now,
+            last=self.store.last_slot(tier),
+            started_at=self.started_at,
+            misfire_grace_s=tier_cfg.misfire_grace,
+            max_catchup=tier_cfg.max_catchup,
+        )
 
     def _on_job_event(self, event: JobEvent) -> None:
         tier = str(event.job_id).removeprefix(JOB_PREFIX)
@@ -380,7 +311,7 @@ class Daemon:
                 self._record_final(
                     tier,
                     run_time.astimezone(timezone.utc),
-                    Outcome.SKIPPED_OVERLAP,
+                    Stop.OVERLAP,
                     "previous run of this tier still running (max_instances)",
                 )
 
@@ -401,37 +332,26 @@ class Daemon:
         run_id = self._record_final(
             tier,
             slot,
-            Outcome.MISSED,
+            Stop.MISSED,
             f"slot {slot.isoformat()} was not run (daemon down past the misfire grace "
             "or beyond the tier's max_catchup)",
         )
         if run_id is not None:
-            self.dispatcher.emit(SlotMissed(run_id, tier, slot))
+            self.dispatcher.events.emit(SlotMissed(run_id, tier, slot))
         return run_id
 
-    def _record_final(self, tier: str, slot: datetime, outcome: Outcome, reason: str) -> int | None:
-        now = datetime.now(timezone.utc)
-        run_id = self.store.create_run(
+    def _record_final(self, tier: str, slot: datetime, stop: Stop, reason: str) -> int | None:
+        row = RunRow(
             tier=tier,
             kind=self.config.tier(tier).kind,
             trigger="schedule",
-            slot=slot,
-            idempotency_key=f"{tier}@{slot.isoformat()}",
-            outcome=outcome,
-            reason=reason,
             host=self.dispatcher.host,
             owner_pid=os.getpid(),
-            started_at=now,
-            finished_at=now,
-            duration_s=0.0,
+            owner_identity=self.dispatcher.identity,
+            slot=slot,
         )
-        if run_id is not None:
-            log.warning("slot_not_run", tier=tier, slot=slot.isoformat(), outcome=outcome.value)
-            record = self.store.get_run(run_id)
-            self.dispatcher.emit(
-                RunFinished(run_id, tier, "schedule", outcome, 0.0, {}, now, record)
-            )
-        return run_id
+        record = self.dispatcher.ledger.open_final(row, decide(stop, reason))
+        return record.id if record is not None else None
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

@@ -1,18 +1,27 @@
-"""Events the dispatcher emits; listeners (metrics, alerts, logs, CLI progress) subscribe.
+"""Events of a run's lifecycle and the bus that delivers them to listeners.
 
-This module imports nothing from the package except the runner contract's plain data, so every
-listener can depend on it without import loops.
+The dispatcher and the ledger publish; metrics, alerts, logs and CLI progress subscribe. This
+module is part of the kernel: it imports nothing of schedctl at run time, so every listener can
+depend on it without import loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+import structlog
 
 from scheduler.kernel.outcome import Outcome
+
+if TYPE_CHECKING:
+    from scheduler.store.engine import RunRecord
+
+log = structlog.get_logger("schedctl.events")
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class RunFinished:
     duration_s: float
     counts: dict[str, int]
     finished_at: datetime
-    record: Any
+    record: RunRecord
 
 
 @dataclass(frozen=True)
@@ -66,3 +75,27 @@ class SlotMissed:
 
 Event = RunQueued | RunStarted | RunFinished | SlotMissed
 Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Delivers each event to every listener, in subscription order; a failing listener is logged
+    and never stops the others nor the run."""
+
+    def __init__(self, listeners: Iterable[Listener] = ()) -> None:
+        self._listeners: list[Listener] = list(listeners)
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception(
+                    "listener_failed", listener=repr(listener), event_type=type(event).__name__
+                )

@@ -1,8 +1,18 @@
-"""How a run ended: the one ``Outcome`` enum, and what a runner observed (``Termination``)."""
+"""How a run ended: the one ``Outcome`` enum and :func:`decide`, the one function that picks it.
+
+Every final outcome in schedctl comes from :func:`decide`: a finished process (what the runner
+saw, what pytest's results plugin reported, what the log says) or a run that stopped before its
+process could finish (:class:`Stop`: never started, GPUs unavailable, cancelled, interrupted,
+missed, overlapping).
+"""
 
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 
 class Outcome(str, enum.Enum):
@@ -63,3 +73,231 @@ class Termination(str, enum.Enum):
     OOM = "oom"
     CANCELLED = "cancelled"
     INFRA = "infra"
+
+
+class Stop(str, enum.Enum):
+    """Why a run ended before (or without) its process finishing under the runner."""
+
+    NEVER_STARTED = "never-started"
+    """schedctl could not start it: source, runner or engine trouble."""
+    GPU_UNAVAILABLE = "gpu-unavailable"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    """The process that owned the run died mid-run."""
+    CRASHED = "crashed"
+    """schedctl's own code failed while carrying the run."""
+    MISSED = "missed"
+    OVERLAP = "overlap"
+
+
+_STOPS: dict[Stop, tuple[Outcome, str]] = {
+    Stop.NEVER_STARTED: (Outcome.INFRA_ERROR, "schedctl could not start the run"),
+    Stop.GPU_UNAVAILABLE: (Outcome.GPU_UNAVAILABLE, "the GPUs the tier needs were not free"),
+    Stop.CANCELLED: (Outcome.CANCELLED, "cancelled"),
+    Stop.INTERRUPTED: (Outcome.INTERRUPTED, "the schedctl process owning the run died"),
+    Stop.CRASHED: (Outcome.INFRA_ERROR, "schedctl crashed while carrying the run"),
+    Stop.MISSED: (Outcome.MISSED, "the slot was not run"),
+    Stop.OVERLAP: (Outcome.SKIPPED_OVERLAP, "the tier was already running"),
+}
+
+
+@dataclass(frozen=True)
+class PytestSession:
+    """What the results plugin reported about pytest's session (untrusted: written by the tests).
+
+    ``started`` is true once pytest loaded the plugin and began its session; ``exitstatus`` is the
+    session's own exit status, ``None`` when pytest never finished it (killed, crashed, os._exit).
+    """
+
+    started: bool = False
+    exitstatus: int | None = None
+    failing: Sequence[str] = ()
+    collect_errors: Sequence[str] = ()
+    running: str | None = None
+    """The test that had started and not finished when the record ends."""
+
+
+class VerdictLike(Protocol):
+    """The torchrun comparison's verdict (see :mod:`scheduler.smoketest.compare`)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def reasons(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class RunEnding:
+    """How a run's process ended: what the runner saw, what pytest reported, what the log says.
+
+    ``session`` is ``None`` for kinds that run no pytest (torchrun: ``verdict`` decides instead).
+    """
+
+    termination: Termination
+    exit_code: int | None = None
+    message: str = ""
+    session: PytestSession | None = None
+    verdict: VerdictLike | None = None
+    log_lines: Sequence[str] = ()
+    """The first lines of the run's log: they explain a run pytest never began."""
+    interpreter: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+
+
+_PYTEST_EXIT: dict[int, tuple[Outcome, str]] = {
+    0: (Outcome.PASSED, "all selected tests passed"),
+    1: (Outcome.FAILED, "tests failed"),
+    2: (
+        Outcome.ERROR,
+        "test run interrupted (pytest exit 2: collection error or KeyboardInterrupt)",
+    ),
+    3: (Outcome.ERROR, "internal pytest error (exit 3)"),
+    4: (Outcome.ERROR, "pytest usage error (exit 4)"),
+    5: (Outcome.NO_TESTS, "no tests were collected/selected (pytest exit 5)"),
+}
+
+
+def decide(ending: RunEnding | Stop, detail: str = "") -> Decision:
+    """The one place that turns how a run ended into its outcome and a one-line reason.
+
+    An exit code alone never proves that tests ran: a pytest run whose plugin reported no session
+    is ``infra-error`` (pytest or the plugin could not load) or ``error`` (pytest refused the
+    project: conftest import error, usage error), explained by the log; it is never ``passed``
+    nor ``failed``. ``passed`` needs the process exit code and the session record to agree.
+    """
+    if isinstance(ending, Stop):
+        outcome, default = _STOPS[ending]
+        return Decision(outcome, detail or default)
+    termination = ending.termination
+    if termination is Termination.INFRA:
+        return Decision(Outcome.INFRA_ERROR, ending.message or "the runner could not start the run")
+    if termination is Termination.TIMEOUT:
+        return Decision(
+            Outcome.TIMEOUT, _with_running(ending, "run exceeded its timeout and was killed")
+        )
+    if termination is Termination.OOM:
+        return Decision(Outcome.OOM, _with_running(ending, "killed by the out-of-memory killer"))
+    if termination is Termination.CANCELLED:
+        return Decision(Outcome.CANCELLED, detail or ending.message or "cancelled")
+    if ending.verdict is not None:
+        if ending.verdict.passed:
+            return Decision(Outcome.PASSED, ending.message or "smoketest verdict: passed")
+        return Decision(
+            Outcome.FAILED, "smoketest verdict: failed: " + "; ".join(ending.verdict.reasons)
+        )
+    session = ending.session
+    if session is None:
+        return _by_exit_code(ending.exit_code)
+    if not session.started:
+        return _never_began(ending)
+    if session.exitstatus is None:
+        running = f" while running {session.running}" if session.running else ""
+        return Decision(
+            Outcome.ERROR,
+            f"pytest ended before finishing its session ({_exit_text(ending.exit_code)}){running}",
+        )
+    return _from_session(session, ending.exit_code)
+
+
+def _from_session(session: PytestSession, exit_code: int | None) -> Decision:
+    status = session.exitstatus
+    if status != exit_code:
+        return Decision(
+            Outcome.ERROR,
+            f"pytest's {_exit_text(exit_code)} disagrees with its session record "
+            f"(exitstatus {status}): the test process exited on its own terms",
+        )
+    if status not in _PYTEST_EXIT:
+        return Decision(Outcome.ERROR, f"pytest ended with unexpected exit status {status}")
+    outcome, reason = _PYTEST_EXIT[status]
+    if outcome is Outcome.PASSED and (session.failing or session.collect_errors):
+        return Decision(
+            Outcome.ERROR,
+            "pytest exited 0 but the results record failing tests: "
+            + ", ".join([*session.collect_errors, *session.failing][:3]),
+        )
+    if outcome is Outcome.FAILED and session.failing:
+        names = ", ".join(session.failing[:3])
+        more = f" (+{len(session.failing) - 3} more)" if len(session.failing) > 3 else ""
+        reason = f"{len(session.failing)} failing: {names}{more}"
+    elif outcome is Outcome.ERROR and session.collect_errors:
+        reason = f"collection error in {session.collect_errors[0]}"
+    return Decision(outcome, reason)
+
+
+def _by_exit_code(code: int | None) -> Decision:
+    """A kind with no session record and no verdict: only the exit code speaks."""
+    if code == 0:
+        return Decision(Outcome.PASSED, "exited 0")
+    return Decision(Outcome.FAILED if code == 1 else Outcome.ERROR, _exit_text(code))
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _with_running(ending: RunEnding, default: str) -> str:
+    reason = ending.message or default
+    session = ending.session
+    if session is not None and session.running:
+        reason += f"; last test running: {session.running}"
+    return reason
+
+
+def _never_began(ending: RunEnding) -> Decision:
+    """pytest never began a session: say why, from the log, and whose problem it is."""
+    lines = [line.rstrip() for line in ending.log_lines if line.strip()]
+    python = ending.interpreter or "the interpreter"
+    exit_text = _exit_text(ending.exit_code)
+    if any(_NO_PYTEST.search(line) for line in lines):
+        return Decision(
+            Outcome.INFRA_ERROR, f"pytest is not importable by {python}: No module named pytest"
+        )
+    plugin = next((line for line in lines if "Error importing plugin" in line), None)
+    if plugin is not None:
+        return Decision(
+            Outcome.INFRA_ERROR,
+            f"the results plugin could not be loaded ({exit_text}): {_clip(plugin)}",
+        )
+    conftest = next((line for line in lines if "while loading conftest" in line), None)
+    if conftest is not None:
+        cause = _last_error_line(lines)
+        return Decision(
+            Outcome.ERROR, _clip(conftest.rstrip(".") + (f": {cause}" if cause else ""))
+        )
+    usage = next((line for line in lines if _USAGE.search(line)), None)
+    if usage is not None:
+        return Decision(Outcome.ERROR, f"pytest usage error ({exit_text}): {_clip(usage)}")
+    cause = _last_error_line(lines) or (lines[0] if lines else "the log is empty")
+    return Decision(
+        Outcome.INFRA_ERROR,
+        f"pytest never started its session ({exit_text}): {_clip(cause)}",
+    )
+
+
+_NO_PYTEST = re.compile(r"No module named '?pytest'?\s*$")
+_USAGE = re.compile(r"^(ERROR: |\S*: error: |pytest: error: )")
+_ERROR_LINE = re.compile(r"^(E\s+)?([A-Za-z_][\w.]*(Error|Exception|Exit)\b.*)$")
+
+
+def _last_error_line(lines: Sequence[str]) -> str:
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            return match.group(2)
+    return ""
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

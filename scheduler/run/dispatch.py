@@ -1,7 +1,9 @@
-"""The run lifecycle: record -> source -> GPUs -> runner -> results -> store -> events.
+"""The dispatcher: a request becomes a recorded run, and a recorded run reaches its outcome.
 
-The dispatcher is the only code that turns a request into a run row and a run row into a final
-outcome. Side effects beyond the store (metrics, alerts, progress) are listeners of its events.
+record -> source -> GPUs -> tier kind (runner) -> :func:`~scheduler.kernel.outcome.decide` ->
+:class:`~scheduler.run.ledger.RunLedger`. The dispatcher decides overlap (one active run per tier)
+and hands out cancel events; outcomes come from the kernel and rows are written by the ledger.
+Side effects beyond the store (metrics, alerts, progress) are listeners on :attr:`events`.
 """
 
 from __future__ import annotations
@@ -11,32 +13,31 @@ import socket
 import threading
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from runners.base import RunResult
 from runners.registry import RunnerFactory
 from scheduler.config import Config, TierConfig
-from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import (
     GpuError,
+    InfraError,
     SchedctlError,
     SourceError,
     UnknownRefError,
     UsageError,
 )
-from scheduler.kernel.events import Event, Listener, RunFinished, RunQueued, RunStarted
-from scheduler.kernel.outcome import Outcome
+from scheduler.kernel.events import EventBus, Listener, RunQueued, RunStarted
+from scheduler.kernel.outcome import Decision, Outcome, Stop, Termination, decide
 from scheduler.orphans import started_by_run
-from scheduler.run.protocols import GpuPoolLike, SourceLike
+from scheduler.run.kinds import RunContext, kind_for
+from scheduler.run.ledger import RunLedger, RunRow
+from scheduler.run.protocols import CheckoutLike, GpuPoolLike, LeaseLike, SourceLike
 from scheduler.run.recovery import owner_alive, process_identity, recover_runs
-from scheduler.run.results import ParsedResults, classify, empty_counts, load_results
-from scheduler.run.spec import base_env, build_pytest_spec
-from scheduler.store.engine import ActiveRunExists, RunRecord, Store
+from scheduler.store import ActiveRunExists, RunRecord, Store
 
 log = structlog.get_logger("schedctl.dispatch")
 
@@ -90,33 +91,15 @@ class Dispatcher:
         self.host = host or socket.gethostname()
         self.proc_root = proc_root
         self.identity = process_identity(os.getpid(), proc_root)
-        self._listeners: list[Listener] = list(listeners)
+        self.events = EventBus(listeners)
+        self.ledger = RunLedger(store, self.events)
         self._lock = threading.Lock()
         self._record_lock = threading.Lock()
         self._active: dict[int, _Active] = {}
         self._accepting = True
 
-    # -- events ------------------------------------------------------------------------------
-
     def add_listener(self, listener: Listener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception(
-                    "listener_failed", listener=repr(listener), event_type=type(event).__name__
-                )
+        self.events.subscribe(listener)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -152,18 +135,17 @@ class Dispatcher:
         skip is visible; :meth:`execute` returns such a row as it is.
         """
         tier = self.config.tier(request.tier)
-        base = {
-            "tier": request.tier,
-            "kind": tier.kind,
-            "trigger": request.trigger,
-            "slot": request.slot,
-            "idempotency_key": request.idempotency_key,
-            "ref": request.ref,
-            "host": self.host,
-            "owner_pid": os.getpid(),
-            "owner_identity": self.identity,
-            "markers": request.markers if request.markers is not None else tier.markers,
-        }
+        row = RunRow(
+            tier=request.tier,
+            kind=tier.kind,
+            trigger=request.trigger,
+            host=self.host,
+            owner_pid=os.getpid(),
+            owner_identity=self.identity,
+            slot=request.slot,
+            ref=request.ref,
+            markers=request.markers if request.markers is not None else tier.markers,
+        )
         run_id: int | None = None
         # The busy check, the insert and the registration are one step: two fires of a tier at
         # the same moment must not both see it idle. Across processes the store's unique index
@@ -172,7 +154,7 @@ class Dispatcher:
             busy_reason = self._busy_reason(request.tier)
             if not busy_reason:
                 try:
-                    run_id = self.store.create_run(**base)
+                    run_id = self.ledger.open(row)
                 except ActiveRunExists:
                     busy_reason = self._busy_reason(request.tier) or (
                         f"tier {request.tier!r} already has an active run in {self.store.path}"
@@ -184,51 +166,38 @@ class Dispatcher:
                     with self._lock:
                         self._active[run_id] = _Active(run_id, request.tier)
         if busy_reason:
-            now = utcnow()
-            run_id = self.store.create_run(
-                **base,
-                outcome=Outcome.SKIPPED_OVERLAP,
-                reason=busy_reason,
-                finished_at=now,
-                started_at=now,
-                duration_s=0.0,
-            )
-            if run_id is not None:
-                log.warning("run_skipped", run_id=run_id, tier=request.tier, reason=busy_reason)
-                record = self.store.get_run(run_id)
-                self.emit(
-                    RunFinished(
-                        run_id, request.tier, request.trigger, record.outcome, 0.0, {}, now, record
-                    )
-                )
-            return run_id
+            skipped = self.ledger.open_final(row, decide(Stop.OVERLAP, busy_reason))
+            return skipped.id if skipped is not None else None
         assert run_id is not None
         run_dir = self.config.runs_dir / str(run_id)
         self.store.update_run(run_id, run_dir=str(run_dir))
-        self.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
+        self.events.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
         return run_id
 
     def execute(
         self, run_id: int, request: RunRequest, cancel: threading.Event | None = None
     ) -> RunRecord:
-        """Carry a recorded run to its final outcome; never raises for a run that went wrong."""
+        """Carry a recorded run to its final outcome; never raises for a run that went wrong.
+
+        ``cancel`` (a caller's event) becomes the run's own cancel event: setting it, or
+        :meth:`cancel`, stops the run.
+        """
         existing = self.store.get_run(run_id)
         if existing.outcome.is_final:
             return existing
         with self._lock:
             active = self._active.setdefault(run_id, _Active(run_id, request.tier))
-        if cancel is not None:
-            _chain(cancel, active.cancel)
+            if cancel is not None:
+                if active.cancel.is_set():
+                    cancel.set()
+                active.cancel = cancel
         try:
             return self._execute(run_id, request, active.cancel)
         except BaseException as exc:
             # A crash in our own code still leaves a final record naming it.
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             log.exception("run_crashed", run_id=run_id)
-            record = self.store.finish_run(
-                run_id, outcome=Outcome.INFRA_ERROR, reason=f"schedctl crashed: {detail}"
-            )
-            self._finished(record)
+            record = self.ledger.finish(run_id, decide(Stop.CRASHED, f"schedctl crashed: {detail}"))
             if not isinstance(exc, Exception):
                 raise
             return record
@@ -267,19 +236,17 @@ class Dispatcher:
         return recover_runs(
             self.store,
             self.runners,
+            self.ledger,
             host=self.host,
             runs_dir=self.config.runs_dir,
             runner_names=self._configured_runners() | (also_runners or set()),
-            on_finished=self._finished,
             proc_root=self.proc_root,
         )
 
     # -- internals -----------------------------------------------------------------------------
 
     def _configured_runners(self) -> set[str]:
-        names: set[str] = {self.config.runner}
-        names.update(t.runner for t in self.config.tiers.values() if t.runner)
-        return names
+        return {self.config.runner} | {self.config.runner_for(t) for t in self.config.tiers}
 
     def _busy_reason(self, tier: str) -> str:
         if not self._accepting:
@@ -301,79 +268,43 @@ class Dispatcher:
         tier = self.config.tier(request.tier)
         run_dir = self.config.runs_dir / str(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        bind = {"run_id": run_id, "tier": request.tier}
-
-        checkout: Any = None
-        lease: Any = None
-        updates: dict[str, Any] = {}
+        checkout: CheckoutLike | None = None
+        lease: LeaseLike | None = None
         try:
             try:
-                workdir, checkout, source_updates = self._checkout(request, run_id)
+                workdir, checkout = self._checkout(request, run_id)
             except (SourceError, UnknownRefError) as exc:
                 # A ref that validated but vanished upstream before the checkout is no test result.
-                return self._finish_early(run_id, Outcome.INFRA_ERROR, str(exc))
-            updates.update(source_updates)
-            self.store.update_run(run_id, **source_updates)
-
-            gpu_wait_s = 0.0
-            if tier.gpus:
-                if self.gpu_pool is None:
-                    return self._finish_early(
-                        run_id, Outcome.GPU_UNAVAILABLE, "no GPU pool: NVML is not configured"
-                    )
-                try:
-                    lease = self.gpu_pool.acquire(
-                        run_id,
-                        request.tier,
-                        tier.gpus,
-                        self.config.tier_priority(request.tier),
-                        self.config.gpu.wait,
-                        cancel,
-                    )
-                except GpuError as exc:
-                    return self._finish_early(run_id, Outcome.GPU_UNAVAILABLE, str(exc))
-                except SchedctlError as exc:  # GpuWaitCancelled: a cancel is no GPU problem
-                    return self._finish_early(run_id, Outcome.CANCELLED, str(exc) or "cancelled")
-                if cancel.is_set():
-                    return self._finish_early(run_id, Outcome.CANCELLED, "cancelled while waiting")
-                gpu_wait_s = float(lease.waited_s)
-                gpu_updates = lease.provenance()
-                updates.update(gpu_updates)
-                self.store.update_run(run_id, **gpu_updates)
-
-            if tier.kind == "torchrun":
-                return self._execute_torchrun(
-                    run_id, request, tier, workdir, run_dir, lease, cancel, gpu_wait_s
-                )
-            runner = self.runners.get(request.runner or tier.runner or self.config.runner)
-            spec = build_pytest_spec(
-                self.config, tier, run_id=run_id, tier_name=request.tier,
-                markers=request.markers, timeout_s=request.timeout_s, workdir=workdir,
-                run_dir=run_dir, runner_alias=runner.alias,
-                devices=lease.devices if lease is not None else (), host=self.host,
+                return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, str(exc)))
+            leased = self._lease(run_id, request.tier, tier, cancel)
+            if isinstance(leased, Decision):
+                return self.ledger.finish(run_id, leased)
+            lease = leased
+            try:
+                runner = self.runners.get(self.config.runner_for(request.tier, request.runner))
+            except InfraError as exc:
+                return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, str(exc)))
+            context = RunContext(
+                config=self.config, tier_name=request.tier, tier=tier, run_id=run_id,
+                runner=runner, workdir=workdir, run_dir=run_dir,
+                devices=tuple(lease.devices) if lease is not None else (), host=self.host,
+                markers=request.markers, timeout_s=request.timeout_s,
             )  # fmt: skip
-            self.store.update_run(
-                run_id,
-                outcome=Outcome.RUNNING,
-                started_at=utcnow(),
-                runner=runner.alias,
-                argv=list(spec.argv),
-                image=spec.image if runner.alias == "docker" else None,
-            )
-            log.info("run_started", runner=runner.alias, **bind)
-            self.emit(
+            prepared = kind_for(tier.kind).prepare(context)
+            self.ledger.mark_running(run_id, **prepared.provenance)
+            log.info("run_started", run_id=run_id, tier=request.tier, kind=tier.kind)
+            self.events.emit(
                 RunStarted(
-                    run_id, request.tier, request.trigger, run_dir, gpu_wait_s, request.fire_lag_s
+                    run_id, request.tier, request.trigger, run_dir,
+                    lease.waited_s if lease is not None else 0.0, request.fire_lag_s,
                 )
-            )
-            result = runner.run(spec, cancel)
-            container = result.provenance.get("container_id")
-            leaks = self._leak_check(lease, [container] if container else [])
-            parsed = load_results(spec.results_path, spec.junit_path)
-            outcome, reason = classify(result, parsed)
-            if outcome is Outcome.CANCELLED:
-                reason = self._cancel_reason(run_id) or reason
-            record = self._finish(run_id, result, parsed, outcome, reason, leaks)
+            )  # fmt: skip
+            finished = prepared.execute(cancel)
+            cancelled = finished.ending.termination is Termination.CANCELLED
+            decision = decide(finished.ending, self._cancel_reason(run_id) if cancelled else "")
+            leaks = self._leak_check(lease, finished.container_ids)
+            evidence = replace(finished.evidence, details={**finished.evidence.details, **leaks})
+            return self.ledger.finish(run_id, decision, evidence)
         finally:
             if lease is not None and self.gpu_pool is not None:
                 self.gpu_pool.release(run_id)
@@ -383,79 +314,52 @@ class Dispatcher:
                 try:
                     self.source.release(checkout, keep=keep)
                 except SchedctlError:
-                    log.warning("worktree_release_failed", **bind)
-        log.info("run_finished", outcome=record.outcome.value, reason=record.reason, **bind)
-        return record
+                    log.warning("worktree_release_failed", run_id=run_id, tier=request.tier)
+
+    def _lease(
+        self, run_id: int, tier_name: str, tier: TierConfig, cancel: threading.Event
+    ) -> LeaseLike | Decision | None:
+        """The GPUs the tier needs (``None``: it needs none), or why the run cannot have them."""
+        if not tier.gpus:
+            return None
+        if self.gpu_pool is None:
+            return decide(Stop.GPU_UNAVAILABLE, "no GPU pool: NVML is not configured")
+        try:
+            lease = self.gpu_pool.acquire(
+                run_id,
+                tier_name,
+                tier.gpus,
+                self.config.tier_priority(tier_name),
+                self.config.gpu.wait,
+                cancel,
+            )
+        except GpuError as exc:
+            return decide(Stop.GPU_UNAVAILABLE, str(exc))
+        except SchedctlError as exc:  # GpuWaitCancelled: a cancel is no GPU problem
+            return decide(Stop.CANCELLED, self._cancel_reason(run_id) or str(exc) or "cancelled")
+        if cancel.is_set():
+            self.gpu_pool.release(run_id)
+            return decide(Stop.CANCELLED, self._cancel_reason(run_id) or "cancelled while waiting")
+        self.store.update_run(run_id, **lease.provenance())
+        return lease
 
     def _cancel_reason(self, run_id: int) -> str:
         with self._lock:
             active = self._active.get(run_id)
         return active.cancel_reason if active else ""
 
-    def _checkout(self, request: RunRequest, run_id: int) -> tuple[Path, Any, dict[str, Any]]:
+    def _checkout(self, request: RunRequest, run_id: int) -> tuple[Path, CheckoutLike | None]:
         if self.source is None:
             path = self.config.project.path
             if path is None:
                 raise SourceError("project.repo needs the git source; none configured")
-            return path, None, {}
+            return path, None
         checkout = self.source.checkout(request.ref, str(run_id))
-        updates = {"sha": checkout.sha, "source": checkout.provenance()}
+        updates: dict[str, Any] = {"sha": checkout.sha, "source": checkout.provenance()}
         if request.ref is None:
             updates["ref"] = checkout.ref
-        return Path(checkout.path), checkout, updates
-
-    def _execute_torchrun(
-        self,
-        run_id: int,
-        request: RunRequest,
-        tier: TierConfig,
-        workdir: Path,
-        run_dir: Path,
-        lease: Any,
-        cancel: threading.Event,
-        gpu_wait_s: float,
-    ) -> RunRecord:
-        from scheduler.run.kinds.torchrun import LOCAL_RUNNER, ContainerRun, run_torchrun_tier
-
-        runner = self.runners.get(request.runner or tier.runner or self.config.runner)
-        in_container = runner.alias == "docker"
-        image = tier.image or self.config.image
-        container = None
-        if in_container:
-            container = ContainerRun(
-                runner, str(run_id), request.tier, image, labels={"schedctl.host": self.host},
-                grace_s=min(10.0, self.config.daemon.grace),
-                log_limit_bytes=self.config.log_limit_bytes,
-            )  # fmt: skip
-        self.store.update_run(
-            run_id,
-            outcome=Outcome.RUNNING,
-            started_at=utcnow(),
-            runner=runner.alias if in_container else LOCAL_RUNNER,
-            image=image if in_container else None,
-        )
-        self.emit(
-            RunStarted(
-                run_id, request.tier, request.trigger, run_dir, gpu_wait_s, request.fire_lag_s
-            )
-        )
-        done = run_torchrun_tier(
-            tier,
-            python=self.config.project.python,
-            workdir=workdir,
-            run_dir=run_dir,
-            timeout_s=tier.timeout if request.timeout_s is None else request.timeout_s,
-            gpus=tuple(lease.devices) if lease is not None else (),
-            cancel=cancel,
-            env={**base_env(in_container), **tier.env},
-            container=container,
-        )
-        outcome, reason = classify(done.result, ParsedResults(), done.verdict)
-        if outcome is Outcome.CANCELLED:
-            reason = self._cancel_reason(run_id) or reason
-        containers = done.result.provenance.get("containers") or {}
-        extra = {**done.details, **self._leak_check(lease, list(containers.values()))}
-        return self._finish(run_id, done.result, ParsedResults(), outcome, reason, extra)
+        self.store.update_run(run_id, **updates)
+        return Path(checkout.path), checkout
 
     def _leak_check(self, lease: Any, container_ids: Sequence[str] = ()) -> dict[str, Any]:
         """GPU processes left on the leased GPUs after the run.
@@ -481,71 +385,3 @@ class Dispatcher:
             "leaked_gpu_processes": [p.to_json() for p in ours],
             "foreign_gpu_processes": [p.to_json() for p in foreign],
         }
-
-    def _finish(
-        self,
-        run_id: int,
-        result: RunResult,
-        parsed: ParsedResults,
-        outcome: Outcome,
-        reason: str,
-        extra: dict[str, Any],
-    ) -> RunRecord:
-        provenance = dict(result.provenance)
-        details: dict[str, Any] = {
-            "termination": result.termination.value,
-            "log_truncated": result.log_truncated,
-            "results_source": parsed.source,
-            "collected": parsed.collected,
-            "provenance": provenance,
-            **extra,
-        }
-        record = self.store.finish_run(
-            run_id,
-            results=parsed.tests + parsed.collect_errors,
-            outcome=outcome,
-            reason=reason,
-            exit_code=result.exit_code,
-            counts=parsed.counts,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            duration_s=result.duration_s,
-            image_id=provenance.get("image_id"),
-            container_id=provenance.get("container_id"),
-            details=details,
-        )
-        self._finished(record)
-        return record
-
-    def _finish_early(self, run_id: int, outcome: Outcome, reason: str) -> RunRecord:
-        record = self.store.finish_run(
-            run_id, outcome=outcome, reason=reason, counts=empty_counts()
-        )
-        self._finished(record)
-        return record
-
-    def _finished(self, record: RunRecord) -> None:
-        self.emit(
-            RunFinished(
-                record.id,
-                record.tier,
-                record.trigger,
-                record.outcome,
-                record.duration_s or 0.0,
-                dict(record.counts),
-                record.finished_at or utcnow(),
-                record,
-            )
-        )
-
-
-def _chain(source: threading.Event, target: threading.Event) -> None:
-    """Set ``target`` when ``source`` is set (a caller's cancel reaches the run's own event)."""
-
-    def watch() -> None:
-        while not target.is_set():
-            if source.wait(0.2):
-                target.set()
-                return
-
-    threading.Thread(target=watch, daemon=True, name="cancel-chain").start()

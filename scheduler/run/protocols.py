@@ -1,4 +1,7 @@
-"""Protocols of the pluggable parts the dispatcher talks to (no implementation code here)."""
+"""What the dispatcher needs of the source and the GPU pool (no implementation code here).
+
+:mod:`scheduler.source` and :mod:`scheduler.gpu` implement these; tests pass fakes.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,14 @@ from runners.base import GpuDevice
 class CheckoutLike(Protocol):
     """A tree at a known commit, ready to be used as a run's workdir."""
 
-    path: Path
-    sha: str | None
-    ref: str | None
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def sha(self) -> str | None: ...
+
+    @property
+    def ref(self) -> str | None: ...
 
     def provenance(self) -> dict[str, Any]: ...
 
@@ -25,9 +33,10 @@ class SourceLike(Protocol):
 
     def resolve(self, ref: str | None) -> str | None: ...
 
-    def checkout(self, ref: str | None, run_id: str) -> Any: ...
+    def checkout(self, ref: str | None, run_id: str) -> CheckoutLike: ...
 
-    def release(self, checkout: Any, *, keep: bool) -> None: ...
+    def release(self, checkout: Any, *, keep: bool) -> None:
+        """Takes back what :meth:`checkout` returned (``Any``: each source its own type)."""
 
     def changes_between(self, old_sha: str, new_sha: str, limit: int = 50) -> list[str]: ...
 
@@ -35,10 +44,25 @@ class SourceLike(Protocol):
 class LeaseLike(Protocol):
     """GPUs held by one run."""
 
-    devices: Sequence[GpuDevice]
-    waited_s: float
+    @property
+    def run_id(self) -> int: ...
+
+    @property
+    def devices(self) -> Sequence[GpuDevice]: ...
+
+    @property
+    def waited_s(self) -> float: ...
 
     def provenance(self) -> dict[str, Any]: ...
+
+
+class GpuProcessLike(Protocol):
+    """A process holding a context on a GPU."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 class GpuPoolLike(Protocol):
@@ -52,8 +76,9 @@ class GpuPoolLike(Protocol):
         priority: int,
         wait_s: float,
         cancel: threading.Event,
-    ) -> Any: ...
+    ) -> LeaseLike: ...
 
     def release(self, run_id: int) -> None: ...
 
-    def leaked_processes(self, lease: Any, settle_s: float = 2.0) -> list[Any]: ...
+    def leaked_processes(self, lease: Any, settle_s: float = 2.0) -> Sequence[GpuProcessLike]:
+        """Processes on the lease's GPUs after the run (``Any``: the pool's own lease type)."""

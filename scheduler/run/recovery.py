@@ -8,14 +8,14 @@ and GPU leases of dead runs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from runners.registry import RunnerFactory
-from scheduler.kernel.outcome import Outcome
+from scheduler.kernel.outcome import Stop, decide
 from scheduler.orphans import kill_orphan_processes
+from scheduler.run.ledger import RunLedger
 from scheduler.store.engine import RunRecord, Store
 
 log = structlog.get_logger("schedctl.recovery")
@@ -56,11 +56,11 @@ def pid_alive(pid: int | None) -> bool:
 def recover_runs(
     store: Store,
     runners: RunnerFactory,
+    ledger: RunLedger,
     *,
     host: str,
     runs_dir: Path,
     runner_names: set[str],
-    on_finished: Callable[[RunRecord], None],
     proc_root: Path = Path("/proc"),
 ) -> list[int]:
     """Mark runs whose owning process is gone as interrupted; reap leftovers; free leases."""
@@ -71,12 +71,10 @@ def recover_runs(
             continue
         if record.host not in (None, host):
             continue
-        store.finish_run(
-            record.id,
-            outcome=Outcome.INTERRUPTED,
-            reason=f"schedctl process {record.owner_pid} died while the run was "
-            f"{record.outcome.value}",
+        reason = (
+            f"schedctl process {record.owner_pid} died while the run was {record.outcome.value}"
         )
+        ledger.finish(record.id, decide(Stop.INTERRUPTED, reason))
         interrupted.append(record.id)
     live = {str(r.id) for r in store.active_runs()}
     killed = kill_orphan_processes(runs_dir, {int(i) for i in live}, proc_root)
@@ -86,13 +84,9 @@ def recover_runs(
         if reaped.isdigit() and int(reaped) not in interrupted:
             record = store.get_run(int(reaped))
             if not record.outcome.is_final:
-                store.finish_run(
-                    int(reaped), outcome=Outcome.INTERRUPTED, reason="orphaned container reaped"
-                )
-                interrupted.append(int(reaped))
+                ledger.finish(record.id, decide(Stop.INTERRUPTED, "orphaned container reaped"))
+                interrupted.append(record.id)
     store.release_dead_leases()
-    for run_id in interrupted:
-        on_finished(store.get_run(run_id))
     if interrupted:
         log.warning("runs_interrupted", run_ids=interrupted)
     return interrupted

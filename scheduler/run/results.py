@@ -1,20 +1,23 @@
-"""Per-test results from the plugin's JSON lines (or JUnit XML), and the outcome decision.
+"""Per-test results from the plugin's JSON lines (or JUnit XML), read defensively.
 
-:func:`classify` is the only place where a run's :class:`~runners.base.Outcome` is decided.
+Everything here was written by the process under test: a line that does not parse or a field of
+the wrong type is skipped or neutralised, and nothing here decides an outcome alone (that is
+:func:`scheduler.kernel.outcome.decide`, which also weighs the runner's own observation).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from runners.base import RunResult
-from scheduler.kernel.outcome import Outcome, Termination
+from scheduler.kernel.outcome import PytestSession
 from scheduler.store.engine import TestResultRow
 
+MESSAGE_LIMIT = 8000
 COUNT_KEYS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 
 
@@ -31,11 +34,28 @@ class ParsedResults:
     collected: int | None = None
     collect_errors: list[TestResultRow] = field(default_factory=list)
     exitstatus: int | None = None
+    started: bool = False
+    running: str | None = None
     source: str = "none"
 
     @property
     def failing(self) -> list[TestResultRow]:
         return [t for t in self.tests if t.outcome in ("failed", "error")] + self.collect_errors
+
+    def session(self, exit_code: int | None) -> PytestSession:
+        """The session record the outcome decision weighs.
+
+        JUnit XML is written only by a pytest that finished its session: a JUnit fallback (the
+        plugin's lines are missing) counts as a session that ended with the process's exit code.
+        """
+        junit = self.source == "junit"
+        return PytestSession(
+            started=self.started or junit,
+            exitstatus=exit_code if junit else self.exitstatus,
+            failing=[t.nodeid for t in self.tests if t.outcome in ("failed", "error")],
+            collect_errors=[t.nodeid for t in self.collect_errors],
+            running=self.running,
+        )
 
 
 def test_row(record: dict[str, Any]) -> TestResultRow:
@@ -43,10 +63,22 @@ def test_row(record: dict[str, Any]) -> TestResultRow:
     return TestResultRow(
         nodeid=str(record.get("nodeid", "?")),
         outcome=str(record.get("outcome", "error")),
-        duration_s=float(record.get("duration_s") or 0.0),
-        markers=",".join(markers) if isinstance(markers, list) else str(markers),
-        message=record.get("longrepr"),
+        duration_s=_number(record.get("duration_s")),
+        markers=",".join(map(str, markers)) if isinstance(markers, list) else str(markers),
+        message=_text(record.get("longrepr")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:MESSAGE_LIMIT]
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def parse_jsonl(path: Path) -> ParsedResults:
@@ -57,22 +89,35 @@ def parse_jsonl(path: Path) -> ParsedResults:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if not isinstance(record, dict):
+                continue
             kind = record.get("type")
-            if kind == "test":
+            if kind == "start":
+                parsed.started = True
+            elif kind == "test_start":
+                parsed.running = str(record.get("nodeid", "?"))[:500]
+            elif kind == "test":
                 row = test_row(record)
                 parsed.tests.append(row)
+                if parsed.running == row.nodeid:
+                    parsed.running = None
                 if row.outcome in parsed.counts:
                     parsed.counts[row.outcome] += 1
             elif kind == "collection":
-                parsed.collected = int(record.get("collected", 0))
+                parsed.collected = int(_number(record.get("collected")))
             elif kind == "collect_error":
                 parsed.collect_errors.append(
                     TestResultRow(
-                        str(record.get("nodeid", "")), "error", 0.0, "", record.get("longrepr")
+                        str(record.get("nodeid", "")),
+                        "error",
+                        0.0,
+                        "",
+                        _text(record.get("longrepr")),
                     )
                 )
             elif kind == "session":
-                parsed.exitstatus = record.get("exitstatus")
+                status = record.get("exitstatus")
+                parsed.exitstatus = status if isinstance(status, int) else -1
     return parsed
 
 
@@ -106,60 +151,3 @@ def load_results(results_path: Path, junit_path: Path) -> ParsedResults:
         except ET.ParseError:
             return ParsedResults(source="junit-unreadable")
     return ParsedResults()
-
-
-_PYTEST_EXIT = {
-    0: (Outcome.PASSED, "all selected tests passed"),
-    1: (Outcome.FAILED, "tests failed"),
-    2: (
-        Outcome.ERROR,
-        "test run interrupted (pytest exit 2: collection error or KeyboardInterrupt)",
-    ),
-    3: (Outcome.ERROR, "internal pytest error (exit 3)"),
-    4: (Outcome.ERROR, "pytest usage error (exit 4)"),
-    5: (Outcome.NO_TESTS, "no tests were collected/selected (pytest exit 5)"),
-}
-
-
-class VerdictLike(Protocol):
-    """The torchrun comparison's verdict (see :mod:`scheduler.smoketest.compare`)."""
-
-    @property
-    def passed(self) -> bool: ...
-
-    reasons: list[str]
-
-
-def classify(
-    result: RunResult, parsed: ParsedResults, verdict: VerdictLike | None = None
-) -> tuple[Outcome, str]:
-    """Decide the outcome of a finished run and a one-line reason.
-
-    For a torchrun tier, ``verdict`` (the 1-vs-N comparison) decides a run that ended normally.
-    """
-    termination = result.termination
-    if termination is Termination.INFRA:
-        return Outcome.INFRA_ERROR, result.message or "the runner could not start the run"
-    if termination is Termination.TIMEOUT:
-        return Outcome.TIMEOUT, result.message or "run exceeded its timeout and was killed"
-    if termination is Termination.OOM:
-        return Outcome.OOM, result.message or "killed by the out-of-memory killer"
-    if termination is Termination.CANCELLED:
-        return Outcome.CANCELLED, result.message or "cancelled"
-    if verdict is not None:
-        if verdict.passed:
-            return Outcome.PASSED, result.message or "smoketest verdict: passed"
-        return Outcome.FAILED, "smoketest verdict: failed: " + "; ".join(verdict.reasons)
-    code = result.exit_code
-    if code in _PYTEST_EXIT:
-        outcome, reason = _PYTEST_EXIT[code]
-        if outcome is Outcome.FAILED and parsed.failing:
-            names = ", ".join(t.nodeid for t in parsed.failing[:3])
-            more = f" (+{len(parsed.failing) - 3} more)" if len(parsed.failing) > 3 else ""
-            reason = f"{len(parsed.failing)} failing: {names}{more}"
-        if outcome is Outcome.ERROR and parsed.collect_errors:
-            reason = f"collection error in {parsed.collect_errors[0].nodeid}"
-        return outcome, reason
-    if code is not None and code < 0:
-        return Outcome.ERROR, f"test process killed by signal {-code}"
-    return Outcome.ERROR, f"test process exited with unexpected code {code}"

@@ -51,11 +51,11 @@ def build_pytest_command(
         argv += [f"--cov-report=xml:{run_dir / 'coverage.xml'}", "--cov-report=term"]
     argv += list(tier.args)
     argv += list(tier.paths)
-    env = {
-        "SCHEDCTL_RESULTS": str(run_dir / RESULTS_FILE),
-        "PYTHONPATH": str(plugin_dir),
-        **tier.env,
-    }
+    env = {**tier.env, "SCHEDCTL_RESULTS": str(run_dir / RESULTS_FILE)}
+    # The tier's own PYTHONPATH (a src/ layout, say) is kept, after the plugin's directory.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(plugin_dir), tier.env.get("PYTHONPATH")) if p
+    )
     if tier.coverage:
         env["COVERAGE_FILE"] = str(run_dir / ".coverage")
     return argv, env
@@ -84,13 +84,12 @@ def build_pytest_spec(
     timeout_s: float | None,
     workdir: Path,
     run_dir: Path,
-    runner_alias: str,
+    in_container: bool,
     devices: Sequence[GpuDevice],
     host: str,
 ) -> RunSpec:
     """The RunSpec of one pytest run of ``tier`` (request overrides: markers, timeout)."""
     plugin_dir = install_plugin(run_dir / "plugin")
-    in_container = runner_alias == "docker"
     python = "python3" if in_container else (config.project.python or sys.executable)
     argv, env = build_pytest_command(
         python=python, tier=tier, markers=markers, run_dir=run_dir, plugin_dir=plugin_dir

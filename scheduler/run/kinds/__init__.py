@@ -1,1 +1,71 @@
-"""One strategy per tier kind (pytest, torchrun)."""
+"""Tier kinds: how a run of each ``kind`` is prepared, executed and turned into a ``RunEnding``.
+
+The dispatcher does the same for every kind (record, source, GPUs, ledger); what differs lives in
+one strategy per kind: :mod:`.pytest` and :mod:`.torchrun`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runners.base import GpuDevice, Runner
+from scheduler.config import Config, TierConfig
+from scheduler.kernel.outcome import RunEnding
+from scheduler.run.ledger import Evidence
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a kind needs for one run, resolved by the dispatcher."""
+
+    config: Config
+    tier_name: str
+    tier: TierConfig
+    run_id: int
+    runner: Runner
+    workdir: Path
+    run_dir: Path
+    devices: Sequence[GpuDevice]
+    host: str
+    markers: str | None = None
+    timeout_s: float | None = None
+
+    @property
+    def effective_timeout_s(self) -> float:
+        return self.tier.timeout if self.timeout_s is None else self.timeout_s
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A kind's run, done: how it ended, the evidence for the ledger, and its containers."""
+
+    ending: RunEnding
+    evidence: Evidence
+    container_ids: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run ready to start: what the ledger records as it starts, and how to run it."""
+
+    provenance: Mapping[str, Any]
+    """runner, argv, image: written on the row when the run starts."""
+    execute: Callable[[threading.Event], Finished] = field(repr=False)
+
+
+class TierKind(Protocol):
+    name: str
+
+    def prepare(self, ctx: RunContext) -> Prepared: ...
+
+
+def kind_for(name: str) -> TierKind:
+    from scheduler.run.kinds.pytest import PytestKind
+    from scheduler.run.kinds.torchrun import TorchrunKind
+
+    kinds: dict[str, TierKind] = {"pytest": PytestKind(), "torchrun": TorchrunKind()}
+    return kinds[name]

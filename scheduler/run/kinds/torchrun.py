@@ -3,7 +3,7 @@
 Where the launches run follows the tier's runner: with a :class:`ContainerRun` (runner docker)
 each launch is a fresh hardened container with the leased GPUs; without one they are local
 process trees. The smoketest supervises either way (timeouts, silence, stacks before the kill),
-and the verdict then goes through :func:`scheduler.run.results.classify` like any other run.
+and the verdict then goes through :func:`scheduler.kernel.outcome.decide` like any other run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 from runners.base import GpuDevice, Runner, RunResult, RunSpec
 from scheduler.config import TierConfig, TorchrunConfig
 from scheduler.kernel.clock import utcnow
-from scheduler.kernel.outcome import Termination
+from scheduler.kernel.outcome import RunEnding, Termination, VerdictLike
+from scheduler.run.kinds import Finished, Prepared, RunContext
+from scheduler.run.ledger import Evidence
+from scheduler.run.spec import base_env
 
 if TYPE_CHECKING:
     from scheduler.smoketest.launch import Launcher, SmoketestOutcome
@@ -30,7 +33,7 @@ LOCAL_RUNNER = "torchrun-local"
 @dataclass(frozen=True)
 class TorchrunTierResult:
     result: RunResult
-    verdict: Any
+    verdict: VerdictLike | None
     details: dict[str, Any]
 
 
@@ -162,3 +165,48 @@ def _torch_missing(python: str, env: Mapping[str, str]) -> str:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return f"torch is not importable by {python} ({last}); install it in the project's python"
     return ""
+
+
+class TorchrunKind:
+    """The weekly smoketest kind: a 1-GPU and an N-GPU launch, compared into a verdict."""
+
+    name = "torchrun"
+
+    def prepare(self, ctx: RunContext) -> Prepared:
+        runner, tier = ctx.runner, ctx.tier
+        image = tier.image or ctx.config.image
+        container = None
+        if runner.in_container:
+            container = ContainerRun(
+                runner, str(ctx.run_id), ctx.tier_name, image,
+                labels={"schedctl.host": ctx.host},
+                grace_s=min(10.0, ctx.config.daemon.grace),
+                log_limit_bytes=ctx.config.log_limit_bytes,
+            )  # fmt: skip
+
+        def execute(cancel: threading.Event) -> Finished:
+            done = run_torchrun_tier(
+                tier,
+                python=ctx.config.project.python,
+                workdir=ctx.workdir,
+                run_dir=ctx.run_dir,
+                timeout_s=ctx.effective_timeout_s,
+                gpus=tuple(ctx.devices),
+                cancel=cancel,
+                env={**base_env(runner.in_container), **tier.env},
+                container=container,
+            )
+            result = done.result
+            ending = RunEnding(
+                result.termination, result.exit_code, result.message, verdict=done.verdict
+            )
+            containers = result.provenance.get("containers") or {}
+            return Finished(
+                ending, Evidence(result, details=done.details), list(containers.values())
+            )
+
+        provenance = {
+            "runner": runner.alias if container else LOCAL_RUNNER,
+            "image": image if container else None,
+        }
+        return Prepared(provenance, execute)
