@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -353,6 +354,40 @@ class Config(_Model):
         if name in self.gpu.priorities:
             return self.gpu.priorities.index(name)
         return len(self.gpu.priorities) + list(self.tiers).index(name)
+
+    def runner_for(self, tier_name: str, requested: str | None = None) -> str:
+        """The runner a run of ``tier_name`` asks for: ``"local"``, ``"docker"`` or ``"auto"``.
+
+        Precedence: ``requested`` (``schedctl run --runner``, an API submit), then the tier's
+        ``runner``, then the top-level ``runner``. The one rule applied on top: ``auto`` with
+        ``project.python`` set is ``"local"``, because project.python is a host path that cannot
+        run inside a container. Any other ``auto`` is returned as is; the caller then resolves it
+        with :meth:`runners.registry.RunnerFactory.resolve` (Docker when an engine answers,
+        else local). An explicit ``docker`` stays ``"docker"`` even with project.python set: the
+        image's ``python3`` runs the tests and project.python is ignored (``config check`` warns).
+
+        Pure: reads only this config, no I/O. Raises :class:`UnknownTierError` for an unknown tier.
+        """
+        tier = self.tier(tier_name)
+        name = requested or tier.runner or self.runner
+        if name == "auto" and self.project.python:
+            return "local"
+        return name
+
+    def python_for(self, tier_name: str, backend: str) -> str:
+        """Which interpreter runs ``tier_name``'s tests on ``backend``, for people to read.
+
+        ``backend`` is a resolved runner (``"docker"`` or ``"local"``, not ``"auto"``). Docker:
+        ``python3 in image IMAGE`` (the tier's image, else the top-level one); local:
+        project.python, else schedctl's own interpreter. Mirrors the interpreter choice of
+        :func:`scheduler.run.spec.build_pytest_spec` and of torchrun tiers.
+        """
+        tier = self.tier(tier_name)
+        if backend == "docker":
+            return f"python3 in image {tier.image or self.image}"
+        if self.project.python:
+            return self.project.python
+        return f"{sys.executable} (schedctl's own)"
 
     @property
     def db_path(self) -> Path:

@@ -12,7 +12,7 @@ from scheduler.alerts.build import SinkSet, build_sinks
 from scheduler.alerts.payload import sample_alert
 from scheduler.alerts.status import overview
 from scheduler.cli.app import AppContext
-from scheduler.cli.output import console, emit_json
+from scheduler.cli.output import console, emit_json, line
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import AlertError, UsageError
 
@@ -44,10 +44,11 @@ def alerts_group(ctx: click.Context, limit: int, as_json: bool) -> None:
 def _print_overview(data: dict[str, Any]) -> None:
     out = console()
     for sink in data["sinks"]:
+        name = (sink["name"], "bold")
         if sink["enabled"]:
-            out.print(f"sink [bold]{sink['name']}[/bold] ({sink['kind']}): {sink['target']}")
+            out.print(line("sink ", name, f" ({sink['kind']}): ", sink["target"]))
         else:
-            out.print(f"sink [bold]{sink['name']}[/bold]: [red]disabled[/red]: {sink['reason']}")
+            out.print(line("sink ", name, ": ", ("disabled", "red"), ": ", sink["reason"]))
     if not data["sinks"]:
         out.print("no alert sinks configured (alerts: in config.yaml)")
     table = Table(
@@ -56,22 +57,24 @@ def _print_overview(data: dict[str, Any]) -> None:
     for a in data["alerts"]:
         style = "red" if a["state"] == "firing" else "green"
         table.add_row(
-            a["fingerprint"],
-            f"[{style}]{a['state']}[/{style}]",
-            a["severity"],
-            str(a["consecutive"]),
-            str(a["last_run_id"] or "-"),
-            str(a["updated_at"])[:16].replace("T", " "),
+            line(a["fingerprint"]),
+            line((a["state"], style)),
+            line(a["severity"]),
+            line(a["consecutive"]),
+            line(a["last_run_id"]),
+            line(str(a["updated_at"])[:16].replace("T", " ")),
         )
     out.print(table)
     deliveries = data["deliveries"]
     counts = ", ".join(f"{k} {v}" for k, v in sorted(deliveries["counts"].items())) or "none"
-    out.print(f"deliveries: {counts}")
+    out.print(line(f"deliveries: {counts}"))
     for label in ("pending", "dead"):
         for row in deliveries[label]:
             out.print(
-                f"  {label:<7} {row['id']}  attempts {row['attempts']}  "
-                f"next {row['next_attempt_at'][:19]}  {row['last_error'] or ''}"
+                line(
+                    f"  {label:<7} {row['id']}  attempts {row['attempts']}  ",
+                    f"next {str(row['next_attempt_at'])[:19]}  {row['last_error'] or ''}",
+                )
             )
 
 

@@ -9,18 +9,15 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from scheduler.api import daemon_client, socket_path, status_payload
 from scheduler.cli.app import AppContext
-from scheduler.cli.output import console, emit_json, styled
+from scheduler.cli.output import console, emit_json, line, styled
 from scheduler.cli.schedule_cmd import upcoming
 from scheduler.daemon.assembly import build_dispatcher, build_services
-from scheduler.daemon.scheduler import (
-    Daemon,
-    StateLock,
-    install_signal_handlers,
-    wait_for_signal,
-)
+from scheduler.daemon.lock import StateLock
+from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
 from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
 from scheduler.kernel.errors import DaemonError, UnknownRunError
 from scheduler.kernel.events import Event, Listener, RunFinished
@@ -121,42 +118,51 @@ def status_command(app: AppContext, as_json: bool) -> None:
     table = Table("tier", "schedule", "last", "failures in a row", "next (UTC)")
     for row in payload["tiers"]:
         last = (
-            f"{styled(Outcome(row['last_outcome']))} #{row['last_run_id']} "
-            f"{row['last_finished_at'] or ''}"
+            line(
+                styled(Outcome(row["last_outcome"])),
+                f" #{row['last_run_id']} {row['last_finished_at'] or ''}".rstrip(),
+            )
             if row["last_outcome"]
-            else "-"
+            else line("-")
         )
         table.add_row(
-            row["tier"],
-            row["schedule"] or "manual",
+            line(row["tier"]),
+            line(row["schedule"] or "manual"),
             last,
-            str(row["consecutive_failures"]),
-            row["next"] or "-",
+            line(row["consecutive_failures"]),
+            line(row["next"]),
         )
     out.print(table)
     for run in payload["active_runs"]:
         out.print(
-            f"active: run {run['id']} {run['tier']} {run['outcome']} ({run['trigger']}) "
-            f"since {run['started_at'] or run['queued_at']}"
+            line(
+                f"active: run {run['id']} {run['tier']} {run['outcome']} ({run['trigger']}) "
+                f"since {run['started_at'] or run['queued_at']}"
+            )
         )
     for lease in payload["gpu_leases"]:
         out.print(
-            f"gpu {lease['gpu_index']} ({lease['gpu_uuid']}) leased to run {lease['run_id']}"
-            f" ({lease['tier']})"
+            line(
+                f"gpu {lease['gpu_index']} ({lease['gpu_uuid']}) leased to run {lease['run_id']}"
+                f" ({lease['tier']})"
+            )
         )
 
 
-def _daemon_line(daemon: dict[str, Any]) -> str:
+def _daemon_line(daemon: dict[str, Any]) -> Text:
     if not daemon.get("running"):
-        return "daemon: [yellow]not running[/yellow]"
+        return line("daemon: ", ("not running", "yellow"))
     if not daemon.get("reachable"):
         why = daemon.get("error") or "its API socket is missing"
-        return f"daemon: [yellow]running (pid {daemon['pid']}) but not reachable[/yellow]: {why}"
+        return line(
+            "daemon: ", (f"running (pid {daemon['pid']}) but not reachable", "yellow"), ": ", why
+        )
     uptime = int(daemon.get("uptime_s") or 0)
     hours, rest = divmod(uptime, 3600)
-    return (
-        f"daemon: [green]running[/green] (pid {daemon['pid']}, up {hours}h{rest // 60:02d}m, "
-        f"version {daemon.get('version')})"
+    return line(
+        "daemon: ",
+        ("running", "green"),
+        f" (pid {daemon['pid']}, up {hours}h{rest // 60:02d}m, version {daemon.get('version')})",
     )
 
 

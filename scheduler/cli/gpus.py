@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from scheduler.cli.output import console, line
 from scheduler.config import GpuPolicy
 from scheduler.gpu import GpuProbe, LeaseHolder, build_probe, evaluate, lease_holders
 from scheduler.kernel.errors import GpuError, NvmlUnavailable
@@ -59,7 +59,9 @@ def _cell(value: object, unit: str = "") -> str:
 
 def _table(report: Mapping[str, Any]) -> Table:
     table = Table(
-        title=f"driver {_cell(report['driver_version'])} · CUDA {_cell(report['cuda_version'])}"
+        title=line(
+            f"driver {_cell(report['driver_version'])} · CUDA {_cell(report['cuda_version'])}"
+        )
     )
     table.add_column("gpu", justify="right")
     for column in ("name", "memory", "util", "temp", "processes", "lease", "state"):
@@ -70,14 +72,14 @@ def _table(report: Mapping[str, Any]) -> Table:
         )
         lease = gpu["lease"]
         table.add_row(
-            str(gpu["index"]),
-            gpu["name"],
-            f"{gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB",
-            _cell(gpu["utilization_pct"], "%"),
-            _cell(gpu["temperature_c"], "°C"),
-            procs or "-",
-            "-" if lease is None else f"run {lease['run_id']} ({lease['tier']})",
-            "[green]free[/]" if gpu["free"] else "[red]busy[/]",
+            line(gpu["index"]),
+            line(gpu["name"]),
+            line(f"{gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB"),
+            line(_cell(gpu["utilization_pct"], "%")),
+            line(_cell(gpu["temperature_c"], "°C")),
+            line(procs or "-"),
+            line(None if lease is None else f"run {lease['run_id']} ({lease['tier']})"),
+            line(("free", "green") if gpu["free"] else ("busy", "red")),
         )
     return table
 
@@ -108,9 +110,9 @@ def gpus_command(app: Any, as_json: bool) -> None:
     elif report["reason"] and not report["gpus"]:
         click.echo(f"no GPUs: {report['reason']}")
     else:
-        console = Console()
-        console.print(_table(report))
-        for line in _verdict_lines(report):
-            console.print(line, markup=False, highlight=False)
+        out = console()
+        out.print(_table(report))
+        for verdict in _verdict_lines(report):
+            out.print(line(verdict))
     if code:
         raise click.exceptions.Exit(code)

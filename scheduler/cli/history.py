@@ -12,7 +12,7 @@ from rich.table import Table
 
 from runners.base import LOG_FILE
 from scheduler.cli.app import AppContext
-from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, styled
+from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, line, styled
 from scheduler.daemon.assembly import build_source
 from scheduler.kernel.errors import UnknownRunError
 from scheduler.kernel.outcome import Outcome
@@ -38,14 +38,14 @@ def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -
     for r in records:
         counts = r.counts
         table.add_row(
-            str(r.id),
-            r.tier,
-            r.trigger,
+            line(r.id),
+            line(r.tier),
+            line(r.trigger),
             styled(r.outcome),
-            fmt_time(r.started_at or r.queued_at),
-            fmt_duration(r.duration_s),
-            f"{counts.get('passed', 0)}/{counts.get('failed', 0)}",
-            (r.sha or "")[:10],
+            line(fmt_time(r.started_at or r.queued_at)),
+            line(fmt_duration(r.duration_s)),
+            line(f"{counts.get('passed', 0)}/{counts.get('failed', 0)}"),
+            line((r.sha or "")[:10]),
         )
     console().print(table)
 
@@ -99,48 +99,73 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
         emit_json(payload)
         return
     out = console()
-    out.print(f"[bold]run {record.id}[/bold]  tier {record.tier}  {styled(record.outcome)}")
+    out.print(
+        line((f"run {record.id}", "bold"), "  tier ", record.tier, "  ", styled(record.outcome))
+    )
+    slot = f" (slot {fmt_time(record.slot)})" if record.slot else ""
     rows = [
         ("reason", record.reason),
-        ("trigger", record.trigger + (f" (slot {fmt_time(record.slot)})" if record.slot else "")),
+        ("trigger", record.trigger + slot),
         ("started", fmt_time(record.started_at)),
         ("duration", fmt_duration(record.duration_s)),
-        ("exit code", str(record.exit_code)),
-        ("runner", record.runner or "-"),
-        (
-            "commit",
-            f"{record.sha or '-'} {record.source.get('subject', '') if record.source else ''}",
-        ),
-        ("ref", record.ref or "-"),
-        ("image", f"{record.image or '-'} {record.image_id or ''}".strip()),
-        ("container", record.container_id or "-"),
-        ("markers", record.markers or "-"),
+        ("exit code", record.exit_code),
+        ("runner", record.runner),
+        ("commit", commit_line(record)),
+        ("ref", record.ref),
+        ("image", " ".join(str(x) for x in (record.image, record.image_id) if x) or None),
+        ("container", record.container_id),
+        ("markers", record.markers),
     ]
     if record.gpus:
-        names = ", ".join(f"{g.get('index')}:{g.get('name')} {g.get('uuid')}" for g in record.gpus)
+        names = ", ".join(
+            " ".join(str(g.get(k)) for k in ("index", "name", "uuid") if g.get(k) is not None)
+            for g in record.gpus
+        )
         rows.append(("gpus", names))
-        rows.append(("driver/cuda", f"{record.driver_version} / {record.cuda_version}"))
+        rows.append(
+            ("driver/cuda", f"{record.driver_version or '-'} / {record.cuda_version or '-'}")
+        )
     for key, value in rows:
-        out.print(f"  {key:<10} {value}")
+        out.print(line(f"  {key:<10} ", value))
     counts = record.counts
-    out.print("  counts     " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    out.print(line("  counts     ", ", ".join(f"{k} {v}" for k, v in counts.items() if v)))
     for extra in ("comparison_table",):
         if record.details.get(extra):
-            out.print(record.details[extra])
+            out.print(line(record.details[extra]))
     if payload["changes_since_green"]:
-        out.print(f"[bold]changes since last green run {payload['last_green_run_id']}:[/bold]")
-        for line in payload["changes_since_green"]:
-            out.print(f"  {line}")
+        out.print(line((f"changes since last green run {payload['last_green_run_id']}:", "bold")))
+        for change in payload["changes_since_green"]:
+            out.print(line("  ", change))
     tests = payload["tests"]
     if tests:
         table = Table("outcome", "duration", "test")
         ordered = sorted(tests, key=lambda t: (t["outcome"] not in FAILING, t["nodeid"]))
         for t in ordered:
-            table.add_row(t["outcome"], f"{t['duration_s']:.2f}s", t["nodeid"])
+            duration = f"{t['duration_s'] or 0:.2f}s"
+            table.add_row(line(t["outcome"]), line(duration), line(t["nodeid"]))
         out.print(table)
         for t in ordered:
             if t["outcome"] in FAILING and t["message"]:
-                out.print(f"[red]{t['nodeid']}[/red]\n{t['message']}\n")
+                out.print(line((t["nodeid"], "red"), "\n", t["message"], "\n"))
+
+
+def commit_line(record: RunRecord) -> str | None:
+    """The tested commit as ``SHA subject (note)``; for a plain directory, says so and where.
+
+    ``None`` (printed as ``-``) when the run never got a tree (it ended before the checkout).
+    """
+    source = record.source or {}
+    note = source.get("note") or ""
+    sha = record.sha or source.get("sha")
+    if sha:
+        subject = source.get("subject")
+        return " ".join(str(x) for x in (sha, subject, f"({note})" if note else None) if x)
+    if not source:
+        return None
+    where = source.get("workdir") or source.get("origin") or "the project path"
+    if not note or note.startswith("not a git repository"):
+        return f"(not a git checkout: {where})"
+    return f"(no commit: {note}: {where})"
 
 
 @click.command("logs")

@@ -1,4 +1,10 @@
-"""Rendering helpers shared by commands: JSON, durations, outcome colours."""
+"""Rendering helpers shared by commands: JSON, durations, outcome colours, literal text.
+
+Anything that came from a test, a log, a run's reason, a commit, a config file or another
+process goes to rich through :func:`line` (or :func:`styled`), never inside a markup string:
+``test_x[/a/b.py-None]`` or ``[bold]`` would otherwise be parsed as markup (a ``MarkupError``,
+or text that silently vanishes).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from scheduler.kernel.outcome import Outcome
 
@@ -31,9 +38,27 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def styled(outcome: Outcome) -> str:
-    style = OUTCOME_STYLE.get(outcome, "magenta")
-    return f"[{style}]{outcome.value}[/{style}]"
+def line(*parts: object, missing: str = "-") -> Text:
+    """Literal text for rich, joined from ``parts``; nothing in it is read as markup or emoji.
+
+    A :class:`~rich.text.Text` part is kept as is, a ``(text, style)`` tuple is coloured, ``None``
+    becomes ``missing`` (a user never sees the string ``None``), anything else is ``str()``-ed.
+    """
+    text = Text()
+    for part in parts:
+        if isinstance(part, Text):
+            text.append_text(part)
+        elif isinstance(part, tuple) and len(part) == 2:
+            value, style = part
+            text.append(missing if value is None else str(value), style=str(style))
+        else:
+            text.append(missing if part is None else str(part))
+    return text
+
+
+def styled(outcome: Outcome) -> Text:
+    """The outcome's value in its colour."""
+    return line((outcome.value, OUTCOME_STYLE.get(outcome, "magenta")))
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -15,7 +15,7 @@ from rich.progress import (
 )
 
 from runners.base import RESULTS_FILE
-from scheduler.cli.output import console
+from scheduler.cli.output import console, line
 
 
 class ResultsTail:
@@ -39,9 +39,9 @@ class ResultsTail:
         self.offset += len(chunk)
         self.buffer += chunk
         *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
+        for raw in lines:
             try:
-                record = json.loads(line)
+                record = json.loads(raw)
             except ValueError:
                 continue
             if record.get("type") == "collection":
@@ -66,7 +66,7 @@ class ProgressView:
         if not self.enabled:
             return
         self.progress = Progress(
-            TextColumn(f"run {run_id} [bold]{tier}[/bold]"),
+            TextColumn(line(f"run {run_id} ", (tier, "bold")).markup),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[failed]} failed"),

@@ -16,7 +16,7 @@ import click
 
 from scheduler.api import ApiClient, daemon_client, run_summary
 from scheduler.cli.app import AppContext
-from scheduler.cli.output import console, emit_json, fmt_duration, styled
+from scheduler.cli.output import console, emit_json, fmt_duration, line, styled
 from scheduler.cli.progress import ProgressView, ResultsTail
 from scheduler.daemon.assembly import build_dispatcher
 from scheduler.kernel.errors import DaemonError, UsageError
@@ -200,9 +200,12 @@ def _print_result(summary: dict[str, Any]) -> None:
     parts = [f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped")]
     run_id = summary["run_id"]
     out.print(
-        f"run {run_id} ({summary['tier']}): {styled(Outcome(summary['outcome']))} in "
-        f"{fmt_duration(summary['duration_s'])} - {', '.join(parts)}"
+        line(
+            f"run {run_id} ({summary['tier']}): ",
+            styled(Outcome(summary["outcome"])),
+            f" in {fmt_duration(summary['duration_s'])} - {', '.join(parts)}",
+        )
     )
     if summary["reason"]:
-        out.print(f"  {summary['reason']}")
-    out.print(f"  details: schedctl show {run_id}   log: schedctl logs {run_id}")
+        out.print(line("  ", summary["reason"]))
+    out.print(line(f"  details: schedctl show {run_id}   log: schedctl logs {run_id}"))

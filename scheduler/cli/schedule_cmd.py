@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import click
 from rich.table import Table
 
+from runners import registry
 from scheduler.cli.app import AppContext, find_config
-from scheduler.cli.output import console, emit_json
+from scheduler.cli.output import console, emit_json, line
 from scheduler.config import Config, json_schema, load_config
 from scheduler.daemon.cron import next_fire_times, parse_cron
 from scheduler.kernel.errors import ConfigError
@@ -51,7 +52,9 @@ def schedule_command(app: AppContext, count: int, as_json: bool) -> None:
     for row in rows:
         nexts = row["next"]
         assert isinstance(nexts, list)
-        table.add_row(str(row["tier"]), str(row["schedule"] or "manual"), "\n".join(nexts) or "-")
+        table.add_row(
+            line(row["tier"]), line(row["schedule"] or "manual"), line("\n".join(nexts) or "-")
+        )
     console().print(table)
 
 
@@ -64,10 +67,60 @@ def config_group() -> None:
 @click.argument("path", required=False)
 @click.pass_obj
 def config_check(app: AppContext, path: str | None) -> None:
-    """Exit 0 when the config is valid; else exit 2 with one line per problem."""
+    """Exit 0 when the config is valid; else exit 2 with one line per problem.
+
+    A valid config also gets one line per tier: the runner it will use (``auto`` probes Docker
+    now) and the interpreter that runs its tests; doubtful combinations are warnings on stderr.
+    """
     target = find_config(path or app.config_path)
     config = load_config(target)
     click.echo(f"{target}: ok ({len(config.tiers)} tiers: {', '.join(config.tiers)})")
+    lines, warnings = tier_runners(config)
+    for text in lines:
+        click.echo(f"  {text}")
+    for text in warnings:
+        click.echo(f"warning: {text}", err=True)
+
+
+def tier_runners(config: Config) -> tuple[list[str], list[str]]:
+    """Per tier ``NAME  runner=... (why)  python=...``, and warnings about runner choices.
+
+    The runner comes from :meth:`Config.runner_for`; ``auto`` is resolved by
+    :meth:`RunnerFactory.resolve` as the dispatcher would, with Docker probed at most once.
+    """
+    probed: list[tuple[bool, str]] = []
+
+    def probe() -> tuple[bool, str]:
+        if not probed:
+            probed.append(registry.docker_probe())
+        return probed[0]
+
+    factory = registry.RunnerFactory(probe=probe)
+    resolved: dict[str, str] = {}
+    width = max(len(name) for name in config.tiers)
+    lines: list[str] = []
+    warnings: list[str] = []
+    python = config.project.python
+    for name, tier in config.tiers.items():
+        configured = config.runner_for(name)
+        if configured not in resolved:
+            resolved[configured] = factory.resolve(configured)
+        backend = resolved[configured]
+        why = ""
+        if configured == "auto":
+            ok, reason = probe()
+            why = f" (auto: {reason})" if ok else f" (auto: no Docker engine: {reason})"
+        elif python and (tier.runner or config.runner) == "auto":
+            why = " (auto: project.python is set, a host interpreter)"
+        lines.append(
+            f"{name:<{width}}  runner={backend}{why}  python={config.python_for(name, backend)}"
+        )
+        if configured == "docker" and python:
+            warnings.append(
+                f"tier {name}: runner: docker runs the tests with the image's python3; "
+                f"project.python ({python}) is ignored (use runner: local or auto to use it)"
+            )
+    return lines, warnings
 
 
 @config_group.command("schema")

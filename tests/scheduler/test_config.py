@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler.config import load_config, parse_duration
+from scheduler.config import Config, config_from_mapping, load_config, parse_duration
 from scheduler.kernel.errors import ConfigError, UnknownTierError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +181,41 @@ def test_missing_project_path_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, data))
     assert err.value.problems == [f"project.path: {tmp_path / 'no/such/dir'} is not a directory"]
+
+
+class TestRunnerFor:
+    """Config.runner_for / python_for: which runner and interpreter a tier's run asks for."""
+
+    @staticmethod
+    def config(tmp_path: Path, python: str | None = None, **top: object) -> Config:
+        project: dict[str, object] = {"path": str(tmp_path)}
+        if python:
+            project["python"] = python
+        tiers = {"plain": {}, "auto": {"runner": "auto"}, "docker": {"runner": "docker"}}
+        data = {"project": project, "tiers": tiers, **top}
+        return config_from_mapping(data)
+
+    def test_auto_with_project_python_is_local(self, tmp_path: Path) -> None:
+        """runner: auto (global or per tier) with project.python set resolves to local."""
+        config = self.config(tmp_path, python="/venv/bin/python", runner="auto")
+        assert config.runner_for("plain") == "local"
+        assert config.runner_for("auto") == "local"
+        assert config.runner_for("plain", requested="auto") == "local"
+        assert config.python_for("plain", "local") == "/venv/bin/python"
+
+    def test_auto_without_project_python_is_left_to_the_probe(self, tmp_path: Path) -> None:
+        """Without project.python, auto stays auto (the runner factory probes Docker later)."""
+        config = self.config(tmp_path, runner="auto")
+        assert config.runner_for("plain") == "auto"
+        assert config.runner_for("auto") == "auto"
+        assert config.runner_for("auto", requested="local") == "local"
+        assert config.python_for("plain", "local").endswith("(schedctl's own)")
+
+    def test_explicit_runners_are_kept(self, tmp_path: Path) -> None:
+        """runner: docker stays docker with project.python (the image's python3 runs)."""
+        config = self.config(tmp_path, python="/venv/bin/python", runner="local", image="img:1")
+        assert config.runner_for("plain") == "local"
+        assert config.runner_for("docker") == "docker"
+        assert config.python_for("docker", "docker") == "python3 in image img:1"
+        with pytest.raises(UnknownTierError):
+            config.runner_for("nope")
