@@ -1,6 +1,6 @@
 """kill -9 / restart loop against a real daemon process: no slot lost, none run twice.
 
-The daemon is tests/scheduler/daemon_harness.py (``schedctl daemon`` with every tier on a
+The daemon is tests/scheduler/daemon/harness.py (``schedctl daemon`` with every tier on a
 seconds-level trigger, since cron's minute resolution would make this loop take hours). Each
 cycle lets it run a random 0.5-4 s, SIGKILLs it (often mid-run), restarts it and times how long
 until it holds the lock and answers on its socket. At the end every trigger slot between the
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from scheduler.api import ApiClient  # noqa: E402
 from scheduler.daemon.cron import slots_between  # noqa: E402
-from scheduler.daemon.scheduler import StateLock  # noqa: E402
+from scheduler.daemon.lock import StateLock  # noqa: E402
 from scheduler.orphans import run_processes  # noqa: E402
 from scheduler.store.engine import Store  # noqa: E402
 
@@ -61,7 +61,7 @@ def start(config: Path, every: int, log: Path) -> tuple[subprocess.Popen[bytes],
             [
                 sys.executable,
                 "-m",
-                "tests.scheduler.daemon_harness",
+                "tests.scheduler.daemon.harness",
                 str(config),
                 str(every),
                 str(config.parent / "events.jsonl"),

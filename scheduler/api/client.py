@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from scheduler.api.server import socket_path, unix_address
 from scheduler.config import Config
-from scheduler.daemon.scheduler import StateLock
+from scheduler.daemon.lock import StateLock
 from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Iterable
-from typing import Any
 
 from runners.registry import RunnerFactory
 from scheduler.alerts import build_alerting
@@ -15,25 +13,23 @@ from scheduler.daemon.scheduler import Service
 from scheduler.kernel.events import Listener
 from scheduler.metrics import MetricsService, build_metrics
 from scheduler.run.dispatch import Dispatcher
+from scheduler.run.protocols import GpuPoolLike, SourceLike
 from scheduler.store.engine import Store
 
 
-def build_source(config: Config) -> Any:
-    try:
-        module = importlib.import_module("scheduler.source")
-    except ImportError:
-        return None
-    return module.Source(config.project, config.state_dir)
+def build_source(config: Config) -> SourceLike:
+    from scheduler.source import Source
+
+    return Source(config.project, config.state_dir)
 
 
-def build_gpu_pool(config: Config, store: Store) -> Any:
+def build_gpu_pool(config: Config, store: Store) -> GpuPoolLike | None:
+    """The GPU pool, only when a tier needs GPUs (NVML is never loaded otherwise)."""
     if not any(tier.gpus for tier in config.tiers.values()):
         return None
-    try:
-        module = importlib.import_module("scheduler.gpu")
-    except ImportError:
-        return None
-    return module.build_pool(config, store)
+    from scheduler.gpu import build_pool
+
+    return build_pool(config, store)
 
 
 def build_dispatcher(

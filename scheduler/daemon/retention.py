@@ -13,13 +13,14 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from scheduler.config import Config
+from scheduler.kernel.clock import utcnow
 from scheduler.store.engine import Store
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Pruner:
         config: Config,
         store: Store,
         source: Any = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.store = store

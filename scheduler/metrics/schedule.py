@@ -8,7 +8,7 @@ tier's next two slots; rules compare ``time() - last run`` with it to find tiers
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler.config import Config
 from scheduler.daemon.cron import next_fire_times, parse_cron
+from scheduler.kernel.clock import utcnow
 
 __all__ = ["NextFireSource", "ScheduleCollector"]
 
@@ -29,7 +30,7 @@ class ScheduleCollector:
     """``schedctl_tier_next_fire_timestamp_seconds`` and ``schedctl_tier_period_seconds``."""
 
     def __init__(self, config: Config, clock: Callable[[], datetime] | None = None) -> None:
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or utcnow
         self._triggers: dict[str, Any] = {
             name: parse_cron(tier.schedule, config.timezone)
             for name, tier in config.tiers.items()

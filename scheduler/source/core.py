@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from scheduler.config import ProjectConfig
+from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import SourceError, UnknownRefError
 from scheduler.source.checkout import Checkout
 from scheduler.source.git import Git, GitResult, RepoLock, boundary, redact_url, remove_tree
@@ -23,10 +24,6 @@ log = structlog.get_logger("schedctl.source")
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 _DIRTY_NOTE = "working tree, may have uncommitted changes"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class Source:
         state_dir: Path,
         *,
         git: str = "git",
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
         retry_delays: Sequence[float] = (2.0, 10.0),
         fetch_reuse: timedelta = timedelta(seconds=60),

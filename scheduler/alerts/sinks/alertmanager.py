@@ -21,15 +21,12 @@ from scheduler.alerts.payload import Alert
 from scheduler.alerts.rules import Action, Severity
 from scheduler.alerts.sinks.base import USER_AGENT, Delivery, Sink
 from scheduler.alerts.sinks.http import HttpClient
+from scheduler.kernel.clock import utcnow
 
 ALERTNAME = "SchedctlTierFailing"
 TEST_ALERTNAME = "SchedctlTest"
 DEFAULT_FIRING_TTL = timedelta(days=8)
 TEST_TTL = timedelta(minutes=5)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _stamp(when: datetime) -> str:
@@ -52,7 +49,7 @@ class AlertmanagerSink(Sink):
         *,
         host: str | None = None,
         firing_ttl: timedelta = DEFAULT_FIRING_TTL,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         tiers: Sequence[str] = (),
         severities: Sequence[str] = (),
     ) -> None:

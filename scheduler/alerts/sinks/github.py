@@ -21,7 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.alerts.payload import Alert
@@ -38,6 +38,7 @@ from scheduler.alerts.sinks.github_text import (
     resolve_text,
 )
 from scheduler.alerts.sinks.http import HttpClient
+from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import AlertError
 
 API_VERSION = "2022-11-28"
@@ -47,10 +48,6 @@ MAX_PAGES = 10
 def failing_digest(alert: Alert) -> str:
     names = "\n".join(sorted(f.nodeid for f in alert.run.failing))
     return hashlib.sha256(f"{names}\n{alert.run.failing_total}".encode()).hexdigest()[:16]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ class GitHubSink(Sink):
         escalation_labels: Sequence[str] = ("high-priority",),
         comment_min_interval_s: float = 21600.0,
         write_interval_s: float = 1.0,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         tiers: Sequence[str] = (),

@@ -12,21 +12,18 @@ in the body) are transient with the server's delay; every other 4xx is permanent
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import requests
 
 from scheduler.alerts.retry import parse_reset_epoch, parse_retry_after
+from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import AlertError
 
 DEFAULT_TIMEOUT_S = 10.0
 SECONDARY_LIMIT_DEFAULT_S = 60.0
 _BODY_SNIPPET = 300
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class HttpClient:
@@ -38,7 +35,7 @@ class HttpClient:
         target: str,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.session = session
         self.target = target

@@ -6,7 +6,7 @@ daemon's ``trigger_for`` seam, so restarts and missed slots can be exercised in 
 instead of minutes. It also appends every dispatcher event to a JSON-lines file, so a test can
 see the alert events (``SlotMissed``) a separate process emitted.
 
-Usage: python -m tests.scheduler.daemon_harness CONFIG EVERY_S EVENTS_FILE
+Usage: python -m tests.scheduler.daemon.harness CONFIG EVERY_S EVENTS_FILE
 """
 
 from __future__ import annotations

@@ -19,8 +19,10 @@ from apscheduler.triggers.cron import CronTrigger
 
 from runners.fake import FakeBehaviour
 from scheduler.config import Config
-from scheduler.daemon.scheduler import JOB_PREFIX, Daemon, SlotPlan, StateLock
+from scheduler.daemon.lock import StateLock
+from scheduler.daemon.scheduler import JOB_PREFIX, Daemon
 from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
+from scheduler.daemon.slots import SlotPlan
 from scheduler.kernel.errors import DaemonLocked
 from scheduler.kernel.events import Event, SlotMissed
 from scheduler.kernel.outcome import Outcome

@@ -1,7 +1,7 @@
 """The daemon as a real process: CLI through it, kill -9 and restart, missed slots, sd_notify,
 graceful stop, and the systemd unit.
 
-Scheduled slots use tests/scheduler/daemon_harness.py (the same daemon with a seconds-level
+Scheduled slots use tests/scheduler/daemon/harness.py (the same daemon with a seconds-level
 trigger), so restart behaviour is checked in seconds rather than cron minutes.
 """
 
@@ -25,7 +25,7 @@ import pytest
 
 from scheduler.api import ApiClient
 from scheduler.config import load_config
-from scheduler.daemon.scheduler import StateLock
+from scheduler.daemon.lock import StateLock
 from scheduler.orphans import kill_orphan_processes, run_processes
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import ROOT, SCHEDCTL, tier
@@ -67,7 +67,7 @@ class Daemons:
         if every_s is None:
             argv = [*SCHEDCTL, "--config", str(self.config), "daemon", "--log-format", "json"]
         else:
-            argv = [sys.executable, "-m", "tests.scheduler.daemon_harness", str(self.config)]
+            argv = [sys.executable, "-m", "tests.scheduler.daemon.harness", str(self.config)]
             argv += [str(every_s), str(self.events)]
         log = (self.config.parent / f"daemon{len(self.procs)}.log").open("w")
         proc = subprocess.Popen(
