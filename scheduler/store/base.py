@@ -1,0 +1,32 @@
+"""What every query mixin of :class:`scheduler.store.engine.Store` may rely on.
+
+A query module defines one mixin per concern (runs, GPU leases, alerts, stats); ``Store``
+combines them with the connection handling of :mod:`.engine`. The mixins only ever reach the
+database through :meth:`QueryBase.begin`, so every statement runs in a transaction whose errors
+name the file.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+
+class QueryBase:
+    """The part of the Store a query mixin uses; :class:`~.engine.Store` provides it."""
+
+    path: Path
+
+    def begin(self, *, immediate: bool = False) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+
+def aware(value: Any) -> Any:
+    """SQLite drops tzinfo; everything schedctl stores is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value

@@ -1,0 +1,92 @@
+"""Plain data the store hands out for runs and test results: no SQL, no connection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.base import aware
+
+__all__ = ["RunRecord", "TestResultRow", "change_range"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``."""
+
+    id: int
+    tier: str
+    kind: str
+    trigger: str
+    outcome: Outcome
+    queued_at: datetime
+    reason: str = ""
+    slot: datetime | None = None
+    idempotency_key: str | None = None
+    exit_code: int | None = None
+    ref: str | None = None
+    sha: str | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)
+    runner: str | None = None
+    host: str | None = None
+    owner_pid: int | None = None
+    owner_identity: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    container_id: str | None = None
+    gpus: Sequence[Mapping[str, Any]] = ()
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    markers: str | None = None
+    argv: Sequence[str] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    run_dir: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    pruned_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunRecord:
+        names = {f.name for f in fields(cls)}
+        data = {k: aware(v) for k, v in row.items() if k in names}
+        data["outcome"] = Outcome(data["outcome"])
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, Outcome):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        out["run_id"] = self.id
+        return out
+
+
+def change_range(green: RunRecord | None, record: RunRecord) -> tuple[str, str] | None:
+    """``(green sha, run sha)`` when the run tested another commit than the last green run."""
+    if green is None or not green.sha or not record.sha or green.sha == record.sha:
+        return None
+    return green.sha, record.sha
+
+
+@dataclass(frozen=True)
+class TestResultRow:
+    """One test's result as stored."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    nodeid: str
+    outcome: str
+    duration_s: float = 0.0
+    markers: str = ""
+    message: str | None = None

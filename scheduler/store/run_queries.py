@@ -1,0 +1,210 @@
+"""Run rows and their per-test results: insert, update, finish, and the history lookups.
+
+The store persists and queries; it never decides outcomes (that is :mod:`scheduler.kernel.outcome`).
+A run row is inserted before anything runs, so a crash always leaves a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from scheduler.kernel.clock import utcnow
+from scheduler.kernel.errors import StoreError, UnknownRunError
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.base import QueryBase, aware
+from scheduler.store.records import RunRecord, TestResultRow
+from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results
+
+__all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunQueries", "failure_streak"]
+
+STREAK_WINDOW = 1000
+
+
+class ActiveRunExists(StoreError):
+    """A tier already has a queued or running run (one active run per tier, across processes)."""
+
+
+class RunQueries(QueryBase):
+    """``runs`` and ``test_results``."""
+
+    def create_run(self, **values: Any) -> int | None:
+        """Insert a run row and return its id; ``None`` when the idempotency key already exists."""
+        values.setdefault("queued_at", utcnow())
+        values.setdefault("outcome", Outcome.QUEUED.value)
+        values["outcome"] = Outcome(values["outcome"]).value
+        try:
+            with self.begin() as conn:
+                result = conn.execute(runs.insert().values(**values))
+                key = result.inserted_primary_key
+                assert key is not None
+                return int(key[0])
+        except IntegrityError as exc:
+            key = values.get("idempotency_key")
+            if key and self.get_run_by_key(key) is not None:
+                return None
+            if "runs.tier" in str(exc.orig):
+                raise ActiveRunExists(
+                    f"tier {values.get('tier')!r} already has a queued or running run"
+                ) from None
+            raise
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        if not values:
+            return
+        if "outcome" in values:
+            values["outcome"] = Outcome(values["outcome"]).value
+        with self.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    def finish_run(
+        self, run_id: int, results: Iterable[TestResultRow] = (), **values: Any
+    ) -> RunRecord:
+        """Write the final outcome and per-test results in one transaction."""
+        values["outcome"] = Outcome(values["outcome"]).value
+        values.setdefault("finished_at", utcnow())
+        rows = [
+            {
+                "run_id": run_id,
+                "nodeid": r.nodeid,
+                "outcome": r.outcome,
+                "duration_s": r.duration_s,
+                "markers": r.markers,
+                "message": r.message,
+            }
+            for r in results
+        ]
+        with self.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            if rows:
+                conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
+                conn.execute(test_results.insert(), rows)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: int) -> RunRecord:
+        with self.begin() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise UnknownRunError(f"no run with id {run_id} in {self.path}")
+        return RunRecord.from_row(row)
+
+    def get_run_by_key(self, key: str) -> RunRecord | None:
+        with self.begin() as conn:
+            row = (
+                conn.execute(sa.select(runs).where(runs.c.idempotency_key == key))
+                .mappings()
+                .first()
+            )
+        return RunRecord.from_row(row) if row else None
+
+    def list_runs(
+        self,
+        tier: str | None = None,
+        limit: int = 20,
+        outcomes: Sequence[str] | None = None,
+        before_id: int | None = None,
+    ) -> list[RunRecord]:
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if tier:
+            query = query.where(runs.c.tier == tier)
+        if outcomes:
+            query = query.where(runs.c.outcome.in_(list(outcomes)))
+        if before_id is not None:
+            query = query.where(runs.c.id < before_id)
+        with self.begin() as conn:
+            return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
+
+    def active_runs(self, tier: str | None = None) -> list[RunRecord]:
+        return self.list_runs(tier=tier, limit=1000, outcomes=ACTIVE_OUTCOMES)
+
+    def last_run(self, tier: str, outcomes: Sequence[str] | None = None) -> RunRecord | None:
+        found = self.list_runs(tier=tier, limit=1, outcomes=outcomes)
+        return found[0] if found else None
+
+    def last_green(self, tier: str, before_id: int | None = None) -> RunRecord | None:
+        found = self.list_runs(
+            tier=tier, limit=1, outcomes=[Outcome.PASSED.value], before_id=before_id
+        )
+        return found[0] if found else None
+
+    def last_slot(self, tier: str) -> datetime | None:
+        with self.begin() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(runs.c.slot)).where(runs.c.tier == tier)
+            ).scalar()
+        return aware(value) if value is not None else None
+
+    def consecutive_failures(self, tier: str, up_to_run_id: int | None = None) -> int:
+        """Test-failure outcomes since the last pass; infra outcomes neither count nor break it."""
+        with self.begin() as conn:
+            return failure_streak(conn, tier, up_to_run_id)
+
+    def test_results_for(self, run_id: int) -> list[TestResultRow]:
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(test_results)
+                .where(test_results.c.run_id == run_id)
+                .order_by(test_results.c.id)
+            ).mappings()
+            return [
+                TestResultRow(
+                    r["nodeid"], r["outcome"], r["duration_s"], r["markers"], r["message"]
+                )
+                for r in rows
+            ]
+
+    def prunable_runs(
+        self, passed_before: datetime, failed_before: datetime, limit: int
+    ) -> list[tuple[int, str]]:
+        """Finished, not yet pruned runs past their retention (passed vs the rest), oldest first."""
+        others = [o for o in FINAL_OUTCOMES if o != Outcome.PASSED.value]
+        old_passed = sa.and_(
+            runs.c.outcome == Outcome.PASSED.value, runs.c.finished_at < passed_before
+        )
+        old_other = sa.and_(runs.c.outcome.in_(others), runs.c.finished_at < failed_before)
+        query = (
+            sa.select(runs.c.id, runs.c.run_dir)
+            .where(
+                runs.c.pruned_at.is_(None),
+                runs.c.run_dir.is_not(None),
+                sa.or_(old_passed, old_other),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        with self.begin() as conn:
+            return [(int(r.id), str(r.run_dir)) for r in conn.execute(query)]
+
+    def runs_after(self, run_id: int, limit: int) -> list[RunRecord]:
+        """Runs with an id above ``run_id``, oldest first."""
+        query = sa.select(runs).where(runs.c.id > run_id).order_by(runs.c.id).limit(limit)
+        with self.begin() as conn:
+            return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
+
+    def max_run_id(self) -> int:
+        with self.begin() as conn:
+            return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
+
+
+def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:
+    """Test-failure runs of ``tier`` (up to a run) since its last pass, on an open connection.
+
+    Infra outcomes neither count nor break the streak; only the newest ``STREAK_WINDOW`` final
+    runs are read.
+    """
+    query = sa.select(runs.c.outcome).where(runs.c.tier == tier, runs.c.outcome.in_(FINAL_OUTCOMES))
+    if up_to_run_id is not None:
+        query = query.where(runs.c.id <= up_to_run_id)
+    count = 0
+    for (value,) in conn.execute(query.order_by(runs.c.id.desc()).limit(STREAK_WINDOW)):
+        outcome = Outcome(value)
+        if outcome is Outcome.PASSED:
+            break
+        if outcome.is_test_failure:
+            count += 1
+    return count
