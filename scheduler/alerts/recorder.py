@@ -9,16 +9,12 @@ in one ``BEGIN IMMEDIATE`` transaction, so a crash leaves either all of them or 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
 
 from scheduler.alerts import rules
-from scheduler.alerts.outbox import enqueue, outbox_id
+from scheduler.alerts.outbox import outbox_id
 from scheduler.alerts.payload import (
     MAX_FAILING,
     Alert,
@@ -28,18 +24,22 @@ from scheduler.alerts.payload import (
     first_error_line,
 )
 from scheduler.alerts.sinks.base import Sink
+from scheduler.kernel.clock import utcnow
 from scheduler.kernel.events import Event, RunFinished, SlotMissed
-from scheduler.store.engine import RunRecord, Store, alert_state, change_range, failure_streak
+from scheduler.store.engine import (
+    AlertStep,
+    AlertTrackRow,
+    OutboxEntry,
+    RunRecord,
+    Store,
+    change_range,
+)
 
 log = structlog.get_logger("schedctl.alerts")
 
 ChangesFn = Callable[[str, str], list[str]]
 FAILING_OUTCOMES = ("failed", "error")
 CURSOR_KEY = "alerts_cursor"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class AlertRecorder:
@@ -53,7 +53,7 @@ class AlertRecorder:
         policy: rules.RulePolicy | None = None,
         public_url: str | None = None,
         changes: ChangesFn | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
@@ -110,21 +110,27 @@ class AlertRecorder:
         if facts.failing_total > len(facts.failing):
             failing = self._all_failing(record.id)
         now = self.clock()
-        written: list[str] = []
-        with self.store.begin(immediate=True) as conn:
+        decisions: list[rules.Decision] = []
+
+        def decide(streak: int, rows: Sequence[AlertTrackRow]) -> AlertStep:
             obs = rules.Observation(
                 run_id=record.id,
                 tier=record.tier,
                 outcome=record.outcome,
-                streak=failure_streak(conn, record.tier, record.id),
+                streak=streak,
                 failing=failing,
             )
-            decisions = rules.evaluate(_load_tracks(conn, record.tier), obs, self.policy)
+            tracks = {row.fingerprint: _track(row) for row in rows}
+            decisions[:] = rules.evaluate(tracks, obs, self.policy)
+            entries: list[OutboxEntry] = []
             for decision in decisions:
-                _save_track(conn, decision.track, now)
                 if decision.action is not None:
                     alert = build_alert(decision, facts, created_at=now, public_url=self.public_url)
-                    written += self._enqueue(conn, alert, record.id, now)
+                    entries += self._entries(alert, record.id)
+            return AlertStep([_row(d.track) for d in decisions], entries)
+
+        # Streak, tracks, rules and writes in one BEGIN IMMEDIATE transaction.
+        written = self.store.apply_alert_step(record.tier, record.id, now, decide)
         for decision in decisions:
             if decision.action is not None:
                 log.info(
@@ -138,23 +144,18 @@ class AlertRecorder:
             self.on_enqueued()
         return written
 
-    def _enqueue(self, conn: Connection, alert: Alert, run_id: int, now: datetime) -> list[str]:
-        ids = []
-        for sink in self.sinks:
-            if not sink.accepts(alert):
-                continue
-            row_id = outbox_id(run_id, alert.fingerprint, alert.action, sink.name)
-            if enqueue(
-                conn,
-                row_id=row_id,
+    def _entries(self, alert: Alert, run_id: int) -> list[OutboxEntry]:
+        return [
+            OutboxEntry(
+                id=outbox_id(run_id, alert.fingerprint, alert.action, sink.name),
                 sink=sink.name,
                 fingerprint=alert.fingerprint,
                 action=alert.action,
                 payload=alert.to_json(),
-                now=now,
-            ):
-                ids.append(row_id)
-        return ids
+            )
+            for sink in self.sinks
+            if sink.accepts(alert)
+        ]
 
     # -- facts -----------------------------------------------------------------------------------
 
@@ -209,40 +210,29 @@ class AlertRecorder:
         return tuple(sorted({t.nodeid for t in rows if t.outcome in FAILING_OUTCOMES}))
 
 
-def _load_tracks(conn: Connection, tier: str) -> dict[str, rules.Track]:
-    rows = conn.execute(sa.select(alert_state).where(alert_state.c.tier == tier)).mappings()
-    return {row["fingerprint"]: _track(row) for row in rows}
-
-
-def _track(row: Any) -> rules.Track:
-    failing = row["failing"]
-    last = row["last_run_id"]
+def _track(row: AlertTrackRow) -> rules.Track:
     return rules.Track(
-        fingerprint=str(row["fingerprint"]),
-        tier=str(row["tier"]),
-        failure_class=rules.FailureClass(row["failure_class"]),
-        phase=rules.Phase(row["state"]),
-        severity=rules.Severity(row["severity"]),
-        consecutive=int(row["consecutive"]),
-        greens=int(row["greens"]),
-        last_run_id=int(last) if last is not None else None,
-        failing=tuple(str(f) for f in failing) if isinstance(failing, list) else (),
+        fingerprint=row.fingerprint,
+        tier=row.tier,
+        failure_class=rules.FailureClass(row.failure_class),
+        phase=rules.Phase(row.state),
+        severity=rules.Severity(row.severity),
+        consecutive=row.consecutive,
+        greens=row.greens,
+        last_run_id=row.last_run_id,
+        failing=row.failing,
     )
 
 
-def _save_track(conn: Connection, track: rules.Track, now: datetime) -> None:
-    values = {
-        "tier": track.tier,
-        "failure_class": track.failure_class.value,
-        "state": track.phase.value,
-        "severity": track.severity.value,
-        "consecutive": track.consecutive,
-        "greens": track.greens,
-        "last_run_id": track.last_run_id,
-        "failing": list(track.failing),
-        "updated_at": now,
-    }
-    statement = sqlite_insert(alert_state).values(
-        fingerprint=track.fingerprint, external={}, **values
+def _row(track: rules.Track) -> AlertTrackRow:
+    return AlertTrackRow(
+        fingerprint=track.fingerprint,
+        tier=track.tier,
+        failure_class=track.failure_class.value,
+        state=track.phase.value,
+        severity=track.severity.value,
+        consecutive=track.consecutive,
+        greens=track.greens,
+        last_run_id=track.last_run_id,
+        failing=tuple(track.failing),
     )
-    conn.execute(statement.on_conflict_do_update(index_elements=["fingerprint"], set_=values))

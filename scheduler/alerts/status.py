@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-import sqlalchemy as sa
-
 from scheduler.alerts.build import SinkSet
 from scheduler.alerts.outbox import Outbox, OutboxState
-from scheduler.store.engine import Store, alert_state
+from scheduler.store.engine import Store
 
 
 def _iso(value: Any) -> Any:
@@ -20,13 +18,7 @@ def _iso(value: Any) -> Any:
 
 def alert_states(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     """Fingerprints, most recently changed first; firing ones before resolved ones."""
-    query = (
-        sa.select(alert_state)
-        .order_by((alert_state.c.state != "firing"), alert_state.c.updated_at.desc())
-        .limit(limit)
-    )
-    with store.begin() as conn:
-        return [{k: _iso(v) for k, v in row.items()} for row in conn.execute(query).mappings()]
+    return [{k: _iso(v) for k, v in row.items()} for row in store.alert_states(limit)]
 
 
 def overview(store: Store, sinks: SinkSet, limit: int = 20) -> dict[str, Any]:

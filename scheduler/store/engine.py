@@ -6,6 +6,8 @@ one mixin per concern:
 
 - :mod:`.run_queries`: runs and their test results (``create_run`` ... ``max_run_id``)
 - :mod:`.lease_queries`: GPU leases
+- :mod:`.outbox_queries`: the alert outbox and its guarded transitions
+- :mod:`.alert_queries`: alert state and the alert recorder's atomic step
 
 Plain data lives in :mod:`.records`; tables, indexes and migrations in :mod:`.schema`. The store
 persists and queries; it never interprets outcomes.
@@ -29,7 +31,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError
+from scheduler.store.alert_queries import AlertQueries, AlertStep, AlertTrackRow
 from scheduler.store.lease_queries import LeaseQueries
+from scheduler.store.outbox_queries import (
+    UNDELIVERED,
+    OutboxEntry,
+    OutboxQueries,
+    OutboxRow,
+    OutboxState,
+)
 from scheduler.store.records import RunRecord, TestResultRow, change_range
 from scheduler.store.run_queries import ActiveRunExists, RunQueries, failure_streak
 from scheduler.store.schema import (
@@ -50,7 +60,13 @@ __all__ = [
     "ACTIVE_OUTCOMES",
     "FINAL_OUTCOMES",
     "SCHEMA_VERSION",
+    "UNDELIVERED",
     "ActiveRunExists",
+    "AlertStep",
+    "AlertTrackRow",
+    "OutboxEntry",
+    "OutboxRow",
+    "OutboxState",
     "RunRecord",
     "Store",
     "TestResultRow",
@@ -68,7 +84,7 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 
 
-class Store(RunQueries, LeaseQueries):
+class Store(RunQueries, LeaseQueries, OutboxQueries, AlertQueries):
     """The SQLite file under ``state_dir``; safe to share between threads and processes."""
 
     def __init__(self, path: Path) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from scheduler.alerts.outbox import Outbox, enqueue
+from scheduler.alerts.outbox import Outbox
 from scheduler.kernel.events import SlotMissed
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import Store, alert_state, alerts_outbox
+from scheduler.store.engine import OutboxEntry, Store, alert_state, alerts_outbox
 from tests.scheduler.alerts.conftest import FAILED_TESTS, Harness
 
 PAYLOAD = {"note": "not a real alert"}
@@ -21,16 +21,7 @@ PAYLOAD = {"note": "not a real alert"}
 def _row(store: Store, row_id: str, fingerprint: str = "hourly/tests-failed", **kw: object) -> None:
     now = kw.pop("now", datetime.now(timezone.utc))
     assert isinstance(now, datetime)
-    with store.begin() as conn:
-        enqueue(
-            conn,
-            row_id=row_id,
-            sink="hook",
-            fingerprint=fingerprint,
-            action="fire",
-            payload=PAYLOAD,
-            now=now,
-        )
+    store.outbox_enqueue(OutboxEntry(row_id, "hook", fingerprint, "fire", PAYLOAD), now)
 
 
 class TestTransitions:
