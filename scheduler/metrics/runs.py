@@ -12,17 +12,15 @@ plus "the rows seen while still queued or running" is exactly the set still to b
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-import sqlalchemy as sa
 import structlog
 from prometheus_client.core import Metric
 
 from scheduler.kernel.errors import StoreError
 from scheduler.kernel.outcome import Outcome
 from scheduler.metrics.families import CounterTally, HistogramTally
-from scheduler.store.engine import Store, runs
+from scheduler.store.engine import Store, TallyRow
 
 __all__ = ["DURATION_BUCKETS", "KNOWN_TRIGGERS", "RunTally"]
 
@@ -33,14 +31,6 @@ KNOWN_TRIGGERS = ("schedule", "manual")
 TEST_OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 _NOT_EXECUTED = frozenset({Outcome.MISSED, Outcome.SKIPPED_OVERLAP})
 _FINAL = [o for o in Outcome if o.is_final]
-_COLUMNS = (
-    runs.c.id,
-    runs.c.tier,
-    runs.c.trigger,
-    runs.c.outcome,
-    runs.c.duration_s,
-    runs.c.counts,
-)
 
 
 class RunTally:
@@ -84,7 +74,7 @@ class RunTally:
         )
         self.tests_total.declare((tier, outcome) for tier in tiers for outcome in TEST_OUTCOMES)
         self.missed_slots_total.declare((tier,) for tier in tiers)
-        self._cursor, self._pending = self._baseline()
+        self._cursor, self._pending = store.tally_baseline()
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
@@ -100,45 +90,26 @@ class RunTally:
     def sync(self) -> int:
         """Count the rows that became final since the last call; returns how many."""
         with self._lock:
-            rows = self._new_rows()
+            rows = self._store.tally_rows(self._cursor, self._pending)
             counted = 0
             for row in rows:
-                self._cursor = max(self._cursor, row["id"])
-                if Outcome(row["outcome"]).is_final:
-                    self._pending.discard(row["id"])
+                self._cursor = max(self._cursor, row.id)
+                if Outcome(row.outcome).is_final:
+                    self._pending.discard(row.id)
                     self._count(row)
                     counted += 1
                 else:
-                    self._pending.add(row["id"])
+                    self._pending.add(row.id)
             return counted
 
-    def _baseline(self) -> tuple[int, set[int]]:
-        with self._store.begin() as conn:
-            top = conn.execute(sa.select(sa.func.max(runs.c.id))).scalar()
-            active = conn.execute(
-                sa.select(runs.c.id).where(runs.c.outcome.in_(_active_values()))
-            ).scalars()
-            return int(top or 0), set(active)
-
-    def _new_rows(self) -> list[Mapping[str, Any]]:
-        # Two rowid lookups: SQLite answers "id > x OR id IN (...)" with a full table scan.
-        query = sa.select(*_COLUMNS).order_by(runs.c.id)
-        with self._store.begin() as conn:
-            newer = conn.execute(query.where(runs.c.id > self._cursor)).mappings()
-            rows: list[Mapping[str, Any]] = [dict(r) for r in newer]
-            if self._pending:
-                pending = query.where(runs.c.id.in_(sorted(self._pending)))
-                rows[:0] = [dict(r) for r in conn.execute(pending).mappings()]
-        return rows
-
-    def _count(self, row: Mapping[str, Any]) -> None:
-        tier, outcome = str(row["tier"]), Outcome(row["outcome"])
-        self.runs_total.inc((tier, outcome.value, str(row["trigger"])))
+    def _count(self, row: TallyRow) -> None:
+        tier, outcome = row.tier, Outcome(row.outcome)
+        self.runs_total.inc((tier, outcome.value, row.trigger))
         if outcome is Outcome.MISSED:
             self.missed_slots_total.inc((tier,))
-        if outcome not in _NOT_EXECUTED and row["duration_s"] is not None:
-            self.duration.observe((tier,), float(row["duration_s"]))
-        counts = row["counts"] or {}
+        if outcome not in _NOT_EXECUTED and row.duration_s is not None:
+            self.duration.observe((tier,), float(row.duration_s))
+        counts = row.counts
         for test_outcome in TEST_OUTCOMES:
             amount = counts.get(test_outcome) or 0
             if amount > 0:
@@ -151,7 +122,3 @@ class RunTally:
             self.missed_slots_total.family(),
             self.duration.family(),
         ]
-
-
-def _active_values() -> list[str]:
-    return [o.value for o in Outcome if not o.is_final]

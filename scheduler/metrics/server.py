@@ -12,9 +12,7 @@ family object and reuses it while a collector hands back the same object (unchan
 from __future__ import annotations
 
 import socket
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from scheduler.kernel.errors import DaemonError
 from scheduler.metrics.recorder import Metrics
-from scheduler.store.engine import Store
+from scheduler.store.engine import Store, probe_writable
 
 __all__ = [
     "DaemonView",
@@ -63,27 +61,12 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 def store_writable(path: Path, timeout_s: float = READY_WRITE_TIMEOUT_S) -> str | None:
-    """Write a heartbeat row into the meta table; ``None`` on success, else the reason.
+    """Write a heartbeat row into the store's meta table; ``None`` on success, else the reason.
 
-    A plain sqlite3 connection with a short lock timeout, so a store held by a long write makes
-    the probe fail fast instead of waiting out the store's own 15 s busy timeout.
+    Fails fast (``timeout_s``) when a long write holds the store, instead of waiting out the
+    store's own busy timeout.
     """
-    try:
-        conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
-    except sqlite3.Error as exc:
-        return f"store {path} cannot be opened: {exc}"
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT OR REPLACE INTO schedctl_meta (key, value) VALUES (?, ?)",
-            ("readyz_heartbeat", f"{time.time():.3f}"),
-        )
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        return f"store {path} is not writable: {exc}"
-    finally:
-        conn.close()
-    return None
+    return probe_writable(path, timeout_s)
 
 
 class DaemonView(Protocol):

@@ -13,40 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy.engine import Connection
 
 from scheduler.kernel.errors import StoreError
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import Store, alerts_outbox, gpu_leases, runs
+from scheduler.store.engine import StatsReader, Store
 
 __all__ = ["StoreStateCollector", "TierHistory", "TierSpec", "scaling_efficiency"]
 
 log = structlog.get_logger("schedctl.metrics")
 
 _VERDICTS = [o.value for o in Outcome if o is Outcome.PASSED or o.is_test_failure]
-_ACTIVE = [o.value for o in Outcome if not o.is_final]
-
 RECENT_WINDOW = 16
 """Rows per tier read on every scrape; older history is queried only when these lack the answer."""
-
-# Built once: SQLAlchemy then reuses the compiled form for every scrape.
-_RECENT = (
-    sa.select(runs.c.outcome, runs.c.finished_at)
-    .where(runs.c.tier == sa.bindparam("tier"))
-    .order_by(runs.c.id.desc())
-    .limit(RECENT_WINDOW)
-)
-_ACTIVE_COUNTS = (
-    sa.select(runs.c.tier, runs.c.outcome, sa.func.count())
-    .where(runs.c.outcome.in_(_ACTIVE))
-    .group_by(runs.c.tier, runs.c.outcome)
-)
-_OUTBOX = sa.select(sa.func.count(), sa.func.min(alerts_outbox.c.created_at)).where(
-    alerts_outbox.c.state == "pending"
-)
 
 
 @dataclass(frozen=True)
@@ -126,33 +106,30 @@ class StoreStateCollector:
         return list(families.values())
 
     def _fill(self, f: Mapping[str, GaugeMetricFamily]) -> None:
-        with self._store.begin() as conn:
-            active = {
-                (str(tier), str(outcome)): int(count)
-                for tier, outcome, count in conn.execute(_ACTIVE_COUNTS)
-            }
+        with self._store.stats_reader() as reader:
+            active = reader.active_counts()
             for tier in self._tiers:
                 running = active.get((tier.name, Outcome.RUNNING.value), 0)
                 queued = active.get((tier.name, Outcome.QUEUED.value), 0)
-                self._tier(conn, tier, running + queued, f)
+                self._tier(reader, tier, running + queued, f)
                 f["schedctl_runs_in_progress"].add_metric([tier.name], float(running))
             queued = sum(n for (_, outcome), n in active.items() if outcome == Outcome.QUEUED)
             f["schedctl_queue_depth"].add_metric([], float(queued))
-            for lease in conn.execute(sa.select(gpu_leases).order_by(gpu_leases.c.gpu_index)):
-                labels = [str(lease.gpu_index), str(lease.gpu_uuid), str(lease.tier)]
+            for lease in reader.leases():
+                labels = [str(lease.gpu_index), lease.gpu_uuid, lease.tier]
                 f["schedctl_gpu_leased"].add_metric(labels, 1.0)
-            pending, oldest = conn.execute(_OUTBOX).one()
-            f["schedctl_alert_outbox_pending"].add_metric([], float(pending or 0))
+            pending, oldest = reader.outbox_pending()
+            f["schedctl_alert_outbox_pending"].add_metric([], float(pending))
             if oldest is not None:
                 f["schedctl_alert_outbox_oldest_pending_timestamp_seconds"].add_metric(
                     [], _timestamp(oldest)
                 )
 
     def _tier(
-        self, conn: Connection, tier: TierSpec, running: int, f: Mapping[str, GaugeMetricFamily]
+        self, reader: StatsReader, tier: TierSpec, running: int, f: Mapping[str, GaugeMetricFamily]
     ) -> None:
         name = tier.name
-        history = self._history(conn, tier, running)
+        history = self._history(reader, tier, running)
         if history.last_verdict is not None:
             f["schedctl_tier_last_run_timestamp_seconds"].add_metric(
                 [name], _timestamp(history.last_verdict)
@@ -167,14 +144,14 @@ class StoreStateCollector:
         for nproc, value in sorted(history.efficiency.items()):
             f["schedctl_smoketest_scaling_efficiency"].add_metric([name, str(nproc)], value)
 
-    def _history(self, conn: Connection, tier: TierSpec, running: int) -> TierHistory:
+    def _history(self, reader: StatsReader, tier: TierSpec, running: int) -> TierHistory:
         """The tier's history, recomputed only when its newest rows or active count changed.
 
         Rows older than the window are final and never change, so an identical window (plus
         the same number of active rows, for a run that outlived the window) means identical
         answers; the deeper queries then run once per change instead of once per scrape.
         """
-        recent = tuple(tuple(row) for row in conn.execute(_RECENT, {"tier": tier.name}))
+        recent = reader.recent(tier.name, RECENT_WINDOW)
         key = (recent, running)
         cached = self._cache.get(tier.name)
         if cached is not None and cached[0] == key:
@@ -183,13 +160,13 @@ class StoreStateCollector:
         if not history.complete:
             name = tier.name
             if history.last_verdict is None:
-                history.last_verdict = _last(conn, name, _VERDICTS, runs.c.finished_at)
+                history.last_verdict = reader.last_finished_at(name, _VERDICTS)
             if history.last_success is None:
-                history.last_success = _last(conn, name, [Outcome.PASSED.value], runs.c.finished_at)
+                history.last_success = reader.last_finished_at(name, [Outcome.PASSED.value])
             if history.streak is None:  # no pass in the window: count the long streak
-                history.streak = self._store.consecutive_failures(name)
+                history.streak = reader.failure_streak(name)
         if tier.kind == "torchrun":
-            details = _last(conn, tier.name, _VERDICTS, runs.c.details)
+            details = reader.last_details(tier.name, _VERDICTS)
             history.efficiency = scaling_efficiency(details)
         self._cache[tier.name] = (key, history)
         return history
@@ -235,16 +212,6 @@ class TierHistory:
         if history.streak is None and complete:
             history.streak = failures
         return history
-
-
-def _last(conn: Connection, tier: str, outcomes: Sequence[str], column: Any) -> Any:
-    """``column`` of the tier's newest run whose outcome is one of ``outcomes``."""
-    return conn.execute(
-        sa.select(column)
-        .where(runs.c.tier == tier, runs.c.outcome.in_(outcomes))
-        .order_by(runs.c.id.desc())
-        .limit(1)
-    ).scalar()
 
 
 def _timestamp(value: datetime | str) -> float:

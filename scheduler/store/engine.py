@@ -8,6 +8,7 @@ one mixin per concern:
 - :mod:`.lease_queries`: GPU leases
 - :mod:`.outbox_queries`: the alert outbox and its guarded transitions
 - :mod:`.alert_queries`: alert state and the alert recorder's atomic step
+- :mod:`.stats_queries`: the aggregates the metrics collectors read
 
 Plain data lives in :mod:`.records`; tables, indexes and migrations in :mod:`.schema`. The store
 persists and queries; it never interprets outcomes.
@@ -55,6 +56,7 @@ from scheduler.store.schema import (
     runs,
     test_results,
 )
+from scheduler.store.stats_queries import LeaseRow, StatsQueries, StatsReader, TallyRow
 
 __all__ = [
     "ACTIVE_OUTCOMES",
@@ -64,11 +66,14 @@ __all__ = [
     "ActiveRunExists",
     "AlertStep",
     "AlertTrackRow",
+    "LeaseRow",
     "OutboxEntry",
     "OutboxRow",
     "OutboxState",
     "RunRecord",
+    "StatsReader",
     "Store",
+    "TallyRow",
     "TestResultRow",
     "alert_state",
     "alerts_outbox",
@@ -76,6 +81,7 @@ __all__ = [
     "failure_streak",
     "gpu_leases",
     "meta_table",
+    "probe_writable",
     "runs",
     "test_results",
     "utcnow",
@@ -84,7 +90,7 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 
 
-class Store(RunQueries, LeaseQueries, OutboxQueries, AlertQueries):
+class Store(RunQueries, LeaseQueries, OutboxQueries, AlertQueries, StatsQueries):
     """The SQLite file under ``state_dir``; safe to share between threads and processes."""
 
     def __init__(self, path: Path) -> None:
@@ -167,6 +173,31 @@ class Store(RunQueries, LeaseQueries, OutboxQueries, AlertQueries):
                 sa.select(meta_table.c.value).where(meta_table.c.key == key)
             ).scalar()
         return None if value is None else str(value)
+
+
+def probe_writable(path: Path, timeout_s: float, key: str = "readyz_heartbeat") -> str | None:
+    """Write a stamp into the meta table of the store at ``path``; ``None`` on success, else why.
+
+    A plain sqlite3 connection with a short lock timeout, so a store held by a long write makes
+    the probe fail fast instead of waiting out the store's own busy timeout
+    (:data:`BUSY_TIMEOUT_S`).
+    """
+    try:
+        conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+    except sqlite3.Error as exc:
+        return f"store {path} cannot be opened: {exc}"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            f"INSERT OR REPLACE INTO {meta_table.name} (key, value) VALUES (?, ?)",  # noqa: S608
+            (key, f"{time.time():.3f}"),
+        )
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        return f"store {path} is not writable: {exc}"
+    finally:
+        conn.close()
+    return None
 
 
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:

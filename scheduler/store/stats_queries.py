@@ -1,0 +1,163 @@
+"""The aggregate reads :mod:`scheduler.metrics` makes at scrape time.
+
+Two shapes: the run tally follows ``runs`` by id (:meth:`StatsQueries.tally_baseline`,
+:meth:`StatsQueries.tally_rows`), and the gauges read one consistent snapshot per scrape through
+a :class:`StatsReader` (:meth:`StatsQueries.stats_reader`), so the collector can decide which
+deeper queries a scrape needs without writing SQL itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from scheduler.store.base import QueryBase, aware
+from scheduler.store.outbox_queries import OutboxState
+from scheduler.store.run_queries import failure_streak
+from scheduler.store.schema import ACTIVE_OUTCOMES, alerts_outbox, gpu_leases, runs
+
+__all__ = ["LeaseRow", "StatsQueries", "StatsReader", "TallyRow"]
+
+
+@dataclass(frozen=True)
+class TallyRow:
+    """The columns of a run the run counters need."""
+
+    id: int
+    tier: str
+    trigger: str
+    outcome: str
+    duration_s: float | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    gpu_index: int
+    gpu_uuid: str
+    tier: str
+
+
+_TALLY = sa.select(
+    runs.c.id, runs.c.tier, runs.c.trigger, runs.c.outcome, runs.c.duration_s, runs.c.counts
+).order_by(runs.c.id)
+
+_ACTIVE_COUNTS = (
+    sa.select(runs.c.tier, runs.c.outcome, sa.func.count())
+    .where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+    .group_by(runs.c.tier, runs.c.outcome)
+)
+_OUTBOX_PENDING = sa.select(sa.func.count(), sa.func.min(alerts_outbox.c.created_at)).where(
+    alerts_outbox.c.state == OutboxState.PENDING.value
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _recent(limit: int) -> sa.Select[Any]:
+    # Built once per window size: SQLAlchemy then reuses the compiled form for every scrape.
+    return (
+        sa.select(runs.c.outcome, runs.c.finished_at)
+        .where(runs.c.tier == sa.bindparam("tier"))
+        .order_by(runs.c.id.desc())
+        .limit(limit)
+    )
+
+
+def _tally_row(row: Any) -> TallyRow:
+    return TallyRow(
+        id=int(row.id),
+        tier=str(row.tier),
+        trigger=str(row.trigger),
+        outcome=str(row.outcome),
+        duration_s=row.duration_s,
+        counts=row.counts or {},
+    )
+
+
+class StatsReader:
+    """Reads on one open transaction (one scrape's consistent view of the store)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def active_counts(self) -> dict[tuple[str, str], int]:
+        """``{(tier, outcome): n}`` for queued and running runs."""
+        return {
+            (str(tier), str(outcome)): int(count)
+            for tier, outcome, count in self._conn.execute(_ACTIVE_COUNTS)
+        }
+
+    def recent(self, tier: str, limit: int) -> tuple[tuple[str, datetime | None], ...]:
+        """``(outcome, finished_at)`` of the tier's newest ``limit`` runs, newest first."""
+        rows = self._conn.execute(_recent(limit), {"tier": tier})
+        return tuple((str(row[0]), aware(row[1])) for row in rows)
+
+    def last_finished_at(self, tier: str, outcomes: Sequence[str]) -> datetime | None:
+        """Finish time of the tier's newest run whose outcome is one of ``outcomes``."""
+        value = self._last(tier, outcomes, runs.c.finished_at)
+        return aware(value) if value is not None else None
+
+    def last_details(self, tier: str, outcomes: Sequence[str]) -> Any:
+        """``details`` of the tier's newest run whose outcome is one of ``outcomes``."""
+        return self._last(tier, outcomes, runs.c.details)
+
+    def failure_streak(self, tier: str) -> int:
+        """As :meth:`~scheduler.store.Store.consecutive_failures`, in this transaction."""
+        return failure_streak(self._conn, tier)
+
+    def leases(self) -> list[LeaseRow]:
+        """Every GPU lease, by GPU index."""
+        query = sa.select(gpu_leases).order_by(gpu_leases.c.gpu_index)
+        return [
+            LeaseRow(int(r.gpu_index), str(r.gpu_uuid), str(r.tier))
+            for r in self._conn.execute(query)
+        ]
+
+    def outbox_pending(self) -> tuple[int, datetime | None]:
+        """Pending outbox rows and the creation time of the oldest one."""
+        count, oldest = self._conn.execute(_OUTBOX_PENDING).one()
+        return int(count or 0), aware(oldest) if oldest is not None else None
+
+    def _last(self, tier: str, outcomes: Sequence[str], column: Any) -> Any:
+        return self._conn.execute(
+            sa.select(column)
+            .where(runs.c.tier == tier, runs.c.outcome.in_(list(outcomes)))
+            .order_by(runs.c.id.desc())
+            .limit(1)
+        ).scalar()
+
+
+class StatsQueries(QueryBase):
+    """Aggregates for the metrics collectors."""
+
+    def tally_baseline(self) -> tuple[int, set[int]]:
+        """The newest run id and the ids of the runs still queued or running, read together."""
+        with self.begin() as conn:
+            top = conn.execute(sa.select(sa.func.max(runs.c.id))).scalar()
+            active = conn.execute(
+                sa.select(runs.c.id).where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+            ).scalars()
+            return int(top or 0), {int(i) for i in active}
+
+    def tally_rows(self, after_id: int, pending: Collection[int] = ()) -> list[TallyRow]:
+        """The rows of ``pending`` ids, then every row above ``after_id``, each by id."""
+        with self.begin() as conn:
+            # Two rowid lookups: SQLite answers "id > x OR id IN (...)" with a full table scan.
+            rows = [_tally_row(r) for r in conn.execute(_TALLY.where(runs.c.id > after_id))]
+            if pending:
+                older = conn.execute(_TALLY.where(runs.c.id.in_(sorted(pending))))
+                rows[:0] = [_tally_row(r) for r in older]
+        return rows
+
+    @contextmanager
+    def stats_reader(self) -> Iterator[StatsReader]:
+        """A :class:`StatsReader` on one transaction, for the length of the ``with`` block."""
+        with self.begin() as conn:
+            yield StatsReader(conn)
