@@ -2,7 +2,8 @@
 graceful stop, and the systemd unit.
 
 Scheduled slots use tests/scheduler/daemon/harness.py (the same daemon with a seconds-level
-trigger), so restart behaviour is checked in seconds rather than cron minutes.
+trigger), so restart behaviour is checked in seconds rather than cron minutes. Every wait is on
+the condition the assertion needs (a row, a pid, a datagram), never on a sleep.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from scheduler.daemon.lock import StateLock
 from scheduler.orphans import kill_orphan_processes, run_processes
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import ROOT, SCHEDCTL, tier
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,16 +79,15 @@ class Daemons:
         return proc
 
     def wait_ready(self, proc: subprocess.Popen[str], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        sock = self.state / "api.sock"
+
+        def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"daemon exited {proc.returncode}: {self.log(proc)}")
-            sock = self.state / "api.sock"
-            if StateLock.holder(self.state) == proc.pid and sock.exists():
-                ApiClient(unix=sock, timeout=10).status()
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"daemon not ready: {self.log(proc)}")
+            return StateLock.holder(self.state) == proc.pid and sock.exists()
+
+        wait_for(ready, timeout, f"daemon pid {proc.pid} to hold the lock and its socket")
+        ApiClient(unix=sock, timeout=10).status()
 
     def log(self, proc: subprocess.Popen[str]) -> str:
         index = self.procs.index(proc)
@@ -118,16 +119,6 @@ class Daemons:
                 proc.kill()
                 proc.wait(10)
         kill_orphan_processes(self.state / "runs", [])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -223,24 +214,59 @@ def test_kill9_mid_run_then_restart(daemons: Daemons) -> None:
 
 
 def test_slots_missed_while_down_are_recorded_and_alerted(daemons: Daemons) -> None:
-    """Slots that passed beyond the grace while the daemon was down become missed rows + events."""
+    """Slots that passed beyond the grace while the daemon was down become missed rows + events.
+
+    The harness fires every 2 s with a misfire grace of 1 s. Every slot after the last one the
+    first daemon recorded that was more than the grace old when the second one started must
+    become a missed row: the test waits for exactly those rows (not for the first one), and
+    keeps the daemon down until the clock says at least two such slots exist, however slowly
+    the machine stops and starts daemons.
+    """
+    every, grace = timedelta(seconds=2), timedelta(seconds=1)
     proc = daemons.start(every_s=2)
     daemons.wait_ready(proc)
     store = daemons.store()
-    wait_for(lambda: slot_rows(store, "hourly"), 20, "a first scheduled run")
+    wait_for(lambda: slot_rows(store, "hourly"), 30, "a first scheduled run")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    time.sleep(5)
+    last = max(r.slot for r in slot_rows(store, "hourly"))
+    wait_for(
+        lambda: datetime.now(timezone.utc) > last + 2 * every + grace,
+        30,
+        f"two slots after {last} to fall beyond the grace",
+    )
+
+    restarted_at = datetime.now(timezone.utc)
     again = daemons.start(every_s=2)
     daemons.wait_ready(again)
-    missed = wait_for(
-        lambda: [r for r in slot_rows(store, "hourly") if r.outcome.value == "missed"],
-        20,
-        "missed rows",
+    implied: list[datetime] = []  # the slots that were beyond the grace at the restart
+    while last + (len(implied) + 1) * every + grace < restarted_at:
+        implied.append(last + (len(implied) + 1) * every)
+    assert len(implied) >= 2
+
+    def missed() -> list[RunRecord]:
+        return [r for r in slot_rows(store, "hourly") if r.outcome.value == "missed"]
+
+    wait_for(
+        lambda: set(implied) <= {r.slot for r in missed()},
+        30,
+        f"{len(implied)} missed rows, for the slots {[s.isoformat() for s in implied]}",
     )
-    assert len(missed) >= 2
-    alerted = wait_for(lambda: daemons.events_of("SlotMissed"), 5, "SlotMissed events")
-    assert {r.id for r in missed} <= {e["run_id"] for e in alerted}
+
+    def run_after_restart() -> list[RunRecord]:
+        rows = slot_rows(store, "hourly")
+        return [r for r in rows if r.slot >= restarted_at and r.outcome.value != "missed"]
+
+    wait_for(run_after_restart, 30, "a slot run by the restarted daemon")
+    missed_ids = {r.id for r in missed()}
+    wait_for(
+        lambda: missed_ids <= {e["run_id"] for e in daemons.events_of("SlotMissed")},
+        30,
+        f"a SlotMissed event for each of the runs {sorted(missed_ids)}",
+    )
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(30) == 0
+
     slots = sorted(r.slot for r in slot_rows(store, "hourly"))
     gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(slots)}
     assert gaps == {2.0}, f"every 2 s slot has exactly one row: {slots}"
