@@ -1,4 +1,17 @@
-"""The runner contract: ``RunSpec`` in, ``RunResult`` out.
+"""The runner contract: ``RunSpec`` in, ``RunResult`` out, and the run's processes owned.
+
+Every backend (``local``, ``docker``, ``fake``) implements, and ``tests/runners/test_contract.py``
+checks for each of them:
+
+* :meth:`Runner.run` -- the template method: prepares the run dir, calls the backend's
+  ``_execute``, turns an ``InfraError`` into a result. Backends that start processes supervise them
+  with :meth:`Runner._supervise`, the one loop that honours ``timeout_s``, ``silence_timeout_s``
+  (no output for that long ends the run as a timeout), ``cancel`` and :class:`PreStop` (evidence
+  before the kill: a signal to the run's processes, a command beside them, a bounded wait).
+* :meth:`Runner.owns` -- does this host pid belong to that run? Local: the run's tag in the
+  process environment; docker: one of the run's containers in its cgroup; fake: its bookkeeping.
+* :meth:`Runner.reap_orphans` -- kill what runs that are no longer live left behind (after a
+  crash of the process that supervised them) and name those runs.
 
 Errors a runner raises are the kernel's ``RunnerError`` tree (:mod:`scheduler.kernel.errors`).
 Everything that happens *after* the process started (non-zero exit, timeout, OOM kill, cancel) is
@@ -10,11 +23,13 @@ from __future__ import annotations
 import abc
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from signal import Signals
+from typing import Any, ClassVar, Protocol
 
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
@@ -26,6 +41,9 @@ PLUGIN_MODULE = "schedctl_results"
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 LOG_FILE = "output.log"
+PRE_STOP_MARK = "[schedctl: pre-stop:"
+"""Starts the line a runner writes into the log just before it applies :class:`PreStop`; what the
+run wrote after it (stacks, say) is the evidence."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,27 @@ class GpuDevice:
 
     index: int
     uuid: str
+
+
+@dataclass(frozen=True)
+class PreStop:
+    """Evidence before the kill: what a runner does to a run it is about to stop for a timeout or
+    silence (never for a cancel), while its processes still live. Every runner honours each field.
+
+    ``signal`` goes to the child processes of the run's command, one by one, ``stagger_s`` apart
+    (so that dumps written to one shared console do not interleave) -- not to the command itself
+    (torchrun's launcher would die of an unhandled ``SIGUSR1`` before its ranks dumped), nor to
+    the children's own children (a data-loader worker without a handler would just die). In a
+    container the command is the init's child. ``command`` runs beside the run (docker: inside
+    the container, host paths remapped; local: on the host in ``workdir`` with the run's
+    environment and tag); its output goes to the log. Then the runner waits up to ``wait_s`` for
+    the evidence to reach the log, and stops the run however it went.
+    """
+
+    signal: Signals | None = None
+    command: Sequence[str] = ()
+    wait_s: float = 2.0
+    stagger_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,9 +103,8 @@ class RunSpec:
     # Options only container runners act on (the local runner sees host paths and has no box):
     mounts: Mapping[Path, str] = field(default_factory=dict)
     """Extra read-only binds, host path -> absolute container path; argv/env naming them remap."""
-    pre_stop_exec: Sequence[str] = ()
-    """Run inside the container before a timeout or silence stop, to keep evidence (e.g. make
-    the workers dump their stacks); its output goes to the log; bounded by ``grace_s``."""
+    pre_stop: PreStop | None = None
+    """What to do before a timeout or silence stop, to keep evidence (None: stop at once)."""
     silence_timeout_s: float | None = None
     """A run that writes no output for this long ends as a timeout (None: only ``timeout_s``)."""
 
@@ -100,14 +138,40 @@ class RunResult:
         return (self.finished_at - self.started_at).total_seconds()
 
 
+class Supervised(Protocol):
+    """A started run as :meth:`Runner._supervise` drives it; each process backend has one."""
+
+    @property
+    def last_output_at(self) -> float:
+        """When the run last wrote output, on the supervisor's clock."""
+        ...
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the run's command to exit; whether it has."""
+        ...
+
+    def pre_stop(self, pre_stop: PreStop) -> None:
+        """Apply ``pre_stop`` (signal, then command); the supervisor does the waiting."""
+        ...
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM everything of the run, SIGKILL what is left after ``grace_s``."""
+        ...
+
+
 class Runner(abc.ABC):
     """Base class of every runner backend.
 
     The public :meth:`run` prepares the run directory, times the run and turns an
-    :class:`InfraError` into a result; backends implement only :meth:`_execute`.
+    :class:`InfraError` into a result; backends implement :meth:`_execute` (supervising through
+    :meth:`_supervise`), :meth:`owns` and :meth:`reap_orphans`.
     """
 
     alias: ClassVar[str]
+    in_container: ClassVar[bool] = False
+    """Whether the run sees the image's filesystem and interpreter rather than the host's."""
+    poll_s: float = 0.1
+    """Supervisor tick for exit, cancel, deadline and silence checks."""
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
         cancel = cancel or threading.Event()
@@ -120,14 +184,51 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
-        """Run ``spec`` to the end, honouring ``spec.timeout_s`` and ``cancel``."""
+        """Run ``spec`` to the end, honouring ``spec.timeout_s``, ``silence_timeout_s``,
+        ``pre_stop`` and ``cancel``."""
 
+    @abc.abstractmethod
+    def owns(self, pid: int, run_id: str) -> bool:
+        """Whether host process ``pid`` belongs to run ``run_id`` of this runner (and instance)."""
+
+    @abc.abstractmethod
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
-        """Kill what earlier runs left behind; return the run ids whose leftovers were reaped."""
-        return []
+        """Kill what runs not in ``live_run_ids`` left behind; return those runs' ids, sorted.
+
+        Only this runner's own runs (of its instance) are touched.
+        """
 
     def close(self) -> None:
         """Release engine connections."""
+
+    def _supervise(
+        self,
+        run: Supervised,
+        spec: RunSpec,
+        cancel: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> tuple[Termination, str]:
+        """Wait for ``run`` to end: cancel, deadline and silence stop it; the last two first get
+        ``spec.pre_stop`` and then end as ``TIMEOUT``. Returns the termination and its message."""
+        deadline = clock() + spec.timeout_s
+        while not run.wait(max(0.0, min(self.poll_s, deadline - clock()))):
+            if cancel.is_set():
+                run.stop(spec.grace_s)
+                return Termination.CANCELLED, "cancelled"
+            now = clock()
+            silent_for = now - run.last_output_at
+            if now >= deadline:
+                why = f"timed out after {spec.timeout_s:g}s"
+            elif spec.silence_timeout_s is not None and silent_for >= spec.silence_timeout_s:
+                why = f"no output for {silent_for:.0f}s (silence timeout)"
+            else:
+                continue
+            if spec.pre_stop is not None:
+                run.pre_stop(spec.pre_stop)
+                run.wait(spec.pre_stop.wait_s)
+            run.stop(spec.grace_s)
+            return Termination.TIMEOUT, why
+        return Termination.EXITED, ""
 
 
 def install_plugin(target_dir: Path) -> Path:
@@ -151,23 +252,26 @@ class BoundedLog:
         self.written = 0
         self.truncated = False
         self._fh = path.open("ab")
+        self._lock = threading.Lock()  # the output pump and the runner's own notes
 
     def write(self, data: bytes) -> None:
-        if self.truncated:
-            return
-        room = self.limit - self.written
-        if len(data) > room:
-            self._fh.write(data[: max(room, 0)])
-            self._fh.write(f"\n[schedctl: log truncated at {self.limit} bytes]\n".encode())
-            self.truncated = True
-            self.written = self.limit
-        else:
-            self._fh.write(data)
-            self.written += len(data)
-        self._fh.flush()
+        with self._lock:
+            if self.truncated or self._fh.closed:
+                return
+            room = self.limit - self.written
+            if len(data) > room:
+                self._fh.write(data[: max(room, 0)])
+                self._fh.write(f"\n[schedctl: log truncated at {self.limit} bytes]\n".encode())
+                self.truncated = True
+                self.written = self.limit
+            else:
+                self._fh.write(data)
+                self.written += len(data)
+            self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        with self._lock:
+            self._fh.close()
 
     def __enter__(self) -> BoundedLog:
         return self

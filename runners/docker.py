@@ -18,8 +18,13 @@ host                   container           mode
 =====================  ==================  ============
 
 A run that outlives ``spec.timeout_s`` (or is silent for ``spec.silence_timeout_s``) first gets
-``spec.pre_stop_exec`` run inside it, so that evidence such as the workers' stacks is written
-before the stop.
+``spec.pre_stop`` (:class:`PreStop`): its signal goes to the children of the command (the init's
+child), its command runs inside the container, so that evidence such as the workers' stacks is
+written before the stop.
+
+A run owns the host processes in its containers' cgroups (:meth:`DockerRunner.owns`); the runner
+remembers the containers of its recent runs, since a finished run's container is already removed
+when the scheduler asks (the GPU leak check).
 
 Every ``docker.errors`` and ``requests`` exception is translated in :func:`_map_docker_errors`.
 """
@@ -33,6 +38,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +52,7 @@ from docker.models.images import Image
 from docker.types import DeviceRequest, Mount
 from structlog.typing import FilteringBoundLogger
 
-from runners.base import BoundedLog, Runner, RunResult, RunSpec
+from runners.base import PRE_STOP_MARK, BoundedLog, PreStop, Runner, RunResult, RunSpec
 from runners.docker_support import (
     DEFAULT_SOCKET,
     KNOWN_DOCKER_ERRORS,
@@ -75,6 +81,19 @@ BASE_ENV: Mapping[str, str] = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }
+REMEMBERED_RUNS = 256
+"""How many recent runs' container ids :meth:`DockerRunner.owns` remembers."""
+# PreStop.signal inside the container, in POSIX sh (no procps needed): the command is the init's
+# child (parent 1); its children get the signal, one by one. Exec sessions have parent 0.
+_SIGNAL_CHILDREN = (
+    'parent() { read -r st 2>/dev/null < "/proc/$1/stat" || return 1; rest="${st##*) }"; '
+    'set -- $rest; echo "$2"; }; '
+    'cmd=" "; for d in /proc/[0-9]*; do p="${d#/proc/}"; '
+    '[ "$(parent "$p")" = 1 ] && cmd="$cmd$p "; done; '
+    'for d in /proc/[0-9]*; do p="${d#/proc/}"; case "$cmd" in *" $(parent "$p") "*) '
+    'kill -s "$SIG" "$p" 2>/dev/null && echo "$p"; '
+    '[ "$STAGGER" = 0 ] || sleep "$STAGGER";; esac; done'
+)
 
 
 __all__ = [
@@ -100,9 +119,11 @@ class DockerRunner(Runner):
             of the same instance, so two daemons (or test sessions) can share one engine.
         poll_s: supervisor tick for deadline and cancel checks.
         clock: monotonic clock for the deadline.
+        proc_root: where the host's ``/proc`` is, for :meth:`owns`.
     """
 
     alias = "docker"
+    in_container = True
 
     def __init__(
         self,
@@ -115,6 +136,7 @@ class DockerRunner(Runner):
         poll_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         log: FilteringBoundLogger | None = None,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self._client = client
         self.default_image = default_image
@@ -124,6 +146,9 @@ class DockerRunner(Runner):
         self.poll_s = poll_s
         self._clock = clock
         self._log = log or structlog.get_logger("runners.docker")
+        self.proc_root = proc_root
+        self._lock = threading.Lock()
+        self._containers: OrderedDict[str, set[str]] = OrderedDict()
 
     @property
     def address(self) -> str:
@@ -161,6 +186,7 @@ class DockerRunner(Runner):
             self._remove_leftover(client, self.container_name(spec))
             created_at = self._clock()
             container = client.containers.create(**self.create_kwargs(spec, image.id))
+        self._remember(spec.run_id, container.id)
         try:
             with _map_docker_errors(self.address):
                 result = self._run_container(container, spec, cancel, started, created_at)
@@ -184,7 +210,8 @@ class DockerRunner(Runner):
             container.start()
             pump.start()
             exited = _wait_in_thread(container)
-            termination, message = self._supervise(container, exited, spec, cancel, pump)
+            run = _ContainerRun(self, container, exited, spec, pump)
+            termination, message = self._supervise(run, spec, cancel, self._clock)
             exited.wait(spec.grace_s + 5)
             pump.finish(timeout_s=5)
             truncated = log.truncated
@@ -200,60 +227,6 @@ class DockerRunner(Runner):
         if pump.first_output_at is not None:
             provenance["first_output_s"] = round(pump.first_output_at - created_at, 4)
         return RunResult(termination, exit_code, started, utcnow(), message, truncated, provenance)
-
-    def _supervise(
-        self,
-        container: Container,
-        exited: threading.Event,
-        spec: RunSpec,
-        cancel: threading.Event,
-        pump: _LogPump,
-    ) -> tuple[Termination, str]:
-        deadline = self._clock() + spec.timeout_s
-        while not exited.wait(max(0.0, min(self.poll_s, deadline - self._clock()))):
-            if cancel.is_set():
-                self._stop(container, spec.grace_s)
-                return Termination.CANCELLED, "cancelled"
-            now = self._clock()
-            silent_for = now - pump.last_output_at
-            if now >= deadline:
-                why = f"timed out after {spec.timeout_s:g}s"
-            elif spec.silence_timeout_s is not None and silent_for >= spec.silence_timeout_s:
-                why = f"no output for {silent_for:.0f}s (silence timeout)"
-            else:
-                continue
-            if spec.pre_stop_exec and not exited.is_set():
-                self._pre_stop(container, spec, pump)
-            self._stop(container, spec.grace_s)
-            return Termination.TIMEOUT, why
-        return Termination.EXITED, ""
-
-    def _pre_stop(self, container: Container, spec: RunSpec, pump: _LogPump) -> None:
-        """Run ``spec.pre_stop_exec`` in the container, waiting at most ``grace_s`` for it.
-
-        ``exec_run`` has no timeout of its own, so it runs in a thread that the stop ends.
-        """
-        remap = self._path_map(spec)
-        command = [remap(arg) for arg in spec.pre_stop_exec]
-        pump.note(f"\n[schedctl: before stopping, exec {command}]\n".encode())
-        outcome: list[str] = []
-
-        def run() -> None:
-            try:
-                with _map_docker_errors(self.address):
-                    code, output = container.exec_run(command, stdout=True, stderr=True)
-                outcome.append(f"exit {code}")
-                if output:
-                    pump.note(bytes(output))
-            except InfraError as exc:
-                outcome.append(f"failed: {exc}")
-
-        worker = threading.Thread(target=run, name="docker-pre-stop", daemon=True)
-        worker.start()
-        worker.join(max(spec.grace_s, 1.0))
-        pump.note(
-            f"[schedctl: pre-stop exec {outcome[0] if outcome else 'still running'}]\n".encode()
-        )
 
     def _stop(self, container: Container, grace_s: float) -> None:
         """SIGTERM (forwarded by the container's init), SIGKILL after the grace."""
@@ -384,7 +357,39 @@ class DockerRunner(Runner):
             "docker_version": client.version().get("Version"),
         }
 
-    # -- orphans ---------------------------------------------------------------------------------
+    # -- ownership and orphans -------------------------------------------------------------------
+
+    def _remember(self, run_id: str, container_id: str) -> None:
+        with self._lock:
+            self._containers.setdefault(run_id, set()).add(container_id)
+            self._containers.move_to_end(run_id)
+            while len(self._containers) > REMEMBERED_RUNS:
+                self._containers.popitem(last=False)
+
+    def container_ids(self, run_id: str) -> set[str]:
+        """The run's containers: those this runner created for it, and any still labelled so."""
+        with self._lock:
+            ids = set(self._containers.get(run_id, ()))
+        if self._client is None and not ids:
+            return ids  # never ran anything here: do not build a client just to ask
+        label_filter = [f"{LABEL_RUN_ID}={run_id}"]
+        if self.instance:
+            label_filter.append(f"{LABEL_INSTANCE}={self.instance}")
+        try:
+            with _map_docker_errors(self.address):
+                found = self.client.containers.list(all=True, filters={"label": label_filter})
+        except InfraError:
+            return ids  # the engine is down: what this runner remembers is all it knows
+        return ids | {c.id for c in found}
+
+    def owns(self, pid: int, run_id: str) -> bool:
+        """Whether host process ``pid`` lives in one of the run's containers (its cgroup path
+        names the container id; NVML and ``/proc`` report host pids)."""
+        try:
+            cgroup = (self.proc_root / str(pid) / "cgroup").read_text()
+        except OSError:
+            return False
+        return any(cid in cgroup for cid in self.container_ids(run_id) if cid)
 
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
         """Kill and remove our containers whose run is not live; return their run ids.
@@ -407,3 +412,74 @@ class DockerRunner(Runner):
             self._remove(container)  # force-remove kills it first
             reaped.add(run_id)
         return sorted(reaped)
+
+
+class _ContainerRun:
+    """One started container, as :meth:`Runner._supervise` drives it (:class:`Supervised`)."""
+
+    def __init__(
+        self,
+        runner: DockerRunner,
+        container: Container,
+        exited: threading.Event,
+        spec: RunSpec,
+        pump: _LogPump,
+    ) -> None:
+        self.runner = runner
+        self.container = container
+        self.exited = exited
+        self.spec = spec
+        self.pump = pump
+
+    @property
+    def last_output_at(self) -> float:
+        return self.pump.last_output_at
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.exited.wait(timeout_s)
+
+    def stop(self, grace_s: float) -> None:
+        self.runner._stop(self.container, grace_s)
+
+    def pre_stop(self, pre_stop: PreStop) -> None:
+        """The signal, then the command, each a ``docker exec`` bounded by ``wait_s``.
+
+        ``exec_run`` has no timeout of its own, so each runs in a thread that the stop ends.
+        """
+        what = []
+        if pre_stop.signal is not None:
+            what.append(f"{pre_stop.signal.name} to the command's children")
+        command: list[str] = []
+        if pre_stop.command:
+            command = [self.runner._path_map(self.spec)(arg) for arg in pre_stop.command]
+            what.append(f"exec {command}")
+        self.pump.note(f"\n{PRE_STOP_MARK} {', then '.join(what) or 'nothing'}]\n".encode())
+        if pre_stop.signal is not None:
+            env = {
+                "SIG": pre_stop.signal.name.removeprefix("SIG"),
+                "STAGGER": f"{pre_stop.stagger_s:g}",
+            }
+            self._exec(["sh", "-c", _SIGNAL_CHILDREN], env, pre_stop, "signalled pids:\n")
+        if command:
+            self._exec(command, {}, pre_stop, "")
+
+    def _exec(self, command: list[str], env: dict[str, str], pre_stop: PreStop, head: str) -> None:
+        outcome: list[str] = []
+
+        def run() -> None:
+            try:
+                with _map_docker_errors(self.runner.address):
+                    code, output = self.container.exec_run(
+                        command, stdout=True, stderr=True, environment=env
+                    )
+                outcome.append(f"exit {code}")
+                if output:
+                    self.pump.note(head.encode() + bytes(output))
+            except InfraError as exc:
+                outcome.append(f"failed: {exc}")
+
+        worker = threading.Thread(target=run, name="docker-pre-stop", daemon=True)
+        worker.start()
+        worker.join(max(pre_stop.wait_s, 1.0))
+        done = outcome[0] if outcome else "still running"
+        self.pump.note(f"[schedctl: pre-stop exec {done}]\n".encode())

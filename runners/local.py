@@ -1,8 +1,16 @@
-"""Run the command as a local subprocess in its own process group.
+"""Run the command as a local subprocess, and own every process it starts.
 
-Plugin alias: local. On timeout or cancel the whole group gets SIGTERM, then SIGKILL after the
-grace. Processes that left the group (``setsid``, daemonised helpers) are found by a token in
-their environment and killed too, so no orphan survives a run.
+Plugin alias: local. Every process of a run carries the run's tag in its environment,
+``SCHEDCTL_RUN=<instance>:<run id>`` (children inherit it, also those that call ``setsid`` or that
+torchrun starts in sessions of their own), where ``instance`` names the daemon instance (a hash of
+its state dir, given by the registry) or, when none is given, this runner object alone. The tag is
+how the runner finds a run's processes: to signal them before a stop (:class:`PreStop`), to kill
+them all at the end of the run, to answer :meth:`LocalRunner.owns` and, after a crash of the
+process that supervised them, to reap them (:meth:`LocalRunner.reap_orphans`) -- only ever the
+runs of its own instance.
+
+On timeout, silence or cancel the command's process group and every tagged process get SIGTERM,
+then SIGKILL after the grace; whatever the ending, no tagged process outlives the run.
 """
 
 from __future__ import annotations
@@ -14,37 +22,109 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from runners.base import BoundedLog, Runner, RunResult, RunSpec
+from runners.base import PRE_STOP_MARK, BoundedLog, PreStop, Runner, RunResult, RunSpec
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.outcome import Termination
 
-TOKEN_ENV = "SCHEDCTL_RUN_TOKEN"
+RUN_TAG_ENV = "SCHEDCTL_RUN"
+"""The environment variable that marks a run's processes: ``<instance>:<run id>``."""
+_KILL_ROUNDS = 10
+_KILL_PAUSE_S = 0.05
 
 
 class LocalRunner(Runner):
-    """Subprocess runner. Plugin alias: local."""
+    """Subprocess runner. Plugin alias: local.
+
+    Args:
+        proc_root: where ``/proc`` is (tests point it elsewhere).
+        instance: names the daemon instance in the run tag; runs of other instances are never
+            touched. ``None``: a tag unique to this object, so it reaps only its own runs.
+        poll_s: supervisor tick.
+        clock: monotonic clock for deadline and silence.
+    """
 
     alias = "local"
 
-    def __init__(self, proc_root: Path = Path("/proc")) -> None:
+    def __init__(
+        self,
+        proc_root: Path = Path("/proc"),
+        *,
+        instance: str | None = None,
+        poll_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if instance is not None and (":" in instance or not instance):
+            raise ValueError(f"a runner instance is a non-empty name without ':', got {instance!r}")
         self.proc_root = proc_root
+        self.instance = instance or f"anon-{uuid.uuid4().hex[:12]}"
+        self.poll_s = poll_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active: set[str] = set()
+
+    # -- ownership -------------------------------------------------------------------------------
+
+    def tag(self, run_id: str) -> str:
+        """The value of :data:`RUN_TAG_ENV` that every process of ``run_id`` carries."""
+        return f"{self.instance}:{run_id}"
+
+    def processes(self) -> dict[str, set[int]]:
+        """Run id -> live pids carrying this instance's tag (zombies, whose environment is gone,
+        and this process excluded)."""
+        prefix = f"{RUN_TAG_ENV}={self.instance}:".encode()
+        found: dict[str, set[int]] = {}
+        for pid, environ in process_environs(self.proc_root):
+            for entry in environ.split(b"\0"):
+                if entry.startswith(prefix):
+                    run_id = entry[len(prefix) :].decode(errors="replace")
+                    found.setdefault(run_id, set()).add(pid)
+                    break
+        return found
+
+    def owns(self, pid: int, run_id: str) -> bool:
+        try:
+            environ = (self.proc_root / str(pid) / "environ").read_bytes()
+        except OSError:
+            return False
+        return f"{RUN_TAG_ENV}={self.tag(run_id)}".encode() in environ.split(b"\0")
+
+    def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
+        """SIGKILL every tagged process of this instance whose run is neither in
+        ``live_run_ids`` nor running here; repeats while a dying tree still forks."""
+        with self._lock:
+            live = set(live_run_ids) | self._active
+        reaped: set[str] = set()
+        for _ in range(_KILL_ROUNDS):
+            orphans = {r: pids for r, pids in self.processes().items() if r not in live}
+            if not orphans:
+                break
+            reaped.update(orphans)
+            for pids in orphans.values():
+                _signal_pids(pids, signal.SIGKILL)
+            time.sleep(_KILL_PAUSE_S)
+        return sorted(reaped)
+
+    def run_pids(self, run_id: str) -> set[int]:
+        """Live pids of one run."""
+        return self.processes().get(run_id, set())
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
-        token = uuid.uuid4().hex
         # Exactly the leased GPUs, and none when nothing is leased: a run never touches a GPU
         # that another run (or a person's training job) holds.
         env = {
             **spec.env,
-            TOKEN_ENV: token,
+            RUN_TAG_ENV: self.tag(spec.run_id),
             "CUDA_VISIBLE_DEVICES": ",".join(g.uuid for g in spec.gpus),
         }
         oom_before = self._oom_kills()
         started = utcnow()
-        with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
+        with self._running(spec.run_id), BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
             try:
                 proc = subprocess.Popen(
                     list(spec.argv),
@@ -57,62 +137,32 @@ class LocalRunner(Runner):
                 )
             except OSError as exc:
                 raise InfraError(f"cannot start {spec.argv[0]!r} in {spec.workdir}: {exc}") from exc
-            pump = threading.Thread(target=_pump, args=(proc, log), daemon=True)
-            pump.start()
-            termination, message = self._supervise(proc, spec, cancel)
-            self._kill_group(proc.pid, signal.SIGKILL)
-            self._kill_stragglers(token)
-            pump.join(timeout=5)
+            run = _LocalRun(self, proc, spec, env, log)
+            try:
+                termination, message = self._supervise(run, spec, cancel, self._clock)
+            finally:
+                run.kill_all()
+                run.finish_output(timeout_s=5)
             truncated = log.truncated
         code = proc.returncode
         killed = termination is Termination.EXITED and code == -signal.SIGKILL
         if killed and self._oom_kills() > oom_before:
             termination, message = Termination.OOM, "killed by the kernel OOM killer"
-        return RunResult(
-            termination, code, started, utcnow(), message, truncated, {"pid": proc.pid}
-        )
+        provenance = {"pid": proc.pid, "run_tag": self.tag(spec.run_id)}
+        return RunResult(termination, code, started, utcnow(), message, truncated, provenance)
 
-    def _supervise(
-        self, proc: subprocess.Popen[bytes], spec: RunSpec, cancel: threading.Event
-    ) -> tuple[Termination, str]:
-        deadline = time.monotonic() + spec.timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                proc.wait(timeout=max(0.0, min(0.1, remaining)))
-                return Termination.EXITED, ""
-            except subprocess.TimeoutExpired:
-                pass
-            if cancel.is_set():
-                self._stop(proc, spec.grace_s)
-                return Termination.CANCELLED, "cancelled"
-            if time.monotonic() >= deadline:
-                self._stop(proc, spec.grace_s)
-                return Termination.TIMEOUT, f"timed out after {spec.timeout_s:g}s"
-
-    def _stop(self, proc: subprocess.Popen[bytes], grace_s: float) -> None:
-        self._kill_group(proc.pid, signal.SIGTERM)
+    @contextlib.contextmanager
+    def _running(self, run_id: str) -> Iterator[None]:
+        """Marks ``run_id`` as in flight here: never reaped, never started twice at once."""
+        with self._lock:
+            if run_id in self._active:
+                raise InfraError(f"run {run_id} is already running on this local runner")
+            self._active.add(run_id)
         try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self._kill_group(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    @staticmethod
-    def _kill_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    def _kill_stragglers(self, token: str) -> None:
-        needle = f"{TOKEN_ENV}={token}".encode()
-        for _ in range(3):
-            found = [pid for pid, env in process_environs(self.proc_root) if needle in env]
-            if not found:
-                return
-            for pid in found:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+            yield
+        finally:
+            with self._lock:
+                self._active.discard(run_id)
 
     def _oom_kills(self) -> int:
         """System-wide OOM kill counter (Linux >= 4.13); 0 where unknown."""
@@ -123,6 +173,124 @@ class LocalRunner(Runner):
         except OSError:
             pass
         return 0
+
+
+class _LocalRun:
+    """One started command, as :meth:`Runner._supervise` drives it (:class:`Supervised`)."""
+
+    def __init__(
+        self,
+        runner: LocalRunner,
+        proc: subprocess.Popen[bytes],
+        spec: RunSpec,
+        env: dict[str, str],
+        log: BoundedLog,
+    ) -> None:
+        self.runner = runner
+        self.proc = proc
+        self.spec = spec
+        self.env = env
+        self.log = log
+        self.last_output_at = runner._clock()
+        self._pump = threading.Thread(target=self._copy_output, name="local-output", daemon=True)
+        self._pump.start()
+
+    def _copy_output(self) -> None:
+        stream = self.proc.stdout
+        assert stream is not None
+        while chunk := os.read(stream.fileno(), 65536):
+            self.last_output_at = self.runner._clock()
+            self.log.write(chunk)
+
+    def finish_output(self, timeout_s: float) -> None:
+        """Let the pipe drain (it ends when the last process holding it is gone)."""
+        self._pump.join(timeout_s)
+        if not self._pump.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def wait(self, timeout_s: float) -> bool:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def pids(self) -> set[int]:
+        return self.runner.run_pids(self.spec.run_id)
+
+    def pre_stop(self, pre_stop: PreStop) -> None:
+        proc_root = self.runner.proc_root
+        targets = sorted(p for p in self.pids() if _parent(proc_root, p) == self.proc.pid)
+        what = []
+        if pre_stop.signal is not None:
+            what.append(f"{pre_stop.signal.name} to pids {targets}")
+        if pre_stop.command:
+            what.append(f"run {list(pre_stop.command)}")
+        self.log.write(f"\n{PRE_STOP_MARK} {', then '.join(what) or 'nothing'}]\n".encode())
+        if pre_stop.signal is not None:
+            for pid in targets:
+                _signal_pids([pid], pre_stop.signal)
+                if pre_stop.stagger_s:
+                    time.sleep(pre_stop.stagger_s)
+        if pre_stop.command:
+            self.log.write(f"[schedctl: pre-stop command {self._command(pre_stop)}]\n".encode())
+
+    def _command(self, pre_stop: PreStop) -> str:
+        try:
+            done = subprocess.run(
+                list(pre_stop.command), cwd=self.spec.workdir, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                timeout=max(pre_stop.wait_s, 1.0), check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            self.log.write(exc.output or b"")
+            return "still running"
+        except OSError as exc:
+            return f"failed: {exc}"
+        self.log.write(done.stdout)
+        return f"exit {done.returncode}"
+
+    def stop(self, grace_s: float) -> None:
+        self._signal_everything(signal.SIGTERM)
+        clock = self.runner._clock
+        deadline = clock() + grace_s
+        while clock() < deadline:
+            if self.wait(min(self.runner.poll_s, max(0.0, deadline - clock()))):
+                if not self.pids():
+                    return
+                time.sleep(self.runner.poll_s)  # the command is gone; its ranks may linger
+
+    def kill_all(self) -> None:
+        """SIGKILL the group and every tagged process until none is left; reap the command."""
+        for _ in range(_KILL_ROUNDS):
+            left = self.pids()
+            if not left and self.proc.poll() is not None:
+                break
+            self._signal_everything(signal.SIGKILL, left)
+            time.sleep(_KILL_PAUSE_S)
+        self.proc.wait()
+
+    def _signal_everything(self, sig: signal.Signals, pids: set[int] | None = None) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+        _signal_pids(self.pids() if pids is None else pids, sig)
+
+
+def _parent(proc_root: Path, pid: int) -> int | None:
+    """The parent pid from ``/proc/<pid>/stat`` (fields after the last ``)``: the name may hold
+    spaces and parentheses), or None for a process that is gone."""
+    try:
+        stat = (proc_root / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def _signal_pids(pids: set[int] | list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def process_environs(proc_root: Path = Path("/proc")) -> Iterator[tuple[int, bytes]]:
@@ -139,10 +307,3 @@ def process_environs(proc_root: Path = Path("/proc")) -> Iterator[tuple[int, byt
             yield int(entry.name), (entry / "environ").read_bytes()
         except OSError:
             continue
-
-
-def _pump(proc: subprocess.Popen[bytes], log: BoundedLog) -> None:
-    stream = proc.stdout
-    assert stream is not None
-    while chunk := os.read(stream.fileno(), 65536):
-        log.write(chunk)

@@ -1,10 +1,16 @@
-"""Pick the runner backend by name from config; ``auto`` prefers Docker when the engine answers."""
+"""Pick the runner backend by name from config; ``auto`` prefers Docker when the engine answers.
+
+The factory also speaks for all the runners it built: whose process is this (:meth:`owns`), and
+reap what dead runs left behind (:meth:`reap_orphans`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
@@ -19,6 +25,12 @@ BACKENDS: dict[str, str] = {
     "docker": "runners.docker:DockerRunner",
     "fake": "runners.fake:FakeRunner",
 }
+
+
+def instance_of(state_dir: Path) -> str:
+    """The daemon instance name of a state dir: tags its local processes and labels its
+    containers, so that two daemons (or test sessions) on one host never reap each other's."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
 
 
 def _load(name: str, options: dict[str, object]) -> Runner:
@@ -50,9 +62,12 @@ class RunnerFactory:
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
-        # Containers are named and reaped per daemon instance (a hash of its state dir), so two
-        # daemons or test sessions on one engine never touch each other's containers.
-        self._options: dict[str, dict[str, object]] = {"docker": {"instance": instance}}
+        # Processes are tagged, containers named, and both reaped per daemon instance (a hash of
+        # its state dir), so two daemons or test sessions on one host never touch each other's.
+        self._options: dict[str, dict[str, object]] = {
+            "docker": {"instance": instance},
+            "local": {"instance": instance},
+        }
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:
@@ -85,16 +100,23 @@ class RunnerFactory:
             except (InfraError, ImportError) as exc:
                 log.warning("runner_unavailable", runner=name, reason=str(exc))
 
-    def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
-        reaped: list[str] = []
+    def _built(self) -> list[Runner]:
         with self._lock:
-            runners = list(self._instances.values())
-        for runner in runners:
+            return list({id(r): r for r in self._instances.values()}.values())
+
+    def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
+        """Every built runner's :meth:`Runner.reap_orphans`; the run ids reaped, sorted."""
+        reaped: set[str] = set()
+        for runner in self._built():
             try:
-                reaped += runner.reap_orphans(live_run_ids)
+                reaped.update(runner.reap_orphans(live_run_ids))
             except InfraError as exc:
                 log.warning("reap_failed", runner=runner.alias, reason=str(exc))
-        return reaped
+        return sorted(reaped)
+
+    def owns(self, pid: int, run_id: str) -> bool:
+        """Whether any built runner says ``pid`` belongs to run ``run_id``."""
+        return any(runner.owns(pid, run_id) for runner in self._built())
 
     def close(self) -> None:
         with self._lock:
@@ -102,4 +124,4 @@ class RunnerFactory:
                 runner.close()
 
 
-__all__ = ["BACKENDS", "LocalRunner", "RunnerFactory", "docker_probe"]
+__all__ = ["BACKENDS", "LocalRunner", "RunnerFactory", "docker_probe", "instance_of"]

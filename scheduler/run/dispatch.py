@@ -32,7 +32,6 @@ from scheduler.kernel.errors import (
 )
 from scheduler.kernel.events import EventBus, Listener, RunQueued, RunStarted
 from scheduler.kernel.outcome import Decision, Outcome, Stop, Termination, decide
-from scheduler.orphans import started_by_run
 from scheduler.run.kinds import RunContext, kind_for
 from scheduler.run.ledger import RunLedger, RunRow
 from scheduler.run.protocols import CheckoutLike, GpuPoolLike, LeaseLike, SourceLike
@@ -238,7 +237,6 @@ class Dispatcher:
             self.runners,
             self.ledger,
             host=self.host,
-            runs_dir=self.config.runs_dir,
             runner_names=self._configured_runners() | (also_runners or set()),
             proc_root=self.proc_root,
         )
@@ -364,9 +362,11 @@ class Dispatcher:
     def _leak_check(self, lease: Any, container_ids: Sequence[str] = ()) -> dict[str, Any]:
         """GPU processes left on the leased GPUs after the run.
 
-        Those the run started (its run dir in their environment, or in one of its containers'
-        cgroups) leaked and keep memory from the next run; the others are foreign processes
-        that took a leased GPU while the run held it. Both are recorded, apart.
+        Those a runner says are the run's own (:meth:`Runner.owns`: the run's tag in their
+        environment -- pytest and torchrun ranks alike -- or one of its containers in their
+        cgroup) leaked and keep memory from the next run; the others are foreign processes that
+        took a leased GPU while the run held it. Both are recorded, apart. ``container_ids`` is
+        not needed any more (the docker runner remembers its runs' containers).
         """
         if lease is None or not lease.devices or self.gpu_pool is None:
             return {}
@@ -374,8 +374,7 @@ class Dispatcher:
             found = self.gpu_pool.leaked_processes(lease)
         except GpuError as exc:
             return {"leak_check_error": str(exc)}
-        run_dir = self.config.runs_dir / str(lease.run_id)
-        ours = [p for p in found if started_by_run(p.pid, run_dir, container_ids, self.proc_root)]
+        ours = [p for p in found if self.runners.owns(p.pid, str(lease.run_id))]
         foreign = [p for p in found if p not in ours]
         if ours:
             log.warning("gpu_process_leaked", run_id=lease.run_id, pids=[p.pid for p in ours])

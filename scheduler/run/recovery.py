@@ -1,8 +1,9 @@
 """Crash recovery: runs whose owner died become ``interrupted``; their leftovers are reaped.
 
 Runs at daemon start and before each run, so a killed CLI or daemon leaves nothing behind for
-long: container orphans (by label), local test processes (by their run dir in the environment)
-and GPU leases of dead runs.
+long: what dead runs left is reaped by the runners that started it (:meth:`Runner.reap_orphans`:
+containers by label, local processes -- pytest, torchrun launchers and ranks alike -- by the run
+tag in their environment), and GPU leases of dead runs are freed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import structlog
 
 from runners.registry import RunnerFactory
 from scheduler.kernel.outcome import Stop, decide
-from scheduler.orphans import kill_orphan_processes
 from scheduler.run.ledger import RunLedger
 from scheduler.store.engine import RunRecord, Store
 
@@ -59,7 +59,6 @@ def recover_runs(
     ledger: RunLedger,
     *,
     host: str,
-    runs_dir: Path,
     runner_names: set[str],
     proc_root: Path = Path("/proc"),
 ) -> list[int]:
@@ -77,14 +76,16 @@ def recover_runs(
         ledger.finish(record.id, decide(Stop.INTERRUPTED, reason))
         interrupted.append(record.id)
     live = {str(r.id) for r in store.active_runs()}
-    killed = kill_orphan_processes(runs_dir, {int(i) for i in live}, proc_root)
-    if killed:
-        log.warning("orphan_processes_killed", runs=sorted(killed))
-    for reaped in runners.reap_orphans(live):
-        if reaped.isdigit() and int(reaped) not in interrupted:
-            record = store.get_run(int(reaped))
+    reaped = runners.reap_orphans(live)
+    if reaped:
+        log.warning("orphans_reaped", run_ids=reaped)
+    for run_id in reaped:
+        if run_id.isdigit() and int(run_id) not in interrupted:
+            record = store.get_run(int(run_id))
             if not record.outcome.is_final:
-                ledger.finish(record.id, decide(Stop.INTERRUPTED, "orphaned container reaped"))
+                ledger.finish(
+                    record.id, decide(Stop.INTERRUPTED, "its orphaned processes were reaped")
+                )
                 interrupted.append(record.id)
     store.release_dead_leases()
     if interrupted:

@@ -1,4 +1,4 @@
-"""The torchrun distributed smoketest: the DDP program, the supervised launches, the comparison.
+"""The torchrun distributed smoketest: the DDP program, its launches through a runner, the verdict.
 
 ``python -m scheduler.smoketest`` is the built-in DDP program (:mod:`.train`, the only module that
 imports torch). The scheduler calls :func:`run_smoketest` for a ``kind: torchrun`` tier and stores
@@ -8,6 +8,7 @@ the :class:`Verdict`; ``schedctl show`` prints it with :func:`format_table`.
 from __future__ import annotations
 
 from scheduler.smoketest.compare import Verdict, compare, format_table
+from scheduler.smoketest.evidence import TorchrunResult, read_summary
 from scheduler.smoketest.launch import (
     SmoketestOutcome,
     build_torchrun_argv,
@@ -16,7 +17,6 @@ from scheduler.smoketest.launch import (
     run_smoketest,
     smoketest_env,
 )
-from scheduler.smoketest.supervise import TorchrunResult, read_summary, run_torchrun
 
 __all__ = [
     "SmoketestOutcome",
@@ -29,6 +29,5 @@ __all__ = [
     "resolve_backend",
     "resolve_nproc",
     "run_smoketest",
-    "run_torchrun",
     "smoketest_env",
 ]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import docker
@@ -22,7 +23,7 @@ import docker.errors
 import pytest
 import requests
 
-from runners.base import GpuDevice, RunSpec, install_plugin
+from runners.base import GpuDevice, PreStop, RunSpec, install_plugin
 from runners.docker import (
     CONTAINER_OUT,
     CONTAINER_PLUGIN,
@@ -354,6 +355,31 @@ class TestEngineDown:
         with pytest.raises(EngineDown):
             runner.reap_orphans(set())
 
+    def test_owns_pids_in_the_runs_containers_cgroups(self, tmp_path: Path) -> None:
+        """A host pid whose cgroup names one of the run's containers (labelled with its run id)
+        is the run's; another run's, a pid without one, or a vanished pid is not."""
+        proc_root = tmp_path / "proc"
+        (proc_root / "4242").mkdir(parents=True)
+        (proc_root / "4242" / "cgroup").write_text("12:memory:/docker/abc123def\n")
+        (proc_root / "4343").mkdir()
+        (proc_root / "4343" / "cgroup").write_text("12:memory:/user.slice\n")
+        asked: list[Any] = []
+
+        def listing(**kwargs: Any) -> list[Any]:
+            asked.append(kwargs["filters"]["label"])
+            run_id = kwargs["filters"]["label"][0].rpartition("=")[2]
+            return [SimpleNamespace(id="abc123def")] if run_id == "1" else []
+
+        client = SimpleNamespace(
+            api=SimpleNamespace(base_url="stub"), containers=SimpleNamespace(list=listing)
+        )
+        runner = DockerRunner(client, instance="i1", proc_root=proc_root)  # type: ignore[arg-type]
+        assert runner.owns(4242, "1")
+        assert not runner.owns(4242, "2")
+        assert not runner.owns(4343, "1")
+        assert not runner.owns(9999, "1")
+        assert ["schedctl.run-id=1", "schedctl.instance=i1"] in asked
+
 
 @pytest.mark.docker
 class TestRealContainers:
@@ -420,7 +446,7 @@ class TestRealContainers:
         spec = make_spec(
             make_project(HANG),
             timeout_s=4.0,
-            pre_stop_exec=["sh", "-c", "echo EVIDENCE; pgrep -c -x python3"],
+            pre_stop=PreStop(command=["sh", "-c", "echo EVIDENCE; pgrep -c -x python3"]),
         )
         result = docker_runner.run(spec)
         assert result.termination is Termination.TIMEOUT

@@ -1,9 +1,10 @@
 """Run a ``kind: torchrun`` tier: the 1-vs-N smoketest launches, as a runner-shaped result.
 
-Where the launches run follows the tier's runner: with a :class:`ContainerRun` (runner docker)
-each launch is a fresh hardened container with the leased GPUs; without one they are local
-process trees. The smoketest supervises either way (timeouts, silence, stacks before the kill),
-and the verdict then goes through :func:`scheduler.kernel.outcome.decide` like any other run.
+Every launch goes through the tier's runner (:class:`LaunchRunner`): a container runner gives
+each launch a fresh hardened container with the leased GPUs; the local runner a process tree
+whose every process, ranks included, carries the run's tag, so the run owns them (the GPU leak
+check, crash recovery). The runner supervises either way (timeouts, silence, stacks before the
+kill), and the verdict then goes through :func:`scheduler.kernel.outcome.decide` like any other run.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class TorchrunTierResult:
 
 
 @dataclass(frozen=True)
-class ContainerRun:
-    """What the container launches need beyond the tier's config, from the dispatcher."""
+class LaunchRunner:
+    """The runner every launch of the tier goes through, and the run it launches for."""
 
     runner: Runner
     run_id: str
@@ -60,26 +61,35 @@ def run_torchrun_tier(
     gpus: Sequence[GpuDevice],
     cancel: threading.Event,
     env: Mapping[str, str],
-    container: ContainerRun | None = None,
+    via: LaunchRunner | None = None,
 ) -> TorchrunTierResult:
     """Launch the tier's ``nproc`` list, compare, and report it as one run.
 
-    ``python`` (default: schedctl's own) runs local launches; container launches use the image's
+    ``via`` is the runner to launch through (None: a local runner of its own). ``python``
+    (default: schedctl's own) runs local launches; container launches use the image's
     ``python3``, and a missing torch there is found from the first launch's output.
     """
     from scheduler.smoketest import format_table, run_smoketest
+    from scheduler.smoketest.launch import local_launcher
 
     cfg = tier.torchrun or TorchrunConfig()
     started = utcnow()
     interpreter = python or sys.executable
+    container = via is not None and via.runner.in_container
     launcher: Launcher | None = None
-    if container is not None:
-        launcher = _container_launcher(tier, container, workdir, run_dir, timeout_s, gpus)
+    if via is not None and container:
+        launcher = _container_launcher(tier, via, workdir, run_dir, timeout_s, gpus)
     else:
         missing = _torch_missing(interpreter, env)
         if missing:
             result = RunResult(Termination.INFRA, None, started, utcnow(), missing)
             return TorchrunTierResult(result, None, {})
+        if via is not None:
+            launcher = local_launcher(
+                interpreter, workdir, run_dir, runner=via.runner, run_id=via.run_id,
+                tier=via.tier, gpus=gpus, grace_s=via.grace_s,
+                log_limit_bytes=via.log_limit_bytes,
+            )  # fmt: skip
     outcome = run_smoketest(
         cfg,
         python=interpreter,
@@ -98,14 +108,14 @@ def run_torchrun_tier(
         details["comparison_table"] = format_table(outcome.verdict)
     result = RunResult(
         outcome.termination, outcome.exit_code, started, finished, outcome.message,
-        provenance=_provenance(outcome) if container else {"runner": LOCAL_RUNNER},
+        provenance=_provenance(outcome) if container else _local_provenance(outcome),
     )  # fmt: skip
     return TorchrunTierResult(result, outcome.verdict, details)
 
 
 def _container_launcher(
     tier: TierConfig,
-    container: ContainerRun,
+    container: LaunchRunner,
     workdir: Path,
     run_dir: Path,
     timeout_s: float,
@@ -133,6 +143,12 @@ def _container_launcher(
         mounts={Path(host): target for host, target in tier.mounts.items()},
     )
     return ContainerLauncher(container.runner, template)
+
+
+def _local_provenance(outcome: SmoketestOutcome) -> dict[str, Any]:
+    """Local launches: the run tag their processes carried (the same for every launch)."""
+    tags = {run.provenance.get("run_tag") for run in outcome.runs.values()} - {None}
+    return {"runner": LOCAL_RUNNER, **({"run_tag": tags.pop()} if len(tags) == 1 else {})}
 
 
 def _provenance(outcome: SmoketestOutcome) -> dict[str, Any]:
@@ -175,14 +191,12 @@ class TorchrunKind:
     def prepare(self, ctx: RunContext) -> Prepared:
         runner, tier = ctx.runner, ctx.tier
         image = tier.image or ctx.config.image
-        container = None
-        if runner.in_container:
-            container = ContainerRun(
-                runner, str(ctx.run_id), ctx.tier_name, image,
-                labels={"schedctl.host": ctx.host},
-                grace_s=min(10.0, ctx.config.daemon.grace),
-                log_limit_bytes=ctx.config.log_limit_bytes,
-            )  # fmt: skip
+        via = LaunchRunner(
+            runner, str(ctx.run_id), ctx.tier_name, image,
+            labels={"schedctl.host": ctx.host},
+            grace_s=min(10.0, ctx.config.daemon.grace),
+            log_limit_bytes=ctx.config.log_limit_bytes,
+        )  # fmt: skip
 
         def execute(cancel: threading.Event) -> Finished:
             done = run_torchrun_tier(
@@ -194,7 +208,7 @@ class TorchrunKind:
                 gpus=tuple(ctx.devices),
                 cancel=cancel,
                 env={**base_env(runner.in_container), **tier.env},
-                container=container,
+                via=via,
             )
             result = done.result
             ending = RunEnding(
@@ -206,7 +220,7 @@ class TorchrunKind:
             )
 
         provenance = {
-            "runner": runner.alias if container else LOCAL_RUNNER,
-            "image": image if container else None,
+            "runner": runner.alias if runner.in_container else LOCAL_RUNNER,
+            "image": image if runner.in_container else None,
         }
         return Prepared(provenance, execute)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import Runner, RunResult, RunSpec
+from runners.base import RunResult, RunSpec
 from runners.fake import FakeBehaviour, FakeRunner, always
 from scheduler.config import Config
 from scheduler.kernel.errors import UnknownTierError
@@ -99,7 +99,7 @@ def test_same_slot_runs_once(
     assert a.id == b.id and len(runner.specs) == 1
 
 
-class Exploding(Runner):
+class Exploding(FakeRunner):
     alias = "local"
 
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
@@ -338,10 +338,8 @@ def test_ref_vanishing_after_validation_is_infra(
 def test_gpu_leftovers_are_split_into_leaked_and_foreign(
     make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher, tmp_path: Path
 ) -> None:
-    """After a GPU run, the run's own processes on its GPU are leaks; others are foreign."""
+    """After a GPU run, the processes on its GPU that its runner owns are leaks; others foreign."""
     import json
-    import subprocess
-    import sys
 
     from scheduler.gpu import build_pool
     from tests.conftest import tier
@@ -361,24 +359,15 @@ def test_gpu_leftovers_are_split_into_leaked_and_foreign(
         tiers={"hourly": tier(gpus=1)}, gpu={"free_samples": 1, "sample_interval": 0.05, "wait": 5}
     )
     store = Store(config.db_path)
-    children: list[subprocess.Popen[bytes]] = []
 
     def handler(spec: RunSpec) -> FakeBehaviour:
-        env = {**os.environ, "SCHEDCTL_RESULTS": str(spec.run_dir / "results.jsonl")}
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
-        children.append(child)
-        procs = [{"pid": child.pid, "used_memory_mib": 900}, {"pid": 4242, "used_memory_mib": 10}]
+        procs = [{"pid": 31337, "used_memory_mib": 900}, {"pid": 4242, "used_memory_mib": 10}]
         gpu_file.write_text(json.dumps([{**gpu, "processes": procs}]))
-        return FakeBehaviour()
+        return FakeBehaviour(pids=(31337,))  # the fake's bookkeeping: owns() says it is the run's
 
     pool = build_pool(config, store, environ={"SCHEDCTL_FAKE_GPUS": str(gpu_file)})
     d = fake_dispatcher(config, FakeRunner(handler), store=store, gpu_pool=pool)
-    try:
-        record = d.run(RunRequest("hourly"))
-    finally:
-        for child in children:
-            child.kill()
-            child.wait()
+    record = d.run(RunRequest("hourly"))
     assert record.outcome is Outcome.PASSED
-    assert [p["pid"] for p in record.details["leaked_gpu_processes"]] == [children[0].pid]
+    assert [p["pid"] for p in record.details["leaked_gpu_processes"]] == [31337]
     assert [p["pid"] for p in record.details["foreign_gpu_processes"]] == [4242]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -10,21 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from runners.base import Runner, RunResult, RunSpec
+from runners.base import PreStop, Runner, RunResult, RunSpec
 from scheduler.config import TierConfig, TorchrunConfig
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.outcome import Termination
-from scheduler.run.kinds.torchrun import ContainerRun, run_torchrun_tier
-from scheduler.smoketest.container import (
-    LABEL_NPROC,
-    PROGRAM_FILE,
-    ContainerLauncher,
-    dumped_stacks,
-    install_program,
-    stack_dump_command,
-)
-from scheduler.smoketest.launch import LaunchPlan
+from scheduler.run.kinds.torchrun import LaunchRunner, run_torchrun_tier
+from scheduler.smoketest.container import PROGRAM_FILE, ContainerLauncher, install_program
+from scheduler.smoketest.evidence import dumped_stacks
+from scheduler.smoketest.launch import LABEL_NPROC, STACK_STAGGER_S, LaunchPlan
 from tests.scheduler.smoketest.conftest import need_torch
 
 STACK = (
@@ -40,10 +35,17 @@ class ScriptedRunner(Runner):
     """A container runner stand-in: records specs, writes what ``script`` says, returns it."""
 
     alias = "docker"
+    in_container = True
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.specs: list[RunSpec] = []
+
+    def owns(self, pid: int, run_id: str) -> bool:
+        return False
+
+    def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
+        return []
 
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
         self.specs.append(spec)
@@ -92,7 +94,7 @@ def test_each_launch_is_the_template_with_its_own_command(tmp_path: Path) -> Non
     assert (spec.run_id, spec.tier, spec.run_dir) == ("7", "weekly", tmp_path / "n2")
     assert (spec.timeout_s, spec.silence_timeout_s) == (30.0, 20.0)
     assert spec.labels == {"schedctl.host": "h", LABEL_NPROC: "2"}
-    assert spec.pre_stop_exec == stack_dump_command(1.5)
+    assert spec.pre_stop == PreStop(signal=signal.SIGUSR1, wait_s=1.5, stagger_s=STACK_STAGGER_S)
     assert (tmp_path / "plugin" / PROGRAM_FILE).is_file()
     assert launch.builtin_script == tmp_path / "plugin" / PROGRAM_FILE
     assert (done.termination, done.exit_code, done.message) == (Termination.EXITED, 0, "exited 0")
@@ -173,7 +175,7 @@ def test_tier_records_docker_provenance_per_world_size(tmp_path: Path) -> None:
     done = run_torchrun_tier(
         tier, python=None, workdir=tmp_path, run_dir=tmp_path / "run", timeout_s=60, gpus=(),
         cancel=threading.Event(), env={},
-        container=ContainerRun(runner, "7", "weekly", "img:1", grace_s=3),
+        via=LaunchRunner(runner, "7", "weekly", "img:1", grace_s=3),
     )  # fmt: skip
     provenance = done.result.provenance
     assert provenance["runner"] == "docker" and provenance["image_id"] == "sha256:1"

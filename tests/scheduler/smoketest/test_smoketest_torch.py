@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from runners.local import LocalRunner
 from scheduler.config import TorchrunConfig
 from scheduler.kernel.outcome import Termination
-from scheduler.smoketest.launch import SmoketestOutcome, run_smoketest
-from scheduler.smoketest.procs import read_proc_table
+from scheduler.smoketest.launch import SmoketestOutcome, local_launcher, run_smoketest
 from tests.scheduler.smoketest.conftest import need_torch
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
@@ -23,7 +23,11 @@ pytestmark = [pytest.mark.torch, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def smoketest(tmp_path: Path, timeout_s: float = 240, **cfg: Any) -> SmoketestOutcome:
+def smoketest(
+    tmp_path: Path, timeout_s: float = 240, runner: LocalRunner | None = None, **cfg: Any
+) -> SmoketestOutcome:
+    """Launch through ``runner`` (a local runner of the test's own: its run tag finds every
+    leftover, ranks included)."""
     need_torch()
     return run_smoketest(
         TorchrunConfig(steps=12, **cfg),
@@ -34,21 +38,14 @@ def smoketest(tmp_path: Path, timeout_s: float = 240, **cfg: Any) -> SmoketestOu
         gpus=[],
         cancel=threading.Event(),
         env={k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")},
+        launcher=local_launcher(sys.executable, ROOT, tmp_path / "run", runner=runner),
     )
-
-
-def survivors(outcome: SmoketestOutcome) -> list[int]:
-    sessions = set().union(*(run.sessions for run in outcome.runs.values()))
-    return [
-        pid
-        for pid, info in read_proc_table().items()
-        if info.sid in sessions and info.state not in ("Z", "X")
-    ]
 
 
 def test_cpu_one_and_two_processes_pass(tmp_path: Path) -> None:
     """1 and 2 gloo processes agree: verdict passed, numbers in the table and the JSON file."""
-    outcome = smoketest(tmp_path)
+    runner = LocalRunner()
+    outcome = smoketest(tmp_path, runner=runner)
     assert outcome.termination is Termination.EXITED, outcome.message
     assert outcome.verdict is not None
     assert outcome.verdict.status == "passed", outcome.verdict.reasons
@@ -69,7 +66,7 @@ def test_cpu_one_and_two_processes_pass(tmp_path: Path) -> None:
     stored = json.loads((tmp_path / "run" / "smoketest.json").read_text())
     assert stored["verdict"]["status"] == "passed"
     assert stored["runs"]["2"]["summary"]["world_size"] == 2
-    assert survivors(outcome) == []
+    assert runner.processes() == {}
 
 
 def test_injected_desync_fails_naming_the_check(tmp_path: Path) -> None:
@@ -88,17 +85,18 @@ def test_injected_desync_fails_naming_the_check(tmp_path: Path) -> None:
 
 def test_injected_hang_times_out_with_stacks_and_no_leftovers(tmp_path: Path) -> None:
     """One rank sleeping forever ends as a timeout, with both ranks' stacks, no process left."""
-    outcome = smoketest(tmp_path, nproc=[2], inject_fault="hang", run_timeout=20)
+    runner = LocalRunner()
+    outcome = smoketest(tmp_path, runner=runner, nproc=[2], inject_fault="hang", run_timeout=20)
     assert outcome.termination is Termination.TIMEOUT
     run = outcome.runs[2]
     assert run.termination is Termination.TIMEOUT
-    assert "timed out after 20 s" in run.message
+    assert "timed out after 20s" in run.message
     assert "--- rank 0" in run.stacks and "--- rank 1" in run.stacks
     assert "Current thread" in run.stacks and 'File "' in run.stacks
     assert "_hang" in run.stacks  # rank 1 is caught in the injected sleep
     assert "backward" in run.stacks  # rank 0 waits in DDP's all-reduce
     assert outcome.verdict is not None and outcome.verdict.status == "failed"
-    assert survivors(outcome) == []
+    assert runner.processes() == {}
 
 
 def test_program_writes_step_and_summary_lines(tmp_path: Path) -> None:
