@@ -28,10 +28,11 @@ from apscheduler.triggers.cron import CronTrigger
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from runners.local import LocalRunner  # noqa: E402
+from runners.registry import instance_of  # noqa: E402
 from scheduler.api import ApiClient  # noqa: E402
 from scheduler.daemon.cron import slots_between  # noqa: E402
 from scheduler.daemon.lock import StateLock  # noqa: E402
-from scheduler.orphans import run_processes  # noqa: E402
 from scheduler.store.engine import Store  # noqa: E402
 
 TESTS = "import time\n\ndef test_work():\n    time.sleep(1.5)\n"
@@ -80,6 +81,11 @@ def start(config: Path, every: int, log: Path) -> tuple[subprocess.Popen[bytes],
     return proc, time.monotonic() - t0
 
 
+def local_runs(base: Path) -> LocalRunner:
+    """A local runner of the bench daemon's instance: it sees its runs' processes by their tag."""
+    return LocalRunner(instance=instance_of(base / "state"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=10)
@@ -99,7 +105,7 @@ def main() -> None:
                 proc, took = start(config, args.every, log)
                 ready_s.append(took)
                 time.sleep(rng.uniform(0.5, 4.0))
-                killed_mid_run += bool(run_processes(base / "state" / "runs"))
+                killed_mid_run += bool(local_runs(base).processes())
                 proc.kill()
                 proc.wait()
             proc, took = start(config, args.every, log)  # this start recovers the last kill
@@ -122,7 +128,7 @@ def main() -> None:
         lost = sorted(set(expected) - set(slots))
         outcomes = collections.Counter(r.outcome.value for r in rows)
         active = store.active_runs()
-        leftovers = run_processes(base / "state" / "runs")
+        leftovers = sum(map(len, local_runs(base).processes().values()))
         print(f"cycles: {args.cycles} kill -9 ({killed_mid_run} mid-run), every {args.every}s")
         print(
             f"slots expected {len(expected)}, rows {len(slots)}, lost {len(lost)}, "
@@ -132,7 +138,7 @@ def main() -> None:
         print(
             f"restart to ready: median {statistics.median(ready_s):.2f}s, max {max(ready_s):.2f}s"
         )
-        print(f"active runs left: {len(active)}, processes left: {len(leftovers)}")
+        print(f"active runs left: {len(active)}, processes left: {leftovers}")
         if lost:
             print("lost:", [s.isoformat() for s in lost])
             print("rows:", sorted((r.slot.isoformat(), r.outcome.value) for r in rows if r.slot))

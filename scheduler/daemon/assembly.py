@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
-from runners.registry import RunnerFactory
+from runners.registry import RunnerFactory, instance_of
 from scheduler.alerts import build_alerting
 from scheduler.alerts.catchup import CatchUp
 from scheduler.config import Config
@@ -39,11 +38,10 @@ def build_dispatcher(
     runners: RunnerFactory | None = None,
     listeners: Iterable[Listener] = (),
 ) -> Dispatcher:
-    instance = hashlib.sha256(str(config.state_dir.resolve()).encode()).hexdigest()[:8]
     return Dispatcher(
         config,
         store,
-        runners or RunnerFactory(instance=instance),
+        runners or RunnerFactory(instance=instance_of(config.state_dir)),
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,

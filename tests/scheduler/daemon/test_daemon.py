@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +23,6 @@ from scheduler.daemon.slots import SlotPlan
 from scheduler.kernel.errors import DaemonLocked
 from scheduler.kernel.events import Event, SlotMissed
 from scheduler.kernel.outcome import Outcome
-from scheduler.orphans import kill_orphan_processes, run_processes
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import tier
 from tests.scheduler.conftest import FakeDispatcher
@@ -208,32 +204,6 @@ class TestSlotPlan:
         d, now = plan_for(started_ago_s=1)
         recorded = now - timedelta(seconds=65)
         assert d.plan("hourly", self.EVERY_10S, recorded, now) == SlotPlan()
-
-
-class TestOrphanProcesses:
-    """Local-runner processes found by their results path, and only this state dir's."""
-
-    def spawn(self, results: Path) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "SCHEDCTL_RESULTS": str(results)}
-        return subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True
-        )
-
-    def test_kills_dead_runs_only(self, tmp_path: Path) -> None:
-        """Processes of non-live runs die; live runs and other state dirs are left alone."""
-        runs_dir = tmp_path / "state" / "runs"
-        dead = self.spawn(runs_dir / "7" / "results.jsonl")
-        live = self.spawn(runs_dir / "8" / "results.jsonl")
-        other = self.spawn(tmp_path / "other" / "runs" / "7" / "results.jsonl")
-        try:
-            wait_for(lambda: set(run_processes(runs_dir)) == {7, 8}, 30, "runs 7 and 8 in /proc")
-            assert kill_orphan_processes(runs_dir, {8}) == {7}
-            assert dead.wait(5) == -signal.SIGKILL
-            assert live.poll() is None and other.poll() is None
-        finally:
-            for proc in (dead, live, other):
-                proc.kill()
-                proc.wait()
 
 
 class TestSdNotify:

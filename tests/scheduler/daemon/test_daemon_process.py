@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
+from runners.local import LocalRunner
+from runners.registry import instance_of
 from scheduler.api import ApiClient
 from scheduler.config import load_config
 from scheduler.daemon.lock import StateLock
-from scheduler.orphans import kill_orphan_processes, run_processes
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import ROOT, SCHEDCTL, tier
 from tests.waiting import wait_for
@@ -118,7 +119,11 @@ class Daemons:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-        kill_orphan_processes(self.state / "runs", [])
+        self.local_runs().reap_orphans(set())
+
+    def local_runs(self) -> LocalRunner:
+        """A local runner of the daemons' instance: it sees (and reaps) their runs' processes."""
+        return LocalRunner(instance=instance_of(self.state))
 
 
 @pytest.fixture
@@ -187,8 +192,8 @@ def test_kill9_mid_run_then_restart(daemons: Daemons) -> None:
     submitted = daemons.cli("run", "slow", "--detach")
     assert submitted.returncode == 0, submitted.stderr
     run_id = int(submitted.stdout.strip())
-    runs_dir = daemons.state / "runs"
-    pids = wait_for(lambda: run_processes(runs_dir).get(run_id), 30, "the run's pytest process")
+    local = daemons.local_runs()
+    pids = wait_for(lambda: local.run_pids(str(run_id)), 30, "the run's pytest process")
     proc.kill()
     proc.wait(10)
     assert all(Path(f"/proc/{pid}").exists() for pid in pids), "nothing should have killed them"
@@ -199,7 +204,7 @@ def test_kill9_mid_run_then_restart(daemons: Daemons) -> None:
     store = daemons.store()
     record = store.get_run(run_id)
     assert record.outcome.value == "interrupted" and str(proc.pid) in record.reason
-    assert run_processes(runs_dir).get(run_id) is None
+    assert local.run_pids(str(run_id)) == set()
 
     def fired_after_restart() -> bool:
         return any(
@@ -293,7 +298,8 @@ def test_sd_notify_and_graceful_stop(daemons: Daemons, tmp_path: Path) -> None:
         wait_for(lambda: received("WATCHDOG=1"), 5, f"WATCHDOG=1 in {messages}")
         daemons.wait_ready(proc)
         run_id = int(daemons.cli("run", "slow", "--detach").stdout.strip())
-        wait_for(lambda: run_processes(daemons.state / "runs").get(run_id), 30, "the run")
+        local = daemons.local_runs()
+        wait_for(lambda: local.run_pids(str(run_id)), 30, "the run")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         wait_for(lambda: received("STOPPING=1"), 5, f"STOPPING=1 in {messages}")
@@ -305,7 +311,7 @@ def test_sd_notify_and_graceful_stop(daemons: Daemons, tmp_path: Path) -> None:
     record = daemons.store().get_run(run_id)
     assert record.outcome.value == "cancelled"
     assert record.reason == "daemon stopped: grace period ran out"
-    assert run_processes(daemons.state / "runs").get(run_id) is None
+    assert daemons.local_runs().run_pids(str(run_id)) == set()
     assert not (daemons.state / "api.sock").exists()
 
 
