@@ -1,9 +1,16 @@
-"""GpuPool: leases across threads and processes, waiting, priorities, failures."""
+"""GpuPool: leases across threads and processes, waiting, priorities, failures.
+
+Waits run on a :class:`FakeMonotonic` the test moves: a deadline passes, or a new sample is due,
+exactly when the test says so. "It waited and was refused" is seen in the lease-table reads of
+the waiting thread (:class:`CountingStore`), never guessed from how long it has been.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,20 +32,9 @@ from scheduler.gpu import (
 from scheduler.kernel.errors import GpuError, NvmlUnavailable
 from scheduler.store.engine import Store
 from tests.scheduler.gpu.gpu_helpers import FOREIGN_PID, busy_gpu, fast_policy, gpu
+from tests.waiting import FakeMonotonic, wait_for
 
 NewRun = Callable[..., int]
-
-
-def later(delay_s: float, action: Callable[[], Any]) -> threading.Thread:
-    """Run ``action`` on another thread after ``delay_s``."""
-
-    def run() -> None:
-        time.sleep(delay_s)
-        action()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 class Attempt(threading.Thread):
@@ -55,7 +51,12 @@ class Attempt(threading.Thread):
         pool, run_id, tier, priority, kw = self.args
         try:
             self.lease = pool.acquire(
-                run_id, tier, kw.get("count", 1), priority, kw.get("wait_s", 3.0)
+                run_id,
+                tier,
+                kw.get("count", 1),
+                priority,
+                kw.get("wait_s", 3.0),
+                cancel=kw.get("cancel"),
             )
             self.granted_at = time.monotonic()
         except BaseException as exc:
@@ -64,10 +65,64 @@ class Attempt(threading.Thread):
 
 def wait_until_waiting(pool: GpuPool, n: int) -> None:
     """Block until ``n`` runs are queued in the pool."""
-    deadline = time.monotonic() + 5
-    while len(pool.waiting()) < n:
-        assert time.monotonic() < deadline, "waiters never queued"
-        time.sleep(0.01)
+    wait_for(lambda: len(pool.waiting()) >= n, 30, f"{n} runs queued in the pool")
+
+
+class CountingStore:
+    """The lease store, counting each thread's reads of the lease table.
+
+    A waiter reads it once per look at a GPU sample, so two more reads by a waiting thread mean
+    it has looked at the GPUs again, completely, and was refused.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._reads: Counter[int | None] = Counter()
+        self._lock = threading.Lock()
+
+    def reads(self, thread: threading.Thread) -> int:
+        with self._lock:
+            return self._reads[thread.ident]
+
+    def active_leases(self) -> list[dict[str, Any]]:
+        rows = self.store.active_leases()
+        with self._lock:
+            self._reads[threading.get_ident()] += 1
+        return rows
+
+    def acquire_leases(self, run_id: int, tier: str, gpus: Any) -> bool:
+        return self.store.acquire_leases(run_id, tier, gpus)
+
+    def release_leases(self, run_id: int) -> None:
+        self.store.release_leases(run_id)
+
+
+def refused(leases: CountingStore, attempt: Attempt) -> None:
+    """Wait until ``attempt`` has looked at the GPUs again and is still waiting."""
+    seen = leases.reads(attempt)
+    wait_for(
+        lambda: leases.reads(attempt) >= seen + 2 or not attempt.is_alive(),
+        30,
+        f"run {attempt.args[1]} to look at the GPUs again",
+    )
+    assert attempt.is_alive() and attempt.lease is None, attempt.error
+
+
+class CountingProbe:
+    """A probe that counts the snapshots it has finished (error or not)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def snapshot(self) -> HostGpuInfo:
+        try:
+            return self.inner.snapshot()
+        finally:
+            self.calls += 1
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class TestGrant:
@@ -114,14 +169,18 @@ class TestGrant:
     ) -> None:
         """After release a waiting run gets the GPU without waiting out its deadline."""
         write_fake_gpus(gpu_file, [gpu(0)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy(sample_interval=5))
+        leases = CountingStore(store)
+        clock = FakeMonotonic()
+        pool = GpuPool(leases, FakeProbe(gpu_file), fast_policy(sample_interval=5), clock=clock)
         first = new_run()
         pool.acquire(first, "hourly", 1, 0, 1)
-        later(0.2, lambda: pool.release(first))
-        started = time.monotonic()
-        lease = pool.acquire(new_run(), "daily", 1, 1, wait_s=5)
-        assert lease.uuids == ["GPU-fake-0"]
-        assert 0.15 < time.monotonic() - started < 1.5
+        waiter = Attempt(pool, new_run(), "daily", 1, wait_s=5)
+        waiter.start()
+        refused(leases, waiter)
+        pool.release(first)
+        waiter.join(30)
+        assert waiter.lease is not None and waiter.lease.uuids == ["GPU-fake-0"]
+        assert waiter.lease.waited_s == 0  # the clock never moved: no new sample, no deadline
 
 
 class TestWaiting:
@@ -130,28 +189,43 @@ class TestWaiting:
     ) -> None:
         """Both GPUs busy: the run waits wait_s, then GpuWaitTimeout names each GPU's reason."""
         write_fake_gpus(gpu_file, [busy_gpu(0), gpu(1)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy())
+        leases = CountingStore(store)
+        clock = FakeMonotonic()
+        pool = GpuPool(leases, FakeProbe(gpu_file), fast_policy(), clock=clock)
         holder = new_run("daily")
         pool.acquire(holder, "daily", 1, 1, 1)
-        started = time.monotonic()
-        with pytest.raises(GpuWaitTimeout) as info:
-            pool.acquire(new_run(), "hourly", 1, 0, wait_s=0.5)
-        assert 0.45 < time.monotonic() - started < 2
-        message = str(info.value)
+        waiter = Attempt(pool, new_run(), "hourly", 0, wait_s=0.5)
+        waiter.start()
+        refused(leases, waiter)
+        clock.advance(0.375)
+        refused(leases, waiter)  # 0.125 s before its deadline it still waits
+        clock.advance(0.125)
+        waiter.join(30)
+        assert isinstance(waiter.error, GpuWaitTimeout)
+        assert waiter.error.waited_s == 0.5
+        message = str(waiter.error)
         assert f"gpu0: foreign process pid {FOREIGN_PID} (8000 MiB)" in message
         assert f"gpu1: leased to run {holder} (daily)" in message
         assert message.startswith("no 1 GPU free after waiting 0.5s")
-        assert isinstance(info.value, GpuError)
+        assert isinstance(waiter.error, GpuError)
         assert pool.waiting() == []
 
     def test_gpu_freed_while_waiting(self, gpu_file: Path, store: Store, new_run: NewRun) -> None:
         """GPU 0 becomes free while the run waits: the run starts on it."""
         write_fake_gpus(gpu_file, [busy_gpu(0), busy_gpu(1)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy(free_samples=2))
-        later(0.3, lambda: write_fake_gpus(gpu_file, [gpu(0), busy_gpu(1)]))
-        lease = pool.acquire(new_run(), "hourly", 1, 0, wait_s=3)
-        assert lease.uuids == ["GPU-fake-0"]
-        assert lease.waited_s >= 0.2
+        leases = CountingStore(store)
+        clock = FakeMonotonic()
+        pool = GpuPool(leases, FakeProbe(gpu_file), fast_policy(free_samples=2), clock=clock)
+        waiter = Attempt(pool, new_run(), "hourly", 0, wait_s=3)
+        waiter.start()
+        refused(leases, waiter)
+        write_fake_gpus(gpu_file, [gpu(0), busy_gpu(1)])
+        clock.advance(0.0625)
+        refused(leases, waiter)  # free in one sample: not yet (free_samples=2)
+        clock.advance(0.0625)
+        waiter.join(30)
+        assert waiter.lease is not None and waiter.lease.uuids == ["GPU-fake-0"]
+        assert waiter.lease.waited_s == 0.125
 
     def test_needs_consecutive_free_samples(self, store: Store, new_run: NewRun) -> None:
         """A GPU that is free only every other sample is never granted with free_samples=2."""
@@ -169,33 +243,60 @@ class TestWaiting:
                 pass
 
         flapping = Flapping()
-        pool = GpuPool(store, flapping, fast_policy(free_samples=2))
-        with pytest.raises(GpuWaitTimeout, match=r"free in 1 of 2 samples|foreign process"):
-            pool.acquire(new_run(), "hourly", 1, 0, wait_s=0.5)
+        leases = CountingStore(store)
+        clock = FakeMonotonic()
+        pool = GpuPool(leases, flapping, fast_policy(free_samples=2), clock=clock)
+        waiter = Attempt(pool, new_run(), "hourly", 0, wait_s=0.5)
+        waiter.start()
+        refused(leases, waiter)
+        for _ in range(7):  # a new sample every 0.0625 s: free, busy, free, ...
+            clock.advance(0.0625)
+            refused(leases, waiter)
+        clock.advance(0.0625)  # the deadline
+        waiter.join(30)
+        assert isinstance(waiter.error, GpuWaitTimeout), waiter.lease
+        assert re.search(r"free in 1 of 2 samples|foreign process", str(waiter.error))
         assert flapping.n >= 4
         always_free = GpuPool(store, _Static(_host(gpu(0))), fast_policy(free_samples=3))
         lease = always_free.acquire(new_run(), "hourly", 1, 0, wait_s=2)
         assert lease.waited_s >= 2 * 0.05 * 0.9
 
     def test_cancel_stops_the_wait(self, gpu_file: Path, store: Store, new_run: NewRun) -> None:
-        """Setting the cancel event ends the wait promptly with GpuWaitCancelled."""
+        """Setting the cancel event ends the wait with GpuWaitCancelled, long before its deadline.
+
+        The pool's clock never moves here, so the deadline cannot be what ends the wait.
+        """
         write_fake_gpus(gpu_file, [busy_gpu(0)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy())
+        leases = CountingStore(store)
+        pool = GpuPool(leases, FakeProbe(gpu_file), fast_policy(), clock=FakeMonotonic())
         cancel = threading.Event()
-        later(0.2, cancel.set)
-        started = time.monotonic()
-        with pytest.raises(GpuWaitCancelled):
-            pool.acquire(new_run(), "hourly", 1, 0, wait_s=10, cancel=cancel)
-        assert time.monotonic() - started < 1.5
+        waiter = Attempt(pool, new_run(), "hourly", 0, wait_s=10, cancel=cancel)
+        waiter.start()
+        refused(leases, waiter)
+        cancel.set()
+        waiter.join(30)
+        assert isinstance(waiter.error, GpuWaitCancelled)
 
     def test_transient_errors_keep_waiting(
         self, gpu_file: Path, store: Store, new_run: NewRun
     ) -> None:
         """A garbled reading is retried until the GPU can be read again."""
         gpu_file.write_text("{garbled")
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy())
-        later(0.2, lambda: write_fake_gpus(gpu_file, [gpu(0)]))
-        assert pool.acquire(new_run(), "hourly", 1, 0, wait_s=3).uuids == ["GPU-fake-0"]
+        probe = CountingProbe(FakeProbe(gpu_file))
+        clock = FakeMonotonic()
+        pool = GpuPool(store, probe, fast_policy(), clock=clock)
+        waiter = Attempt(pool, new_run(), "hourly", 0, wait_s=3600)
+        waiter.start()
+        wait_for(lambda: probe.calls >= 1, 30, "the garbled reading")
+        assert waiter.is_alive(), waiter.error
+        write_fake_gpus(gpu_file, [gpu(0)])
+        for _ in range(600):  # the next sample after the rewrite must grant it
+            clock.advance(0.0625)
+            waiter.join(0.05)
+            if not waiter.is_alive():
+                break
+        assert waiter.lease is not None and waiter.lease.uuids == ["GPU-fake-0"], waiter.error
+        assert probe.calls >= 2
 
     def test_transient_error_reason_on_timeout(
         self, gpu_file: Path, store: Store, new_run: NewRun
@@ -209,12 +310,17 @@ class TestWaiting:
 
 class TestFailFast:
     def test_no_nvml_raises_at_once(self, tmp_path: Path, store: Store, new_run: NewRun) -> None:
-        """NvmlUnavailable is raised immediately with its reason, not after the wait."""
-        pool = GpuPool(store, FakeProbe(tmp_path / "absent.json"), fast_policy())
-        started = time.monotonic()
-        with pytest.raises(NvmlUnavailable, match=r"absent\.json does not exist"):
-            pool.acquire(new_run(), "hourly", 1, 0, wait_s=10)
-        assert time.monotonic() - started < 1
+        """NvmlUnavailable is raised immediately with its reason, not after the wait.
+
+        The pool's clock never moves, so only an immediate raise ends this wait.
+        """
+        probe = FakeProbe(tmp_path / "absent.json")
+        pool = GpuPool(store, probe, fast_policy(), clock=FakeMonotonic())
+        waiter = Attempt(pool, new_run(), "hourly", 0, wait_s=10)
+        waiter.start()
+        waiter.join(30)
+        assert isinstance(waiter.error, NvmlUnavailable), waiter.error
+        assert re.search(r"absent\.json does not exist", str(waiter.error))
 
     def test_more_gpus_than_the_host_has(
         self, probe: FakeProbe, store: Store, new_run: NewRun
@@ -266,7 +372,8 @@ class TestSharing:
     ) -> None:
         """Both wait for the one GPU: the hourly tier (priority 0) gets it before weekly (2)."""
         write_fake_gpus(gpu_file, [gpu(0)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy())
+        leases = CountingStore(store)
+        pool = GpuPool(leases, FakeProbe(gpu_file), fast_policy(), clock=FakeMonotonic())
         blocker = new_run("daily")
         pool.acquire(blocker, "daily", 1, 1, 1)
         weekly = Attempt(pool, new_run("weekly"), "weekly", 2)
@@ -277,18 +384,17 @@ class TestSharing:
         wait_until_waiting(pool, 2)
         assert [tier for _, tier, _ in pool.waiting()] == ["hourly", "weekly"]
         pool.release(blocker)
-        hourly.join(5)
+        hourly.join(30)
         assert hourly.lease is not None and weekly.lease is None
-        time.sleep(0.2)
-        assert weekly.lease is None, "weekly must not share the GPU"
+        refused(leases, weekly)  # weekly looked again while hourly held it: it must not share
         pool.release(hourly.lease.run_id)
-        weekly.join(5)
+        weekly.join(30)
         assert weekly.lease is not None and weekly.granted_at > hourly.granted_at
 
     def test_fifo_within_a_priority(self, gpu_file: Path, store: Store, new_run: NewRun) -> None:
         """Equal priorities are served in arrival order."""
         write_fake_gpus(gpu_file, [gpu(0)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy())
+        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy(), clock=FakeMonotonic())
         blocker = new_run()
         pool.acquire(blocker, "hourly", 1, 0, 1)
         first = Attempt(pool, new_run(), "a", 1)
@@ -298,10 +404,10 @@ class TestSharing:
         second.start()
         wait_until_waiting(pool, 2)
         pool.release(blocker)
-        first.join(5)
+        first.join(30)
         assert first.lease is not None and second.lease is None
         pool.release(first.lease.run_id)
-        second.join(5)
+        second.join(30)
         assert second.lease is not None
 
     def test_big_request_ahead_does_not_block_smaller(
@@ -309,13 +415,18 @@ class TestSharing:
     ) -> None:
         """A waiter ahead that needs all GPUs cannot use the free one, so a 1-GPU run takes it."""
         write_fake_gpus(gpu_file, [busy_gpu(0), gpu(1)])
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy())
-        weekly = Attempt(pool, new_run("weekly"), "weekly", 0, count="all", wait_s=0.6)
+        clock = FakeMonotonic()
+        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy(), clock=clock)
+        weekly = Attempt(pool, new_run("weekly"), "weekly", 0, count="all", wait_s=0.5)
         weekly.start()
         wait_until_waiting(pool, 1)
-        lease = pool.acquire(new_run("hourly"), "hourly", 1, 5, wait_s=1)
-        assert lease.uuids == ["GPU-fake-1"]
-        weekly.join(5)
+        hourly = Attempt(pool, new_run("hourly"), "hourly", 5, wait_s=1)
+        hourly.start()
+        hourly.join(30)  # granted while the clock stands still: it never waited behind weekly
+        assert hourly.lease is not None and hourly.lease.uuids == ["GPU-fake-1"]
+        assert weekly.is_alive() and weekly.lease is None
+        clock.advance(0.5)
+        weekly.join(30)
         assert isinstance(weekly.error, GpuWaitTimeout)
 
     def test_lease_from_another_process(
@@ -324,12 +435,15 @@ class TestSharing:
         """Leases written by another process are honoured, and their release is noticed."""
         other = new_run("daily")
         assert store.acquire_leases(other, "daily", [(0, "GPU-fake-0"), (1, "GPU-fake-1")])
-        later(0.3, lambda: store.release_leases(other))
-        pool = GpuPool(store, probe, fast_policy())
-        assert pool.acquire(new_run(), "hourly", 2, 0, wait_s=3).uuids == [
-            "GPU-fake-0",
-            "GPU-fake-1",
-        ]
+        leases = CountingStore(store)
+        pool = GpuPool(leases, probe, fast_policy(), clock=FakeMonotonic())
+        waiter = Attempt(pool, new_run(), "hourly", 0, count=2, wait_s=3)
+        waiter.start()
+        refused(leases, waiter)  # honoured: the other process holds both
+        store.release_leases(other)  # as that process would: nothing wakes this pool
+        waiter.join(30)
+        assert waiter.lease is not None
+        assert waiter.lease.uuids == ["GPU-fake-0", "GPU-fake-1"]
 
     def test_losing_a_race_keeps_waiting(
         self, gpu_file: Path, store: Store, new_run: NewRun
