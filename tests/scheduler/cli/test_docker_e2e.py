@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import SCHEDCTL, tier
 from tests.runners.test_contract import _docker_harness
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = "schedctl-test:bookworm"
@@ -98,10 +99,7 @@ def test_killed_cli_leaves_no_orphan(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while not _our_containers(tmp_path / "state", 1) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _our_containers(tmp_path / "state", 1), "the container never started"
+    wait_for(lambda: _our_containers(tmp_path / "state", 1), 60, "the run's container")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _our_containers(tmp_path / "state", 1), "the container should outlive the killed CLI"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SCHEDCTL, SUITE, tier
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -235,20 +236,18 @@ def test_killed_cli_local_run_is_cleaned_up_by_the_next_run(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not (pidfile.exists() and len(pidfile.read_text().split()) == 2):
-        assert time.monotonic() < deadline, "the hanging test never started"
-        time.sleep(0.1)
+    wait_for(
+        lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2,
+        60,
+        "the hanging test to write its two pids",
+    )
     pids = [int(p) for p in pidfile.read_text().split()]
     os.kill(cli.pid, signal.SIGKILL)
     cli.wait()
     assert not any(_gone(p) for p in pids), "the tests should outlive the killed CLI"
     code, result = run_json(config, "quick")
     assert (code, result["outcome"]) == (0, "passed")
-    deadline = time.monotonic() + 5
-    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(_gone(p) for p in pids)
+    wait_for(lambda: all(_gone(p) for p in pids), 30, f"the next run to reap {pids}")
     first = json.loads(schedctl(config, "show", "1", "--json").stdout)
     assert first["outcome"] == "interrupted"
 

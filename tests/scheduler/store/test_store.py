@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from scheduler.kernel.errors import StoreError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import SCHEMA_VERSION, Store, TestResultRow
+from tests.waiting import wait_for
 
 
 def finish(store: Store, tier: str, outcome: Outcome) -> int:
@@ -59,10 +59,7 @@ def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> N
                     ),
                 )
             )
-    deadline = time.monotonic() + 60
-    while not all(ready.exists() for ready, _ in procs):
-        assert time.monotonic() < deadline, "openers did not start"
-        time.sleep(0.01)
+    wait_for(lambda: all(ready.exists() for ready, _ in procs), 60, "15 openers to start")
     go.touch()
     errors = [p.communicate(timeout=60)[1] for _, p in procs]
     assert [e.strip().splitlines()[-1:] for e in errors if e.strip()] == []
