@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +27,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.gpu import write_fake_gpus
+from tests import waiting
 from tests.conftest import ROOT, SCHEDCTL, require
 from tests.deploy.promql import (
     GRAFANA_DIR,
@@ -89,18 +89,20 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    """:func:`tests.waiting.wait_for` for HTTP probes: a refused connection means "not yet"."""
+    errors: list[OSError] = []
+
+    def attempt() -> T | None:
         try:
-            value = probe()
+            return probe()
         except OSError as exc:  # not listening yet
-            last_error = exc
-            value = None
-        if value is not None:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} ({last_error!r})")
+            errors.append(exc)
+            return None
+
+    try:
+        return waiting.wait_for(attempt, timeout_s, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} ({errors[-1]!r})" if errors else str(exc)) from None
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
