@@ -344,26 +344,36 @@ class TestSharing:
         pool = GpuPool(store, FakeProbe(gpu_file), fast_policy(sample_interval=0.01))
         holders: list[int] = []
         overlaps: list[list[int]] = []
+        errors: list[BaseException] = []
+        finished: set[str] = set()
         lock = threading.Lock()
 
-        def worker(tier: str, priority: int) -> None:
-            for _ in range(8):
-                run_id = new_run(tier)
-                pool.acquire(run_id, tier, 1, priority, wait_s=10)
-                with lock:
-                    holders.append(run_id)
-                    if len(holders) > 1:
-                        overlaps.append(list(holders))
-                time.sleep(0.005)
-                with lock:
-                    holders.remove(run_id)
-                pool.release(run_id)
+        def worker(tier: str, priority: int, rival: str) -> None:
+            try:
+                for _ in range(8):
+                    run_id = new_run(tier)
+                    pool.acquire(run_id, tier, 1, priority, wait_s=30)
+                    with lock:
+                        holders.append(run_id)
+                        if len(holders) > 1:
+                            overlaps.append(list(holders))
+                    # Hold the GPU until the rival is queued for it: every round is contended.
+                    wait_for(lambda: pool.waiting() or rival in finished, 30, f"{rival} to queue")
+                    with lock:
+                        holders.remove(run_id)
+                    pool.release(run_id)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                finished.add(tier)
 
-        threads = [threading.Thread(target=worker, args=a) for a in (("hourly", 0), ("daily", 1))]
+        pairs = (("hourly", 0, "daily"), ("daily", 1, "hourly"))
+        threads = [threading.Thread(target=worker, args=a) for a in pairs]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(30)
+            t.join(60)
+        assert errors == []
         assert overlaps == []
         assert store.active_leases() == []
 
