@@ -65,8 +65,9 @@ class PreStop:
     the children's own children (a data-loader worker without a handler would just die). In a
     container the command is the init's child. ``command`` runs beside the run (docker: inside
     the container, host paths remapped; local: on the host in ``workdir`` with the run's
-    environment and tag); its output goes to the log. Then the runner waits up to ``wait_s`` for
-    the evidence to reach the log, and stops the run however it went.
+    environment and tag); its output goes to the log. Each step is bounded by the run's
+    ``grace_s``. Then the runner waits up to ``wait_s`` for the evidence to reach the log, and
+    stops the run however it went.
     """
 
     signal: Signals | None = None

@@ -52,11 +52,12 @@ from docker.models.images import Image
 from docker.types import DeviceRequest, Mount
 from structlog.typing import FilteringBoundLogger
 
-from runners.base import PRE_STOP_MARK, BoundedLog, PreStop, Runner, RunResult, RunSpec
+from runners.base import BoundedLog, Runner, RunResult, RunSpec
 from runners.docker_support import (
     DEFAULT_SOCKET,
     KNOWN_DOCKER_ERRORS,
     PathMap,
+    _ContainerRun,
     _LogPump,
     _map_docker_errors,
     _overlaps,
@@ -83,17 +84,6 @@ BASE_ENV: Mapping[str, str] = {
 }
 REMEMBERED_RUNS = 256
 """How many recent runs' container ids :meth:`DockerRunner.owns` remembers."""
-# PreStop.signal inside the container, in POSIX sh (no procps needed): the command is the init's
-# child (parent 1); its children get the signal, one by one. Exec sessions have parent 0.
-_SIGNAL_CHILDREN = (
-    'parent() { read -r st 2>/dev/null < "/proc/$1/stat" || return 1; rest="${st##*) }"; '
-    'set -- $rest; echo "$2"; }; '
-    'cmd=" "; for d in /proc/[0-9]*; do p="${d#/proc/}"; '
-    '[ "$(parent "$p")" = 1 ] && cmd="$cmd$p "; done; '
-    'for d in /proc/[0-9]*; do p="${d#/proc/}"; case "$cmd" in *" $(parent "$p") "*) '
-    'kill -s "$SIG" "$p" 2>/dev/null && echo "$p"; '
-    '[ "$STAGGER" = 0 ] || sleep "$STAGGER";; esac; done'
-)
 
 
 __all__ = [
@@ -210,7 +200,11 @@ class DockerRunner(Runner):
             container.start()
             pump.start()
             exited = _wait_in_thread(container)
-            run = _ContainerRun(self, container, exited, spec, pump)
+            run = _ContainerRun(
+                container, exited, pump, self.address,
+                stop=lambda grace_s: self._stop(container, grace_s), remap=self._path_map(spec),
+                bound_s=spec.grace_s,
+            )  # fmt: skip
             termination, message = self._supervise(run, spec, cancel, self._clock)
             exited.wait(spec.grace_s + 5)
             pump.finish(timeout_s=5)
@@ -412,74 +406,3 @@ class DockerRunner(Runner):
             self._remove(container)  # force-remove kills it first
             reaped.add(run_id)
         return sorted(reaped)
-
-
-class _ContainerRun:
-    """One started container, as :meth:`Runner._supervise` drives it (:class:`Supervised`)."""
-
-    def __init__(
-        self,
-        runner: DockerRunner,
-        container: Container,
-        exited: threading.Event,
-        spec: RunSpec,
-        pump: _LogPump,
-    ) -> None:
-        self.runner = runner
-        self.container = container
-        self.exited = exited
-        self.spec = spec
-        self.pump = pump
-
-    @property
-    def last_output_at(self) -> float:
-        return self.pump.last_output_at
-
-    def wait(self, timeout_s: float) -> bool:
-        return self.exited.wait(timeout_s)
-
-    def stop(self, grace_s: float) -> None:
-        self.runner._stop(self.container, grace_s)
-
-    def pre_stop(self, pre_stop: PreStop) -> None:
-        """The signal, then the command, each a ``docker exec`` bounded by ``wait_s``.
-
-        ``exec_run`` has no timeout of its own, so each runs in a thread that the stop ends.
-        """
-        what = []
-        if pre_stop.signal is not None:
-            what.append(f"{pre_stop.signal.name} to the command's children")
-        command: list[str] = []
-        if pre_stop.command:
-            command = [self.runner._path_map(self.spec)(arg) for arg in pre_stop.command]
-            what.append(f"exec {command}")
-        self.pump.note(f"\n{PRE_STOP_MARK} {', then '.join(what) or 'nothing'}]\n".encode())
-        if pre_stop.signal is not None:
-            env = {
-                "SIG": pre_stop.signal.name.removeprefix("SIG"),
-                "STAGGER": f"{pre_stop.stagger_s:g}",
-            }
-            self._exec(["sh", "-c", _SIGNAL_CHILDREN], env, pre_stop, "signalled pids:\n")
-        if command:
-            self._exec(command, {}, pre_stop, "")
-
-    def _exec(self, command: list[str], env: dict[str, str], pre_stop: PreStop, head: str) -> None:
-        outcome: list[str] = []
-
-        def run() -> None:
-            try:
-                with _map_docker_errors(self.runner.address):
-                    code, output = self.container.exec_run(
-                        command, stdout=True, stderr=True, environment=env
-                    )
-                outcome.append(f"exit {code}")
-                if output:
-                    self.pump.note(head.encode() + bytes(output))
-            except InfraError as exc:
-                outcome.append(f"failed: {exc}")
-
-        worker = threading.Thread(target=run, name="docker-pre-stop", daemon=True)
-        worker.start()
-        worker.join(max(pre_stop.wait_s, 1.0))
-        done = outcome[0] if outcome else "still running"
-        self.pump.note(f"[schedctl: pre-stop exec {done}]\n".encode())

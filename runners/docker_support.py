@@ -1,5 +1,6 @@
 """Docker plumbing for :mod:`runners.docker`: the one error-mapping boundary, engine address and
-availability, host-to-container path rewriting, and the wait and log threads.
+availability, host-to-container path rewriting, the wait and log threads, and a started container
+as the runner's supervision loop drives it (stop, pre-stop).
 """
 
 from __future__ import annotations
@@ -18,10 +19,22 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 
-from runners.base import BoundedLog
+from runners.base import PRE_STOP_MARK, BoundedLog, PreStop
 from scheduler.kernel.errors import EngineDown, ImageMissing, InfraError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+# PreStop.signal inside the container, in POSIX sh (no procps needed): the command is the init's
+# child (parent 1); its children get the signal, one by one. Exec sessions have parent 0.
+_SIGNAL_CHILDREN = (
+    'parent() { read -r st 2>/dev/null < "/proc/$1/stat" || return 1; rest="${st##*) }"; '
+    'set -- $rest; echo "$2"; }; '
+    'cmd=" "; for d in /proc/[0-9]*; do p="${d#/proc/}"; '
+    '[ "$(parent "$p")" = 1 ] && cmd="$cmd$p "; done; '
+    'for d in /proc/[0-9]*; do p="${d#/proc/}"; case "$cmd" in *" $(parent "$p") "*) '
+    'kill -s "$SIG" "$p" 2>/dev/null && echo "$p"; '
+    '[ "$STAGGER" = 0 ] || sleep "$STAGGER";; esac; done'
+)
 
 # Every class in docker.errors is named here on purpose: tests/runners/test_docker.py fails when
 # docker-py grows one, so someone decides how it maps. ImageNotFound -> ImageMissing, the rest ->
@@ -184,3 +197,79 @@ class _LogPump:
             self._closed = True
         with contextlib.suppress(Exception):
             self._stream.close()
+
+
+class _ContainerRun:
+    """One started container, as :meth:`Runner._supervise` drives it (:class:`Supervised`)."""
+
+    def __init__(
+        self,
+        container: Container,
+        exited: threading.Event,
+        pump: _LogPump,
+        address: str,
+        *,
+        stop: Callable[[float], None],
+        remap: Callable[[str], str],
+        bound_s: float,
+    ) -> None:
+        self.container = container
+        self.bound_s = max(bound_s, 1.0)
+        self.exited = exited
+        self.pump = pump
+        self.address = address
+        self._stop = stop
+        self._remap = remap
+
+    @property
+    def last_output_at(self) -> float:
+        return self.pump.last_output_at
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.exited.wait(timeout_s)
+
+    def stop(self, grace_s: float) -> None:
+        self._stop(grace_s)
+
+    def pre_stop(self, pre_stop: PreStop) -> None:
+        """The signal, then the command, each a ``docker exec`` bounded by ``bound_s``.
+
+        ``exec_run`` has no timeout of its own, so each runs in a thread that the stop ends.
+        """
+        what = []
+        if pre_stop.signal is not None:
+            what.append(f"{pre_stop.signal.name} to the command's children")
+        command: list[str] = []
+        if pre_stop.command:
+            command = [self._remap(arg) for arg in pre_stop.command]
+            what.append(f"exec {command}")
+        self.pump.note(f"\n{PRE_STOP_MARK} {', then '.join(what) or 'nothing'}]\n".encode())
+        if pre_stop.signal is not None:
+            env = {
+                "SIG": pre_stop.signal.name.removeprefix("SIG"),
+                "STAGGER": f"{pre_stop.stagger_s:g}",
+            }
+            self._exec(["sh", "-c", _SIGNAL_CHILDREN], env, "signalled pids:\n")
+        if command:
+            self._exec(command, {}, "")
+
+    def _exec(self, command: list[str], env: dict[str, str], head: str) -> None:
+        outcome: list[str] = []
+
+        def run() -> None:
+            try:
+                with _map_docker_errors(self.address):
+                    code, output = self.container.exec_run(
+                        command, stdout=True, stderr=True, environment=env
+                    )
+                outcome.append(f"exit {code}")
+                if output:
+                    self.pump.note(head.encode() + bytes(output))
+            except InfraError as exc:
+                outcome.append(f"failed: {exc}")
+
+        worker = threading.Thread(target=run, name="docker-pre-stop", daemon=True)
+        worker.start()
+        worker.join(self.bound_s)
+        done = outcome[0] if outcome else "still running"
+        self.pump.note(f"[schedctl: pre-stop exec {done}]\n".encode())

@@ -240,7 +240,7 @@ class _LocalRun:
             done = subprocess.run(
                 list(pre_stop.command), cwd=self.spec.workdir, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                timeout=max(pre_stop.wait_s, 1.0), check=False,
+                timeout=max(self.spec.grace_s, 1.0), check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             self.log.write(exc.output or b"")

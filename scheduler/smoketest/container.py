@@ -1,6 +1,6 @@
 """Run each torchrun launch of the smoketest in its own container, through a container runner.
 
-:class:`ContainerLauncher` is the :class:`~scheduler.smoketest.launch.RunnerLauncher` of a
+:class:`ContainerLauncher` is the :class:`~scheduler.smoketest.launcher.RunnerLauncher` of a
 container runner. The container gets what a pytest run gets (hardening, the leased GPUs, the
 tier's limits and read-only ``mounts``) plus:
 
@@ -23,7 +23,7 @@ from runners.base import Runner, RunResult, RunSpec
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.outcome import Termination
 from scheduler.smoketest.evidence import STACK_LIMIT_BYTES
-from scheduler.smoketest.launch import STACK_WAIT_S, LaunchPlan, RunnerLauncher
+from scheduler.smoketest.launcher import STACK_WAIT_S, LaunchPlan, RunnerLauncher
 
 PROGRAM_FILE = "schedctl_smoketest.py"
 CONTAINER_PYTHON = "python3"

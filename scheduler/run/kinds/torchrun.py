@@ -26,7 +26,8 @@ from scheduler.run.ledger import Evidence
 from scheduler.run.spec import base_env
 
 if TYPE_CHECKING:
-    from scheduler.smoketest.launch import Launcher, SmoketestOutcome
+    from scheduler.smoketest.launch import SmoketestOutcome
+    from scheduler.smoketest.launcher import Launcher
 
 LOCAL_RUNNER = "torchrun-local"
 
@@ -70,7 +71,7 @@ def run_torchrun_tier(
     ``python3``, and a missing torch there is found from the first launch's output.
     """
     from scheduler.smoketest import format_table, run_smoketest
-    from scheduler.smoketest.launch import local_launcher
+    from scheduler.smoketest.launcher import local_launcher
 
     cfg = tier.torchrun or TorchrunConfig()
     started = utcnow()

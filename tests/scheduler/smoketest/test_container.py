@@ -19,7 +19,7 @@ from scheduler.kernel.outcome import Termination
 from scheduler.run.kinds.torchrun import LaunchRunner, run_torchrun_tier
 from scheduler.smoketest.container import PROGRAM_FILE, ContainerLauncher, install_program
 from scheduler.smoketest.evidence import dumped_stacks
-from scheduler.smoketest.launch import LABEL_NPROC, STACK_STAGGER_S, LaunchPlan
+from scheduler.smoketest.launcher import LABEL_NPROC, STACK_STAGGER_S, LaunchPlan
 from tests.scheduler.smoketest.conftest import need_torch
 
 STACK = (

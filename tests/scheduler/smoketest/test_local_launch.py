@@ -28,7 +28,7 @@ from scheduler.smoketest.evidence import (
     rank_tails,
     read_summary,
 )
-from scheduler.smoketest.launch import LaunchPlan, RunnerLauncher, local_launcher
+from scheduler.smoketest.launcher import LaunchPlan, RunnerLauncher, local_launcher
 from tests.runners.helpers import Background, OffsetClock, alive, text_of
 from tests.waiting import wait_for
 

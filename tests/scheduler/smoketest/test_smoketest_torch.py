@@ -15,7 +15,8 @@ import pytest
 from runners.local import LocalRunner
 from scheduler.config import TorchrunConfig
 from scheduler.kernel.outcome import Termination
-from scheduler.smoketest.launch import SmoketestOutcome, local_launcher, run_smoketest
+from scheduler.smoketest.launch import SmoketestOutcome, run_smoketest
+from scheduler.smoketest.launcher import local_launcher
 from tests.scheduler.smoketest.conftest import need_torch
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
