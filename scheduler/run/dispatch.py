@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -300,7 +300,7 @@ class Dispatcher:
             finished = prepared.execute(cancel)
             cancelled = finished.ending.termination is Termination.CANCELLED
             decision = decide(finished.ending, self._cancel_reason(run_id) if cancelled else "")
-            leaks = self._leak_check(lease, finished.container_ids)
+            leaks = self._leak_check(lease)
             evidence = replace(finished.evidence, details={**finished.evidence.details, **leaks})
             return self.ledger.finish(run_id, decision, evidence)
         finally:
@@ -359,14 +359,13 @@ class Dispatcher:
         self.store.update_run(run_id, **updates)
         return Path(checkout.path), checkout
 
-    def _leak_check(self, lease: Any, container_ids: Sequence[str] = ()) -> dict[str, Any]:
+    def _leak_check(self, lease: LeaseLike | None) -> dict[str, Any]:
         """GPU processes left on the leased GPUs after the run.
 
         Those a runner says are the run's own (:meth:`Runner.owns`: the run's tag in their
         environment -- pytest and torchrun ranks alike -- or one of its containers in their
         cgroup) leaked and keep memory from the next run; the others are foreign processes that
-        took a leased GPU while the run held it. Both are recorded, apart. ``container_ids`` is
-        not needed any more (the docker runner remembers its runs' containers).
+        took a leased GPU while the run held it. Both are recorded, apart.
         """
         if lease is None or not lease.devices or self.gpu_pool is None:
             return {}

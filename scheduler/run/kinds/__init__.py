@@ -41,11 +41,10 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Finished:
-    """A kind's run, done: how it ended, the evidence for the ledger, and its containers."""
+    """A kind's run, done: how it ended and the evidence for the ledger."""
 
     ending: RunEnding
     evidence: Evidence
-    container_ids: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

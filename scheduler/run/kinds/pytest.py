@@ -38,8 +38,7 @@ class PytestKind:
                 log_lines=log_head(spec),
                 interpreter=spec.argv[0],
             )
-            container = result.provenance.get("container_id")
-            return Finished(ending, Evidence(result, parsed), [container] if container else [])
+            return Finished(ending, Evidence(result, parsed))
 
         provenance = {
             "runner": runner.alias,

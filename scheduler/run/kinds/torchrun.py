@@ -215,10 +215,7 @@ class TorchrunKind:
             ending = RunEnding(
                 result.termination, result.exit_code, result.message, verdict=done.verdict
             )
-            containers = result.provenance.get("containers") or {}
-            return Finished(
-                ending, Evidence(result, details=done.details), list(containers.values())
-            )
+            return Finished(ending, Evidence(result, details=done.details))
 
         provenance = {
             "runner": runner.alias if runner.in_container else LOCAL_RUNNER,
