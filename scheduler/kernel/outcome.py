@@ -32,6 +32,8 @@ class Outcome(str, enum.Enum):
     INTERRUPTED = "interrupted"
     SKIPPED_OVERLAP = "skipped-overlap"
     MISSED = "missed"
+    PREEMPTED = "preempted"
+    """Stopped to free its GPUs for a tier that preempts it; re-queued to run after."""
 
     @property
     def is_final(self) -> bool:
@@ -61,6 +63,7 @@ INFRA_OUTCOMES = frozenset(
         Outcome.MISSED,
         Outcome.CANCELLED,
         Outcome.SKIPPED_OVERLAP,
+        Outcome.PREEMPTED,
     }
 )
 
@@ -88,6 +91,7 @@ class Stop(str, enum.Enum):
     """schedctl's own code failed while carrying the run."""
     MISSED = "missed"
     OVERLAP = "overlap"
+    PREEMPTED = "preempted"
 
 
 _STOPS: dict[Stop, tuple[Outcome, str]] = {
@@ -98,6 +102,7 @@ _STOPS: dict[Stop, tuple[Outcome, str]] = {
     Stop.CRASHED: (Outcome.INFRA_ERROR, "schedctl crashed while carrying the run"),
     Stop.MISSED: (Outcome.MISSED, "the slot was not run"),
     Stop.OVERLAP: (Outcome.SKIPPED_OVERLAP, "the tier was already running"),
+    Stop.PREEMPTED: (Outcome.PREEMPTED, "stopped to free its GPUs for a preempting tier"),
 }
 
 

@@ -65,6 +65,7 @@ def test_terminations_win_over_exit_codes(termination: Termination, outcome: Out
         (Stop.MISSED, Outcome.MISSED),
         (Stop.OVERLAP, Outcome.SKIPPED_OVERLAP),
         (Stop.CRASHED, Outcome.INFRA_ERROR),
+        (Stop.PREEMPTED, Outcome.PREEMPTED),
     ],
 )
 def test_runs_that_stopped_early(stop: Stop, outcome: Outcome) -> None:
