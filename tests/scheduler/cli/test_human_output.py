@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler.alerts.outbox import Outbox, enqueue
+from scheduler.alerts.outbox import Outbox
 from scheduler.cli import cli
 from scheduler.gpu import write_fake_gpus
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import Store, TestResultRow
+from scheduler.store.outbox_queries import OutboxEntry
 from tests.conftest import tier
 from tests.scheduler.gpu.gpu_helpers import gpu
 
@@ -125,11 +126,7 @@ def test_alerts_print_delivery_errors_verbatim(
     config = write_config(alerts={"webhooks": [{"name": "hook", "url": "http://127.0.0.1:9/h"}]})
     outbox = Outbox(store)
     now = outbox.clock()
-    with store.begin() as conn:
-        enqueue(
-            conn, row_id="r1", sink="hook", fingerprint="hourly/tests-failed",
-            action="firing", payload={}, now=now,
-        )  # fmt: skip
+    store.outbox_enqueue(OutboxEntry("r1", "hook", "hourly/tests-failed", "firing", {}), now)
     claim = outbox.claim(outbox.rows(None, 1)[0])
     assert claim is not None
     error = 'HTTP 400: {"error": "[/bold] [abc-def] bad"}'
