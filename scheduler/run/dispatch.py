@@ -33,7 +33,7 @@ from scheduler.kernel.errors import (
 from scheduler.kernel.events import EventBus, Listener, RunQueued, RunStarted
 from scheduler.kernel.outcome import Decision, Outcome, Stop, Termination, decide
 from scheduler.run.kinds import RunContext, kind_for
-from scheduler.run.ledger import RunLedger, RunRow
+from scheduler.run.ledger import RunLedger, RunRow, slot_key
 from scheduler.run.protocols import CheckoutLike, GpuPoolLike, LeaseLike, SourceLike
 from scheduler.run.recovery import owner_alive, process_identity, recover_runs
 from scheduler.store import ActiveRunExists, RunRecord, Store
@@ -56,7 +56,7 @@ class RunRequest:
 
     @property
     def idempotency_key(self) -> str | None:
-        return f"{self.tier}@{self.slot.isoformat()}" if self.slot else None
+        return slot_key(self.tier, self.slot)
 
 
 @dataclass

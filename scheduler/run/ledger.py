@@ -25,6 +25,11 @@ from scheduler.store import RunRecord, Store
 log = structlog.get_logger("schedctl.ledger")
 
 
+def slot_key(tier: str, slot: datetime | None) -> str | None:
+    """The idempotency key of a scheduled slot: one row per ``tier@slot``, ever."""
+    return f"{tier}@{slot.isoformat()}" if slot else None
+
+
 @dataclass(frozen=True)
 class RunRow:
     """The identity of a new run row: what was asked, by whom, where."""
@@ -41,7 +46,7 @@ class RunRow:
 
     @property
     def idempotency_key(self) -> str | None:
-        return f"{self.tier}@{self.slot.isoformat()}" if self.slot else None
+        return slot_key(self.tier, self.slot)
 
     def values(self) -> dict[str, Any]:
         return {
