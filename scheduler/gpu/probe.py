@@ -59,9 +59,6 @@ class HostGpuInfo:
     cuda_version: str | None
     gpus: tuple[GpuSnapshot, ...] = field(default_factory=tuple)
 
-    def by_uuid(self) -> dict[str, GpuSnapshot]:
-        return {gpu.uuid: gpu for gpu in self.gpus}
-
 
 class GpuProbe(Protocol):
     """Reads the current state of the host's GPUs.
