@@ -37,6 +37,7 @@ class PytestKind:
                 session=parsed.session(result.exit_code),
                 log_lines=log_head(spec),
                 interpreter=spec.argv[0],
+                scheduler_state=result.scheduler_state,
             )
             return Finished(ending, Evidence(result, parsed))
 
