@@ -57,7 +57,9 @@ RAW_OUTPUT = "slurm.out"
 SCRIPT = "slurm-job.sh"
 STOP_SLACK_S = 15.0
 """Beyond the grace, how long a cancelled job may take to end (Slurm's KillWait, epilog)."""
-_OOM_LINE = re.compile(rb"^slurmstepd(?:-\S+)?: error: .*(?:exceeded memory limit|Exceeded job memory)", re.M)
+_OOM_LINE = re.compile(
+    rb"^slurmstepd(?:-\S+)?: error: .*(?:exceeded memory limit|Exceeded job memory)", re.M
+)
 _STEPD_LINE = re.compile(rb"^slurmstepd(?:-\S+)?: error: \*\*\* (.+?) \*\*\*\s*$", re.M)
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.I)
 
@@ -168,7 +170,7 @@ class SlurmRunner(Runner):
         exit_code = _exit_code(info)
         if termination is Termination.EXITED:
             termination, message, state = job.classify()
-        provenance = _provenance(self, spec, info)
+        provenance = _provenance(self, spec, info, job.allocated)
         return RunResult(
             termination, exit_code, started, utcnow(), message, truncated, provenance, state
         )
@@ -222,7 +224,9 @@ def slurm_memory(value: str) -> str:
     if not match:
         raise InfraError(f"memory {value!r} is not a size like 512m or 4g")
     number, unit = float(match.group(1)), match.group(2).lower()
-    mib = number * {"": 1 / 2**20, "b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024, "t": 2**20}[unit]
+    mib = (
+        number * {"": 1 / 2**20, "b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024, "t": 2**20}[unit]
+    )
     return f"{max(1, math.ceil(mib))}M"
 
 
@@ -232,7 +236,9 @@ def _exit_code(info: JobInfo | None) -> int | None:
     return -info.signal if info.signal else info.exit_code
 
 
-def _provenance(runner: SlurmRunner, spec: RunSpec, info: JobInfo | None) -> dict[str, object]:
+def _provenance(
+    runner: SlurmRunner, spec: RunSpec, info: JobInfo | None, allocated: JobInfo | None
+) -> dict[str, object]:
     provenance: dict[str, object] = {"run_tag": runner.tag(spec.run_id)}
     if info is not None:
         provenance.update(
@@ -241,10 +247,9 @@ def _provenance(runner: SlurmRunner, spec: RunSpec, info: JobInfo | None) -> dic
             slurm_partition=info.partition,
             slurm_state=info.state,
         )
-        if info.gres:
-            provenance["slurm_gres"] = info.gres
-        if info.gpu_indices:
-            provenance["cuda_visible_devices"] = ",".join(map(str, info.gpu_indices))
+    if allocated is not None:
+        provenance["slurm_gres"] = allocated.gres
+        provenance["cuda_visible_devices"] = ",".join(map(str, allocated.gpu_indices))
     return provenance
 
 
@@ -260,6 +265,8 @@ class _SlurmJob:
         self.log = log
         self.raw = raw
         self.info: JobInfo | None = None
+        self.allocated: JobInfo | None = None
+        """The job as last seen holding its GPUs (the gres detail vanishes at the end)."""
         self.last_output_at = runner._clock()
         self._offset = 0
         self._tail = b""
@@ -271,6 +278,8 @@ class _SlurmJob:
         if info is None:
             raise InfraError(f"Slurm no longer knows job {self.job_id}")
         self.info = info
+        if info.gpu_indices:  # only shown while the job holds them
+            self.allocated = info
         return info
 
     def drain(self) -> None:

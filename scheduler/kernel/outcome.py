@@ -77,7 +77,7 @@ class Termination(str, enum.Enum):
     CANCELLED = "cancelled"
     INFRA = "infra"
     SCHEDULER = "scheduler"
-    """A batch scheduler (Slurm) ended the job, or never started it: ``scheduler_state`` says how."""
+    """A batch scheduler (Slurm) ended or never started the job: ``scheduler_state`` says how."""
 
 
 class Stop(str, enum.Enum):
