@@ -85,7 +85,8 @@ def main() -> None:
     b, o = statistics.median(bare_s), statistics.median(ours_s)
     added = o - b
     print(
-        f"bare sbatch --wait (pytest -m hourly)  median {b:.3f}s  min {min(bare_s):.3f}s  (n={args.n})"
+        f"bare sbatch --wait (pytest -m hourly)  median {b:.3f}s  min {min(bare_s):.3f}s"
+        f"  (n={args.n})"
     )
     print(f"schedctl run on slurm                  median {o:.3f}s  min {min(ours_s):.3f}s")
     print(f"added, best case against best case     {min(ours_s) - min(bare_s):+.3f}s")
