@@ -1,6 +1,6 @@
 # schedctl — two commands do everything on a fresh Debian bookworm machine (as root):
 #   make demo   run the hourly tier on examples/suite with the embedded config.yaml
-#   make test   install what the tests need (docker, test image, prometheus, alertmanager,
+#   make test   install what the tests need (docker, test image, prometheus, alertmanager, slurm,
 #               torch CPU) and run lint, types and the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -42,6 +42,7 @@ engines: venv
 	bash scripts/build-image.sh
 	bash scripts/ensure-prometheus.sh
 	bash scripts/ensure-alertmanager.sh
+	bash scripts/ensure-slurm.sh
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install --quiet torch==$(TORCH_VERSION)
 
 lint: venv

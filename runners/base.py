@@ -77,6 +77,23 @@ class PreStop:
 
 
 @dataclass(frozen=True)
+class BatchRequest:
+    """What a batch-scheduler runner (Slurm) asks its scheduler for: there, the scheduler leases
+    the GPUs itself (``RunSpec.gpus`` stays empty) and runs the job where it chooses."""
+
+    gpus_per_node: int = 0
+    nodes: int = 1
+    cpus_per_task: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra_args: Sequence[str] = ()
+    pending_timeout_s: float = 1800.0
+    """A job still pending after this long is cancelled and reported as ``PENDING``."""
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything a runner needs to execute one run; built by the dispatcher.
 
@@ -108,6 +125,8 @@ class RunSpec:
     """What to do before a timeout or silence stop, to keep evidence (None: stop at once)."""
     silence_timeout_s: float | None = None
     """A run that writes no output for this long ends as a timeout (None: only ``timeout_s``)."""
+    batch: BatchRequest | None = None
+    """Batch-scheduler runners only: the resources to ask for (None: one node, no GPUs)."""
 
     @property
     def log_path(self) -> Path:
@@ -133,6 +152,8 @@ class RunResult:
     message: str = ""
     log_truncated: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    scheduler_state: str = ""
+    """With ``Termination.SCHEDULER``: the batch scheduler's job state (see ``RunEnding``)."""
 
     @property
     def duration_s(self) -> float:
@@ -171,6 +192,9 @@ class Runner(abc.ABC):
     alias: ClassVar[str]
     in_container: ClassVar[bool] = False
     """Whether the run sees the image's filesystem and interpreter rather than the host's."""
+    leases_gpus: ClassVar[bool] = False
+    """Whether the runner's own scheduler leases GPUs (Slurm's gres): schedctl's NVML pool and
+    GPU checks are then not used on the submit host."""
     poll_s: float = 0.1
     """Supervisor tick for exit, cancel, deadline and silence checks."""
 

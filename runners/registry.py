@@ -24,6 +24,7 @@ BACKENDS: dict[str, str] = {
     "local": "runners.local:LocalRunner",
     "docker": "runners.docker:DockerRunner",
     "fake": "runners.fake:FakeRunner",
+    "slurm": "runners.slurm:SlurmRunner",
 }
 
 
@@ -67,6 +68,7 @@ class RunnerFactory:
         self._options: dict[str, dict[str, object]] = {
             "docker": {"instance": instance},
             "local": {"instance": instance},
+            "slurm": {"instance": instance},
         }
         self._lock = threading.Lock()
 

@@ -112,6 +112,27 @@ class TorchrunConfig(_Model):
         return value
 
 
+class SlurmOptions(_Model):
+    """sbatch settings of a tier on ``runner: slurm`` (each overrides the top-level ``slurm:``)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    sbatch_args: list[str] = Field(default_factory=list, description="Extra sbatch arguments")
+    nodes: int = Field(default=1, ge=1, description="Nodes (torchrun tiers: the N-run's nodes)")
+    cpus_per_task: int | None = Field(default=None, ge=1)
+
+
+class SlurmConfig(SlurmOptions):
+    """The Slurm runner: where run dirs go (a path every compute node sees) and sbatch defaults."""
+
+    shared_dir: Path | None = Field(
+        default=None,
+        description="Run dirs of Slurm runs go under <shared_dir>/<instance>/ (default: state_dir)",
+    )
+
+
 class TierConfig(_Model):
     """One tier: what to run, when, and with which limits."""
 
@@ -125,7 +146,8 @@ class TierConfig(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     coverage: bool = False
     coverage_source: list[str] = Field(default_factory=list)
-    runner: Literal["auto", "local", "docker"] | None = None
+    runner: Literal["auto", "local", "docker", "slurm"] | None = None
+    slurm: SlurmOptions | None = None
     image: str | None = None
     memory: str | None = "4g"
     shm_size: str | None = "1g"
@@ -306,7 +328,8 @@ class Config(_Model):
 
     state_dir: Path = Path(".schedctl")
     timezone: str = "UTC"
-    runner: Literal["auto", "local", "docker"] = "auto"
+    runner: Literal["auto", "local", "docker", "slurm"] = "auto"
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     image: str = "schedctl-test:bookworm"
     log_limit_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     project: ProjectConfig
@@ -337,6 +360,24 @@ class Config(_Model):
             if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
                 raise ValueError(f"tier name {name!r} must match [a-z][a-z0-9_-]{{0,31}}")
         return value
+
+    @model_validator(mode="after")
+    def _slurm_counts_gpus(self) -> Config:
+        for name, tier in self.tiers.items():
+            if tier.gpus == "all" and (tier.runner or self.runner) == "slurm":
+                raise ValueError(
+                    f"tiers.{name}.gpus: 'all' cannot be asked of Slurm (it leases the GPUs); "
+                    "give the GPUs per node as a number"
+                )
+        return self
+
+    def slurm_for(self, tier_name: str) -> SlurmOptions:
+        """The tier's sbatch settings: its own ``slurm:`` keys over the top-level ones."""
+        tier = self.tier(tier_name)
+        top = SlurmOptions(**self.slurm.model_dump(exclude={"shared_dir"}))
+        if tier.slurm is None:
+            return top
+        return top.model_copy(update=tier.slurm.model_dump(exclude_unset=True))
 
     def tier(self, name: str) -> TierConfig:
         from scheduler.kernel.errors import UnknownTierError

@@ -25,7 +25,7 @@ class SubmitBody(BaseModel):
     ref: str | None = Field(default=None, max_length=512)
     markers: str | None = Field(default=None, max_length=4096)
     timeout_s: float | None = Field(default=None, gt=0)
-    runner: Literal["auto", "local", "docker"] | None = None
+    runner: Literal["auto", "local", "docker", "slurm"] | None = None
     trigger: Literal["manual", "api"] = "api"
 
 

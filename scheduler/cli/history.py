@@ -116,6 +116,14 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
         ("container", record.container_id),
         ("markers", record.markers),
     ]
+    slurm = record.details.get("provenance", {}) if isinstance(record.details, dict) else {}
+    if isinstance(slurm, dict) and slurm.get("slurm_job_id"):
+        gpus = slurm.get("cuda_visible_devices") or slurm.get("slurm_gres")
+        rows.append((
+            "slurm job",
+            f"{slurm['slurm_job_id']} on {slurm.get('slurm_nodes') or '-'} (partition "
+            f"{slurm.get('slurm_partition') or '-'}" + (f", GPUs {gpus})" if gpus else ")"),
+        ))  # fmt: skip
     if record.gpus:
         names = ", ".join(
             " ".join(str(g.get(k)) for k in ("index", "name", "uuid") if g.get(k) is not None)

@@ -38,7 +38,9 @@ __all__ = ["run_command", "run_summary"]
     type=click.FloatRange(min=0, min_open=True),
     help="Timeout in seconds for this run (> 0).",
 )
-@click.option("--runner", type=click.Choice(["auto", "local", "docker"]), help="Runner backend.")
+@click.option(
+    "--runner", type=click.Choice(["auto", "local", "docker", "slurm"]), help="Runner backend."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option(
     "--detach", is_flag=True, help="Submit to the daemon and print the run id without waiting."

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -76,6 +76,8 @@ class Termination(str, enum.Enum):
     OOM = "oom"
     CANCELLED = "cancelled"
     INFRA = "infra"
+    SCHEDULER = "scheduler"
+    """A batch scheduler (Slurm) ended or never started the job: ``scheduler_state`` says how."""
 
 
 class Stop(str, enum.Enum):
@@ -147,6 +149,10 @@ class RunEnding:
     log_lines: Sequence[str] = ()
     """The first lines of the run's log: they explain a run pytest never began."""
     interpreter: str = ""
+    scheduler_state: str = ""
+    """With ``Termination.SCHEDULER``: the batch scheduler's job state (Slurm: ``TIMEOUT``,
+    ``OUT_OF_MEMORY``, ``NODE_FAIL``, ``PREEMPTED``, ``CANCELLED`` by someone else, ``PENDING``
+    past the GPU wait, ...); ``message`` carries the scheduler's reason."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,8 @@ def decide(ending: RunEnding | Stop, detail: str = "") -> Decision:
         return Decision(Outcome.OOM, _with_running(ending, "killed by the out-of-memory killer"))
     if termination is Termination.CANCELLED:
         return Decision(Outcome.CANCELLED, detail or ending.message or "cancelled")
+    if termination is Termination.SCHEDULER:
+        return _by_scheduler_state(ending)
     if ending.verdict is not None:
         if ending.verdict.passed:
             return Decision(Outcome.PASSED, ending.message or "smoketest verdict: passed")
@@ -208,6 +216,34 @@ def decide(ending: RunEnding | Stop, detail: str = "") -> Decision:
             f"pytest ended before finishing its session ({_exit_text(ending.exit_code)}){running}",
         )
     return _from_session(session, ending.exit_code)
+
+
+_SCHEDULER_STATES: dict[str, tuple[Outcome, str]] = {
+    "TIMEOUT": (Outcome.TIMEOUT, "Slurm ended the job at its time limit"),
+    "DEADLINE": (Outcome.TIMEOUT, "Slurm ended the job at its deadline"),
+    "OUT_OF_MEMORY": (Outcome.OOM, "Slurm killed the job: it exceeded its memory limit"),
+    "NODE_FAIL": (Outcome.INFRA_ERROR, "a node of the job failed"),
+    "BOOT_FAIL": (Outcome.INFRA_ERROR, "a node of the job failed to boot"),
+    "LAUNCH_FAILED": (Outcome.INFRA_ERROR, "Slurm could not launch the job"),
+    "PREEMPTED": (Outcome.PREEMPTED, "Slurm preempted the job"),
+    "CANCELLED": (Outcome.INFRA_ERROR, "the Slurm job was cancelled outside schedctl"),
+    "PENDING": (
+        Outcome.GPU_UNAVAILABLE,
+        "Slurm did not start the job within gpu.wait (the resources it asks for were not free)",
+    ),
+}
+
+
+def _by_scheduler_state(ending: RunEnding) -> Decision:
+    """A job the batch scheduler ended (or never started): its state decides, never pytest."""
+    state = ending.scheduler_state.upper()
+    outcome, default = _SCHEDULER_STATES.get(
+        state, (Outcome.INFRA_ERROR, f"the Slurm job ended in state {state or 'unknown'}")
+    )
+    reason = f"{default}: {ending.message}" if ending.message else default
+    if outcome in (Outcome.TIMEOUT, Outcome.OOM):
+        reason = _with_running(replace(ending, message=reason), reason)
+    return Decision(outcome, _clip(reason))
 
 
 def _from_session(session: PytestSession, exit_code: int | None) -> Decision:

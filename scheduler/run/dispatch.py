@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from runners.registry import RunnerFactory
+from runners.registry import RunnerFactory, instance_of
 from scheduler.config import Config, TierConfig
 from scheduler.kernel.errors import (
     GpuError,
@@ -168,7 +168,7 @@ class Dispatcher:
             skipped = self.ledger.open_final(row, decide(Stop.OVERLAP, busy_reason))
             return skipped.id if skipped is not None else None
         assert run_id is not None
-        run_dir = self.config.runs_dir / str(run_id)
+        run_dir = self._run_dir(request, run_id)
         self.store.update_run(run_id, run_dir=str(run_dir))
         self.events.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
         return run_id
@@ -243,6 +243,14 @@ class Dispatcher:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _run_dir(self, request: RunRequest, run_id: int) -> Path:
+        """Where the run's files go: Slurm runs under ``slurm.shared_dir`` (the compute nodes
+        write there), per daemon instance; every other run under the state dir."""
+        shared = self.config.slurm.shared_dir
+        if shared is not None and self.config.runner_for(request.tier, request.runner) == "slurm":
+            return shared / instance_of(self.config.state_dir) / str(run_id)
+        return self.config.runs_dir / str(run_id)
+
     def _configured_runners(self) -> set[str]:
         return {self.config.runner} | {self.config.runner_for(t) for t in self.config.tiers}
 
@@ -264,7 +272,7 @@ class Dispatcher:
 
     def _execute(self, run_id: int, request: RunRequest, cancel: threading.Event) -> RunRecord:
         tier = self.config.tier(request.tier)
-        run_dir = self.config.runs_dir / str(run_id)
+        run_dir = self._run_dir(request, run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         checkout: CheckoutLike | None = None
         lease: LeaseLike | None = None
@@ -274,14 +282,15 @@ class Dispatcher:
             except (SourceError, UnknownRefError) as exc:
                 # A ref that validated but vanished upstream before the checkout is no test result.
                 return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, str(exc)))
-            leased = self._lease(run_id, request.tier, tier, cancel)
-            if isinstance(leased, Decision):
-                return self.ledger.finish(run_id, leased)
-            lease = leased
             try:
                 runner = self.runners.get(self.config.runner_for(request.tier, request.runner))
             except InfraError as exc:
                 return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, str(exc)))
+            # A runner whose scheduler leases GPUs itself (Slurm) gets none from the NVML pool.
+            leased = None if runner.leases_gpus else self._lease(run_id, request.tier, tier, cancel)
+            if isinstance(leased, Decision):
+                return self.ledger.finish(run_id, leased)
+            lease = leased
             context = RunContext(
                 config=self.config, tier_name=request.tier, tier=tier, run_id=run_id,
                 runner=runner, workdir=workdir, run_dir=run_dir,

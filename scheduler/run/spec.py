@@ -15,6 +15,7 @@ from runners.base import (
     JUNIT_FILE,
     PLUGIN_MODULE,
     RESULTS_FILE,
+    BatchRequest,
     GpuDevice,
     RunSpec,
     install_plugin,
@@ -87,6 +88,7 @@ def build_pytest_spec(
     in_container: bool,
     devices: Sequence[GpuDevice],
     host: str,
+    batch: BatchRequest | None = None,
 ) -> RunSpec:
     """The RunSpec of one pytest run of ``tier`` (request overrides: markers, timeout)."""
     plugin_dir = install_plugin(run_dir / "plugin")
@@ -113,4 +115,25 @@ def build_pytest_spec(
         pids_limit=tier.pids_limit,
         mounts={Path(host_path): target for host_path, target in tier.mounts.items()},
         labels={"schedctl.host": host},
+        batch=batch,
+    )
+
+
+def batch_request(
+    config: Config, tier_name: str, *, gpus_per_node: int | None = None
+) -> BatchRequest:
+    """What a tier asks a batch scheduler (Slurm) for; it waits ``gpu.wait`` to be started."""
+    tier = config.tier(tier_name)
+    options = config.slurm_for(tier_name)
+    gpus = tier.gpus if isinstance(tier.gpus, int) else 0
+    return BatchRequest(
+        gpus_per_node=gpus if gpus_per_node is None else gpus_per_node,
+        nodes=options.nodes,
+        cpus_per_task=options.cpus_per_task,
+        partition=options.partition,
+        account=options.account,
+        qos=options.qos,
+        constraint=options.constraint,
+        extra_args=tuple(options.sbatch_args),
+        pending_timeout_s=config.gpu.wait,
     )

@@ -129,6 +129,8 @@ class RunnerLauncher:
         result = self.runner.run(self.spec(plan), cancel)
         if result.termination is Termination.INFRA:
             raise InfraError(result.message)
+        if result.termination is Termination.SCHEDULER:
+            raise InfraError(f"Slurm ended the launch ({result.scheduler_state}): {result.message}")
         self.check(plan, result)
         stacks = ""
         if result.termination is Termination.TIMEOUT:

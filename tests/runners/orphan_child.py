@@ -21,6 +21,10 @@ def main(alias: str, instance: str, spec_file: str) -> int:
         from runners.local import LocalRunner
 
         runner = LocalRunner(instance=instance)
+    elif alias == "slurm":
+        from runners.slurm import SlurmRunner
+
+        runner = SlurmRunner(instance=instance)
     else:
         from runners.docker import DockerRunner
 

@@ -224,9 +224,51 @@ def _docker_harness() -> Harness:
     )
 
 
-@pytest.fixture(params=["fake", "local", pytest.param("docker", marks=pytest.mark.docker)])
+def _slurm_harness() -> Harness:
+    from runners.slurm import SlurmRunner
+    from runners.slurm_support import SlurmCli, slurm_available
+
+    ok, reason = slurm_available()
+    require(ok, f"Slurm cluster not available: {reason}")
+    instance = f"c{uuid.uuid4().hex[:10]}"
+    clock = OffsetClock()
+    cli = SlurmCli()
+
+    def leftovers(spec: RunSpec) -> list[str]:
+        jobs = cli.jobs_named(f"schedctl-{instance}-{spec.run_id}")
+        return [*jobs, *(str(pid) for pid in sorted(_marked_pids(spec)))]
+
+    return Harness(
+        "slurm",
+        SlurmRunner(instance=instance, clock=clock, poll_s=0.1),
+        sys.executable,
+        clock,
+        _marked_pids,
+        leftovers,
+        _orphan_in_child("slurm", instance, _marked_pids),
+        lambda: SlurmRunner(instance=instance),
+        lambda: SlurmRunner(instance=f"other{instance}"),
+    )
+
+
+HARNESSES = {
+    "fake": _fake_harness,
+    "local": _local_harness,
+    "docker": _docker_harness,
+    "slurm": _slurm_harness,
+}
+
+
+@pytest.fixture(
+    params=[
+        "fake",
+        "local",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("slurm", marks=pytest.mark.slurm),
+    ]
+)
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    build = {"fake": _fake_harness, "local": _local_harness, "docker": _docker_harness}
+    build = HARNESSES
     h = build[request.param]()
     yield h
     h.restarted().reap_orphans(set())  # whatever a failed test left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 
 from scheduler.config import Config, config_from_mapping, load_config, parse_duration
 from scheduler.kernel.errors import ConfigError, UnknownTierError
+from tests.conftest import tier
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,3 +221,18 @@ class TestRunnerFor:
         assert config.python_for("docker", "docker") == "python3 in image img:1"
         with pytest.raises(UnknownTierError):
             config.runner_for("nope")
+
+
+def test_slurm_settings_merge_per_tier_and_refuse_gpus_all(
+    make_config: Callable[..., Config],
+) -> None:
+    """A tier's slurm: keys override the top-level ones; `gpus: all` on Slurm names the tier."""
+    config = make_config(
+        runner="slurm",
+        slurm={"partition": "cpu", "qos": "low", "shared_dir": "/shared"},
+        tiers={"hourly": tier(gpus=1, slurm={"partition": "gpu", "nodes": 2})},
+    )
+    merged = config.slurm_for("hourly")
+    assert (merged.partition, merged.qos, merged.nodes) == ("gpu", "low", 2)
+    with pytest.raises(ConfigError, match=r"tiers\.hourly\.gpus: 'all' cannot be asked of Slurm"):
+        make_config(runner="slurm", tiers={"hourly": tier(gpus="all")})

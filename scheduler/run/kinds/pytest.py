@@ -9,7 +9,7 @@ from scheduler.kernel.outcome import RunEnding
 from scheduler.run.kinds import Finished, Prepared, RunContext
 from scheduler.run.ledger import Evidence
 from scheduler.run.results import load_results
-from scheduler.run.spec import build_pytest_spec
+from scheduler.run.spec import batch_request, build_pytest_spec
 
 LOG_HEAD_LINES = 200
 LOG_HEAD_BYTES = 64 * 1024
@@ -25,6 +25,7 @@ class PytestKind:
             markers=ctx.markers, timeout_s=ctx.timeout_s, workdir=ctx.workdir,
             run_dir=ctx.run_dir, in_container=runner.in_container, devices=ctx.devices,
             host=ctx.host,
+            batch=batch_request(ctx.config, ctx.tier_name) if runner.leases_gpus else None,
         )  # fmt: skip
 
         def execute(cancel: threading.Event) -> Finished:
@@ -37,6 +38,7 @@ class PytestKind:
                 session=parsed.session(result.exit_code),
                 log_lines=log_head(spec),
                 interpreter=spec.argv[0],
+                scheduler_state=result.scheduler_state,
             )
             return Finished(ending, Evidence(result, parsed))
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runners.base import GpuDevice, Runner, RunResult, RunSpec
+from runners.base import BatchRequest, GpuDevice, Runner, RunResult, RunSpec
 from scheduler.config import TierConfig, TorchrunConfig
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.outcome import RunEnding, Termination, VerdictLike
 from scheduler.run.kinds import Finished, Prepared, RunContext
 from scheduler.run.ledger import Evidence
-from scheduler.run.spec import base_env
+from scheduler.run.spec import base_env, batch_request
 
 if TYPE_CHECKING:
     from scheduler.smoketest.launch import SmoketestOutcome
@@ -50,6 +50,8 @@ class LaunchRunner:
     labels: Mapping[str, str] = field(default_factory=dict)
     grace_s: float = 10.0
     log_limit_bytes: int = 10 * 1024 * 1024
+    batch: BatchRequest | None = None
+    """Runners that lease GPUs themselves (Slurm): what each launch asks for."""
 
 
 def run_torchrun_tier(
@@ -85,7 +87,9 @@ def run_torchrun_tier(
         if missing:
             result = RunResult(Termination.INFRA, None, started, utcnow(), missing)
             return TorchrunTierResult(result, None, {})
-        if via is not None:
+        if via is not None and via.runner.leases_gpus:
+            launcher = _slurm_launcher(tier, via, interpreter, workdir, run_dir)
+        elif via is not None:
             launcher = local_launcher(
                 interpreter, workdir, run_dir, runner=via.runner, run_id=via.run_id,
                 tier=via.tier, gpus=gpus, grace_s=via.grace_s,
@@ -109,9 +113,23 @@ def run_torchrun_tier(
         details["comparison_table"] = format_table(outcome.verdict)
     result = RunResult(
         outcome.termination, outcome.exit_code, started, finished, outcome.message,
-        provenance=_provenance(outcome) if container else _local_provenance(outcome),
+        provenance=_provenance(outcome) if container else _local_provenance(outcome, via),
     )  # fmt: skip
     return TorchrunTierResult(result, outcome.verdict, details)
+
+
+def _slurm_launcher(
+    tier: TierConfig, via: LaunchRunner, python: str, workdir: Path, run_dir: Path
+) -> Launcher:
+    from scheduler.smoketest.slurm import SlurmLauncher
+
+    batch = via.batch or BatchRequest()
+    template = RunSpec(
+        run_id=via.run_id, tier=via.tier, argv=(), workdir=workdir, run_dir=run_dir,
+        timeout_s=0, grace_s=via.grace_s, log_limit_bytes=via.log_limit_bytes, batch=batch,
+        memory=tier.memory,
+    )  # fmt: skip
+    return SlurmLauncher(via.runner, template, python=python, nodes=batch.nodes)
 
 
 def _container_launcher(
@@ -146,10 +164,20 @@ def _container_launcher(
     return ContainerLauncher(container.runner, template)
 
 
-def _local_provenance(outcome: SmoketestOutcome) -> dict[str, Any]:
-    """Local launches: the run tag their processes carried (the same for every launch)."""
+def _local_provenance(outcome: SmoketestOutcome, via: LaunchRunner | None) -> dict[str, Any]:
+    """Host launches: the run tag their processes carried (the same for every launch); on
+    Slurm also each launch's job (by world size) and the N-run's nodes and GPUs."""
     tags = {run.provenance.get("run_tag") for run in outcome.runs.values()} - {None}
-    return {"runner": LOCAL_RUNNER, **({"run_tag": tags.pop()} if len(tags) == 1 else {})}
+    provenance: dict[str, Any] = {"runner": LOCAL_RUNNER}
+    if len(tags) == 1:
+        provenance["run_tag"] = tags.pop()
+    if via is not None and via.runner.leases_gpus and outcome.runs:
+        provenance["runner"] = via.runner.alias
+        jobs = {str(n): r.provenance.get("slurm_job_id") for n, r in outcome.runs.items()}
+        provenance["slurm_jobs"] = jobs
+        last = outcome.runs[max(outcome.runs)].provenance
+        provenance.update((k, v) for k, v in last.items() if k.startswith(("slurm_", "cuda_")))
+    return provenance
 
 
 def _provenance(outcome: SmoketestOutcome) -> dict[str, Any]:
@@ -197,6 +225,7 @@ class TorchrunKind:
             labels={"schedctl.host": ctx.host},
             grace_s=min(10.0, ctx.config.daemon.grace),
             log_limit_bytes=ctx.config.log_limit_bytes,
+            batch=batch_request(ctx.config, ctx.tier_name) if runner.leases_gpus else None,
         )  # fmt: skip
 
         def execute(cancel: threading.Event) -> Finished:
@@ -218,7 +247,7 @@ class TorchrunKind:
             return Finished(ending, Evidence(result, details=done.details))
 
         provenance = {
-            "runner": runner.alias if runner.in_container else LOCAL_RUNNER,
+            "runner": runner.alias if runner.in_container or runner.leases_gpus else LOCAL_RUNNER,
             "image": image if runner.in_container else None,
         }
         return Prepared(provenance, execute)
