@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
     return payload
 
 
-def _evidence_rows(details: dict[str, Any]) -> list[tuple[str, Any]]:
+def _evidence_rows(details: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Hang evidence (stacks, GPU snapshot) and preemption links, from untrusted details."""
     rows: list[tuple[str, Any]] = []
     hang = details.get("hang_evidence")
