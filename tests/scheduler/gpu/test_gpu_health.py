@@ -192,3 +192,15 @@ class TestAssess:
         with pytest.raises(GpuError, match="gpu-missing: 1 GPUs present"):
             pool.acquire(run, "weekly", "all", 0, 2)
         assert pool.acquire(run, "weekly", 1, 0, 2).uuids == ["GPU-fake-0"]
+
+
+def test_kernel_log_xid_lines_are_parsed() -> None:
+    """The fallback source: ``NVRM: Xid`` lines of /dev/kmsg give the bus id and the Xid."""
+    from scheduler.gpu.xidlog import parse_xid_lines
+
+    lines = [
+        "4,1234,5678,-;NVRM: Xid (PCI:0000:3B:00): 79, pid=0, GPU has fallen off the bus.",
+        "6,1235,5679,-;usb 1-1: new device",
+        "4,1236,5680,-;NVRM: Xid (PCI:0000:86:00): 13, Graphics Exception",
+    ]
+    assert parse_xid_lines(lines) == [("0000:3b:00", 79), ("0000:86:00", 13)]

@@ -58,9 +58,7 @@ def test_hung_run_leaves_stacks_naming_the_test_and_a_gpu_snapshot(tmp_path: Pat
     write_fake_gpus(gpus, [gpu(0)])
     store = Store(config.db_path)
     pool = GpuPool(store, FakeProbe(gpus), fast_policy())
-    dispatcher = Dispatcher(
-        config, store, RunnerFactory({"local": LocalRunner()}), gpu_pool=pool
-    )
+    dispatcher = Dispatcher(config, store, RunnerFactory({"local": LocalRunner()}), gpu_pool=pool)
     record = dispatcher.run(RunRequest("hourly"))
 
     assert record.outcome is Outcome.TIMEOUT, record.reason
@@ -68,7 +66,7 @@ def test_hung_run_leaves_stacks_naming_the_test_and_a_gpu_snapshot(tmp_path: Pat
     evidence = record.details["hang_evidence"]
     [stacks] = evidence["stacks"]
     text = Path(stacks).read_text()
-    assert 'in wait_for_godot' in text and "in test_hangs_forever" in text
+    assert "in wait_for_godot" in text and "in test_hangs_forever" in text
     snapshot = json.loads(Path(evidence["gpu_snapshot"]).read_text())
     assert [g["uuid"] for g in snapshot["gpus"]] == ["GPU-fake-0"]
     rows = dict(_evidence_rows(record.details))

@@ -84,8 +84,10 @@ def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
     hourly = RunThread(dispatcher, RunRequest("hourly", trigger="schedule"))
     hourly.start()
     wait_for(
-        lambda: any(r.outcome is Outcome.RUNNING for r in store.active_runs("hourly"))
-        and store.active_leases() != [],
+        lambda: (
+            any(r.outcome is Outcome.RUNNING for r in store.active_runs("hourly"))
+            and store.active_leases() != []
+        ),
         60,
         "the hourly run to hold GPU 0",
     )
@@ -93,9 +95,7 @@ def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
     asked_at = utcnow()
     weekly = RunThread(dispatcher, RunRequest("weekly", trigger="schedule"))
     weekly.start()
-    wait_for(
-        lambda: store.get_run(first_id).outcome.is_final, 60, "the hourly run to be preempted"
-    )
+    wait_for(lambda: store.get_run(first_id).outcome.is_final, 60, "the hourly run to be preempted")
     hold.unlink()  # the re-run may pass now
     weekly.join(120)
     hourly.join(120)
