@@ -31,9 +31,13 @@ from pathlib import Path
 from signal import Signals
 from typing import Any, ClassVar, Protocol
 
+import structlog
+
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.outcome import Termination
+
+log = structlog.get_logger("schedctl.runners")
 
 PLUGIN_MODULE = "schedctl_results"
 """Name under which :mod:`runners.pytest_plugin` is loaded (``-p schedctl_results``)."""
@@ -74,6 +78,9 @@ class PreStop:
     command: Sequence[str] = ()
     wait_s: float = 2.0
     stagger_s: float = 0.0
+    collect: Callable[[], None] | None = field(default=None, compare=False)
+    """Evidence the supervisor itself gathers first (an NVML snapshot of the run's GPUs); it must
+    bound its own time and not raise (an exception is written to the log and ignored)."""
 
 
 @dataclass(frozen=True)
@@ -249,11 +256,21 @@ class Runner(abc.ABC):
             else:
                 continue
             if spec.pre_stop is not None:
+                _collect(spec.pre_stop)
                 run.pre_stop(spec.pre_stop)
                 run.wait(spec.pre_stop.wait_s)
             run.stop(spec.grace_s)
             return Termination.TIMEOUT, why
         return Termination.EXITED, ""
+
+
+def _collect(pre_stop: PreStop) -> None:
+    if pre_stop.collect is None:
+        return
+    try:
+        pre_stop.collect()
+    except Exception:  # evidence is best effort: the stop must still happen
+        log.exception("pre_stop_collect_failed")
 
 
 def install_plugin(target_dir: Path) -> Path:

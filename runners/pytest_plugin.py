@@ -29,12 +29,19 @@ that passes and then fails in teardown is ``1 passed, 1 error`` to pytest and on
 Collection errors are counted in ``collect_errors``, not in ``counts``.
 
 If ``SCHEDCTL_JUNIT`` is set and the command line has no ``--junitxml``, JUnit XML is written there.
+
+If ``SCHEDCTL_STACKS_DIR`` names a directory, every process that loads the plugin (xdist workers
+included) registers :mod:`faulthandler` on ``SIGUSR1`` with ``stacks-<pid>.txt`` there: the
+scheduler signals them before it kills a hung run, and the files name the frame each thread was
+in (the hanging test's among them).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Generator, Iterable
@@ -44,6 +51,7 @@ from typing import IO, Any
 import pytest
 
 RESULTS_ENV = "SCHEDCTL_RESULTS"
+STACKS_ENV = "SCHEDCTL_STACKS_DIR"
 JUNIT_ENV = "SCHEDCTL_JUNIT"
 RECORDER_NAME = "schedctl-results-recorder"
 MARKERS_ATTR = "schedctl_markers"
@@ -276,9 +284,32 @@ def is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def register_stacks(config: pytest.Config) -> None:
+    """Dump every thread's stack to ``$SCHEDCTL_STACKS_DIR/stacks-<pid>.txt`` on SIGUSR1."""
+    directory = os.environ.get(STACKS_ENV)
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if not directory or usr1 is None:
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+        stream = open(  # noqa: SIM115 -- open for the whole session, closed at cleanup
+            os.path.join(directory, f"stacks-{os.getpid()}.txt"), "a", encoding="utf-8"
+        )
+    except OSError:
+        return  # evidence is best effort; the tests must still run
+    faulthandler.register(usr1, file=stream, all_threads=True, chain=False)
+
+    def cleanup() -> None:
+        faulthandler.unregister(usr1)
+        stream.close()
+
+    config.add_cleanup(cleanup)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Open the results file and wire JUnit XML; must run before junitxml's own configure."""
+    register_stacks(config)
     if is_xdist_worker(config):
         return  # the controller writes; workers only forward their reports
     junit = os.environ.get(JUNIT_ENV)

@@ -158,6 +158,13 @@ class TierConfig(_Model):
         description="Container runs: extra read-only binds, host path -> container path",
     )
     gpus: int | Literal["all"] = 0
+    preempts: list[str] = Field(
+        default_factory=list,
+        description="Tiers whose GPU leases this tier may stop at its slot (they re-run after)",
+    )
+    silence_timeout: Duration | None = Field(
+        default=None, description="pytest tiers: no output for this long ends the run (timeout)"
+    )
     priority: int | None = Field(default=None, description="Lower runs first; default by order")
     misfire_grace: Duration = 600.0
     max_catchup: int = Field(default=1, ge=0)
@@ -211,6 +218,14 @@ class GpuPolicy(_Model):
     exclude: list[int | str] = Field(default_factory=list)
     wait: Duration = 1800.0
     priorities: list[str] = Field(default_factory=list)
+    expected_count: int | None = Field(
+        default=None, ge=1, description="fewer GPUs than this is a health finding (gpu-missing)"
+    )
+    drain_unexplained_processes: bool = Field(
+        default=True,
+        description="a process on an unleased GPU (a killed container's leftover) drains it "
+        "until it is gone",
+    )
 
 
 class WebhookSink(_Model):
@@ -378,6 +393,17 @@ class Config(_Model):
         if tier.slurm is None:
             return top
         return top.model_copy(update=tier.slurm.model_dump(exclude_unset=True))
+
+    @model_validator(mode="after")
+    def _known_preempted_tiers(self) -> Config:
+        for name, tier in self.tiers.items():
+            for other in tier.preempts:
+                if other not in self.tiers or other == name:
+                    raise ValueError(
+                        f"tiers.{name}.preempts: {other!r} is not another tier "
+                        f"(tiers: {', '.join(self.tiers)})"
+                    )
+        return self
 
     def tier(self, name: str) -> TierConfig:
         from scheduler.kernel.errors import UnknownTierError

@@ -24,6 +24,7 @@ _HEADLINES: Mapping[FailureClass, str] = {
     FailureClass.GPU_UNAVAILABLE: "no GPU available (infra)",
     FailureClass.INFRA: "infrastructure error (infra)",
     FailureClass.MISSED: "scheduled slot missed (infra)",
+    FailureClass.GPU_DRAINED: "GPU drained by the health check (infra)",
 }
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 import structlog
 
 from scheduler.alerts import rules
+from scheduler.alerts.drains import drain_entries
 from scheduler.alerts.outbox import outbox_id
 from scheduler.alerts.payload import (
     MAX_FAILING,
@@ -25,7 +26,7 @@ from scheduler.alerts.payload import (
 )
 from scheduler.alerts.sinks.base import Sink
 from scheduler.kernel.clock import utcnow
-from scheduler.kernel.events import Event, RunFinished, SlotMissed
+from scheduler.kernel.events import Event, GpuDrained, GpuUndrained, RunFinished, SlotMissed
 from scheduler.store.engine import (
     AlertStep,
     AlertTrackRow,
@@ -43,7 +44,8 @@ CURSOR_KEY = "alerts_cursor"
 
 
 class AlertRecorder:
-    """Listener for :class:`RunFinished` and :class:`SlotMissed`."""
+    """Listener for :class:`RunFinished` and :class:`SlotMissed` (and GPU drains, see
+    :mod:`.drains`)."""
 
     def __init__(
         self,
@@ -68,6 +70,9 @@ class AlertRecorder:
         return f"AlertRecorder(sinks={[s.name for s in self.sinks]})"
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, GpuDrained | GpuUndrained):
+            self.record_drain(event)
+            return
         if not isinstance(event, RunFinished | SlotMissed):
             return
         try:
@@ -77,6 +82,19 @@ class AlertRecorder:
             self.record(record)
         except Exception:
             log.exception("alert_recording_failed", run_id=event.run_id, tier=event.tier)
+
+    def record_drain(self, event: GpuDrained | GpuUndrained) -> list[str]:
+        """One outbox row per accepting sink for a drain or undrain; never raises."""
+        try:
+            entries = drain_entries(event, self.sinks, self.clock)
+            now = self.clock()
+            written = [e.id for e in entries if self.store.outbox_enqueue(e, now)]
+        except Exception:
+            log.exception("drain_alert_failed", gpu=event.index, uuid=event.uuid)
+            return []
+        if written and self.on_enqueued is not None:
+            self.on_enqueued()
+        return written
 
     def catch_up(self, limit: int = 500) -> int:
         """Apply finished runs that no listener saw; returns how many runs were applied.

@@ -34,11 +34,18 @@ class FailureClass(str, enum.Enum):
     GPU_UNAVAILABLE = "gpu-unavailable"
     INFRA = "infra"
     MISSED = "missed"
+    GPU_DRAINED = "gpu-drained"
+    """Not a run's: the health check drained a GPU (tier ``gpu``, see :mod:`.drains`)."""
 
     @property
     def is_infra(self) -> bool:
         """True when it says nothing about the code under test."""
-        return self in (FailureClass.GPU_UNAVAILABLE, FailureClass.INFRA, FailureClass.MISSED)
+        return self in (
+            FailureClass.GPU_UNAVAILABLE,
+            FailureClass.INFRA,
+            FailureClass.MISSED,
+            FailureClass.GPU_DRAINED,
+        )
 
 
 class Severity(str, enum.Enum):

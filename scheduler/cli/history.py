@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,22 @@ def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
     return payload
 
 
+def _evidence_rows(details: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Hang evidence (stacks, GPU snapshot) and preemption links, from untrusted details."""
+    rows: list[tuple[str, Any]] = []
+    hang = details.get("hang_evidence")
+    if isinstance(hang, dict):
+        stacks = hang.get("stacks")
+        for path in stacks if isinstance(stacks, list) else []:
+            rows.append(("stacks", str(path)))
+        if hang.get("gpu_snapshot"):
+            rows.append(("gpu state", str(hang["gpu_snapshot"])))
+    for key, label in (("requeued_as", "re-run as"), ("requeue_of", "re-run of")):
+        if details.get(key) is not None:
+            rows.append((label, f"run {details[key]}"))
+    return rows
+
+
 @click.command("show")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True)
@@ -133,6 +150,7 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
         rows.append(
             ("driver/cuda", f"{record.driver_version or '-'} / {record.cuda_version or '-'}")
         )
+    rows += _evidence_rows(record.details)
     for key, value in rows:
         out.print(line(f"  {key:<10} ", value))
     counts = record.counts

@@ -10,6 +10,11 @@ Either a list of GPUs, or an object with ``gpus`` and optional keys::
 
     {"driver_version": "550.54.15", "cuda_version": "12.4", "delay_s": 0.2,
      "unavailable": "why NVML is absent", "lost": "why a GPU is lost", "gpus": [...]}
+
+Faults for the health check (:meth:`FakeProbe.health`), per GPU entry: ``"xids": [79]`` (every
+Xid the driver ever reported; each is delivered once, as NVML's event set does, so append to
+inject a new one), ``"ecc_uncorrectable": 2`` (volatile count), ``"retired_pages_pending": true``,
+``"row_remap_failure": true`` and ``"lost": true`` (the GPU no longer answers).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scheduler.gpu.probe import GpuProcess, GpuSnapshot, HostGpuInfo
+from scheduler.gpu.probe import GpuHealth, GpuProcess, GpuSnapshot, HostGpuInfo
 from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 
 __all__ = ["ENV_VAR", "FakeProbe", "host_from_json", "write_fake_gpus"]
@@ -36,6 +41,7 @@ class FakeProbe:
     def __init__(self, path: str | Path, sleep: Callable[[float], None] = time.sleep) -> None:
         self.path = Path(path)
         self._sleep = sleep
+        self._xids_seen: dict[str, int] = {}
 
     def snapshot(self) -> HostGpuInfo:
         data = self._load()
@@ -46,6 +52,34 @@ class FakeProbe:
         if data.get("lost"):
             raise GpuLost(f"GPU lost: {data['lost']}")
         return host_from_json(data, source=f"fake GPU file {self.path}")
+
+    def health(self) -> tuple[GpuHealth, ...]:
+        """The injected faults; Xids not delivered before are delivered now, once."""
+        data = self._load()
+        if data.get("unavailable"):
+            raise NvmlUnavailable(f"NVML unavailable: {data['unavailable']}")
+        out = []
+        try:
+            for item in sorted(data["gpus"], key=lambda g: int(g["index"])):
+                uuid = str(item["uuid"])
+                xids = [int(x) for x in item.get("xids", [])]
+                seen = self._xids_seen.get(uuid, 0)
+                self._xids_seen[uuid] = len(xids)
+                ecc = item.get("ecc_uncorrectable")
+                out.append(
+                    GpuHealth(
+                        index=int(item["index"]),
+                        uuid=uuid,
+                        xids=tuple(xids[seen:]),
+                        ecc_uncorrectable=None if ecc is None else int(ecc),
+                        retired_pages_pending=_flag(item.get("retired_pages_pending")),
+                        row_remap_failure=_flag(item.get("row_remap_failure")),
+                        lost=bool(item.get("lost", False)),
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GpuError(f"fake GPU file {self.path}: bad GPU entry: {exc!r}") from None
+        return tuple(out)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -70,6 +104,10 @@ class FakeProbe:
         raise GpuError(
             f"fake GPU file {self.path}: expected a list of GPUs or an object with 'gpus'"
         )
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def host_from_json(data: Mapping[str, Any], source: str = "fake GPUs") -> HostGpuInfo:

@@ -12,13 +12,14 @@ into the schedctl exception tree in exactly one place, :func:`translate_nvml_err
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from scheduler.gpu.probe import GpuProcess, GpuSnapshot, HostGpuInfo
+from scheduler.gpu.probe import GpuHealth, GpuProcess, GpuSnapshot, HostGpuInfo
+from scheduler.gpu.xidlog import KernelXidLog, XidSource
 from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 
 __all__ = ["ERROR_CLASSES", "NvmlProbe", "format_cuda_version", "translate_nvml_errors"]
@@ -123,12 +124,76 @@ class NvmlProbe:
     appears later (or recovers) is picked up without restarting the daemon.
     """
 
-    def __init__(self, nvml: ModuleType | Any | None = None) -> None:
+    def __init__(
+        self, nvml: ModuleType | Any | None = None, kernel_log: XidSource | None = None
+    ) -> None:
         self._nvml = nvml
         self._lock = threading.Lock()
         self._initialised = False
         self._devices: dict[int, _Device] = {}
         self._versions: tuple[str | None, str | None] | None = None
+        self._events: Any = None
+        self._events_supported = True
+        self._kernel_log = kernel_log
+
+    def health(self) -> tuple[GpuHealth, ...]:
+        """Health counters of every GPU; Xids from the NVML event set, else the kernel log.
+
+        A GPU that answers ``GpuIsLost`` is reported ``lost`` in its own entry, so the others
+        can still be leased.
+        """
+        nvml = self._module()
+        with self._lock, translate_nvml_errors(nvml):
+            try:
+                if not self._initialised:
+                    nvml.nvmlInit()
+                    self._initialised = True
+                count = int(nvml.nvmlDeviceGetCount())
+                devices = {i: self._device(nvml, i) for i in range(count)}
+                xids = self._xids(nvml, devices)
+                return tuple(
+                    _health(nvml, index, device, xids.get(device.uuid, ()))
+                    for index, device in devices.items()
+                )
+            except BaseException:
+                self._forget(nvml)
+                raise
+
+    def _xids(self, nvml: Any, devices: dict[int, _Device]) -> dict[str, list[int]]:
+        """Critical Xids since the last read: drain the event set (registered on first use)."""
+        found: dict[str, list[int]] = {}
+        if self._events_supported and self._events is None:
+            try:
+                events = nvml.nvmlEventSetCreate()
+                for device in devices.values():
+                    nvml.nvmlDeviceRegisterEvents(
+                        device.handle, nvml.nvmlEventTypeXidCriticalError, events
+                    )
+                self._events = events
+            except nvml.NVMLError as exc:
+                if _error_name(exc) not in _UNSUPPORTED:
+                    raise
+                self._events_supported = False
+        if self._events is not None:
+            while True:
+                try:
+                    data = nvml.nvmlEventSetWait_v2(self._events, 0)
+                except nvml.NVMLError as exc:
+                    if _error_name(exc) == "Timeout":
+                        break
+                    raise
+                uuid = _text(nvml.nvmlDeviceGetUUID(data.device))
+                found.setdefault(uuid, []).append(int(data.eventData))
+            return found
+        log = self._kernel_log
+        if log is None:
+            log = self._kernel_log = KernelXidLog()
+        by_bus = {_bus_id(nvml, d.handle): d.uuid for d in devices.values()}
+        for bus, xid in log.new_xids():
+            owner = by_bus.get(bus)
+            if owner is not None:
+                found.setdefault(owner, []).append(xid)
+        return found
 
     def snapshot(self) -> HostGpuInfo:
         nvml = self._module()
@@ -162,6 +227,10 @@ class NvmlProbe:
     def _forget(self, nvml: Any) -> None:
         self._devices.clear()
         self._versions = None
+        if self._events is not None:
+            with suppress(nvml.NVMLError):
+                nvml.nvmlEventSetFree(self._events)
+            self._events = None
         if self._initialised:
             self._initialised = False
             with suppress(nvml.NVMLError):  # shutting down a wedged library is best effort
@@ -253,4 +322,34 @@ def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
             used_memory_mib=None if p.usedGpuMemory is None else int(p.usedGpuMemory) // _MIB,
         )
         for p in procs
+    )
+
+
+def _bus_id(nvml: Any, handle: Any) -> str:
+    """``0000:3b:00`` as the kernel log writes it, from NVML's ``00000000:3B:00.0``."""
+    bus = _text(nvml.nvmlDeviceGetPciInfo(handle).busId).lower()
+    domain, _, rest = bus.partition(":")
+    return f"{domain[-4:]}:{rest.rsplit('.', 1)[0]}"
+
+
+def _health(nvml: Any, index: int, device: _Device, xids: Sequence[int]) -> GpuHealth:
+    handle = device.handle
+    try:
+        ecc = _optional(
+            nvml, nvml.nvmlDeviceGetTotalEccErrors, handle,
+            nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC,
+        )  # fmt: skip
+        pending = _optional(nvml, nvml.nvmlDeviceGetRetiredPagesPendingStatus, handle)
+        remap = _optional(nvml, nvml.nvmlDeviceGetRemappedRows, handle)
+    except nvml.NVMLError as exc:
+        if _error_name(exc) in _LOST_HINTS:
+            return GpuHealth(index, device.uuid, tuple(xids), lost=True)
+        raise
+    return GpuHealth(
+        index=index,
+        uuid=device.uuid,
+        xids=tuple(xids),
+        ecc_uncorrectable=None if ecc is None else int(ecc),
+        retired_pages_pending=None if pending is None else int(pending) == 1,
+        row_remap_failure=None if remap is None else bool(remap[3]),
     )

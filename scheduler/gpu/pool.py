@@ -5,9 +5,16 @@ Rules (all threads of one daemon share a pool; other processes are kept out by t
 - a GPU is grantable when the policy found it free in ``free_samples`` consecutive samples, it is
   not excluded and no run holds a lease on it in the store (written by any process);
 - waiters are ordered by (priority, arrival); a waiter only takes GPUs that every waiter ahead of
-  it, served first in order, leaves over: a higher-priority run that could use the free GPUs now
-  gets them first, one that cannot (it needs more than are free) does not block smaller runs;
-- the lowest free indices are picked; ``"all"`` means every non-excluded GPU of the host;
+  it leaves over, and a waiter ahead *reserves* the free GPUs it is waiting for even when it
+  cannot start yet: a run asking for ``all`` (or N) is never starved by smaller runs slipping in,
+  it is served as soon as the runs holding its GPUs end;
+- a waiter whose tier ``preempts`` the holders' tiers asks the dispatcher to stop them (once per
+  holder) when that would give it enough GPUs;
+- the lowest free indices are picked; ``"all"`` means every GPU of the host that is not excluded
+  and not drained;
+- with a :class:`~scheduler.gpu.health.HealthMonitor`, every sample and every grant is checked
+  (the pre-flight check): a GPU with a finding is drained, the grant is taken back and the
+  waiter goes on with the healthy GPUs;
 - the lease is written to the store atomically (``acquire_leases``), so two processes racing for
   the same GPU cannot both win: the loser keeps waiting.
 """
@@ -23,7 +30,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import structlog
+
 from runners.base import GpuDevice
+from scheduler.gpu.health import HOST_KEY, FindingCode, HealthMonitor
 from scheduler.gpu.lease import GpuWaitCancelled, GpuWaitTimeout, Lease, leaked_processes
 from scheduler.gpu.policy import GpuVerdict, LeaseHolder, evaluate, is_excluded
 from scheduler.gpu.probe import GpuProbe, GpuProcess, GpuSnapshot, HostGpuInfo
@@ -33,12 +43,17 @@ from scheduler.kernel.errors import GpuError, GpuLost, NvmlUnavailable
 if TYPE_CHECKING:
     from scheduler.config import Config, GpuPolicy  # annotations only: needs just pynvml
 
-__all__ = ["GpuCount", "GpuPool", "LeaseStore", "build_pool", "lease_holders"]
+__all__ = ["GpuCount", "GpuPool", "LeaseStore", "Preempter", "build_pool", "lease_holders"]
+
+log = structlog.get_logger("schedctl.gpu.pool")
 
 GpuCount = int | Literal["all"]
 
 _CANCEL_POLL_S = 0.25
 """Longest a waiter sleeps before it looks at its cancel event again."""
+
+Preempter = Callable[[int, str], bool]
+"""``(run_id, reason) -> asked``: asks the run holding a lease to stop (the dispatcher's)."""
 
 
 class LeaseStore(Protocol):
@@ -64,6 +79,7 @@ class _Waiter:
     count: int | str
     priority: int
     seq: int
+    preempts: frozenset[str] = frozenset()
 
     def needed(self, usable: int) -> int:
         return usable if isinstance(self.count, str) else self.count
@@ -103,8 +119,11 @@ class GpuPool:
         *,
         own_pids: Collection[int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        health: HealthMonitor | None = None,
     ) -> None:
         self._store = store
+        self.health = health
+        self._preempter: Preempter | None = None
         self._probe = probe
         self._policy = policy
         self._own_pids = frozenset({os.getpid()} if own_pids is None else own_pids)
@@ -123,8 +142,11 @@ class GpuPool:
         priority: int,
         wait_s: float,
         cancel: threading.Event | None = None,
+        preempts: Collection[str] = (),
     ) -> Lease:
         """Wait up to ``wait_s`` for ``count`` GPUs and lease them to ``run_id``.
+
+        ``preempts``: tiers whose leases this run may ask to stop (see :meth:`set_preempter`).
 
         Raises:
             GpuWaitTimeout: the wait ran out; the message names each GPU's last reason.
@@ -139,19 +161,108 @@ class GpuPool:
         cancel = cancel or threading.Event()
         started = self._clock()
         deadline = started + wait_s
-        with self._enqueued(_Waiter(run_id, tier, count, priority, next(self._seq))) as waiter:
+        waiter = _Waiter(run_id, tier, count, priority, next(self._seq), frozenset(preempts))
+        asked: set[int] = set()
+        with self._enqueued(waiter):
             while True:
                 if cancel.is_set():
                     raise GpuWaitCancelled(f"run {run_id} cancelled while waiting for GPUs")
                 self._refresh()
                 with self._cond:
                     lease = self._try_grant(waiter, started)
-                    if lease is not None:
+                    victims = [] if lease is not None else self._victims(waiter, asked)
+                if lease is not None:
+                    if self._healthy(lease):
                         return lease
+                    continue  # drained by the pre-flight check: look again without it
+                self._preempt(waiter, victims, asked)
+                with self._cond:
                     now = self._clock()
                     if now >= deadline:
                         raise self._timeout(waiter, now - started)
                     self._cond.wait(self._pause(now, deadline))
+
+    def set_preempter(self, preempter: Preempter | None) -> None:
+        """Who stops a run holding a lease that a preempting waiter needs (the dispatcher)."""
+        self._preempter = preempter
+
+    def evidence(self, uuids: Sequence[str]) -> dict[str, Any]:
+        """These GPUs' readings and health counters now (hang evidence); errors are recorded."""
+        wanted = set(uuids)
+        out: dict[str, Any] = {"uuids": list(uuids)}
+        try:
+            host = self._probe.snapshot()
+            out["gpus"] = [g.to_json() for g in host.gpus if g.uuid in wanted]
+        except GpuError as exc:
+            out["snapshot_error"] = str(exc)
+        if self.health is not None:
+            try:
+                # Through the monitor: a hang caused by an Xid drains the GPU as it is found.
+                findings = self.health.check(None, set(lease_holders(self._store)))
+                out["health_findings"] = [f.describe() for f in findings if f.uuid in wanted]
+            except GpuError as exc:
+                out["health_error"] = str(exc)
+        return out
+
+    def set_notify(self, notify: Callable[[Any], None] | None) -> None:
+        """Where drain and undrain events go (the dispatcher's event bus)."""
+        if self.health is not None:
+            self.health.notify = notify
+
+    def _healthy(self, lease: Lease) -> bool:
+        """The pre-flight check of a grant; a GPU with a finding is drained and the grant undone.
+
+        A failed health read (not a finding) does not block the lease: the snapshot just
+        found the GPUs answering, and the daemon must not stop running tests on a flaky read.
+        """
+        if self.health is None:
+            return True
+        leased = set(lease_holders(self._store)) - set(lease.uuids)
+        try:
+            findings = self.health.check(self._sample.host if self._sample else None, leased)
+        except GpuError:
+            return True
+        bad = {f.uuid for f in findings if f.code is not FindingCode.GPU_MISSING}
+        if bad & set(lease.uuids):
+            self.release(lease.run_id)
+            return False
+        return True
+
+    def _victims(self, waiter: _Waiter, asked: set[int]) -> list[int]:
+        """Runs to ask to stop so that ``waiter`` gets its GPUs (none when that cannot help)."""
+        sample = self._sample
+        if not waiter.preempts or self._preempter is None or sample is None or not sample.host:
+            return []
+        usable = self._usable(sample.host)
+        leased = lease_holders(self._store)
+        need = waiter.needed(len(usable))
+        free = [g for g in usable if g.uuid not in leased]
+        preemptable = [
+            g for g in usable if g.uuid in leased and leased[g.uuid].tier in waiter.preempts
+        ]
+        missing = need - len(free)
+        if missing <= 0 or missing > len(preemptable):
+            return []
+        victims: list[int] = []
+        for gpu in preemptable:
+            if missing <= 0:
+                break
+            holder = leased[gpu.uuid].run_id
+            if holder not in victims:
+                victims.append(holder)
+            missing -= sum(1 for g in preemptable if leased[g.uuid].run_id == holder)
+        return [v for v in victims if v not in asked]
+
+    def _preempt(self, waiter: _Waiter, victims: list[int], asked: set[int]) -> None:
+        for run_id in victims:
+            asked.add(run_id)
+            reason = f"preempted by run {waiter.run_id} ({waiter.tier})"
+            if self._preempter is not None and self._preempter(run_id, reason):
+                log.info("gpu_preempting", run_id=run_id, by=waiter.run_id, tier=waiter.tier)
+
+    def _usable(self, host: HostGpuInfo) -> list[GpuSnapshot]:
+        drained = self.health.drained() if self.health is not None else {}
+        return [g for g in host.gpus if not is_excluded(g, self._policy) and g.uuid not in drained]
 
     def leaked_processes(self, lease: Lease, settle_s: float = 2.0) -> list[GpuProcess]:
         """:func:`scheduler.gpu.lease.leaked_processes` with this pool's probe."""
@@ -172,7 +283,8 @@ class GpuPool:
     def _enqueued(self, waiter: _Waiter) -> Iterator[_Waiter]:
         with self._cond:
             self._waiters.append(waiter)
-            self._waiters.sort(key=lambda w: (w.priority, w.seq))
+            # A preempting waiter goes first: the runs it stops must not win their GPUs back.
+            self._waiters.sort(key=lambda w: (not w.preempts, w.priority, w.seq))
         try:
             yield waiter
         finally:
@@ -195,12 +307,21 @@ class GpuPool:
                 return
             try:
                 host = self._probe.snapshot()
-            except (NvmlUnavailable, GpuLost):
+            except GpuLost:
+                self._sample = None
+                self._drain_lost()
+                raise
+            except NvmlUnavailable:
                 self._sample = None
                 raise
             except GpuError as exc:
                 self._sample = _Sample(taken_at=self._clock(), error=exc)
                 return
+            if self.health is not None:
+                try:
+                    self.health.check(host, set(lease_holders(self._store)))
+                except GpuError as exc:
+                    log.warning("gpu_health_check_failed", error=str(exc))
             now = self._clock()
             verdicts = {v.uuid: v for v in evaluate(host, self._policy, self._own_pids)}
             # Samples further apart than a few intervals are not "consecutive": start over.
@@ -209,13 +330,23 @@ class GpuPool:
             streaks = {u: before.get(u, 0) + 1 if v.free else 0 for u, v in verdicts.items()}
             self._sample = _Sample(taken_at=now, host=host, verdicts=verdicts, streaks=streaks)
 
+    def _drain_lost(self) -> None:
+        """The snapshot failed on a lost GPU: the health read, device by device, names it."""
+        if self.health is None:
+            return
+        try:
+            self.health.check(None, set(lease_holders(self._store)))
+        except GpuError as exc:
+            log.warning("gpu_health_check_failed", error=str(exc))
+
     def _try_grant(self, waiter: _Waiter, started: float) -> Lease | None:
         sample = self._sample
         if sample is None or sample.host is None:
             return None
-        usable = [g for g in sample.host.gpus if not is_excluded(g, self._policy)]
+        drained = self.health.drained() if self.health is not None else {}
+        usable = self._usable(sample.host)
         need = waiter.needed(len(usable))
-        _check_possible(sample.host, usable, need, waiter)
+        _check_possible(sample.host, usable, need, waiter, drained)
         leased = lease_holders(self._store)
         available = [
             g
@@ -225,8 +356,8 @@ class GpuPool:
         for ahead in self._waiters:
             if ahead is waiter:
                 break
-            if ahead.needed(len(usable)) <= len(available):
-                available = available[ahead.needed(len(usable)) :]
+            # Served or not, a waiter ahead holds on to the free GPUs it is waiting for.
+            available = available[ahead.needed(len(usable)) :]
         if need > len(available):
             return None
         picked = available[:need]
@@ -240,7 +371,7 @@ class GpuPool:
         if sample is None or sample.host is None:
             error = str(sample.error) if sample and sample.error else "no GPU sample was taken"
             return GpuWaitTimeout(waiter.describe(None), waited_s, {"nvml": [error]})
-        usable = sum(1 for g in sample.host.gpus if not is_excluded(g, self._policy))
+        usable = len(self._usable(sample.host))
         reasons = self._reasons(sample.host, sample, lease_holders(self._store))
         return GpuWaitTimeout(waiter.describe(usable), waited_s, reasons)
 
@@ -252,26 +383,44 @@ class GpuPool:
         for gpu in host.gpus:
             verdict = sample.verdicts[gpu.uuid]
             why = list(verdict.reasons)
+            drain = self.health.drained().get(gpu.uuid) if self.health is not None else None
+            if drain is not None:
+                why.append(f"drained ({drain['code']}: {drain['reason']})")
             if gpu.uuid in leased:
                 why.append(str(leased[gpu.uuid]))
             streak = sample.streaks.get(gpu.uuid, 0)
             if verdict.free and streak < self._policy.free_samples:
                 why.append(f"free in {streak} of {self._policy.free_samples} samples")
-            reasons[f"gpu{gpu.index}"] = why or ["free but taken by a run ahead in the queue"]
+            reasons[f"gpu{gpu.index}"] = why or ["free but reserved by a run ahead in the queue"]
         return reasons
 
 
 def _check_possible(
-    host: HostGpuInfo, usable: list[GpuSnapshot], need: int, waiter: _Waiter
+    host: HostGpuInfo,
+    usable: list[GpuSnapshot],
+    need: int,
+    waiter: _Waiter,
+    drained: Mapping[str, Mapping[str, Any]],
 ) -> None:
-    """Fail at once for a request no amount of waiting can meet."""
+    """Fail at once for a request no amount of waiting can meet (drains end only by a person or
+    a clean re-check, not by waiting out ``gpu.wait``)."""
     if not host.gpus:
         raise NvmlUnavailable("NVML unavailable: the driver reports no GPUs on this host")
+    missing = drained.get(HOST_KEY)
+    if waiter.count == "all" and missing is not None:
+        raise GpuError(f"tier {waiter.tier} needs all GPUs: {missing['code']}: {missing['reason']}")
     if need == 0 or need > len(usable):
-        excluded = len(host.gpus) - len(usable)
+        sick = [
+            f"gpu{row['gpu_index']} {row['code']}: {row['reason']}"
+            for key, row in drained.items()
+            if key != HOST_KEY
+        ]
+        excluded = len(host.gpus) - len(usable) - len(sick)
         raise GpuError(
             f"tier {waiter.tier} needs {waiter.describe(len(usable))} but this host has "
-            f"{len(usable)} usable ({len(host.gpus)} present, {excluded} excluded by gpu.exclude)"
+            f"{len(usable)} usable ({len(host.gpus)} present, {excluded} excluded by gpu.exclude"
+            + (f", {len(sick)} drained: {'; '.join(sick)}" if sick else "")
+            + ")"
         )
 
 
@@ -288,8 +437,13 @@ def _lease(waiter: _Waiter, picked: list[GpuSnapshot], host: HostGpuInfo, waited
     )
 
 
-def build_pool(
-    config: Config, store: LeaseStore, environ: Mapping[str, str] | None = None
-) -> GpuPool:
-    """The daemon's pool: backend from the environment, polls bounded by ``gpu.poll_timeout``."""
-    return GpuPool(store, build_probe(config.gpu.poll_timeout, environ), config.gpu)
+def build_pool(config: Config, store: Any, environ: Mapping[str, str] | None = None) -> GpuPool:
+    """The daemon's pool: backend from the environment, polls bounded by ``gpu.poll_timeout``,
+    the pre-flight health check draining into ``store`` (a :class:`scheduler.store.Store`)."""
+    probe = build_probe(config.gpu.poll_timeout, environ)
+    own = {os.getpid()}
+    health = HealthMonitor(
+        probe, store, expected_count=config.gpu.expected_count,
+        check_processes=config.gpu.drain_unexplained_processes, own_pids=own,
+    )  # fmt: skip
+    return GpuPool(store, probe, config.gpu, own_pids=own, health=health)

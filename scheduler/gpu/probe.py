@@ -60,6 +60,49 @@ class HostGpuInfo:
     gpus: tuple[GpuSnapshot, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class GpuHealth:
+    """One GPU's health counters at one read; ``None`` marks a counter the device lacks.
+
+    :ivar xids: critical Xid codes the driver reported since the previous read (events are
+        consumed by the read, so each is seen once).
+    :ivar ecc_uncorrectable: volatile (since driver load) uncorrectable ECC error count.
+    :ivar lost: the GPU stopped answering (NVML "GPU is lost") during this read.
+    """
+
+    index: int
+    uuid: str
+    xids: tuple[int, ...] = ()
+    ecc_uncorrectable: int | None = None
+    retired_pages_pending: bool | None = None
+    row_remap_failure: bool | None = None
+    lost: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "uuid": self.uuid,
+            "xids": list(self.xids),
+            "ecc_uncorrectable": self.ecc_uncorrectable,
+            "retired_pages_pending": self.retired_pages_pending,
+            "row_remap_failure": self.row_remap_failure,
+            "lost": self.lost,
+        }
+
+
+class HealthProbe(Protocol):
+    """Reads the health counters of every GPU (NVML, or the fake backend's injected faults).
+
+    Raises:
+        NvmlUnavailable: no driver, library, permission or device.
+        GpuError: the read failed as a whole (a single lost GPU is reported in its entry).
+    """
+
+    def health(self) -> tuple[GpuHealth, ...]:
+        """One read per GPU, ordered by index."""
+        ...
+
+
 class GpuProbe(Protocol):
     """Reads the current state of the host's GPUs.
 

@@ -73,7 +73,29 @@ class SlotMissed:
     slot: datetime
 
 
-Event = RunQueued | RunStarted | RunFinished | SlotMissed
+@dataclass(frozen=True)
+class GpuDrained:
+    """The pre-flight check found a GPU unfit; it is not leased until undrained.
+
+    ``uuid`` is ``"host"`` (and ``index`` -1) for a host finding such as missing GPUs.
+    """
+
+    index: int
+    uuid: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GpuUndrained:
+    """A drained GPU may be leased again (``schedctl gpus undrain``, or a clean re-check)."""
+
+    index: int
+    uuid: str
+    by: str
+
+
+Event = RunQueued | RunStarted | RunFinished | SlotMissed | GpuDrained | GpuUndrained
 Listener = Callable[[Event], None]
 
 

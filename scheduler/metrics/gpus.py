@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,6 +27,9 @@ _MIB = 1024 * 1024
 
 LeaseSource = Callable[[], Mapping[str, LeaseHolder]]
 """GPU UUID -> the run holding it (``scheduler.gpu.lease_holders`` bound to the store)."""
+
+DrainSource = Callable[[], Iterable[Mapping[str, Any]]]
+"""The drained GPUs (``Store.drained_gpus``): ``gpu_uuid``, ``gpu_index``, ``code``, ..."""
 
 
 class GpuCollector:
@@ -44,8 +48,10 @@ class GpuCollector:
         policy: GpuPolicy,
         leases: LeaseSource,
         own_pids: Collection[int] | None = None,
+        drains: DrainSource | None = None,
     ) -> None:
         self._probe = probe
+        self._drains = drains
         self._policy = policy
         self._leases = leases
         self._own_pids = frozenset({os.getpid()} if own_pids is None else own_pids)
@@ -55,6 +61,7 @@ class GpuCollector:
 
     def collect(self) -> Iterable[Metric]:
         f = _families()
+        self._collect_drains(f["schedctl_gpu_drained"])
         try:
             host = self._probe.snapshot()
         except GpuError as exc:
@@ -83,6 +90,20 @@ class GpuCollector:
                 f["schedctl_gpu_available"].add_metric(labels, 1.0 if free else 0.0)
         return list(f.values())
 
+    def _collect_drains(self, family: GaugeMetricFamily) -> None:
+        """From the store, not the probe: a drained GPU that stopped answering still shows."""
+        if self._drains is None:
+            return
+        try:
+            rows = list(self._drains())
+        except StoreError as exc:
+            log.warning("metrics_store_unreadable", error=str(exc))
+            return
+        for row in rows:
+            index = int(row["gpu_index"])
+            gpu = "host" if index < 0 else str(index)
+            family.add_metric([gpu, str(row["gpu_uuid"]), str(row["code"])], 1.0)
+
 
 def _families() -> dict[str, GaugeMetricFamily]:
     labels = ["gpu", "uuid"]
@@ -98,6 +119,11 @@ def _families() -> dict[str, GaugeMetricFamily]:
         ),
     ]
     out = {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc in specs}
+    out["schedctl_gpu_drained"] = GaugeMetricFamily(
+        "schedctl_gpu_drained",
+        "1 for a GPU the health check drained; reason is the finding code (schedctl gpus).",
+        labels=["gpu", "uuid", "reason"],
+    )
     out["schedctl_gpu_probe_up"] = GaugeMetricFamily(
         "schedctl_gpu_probe_up", "1 when the last GPU poll (NVML) succeeded, else 0."
     )

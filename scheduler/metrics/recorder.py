@@ -120,7 +120,9 @@ class Metrics:
         self.schedule = ScheduleCollector(config)
         self.live = _LiveCollector(config, version or __version__)
         self.gpus = (
-            GpuCollector(gpu_probe, config.gpu, lambda: lease_holders(store))
+            GpuCollector(
+                gpu_probe, config.gpu, lambda: lease_holders(store), drains=store.drained_gpus
+            )
             if gpu_probe is not None
             else None
         )

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +65,7 @@ class _Active:
     tier: str
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
+    preempted_by: str = ""
 
 
 class Dispatcher:
@@ -96,6 +97,9 @@ class Dispatcher:
         self._record_lock = threading.Lock()
         self._active: dict[int, _Active] = {}
         self._accepting = True
+        if gpu_pool is not None:
+            gpu_pool.set_preempter(self.preempt)
+            gpu_pool.set_notify(self.events.emit)
 
     def add_listener(self, listener: Listener) -> None:
         self.events.subscribe(listener)
@@ -191,7 +195,7 @@ class Dispatcher:
                     cancel.set()
                 active.cancel = cancel
         try:
-            return self._execute(run_id, request, active.cancel)
+            record = self._execute(run_id, request, active.cancel)
         except BaseException as exc:
             # A crash in our own code still leaves a final record naming it.
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -203,6 +207,21 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
+        if record.outcome is Outcome.PREEMPTED:
+            self._requeue(record, request)
+            return self.store.get_run(run_id)
+        return record
+
+    def preempt(self, run_id: int, reason: str) -> bool:
+        """Stop an active run to free its GPUs: it ends ``preempted`` and runs again after."""
+        with self._lock:
+            active = self._active.get(run_id)
+        if active is None:
+            return False
+        active.preempted_by = reason
+        active.cancel_reason = reason
+        active.cancel.set()
+        return True
 
     def cancel(self, run_id: int, reason: str = "cancelled by request") -> bool:
         with self._lock:
@@ -296,6 +315,7 @@ class Dispatcher:
                 runner=runner, workdir=workdir, run_dir=run_dir,
                 devices=tuple(lease.devices) if lease is not None else (), host=self.host,
                 markers=request.markers, timeout_s=request.timeout_s,
+                gpu_snapshot=self._gpu_snapshot(lease),
             )  # fmt: skip
             prepared = kind_for(tier.kind).prepare(context)
             self.ledger.mark_running(run_id, **prepared.provenance)
@@ -309,6 +329,9 @@ class Dispatcher:
             finished = prepared.execute(cancel)
             cancelled = finished.ending.termination is Termination.CANCELLED
             decision = decide(finished.ending, self._cancel_reason(run_id) if cancelled else "")
+            preempted_by = self._preempted_by(run_id)
+            if cancelled and preempted_by:
+                decision = decide(Stop.PREEMPTED, preempted_by)
             leaks = self._leak_check(lease)
             evidence = replace(finished.evidence, details={**finished.evidence.details, **leaks})
             return self.ledger.finish(run_id, decision, evidence)
@@ -339,6 +362,7 @@ class Dispatcher:
                 self.config.tier_priority(tier_name),
                 self.config.gpu.wait,
                 cancel,
+                preempts=tier.preempts,
             )
         except GpuError as exc:
             return decide(Stop.GPU_UNAVAILABLE, str(exc))
@@ -349,6 +373,30 @@ class Dispatcher:
             return decide(Stop.CANCELLED, self._cancel_reason(run_id) or "cancelled while waiting")
         self.store.update_run(run_id, **lease.provenance())
         return lease
+
+    def _gpu_snapshot(self, lease: LeaseLike | None) -> Callable[[], dict[str, Any]] | None:
+        pool = self.gpu_pool
+        if lease is None or not lease.devices or pool is None:
+            return None
+        uuids = [d.uuid for d in lease.devices]
+        return lambda: pool.evidence(uuids)
+
+    def _preempted_by(self, run_id: int) -> str:
+        with self._lock:
+            active = self._active.get(run_id)
+        return active.preempted_by if active else ""
+
+    def _requeue(self, preempted: RunRecord, request: RunRequest) -> None:
+        """Run a preempted run again, as a new row linked to it; it waits behind its preempter
+        for the GPUs (the pool serves a preempting waiter first)."""
+        again = replace(request, trigger="requeue", slot=None, fire_lag_s=None)
+        new_id = self.record(again)
+        if new_id is None:
+            return
+        self.store.update_run(preempted.id, details={**preempted.details, "requeued_as": new_id})
+        self.store.update_run(new_id, details={"requeue_of": preempted.id})
+        log.info("run_requeued", run_id=new_id, preempted=preempted.id, tier=request.tier)
+        self.execute(new_id, again)
 
     def _cancel_reason(self, run_id: int) -> str:
         with self._lock:

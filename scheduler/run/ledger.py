@@ -144,6 +144,7 @@ class RunLedger:
                 image_id=provenance.get("image_id"),
                 container_id=provenance.get("container_id"),
                 details={
+                    **current.details,  # links written while it ran (requeue_of) stay
                     "termination": result.termination.value,
                     "log_truncated": result.log_truncated,
                     "results_source": parsed.source,

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,9 +76,20 @@ class GpuPoolLike(Protocol):
         priority: int,
         wait_s: float,
         cancel: threading.Event,
+        preempts: Collection[str] = (),
     ) -> LeaseLike: ...
 
     def release(self, run_id: int) -> None: ...
+
+    def set_preempter(self, preempter: Callable[[int, str], bool] | None) -> None:
+        """Who stops a run whose GPUs a preempting tier needs (``(run_id, reason) -> asked``)."""
+
+    def evidence(self, uuids: Sequence[str]) -> dict[str, Any]:
+        """Readings and health counters of these GPUs now, as JSON (hang evidence)."""
+        ...
+
+    def set_notify(self, notify: Callable[[Any], None] | None) -> None:
+        """Where the health check's drain events go (the dispatcher's event bus)."""
 
     def leaked_processes(self, lease: Any, settle_s: float = 2.0) -> Sequence[GpuProcessLike]:
         """Processes on the lease's GPUs after the run (``Any``: the pool's own lease type)."""

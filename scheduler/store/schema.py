@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from scheduler.kernel.outcome import Outcome
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -94,6 +94,17 @@ gpu_leases = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+gpu_drains = sa.Table(
+    "gpu_drains",
+    metadata,
+    sa.Column("gpu_uuid", sa.String, primary_key=True),
+    sa.Column("gpu_index", sa.Integer, nullable=False),
+    sa.Column("code", sa.String, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("clears", sa.Boolean, nullable=False),
+    sa.Column("drained_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 alerts_outbox = sa.Table(
     "alerts_outbox",
     metadata,
@@ -143,5 +154,10 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "(SELECT max(id) FROM runs WHERE outcome IN ('queued', 'running') GROUP BY tier)",
         "CREATE UNIQUE INDEX IF NOT EXISTS ux_runs_active_tier ON runs (tier) "
         "WHERE outcome IN ('queued', 'running')",
+    ),
+    3: (
+        "CREATE TABLE IF NOT EXISTS gpu_drains (gpu_uuid VARCHAR NOT NULL PRIMARY KEY, "
+        "gpu_index INTEGER NOT NULL, code VARCHAR NOT NULL, reason TEXT NOT NULL, "
+        "clears BOOLEAN NOT NULL, drained_at DATETIME NOT NULL)",
     ),
 }

@@ -33,6 +33,8 @@ class RunContext:
     host: str
     markers: str | None = None
     timeout_s: float | None = None
+    gpu_snapshot: Callable[[], dict[str, Any]] | None = None
+    """The run's GPUs as JSON, for hang evidence (``None``: no GPUs leased)."""
 
     @property
     def effective_timeout_s(self) -> float:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from typing import Any
 
 from runners.base import RunSpec
-from scheduler.kernel.outcome import RunEnding
+from scheduler.kernel.outcome import RunEnding, Termination
+from scheduler.run.hang import STACKS_DIR, gpu_snapshot_writer, hang_evidence, hang_pre_stop
 from scheduler.run.kinds import Finished, Prepared, RunContext
 from scheduler.run.ledger import Evidence
 from scheduler.run.results import load_results
@@ -27,9 +30,22 @@ class PytestKind:
             host=ctx.host,
             batch=batch_request(ctx.config, ctx.tier_name) if runner.leases_gpus else None,
         )  # fmt: skip
+        stacks = ctx.run_dir / STACKS_DIR
+        stacks.mkdir(parents=True, exist_ok=True)
+        spec = replace(
+            spec,
+            env={**spec.env, "SCHEDCTL_STACKS_DIR": str(stacks)},
+            pre_stop=hang_pre_stop(
+                spec.argv[0], stacks, gpu_snapshot_writer(ctx.gpu_snapshot, ctx.run_dir)
+            ),
+            silence_timeout_s=ctx.tier.silence_timeout,
+        )
 
         def execute(cancel: threading.Event) -> Finished:
             result = runner.run(spec, cancel)
+            details: dict[str, Any] = {}
+            if result.termination is Termination.TIMEOUT:
+                details["hang_evidence"] = hang_evidence(ctx.run_dir)
             parsed = load_results(spec.results_path, spec.junit_path)
             ending = RunEnding(
                 termination=result.termination,
@@ -40,7 +56,7 @@ class PytestKind:
                 interpreter=spec.argv[0],
                 scheduler_state=result.scheduler_state,
             )
-            return Finished(ending, Evidence(result, parsed))
+            return Finished(ending, Evidence(result, parsed, details))
 
         provenance = {
             "runner": runner.alias,

@@ -420,24 +420,32 @@ class TestSharing:
         second.join(30)
         assert second.lease is not None
 
-    def test_big_request_ahead_does_not_block_smaller(
+    def test_waiting_all_request_reserves_the_free_gpus(
         self, gpu_file: Path, store: Store, new_run: NewRun
     ) -> None:
-        """A waiter ahead that needs all GPUs cannot use the free one, so a 1-GPU run takes it."""
-        write_fake_gpus(gpu_file, [busy_gpu(0), gpu(1)])
-        clock = FakeMonotonic()
-        pool = GpuPool(store, FakeProbe(gpu_file), fast_policy(), clock=clock)
-        weekly = Attempt(pool, new_run("weekly"), "weekly", 0, count="all", wait_s=0.5)
+        """Issue 17: once an ``all`` request waits, a smaller run may not take the GPU it waits
+        for; it is served as soon as the one run holding a GPU ends, before the smaller run."""
+        leases = CountingStore(store)
+        pool = GpuPool(leases, FakeProbe(gpu_file), fast_policy(), clock=FakeMonotonic())
+        holder = pool.acquire(new_run("hourly"), "hourly", 1, 0, 1)
+        assert holder.uuids == ["GPU-fake-0"]
+        weekly = Attempt(pool, new_run("weekly"), "weekly", 0, count="all", wait_s=60)
         weekly.start()
         wait_until_waiting(pool, 1)
-        hourly = Attempt(pool, new_run("hourly"), "hourly", 5, wait_s=1)
-        hourly.start()
-        hourly.join(30)  # granted while the clock stands still: it never waited behind weekly
-        assert hourly.lease is not None and hourly.lease.uuids == ["GPU-fake-1"]
+        small = Attempt(pool, new_run("daily"), "daily", 5, wait_s=60)
+        small.start()
+        wait_until_waiting(pool, 2)
+        refused(leases, small)  # GPU 1 is free, but reserved for the waiting 'all' request
+        refused(leases, small)
         assert weekly.is_alive() and weekly.lease is None
-        clock.advance(0.5)
+        pool.release(holder.run_id)  # the one run's length is over
         weekly.join(30)
-        assert isinstance(weekly.error, GpuWaitTimeout)
+        assert weekly.lease is not None, weekly.error
+        assert weekly.lease.uuids == ["GPU-fake-0", "GPU-fake-1"]
+        assert small.is_alive() and small.lease is None
+        pool.release(weekly.lease.run_id)
+        small.join(30)
+        assert small.lease is not None and small.granted_at > weekly.granted_at
 
     def test_lease_from_another_process(
         self, probe: FakeProbe, store: Store, new_run: NewRun
