@@ -53,6 +53,7 @@ from docker.types import DeviceRequest, Mount
 from structlog.typing import FilteringBoundLogger
 
 from runners.base import BoundedLog, Runner, RunResult, RunSpec
+from runners.docker_build import DockerImageBuilder
 from runners.docker_support import (
     DEFAULT_SOCKET,
     KNOWN_DOCKER_ERRORS,
@@ -155,6 +156,10 @@ class DockerRunner(Runner):
             with _map_docker_errors(self.address):
                 self._client = docker.from_env()
         return self._client
+
+    def image_builder(self) -> DockerImageBuilder:
+        """Builds and removes images on this runner's engine (the ``build`` tier kind)."""
+        return DockerImageBuilder(self.client)
 
     def close(self) -> None:
         if self._client is not None:

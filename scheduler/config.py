@@ -138,7 +138,9 @@ class TierConfig(_Model):
 
     schedule: str | None = Field(default=None, description="5-field cron, crontab(5) semantics")
     enabled: bool = True
-    kind: Literal["pytest", "torchrun"] = "pytest"
+    kind: Literal["pytest", "torchrun", "build"] = Field(
+        default="pytest", description="'build' tiers come only from images: (image:NAME)"
+    )
     timeout: Duration = 1800.0
     markers: str | None = None
     paths: list[str] = Field(default_factory=list)
@@ -204,6 +206,64 @@ class TierConfig(_Model):
                     "per process)"
                 )
         return self
+
+
+BUILD_TIER_PREFIX = "image:"
+
+
+class ImageRecipe(_Model):
+    """A named test image: the project's own Dockerfile, or one generated from its test deps.
+
+    Generated (no ``dockerfile``): ``base`` + a venv with the project's declared test
+    dependencies and the project installed editable from ``/work/src`` + the layout the docker
+    runner expects. ``requirements``/``extras``/``groups`` left unset are detected in the project
+    (see :mod:`scheduler.images.declared`); ``[]`` means none.
+    """
+
+    schedule: str | None = Field(default=None, description="5-field cron, e.g. '0 7 * * *'")
+    enabled: bool = True
+    timeout: Duration = 1800.0
+    keep: int = Field(default=3, ge=1, description="successful builds whose images are kept")
+    misfire_grace: Duration = 600.0
+    max_catchup: int = Field(default=1, ge=0)
+    dockerfile: str | None = Field(default=None, description="path in the project")
+    context: str = Field(default=".", description="build context, in the project")
+    build_args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+    base: str = "schedctl-base:bookworm"
+    requirements: list[str] | None = None
+    extras: list[str] | None = None
+    groups: list[str] | None = None
+    install_project: bool = True
+    pip_args: list[str] = Field(
+        default_factory=list, description="extra args for the host's 'pip wheel'"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from scheduler.daemon.cron import parse_cron
+
+            parse_cron(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ImageRecipe:
+        generated = ("requirements", "extras", "groups", "pip_args")
+        if self.dockerfile is not None and any(k in self.model_fields_set for k in generated):
+            raise ValueError(
+                "a recipe with dockerfile: takes no requirements/extras/groups/pip_args"
+            )
+        return self
+
+    def as_tier(self) -> TierConfig:
+        """The build tier this recipe fires as: its schedule, slots, alerts, overlap."""
+        return TierConfig(
+            schedule=self.schedule, enabled=self.enabled, kind="build", timeout=self.timeout,
+            runner="docker", network=True, memory=None, misfire_grace=self.misfire_grace,
+            max_catchup=self.max_catchup,
+        )  # fmt: skip
 
 
 class GpuPolicy(_Model):
@@ -353,6 +413,9 @@ class Config(_Model):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    images: dict[str, ImageRecipe] = Field(
+        default_factory=dict, description="test images; a tier's image: '@NAME' uses NAME's"
+    )
     source_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("timezone")
@@ -404,6 +467,47 @@ class Config(_Model):
                         f"(tiers: {', '.join(self.tiers)})"
                     )
         return self
+
+    @field_validator("images")
+    @classmethod
+    def _image_names(cls, value: dict[str, ImageRecipe]) -> dict[str, ImageRecipe]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+                raise ValueError(f"image name {name!r} must match [a-z][a-z0-9_-]{{0,31}}")
+        return value
+
+    @model_validator(mode="after")
+    def _image_refs(self) -> Config:
+        problems = []
+        refs = [("image", self.image)] + [
+            (f"tiers.{n}.image", t.image) for n, t in self.tiers.items()
+        ]
+        for key, ref in refs:
+            if ref and ref.startswith("@") and ref[1:] not in self.images:
+                known = ", ".join(self.images) or "(none)"
+                problems.append(f"{key}: {ref!r} names no recipe under images: ({known})")
+        problems += [
+            f"tiers.{n}.kind: 'build' tiers come from images:, not tiers:"
+            for n, t in self.tiers.items()
+            if t.kind == "build"
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def with_build_tiers(self) -> Config:
+        """This config with one ``image:NAME`` tier per recipe (names tiers cannot clash with)."""
+        builds = {BUILD_TIER_PREFIX + n: r.as_tier() for n, r in self.images.items()}
+        return self.model_copy(update={"tiers": {**self.tiers, **builds}})
+
+    def recipe_of(self, tier_name: str) -> tuple[str, ImageRecipe]:
+        """The recipe a build tier builds; raises :class:`UnknownTierError` for other tiers."""
+        from scheduler.kernel.errors import UnknownTierError
+
+        name = tier_name.removeprefix(BUILD_TIER_PREFIX)
+        if not tier_name.startswith(BUILD_TIER_PREFIX) or name not in self.images:
+            raise UnknownTierError(tier_name, [BUILD_TIER_PREFIX + n for n in self.images])
+        return name, self.images[name]
 
     def tier(self, name: str) -> TierConfig:
         from scheduler.kernel.errors import UnknownTierError
@@ -521,6 +625,7 @@ def config_from_mapping(
         raise ConfigError(source, _format_errors(exc)) from None
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
+    config = config.with_build_tiers()
     path = config.project.path
     if path is not None and not path.is_dir():
         raise ConfigError(source, [f"project.path: {path} is not a directory"])

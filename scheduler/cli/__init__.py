@@ -40,6 +40,7 @@ def _register() -> None:
     from scheduler.cli.alerts_cmd import alerts_group
     from scheduler.cli.daemon_cmd import cancel_command, daemon_command, status_command
     from scheduler.cli.history import logs_command, runs_command, show_command
+    from scheduler.cli.image_cmd import image_group
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
 
@@ -54,6 +55,7 @@ def _register() -> None:
         status_command,
         alerts_group,
         cancel_command,
+        image_group,
     ):
         cli.add_command(command)
     try:

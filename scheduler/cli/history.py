@@ -104,6 +104,23 @@ def _evidence_rows(details: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def image_build_rows(record: RunRecord) -> list[tuple[str, object]]:
+    """Links a run to the build that made its image, and a build to the image it made."""
+    build = record.details.get("image_build")
+    if not isinstance(build, dict):
+        return []
+    if record.kind == "build":
+        made = " ".join(str(build[k]) for k in ("tag", "digest") if build.get(k))
+        return [("built", made or None)]
+    sha = f" at {str(build.get('sha'))[:12]}" if build.get("sha") else ""
+    rows: list[tuple[str, object]] = [
+        ("image from", f"build run {build.get('build_run_id')} of @{build.get('recipe')}{sha}")
+    ]
+    if build.get("note"):
+        rows.append(("image note", build["note"]))
+    return rows
+
+
 @click.command("show")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True)
@@ -132,6 +149,7 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
         ("image", " ".join(str(x) for x in (record.image, record.image_id) if x) or None),
         ("container", record.container_id),
         ("markers", record.markers),
+        *image_build_rows(record),
     ]
     slurm = record.details.get("provenance", {}) if isinstance(record.details, dict) else {}
     if isinstance(slurm, dict) and slurm.get("slurm_job_id"):

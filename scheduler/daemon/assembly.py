@@ -9,6 +9,8 @@ from scheduler.alerts import build_alerting
 from scheduler.alerts.catchup import CatchUp
 from scheduler.config import Config
 from scheduler.daemon.scheduler import Service
+from scheduler.images.catalog import ImageCatalog, ImageRemover
+from scheduler.kernel.errors import InfraError
 from scheduler.kernel.events import Listener
 from scheduler.metrics import MetricsService, build_metrics
 from scheduler.run.dispatch import Dispatcher
@@ -38,14 +40,29 @@ def build_dispatcher(
     runners: RunnerFactory | None = None,
     listeners: Iterable[Listener] = (),
 ) -> Dispatcher:
-    return Dispatcher(
+    factory = runners or RunnerFactory(instance=instance_of(config.state_dir))
+    dispatcher = Dispatcher(
         config,
         store,
-        runners or RunnerFactory(instance=instance_of(config.state_dir)),
+        factory,
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,
     )
+    if config.images:
+        dispatcher.add_listener(ImageCatalog(config, store, lambda: image_remover(factory)))
+    return dispatcher
+
+
+def image_remover(runners: RunnerFactory) -> ImageRemover | None:
+    """The docker runner's image builder (it removes old images), if the engine is there."""
+    from scheduler.run.kinds.build import BuildsImages
+
+    try:
+        runner = runners.get("docker")
+    except (InfraError, ImportError):
+        return None
+    return runner.image_builder() if isinstance(runner, BuildsImages) else None  # type: ignore[return-value]
 
 
 def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:

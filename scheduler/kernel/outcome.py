@@ -135,10 +135,19 @@ class VerdictLike(Protocol):
 
 
 @dataclass(frozen=True)
+class BuildReport:
+    """What an image build (``kind: build``) produced: the image, or the builder's error line."""
+
+    image_id: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class RunEnding:
     """How a run's process ended: what the runner saw, what pytest reported, what the log says.
 
-    ``session`` is ``None`` for kinds that run no pytest (torchrun: ``verdict`` decides instead).
+    ``session`` is ``None`` for kinds that run no pytest (torchrun: ``verdict`` decides instead;
+    an image build: ``build``).
     """
 
     termination: Termination
@@ -146,6 +155,7 @@ class RunEnding:
     message: str = ""
     session: PytestSession | None = None
     verdict: VerdictLike | None = None
+    build: BuildReport | None = None
     log_lines: Sequence[str] = ()
     """The first lines of the run's log: they explain a run pytest never began."""
     interpreter: str = ""
@@ -204,6 +214,11 @@ def decide(ending: RunEnding | Stop, detail: str = "") -> Decision:
         return Decision(
             Outcome.FAILED, "smoketest verdict: failed: " + "; ".join(ending.verdict.reasons)
         )
+    if ending.build is not None:
+        if ending.build.image_id:
+            return Decision(Outcome.PASSED, f"built image {ending.build.image_id}")
+        cause = ending.build.error or _exit_text(ending.exit_code)
+        return Decision(Outcome.FAILED, f"image build failed: {_clip(cause)}")
     session = ending.session
     if session is None:
         return _by_exit_code(ending.exit_code)

@@ -22,6 +22,7 @@ import structlog
 
 from runners.registry import RunnerFactory, instance_of
 from scheduler.config import Config, TierConfig
+from scheduler.images.catalog import image_ref, resolve_image
 from scheduler.kernel.errors import (
     GpuError,
     InfraError,
@@ -305,6 +306,10 @@ class Dispatcher:
                 runner = self.runners.get(self.config.runner_for(request.tier, request.runner))
             except InfraError as exc:
                 return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, str(exc)))
+            try:
+                tier, pinned = self._pinned_image(tier, runner.in_container)
+            except InfraError as exc:
+                return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, str(exc)))
             # A runner whose scheduler leases GPUs itself (Slurm) gets none from the NVML pool.
             leased = None if runner.leases_gpus else self._lease(run_id, request.tier, tier, cancel)
             if isinstance(leased, Decision):
@@ -333,7 +338,8 @@ class Dispatcher:
             if cancelled and preempted_by:
                 decision = decide(Stop.PREEMPTED, preempted_by)
             leaks = self._leak_check(lease)
-            evidence = replace(finished.evidence, details={**finished.evidence.details, **leaks})
+            details = {**finished.evidence.details, **leaks, **pinned}
+            evidence = replace(finished.evidence, details=details)
             return self.ledger.finish(run_id, decision, evidence)
         finally:
             if lease is not None and self.gpu_pool is not None:
@@ -345,6 +351,19 @@ class Dispatcher:
                     self.source.release(checkout, keep=keep)
                 except SchedctlError:
                     log.warning("worktree_release_failed", run_id=run_id, tier=request.tier)
+
+    def _pinned_image(
+        self, tier: TierConfig, in_container: bool
+    ) -> tuple[TierConfig, dict[str, Any]]:
+        """The tier with ``image: "@recipe"`` replaced by the recipe's newest good build's id."""
+        recipe = image_ref(self.config, tier) if in_container else None
+        if recipe is None:
+            return tier, {}
+        resolved = resolve_image(self.store, recipe)
+        if resolved.note:
+            log.warning("image_build_not_latest", recipe=recipe, note=resolved.note)
+        pinned = tier.model_copy(update={"image": resolved.build.image_id})
+        return pinned, {"image_build": resolved.details()}
 
     def _lease(
         self, run_id: int, tier_name: str, tier: TierConfig, cancel: threading.Event

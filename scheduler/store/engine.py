@@ -7,6 +7,7 @@ one mixin per concern:
 - :mod:`.run_queries`: runs and their test results (``create_run`` ... ``max_run_id``)
 - :mod:`.lease_queries`: GPU leases
 - :mod:`.drain_queries`: drained GPUs (the health check's verdicts)
+- :mod:`.image_queries`: test images built by ``kind: build`` runs
 - :mod:`.outbox_queries`: the alert outbox and its guarded transitions
 - :mod:`.alert_queries`: alert state and the alert recorder's atomic step
 - :mod:`.stats_queries`: the aggregates the metrics collectors read
@@ -35,6 +36,7 @@ from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError
 from scheduler.store.alert_queries import AlertQueries, AlertStep, AlertTrackRow
 from scheduler.store.drain_queries import DrainQueries
+from scheduler.store.image_queries import ImageBuild, ImageQueries
 from scheduler.store.lease_queries import LeaseQueries
 from scheduler.store.outbox_queries import (
     UNDELIVERED,
@@ -68,6 +70,7 @@ __all__ = [
     "ActiveRunExists",
     "AlertStep",
     "AlertTrackRow",
+    "ImageBuild",
     "LeaseRow",
     "OutboxEntry",
     "OutboxRow",
@@ -92,7 +95,9 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 
 
-class Store(RunQueries, LeaseQueries, DrainQueries, OutboxQueries, AlertQueries, StatsQueries):
+class Store(
+    RunQueries, LeaseQueries, DrainQueries, ImageQueries, OutboxQueries, AlertQueries, StatsQueries
+):
     """The SQLite file under ``state_dir``; safe to share between threads and processes."""
 
     def __init__(self, path: Path) -> None:

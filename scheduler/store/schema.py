@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from scheduler.kernel.outcome import Outcome
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -138,6 +138,20 @@ alert_state = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+image_builds = sa.Table(
+    "image_builds",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("recipe", sa.String, nullable=False),
+    sa.Column("image_id", sa.String, nullable=False),
+    sa.Column("tag", sa.String),
+    sa.Column("digest", sa.String),
+    sa.Column("sha", sa.String),
+    sa.Column("built_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("removed_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_image_builds_recipe", "recipe", "removed_at"),
+)
+
 FINAL_OUTCOMES = [o.value for o in Outcome if o.is_final]
 ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
 
@@ -159,5 +173,13 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "CREATE TABLE IF NOT EXISTS gpu_drains (gpu_uuid VARCHAR NOT NULL PRIMARY KEY, "
         "gpu_index INTEGER NOT NULL, code VARCHAR NOT NULL, reason TEXT NOT NULL, "
         "clears BOOLEAN NOT NULL, drained_at DATETIME NOT NULL)",
+    ),
+    # create_all (run first) already makes the table on an old file; the step states it anyway.
+    4: (
+        "CREATE TABLE IF NOT EXISTS image_builds (run_id INTEGER NOT NULL PRIMARY KEY "
+        "REFERENCES runs (id) ON DELETE CASCADE, recipe VARCHAR NOT NULL, image_id VARCHAR "
+        "NOT NULL, tag VARCHAR, digest VARCHAR, sha VARCHAR, built_at DATETIME NOT NULL, "
+        "removed_at DATETIME)",
+        "CREATE INDEX IF NOT EXISTS ix_image_builds_recipe ON image_builds (recipe, removed_at)",
     ),
 }
