@@ -81,6 +81,9 @@ class PreStop:
     collect: Callable[[], None] | None = field(default=None, compare=False)
     """Evidence the supervisor itself gathers first (an NVML snapshot of the run's GPUs); it must
     bound its own time and not raise (an exception is written to the log and ignored)."""
+    ready: Callable[[], bool] | None = field(default=None, compare=False)
+    """Whether the evidence is complete: the wait ends early when it says so (``None``: wait the
+    whole ``wait_s`` unless the run exits first). Polled at the supervisor's tick."""
 
 
 @dataclass(frozen=True)
@@ -258,10 +261,28 @@ class Runner(abc.ABC):
             if spec.pre_stop is not None:
                 _collect(spec.pre_stop)
                 run.pre_stop(spec.pre_stop)
-                run.wait(spec.pre_stop.wait_s)
+                self._await_evidence(run, spec.pre_stop, clock)
             run.stop(spec.grace_s)
             return Termination.TIMEOUT, why
         return Termination.EXITED, ""
+
+    def _await_evidence(
+        self, run: Supervised, pre_stop: PreStop, clock: Callable[[], float]
+    ) -> None:
+        """Wait up to ``pre_stop.wait_s`` for the evidence: until the run exits or it is ready."""
+        until = clock() + pre_stop.wait_s
+        while not _evidence_ready(pre_stop):
+            left = until - clock()
+            if left <= 0 or run.wait(min(self.poll_s, left)):
+                return
+
+
+def _evidence_ready(pre_stop: PreStop) -> bool:
+    try:
+        return pre_stop.ready is not None and pre_stop.ready()
+    except Exception:
+        log.exception("pre_stop_ready_failed")
+        return False
 
 
 def _collect(pre_stop: PreStop) -> None:

@@ -96,12 +96,15 @@ class FakeRunner(Runner):
             if behaviour.leaves_orphans:
                 self._orphaned.add(spec.run_id)
         with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
+            # The clock starts before the log is written: a test that sees the log and moves
+            # the clock on must find the run already counting.
+            began = self._clock()
             log.write(behaviour.log)
             self._write_results(spec, behaviour)
             # The log is written at once, so the run is silent from the start.
             silence = spec.silence_timeout_s
             stop_at = min(behaviour.duration_s, spec.timeout_s, silence or spec.timeout_s)
-            interrupted = self._wait(cancel, stop_at)
+            interrupted = self._wait(cancel, began + stop_at)
             stopped = not interrupted and behaviour.duration_s > stop_at
             if stopped and spec.pre_stop is not None:
                 self.pre_stopped.append(spec.run_id)
@@ -147,9 +150,8 @@ class FakeRunner(Runner):
             behaviour.provenance,
         )
 
-    def _wait(self, cancel: threading.Event, seconds: float) -> bool:
-        """Wait ``seconds`` on the (injectable) clock, as the real runners do; whether cancelled."""
-        end = self._clock() + seconds
+    def _wait(self, cancel: threading.Event, end: float) -> bool:
+        """Wait until ``end`` on the (injectable) clock, as the real runners do; if cancelled."""
         while (left := end - self._clock()) > 0:
             if cancel.wait(min(self.poll_s, left)):
                 return True

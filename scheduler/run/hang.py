@@ -5,7 +5,8 @@ The results plugin registers :mod:`faulthandler` on ``SIGUSR1`` in each process 
 :func:`hang_pre_stop`: the supervisor first saves an NVML snapshot of the run's GPUs (``collect``),
 then a stdlib-only command beside the run signals exactly the processes that registered -- those
 whose environment names this run's stacks directory, so a pid reused by a stranger is left alone
--- and the runner waits for the dumps before it stops the run.
+-- and the runner waits for the dumps (until every registered process has written its stacks, at
+most ``STACKS_WAIT_S``) before it stops the run.
 """
 
 from __future__ import annotations
@@ -50,7 +51,20 @@ def hang_pre_stop(
         command=(python, "-c", _SIGNAL_SCRIPT, str(stacks_dir)),
         wait_s=STACKS_WAIT_S,
         collect=collect,
+        ready=lambda: stacks_dumped(stacks_dir),
     )
+
+
+def stacks_dumped(stacks_dir: Path) -> bool:
+    """Every registered process has written its stacks (its file is no longer empty).
+
+    A process that exited before the hang leaves an empty file: then the wait runs its course.
+    """
+    try:
+        files = list(stacks_dir.glob("stacks-*.txt"))
+        return bool(files) and all(f.stat().st_size > 0 for f in files)
+    except OSError:
+        return False
 
 
 def gpu_snapshot_writer(
