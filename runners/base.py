@@ -41,6 +41,8 @@ PLUGIN_MODULE = "schedctl_results"
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 LOG_FILE = "output.log"
+NONCE_ENV = "SCHEDCTL_NONCE"
+"""The per-run secret the results plugin stamps on each line (see runners/pytest_plugin.py)."""
 PRE_STOP_MARK = "[schedctl: pre-stop:"
 """Starts the line a runner writes into the log just before it applies :class:`PreStop`; what the
 run wrote after it (stacks, say) is the evidence."""

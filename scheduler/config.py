@@ -163,7 +163,7 @@ class TierConfig(_Model):
         default_factory=dict,
         description="Container runs: extra read-only binds, host path -> container path",
     )
-    gpus: int | Literal["all"] = Field(default=0, le=1024)
+    gpus: int | Literal["all"] = 0
     priority: int | None = Field(
         default=None, ge=-1_000_000, le=1_000_000, description="Lower runs first; default by order"
     )
@@ -196,8 +196,8 @@ class TierConfig(_Model):
     @field_validator("gpus")
     @classmethod
     def _non_negative(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 0:
-            raise ValueError("gpus must be >= 0 or 'all'")
+        if isinstance(value, int) and not 0 <= value <= 1024:
+            raise ValueError("gpus must be 0..1024 or 'all'")
         return value
 
     @model_validator(mode="after")

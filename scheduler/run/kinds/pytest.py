@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from runners.base import RunSpec
+from runners.base import NONCE_ENV, RunSpec
 from scheduler.kernel.outcome import RunEnding
 from scheduler.run.kinds import Finished, Prepared, RunContext
 from scheduler.run.ledger import Evidence
@@ -29,7 +29,7 @@ class PytestKind:
 
         def execute(cancel: threading.Event) -> Finished:
             result = runner.run(spec, cancel)
-            parsed = load_results(spec.results_path, spec.junit_path)
+            parsed = load_results(spec.results_path, spec.junit_path, spec.env.get(NONCE_ENV))
             ending = RunEnding(
                 termination=result.termination,
                 exit_code=result.exit_code,
