@@ -36,6 +36,7 @@ from scheduler.run.kinds import RunContext, kind_for
 from scheduler.run.ledger import RunLedger, RunRow
 from scheduler.run.protocols import CheckoutLike, GpuPoolLike, LeaseLike, SourceLike
 from scheduler.run.recovery import owner_alive, process_identity, recover_runs
+from scheduler.run.rundirs import create_run_dir
 from scheduler.store import ActiveRunExists, RunRecord, Store
 
 log = structlog.get_logger("schedctl.dispatch")
@@ -265,7 +266,11 @@ class Dispatcher:
     def _execute(self, run_id: int, request: RunRequest, cancel: threading.Event) -> RunRecord:
         tier = self.config.tier(request.tier)
         run_dir = self.config.runs_dir / str(run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            create_run_dir(run_dir)
+        except FileExistsError:
+            why = f"run directory {run_dir} already exists: a run never writes into an old one"
+            return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, why))
         checkout: CheckoutLike | None = None
         lease: LeaseLike | None = None
         try:
