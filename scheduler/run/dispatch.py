@@ -9,6 +9,7 @@ Side effects beyond the store (metrics, alerts, progress) are listeners on :attr
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import traceback
@@ -273,6 +274,10 @@ class Dispatcher:
             return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, why))
         checkout: CheckoutLike | None = None
         lease: LeaseLike | None = None
+        low = self._state_disk_low()
+        if low:
+            log.error("state_disk_low", run_id=run_id, detail=low)
+            return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, low))
         try:
             try:
                 workdir, checkout = self._checkout(request, run_id)
@@ -318,6 +323,20 @@ class Dispatcher:
                     self.source.release(checkout, keep=keep)
                 except SchedctlError:
                     log.warning("worktree_release_failed", run_id=run_id, tier=request.tier)
+
+    def _state_disk_low(self) -> str:
+        """Why the state filesystem is too full to start a run (``state_min_free``), or ``""``."""
+        try:
+            free = shutil.disk_usage(self.config.state_dir).free
+        except OSError as exc:
+            return f"cannot measure free space on {self.config.state_dir}: {exc.strerror}"
+        if free >= self.config.state_min_free:
+            return ""
+        return (
+            f"state filesystem of {self.config.state_dir} has {free} bytes free, below "
+            f"state_min_free ({self.config.state_min_free}): run refused so the database stays "
+            "writable"
+        )
 
     def _lease(
         self, run_id: int, tier_name: str, tier: TierConfig, cancel: threading.Event

@@ -114,6 +114,7 @@ def build_pytest_spec(
         shm_size=tier.shm_size,
         network=tier.network,
         pids_limit=tier.pids_limit,
+        output_limit_bytes=tier.output_limit,
         mounts={Path(host_path): target for host_path, target in tier.mounts.items()},
         labels={"schedctl.host": host},
     )
