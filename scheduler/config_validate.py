@@ -207,13 +207,27 @@ class _MarkerParser:
             raise self._fail(f"unexpected {token!r}")
 
 
-NEVER_BEFORE = datetime(2025, 1, 1, tzinfo=timezone.utc)
+LEAP_YEAR = 2028
 
 
 def check_cron_fires(expr: str) -> str:
-    """Refuse a valid cron expression that never fires (``0 0 31 2 *``)."""
-    from scheduler.daemon.cron import next_fire_times, parse_cron
+    """Refuse a valid cron expression that never fires (``0 0 31 2 *``).
 
-    if not next_fire_times(parse_cron(expr), NEVER_BEFORE, 1):
-        raise ValueError(f"cron {expr!r} never fires (no such date)")
-    return expr
+    Checked per month of a leap year against the trigger's own fields, in microseconds:
+    APScheduler itself would search up to year 9999 (seconds) before answering "never".
+    """
+    from apscheduler.triggers.cron import CronTrigger
+
+    from scheduler.daemon.cron import parse_cron
+
+    trigger = parse_cron(expr)
+    if not isinstance(trigger, CronTrigger):
+        return expr  # day-of-month OR day-of-week: some weekday comes every week
+    fields = {field.name: field for field in trigger.fields}
+    for month in range(1, 13):
+        first = datetime(LEAP_YEAR, month, 1, tzinfo=timezone.utc)
+        if fields["month"].get_next_value(first) != month:
+            continue
+        if fields["day"].get_next_value(first) is not None:
+            return expr
+    raise ValueError(f"cron {expr!r} never fires (no such date)")

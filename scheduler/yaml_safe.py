@@ -9,6 +9,7 @@ composing, before any value is built, so a hostile file costs milliseconds and k
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -105,10 +106,29 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
+_BRACKETS = re.compile(r"[\[\]{}]")
+MAX_BRACKET_DEPTH = 4 * MAX_DEPTH
+
+
+def _check_brackets(text: str) -> None:
+    """Refuse deep flow nesting before PyYAML's scanner, which looks ahead over all of it.
+
+    Counts brackets inside quoted strings too, hence the generous bound; the composer's
+    :data:`MAX_DEPTH` is the exact check.
+    """
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_BRACKET_DEPTH:
+            line = text.count("\n", 0, match.start()) + 1
+            raise ConfigYamlError(f"nesting deeper than {MAX_DEPTH} levels at line {line}")
+
+
 def load(text: str) -> Any:
     """Parse one YAML document with the bounds above; raises :class:`yaml.YAMLError`."""
     if len(text) > MAX_BYTES:
         raise ConfigYamlError(f"file is larger than {MAX_BYTES} bytes")
+    _check_brackets(text)
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()
