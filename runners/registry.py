@@ -59,6 +59,8 @@ class RunnerFactory:
         instances: dict[str, Runner] | None = None,
         probe: Callable[[], tuple[bool, str]] = docker_probe,
         instance: str | None = None,
+        *,
+        docker_user: str | None = None,
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
@@ -68,6 +70,8 @@ class RunnerFactory:
             "docker": {"instance": instance},
             "local": {"instance": instance},
         }
+        if docker_user is not None:
+            self._options["docker"]["user"] = docker_user
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:

@@ -331,6 +331,17 @@ class DaemonConfig(_Model):
     watchdog: bool = True
 
 
+class DockerConfig(_Model):
+    """Who the tests run as inside containers: numeric ids that no host account has."""
+
+    uid: Annotated[int, AfterValidator(check.foreign_uid)] = Field(
+        default=64000, ge=1, le=2**31 - 2
+    )
+    gid: Annotated[int, AfterValidator(check.foreign_gid)] = Field(
+        default=64000, ge=1, le=2**31 - 2
+    )
+
+
 class RetentionConfig(_Model):
     passed: Duration = 7 * 86400.0
     failed: Duration = 30 * 86400.0
@@ -352,6 +363,7 @@ class Config(_Model):
     gpu: GpuPolicy = Field(default_factory=GpuPolicy)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     source_file: Path | None = Field(default=None, exclude=True)
 

@@ -6,8 +6,10 @@ caller prefixes with the key path: ``tiers.gpu.memory: invalid size 'lots' ...``
 
 from __future__ import annotations
 
+import grp
 import math
 import posixpath
+import pwd
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -231,3 +233,28 @@ def check_cron_fires(expr: str) -> str:
         if fields["day"].get_next_value(first) is not None:
             return expr
     raise ValueError(f"cron {expr!r} never fires (no such date)")
+
+
+def foreign_uid(uid: int) -> int:
+    """A container uid must name no host account: files a container leaves behind (its run dir)
+    would otherwise belong to that person, and a process escaping the container would be them."""
+    try:
+        account = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return uid
+    raise ValueError(
+        f"uid {uid} is the host account {account!r}; containers must run as an id that no host "
+        "account has (default 64000)"
+    )
+
+
+def foreign_gid(gid: int) -> int:
+    """As :func:`foreign_uid`, for the container's gid against the host's groups."""
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        return gid
+    raise ValueError(
+        f"gid {gid} is the host group {group!r}; containers must run as a group id that no host "
+        "group has (default 64000)"
+    )

@@ -41,7 +41,11 @@ def build_dispatcher(
     return Dispatcher(
         config,
         store,
-        runners or RunnerFactory(instance=instance_of(config.state_dir)),
+        runners
+        or RunnerFactory(
+            instance=instance_of(config.state_dir),
+            docker_user=f"{config.docker.uid}:{config.docker.gid}",
+        ),
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,
