@@ -61,6 +61,7 @@ class RunnerFactory:
         instance: str | None = None,
         *,
         docker_user: str | None = None,
+        local_user: str | None = None,
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
@@ -72,6 +73,8 @@ class RunnerFactory:
         }
         if docker_user is not None:
             self._options["docker"]["user"] = docker_user
+        if local_user is not None:
+            self._options["local"]["user"] = local_user
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:

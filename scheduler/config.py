@@ -342,6 +342,12 @@ class DockerConfig(_Model):
     )
 
 
+class LocalConfig(_Model):
+    """The local runner: ``user`` is the account tests run as when the daemon runs as root."""
+
+    user: Annotated[str, AfterValidator(check.local_user)] | None = None
+
+
 class RetentionConfig(_Model):
     passed: Duration = 7 * 86400.0
     failed: Duration = 30 * 86400.0
@@ -364,6 +370,7 @@ class Config(_Model):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     source_file: Path | None = Field(default=None, exclude=True)
 

@@ -258,3 +258,14 @@ def foreign_gid(gid: int) -> int:
         f"gid {gid} is the host group {group!r}; containers must run as a group id that no host "
         "group has (default 64000)"
     )
+
+
+def local_user(name: str) -> str:
+    """``local.user`` names an unprivileged account of this host."""
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise ValueError(f"{name!r} is no account on this host") from None
+    if uid == 0:
+        raise ValueError(f"{name!r} is root: name an unprivileged account (e.g. nobody)")
+    return name

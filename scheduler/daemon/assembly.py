@@ -45,6 +45,7 @@ def build_dispatcher(
         or RunnerFactory(
             instance=instance_of(config.state_dir),
             docker_user=f"{config.docker.uid}:{config.docker.gid}",
+            local_user=config.local.user,
         ),
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
