@@ -21,6 +21,7 @@ not an exception: it is reported in :class:`RunResult.termination`.
 from __future__ import annotations
 
 import abc
+import os
 import shutil
 import threading
 import time
@@ -45,6 +46,10 @@ PLUGIN_MODULE = "schedctl_results"
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 LOG_FILE = "output.log"
+NONCE_ENV = "SCHEDCTL_NONCE"
+"""The per-run secret the results plugin stamps on each line (see runners/pytest_plugin.py)."""
+OUTPUT_CHECK_S = 1.0
+"""How often the supervisor measures a run's output directory against its limit."""
 PRE_STOP_MARK = "[schedctl: pre-stop:"
 """Starts the line a runner writes into the log just before it applies :class:`PreStop`; what the
 run wrote after it (stacks, say) is the evidence."""
@@ -137,6 +142,9 @@ class RunSpec:
     """A run that writes no output for this long ends as a timeout (None: only ``timeout_s``)."""
     batch: BatchRequest | None = None
     """Batch-scheduler runners only: the resources to ask for (None: one node, no GPUs)."""
+    output_limit_bytes: int | None = None
+    """Bytes the run may put in ``run_dir`` (its ``/work/out``); past it the run is stopped and
+    ends as an infra error ("output limit exceeded"). Checked every :data:`OUTPUT_CHECK_S`."""
 
     @property
     def log_path(self) -> Path:
@@ -246,11 +254,21 @@ class Runner(abc.ABC):
         """Wait for ``run`` to end: cancel, deadline and silence stop it; the last two first get
         ``spec.pre_stop`` and then end as ``TIMEOUT``. Returns the termination and its message."""
         deadline = clock() + spec.timeout_s
+        next_output_check = clock() + OUTPUT_CHECK_S
         while not run.wait(max(0.0, min(self.poll_s, deadline - clock()))):
             if cancel.is_set():
                 run.stop(spec.grace_s)
                 return Termination.CANCELLED, "cancelled"
             now = clock()
+            if spec.output_limit_bytes is not None and now >= next_output_check:
+                next_output_check = now + OUTPUT_CHECK_S
+                size = directory_size(spec.run_dir, spec.output_limit_bytes)
+                if size > spec.output_limit_bytes:
+                    run.stop(spec.grace_s)
+                    return Termination.INFRA, (
+                        f"output limit exceeded: the run wrote over {spec.output_limit_bytes} "
+                        f"bytes into {spec.run_dir} and was stopped"
+                    )
             silent_for = now - run.last_output_at
             if now >= deadline:
                 why = f"timed out after {spec.timeout_s:g}s"
@@ -292,6 +310,29 @@ def _collect(pre_stop: PreStop) -> None:
         pre_stop.collect()
     except Exception:  # evidence is best effort: the stop must still happen
         log.exception("pre_stop_collect_failed")
+
+
+def directory_size(root: Path, stop_above: int) -> int:
+    """Bytes allocated under ``root`` (not following links); stops counting past ``stop_above``.
+
+    Allocated blocks, not apparent sizes: a sparse file costs the disk nothing.
+    """
+    total = 0
+    pending = [root]
+    while pending and total <= stop_above:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+    return total
 
 
 def install_plugin(target_dir: Path) -> Path:

@@ -83,6 +83,9 @@ BASE_ENV: Mapping[str, str] = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }
+CONTAINER_UID = 64000
+"""Default uid and gid of the test processes in a container: an id no host account should have,
+so files a container leaves in its run dir belong to nobody on the host (``docker.uid``)."""
 REMEMBERED_RUNS = 256
 """How many recent runs' container ids :meth:`DockerRunner.owns` remembers."""
 
@@ -104,7 +107,8 @@ class DockerRunner(Runner):
     Args:
         client: Docker SDK client; ``docker.from_env()`` is built on first use when None.
         default_image: image used when the spec names none.
-        user: ``uid:gid`` the command runs as (never root).
+        user: numeric ``uid:gid`` the command runs as (never root; no image entry needed). The
+            default is :data:`CONTAINER_UID`, an id no host account has (``docker.uid``/``gid``).
         tmpfs_size: size of the ``/tmp`` tmpfs.
         instance: tag for this scheduler instance; reaping and name clashes only touch containers
             of the same instance, so two daemons (or test sessions) can share one engine.
@@ -121,7 +125,7 @@ class DockerRunner(Runner):
         client: docker.DockerClient | None = None,
         *,
         default_image: str = DEFAULT_IMAGE,
-        user: str = "1000:1000",
+        user: str = f"{CONTAINER_UID}:{CONTAINER_UID}",
         tmpfs_size: str = "1g",
         instance: str | None = None,
         poll_s: float = 0.1,
@@ -256,7 +260,8 @@ class DockerRunner(Runner):
         leftover.remove(force=True, v=True)
 
     def _prepare_run_dir(self, run_dir: Path) -> None:
-        """Make the output dir writable for the container user (the daemon usually runs as root)."""
+        """Make the output dir (only it, not its parents or what the daemon put in it) writable
+        for the container user (the daemon usually runs as root)."""
         uid, _, gid = self.user.partition(":")
         try:
             if os.geteuid() == 0:

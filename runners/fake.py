@@ -15,8 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from runners.base import PRE_STOP_MARK, BoundedLog, Runner, RunResult, RunSpec
+from runners.base import NONCE_ENV, PRE_STOP_MARK, BoundedLog, Runner, RunResult, RunSpec
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.outcome import Termination
 
@@ -159,34 +160,24 @@ class FakeRunner(Runner):
 
     @staticmethod
     def _write_results(spec: RunSpec, behaviour: FakeBehaviour) -> None:
+        """The lines the real plugin would write, with the run's nonce and matching counts."""
         if not behaviour.session:
             return
+        nonce = spec.env.get(NONCE_ENV)
+        counts: dict[str, int] = {}
+        for _, outcome in behaviour.tests:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        lines: list[dict[str, Any]] = [
+            {"type": "start"},
+            {"type": "collection", "collected": len(behaviour.tests)},
+            *(
+                {"type": "test", "nodeid": nodeid, "outcome": outcome, "duration_s": 0.001,
+                 "markers": [], "longrepr": None}
+                for nodeid, outcome in behaviour.tests
+            ),
+            {"type": "session", "exitstatus": behaviour.exit_code, "counts": counts},
+        ]  # fmt: skip
         with spec.results_path.open("a") as fh:
-            fh.write(json.dumps({"type": "start", "ts": time.time()}) + "\n")
-            fh.write(
-                json.dumps(
-                    {"type": "collection", "collected": len(behaviour.tests), "ts": time.time()}
-                )
-                + "\n"
-            )
-            for nodeid, outcome in behaviour.tests:
-                fh.write(
-                    json.dumps(
-                        {
-                            "type": "test",
-                            "nodeid": nodeid,
-                            "outcome": outcome,
-                            "duration_s": 0.001,
-                            "markers": [],
-                            "longrepr": None,
-                            "ts": time.time(),
-                        }
-                    )
-                    + "\n"
-                )
-            fh.write(
-                json.dumps(
-                    {"type": "session", "exitstatus": behaviour.exit_code, "ts": time.time()}
-                )
-                + "\n"
-            )
+            for line in lines:
+                stamped = {**line, "ts": time.time(), **({"nonce": nonce} if nonce else {})}
+                fh.write(json.dumps(stamped) + "\n")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runners.base import PRE_STOP_MARK, BoundedLog, PreStop, Runner, RunResult, RunSpec
+from runners.local_user import RunAs
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.outcome import Termination
@@ -45,6 +46,8 @@ class LocalRunner(Runner):
             touched. ``None``: a tag unique to this object, so it reaps only its own runs.
         poll_s: supervisor tick.
         clock: monotonic clock for deadline and silence.
+        user: ``local.user``: when this process is root, the account the tests run as
+            (:mod:`runners.local_user`); ignored otherwise. ``None``: the daemon's own user.
     """
 
     alias = "local"
@@ -56,7 +59,9 @@ class LocalRunner(Runner):
         instance: str | None = None,
         poll_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        user: str | None = None,
     ) -> None:
+        self.run_as = RunAs.named(user) if user and os.geteuid() == 0 else None
         if instance is not None and (":" in instance or not instance):
             raise ValueError(f"a runner instance is a non-empty name without ':', got {instance!r}")
         self.proc_root = proc_root
@@ -122,6 +127,10 @@ class LocalRunner(Runner):
             RUN_TAG_ENV: self.tag(spec.run_id),
             "CUDA_VISIBLE_DEVICES": ",".join(g.uuid for g in spec.gpus),
         }
+        drop = {}
+        if self.run_as is not None:
+            self.run_as.hand_over(spec.run_dir)
+            drop = self.run_as.popen_kwargs()
         oom_before = self._oom_kills()
         started = utcnow()
         with self._running(spec.run_id), BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
@@ -134,6 +143,7 @@ class LocalRunner(Runner):
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    **drop,
                 )
             except OSError as exc:
                 raise InfraError(f"cannot start {spec.argv[0]!r} in {spec.workdir}: {exc}") from exc

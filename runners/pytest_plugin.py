@@ -34,6 +34,10 @@ If ``SCHEDCTL_STACKS_DIR`` names a directory, every process that loads the plugi
 included) registers :mod:`faulthandler` on ``SIGUSR1`` with ``stacks-<pid>.txt`` there: the
 scheduler signals them before it kills a hung run, and the files name the frame each thread was
 in (the hanging test's among them).
+
+If ``SCHEDCTL_NONCE`` is set, every line carries ``"nonce": <it>`` and the variable is removed
+from ``os.environ`` once read, so the tests (and what they start) do not inherit it: lines a
+test appends to the file on its own lack it, and schedctl ignores (and counts) them.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import pytest
 RESULTS_ENV = "SCHEDCTL_RESULTS"
 STACKS_ENV = "SCHEDCTL_STACKS_DIR"
 JUNIT_ENV = "SCHEDCTL_JUNIT"
+NONCE_ENV = "SCHEDCTL_NONCE"
 RECORDER_NAME = "schedctl-results-recorder"
 MARKERS_ATTR = "schedctl_markers"
 
@@ -183,8 +188,9 @@ class ItemState:
 class ResultsRecorder:
     """Turns pytest's reports into JSON lines on ``stream``; registered as a plugin object."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], nonce: str | None = None) -> None:
         self._stream = stream
+        self._nonce = nonce
         self._pending: dict[str, ItemState] = {}
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._collect_errors = 0
@@ -194,6 +200,8 @@ class ResultsRecorder:
 
     def emit(self, record: dict[str, Any]) -> None:
         line = {"type": record.pop("type"), "ts": time.time(), **record}
+        if self._nonce:
+            line["nonce"] = self._nonce
         self._stream.write(json.dumps(line, default=str) + "\n")
         self._stream.flush()
 
@@ -316,6 +324,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if junit and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = junit
     results = os.environ.get(RESULTS_ENV)
+    nonce = os.environ.pop(NONCE_ENV, None)
     if not results:
         return
     try:
@@ -324,5 +333,5 @@ def pytest_configure(config: pytest.Config) -> None:
         stream = open(results, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise pytest.UsageError(f"{RESULTS_ENV}={results}: cannot open: {exc}") from exc
-    config.pluginmanager.register(ResultsRecorder(stream), RECORDER_NAME)
+    config.pluginmanager.register(ResultsRecorder(stream, nonce), RECORDER_NAME)
     config.add_cleanup(stream.close)

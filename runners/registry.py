@@ -60,6 +60,9 @@ class RunnerFactory:
         instances: dict[str, Runner] | None = None,
         probe: Callable[[], tuple[bool, str]] = docker_probe,
         instance: str | None = None,
+        *,
+        docker_user: str | None = None,
+        local_user: str | None = None,
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
@@ -70,6 +73,10 @@ class RunnerFactory:
             "local": {"instance": instance},
             "slurm": {"instance": instance},
         }
+        if docker_user is not None:
+            self._options["docker"]["user"] = docker_user
+        if local_user is not None:
+            self._options["local"]["user"] = local_user
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from scheduler import config_validate as check
+from scheduler import yaml_safe
 from scheduler.kernel.errors import ConfigError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -51,10 +53,33 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"invalid duration {value!r}")
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
-    return seconds
+    return check.check_duration(seconds, high=check.MAX_DURATION_S, original=value)
+
+
+def parse_timeout(value: object) -> float:
+    """A duration that bounds a run or a wait: at most a week."""
+    return check.check_duration(parse_duration(value), high=check.WEEK_S, original=value)
+
+
+def _size_text(low: int, high: int, what: str) -> BeforeValidator:
+    """A size kept as docker's text (``"4g"``), checked and bounded at load."""
+
+    def validate(value: object) -> object:
+        if value is None:
+            return None
+        size = check.bounded_size(value, low=low, high=high, what=what)
+        return check.docker_size(size)
+
+    return BeforeValidator(validate)
+
+
+def _size_bytes(low: int, high: int, what: str) -> BeforeValidator:
+    return BeforeValidator(lambda value: check.bounded_size(value, low=low, high=high, what=what))
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Timeout = Annotated[float, BeforeValidator(parse_timeout)]
+ImageRef = Annotated[str, AfterValidator(check.check_image)]
 
 
 class _Model(BaseModel):
@@ -96,8 +121,8 @@ class TorchrunConfig(_Model):
     cpu_procs: int = Field(default=2, ge=1, description="N for 'all' when no GPU is leased")
     steps: int = Field(default=20, ge=2)
     args: list[str] = Field(default_factory=list)
-    run_timeout: Duration | None = None
-    silence_timeout: Duration = 120.0
+    run_timeout: Timeout | None = None
+    silence_timeout: Timeout = 120.0
     thresholds: Thresholds = Field(default_factory=Thresholds)
     inject_fault: Literal["none", "desync", "hang"] = "none"
 
@@ -141,7 +166,7 @@ class TierConfig(_Model):
     kind: Literal["pytest", "torchrun", "build"] = Field(
         default="pytest", description="'build' tiers come only from images: (image:NAME)"
     )
-    timeout: Duration = 1800.0
+    timeout: Timeout = 1800.0
     markers: str | None = None
     paths: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
@@ -150,11 +175,14 @@ class TierConfig(_Model):
     coverage_source: list[str] = Field(default_factory=list)
     runner: Literal["auto", "local", "docker", "slurm"] | None = None
     slurm: SlurmOptions | None = None
-    image: str | None = None
-    memory: str | None = "4g"
-    shm_size: str | None = "1g"
+    image: ImageRef | None = None
+    memory: Annotated[str | None, _size_text(6 * check.MIB, 16 * check.TIB, "memory")] = "4g"
+    shm_size: Annotated[str | None, _size_text(check.MIB, 16 * check.TIB, "shm_size")] = "1g"
+    output_limit: Annotated[int, _size_bytes(check.MIB, 16 * check.TIB, "output_limit")] = Field(
+        default=check.GIB, description="Bytes a run may write into its run dir (/work/out)"
+    )
     network: bool = False
-    pids_limit: int = Field(default=4096, ge=16)
+    pids_limit: int = Field(default=4096, ge=16, le=4_194_304)
     mounts: dict[str, str] = Field(
         default_factory=dict,
         description="Container runs: extra read-only binds, host path -> container path",
@@ -164,12 +192,14 @@ class TierConfig(_Model):
         default_factory=list,
         description="Tiers whose GPU leases this tier may stop at its slot (they re-run after)",
     )
-    silence_timeout: Duration | None = Field(
+    silence_timeout: Timeout | None = Field(
         default=None, description="pytest tiers: no output for this long ends the run (timeout)"
     )
-    priority: int | None = Field(default=None, description="Lower runs first; default by order")
-    misfire_grace: Duration = 600.0
-    max_catchup: int = Field(default=1, ge=0)
+    priority: int | None = Field(
+        default=None, ge=-1_000_000, le=1_000_000, description="Lower runs first; default by order"
+    )
+    misfire_grace: Timeout = 600.0
+    max_catchup: int = Field(default=1, ge=0, le=1000)
     torchrun: TorchrunConfig | None = None
 
     @field_validator("schedule")
@@ -179,21 +209,26 @@ class TierConfig(_Model):
             from scheduler.daemon.cron import parse_cron
 
             parse_cron(value)
+            check.check_cron_fires(value)
         return value
+
+    @field_validator("markers")
+    @classmethod
+    def _marker_expression(cls, value: str | None) -> str | None:
+        return None if value is None else check.check_marker_expression(value)
 
     @field_validator("mounts")
     @classmethod
-    def _absolute_mounts(cls, value: dict[str, str]) -> dict[str, str]:
+    def _safe_mounts(cls, value: dict[str, str]) -> dict[str, str]:
         for host, target in value.items():
-            if not (host.startswith("/") and target.startswith("/")):
-                raise ValueError(f"mount {host!r}: {target!r}: both paths must be absolute")
+            check.check_mount(host, target)
         return value
 
     @field_validator("gpus")
     @classmethod
     def _non_negative(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 0:
-            raise ValueError("gpus must be >= 0 or 'all'")
+        if isinstance(value, int) and not 0 <= value <= 1024:
+            raise ValueError("gpus must be 0..1024 or 'all'")
         return value
 
     @model_validator(mode="after")
@@ -222,9 +257,9 @@ class ImageRecipe(_Model):
 
     schedule: str | None = Field(default=None, description="5-field cron, e.g. '0 7 * * *'")
     enabled: bool = True
-    timeout: Duration = 1800.0
+    timeout: Timeout = 1800.0
     keep: int = Field(default=3, ge=1, description="successful builds whose images are kept")
-    misfire_grace: Duration = 600.0
+    misfire_grace: Timeout = 600.0
     max_catchup: int = Field(default=1, ge=0)
     dockerfile: str | None = Field(default=None, description="path in the project")
     context: str = Field(default=".", description="build context, in the project")
@@ -276,7 +311,7 @@ class GpuPolicy(_Model):
     sample_interval: Duration = 2.0
     poll_timeout: Duration = 5.0
     exclude: list[int | str] = Field(default_factory=list)
-    wait: Duration = 1800.0
+    wait: Timeout = 1800.0
     priorities: list[str] = Field(default_factory=list)
     expected_count: int | None = Field(
         default=None, ge=1, description="fewer GPUs than this is a health finding (gpu-missing)"
@@ -376,7 +411,7 @@ HostPort = Annotated[str | None, AfterValidator(_host_port)]
 
 
 class ApiConfig(_Model):
-    socket: Path | None = Field(
+    socket: Annotated[Path, AfterValidator(check.check_socket_path)] | None = Field(
         default=None, description="Unix socket; default <state_dir>/api.sock"
     )
     tcp: HostPort = Field(
@@ -387,10 +422,27 @@ class ApiConfig(_Model):
 
 
 class DaemonConfig(_Model):
-    grace: Duration = 60.0
+    grace: Timeout = 60.0
     metrics_address: HostPort = "127.0.0.1:9464"
     api: ApiConfig = Field(default_factory=ApiConfig)
     watchdog: bool = True
+
+
+class DockerConfig(_Model):
+    """Who the tests run as inside containers: numeric ids that no host account has."""
+
+    uid: Annotated[int, AfterValidator(check.foreign_uid)] = Field(
+        default=64000, ge=1, le=2**31 - 2
+    )
+    gid: Annotated[int, AfterValidator(check.foreign_gid)] = Field(
+        default=64000, ge=1, le=2**31 - 2
+    )
+
+
+class LocalConfig(_Model):
+    """The local runner: ``user`` is the account tests run as when the daemon runs as root."""
+
+    user: Annotated[str, AfterValidator(check.local_user)] | None = None
 
 
 class RetentionConfig(_Model):
@@ -401,17 +453,22 @@ class RetentionConfig(_Model):
 class Config(_Model):
     """The whole configuration file."""
 
-    state_dir: Path = Path(".schedctl")
+    state_dir: Annotated[Path, AfterValidator(check.check_state_dir)] = Path(".schedctl")
+    state_min_free: Annotated[int, _size_bytes(0, 16 * check.TIB, "state_min_free")] = Field(
+        default=256 * check.MIB, description="Runs are refused below this much free state disk"
+    )
     timezone: str = "UTC"
     runner: Literal["auto", "local", "docker", "slurm"] = "auto"
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
-    image: str = "schedctl-test:bookworm"
-    log_limit_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    image: ImageRef = "schedctl-test:bookworm"
+    log_limit_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=check.GIB)
     project: ProjectConfig
     tiers: dict[str, TierConfig]
     gpu: GpuPolicy = Field(default_factory=GpuPolicy)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     images: dict[str, ImageRecipe] = Field(
         default_factory=dict, description="test images; a tier's image: '@NAME' uses NAME's"
@@ -624,7 +681,10 @@ def config_from_mapping(
     except ValidationError as exc:
         raise ConfigError(source, _format_errors(exc)) from None
     if base_dir is not None:
-        config = _resolve_paths(config, base_dir)
+        try:
+            config = _resolve_paths(config, base_dir)
+        except ValueError as exc:
+            raise ConfigError(source, [f"state_dir: {exc}"]) from None
     config = config.with_build_tiers()
     path = config.project.path
     if path is not None and not path.is_dir():
@@ -641,7 +701,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         project = project.model_copy(update={"path": absolute(project.path)})
     if project.repo is not None and not re.match(r"^[a-z+]+://|^[^/]+@[^:]+:", project.repo):
         project = project.model_copy(update={"repo": str(absolute(Path(project.repo)))})
-    return config.model_copy(update={"state_dir": absolute(config.state_dir), "project": project})
+    state_dir = check.check_state_dir(absolute(config.state_dir))
+    return config.model_copy(update={"state_dir": state_dir, "project": project})
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -652,7 +713,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except OSError as exc:
         raise ConfigError(str(path), [f"<file>: cannot read: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_safe.load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"<file>: invalid YAML: {exc}"]) from None
     return config_from_mapping(data, source=str(path), base_dir=path.resolve().parent, env=env)

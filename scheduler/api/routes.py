@@ -87,9 +87,9 @@ class ControlApi:
             Route("GET", re.compile(r"/v1/gpus"), self.gpus, False),
             Route("GET", re.compile(r"/v1/runs"), self.runs, False),
             Route("POST", re.compile(r"/v1/runs"), self.submit, True),
-            Route("GET", re.compile(r"/v1/runs/(\d+)"), self.run, False),
-            Route("POST", re.compile(r"/v1/runs/(\d+)/cancel"), self.cancel, True),
-            Route("GET", re.compile(r"/v1/runs/(\d+)/events"), self.events, False),
+            Route("GET", re.compile(r"/v1/runs/([^/]+)"), self.run, False),
+            Route("POST", re.compile(r"/v1/runs/([^/]+)/cancel"), self.cancel, True),
+            Route("GET", re.compile(r"/v1/runs/([^/]+)/events"), self.events, False),
         ]
 
     def match(self, method: str, path: str) -> tuple[Route | None, re.Match[str] | None, bool]:
@@ -141,16 +141,16 @@ class ControlApi:
         if tier:
             self.daemon.config.tier(tier)
         limit_text = query.get("limit", "20")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        if not _DECIMAL.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
             raise BadRequest(f"limit must be an integer in 1..{MAX_LIMIT}, got {limit_text!r}")
         records = self.daemon.store.list_runs(tier=tier, limit=int(limit_text))
         return Reply(200, [r.to_json() for r in records])
 
     def run(self, match: re.Match[str], _q: Mapping[str, str], _b: Any) -> Reply:
-        return Reply(200, self.daemon.store.get_run(int(match.group(1))).to_json())
+        return Reply(200, self.daemon.store.get_run(run_id(match)).to_json())
 
     def events(self, match: re.Match[str], _q: Mapping[str, str], _b: Any) -> Stream:
-        record = self.daemon.store.get_run(int(match.group(1)))
+        record = self.daemon.store.get_run(run_id(match))
         return Stream(self._follow(record.id))
 
     def _follow(self, run_id: int) -> Iterator[dict[str, Any]]:
@@ -178,13 +178,18 @@ class ControlApi:
 
     def submit(self, _m: re.Match[str], _q: Mapping[str, str], body: Any) -> Reply:
         wish = _parse(SubmitBody, body)
+        tier = self.daemon.config.tier(wish.tier)
+        if wish.timeout_s is not None and wish.timeout_s > tier.timeout:
+            raise BadRequest(
+                f"timeout_s: {wish.timeout_s:g} is longer than tier {wish.tier!r}'s "
+                f"timeout ({tier.timeout:g} s); a request may only shorten it"
+            )
         request = RunRequest(
             tier=wish.tier,
             trigger=wish.trigger,
             ref=wish.ref,
             markers=wish.markers,
             timeout_s=wish.timeout_s,
-            runner=wish.runner,
         )
         run_id = self.daemon.submit(request)
         record = self.daemon.store.get_run(run_id)
@@ -202,11 +207,23 @@ class ControlApi:
 
     def cancel(self, match: re.Match[str], _q: Mapping[str, str], body: Any) -> Reply:
         wish = _parse(CancelBody, body or {})
-        run_id = int(match.group(1))
-        record = self.daemon.store.get_run(run_id)
-        if record.outcome.is_final or not self.daemon.dispatcher.cancel(run_id, wish.reason):
-            raise Conflict(f"run {run_id} is not running in this daemon ({record.outcome.value})")
-        return Reply(202, {"run_id": run_id, "cancelling": True, "reason": wish.reason})
+        number = run_id(match)
+        record = self.daemon.store.get_run(number)
+        if record.outcome.is_final or not self.daemon.dispatcher.cancel(number, wish.reason):
+            raise Conflict(f"run {number} is not running in this daemon ({record.outcome.value})")
+        return Reply(202, {"run_id": number, "cancelling": True, "reason": wish.reason})
+
+
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+MAX_RUN_ID = 2**63 - 1
+
+
+def run_id(match: re.Match[str]) -> int:
+    """The run id of a path: ASCII digits that fit SQLite's integer, else a 400."""
+    text = match.group(1)
+    if not _DECIMAL.fullmatch(text) or int(text) > MAX_RUN_ID:
+        raise BadRequest(f"run id must be a positive integer, got {text[:40]!r}")
+    return int(text)
 
 
 def _parse(model: type[M], body: Any) -> M:
@@ -216,7 +233,8 @@ def _parse(model: type[M], body: Any) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: "
+            + ("unknown field" if err["type"] == "extra_forbidden" else err["msg"])
             for err in exc.errors()
         ]
         raise BadRequest("; ".join(problems)) from None

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from scheduler.config import Config
+from scheduler.config_validate import check_marker_expression
 from scheduler.store.engine import RunRecord, Store
 
 
 class SubmitBody(BaseModel):
-    """``POST /v1/runs``: what a client may ask for; unknown keys are rejected."""
+    """``POST /v1/runs``: what a client may ask for; unknown keys are rejected.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Never the runner, image, mounts or environment: those are the tier's, so no token holder can
+    move a docker tier's tests out of their container. ``markers`` must be a pytest ``-m``
+    expression; ``timeout_s`` may only shorten the tier's timeout (checked against the tier).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tier: str = Field(min_length=1, max_length=64)
     ref: str | None = Field(default=None, max_length=512)
-    markers: str | None = Field(default=None, max_length=4096)
+    markers: Annotated[str, AfterValidator(check_marker_expression)] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
-    runner: Literal["auto", "local", "docker", "slurm"] | None = None
     trigger: Literal["manual", "api"] = "api"
 
 

@@ -6,18 +6,27 @@ thread; event streams are HTTP/1.0 bodies closed at the end of the run.
 
 Authorisation: over the unix socket, file permissions (0660, state dir owned by the service
 user) are the check. Over TCP, every request that changes state needs ``Authorization: Bearer
-<token>``; without a configured token such requests are refused outright.
+<token>``; without a configured token such requests are refused outright. On a TCP listener that
+is not loopback, reads need the token too (status carries argv, paths and failure text).
+
+Bounded against idle and hostile clients: each read or write of a connection times out after
+:data:`IO_TIMEOUT_S`, and each listener serves at most ``max_connections`` at once -- a
+connection beyond that is answered 503 and closed at once, so 2,000 idle sockets cost the
+daemon no more than its cap of descriptors and threads, and the unix socket (its own listener,
+its own cap) keeps answering.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import json
 import os
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +48,15 @@ MAX_BODY = 64 * 1024
 SOCKET_MODE = 0o660
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 UNIX_PATH_MAX = 107
+IO_TIMEOUT_S = 10.0
+"""Per read/write of a connection: a client that sends no header for this long is dropped."""
+MAX_CONNECTIONS = 64
+"""Connections one listener serves at once (threads and descriptors); the rest get a 503."""
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\n\r\n"
+    b'{"error": "too many connections; try again", "status": 503}\n'
+)
 
 
 def socket_path(config: Config) -> Path:
@@ -91,12 +109,18 @@ class Auth:
     def __init__(self, token: str | None) -> None:
         self._token = token.encode() if token else None
 
-    def deny(self, header: str | None, over_tcp: bool) -> tuple[int, str] | None:
-        """``None`` to allow, else ``(status, message)``."""
-        if not over_tcp:
+    def deny(
+        self, header: str | None, over_tcp: bool, *, mutating: bool = True, loopback: bool = True
+    ) -> tuple[int, str] | None:
+        """``None`` to allow, else ``(status, message)``.
+
+        Reads over a loopback TCP listener are free; over any other listener they need the token.
+        """
+        if not over_tcp or (not mutating and loopback):
             return None
         if self._token is None:
-            return 401, "state-changing requests over TCP are disabled: no API token configured"
+            what = "state-changing requests" if mutating else "reads on a non-loopback listener"
+            return 401, f"{what} over TCP are disabled: no API token configured"
         scheme, _, presented = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return 401, "missing bearer token (Authorization: Bearer <token>)"
@@ -107,6 +131,7 @@ class Auth:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = IO_TIMEOUT_S
     server_version = "schedctl"
     error_content_type = "application/json"
     error_message_format = '{"error": "%(message)s", "status": %(code)d}'
@@ -137,13 +162,17 @@ class _Handler(BaseHTTPRequestHandler):
                 status = 405 if known else 404
                 self._json(status, {"error": f"{method} {url.path}: no such endpoint"})
                 return
-            if route.mutating:
-                denied = self.server.auth.deny(self.headers.get("Authorization"), self.server.tcp)
-                if denied is not None:
-                    self._deny(*denied)
-                    return
+            denied = self.server.auth.deny(
+                self.headers.get("Authorization"),
+                self.server.tcp,
+                mutating=route.mutating,
+                loopback=self.server.loopback,
+            )
+            if denied is not None:
+                self._deny(*denied)
+                return
             body = self._body() if method == "POST" else None
-            result = route.handler(match, dict(parse_qsl(url.query)), body)
+            result = route.handler(match, _query(url.query), body)
         except Exception as exc:
             self._error(exc)
             return
@@ -153,8 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(result.status, result.body)
 
     def _body(self) -> Any:
-        length_text = self.headers.get("Content-Length", "0")
-        if not length_text.isdigit():
+        length_text = self.headers.get("Content-Length", "0").strip()
+        if not length_text.isascii() or not length_text.isdigit() or len(length_text) > 12:
             raise BadRequest("Content-Length must be a number")
         length = int(length_text)
         if length > MAX_BODY:
@@ -163,9 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise BadRequest(f"request body is not JSON: {exc}") from None
+            return json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"request body is not JSON: {str(exc)[:200]}") from None
 
     def _error(self, exc: Exception) -> None:
         if isinstance(exc, BadRequest):
@@ -195,7 +224,10 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("api_client_gone", path=self.path)
 
     def _stream(self, stream: Stream) -> None:
         self.send_response(200)
@@ -213,18 +245,72 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("api_stream_crashed", path=self.path)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _query(text: str) -> dict[str, str]:
+    try:
+        return dict(parse_qsl(text, max_num_fields=20, errors="strict"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed query string: {str(exc)[:200]}") from None
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128
 
     def __init__(
-        self, address: Any, api: ControlApi, auth: Auth, *, tcp: bool, family: int
+        self,
+        address: Any,
+        api: ControlApi,
+        auth: Auth,
+        *,
+        tcp: bool,
+        family: int,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.address_family = family
         self.api = api
         self.auth = auth
         self.tcp = tcp
+        self.loopback = not tcp or _is_loopback(address[0])
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+        self._last_refusal_log = -60.0
         super().__init__(address, _Handler, bind_and_activate=False)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Take a connection slot, or answer 503 and let socketserver close the connection."""
+        if self._slots.acquire(blocking=False):
+            return True
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send(_BUSY)
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 60:  # a flood must not flood the journal too
+            self._last_refusal_log = now
+            log.warning("api_connection_refused", reason="connection cap", total=self.refused)
+        return False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started: give the slot back
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished or timed out is routine: logged, never printed to stderr."""
+        log.debug("api_connection_error", exc_info=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve our own FQDN (a DNS query) for nothing.
@@ -245,6 +331,13 @@ class _UnixServer(_Server):
             self.socket.bind(address)
         os.chmod(self.path, SOCKET_MODE)
         self.server_name, self.server_port = "localhost", 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def parse_tcp(address: str) -> tuple[str, int, int]:

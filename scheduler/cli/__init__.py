@@ -7,6 +7,7 @@ Exit codes: 0 success (a run that passed), 1 a run that did not pass or a runtim
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -28,12 +29,18 @@ from scheduler.logs import configure
 @click.option(
     "--log-level", default="warning", show_default=True, help="Log level for this command."
 )
+@click.option(
+    "--force",
+    "force_new_db",
+    is_flag=True,
+    help="Start a new database even though runs/ holds an earlier one's run dirs (moved aside).",
+)
 @click.version_option(__version__, prog_name="schedctl")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_level: str, force_new_db: bool) -> None:
     """Run a Python project's pytest suite in tiers, on a schedule, on GPU machines."""
     configure(json_logs=False, level=log_level)
-    ctx.obj = AppContext(config_path=config_path)
+    ctx.obj = AppContext(config_path=config_path, force_new_db=force_new_db)
 
 
 def _register() -> None:
@@ -77,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=args, prog_name="schedctl", standalone_mode=False)
+    except BrokenPipeError:
+        # `schedctl history | head`: the reader left; say nothing more, and let Python's own
+        # flush at exit not fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

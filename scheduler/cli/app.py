@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scheduler.config import Config, load_config
 from scheduler.kernel.errors import ConfigError
+from scheduler.run.rundirs import prepare_state_dir
 from scheduler.store.engine import Store
 
 CONFIG_ENV = "SCHEDCTL_CONFIG"
@@ -32,6 +33,7 @@ def find_config(explicit: str | None) -> Path:
 @dataclass
 class AppContext:
     config_path: str | None = None
+    force_new_db: bool = False
     _config: Config | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
 
@@ -44,5 +46,7 @@ class AppContext:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.config.db_path)
+            config = self.config
+            prepare_state_dir(config.state_dir, config.db_path, force=self.force_new_db)
+            self._store = Store(config.db_path)
         return self._store

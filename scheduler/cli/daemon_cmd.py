@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import click
+import structlog
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +20,7 @@ from scheduler.daemon.assembly import build_dispatcher, build_services
 from scheduler.daemon.lock import StateLock
 from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
 from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
+from scheduler.daemon.secret_env import scrub_environment, secret_env_names
 from scheduler.kernel.errors import DaemonError, UnknownRunError
 from scheduler.kernel.events import Event, Listener, RunFinished
 from scheduler.kernel.outcome import Outcome
@@ -41,6 +43,10 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     stopping = threading.Event()
     install_signal_handlers(stopping)  # a SIGTERM during recovery still stops gracefully
     daemon.start()
+    # Loaded by now (API token, alert sinks): tests must not find them in our /proc environ.
+    removed = scrub_environment(secret_env_names(config))
+    if removed:
+        structlog.get_logger("schedctl.daemon").info("secret_env_removed", names=removed)
     watchdog = _start_watchdog(app, notifier, daemon, stopping)
     notifier.ready(f"scheduling {len(config.tiers)} tiers; API on {socket_path(config)}")
     try:

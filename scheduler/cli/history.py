@@ -51,9 +51,13 @@ def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -
     console().print(table)
 
 
+MAX_RUN_ID = 2**63 - 1
+
+
 def _run_id(value: str) -> int:
-    if not value.isdigit():
-        raise UnknownRunError(f"run id must be a number, got {value!r}")
+    """ASCII digits that fit SQLite's integer (``²`` and 24-digit ids are no run ids)."""
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_RUN_ID:
+        raise UnknownRunError(f"run id must be a positive integer, got {value[:40]!r}")
     return int(value)
 
 

@@ -68,6 +68,11 @@ def run_command(
     found = daemon_client(config)
     if found is not None:
         pid, client = found
+        if runner is not None:
+            raise UsageError(
+                f"--runner cannot be chosen for a run submitted to the daemon (pid {pid}): a "
+                "tier runs on its configured runner; set tiers.<tier>.runner in the config"
+            )
         _run_in_daemon(pid, client, request, as_json=as_json, detach=detach)
         return
     if detach:
@@ -123,7 +128,6 @@ def _run_in_daemon(
         ref=request.ref,
         markers=request.markers,
         timeout_s=request.timeout_s,
-        runner=request.runner,
         trigger="manual",
     )
     run_id = int(reply["run_id"])

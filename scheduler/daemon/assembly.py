@@ -40,7 +40,11 @@ def build_dispatcher(
     runners: RunnerFactory | None = None,
     listeners: Iterable[Listener] = (),
 ) -> Dispatcher:
-    factory = runners or RunnerFactory(instance=instance_of(config.state_dir))
+    factory = runners or RunnerFactory(
+        instance=instance_of(config.state_dir),
+        docker_user=f"{config.docker.uid}:{config.docker.gid}",
+        local_user=config.local.user,
+    )
     dispatcher = Dispatcher(
         config,
         store,

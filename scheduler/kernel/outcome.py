@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -122,6 +122,10 @@ class PytestSession:
     collect_errors: Sequence[str] = ()
     running: str | None = None
     """The test that had started and not finished when the record ends."""
+    reported_counts: Mapping[str, int] | None = None
+    """The session record's per-outcome counts (``None``: it gave none, e.g. JUnit)."""
+    seen_counts: Mapping[str, int] | None = None
+    """Per-outcome counts of the test lines actually seen."""
 
 
 class VerdictLike(Protocol):
@@ -190,7 +194,8 @@ def decide(ending: RunEnding | Stop, detail: str = "") -> Decision:
     An exit code alone never proves that tests ran: a pytest run whose plugin reported no session
     is ``infra-error`` (pytest or the plugin could not load) or ``error`` (pytest refused the
     project: conftest import error, usage error), explained by the log; it is never ``passed``
-    nor ``failed``. ``passed`` needs the process exit code and the session record to agree.
+    nor ``failed``. ``passed`` needs the process exit code and the session record to agree, and
+    the session's counts to equal the test lines seen.
     """
     if isinstance(ending, Stop):
         outcome, default = _STOPS[ending]
@@ -272,6 +277,11 @@ def _from_session(session: PytestSession, exit_code: int | None) -> Decision:
     if status not in _PYTEST_EXIT:
         return Decision(Outcome.ERROR, f"pytest ended with unexpected exit status {status}")
     outcome, reason = _PYTEST_EXIT[status]
+    mismatch = _count_mismatch(session) if outcome is Outcome.PASSED else ""
+    if mismatch:
+        return Decision(
+            Outcome.ERROR, f"the session record's counts disagree with its test lines: {mismatch}"
+        )
     if outcome is Outcome.PASSED and (session.failing or session.collect_errors):
         return Decision(
             Outcome.ERROR,
@@ -285,6 +295,20 @@ def _from_session(session: PytestSession, exit_code: int | None) -> Decision:
     elif outcome is Outcome.ERROR and session.collect_errors:
         reason = f"collection error in {session.collect_errors[0]}"
     return Decision(outcome, reason)
+
+
+def _count_mismatch(session: PytestSession) -> str:
+    """``""`` when the session's counts equal the test lines seen, else the differences."""
+    reported, seen = session.reported_counts, session.seen_counts
+    if reported is None or seen is None:
+        return ""
+    keys = sorted(set(reported) | set(seen))
+    diffs = [
+        f"{k} {reported.get(k, 0)} reported, {seen.get(k, 0)} seen"
+        for k in keys
+        if reported.get(k, 0) != seen.get(k, 0)
+    ]
+    return "; ".join(diffs)
 
 
 def _by_exit_code(code: int | None) -> Decision:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 from collections.abc import Iterable, Mapping
 
 import structlog
@@ -55,6 +56,8 @@ class _LiveCollector:
             labels=["version", "python"],
         )
         self._build_info.add_metric([version, platform.python_version()], 1.0)
+        self._state_dir = config.state_dir
+        self._state_min_free = config.state_min_free
         self.fire_lag = HistogramTally(
             "schedctl_fire_lag_seconds",
             "Delay between a cron slot and the scheduler firing it (daemon-fired runs only).",
@@ -85,7 +88,25 @@ class _LiveCollector:
             self.gpu_wait.family(),
             self.alerts_sent.family(),
             self._build_info,
+            *self._state_disk(),
         ]
+
+    def _state_disk(self) -> list[Metric]:
+        """Free bytes on the state filesystem and the ``state_min_free`` floor below which runs
+        are refused, so an alert rule can fire before the refusals start."""
+        floor = GaugeMetricFamily(
+            "schedctl_state_min_free_bytes",
+            "state_min_free: below this much free state disk, runs are refused (infra-error).",
+        )
+        floor.add_metric([], float(self._state_min_free))
+        free = GaugeMetricFamily(
+            "schedctl_state_free_bytes", "Free bytes on the filesystem holding state_dir."
+        )
+        try:
+            free.add_metric([], float(shutil.disk_usage(self._state_dir).free))
+        except OSError as exc:
+            log.warning("metrics_state_disk_unreadable", error=str(exc))
+        return [floor, free]
 
 
 class Metrics:

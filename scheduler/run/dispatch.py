@@ -9,6 +9,7 @@ Side effects beyond the store (metrics, alerts, progress) are listeners on :attr
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import traceback
@@ -37,6 +38,7 @@ from scheduler.run.kinds import RunContext, kind_for
 from scheduler.run.ledger import RunLedger, RunRow, slot_key
 from scheduler.run.protocols import CheckoutLike, GpuPoolLike, LeaseLike, SourceLike
 from scheduler.run.recovery import owner_alive, process_identity, recover_runs
+from scheduler.run.rundirs import create_run_dir
 from scheduler.store import ActiveRunExists, RunRecord, Store
 
 log = structlog.get_logger("schedctl.dispatch")
@@ -293,9 +295,17 @@ class Dispatcher:
     def _execute(self, run_id: int, request: RunRequest, cancel: threading.Event) -> RunRecord:
         tier = self.config.tier(request.tier)
         run_dir = self._run_dir(request, run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            create_run_dir(run_dir)
+        except FileExistsError:
+            why = f"run directory {run_dir} already exists: a run never writes into an old one"
+            return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, why))
         checkout: CheckoutLike | None = None
         lease: LeaseLike | None = None
+        low = self._state_disk_low()
+        if low:
+            log.error("state_disk_low", run_id=run_id, detail=low)
+            return self.ledger.finish(run_id, decide(Stop.NEVER_STARTED, low))
         try:
             try:
                 workdir, checkout = self._checkout(request, run_id)
@@ -364,6 +374,20 @@ class Dispatcher:
             log.warning("image_build_not_latest", recipe=recipe, note=resolved.note)
         pinned = tier.model_copy(update={"image": resolved.build.image_id})
         return pinned, {"image_build": resolved.details()}
+
+    def _state_disk_low(self) -> str:
+        """Why the state filesystem is too full to start a run (``state_min_free``), or ``""``."""
+        try:
+            free = shutil.disk_usage(self.config.state_dir).free
+        except OSError as exc:
+            return f"cannot measure free space on {self.config.state_dir}: {exc.strerror}"
+        if free >= self.config.state_min_free:
+            return ""
+        return (
+            f"state filesystem of {self.config.state_dir} has {free} bytes free, below "
+            f"state_min_free ({self.config.state_min_free}): run refused so the database stays "
+            "writable"
+        )
 
     def _lease(
         self, run_id: int, tier_name: str, tier: TierConfig, cancel: threading.Event

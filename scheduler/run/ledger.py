@@ -149,6 +149,7 @@ class RunLedger:
                     "log_truncated": result.log_truncated,
                     "results_source": parsed.source,
                     "collected": parsed.collected,
+                    "ignored_result_lines": parsed.ignored_lines,
                     "provenance": provenance,
                     **evidence.details,
                 },

@@ -37,6 +37,10 @@ class ParsedResults:
     started: bool = False
     running: str | None = None
     source: str = "none"
+    ignored_lines: int = 0
+    """Lines without the run's nonce: written by something other than the results plugin."""
+    reported_counts: dict[str, int] | None = None
+    """The session line's own per-outcome counts, to hold against the test lines seen."""
 
     @property
     def failing(self) -> list[TestResultRow]:
@@ -55,6 +59,8 @@ class ParsedResults:
             failing=[t.nodeid for t in self.tests if t.outcome in ("failed", "error")],
             collect_errors=[t.nodeid for t in self.collect_errors],
             running=self.running,
+            reported_counts=self.reported_counts,
+            seen_counts=dict(self.counts),
         )
 
 
@@ -81,15 +87,18 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else 0.0
 
 
-def parse_jsonl(path: Path) -> ParsedResults:
+def parse_jsonl(path: Path, nonce: str | None = None) -> ParsedResults:
+    """The plugin's lines; with ``nonce``, a line not carrying it is ignored and counted."""
     parsed = ParsedResults(source="plugin")
     with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
+                parsed.ignored_lines += 1
                 continue
-            if not isinstance(record, dict):
+            if not isinstance(record, dict) or (nonce is not None and record.get("nonce") != nonce):
+                parsed.ignored_lines += 1
                 continue
             kind = record.get("type")
             if kind == "start":
@@ -118,6 +127,7 @@ def parse_jsonl(path: Path) -> ParsedResults:
             elif kind == "session":
                 status = record.get("exitstatus")
                 parsed.exitstatus = status if isinstance(status, int) else -1
+                parsed.reported_counts = _counts(record.get("counts"))
     return parsed
 
 
@@ -141,10 +151,20 @@ def parse_junit(path: Path) -> ParsedResults:
     return parsed
 
 
-def load_results(results_path: Path, junit_path: Path) -> ParsedResults:
+def _counts(value: Any) -> dict[str, int]:
+    """The session line's counts, every outcome present; a malformed entry reads as -1."""
+    raw = value if isinstance(value, dict) else {}
+    counts = {}
+    for key in COUNT_KEYS:
+        n = raw.get(key, 0)
+        counts[key] = n if isinstance(n, int) and not isinstance(n, bool) else -1
+    return counts
+
+
+def load_results(results_path: Path, junit_path: Path, nonce: str | None = None) -> ParsedResults:
     """Prefer the plugin's live JSON lines; fall back to JUnit XML; else nothing."""
     if results_path.exists():
-        return parse_jsonl(results_path)
+        return parse_jsonl(results_path, nonce)
     if junit_path.exists():
         try:
             return parse_junit(junit_path)

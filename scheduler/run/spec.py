@@ -7,12 +7,14 @@ host paths in argv and env to their mount points.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from runners.base import (
     JUNIT_FILE,
+    NONCE_ENV,
     PLUGIN_MODULE,
     RESULTS_FILE,
     BatchRequest,
@@ -96,6 +98,7 @@ def build_pytest_spec(
     argv, env = build_pytest_command(
         python=python, tier=tier, markers=markers, run_dir=run_dir, plugin_dir=plugin_dir
     )
+    env[NONCE_ENV] = secrets.token_hex(16)
     return RunSpec(
         run_id=str(run_id),
         tier=tier_name,
@@ -113,6 +116,7 @@ def build_pytest_spec(
         shm_size=tier.shm_size,
         network=tier.network,
         pids_limit=tier.pids_limit,
+        output_limit_bytes=tier.output_limit,
         mounts={Path(host_path): target for host_path, target in tier.mounts.items()},
         labels={"schedctl.host": host},
         batch=batch,

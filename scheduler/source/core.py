@@ -15,7 +15,15 @@ from scheduler.config import ProjectConfig
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import SourceError, UnknownRefError
 from scheduler.source.checkout import Checkout
-from scheduler.source.git import Git, GitResult, RepoLock, boundary, redact_url, remove_tree
+from scheduler.source.git import (
+    Git,
+    GitResult,
+    RepoLock,
+    boundary,
+    redact_url,
+    remove_tree,
+    split_credentials,
+)
 from scheduler.source.mirror import Fetch, Mirror
 
 __all__ = ["Source"]
@@ -60,14 +68,16 @@ class Source:
     ) -> None:
         self._project = project
         self._origin = redact_url(project.repo) if project.repo else str(project.path)
-        self._git = Git(git, secret_url=project.repo)
+        # The URL's password goes to git through its environment only, never into the mirror.
+        repo_url, credentials = split_credentials(project.repo) if project.repo else ("", None)
+        self._git = Git(git, secret_url=project.repo, credentials=credentials)
         self._clock = clock
         self._op_timeout = op_timeout
         self._worktrees = state_dir / "worktrees"
         self._lock = RepoLock(state_dir / "source" / ".lock")
         self._mirror = Mirror(
             self._git,
-            project.repo or "",
+            repo_url,
             state_dir / "source" / "mirror.git",
             self._lock,
             clock=clock,

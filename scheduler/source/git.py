@@ -16,13 +16,22 @@ import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scheduler.kernel.errors import SourceError
 
-__all__ = ["Git", "GitResult", "RepoLock", "boundary", "redact_url", "remove_tree"]
+__all__ = [
+    "Credentials",
+    "Git",
+    "GitResult",
+    "RepoLock",
+    "boundary",
+    "redact_url",
+    "remove_tree",
+    "split_credentials",
+]
 
 # Variables that would point git at some other repository (set inside git hooks, for instance).
 _REPO_ENV = (
@@ -43,6 +52,53 @@ def redact_url(url: str) -> str:
     if not parts.scheme or "@" not in parts.netloc:
         return url
     return url.replace(parts.netloc.rsplit("@", 1)[0], "***", 1)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user name and password taken out of a repository URL; they never reach the disk."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+_USER_ENV = "SCHEDCTL_GIT_USERNAME"
+_PASSWORD_ENV = "SCHEDCTL_GIT_PASSWORD"
+# A credential helper inline in the git process's environment (GIT_CONFIG_*, as `-c` would, but
+# off the command line that `ps` shows): it answers `get` from two variables of that same
+# environment. The empty helper first drops any helper of the host's git config.
+_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    f'printf "username=%s\\npassword=%s\\n" "${_USER_ENV}" "${_PASSWORD_ENV}"; }}; f'
+)
+
+
+def split_credentials(url: str) -> tuple[str, Credentials | None]:
+    """``https://user:token@host/x`` -> ``("https://host/x", Credentials("user", "token"))``.
+
+    Only http(s) URLs with a password are split; any other URL comes back as it is. The clean URL
+    is what git stores (``remote.origin.url``, ``FETCH_HEAD``); the credentials go to git only
+    through :func:`credential_env`.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return url, None
+    host = parts.netloc.rsplit("@", 1)[1]
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return clean, Credentials(unquote(parts.username or ""), unquote(parts.password))
+
+
+def credential_env(credentials: Credentials) -> dict[str, str]:
+    """Environment entries that make git answer its credential prompt with ``credentials``."""
+    return {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": "",
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": _HELPER,
+        _USER_ENV: credentials.username,
+        _PASSWORD_ENV: credentials.password,
+    }
 
 
 def git_env(base: Mapping[str, str]) -> dict[str, str]:
@@ -90,10 +146,19 @@ class GitResult:
 class Git:
     """Runs the git CLI with a timeout on every call; see the module docstring."""
 
-    def __init__(self, executable: str = "git", *, secret_url: str | None = None) -> None:
+    def __init__(
+        self,
+        executable: str = "git",
+        *,
+        secret_url: str | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self._executable = executable
         self._secret_url = secret_url
+        self._password = credentials.password if credentials else ""
         self._env = git_env(os.environ)
+        if credentials is not None:
+            self._env.update(credential_env(credentials))
 
     def run(
         self, args: Sequence[str], *, timeout: float, what: str, check: bool = True
@@ -107,9 +172,11 @@ class Git:
         return result
 
     def _redact(self, text: str) -> str:
-        if not self._secret_url:
-            return text
-        return text.replace(self._secret_url, redact_url(self._secret_url))
+        if self._secret_url:
+            text = text.replace(self._secret_url, redact_url(self._secret_url))
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
 
     def _invoke(self, args: Sequence[str], timeout: float) -> GitResult:
         proc = subprocess.Popen(

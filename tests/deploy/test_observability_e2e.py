@@ -169,7 +169,7 @@ class Box:
 
     def run(self, tier: str) -> dict[str, Any]:
         result = subprocess.run(
-            [*SCHEDCTL, "--config", str(self.config), "run", tier, "--runner", "local", "--json"],
+            [*SCHEDCTL, "--config", str(self.config), "run", tier, "--json"],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -246,7 +246,7 @@ class TestContainerConfig:
         assert kwargs["security_opt"] == ["no-new-privileges"]
         assert kwargs["read_only"] is True
         assert kwargs["privileged"] is False
-        assert kwargs["user"] == "1000:1000"
+        assert kwargs["user"] == "64000:64000"
         assert kwargs["network_mode"] == "none"
         assert kwargs["pids_limit"] == 512
         assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "2g"

@@ -6,7 +6,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from runners.base import RunSpec
+from runners.base import NONCE_ENV, RunSpec
 from scheduler.kernel.outcome import RunEnding, Termination
 from scheduler.run.hang import STACKS_DIR, gpu_snapshot_writer, hang_evidence, hang_pre_stop
 from scheduler.run.kinds import Finished, Prepared, RunContext
@@ -46,7 +46,7 @@ class PytestKind:
             details: dict[str, Any] = {}
             if result.termination is Termination.TIMEOUT:
                 details["hang_evidence"] = hang_evidence(ctx.run_dir)
-            parsed = load_results(spec.results_path, spec.junit_path)
+            parsed = load_results(spec.results_path, spec.junit_path, spec.env.get(NONCE_ENV))
             ending = RunEnding(
                 termination=result.termination,
                 exit_code=result.exit_code,

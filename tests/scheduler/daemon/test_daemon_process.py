@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -335,3 +336,25 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_systemd_unit_security_exposure(tmp_path: Path) -> None:
+    """`systemd-analyze security` rates the unit 2.0 or better, and it bounds descriptors."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    text = UNIT.read_text()
+    assert "\nLimitNOFILE=" in text
+    unit = tmp_path / "schedctl.service"
+    unit.write_text(
+        text.replace(
+            "ExecStart=/opt/schedctl/bin/schedctl", f"ExecStart={sys.executable} -m scheduler"
+        )
+    )
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert found is not None, result.stdout[-2000:] + result.stderr
+    assert float(found.group(1)) <= 2.0, result.stdout[-3000:]

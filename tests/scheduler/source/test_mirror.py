@@ -108,7 +108,7 @@ class TestRepoMode:
         with pytest.raises(SourceError) as info:
             make_source(tmp_path / "state", repo=url).resolve(None)
         assert "s3cret" not in str(info.value)
-        assert "https://***@127.0.0.1:9/project.git" in str(info.value)
+        assert "https://127.0.0.1:9/project.git" in str(info.value)  # the clean URL git keeps
 
     def test_changed_url_reclones(self, tmp_path: Path, history: History, upstream: Path) -> None:
         """Pointing the config at another repository replaces the mirror instead of mixing them."""
