@@ -14,7 +14,9 @@ progress live and a crash keeps what was written::
     {"type": "collection", "collected": int, "selected": int, "deselected": int, "errors": int}
     {"type": "test_start", "nodeid": str}
     {"type": "test", "nodeid": str, "outcome": str, "when": "setup" | "call" | "teardown",
-     "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None}
+     "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None,
+     "peak_rss_bytes": int | None, "start_rss_bytes": int | None, "rss_method": str | None,
+     "cuda_peak_bytes": int | None}
     {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
      "duration_s": float}
 
@@ -29,6 +31,19 @@ that passes and then fails in teardown is ``1 passed, 1 error`` to pytest and on
 Collection errors are counted in ``collect_errors``, not in ``counts``.
 
 If ``SCHEDCTL_JUNIT`` is set and the command line has no ``--junitxml``, JUnit XML is written there.
+
+Memory per test (setup, call and teardown together): ``peak_rss_bytes`` is the process's resident
+high-water mark during the test and ``start_rss_bytes`` the mark when it started, so the test's
+own peak is their difference. ``rss_method`` says how they were measured: ``vmhwm`` (Linux: the
+mark is reset to the current resident set through ``/proc/self/clear_refs`` before the test and
+``VmHWM`` read before and after, so an earlier, larger test does not hide a small one),
+``ru_maxrss`` (no clear_refs: the process-wide maximum before and after; the peak is ``null``
+unless the test raised it) or ``none``. ``cuda_peak_bytes``
+is torch's peak allocated CUDA memory, only when the tests already imported torch and initialised
+CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
+
+If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
+are deselected. Reruns of failed tests use it: node ids never reach the command line.
 """
 
 from __future__ import annotations
@@ -47,6 +62,8 @@ RESULTS_ENV = "SCHEDCTL_RESULTS"
 JUNIT_ENV = "SCHEDCTL_JUNIT"
 RECORDER_NAME = "schedctl-results-recorder"
 MARKERS_ATTR = "schedctl_markers"
+MEMORY_ATTR = "schedctl_memory"
+SELECT_ENV = "SCHEDCTL_SELECT"
 
 OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 LONGREPR_MAX_LINES = 15
@@ -109,6 +126,106 @@ def crash_message(report: pytest.TestReport) -> str | None:
     return lines[0] if lines else None
 
 
+def _maxrss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024
+
+
+class PeakMemory:
+    """The peak memory of this process during one test: RSS high-water mark, CUDA's when in use."""
+
+    def __init__(self, proc_self: str = "/proc/self") -> None:
+        self._clear_refs = proc_self + "/clear_refs"
+        self._status = proc_self + "/status"
+        self.method: str | None = None
+        self._start: int | None = None
+
+    def reset(self) -> None:
+        if self.method in (None, "vmhwm"):
+            try:
+                with open(self._clear_refs, "w") as fh:
+                    fh.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
+                self.method = "vmhwm"
+            except OSError:
+                self.method = "ru_maxrss"
+        if self.method == "vmhwm":
+            self._start = self._vmhwm()
+        if self.method == "ru_maxrss":
+            self._start = _maxrss_bytes()
+            if self._start is None:
+                self.method = "none"
+        cuda = _cuda_in_use()
+        if cuda is not None:
+            try:
+                cuda.reset_peak_memory_stats()
+            except Exception:  # noqa: BLE001 -- a broken CUDA state must not fail the test
+                pass
+
+    def read(self) -> dict[str, Any]:
+        peak: int | None = None
+        if self.method == "vmhwm":
+            peak = self._vmhwm()
+        elif self.method == "ru_maxrss":
+            after = _maxrss_bytes()
+            peak = after if after is not None and after > (self._start or 0) else None
+        cuda_peak: int | None = None
+        cuda = _cuda_in_use()
+        if cuda is not None:
+            try:
+                cuda_peak = int(cuda.max_memory_allocated())
+            except Exception:  # noqa: BLE001
+                cuda_peak = None
+        return {
+            "peak_rss_bytes": peak,
+            "start_rss_bytes": self._start,
+            "rss_method": self.method,
+            "cuda_peak_bytes": cuda_peak,
+        }
+
+    def _vmhwm(self) -> int | None:
+        try:
+            with open(self._status, encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
+
+def _cuda_in_use() -> Any:
+    """``torch.cuda`` when the tests imported torch and initialised CUDA; never imports torch."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None:
+        return None
+    try:
+        return cuda if cuda.is_initialized() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+MEMORY_KEY = pytest.StashKey[PeakMemory]()
+
+
+class Selection:
+    """Keeps only the items named in the ``SCHEDCTL_SELECT`` file (reruns of failed tests)."""
+
+    def __init__(self, nodeids: set[str]) -> None:
+        self.nodeids = nodeids
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        keep = [item for item in items if item.nodeid in self.nodeids]
+        dropped = [item for item in items if item.nodeid not in self.nodeids]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+
 @dataclass
 class ItemState:
     """The phase reports of one test item, folded into its single outcome."""
@@ -158,8 +275,10 @@ class ItemState:
         if outcome == "error" and "call" not in self.reports and "teardown" not in self.reports:
             longrepr = longrepr or "incomplete: the session ended before this test finished"
         markers: list[str] = []
+        memory: dict[str, Any] = {}
         for phase in self.reports.values():
             markers = list(getattr(phase, MARKERS_ATTR, markers))
+            memory = dict(getattr(phase, MEMORY_ATTR, None) or memory)
         return {
             "type": "test",
             "nodeid": self.nodeid,
@@ -169,6 +288,10 @@ class ItemState:
             "markers": markers,
             "longrepr": longrepr,
             "message": message,
+            "peak_rss_bytes": memory.get("peak_rss_bytes"),
+            "start_rss_bytes": memory.get("start_rss_bytes"),
+            "rss_method": memory.get("rss_method"),
+            "cuda_peak_bytes": memory.get("cuda_peak_bytes"),
         }
 
 
@@ -264,12 +387,27 @@ class ResultsRecorder:
         )
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, None]:
+    """Reset the memory high-water marks just before the test's setup."""
+    probe = item.config.stash.get(MEMORY_KEY, None)
+    if probe is not None:
+        probe.reset()
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
-    """Attach the item's marker names to each report (pytest-xdist ships them to the controller)."""
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Attach the item's marker names to each report and its peak memory to the teardown report
+    (pytest-xdist ships both to the controller)."""
     outcome = yield
     report = outcome.get_result()
     setattr(report, MARKERS_ATTR, marker_names(item))
+    probe = item.config.stash.get(MEMORY_KEY, None)
+    if probe is not None and call.when == "teardown":
+        setattr(report, MEMORY_ATTR, probe.read())
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -279,6 +417,16 @@ def is_xdist_worker(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Open the results file and wire JUnit XML; must run before junitxml's own configure."""
+    select = os.environ.get(SELECT_ENV)
+    if select:
+        try:
+            with open(select, encoding="utf-8") as fh:
+                nodeids = {line.rstrip("\n") for line in fh if line.strip()}
+        except OSError as exc:
+            raise pytest.UsageError(f"{SELECT_ENV}={select}: cannot read: {exc}") from exc
+        config.pluginmanager.register(Selection(nodeids), "schedctl-select")
+    if os.environ.get(RESULTS_ENV):
+        config.stash[MEMORY_KEY] = PeakMemory()  # workers measure; the controller writes
     if is_xdist_worker(config):
         return  # the controller writes; workers only forward their reports
     junit = os.environ.get(JUNIT_ENV)

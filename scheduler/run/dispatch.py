@@ -30,6 +30,7 @@ from scheduler.kernel.errors import (
     UnknownRefError,
     UsageError,
 )
+from scheduler.history.quarantine import active_quarantines
 from scheduler.kernel.events import EventBus, Listener, RunQueued, RunStarted
 from scheduler.kernel.outcome import Decision, Outcome, Stop, Termination, decide
 from scheduler.run.kinds import RunContext, kind_for
@@ -287,6 +288,7 @@ class Dispatcher:
                 runner=runner, workdir=workdir, run_dir=run_dir,
                 devices=tuple(lease.devices) if lease is not None else (), host=self.host,
                 markers=request.markers, timeout_s=request.timeout_s,
+                quarantined=active_quarantines(self.store.quarantine_list(), self.ledger.clock()),
             )  # fmt: skip
             prepared = kind_for(tier.kind).prepare(context)
             self.ledger.mark_running(run_id, **prepared.provenance)

@@ -9,6 +9,7 @@ one mixin per concern:
 - :mod:`.outbox_queries`: the alert outbox and its guarded transitions
 - :mod:`.alert_queries`: alert state and the alert recorder's atomic step
 - :mod:`.stats_queries`: the aggregates the metrics collectors read
+- :mod:`.history_queries`: per-test history (``test_daily``, attempts) and quarantine
 
 Plain data lives in :mod:`.records`; tables, indexes and migrations in :mod:`.schema`. The store
 persists and queries; it never interprets outcomes.
@@ -33,6 +34,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError
 from scheduler.store.alert_queries import AlertQueries, AlertStep, AlertTrackRow
+from scheduler.store.history_queries import (
+    AttemptRow,
+    HistoryQueries,
+    QuarantineRow,
+    TestSummaryRow,
+)
 from scheduler.store.lease_queries import LeaseQueries
 from scheduler.store.outbox_queries import (
     UNDELIVERED,
@@ -65,16 +72,19 @@ __all__ = [
     "UNDELIVERED",
     "ActiveRunExists",
     "AlertStep",
+    "AttemptRow",
     "AlertTrackRow",
     "LeaseRow",
     "OutboxEntry",
     "OutboxRow",
     "OutboxState",
+    "QuarantineRow",
     "RunRecord",
     "StatsReader",
     "Store",
     "TallyRow",
     "TestResultRow",
+    "TestSummaryRow",
     "alert_state",
     "alerts_outbox",
     "change_range",
@@ -90,7 +100,7 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 
 
-class Store(RunQueries, LeaseQueries, OutboxQueries, AlertQueries, StatsQueries):
+class Store(RunQueries, LeaseQueries, OutboxQueries, AlertQueries, StatsQueries, HistoryQueries):
     """The SQLite file under ``state_dir``; safe to share between threads and processes."""
 
     def __init__(self, path: Path) -> None:

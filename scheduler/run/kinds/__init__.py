@@ -33,6 +33,8 @@ class RunContext:
     host: str
     markers: str | None = None
     timeout_s: float | None = None
+    quarantined: frozenset[str] = frozenset()
+    """Node ids under an unexpired quarantine when the run started."""
 
     @property
     def effective_timeout_s(self) -> float:

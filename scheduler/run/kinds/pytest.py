@@ -1,18 +1,33 @@
-"""The pytest kind: one runner invocation of pytest with the results plugin."""
+"""The pytest kind: pytest with the results plugin, then reruns of the failed tests.
+
+With ``tiers.<t>.reruns: N`` the failed tests run again (only they, named in a file the plugin
+reads, never on the command line) in a fresh process of the same runner and image, up to N
+times, each attempt in its own directory under the run's; the run keeps every attempt. The
+outcome still comes from :func:`~scheduler.kernel.outcome.decide`, told which tests turned out
+flaky and which failing ones are quarantined.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
+from pathlib import Path
 
-from runners.base import RunSpec
-from scheduler.kernel.outcome import RunEnding
+from runners.base import RunResult, RunSpec
+from scheduler.history.owners import Owners
+from scheduler.kernel.outcome import RunEnding, Termination
 from scheduler.run.kinds import Finished, Prepared, RunContext
 from scheduler.run.ledger import Evidence
-from scheduler.run.results import load_results
+from scheduler.run.results import ParsedResults, load_results
+from scheduler.run.reruns import merge, rerunnable
 from scheduler.run.spec import build_pytest_spec
 
 LOG_HEAD_LINES = 200
 LOG_HEAD_BYTES = 64 * 1024
+SELECT_ENV = "SCHEDCTL_SELECT"
+SELECT_FILE = "select.txt"
+OWNED_OUTCOMES = ("failed", "error", "flaky")
 
 
 class PytestKind:
@@ -20,25 +35,28 @@ class PytestKind:
 
     def prepare(self, ctx: RunContext) -> Prepared:
         runner = ctx.runner
-        spec = build_pytest_spec(
-            ctx.config, ctx.tier, run_id=ctx.run_id, tier_name=ctx.tier_name,
-            markers=ctx.markers, timeout_s=ctx.timeout_s, workdir=ctx.workdir,
-            run_dir=ctx.run_dir, in_container=runner.in_container, devices=ctx.devices,
-            host=ctx.host,
-        )  # fmt: skip
+        spec = self._spec(ctx, ctx.run_dir)
 
         def execute(cancel: threading.Event) -> Finished:
+            started = time.monotonic()
             result = runner.run(spec, cancel)
-            parsed = load_results(spec.results_path, spec.junit_path)
+            first = load_results(spec.results_path, spec.junit_path)
+            reruns, last = self._rerun(ctx, first, result, cancel, started)
+            parsed = merge(first, reruns) if reruns else first
+            parsed = replace(
+                owned(parsed, ctx), quarantined=ctx.quarantined & {t.nodeid for t in parsed.failing}
+            )
             ending = RunEnding(
-                termination=result.termination,
+                termination=last.termination,
                 exit_code=result.exit_code,
-                message=result.message,
+                message=last.message,
                 session=parsed.session(result.exit_code),
                 log_lines=log_head(spec),
                 interpreter=spec.argv[0],
+                flaky_fails=ctx.tier.flaky_fails_tier,
             )
-            return Finished(ending, Evidence(result, parsed))
+            details = {"attempts": 1 + len(reruns)} if reruns else {}
+            return Finished(ending, Evidence(result, parsed, details))
 
         provenance = {
             "runner": runner.alias,
@@ -46,6 +64,73 @@ class PytestKind:
             "image": spec.image if runner.in_container else None,
         }
         return Prepared(provenance, execute)
+
+    def _spec(self, ctx: RunContext, run_dir: Path, timeout_s: float | None = None) -> RunSpec:
+        return build_pytest_spec(
+            ctx.config, ctx.tier, run_id=ctx.run_id, tier_name=ctx.tier_name,
+            markers=ctx.markers, timeout_s=ctx.timeout_s if timeout_s is None else timeout_s,
+            workdir=ctx.workdir, run_dir=run_dir, in_container=ctx.runner.in_container,
+            devices=ctx.devices, host=ctx.host,
+        )  # fmt: skip
+
+    def _rerun(
+        self,
+        ctx: RunContext,
+        first: ParsedResults,
+        result: RunResult,
+        cancel: threading.Event,
+        started: float,
+    ) -> tuple[list[ParsedResults], RunResult]:
+        """Rerun the failed tests while some fail and reruns are left; every attempt's results.
+
+        Only a first process that pytest finished with "tests failed" is rerun; a rerun that
+        does not end on its own (timeout, OOM, cancel) ends the run as it ended.
+        """
+        reruns: list[ParsedResults] = []
+        last = result
+        if (
+            not ctx.tier.reruns
+            or result.termination is not Termination.EXITED
+            or first.exitstatus != 1
+        ):
+            return reruns, last
+        current = first
+        for attempt in range(1, ctx.tier.reruns + 1):
+            failing = rerunnable(merge(first, reruns) if reruns else current)
+            remaining = ctx.effective_timeout_s - (time.monotonic() - started)
+            if not failing or cancel.is_set() or remaining <= 1:
+                break
+            attempt_dir = ctx.run_dir / f"attempt-{attempt}"
+            attempt_dir.mkdir(parents=True, exist_ok=True)
+            select = attempt_dir / SELECT_FILE
+            select.write_text("".join(f"{nodeid}\n" for nodeid in failing), encoding="utf-8")
+            spec = self._spec(ctx, attempt_dir, remaining)
+            spec = replace(spec, env={**spec.env, SELECT_ENV: str(select)})
+            last = ctx.runner.run(spec, cancel)
+            current = load_results(spec.results_path, spec.junit_path)
+            reruns.append(current)
+            if last.termination is not Termination.EXITED:
+                break
+        return reruns, last
+
+
+def owned(parsed: ParsedResults, ctx: RunContext) -> ParsedResults:
+    """Name the owners of the failing and flaky tests (CODEOWNERS at the run's commit, config)."""
+    targets = [t for t in parsed.tests if t.outcome in OWNED_OUTCOMES]
+    if not targets and not parsed.collect_errors:
+        return parsed
+    owners = Owners.load(ctx.workdir, ctx.config.owners)
+
+    tests = [
+        replace(t, owner=" ".join(owners.of_test(t.nodeid)) or None)
+        if t.outcome in OWNED_OUTCOMES
+        else t
+        for t in parsed.tests
+    ]
+    errors = [
+        replace(t, owner=" ".join(owners.of_test(t.nodeid)) or None) for t in parsed.collect_errors
+    ]
+    return replace(parsed, tests=tests, collect_errors=errors)
 
 
 def log_head(spec: RunSpec) -> list[str]:

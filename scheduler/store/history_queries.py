@@ -1,0 +1,314 @@
+"""Test history: per-test sums over days, one test's attempts, and quarantine rows.
+
+Fast at 1,000,000 results through the schema, not a cache: ``test_daily`` is written with the
+results (see :mod:`.daily`), and a test's attempts are read from ``ix_test_results_history``
+joined to ``runs`` by primary key. The store only reads and writes; which run outcomes count and
+what a flake is are decided in :mod:`scheduler.history`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from scheduler.store.base import QueryBase, aware
+from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
+from scheduler.store.schema import EVIDENCE_OUTCOMES, quarantine, runs, test_daily, test_results
+
+__all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow"]
+
+
+@dataclass(frozen=True)
+class TestSummaryRow:
+    """One test's sums over a window of days (final attempts of evidence runs)."""
+
+    __test__ = False
+
+    nodeid: str
+    runs: int
+    passed: int
+    failed: int
+    flaky: int
+    skipped: int
+    duration_sum: float
+    duration_max: float
+    peak_rss_max: int | None
+    first_at: datetime | None
+    last_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One attempt of one test in one run, with the run's commit."""
+
+    nodeid: str
+    run_id: int
+    tier: str
+    sha: str | None
+    finished_at: datetime | None
+    attempt: int
+    final: bool
+    outcome: str
+    duration_s: float
+    peak_rss_bytes: int | None = None
+    cuda_peak_bytes: int | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    nodeid: str
+    reason: str
+    created_at: datetime
+    owner: str | None = None
+    expires_at: datetime | None = None
+    expiry_alerted_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "reason": self.reason,
+            "owner": self.owner,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "expiry_alerted_at": (
+                self.expiry_alerted_at.isoformat() if self.expiry_alerted_at else None
+            ),
+        }
+
+
+_SUMMARY_COLUMNS = (
+    test_daily.c.nodeid,
+    sa.func.sum(test_daily.c.runs),
+    sa.func.sum(test_daily.c.passed),
+    sa.func.sum(test_daily.c.failed),
+    sa.func.sum(test_daily.c.flaky),
+    sa.func.sum(test_daily.c.skipped),
+    sa.func.sum(test_daily.c.duration_sum),
+    sa.func.max(test_daily.c.duration_max),
+    sa.func.max(test_daily.c.peak_rss_max),
+    sa.func.min(test_daily.c.first_at),
+    sa.func.max(test_daily.c.last_at),
+)
+
+_ATTEMPT_COLUMNS = (
+    test_results.c.nodeid,
+    test_results.c.run_id,
+    runs.c.tier,
+    runs.c.sha,
+    runs.c.finished_at,
+    test_results.c.attempt,
+    test_results.c.final,
+    test_results.c.outcome,
+    test_results.c.duration_s,
+    test_results.c.peak_rss_bytes,
+    test_results.c.cuda_peak_bytes,
+    test_results.c.owner,
+)
+
+
+def _summary(row: Any) -> TestSummaryRow:
+    return TestSummaryRow(
+        nodeid=str(row[0]),
+        runs=int(row[1] or 0),
+        passed=int(row[2] or 0),
+        failed=int(row[3] or 0),
+        flaky=int(row[4] or 0),
+        skipped=int(row[5] or 0),
+        duration_sum=float(row[6] or 0.0),
+        duration_max=float(row[7] or 0.0),
+        peak_rss_max=None if row[8] is None else int(row[8]),
+        first_at=aware(row[9]),
+        last_at=aware(row[10]),
+    )
+
+
+def _attempt(row: Any) -> AttemptRow:
+    return AttemptRow(
+        nodeid=str(row[0]),
+        run_id=int(row[1]),
+        tier=str(row[2]),
+        sha=row[3],
+        finished_at=aware(row[4]),
+        attempt=int(row[5] or 0),
+        final=bool(row[6]),
+        outcome=str(row[7]),
+        duration_s=float(row[8] or 0.0),
+        peak_rss_bytes=row[9],
+        cuda_peak_bytes=row[10],
+        owner=row[11],
+    )
+
+
+def _quarantine(row: Any) -> QuarantineRow:
+    return QuarantineRow(
+        nodeid=row["nodeid"],
+        reason=row["reason"],
+        created_at=aware(row["created_at"]),
+        owner=row["owner"],
+        expires_at=aware(row["expires_at"]),
+        expiry_alerted_at=aware(row["expiry_alerted_at"]),
+    )
+
+
+class HistoryQueries(QueryBase):
+    """``test_daily``, one test's attempts, ``quarantine``."""
+
+    def test_summaries(
+        self,
+        since_day: str,
+        tier: str | None = None,
+        nodeids: Sequence[str] | None = None,
+        *,
+        with_failures: bool = False,
+    ) -> list[TestSummaryRow]:
+        """Per test, the sums of ``test_daily`` from ``since_day`` (``YYYY-MM-DD``) on."""
+        query = sa.select(*_SUMMARY_COLUMNS).where(test_daily.c.day >= since_day)
+        if tier:
+            query = query.where(test_daily.c.tier == tier)
+        if nodeids is not None:
+            query = query.where(test_daily.c.nodeid.in_(list(nodeids)))
+        query = query.group_by(test_daily.c.nodeid)
+        if with_failures:
+            query = query.having(
+                sa.func.sum(test_daily.c.failed) + sa.func.sum(test_daily.c.flaky) > 0
+            )
+        with self.begin() as conn:
+            return [_summary(row) for row in conn.execute(query)]
+
+    def first_run_id_since(self, since: datetime) -> int:
+        """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
+        with self.begin() as conn:
+            found = conn.execute(
+                sa.select(runs.c.id).where(runs.c.queued_at >= since).order_by(runs.c.id).limit(1)
+            ).scalar()
+            if found is not None:
+                return int(found)
+            top = conn.execute(sa.select(sa.func.max(runs.c.id))).scalar()
+            return int(top or 0) + 1
+
+    def test_attempts(
+        self,
+        nodeids: Sequence[str],
+        *,
+        tier: str | None = None,
+        from_run_id: int = 0,
+        newest: int | None = None,
+        evidence_only: bool = True,
+    ) -> list[AttemptRow]:
+        """Attempts of ``nodeids`` in runs from ``from_run_id`` on, oldest first.
+
+        ``newest`` keeps only the newest that many attempts (one test: ``schedctl test``);
+        ``evidence_only`` drops runs whose outcome says nothing about their tests.
+        """
+        query = (
+            sa.select(*_ATTEMPT_COLUMNS)
+            .select_from(test_results.join(runs, runs.c.id == test_results.c.run_id))
+            .where(test_results.c.nodeid.in_(list(nodeids)), test_results.c.run_id >= from_run_id)
+        )
+        if tier:
+            query = query.where(runs.c.tier == tier)
+        if evidence_only:
+            query = query.where(runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+        if newest is not None:
+            query = query.order_by(
+                test_results.c.run_id.desc(), test_results.c.attempt.desc()
+            ).limit(newest)
+            with self.begin() as conn:
+                rows = [_attempt(row) for row in conn.execute(query)]
+            return rows[::-1]
+        query = query.order_by(
+            test_results.c.nodeid, test_results.c.run_id, test_results.c.attempt
+        )
+        with self.begin() as conn:
+            return [_attempt(row) for row in conn.execute(query)]
+
+    def recent_durations(
+        self, nodeid: str, *, tier: str | None, from_run_id: int, limit: int
+    ) -> list[float]:
+        """Durations of the test's newest ``limit`` final results from ``from_run_id`` on."""
+        query = (
+            sa.select(test_results.c.duration_s)
+            .select_from(test_results.join(runs, runs.c.id == test_results.c.run_id))
+            .where(
+                test_results.c.nodeid == nodeid,
+                test_results.c.run_id >= from_run_id,
+                test_results.c.final.is_(True),
+                runs.c.outcome.in_(EVIDENCE_OUTCOMES),
+                test_results.c.outcome.not_in(["skipped"]),
+            )
+            .order_by(test_results.c.run_id.desc())
+            .limit(limit)
+        )
+        if tier:
+            query = query.where(runs.c.tier == tier)
+        with self.begin() as conn:
+            return [float(v or 0.0) for v in conn.execute(query).scalars()]
+
+    # -- quarantine ----------------------------------------------------------------------------
+
+    def quarantine_add(self, row: QuarantineRow) -> None:
+        """Add or replace the quarantine of ``row.nodeid`` (a replaced one may alert again)."""
+        values = {
+            "nodeid": row.nodeid,
+            "reason": row.reason,
+            "owner": row.owner,
+            "created_at": row.created_at,
+            "expires_at": row.expires_at,
+            "expiry_alerted_at": None,
+        }
+        statement = sqlite_insert(quarantine).values(**values)
+        with self.begin() as conn:
+            conn.execute(statement.on_conflict_do_update(index_elements=["nodeid"], set_=values))
+
+    def quarantine_remove(self, nodeid: str) -> bool:
+        with self.begin() as conn:
+            return bool(
+                conn.execute(quarantine.delete().where(quarantine.c.nodeid == nodeid)).rowcount
+            )
+
+    def quarantine_list(self) -> list[QuarantineRow]:
+        with self.begin() as conn:
+            rows = conn.execute(sa.select(quarantine).order_by(quarantine.c.nodeid)).mappings()
+            return [_quarantine(r) for r in rows]
+
+    def quarantined(self, nodeids: Sequence[str], now: datetime) -> list[QuarantineRow]:
+        """The unexpired quarantines among ``nodeids``."""
+        if not nodeids:
+            return []
+        query = sa.select(quarantine).where(
+            quarantine.c.nodeid.in_(list(nodeids)),
+            sa.or_(quarantine.c.expires_at.is_(None), quarantine.c.expires_at > now),
+        )
+        with self.begin() as conn:
+            return [_quarantine(r) for r in conn.execute(query).mappings()]
+
+    def claim_expired_quarantines(
+        self, now: datetime, entries_for: Callable[[QuarantineRow], Sequence[OutboxEntry]]
+    ) -> list[QuarantineRow]:
+        """Mark each expired, not yet alerted quarantine as alerted and enqueue its alerts, in one
+        ``BEGIN IMMEDIATE`` transaction: two processes never alert the same expiry twice."""
+        claimed: list[QuarantineRow] = []
+        with self.begin(immediate=True) as conn:
+            rows = conn.execute(
+                sa.select(quarantine).where(
+                    quarantine.c.expires_at.is_not(None),
+                    quarantine.c.expires_at <= now,
+                    quarantine.c.expiry_alerted_at.is_(None),
+                )
+            ).mappings()
+            for row in [_quarantine(r) for r in rows]:
+                conn.execute(
+                    quarantine.update()
+                    .where(quarantine.c.nodeid == row.nodeid)
+                    .values(expiry_alerted_at=now)
+                )
+                for entry in entries_for(row):
+                    insert_outbox_entry(conn, entry, now)
+                claimed.append(row)
+        return claimed
