@@ -48,6 +48,7 @@ are deselected. Reruns of failed tests use it: node ids never reach the command 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -160,10 +161,9 @@ class PeakMemory:
                 self.method = "none"
         cuda = _cuda_in_use()
         if cuda is not None:
-            try:
+            # A broken CUDA state must not fail the test; the read then says None.
+            with contextlib.suppress(Exception):
                 cuda.reset_peak_memory_stats()
-            except Exception:  # noqa: BLE001 -- a broken CUDA state must not fail the test
-                pass
 
     def read(self) -> dict[str, Any]:
         peak: int | None = None
@@ -177,7 +177,7 @@ class PeakMemory:
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 cuda_peak = None
         return {
             "peak_rss_bytes": peak,
@@ -205,7 +205,7 @@ def _cuda_in_use() -> Any:
         return None
     try:
         return cuda if cuda.is_initialized() else None
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -218,7 +218,9 @@ class Selection:
     def __init__(self, nodeids: set[str]) -> None:
         self.nodeids = nodeids
 
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
         keep = [item for item in items if item.nodeid in self.nodeids]
         dropped = [item for item in items if item.nodeid not in self.nodeids]
         if dropped:

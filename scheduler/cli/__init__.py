@@ -42,6 +42,7 @@ def _register() -> None:
     from scheduler.cli.history import logs_command, runs_command, show_command
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
+    from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
 
     for command in (
         run_command,
@@ -54,6 +55,9 @@ def _register() -> None:
         status_command,
         alerts_group,
         cancel_command,
+        tests_command,
+        test_command,
+        quarantine_group,
     ):
         cli.add_command(command)
     try:

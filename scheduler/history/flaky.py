@@ -19,6 +19,7 @@ fail per pair of consecutive runs, above a threshold.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,11 +102,9 @@ def classify(nodeid: str, attempts: Sequence[AttemptRow]) -> Verdict:
     by_commit: dict[str, list[_Run]] = {}
     for run in runs:
         by_commit.setdefault(run.commit, []).append(run)
-    for commit, group in by_commit.items():
+    for group in by_commit.values():
         if any(r.passed for r in group) and any(r.failed for r in group):
-            evidence.append(
-                Evidence("same-commit", group[0].sha, tuple(r.run_id for r in group))
-            )
+            evidence.append(Evidence("same-commit", group[0].sha, tuple(r.run_id for r in group)))
             unexplained.update(r.run_id for r in group if r.failed)
     episodes = _new_episodes(runs)
     if len(episodes) >= MIN_EPISODES:
@@ -146,7 +145,7 @@ def flip_rate(attempts: Sequence[AttemptRow]) -> float:
     seq = [firsts[k] for k in sorted(firsts)]
     if len(seq) < 2:
         return 0.0
-    flips = sum(1 for x, y in zip(seq, seq[1:], strict=False) if x != y)
+    flips = sum(1 for x, y in itertools.pairwise(seq) if x != y)
     return flips / (len(seq) - 1)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# @user, @org/team or an e-mail address; anything else is dropped (it would reach alert text).
+OWNER_RE = re.compile(r"^(@[A-Za-z0-9][\w.-]*(/[\w.-]+)?|[\w.+-]+@[\w-]+(\.[\w-]+)+)$")
 CODEOWNERS_LOCATIONS = (".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS")
 MAX_CODEOWNERS_BYTES = 3 * 1024 * 1024  # GitHub ignores larger files too
 
@@ -75,7 +77,7 @@ def parse_codeowners(text: str) -> list[Rule]:
         # An unescaped " #" starts a trailing comment.
         line = re.split(r"(?<!\\)\s#", line, maxsplit=1)[0]
         parts = line.split()
-        pattern, owners = parts[0], tuple(p for p in parts[1:] if p.startswith("@") or "@" in p)
+        pattern, owners = parts[0], tuple(p for p in parts[1:] if OWNER_RE.match(p))
         rules.append(Rule(pattern, owners, compile_pattern(pattern)))
     return rules
 
@@ -97,9 +99,10 @@ class Owners:
     def load(cls, workdir: Path | None, mapping: Mapping[str, str | list[str]]) -> Owners:
         """Rules from ``mapping`` (the config's ``owners``) and the checkout's CODEOWNERS."""
         config_rules = [
-            Rule(p, tuple([o] if isinstance(o, str) else o), compile_pattern(p))
+            Rule(p, tuple(x for x in ([o] if isinstance(o, str) else o) if OWNER_RE.match(x)),
+                 compile_pattern(p))
             for p, o in mapping.items()
-        ]
+        ]  # fmt: skip
         return cls(config_rules, read_codeowners(workdir) if workdir is not None else [])
 
     def of_path(self, path: str) -> tuple[str, ...]:

@@ -271,8 +271,9 @@ def _forgiven(session: PytestSession, flaky_fails: bool) -> Decision | None:
         )
     parts = []
     if session.flaky:
-        parts.append(f"{len(session.flaky)} flaky (failed, then passed on rerun): "
-                     + _names(session.flaky))
+        parts.append(
+            f"{len(session.flaky)} flaky (failed, then passed on rerun): " + _names(session.flaky)
+        )
     if quarantined:
         parts.append(f"{len(quarantined)} quarantined failing: " + _names(quarantined))
     return Decision(Outcome.PASSED, "passed with " + "; ".join(parts))

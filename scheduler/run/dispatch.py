@@ -22,6 +22,7 @@ import structlog
 
 from runners.registry import RunnerFactory
 from scheduler.config import Config, TierConfig
+from scheduler.history.quarantine import active_quarantines
 from scheduler.kernel.errors import (
     GpuError,
     InfraError,
@@ -30,7 +31,6 @@ from scheduler.kernel.errors import (
     UnknownRefError,
     UsageError,
 )
-from scheduler.history.quarantine import active_quarantines
 from scheduler.kernel.events import EventBus, Listener, RunQueued, RunStarted
 from scheduler.kernel.outcome import Decision, Outcome, Stop, Termination, decide
 from scheduler.run.kinds import RunContext, kind_for

@@ -222,9 +222,7 @@ class HistoryQueries(QueryBase):
             with self.begin() as conn:
                 rows = [_attempt(row) for row in conn.execute(query)]
             return rows[::-1]
-        query = query.order_by(
-            test_results.c.nodeid, test_results.c.run_id, test_results.c.attempt
-        )
+        query = query.order_by(test_results.c.nodeid, test_results.c.run_id, test_results.c.attempt)
         with self.begin() as conn:
             return [_attempt(row) for row in conn.execute(query)]
 

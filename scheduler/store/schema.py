@@ -200,10 +200,11 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE test_results ADD COLUMN owner VARCHAR",
         "CREATE INDEX IF NOT EXISTS ix_test_results_history "
         "ON test_results (nodeid, run_id, final, attempt, outcome)",
-        "INSERT INTO test_daily (tier, nodeid, day, runs, passed, failed, flaky, skipped, "
+        "INSERT INTO test_daily (tier, nodeid, day, runs, passed, failed, flaky, skipped, "  # noqa: S608 -- our own enum values
         "duration_sum, duration_max, peak_rss_max, first_run_id, last_run_id, first_at, last_at) "
         "SELECT r.tier, t.nodeid, substr(coalesce(r.finished_at, r.queued_at), 1, 10), count(*), "
-        "sum(t.outcome IN ('passed', 'xfailed', 'xpassed')), sum(t.outcome IN ('failed', 'error')), "
+        "sum(t.outcome IN ('passed', 'xfailed', 'xpassed')), "
+        "sum(t.outcome IN ('failed', 'error')), "
         "sum(t.outcome = 'flaky'), sum(t.outcome = 'skipped'), sum(t.duration_s), "
         "max(t.duration_s), NULL, min(r.id), max(r.id), "
         "min(coalesce(r.finished_at, r.queued_at)), max(coalesce(r.finished_at, r.queued_at)) "

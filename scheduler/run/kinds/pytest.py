@@ -19,8 +19,8 @@ from scheduler.history.owners import Owners
 from scheduler.kernel.outcome import RunEnding, Termination
 from scheduler.run.kinds import Finished, Prepared, RunContext
 from scheduler.run.ledger import Evidence
-from scheduler.run.results import ParsedResults, load_results
 from scheduler.run.reruns import merge, rerunnable
+from scheduler.run.results import ParsedResults, load_results
 from scheduler.run.spec import build_pytest_spec
 
 LOG_HEAD_LINES = 200
