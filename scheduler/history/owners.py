@@ -4,7 +4,8 @@ GitHub's rules, as documented for CODEOWNERS: one ``pattern owner...`` per line,
 comment, and the *last* matching pattern wins (a matching line without owners means "no owner").
 Patterns follow gitignore: a leading ``/`` or a ``/`` inside anchors the pattern at the
 repository root, otherwise it matches at any depth; ``*`` stays within one path segment, ``**``
-crosses them; a pattern naming a directory owns everything below it. ``!`` and ``[...]`` are not
+crosses them; a pattern naming a directory owns everything below it, while one whose last
+segment has a wildcard (``docs/*``) matches only at that level. ``!`` and ``[...]`` are not
 supported by GitHub, so such lines never match. The file is looked up in ``.github/``, the root
 and ``docs/``, first found wins.
 """
@@ -64,7 +65,13 @@ def compile_pattern(pattern: str) -> re.Pattern[str] | None:
             out.append(re.escape(body[i]))
             i += 1
     prefix = "^" if anchored else "^(?:.*/)?"
-    suffix = "/.*$" if dir_only else "(?:/.*)?$"
+    last = body.rsplit("/", 1)[-1]
+    if dir_only:
+        suffix = "/.*$"
+    elif "*" in last and last != "**":
+        suffix = "$"  # GitHub: `docs/*` owns docs/a.md, not docs/deep/a.md
+    else:
+        suffix = "(?:/.*)?$"  # a name owns the directory of that name and everything below
     return re.compile(prefix + "".join(out) + suffix)
 
 
