@@ -137,28 +137,48 @@ def _maxrss_bytes() -> int | None:
 
 
 class PeakMemory:
-    """The peak memory of this process during one test: RSS high-water mark, CUDA's when in use."""
+    """The peak memory of this process during one test: RSS high-water mark, CUDA's when in use.
+
+    Cheap per test (a few microseconds): ``clear_refs`` and ``statm`` stay open and are read with
+    ``pread``; the mark is read through ``getrusage``, which reports the same high-water mark
+    ``clear_refs`` resets. Where it does not (the kernel kept a larger maximum elsewhere), the
+    mark is read from ``VmHWM`` in ``/proc/self/status`` instead (slower, same meaning).
+    """
 
     def __init__(self, proc_self: str = "/proc/self") -> None:
-        self._clear_refs = proc_self + "/clear_refs"
-        self._status = proc_self + "/status"
         self.method: str | None = None
         self._start: int | None = None
+        self._status = proc_self + "/status"
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._rusage_follows = True
+        try:
+            self._clear_fd: int | None = os.open(proc_self + "/clear_refs", os.O_WRONLY)
+            self._statm_fd: int | None = os.open(proc_self + "/statm", os.O_RDONLY)
+            self.method = "vmhwm"
+        except (OSError, AttributeError):
+            self._clear_fd = self._statm_fd = None
+            self.method = "ru_maxrss" if _maxrss_bytes() is not None else "none"
+
+    def close(self) -> None:
+        for fd in (self._clear_fd, self._statm_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._clear_fd = self._statm_fd = None
 
     def reset(self) -> None:
-        if self.method in (None, "vmhwm"):
-            try:
-                with open(self._clear_refs, "w") as fh:
-                    fh.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
-                self.method = "vmhwm"
-            except OSError:
-                self.method = "ru_maxrss"
         if self.method == "vmhwm":
-            self._start = self._vmhwm()
+            try:
+                os.write(self._clear_fd, b"5")  # type: ignore[arg-type]  # reset VmHWM to RSS
+                self._start = int(os.pread(self._statm_fd, 128, 0).split()[1]) * self._page  # type: ignore[arg-type]
+            except (OSError, ValueError, IndexError):
+                self.method = "ru_maxrss"
+            else:
+                mark = _maxrss_bytes()
+                # getrusage must now agree with the fresh mark, else read VmHWM itself.
+                self._rusage_follows = mark is not None and mark <= self._start + (1 << 20)
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
-            if self._start is None:
-                self.method = "none"
         cuda = _cuda_in_use()
         if cuda is not None:
             # A broken CUDA state must not fail the test; the read then says None.
@@ -168,7 +188,7 @@ class PeakMemory:
     def read(self) -> dict[str, Any]:
         peak: int | None = None
         if self.method == "vmhwm":
-            peak = self._vmhwm()
+            peak = _maxrss_bytes() if self._rusage_follows else self._vmhwm()
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
@@ -177,7 +197,7 @@ class PeakMemory:
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
-            except Exception:
+            except Exception:  # noqa: BLE001
                 cuda_peak = None
         return {
             "peak_rss_bytes": peak,
@@ -210,6 +230,7 @@ def _cuda_in_use() -> Any:
 
 
 MEMORY_KEY = pytest.StashKey[PeakMemory]()
+MARKERS_KEY = pytest.StashKey[list[str]]()
 
 
 class Selection:
@@ -297,10 +318,23 @@ class ItemState:
         }
 
 
+class _Utf8:
+    """Text in, one ``write(2)`` of UTF-8 bytes out (no buffer to flush)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        return self._raw.write(text.encode("utf-8", "replace")) or 0
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
 class ResultsRecorder:
     """Turns pytest's reports into JSON lines on ``stream``; registered as a plugin object."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | _Utf8) -> None:
         self._stream = stream
         self._pending: dict[str, ItemState] = {}
         self._counts = dict.fromkeys(OUTCOMES, 0)
@@ -311,8 +345,8 @@ class ResultsRecorder:
 
     def emit(self, record: dict[str, Any]) -> None:
         line = {"type": record.pop("type"), "ts": time.time(), **record}
+        # One unbuffered write per line: a tailing process sees it at once, a crash keeps it.
         self._stream.write(json.dumps(line, default=str) + "\n")
-        self._stream.flush()
 
     def pytest_sessionstart(self) -> None:
         self.emit(
@@ -389,13 +423,12 @@ class ResultsRecorder:
         )
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, None]:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """Reset the memory high-water marks just before the test's setup."""
     probe = item.config.stash.get(MEMORY_KEY, None)
     if probe is not None:
         probe.reset()
-    yield
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -406,7 +439,10 @@ def pytest_runtest_makereport(
     (pytest-xdist ships both to the controller)."""
     outcome = yield
     report = outcome.get_result()
-    setattr(report, MARKERS_ATTR, marker_names(item))
+    markers = item.stash.get(MARKERS_KEY, None)
+    if markers is None:
+        markers = item.stash[MARKERS_KEY] = marker_names(item)
+    setattr(report, MARKERS_ATTR, markers)
     probe = item.config.stash.get(MEMORY_KEY, None)
     if probe is not None and call.when == "teardown":
         setattr(report, MEMORY_ATTR, probe.read())
@@ -428,7 +464,9 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{SELECT_ENV}={select}: cannot read: {exc}") from exc
         config.pluginmanager.register(Selection(nodeids), "schedctl-select")
     if os.environ.get(RESULTS_ENV):
-        config.stash[MEMORY_KEY] = PeakMemory()  # workers measure; the controller writes
+        probe = PeakMemory()  # workers measure; the controller writes
+        config.stash[MEMORY_KEY] = probe
+        config.add_cleanup(probe.close)
     if is_xdist_worker(config):
         return  # the controller writes; workers only forward their reports
     junit = os.environ.get(JUNIT_ENV)
@@ -440,8 +478,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         directory = os.path.dirname(os.path.abspath(results))
         os.makedirs(directory, exist_ok=True)
-        stream = open(results, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        # O_APPEND, unbuffered: each line is one write(2), so lines from a crash stay whole.
+        stream = open(results, "ab", buffering=0)  # noqa: SIM115
     except OSError as exc:
         raise pytest.UsageError(f"{RESULTS_ENV}={results}: cannot open: {exc}") from exc
-    config.pluginmanager.register(ResultsRecorder(stream), RECORDER_NAME)
+    config.pluginmanager.register(ResultsRecorder(_Utf8(stream)), RECORDER_NAME)
     config.add_cleanup(stream.close)
