@@ -3,7 +3,8 @@ plugin writing its JSON lines and measuring each test's peak memory.
 
 Both are run as fresh pytest processes, interleaved, and the medians of their CPU time (user +
 system, from ``getrusage(RUSAGE_CHILDREN)``) compared: on a loaded shared machine wall time
-measures the neighbours, CPU time measures the plugin. Targets (issue 22): <= 0.2 ms added per test and <= 3 % of the suite's time.
+measures the neighbours, CPU time measures the plugin. Targets (issue 22): <= 0.2 ms added per
+test and <= 3 % of the suite's time.
 
     python bench/bench_plugin.py [-n 7] [--tests 1000] [--strict]
 """

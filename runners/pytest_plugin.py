@@ -197,7 +197,7 @@ class PeakMemory:
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 cuda_peak = None
         return {
             "peak_rss_bytes": peak,

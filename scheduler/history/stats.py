@@ -20,7 +20,7 @@ from scheduler.history.owners import Owners
 from scheduler.store import AttemptRow, Store, TestSummaryRow
 from scheduler.store.daily import day_of
 
-PERCENTILE_SAMPLE = 200
+PERCENTILE_SAMPLE = 100
 SORT_KEYS = ("duration", "memory", "fail-rate", "flaky")
 
 
@@ -147,19 +147,24 @@ class History:
             stats = [t for t in stats if t.verdict is not None and t.verdict.flaky]
         stats.sort(key=lambda t: t.nodeid)
         stats.sort(key=_sort_key(sort), reverse=True)
-        return [self._detailed(t, tier, first_run) for t in stats[:limit]]
+        return self._detailed(stats[:limit], tier, first_run)
 
-    def _detailed(self, stats: TestStats, tier: str | None, first_run: int) -> TestStats:
+    def _detailed(
+        self, shown: Sequence[TestStats], tier: str | None, first_run: int
+    ) -> list[TestStats]:
         durations = self.store.recent_durations(
-            stats.nodeid, tier=tier, from_run_id=first_run, limit=PERCENTILE_SAMPLE
+            [t.nodeid for t in shown], tier=tier, from_run_id=first_run, limit=PERCENTILE_SAMPLE
         )
-        return TestStats(
-            stats.summary,
-            stats.verdict,
-            owner=" ".join(self.owners.of_test(stats.nodeid)),
-            p50_s=percentile(durations, 50),
-            p90_s=percentile(durations, 90),
-        )
+        return [
+            TestStats(
+                t.summary,
+                t.verdict,
+                owner=" ".join(self.owners.of_test(t.nodeid)),
+                p50_s=percentile(durations[t.nodeid], 50),
+                p90_s=percentile(durations[t.nodeid], 90),
+            )
+            for t in shown
+        ]
 
     def test(
         self, nodeid: str, now: datetime, *, since_s: float, tier: str | None = None, last: int = 30
@@ -175,7 +180,7 @@ class History:
         stats = None
         if found:
             verdict = self.verdicts([nodeid], tier=tier, from_run_id=first_run)[nodeid]
-            stats = self._detailed(TestStats(found[0], verdict), tier, first_run)
+            stats = self._detailed([TestStats(found[0], verdict)], tier, first_run)[0]
         return {
             "nodeid": nodeid,
             "stats": stats.to_json() if stats else None,

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
@@ -92,16 +93,14 @@ _SUMMARY_COLUMNS = (
     sa.func.sum(test_daily.c.duration_sum),
     sa.func.max(test_daily.c.duration_max),
     sa.func.max(test_daily.c.peak_rss_max),
-    sa.func.min(test_daily.c.first_at),
-    sa.func.max(test_daily.c.last_at),
+    # As text: datetime.fromisoformat reads SQLite's stamps far faster than the column type.
+    sa.type_coerce(sa.func.min(test_daily.c.first_at), sa.String),
+    sa.type_coerce(sa.func.max(test_daily.c.last_at), sa.String),
 )
 
-_ATTEMPT_COLUMNS = (
+_RESULT_COLUMNS = (
     test_results.c.nodeid,
     test_results.c.run_id,
-    runs.c.tier,
-    runs.c.sha,
-    runs.c.finished_at,
     test_results.c.attempt,
     test_results.c.final,
     test_results.c.outcome,
@@ -123,26 +122,44 @@ def _summary(row: Any) -> TestSummaryRow:
         duration_sum=float(row[6] or 0.0),
         duration_max=float(row[7] or 0.0),
         peak_rss_max=None if row[8] is None else int(row[8]),
-        first_at=aware(row[9]),
-        last_at=aware(row[10]),
+        first_at=_stamp(row[9]),
+        last_at=_stamp(row[10]),
     )
 
 
-def _attempt(row: Any) -> AttemptRow:
+def _stamp(text: str | None) -> datetime | None:
+    return aware(datetime.fromisoformat(text)) if text else None
+
+
+def _attempt(row: Any, run: tuple[str, str | None, datetime | None]) -> AttemptRow:
     return AttemptRow(
         nodeid=str(row[0]),
         run_id=int(row[1]),
-        tier=str(row[2]),
-        sha=row[3],
-        finished_at=aware(row[4]),
-        attempt=int(row[5] or 0),
-        final=bool(row[6]),
-        outcome=str(row[7]),
-        duration_s=float(row[8] or 0.0),
-        peak_rss_bytes=row[9],
-        cuda_peak_bytes=row[10],
-        owner=row[11],
+        tier=run[0],
+        sha=run[1],
+        finished_at=run[2],
+        attempt=int(row[2] or 0),
+        final=bool(row[3]),
+        outcome=str(row[4]),
+        duration_s=float(row[5] or 0.0),
+        peak_rss_bytes=row[6],
+        cuda_peak_bytes=row[7],
+        owner=row[8],
     )
+
+
+def _runs_of(
+    conn: Connection, from_run_id: int, tier: str | None, evidence_only: bool
+) -> dict[int, tuple[str, str | None, datetime | None]]:
+    """``{run id: (tier, sha, finished_at)}`` of the runs from ``from_run_id`` on."""
+    query = sa.select(runs.c.id, runs.c.tier, runs.c.sha, runs.c.finished_at).where(
+        runs.c.id >= from_run_id
+    )
+    if tier:
+        query = query.where(runs.c.tier == tier)
+    if evidence_only:
+        query = query.where(runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+    return {int(r[0]): (str(r[1]), r[2], aware(r[3])) for r in conn.execute(query)}
 
 
 def _quarantine(row: Any) -> QuarantineRow:
@@ -204,49 +221,52 @@ class HistoryQueries(QueryBase):
         """Attempts of ``nodeids`` in runs from ``from_run_id`` on, oldest first.
 
         ``newest`` keeps only the newest that many attempts (one test: ``schedctl test``);
-        ``evidence_only`` drops runs whose outcome says nothing about their tests.
+        ``evidence_only`` drops runs whose outcome says nothing about their tests. The runs of
+        the window are read first and joined here: SQLite would otherwise walk every result of
+        every run instead of the few tests' rows in ``ix_test_results_history``.
         """
-        query = (
-            sa.select(*_ATTEMPT_COLUMNS)
-            .select_from(test_results.join(runs, runs.c.id == test_results.c.run_id))
-            .where(test_results.c.nodeid.in_(list(nodeids)), test_results.c.run_id >= from_run_id)
+        query = sa.select(*_RESULT_COLUMNS).where(
+            test_results.c.nodeid.in_(list(nodeids)), test_results.c.run_id >= from_run_id
         )
-        if tier:
-            query = query.where(runs.c.tier == tier)
-        if evidence_only:
-            query = query.where(runs.c.outcome.in_(EVIDENCE_OUTCOMES))
         if newest is not None:
             query = query.order_by(
                 test_results.c.run_id.desc(), test_results.c.attempt.desc()
             ).limit(newest)
-            with self.begin() as conn:
-                rows = [_attempt(row) for row in conn.execute(query)]
-            return rows[::-1]
-        query = query.order_by(test_results.c.nodeid, test_results.c.run_id, test_results.c.attempt)
+        else:
+            query = query.order_by(
+                test_results.c.nodeid, test_results.c.run_id, test_results.c.attempt
+            )
         with self.begin() as conn:
-            return [_attempt(row) for row in conn.execute(query)]
+            found = list(conn.execute(query))
+            if newest is not None:
+                found.reverse()
+            window = _runs_of(conn, min((r[1] for r in found), default=from_run_id), tier,
+                              evidence_only)  # fmt: skip
+        return [_attempt(r, window[r[1]]) for r in found if r[1] in window]
 
     def recent_durations(
-        self, nodeid: str, *, tier: str | None, from_run_id: int, limit: int
-    ) -> list[float]:
-        """Durations of the test's newest ``limit`` final results from ``from_run_id`` on."""
+        self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int, limit: int
+    ) -> dict[str, list[float]]:
+        """Per test, the durations of its newest ``limit`` final results from ``from_run_id`` on
+        (runs whose outcome is test evidence, skips left out), in one transaction."""
         query = (
-            sa.select(test_results.c.duration_s)
-            .select_from(test_results.join(runs, runs.c.id == test_results.c.run_id))
+            sa.select(test_results.c.run_id, test_results.c.duration_s)
             .where(
-                test_results.c.nodeid == nodeid,
+                test_results.c.nodeid == sa.bindparam("nodeid"),
                 test_results.c.run_id >= from_run_id,
                 test_results.c.final.is_(True),
-                runs.c.outcome.in_(EVIDENCE_OUTCOMES),
-                test_results.c.outcome.not_in(["skipped"]),
+                test_results.c.outcome != "skipped",
             )
             .order_by(test_results.c.run_id.desc())
             .limit(limit)
         )
-        if tier:
-            query = query.where(runs.c.tier == tier)
+        out: dict[str, list[float]] = {}
         with self.begin() as conn:
-            return [float(v or 0.0) for v in conn.execute(query).scalars()]
+            window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+            for nodeid in nodeids:
+                rows = conn.execute(query, {"nodeid": nodeid})
+                out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
+        return out
 
     # -- quarantine ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     conn.executescript(SCHEMA_V2.read_text())
     for run_id, outcome in ((1, "passed"), (2, "failed"), (3, "timeout")):
         conn.execute(
-            "INSERT INTO runs (id, tier, kind, \"trigger\", outcome, reason, source, gpus, argv, "
+            'INSERT INTO runs (id, tier, kind, "trigger", outcome, reason, source, gpus, argv, '
             "counts, details, queued_at, finished_at) VALUES (?, 'hourly', 'pytest', 'manual', ?, "
             "'', '{}', '[]', '[]', '{}', '{}', '2026-03-01 10:00:00', '2026-03-01 11:00:00')",
             (run_id, outcome),
