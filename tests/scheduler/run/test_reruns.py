@@ -180,3 +180,53 @@ def test_torchrun_tier_rejects_reruns(tmp_path: Path) -> None:
             },
             source="config.yaml",
         )
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_rerun_in_a_fresh_container_of_the_same_image(tmp_path: Path) -> None:
+    """With the docker runner the rerun is a second container of the same image, selecting the
+    failed test through the remapped select file; both attempts are stored."""
+    import uuid
+
+    import docker
+
+    from runners.docker import DEFAULT_IMAGE, DockerRunner
+    from tests.conftest import require
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+        client.images.get(DEFAULT_IMAGE)
+    except Exception as exc:
+        require(False, f"Docker engine or {DEFAULT_IMAGE} not available ({exc})")
+    root = tmp_path / "project"
+    (root / "tests").mkdir(parents=True)
+    (root / "tests" / "test_c.py").write_text(
+        "def test_broken():\n    assert False\n\ndef test_fine():\n    pass\n"
+    )
+    config = config_from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "runner": "docker",
+            "project": {"path": str(root)},
+            "tiers": {"hourly": tier(markers=None, reruns=1)},
+        },
+        source=str(tmp_path / "config.yaml"),
+        base_dir=tmp_path,
+    )
+    runner = DockerRunner(client, instance=f"t{uuid.uuid4().hex[:8]}")
+    store = Store(config.db_path)
+    try:
+        dispatcher = Dispatcher(config, store, RunnerFactory({"docker": runner}))
+        record = dispatcher.run(RunRequest("hourly"))
+    finally:
+        runner.close()
+    assert record.outcome is Outcome.FAILED, record.reason
+    attempts = store.test_results_for(record.id, attempts=True)
+    assert sorted((a.nodeid.rsplit("::", 1)[-1], a.attempt) for a in attempts) == [
+        ("test_broken", 0),
+        ("test_broken", 1),
+        ("test_fine", 0),
+    ]
+    assert {a.rss_method for a in attempts} == {"vmhwm"}, "clear_refs works in the container"
