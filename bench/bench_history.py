@@ -14,6 +14,7 @@ Target (issue 22): every query <= 100 ms at p99 (``--strict`` exits 1 when one i
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -67,14 +68,20 @@ def fill(store: Store, tests: int, runs: int, seed: int) -> float:
     return time.monotonic() - started
 
 
-def timed(fn: Callable[[], object], reps: int) -> tuple[float, float]:
-    samples = []
+def timed(fn: Callable[[], object], reps: int) -> tuple[float, float, float]:
+    """Wall p50, wall p99 and CPU p99 in ms. CPU time (this process) is what the query costs;
+    on a shared, loaded machine wall time also measures the neighbours."""
+    fn()  # first call: SQLite page cache and compiled statements, as any long-lived process has
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(0.99 * len(samples)))]
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    wall.sort()
+    cpu.sort()
+    p99 = min(len(wall) - 1, int(0.99 * len(wall)))
+    return statistics.median(wall), wall[p99], cpu[p99]
 
 
 def main() -> int:
@@ -84,10 +91,13 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--db", type=Path, help="keep the store here; reuse it when it exists")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "schedctl.db")
-        fill_s = fill(store, args.tests, args.runs, args.seed)
+        path = args.db or Path(tmp) / "schedctl.db"
+        reuse = path.exists()
+        store = Store(path)
+        fill_s = 0.0 if reuse else fill(store, args.tests, args.runs, args.seed)
         now = START + timedelta(hours=args.runs)
         history = History(store)
         month = 30 * 86400.0
@@ -105,16 +115,19 @@ def main() -> int:
             ),
         }
         results = {name: timed(fn, args.reps) for name, fn in queries.items()}
-        size_mb = (Path(tmp) / "schedctl.db").stat().st_size / 2**20
+        size_mb = path.stat().st_size / 2**20
     shape = f"{args.tests} tests x {args.runs} runs"
     print(f"store: {args.tests * args.runs:,} test results ({shape}), "
-          f"filled through Store.finish_run in {fill_s:.0f} s, {size_mb:.0f} MiB")  # fmt: skip
-    print(f"{'query':32}{'p50 ms':>10}{'p99 ms':>10}   target p99 <= {TARGET_P99_MS:.0f} ms")
+          f"filled through Store.finish_run in {fill_s:.0f} s, {size_mb:.0f} MiB"
+          + (" (reused)" if reuse else ""))  # fmt: skip
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'query':30}{'wall p50':>10}{'wall p99':>10}{'CPU p99':>10}   "
+          f"target p99 <= {TARGET_P99_MS:.0f} ms (wall)")  # fmt: skip
     ok = True
-    for name, (p50, p99) in results.items():
+    for name, (p50, p99, cpu99) in results.items():
         met = p99 <= TARGET_P99_MS
         ok = ok and met
-        print(f"{name:32}{p50:>10.1f}{p99:>10.1f}   {'OK' if met else 'MISSED'}")
+        print(f"{name:30}{p50:>10.1f}{p99:>10.1f}{cpu99:>10.1f}   {'OK' if met else 'MISSED'}")
     return 1 if args.strict and not ok else 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
-from scheduler.store.schema import EVIDENCE_OUTCOMES, quarantine, runs, test_daily, test_results
+from scheduler.store.schema import EVIDENCE_OUTCOMES, quarantine, runs
 
 __all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow"]
 
@@ -43,9 +43,9 @@ class TestSummaryRow:
     last_at: datetime | None
 
 
-@dataclass(frozen=True)
-class AttemptRow:
-    """One attempt of one test in one run, with the run's commit."""
+class AttemptRow(NamedTuple):
+    """One attempt of one test in one run, with the run's commit (a tuple: thousands are read
+    per query)."""
 
     nodeid: str
     run_id: int
@@ -83,34 +83,6 @@ class QuarantineRow:
         }
 
 
-_SUMMARY_COLUMNS = (
-    test_daily.c.nodeid,
-    sa.func.sum(test_daily.c.runs),
-    sa.func.sum(test_daily.c.passed),
-    sa.func.sum(test_daily.c.failed),
-    sa.func.sum(test_daily.c.flaky),
-    sa.func.sum(test_daily.c.skipped),
-    sa.func.sum(test_daily.c.duration_sum),
-    sa.func.max(test_daily.c.duration_max),
-    sa.func.max(test_daily.c.peak_rss_max),
-    # As text: datetime.fromisoformat reads SQLite's stamps far faster than the column type.
-    sa.type_coerce(sa.func.min(test_daily.c.first_at), sa.String),
-    sa.type_coerce(sa.func.max(test_daily.c.last_at), sa.String),
-)
-
-_RESULT_COLUMNS = (
-    test_results.c.nodeid,
-    test_results.c.run_id,
-    test_results.c.attempt,
-    test_results.c.final,
-    test_results.c.outcome,
-    test_results.c.duration_s,
-    test_results.c.peak_rss_bytes,
-    test_results.c.cuda_peak_bytes,
-    test_results.c.owner,
-)
-
-
 def _summary(row: Any) -> TestSummaryRow:
     return TestSummaryRow(
         nodeid=str(row[0]),
@@ -131,35 +103,21 @@ def _stamp(text: str | None) -> datetime | None:
     return aware(datetime.fromisoformat(text)) if text else None
 
 
-def _attempt(row: Any, run: tuple[str, str | None, datetime | None]) -> AttemptRow:
-    return AttemptRow(
-        nodeid=str(row[0]),
-        run_id=int(row[1]),
-        tier=run[0],
-        sha=run[1],
-        finished_at=run[2],
-        attempt=int(row[2] or 0),
-        final=bool(row[3]),
-        outcome=str(row[4]),
-        duration_s=float(row[5] or 0.0),
-        peak_rss_bytes=row[6],
-        cuda_peak_bytes=row[7],
-        owner=row[8],
-    )
-
-
 def _runs_of(
     conn: Connection, from_run_id: int, tier: str | None, evidence_only: bool
 ) -> dict[int, tuple[str, str | None, datetime | None]]:
     """``{run id: (tier, sha, finished_at)}`` of the runs from ``from_run_id`` on."""
-    query = sa.select(runs.c.id, runs.c.tier, runs.c.sha, runs.c.finished_at).where(
-        runs.c.id >= from_run_id
-    )
+    sql = "SELECT id, tier, sha, finished_at, outcome FROM runs WHERE id >= ?"
+    params: list[Any] = [from_run_id]
     if tier:
-        query = query.where(runs.c.tier == tier)
-    if evidence_only:
-        query = query.where(runs.c.outcome.in_(EVIDENCE_OUTCOMES))
-    return {int(r[0]): (str(r[1]), r[2], aware(r[3])) for r in conn.execute(query)}
+        sql += " AND tier = ?"
+        params.append(tier)
+    evidence = set(EVIDENCE_OUTCOMES)
+    return {
+        int(r[0]): (str(r[1]), r[2], _stamp(r[3]))
+        for r in conn.exec_driver_sql(sql, tuple(params))
+        if not evidence_only or r[4] in evidence
+    }
 
 
 def _quarantine(row: Any) -> QuarantineRow:
@@ -185,18 +143,23 @@ class HistoryQueries(QueryBase):
         with_failures: bool = False,
     ) -> list[TestSummaryRow]:
         """Per test, the sums of ``test_daily`` from ``since_day`` (``YYYY-MM-DD``) on."""
-        query = sa.select(*_SUMMARY_COLUMNS).where(test_daily.c.day >= since_day)
+        sql = (
+            "SELECT nodeid, sum(runs), sum(passed), sum(failed), sum(flaky), sum(skipped), "
+            "sum(duration_sum), max(duration_max), max(peak_rss_max), min(first_at), "
+            "max(last_at) FROM test_daily WHERE day >= ?"
+        )
+        params: list[Any] = [since_day]
         if tier:
-            query = query.where(test_daily.c.tier == tier)
+            sql += " AND tier = ?"
+            params.append(tier)
         if nodeids is not None:
-            query = query.where(test_daily.c.nodeid.in_(list(nodeids)))
-        query = query.group_by(test_daily.c.nodeid)
+            sql += f" AND nodeid IN ({', '.join('?' * len(nodeids))})"
+            params += list(nodeids)
+        sql += " GROUP BY nodeid"
         if with_failures:
-            query = query.having(
-                sa.func.sum(test_daily.c.failed) + sa.func.sum(test_daily.c.flaky) > 0
-            )
+            sql += " HAVING sum(failed) + sum(flaky) > 0"
         with self.begin() as conn:
-            return [_summary(row) for row in conn.execute(query)]
+            return [_summary(row) for row in conn.exec_driver_sql(sql, tuple(params))]
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
@@ -223,48 +186,52 @@ class HistoryQueries(QueryBase):
         ``newest`` keeps only the newest that many attempts (one test: ``schedctl test``);
         ``evidence_only`` drops runs whose outcome says nothing about their tests. The runs of
         the window are read first and joined here: SQLite would otherwise walk every result of
-        every run instead of the few tests' rows in ``ix_test_results_history``.
+        every run instead of the few tests' rows in ``ix_test_results_history``. Rows come
+        through the driver's own cursor: this query returns thousands of rows per call.
         """
-        query = sa.select(*_RESULT_COLUMNS).where(
-            test_results.c.nodeid.in_(list(nodeids)), test_results.c.run_id >= from_run_id
+        if not nodeids:
+            return []
+        marks = ", ".join("?" * len(nodeids))
+        sql = (
+            "SELECT nodeid, run_id, attempt, final, outcome, duration_s, peak_rss_bytes, "  # noqa: S608 -- placeholders only
+            f"cuda_peak_bytes, owner FROM test_results WHERE nodeid IN ({marks}) AND run_id >= ?"
         )
+        params: list[Any] = [*nodeids, from_run_id]
         if newest is not None:
-            query = query.order_by(
-                test_results.c.run_id.desc(), test_results.c.attempt.desc()
-            ).limit(newest)
+            sql += " ORDER BY run_id DESC, attempt DESC LIMIT ?"
+            params.append(newest)
         else:
-            query = query.order_by(
-                test_results.c.nodeid, test_results.c.run_id, test_results.c.attempt
-            )
+            sql += " ORDER BY nodeid, run_id, attempt"
         with self.begin() as conn:
-            found = list(conn.execute(query))
+            found = list(conn.exec_driver_sql(sql, tuple(params)))
             if newest is not None:
                 found.reverse()
-            window = _runs_of(conn, min((r[1] for r in found), default=from_run_id), tier,
-                              evidence_only)  # fmt: skip
-        return [_attempt(r, window[r[1]]) for r in found if r[1] in window]
+            first = min((r[1] for r in found), default=from_run_id)
+            window = _runs_of(conn, first, tier, evidence_only)
+        out: list[AttemptRow] = []
+        for r in found:
+            run = window.get(r[1])
+            if run is not None:
+                out.append(
+                    AttemptRow(r[0], r[1], run[0], run[1], run[2], r[2] or 0, bool(r[3]), r[4],
+                               r[5] or 0.0, r[6], r[7], r[8])
+                )  # fmt: skip
+        return out
 
     def recent_durations(
         self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int, limit: int
     ) -> dict[str, list[float]]:
         """Per test, the durations of its newest ``limit`` final results from ``from_run_id`` on
         (runs whose outcome is test evidence, skips left out), in one transaction."""
-        query = (
-            sa.select(test_results.c.run_id, test_results.c.duration_s)
-            .where(
-                test_results.c.nodeid == sa.bindparam("nodeid"),
-                test_results.c.run_id >= from_run_id,
-                test_results.c.final.is_(True),
-                test_results.c.outcome != "skipped",
-            )
-            .order_by(test_results.c.run_id.desc())
-            .limit(limit)
+        sql = (
+            "SELECT run_id, duration_s FROM test_results WHERE nodeid = ? AND run_id >= ? "
+            "AND final AND outcome != 'skipped' ORDER BY run_id DESC LIMIT ?"
         )
         out: dict[str, list[float]] = {}
         with self.begin() as conn:
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
             for nodeid in nodeids:
-                rows = conn.execute(query, {"nodeid": nodeid})
+                rows = conn.exec_driver_sql(sql, (nodeid, from_run_id, limit))
                 out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
         return out
 

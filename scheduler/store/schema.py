@@ -114,6 +114,7 @@ test_daily = sa.Table(
     sa.Column("first_at", sa.DateTime(timezone=True)),
     sa.Column("last_at", sa.DateTime(timezone=True)),
     sa.Index("ix_test_daily_day", "day", "tier"),
+    sa.Index("ix_test_daily_nodeid", "nodeid", "day"),
 )
 
 quarantine = sa.Table(
