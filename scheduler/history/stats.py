@@ -124,7 +124,7 @@ class History:
         if not nodeids:
             return {}
         grouped: dict[str, list[AttemptRow]] = {n: [] for n in nodeids}
-        for row in self.store.test_attempts(nodeids, tier=tier, from_run_id=from_run_id):
+        for row in self.store.test_attempts(nodeids, tier=tier, from_run_id=from_run_id, lean=True):
             grouped[row.nodeid].append(row)
         return {n: classify(n, rows) for n, rows in grouped.items()}
 

@@ -59,7 +59,7 @@ def add_to_daily(
     new = insert.excluded
     table = test_daily.c
     upsert = insert.on_conflict_do_update(
-        index_elements=["tier", "nodeid", "day"],
+        index_elements=["nodeid", "day", "tier"],
         set_={
             "runs": table.runs + new.runs,
             "passed": table.passed + new.passed,

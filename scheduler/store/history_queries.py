@@ -180,28 +180,38 @@ class HistoryQueries(QueryBase):
         from_run_id: int = 0,
         newest: int | None = None,
         evidence_only: bool = True,
+        lean: bool = False,
     ) -> list[AttemptRow]:
-        """Attempts of ``nodeids`` in runs from ``from_run_id`` on, oldest first.
+        """Attempts of ``nodeids`` in runs from ``from_run_id`` on (grouped by test, not sorted;
+        oldest first with ``newest``).
 
         ``newest`` keeps only the newest that many attempts (one test: ``schedctl test``);
         ``evidence_only`` drops runs whose outcome says nothing about their tests. The runs of
         the window are read first and joined here: SQLite would otherwise walk every result of
         every run instead of the few tests' rows in ``ix_test_results_history``. Rows come
         through the driver's own cursor: this query returns thousands of rows per call.
+        ``lean`` reads only what a verdict needs (outcomes), from that index alone; duration,
+        memory and owner are then left empty.
         """
         if not nodeids:
             return []
         marks = ", ".join("?" * len(nodeids))
+        columns = (
+            "nodeid, run_id, attempt, final, outcome, 0.0, NULL, NULL, NULL"
+            if lean
+            else "nodeid, run_id, attempt, final, outcome, duration_s, peak_rss_bytes, "
+            "cuda_peak_bytes, owner"
+        )
         sql = (
-            "SELECT nodeid, run_id, attempt, final, outcome, duration_s, peak_rss_bytes, "  # noqa: S608 -- placeholders only
-            f"cuda_peak_bytes, owner FROM test_results WHERE nodeid IN ({marks}) AND run_id >= ?"
+            f"SELECT {columns} FROM test_results "  # noqa: S608 -- placeholders only
+            f"WHERE nodeid IN ({marks}) AND run_id >= ?"
         )
         params: list[Any] = [*nodeids, from_run_id]
         if newest is not None:
             sql += " ORDER BY run_id DESC, attempt DESC LIMIT ?"
             params.append(newest)
-        else:
-            sql += " ORDER BY nodeid, run_id, attempt"
+        # Otherwise rows come in the index's order, by test then run (callers sort what they
+        # need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
         with self.begin() as conn:
             found = list(conn.exec_driver_sql(sql, tuple(params)))
             if newest is not None:

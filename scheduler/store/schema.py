@@ -98,9 +98,11 @@ test_results = sa.Table(
 test_daily = sa.Table(
     "test_daily",
     metadata,
-    sa.Column("tier", sa.String, primary_key=True),
+    # Clustered on (nodeid, day): `schedctl tests` groups by test and reads each test's days in
+    # key order, with no lookups and no sort.
     sa.Column("nodeid", sa.String, primary_key=True),
     sa.Column("day", sa.String, primary_key=True),
+    sa.Column("tier", sa.String, primary_key=True),
     sa.Column("runs", sa.Integer, nullable=False, default=0),
     sa.Column("passed", sa.Integer, nullable=False, default=0),
     sa.Column("failed", sa.Integer, nullable=False, default=0),
@@ -113,8 +115,7 @@ test_daily = sa.Table(
     sa.Column("last_run_id", sa.Integer, nullable=False),
     sa.Column("first_at", sa.DateTime(timezone=True)),
     sa.Column("last_at", sa.DateTime(timezone=True)),
-    sa.Index("ix_test_daily_day", "day", "tier"),
-    sa.Index("ix_test_daily_nodeid", "nodeid", "day"),
+    sqlite_with_rowid=False,
 )
 
 quarantine = sa.Table(
