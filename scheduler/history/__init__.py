@@ -4,8 +4,9 @@
   config's ``owners`` map)
 - :mod:`.flaky`: flaky verdicts with their evidence, from history alone (and a flip-rate baseline)
 - :mod:`.stats`: per-test statistics for ``schedctl tests`` / ``schedctl test``
-- :mod:`.quarantine`: quarantines and their expiry alerts
-- :mod:`.attempts`: merging a run's reruns into each test's final outcome
+- :mod:`.quarantine`: quarantines (their expiry alerts: :mod:`scheduler.alerts.quarantine`)
+
+Reruns themselves belong to the run: :mod:`scheduler.run.reruns`.
 
 The store reads and writes the rows (:mod:`scheduler.store.history_queries`); the rules live here.
 """
