@@ -14,7 +14,9 @@ progress live and a crash keeps what was written::
     {"type": "collection", "collected": int, "selected": int, "deselected": int, "errors": int}
     {"type": "test_start", "nodeid": str}
     {"type": "test", "nodeid": str, "outcome": str, "when": "setup" | "call" | "teardown",
-     "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None}
+     "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None,
+     "peak_rss_bytes": int | None, "start_rss_bytes": int | None, "rss_method": str | None,
+     "cuda_peak_bytes": int | None}
     {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
      "duration_s": float}
 
@@ -38,10 +40,24 @@ in (the hanging test's among them).
 If ``SCHEDCTL_NONCE`` is set, every line carries ``"nonce": <it>`` and the variable is removed
 from ``os.environ`` once read, so the tests (and what they start) do not inherit it: lines a
 test appends to the file on its own lack it, and schedctl ignores (and counts) them.
+
+Memory per test (setup, call and teardown together): ``peak_rss_bytes`` is the process's resident
+high-water mark during the test and ``start_rss_bytes`` the mark when it started, so the test's
+own peak is their difference. ``rss_method`` says how they were measured: ``vmhwm`` (Linux: the
+mark is reset to the current resident set through ``/proc/self/clear_refs`` before the test and
+``VmHWM`` read before and after, so an earlier, larger test does not hide a small one),
+``ru_maxrss`` (no clear_refs: the process-wide maximum before and after; the peak is ``null``
+unless the test raised it) or ``none``. ``cuda_peak_bytes``
+is torch's peak allocated CUDA memory, only when the tests already imported torch and initialised
+CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
+
+If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
+are deselected. Reruns of failed tests use it: node ids never reach the command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -60,6 +76,8 @@ JUNIT_ENV = "SCHEDCTL_JUNIT"
 NONCE_ENV = "SCHEDCTL_NONCE"
 RECORDER_NAME = "schedctl-results-recorder"
 MARKERS_ATTR = "schedctl_markers"
+MEMORY_ATTR = "schedctl_memory"
+SELECT_ENV = "SCHEDCTL_SELECT"
 
 OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 LONGREPR_MAX_LINES = 15
@@ -122,6 +140,128 @@ def crash_message(report: pytest.TestReport) -> str | None:
     return lines[0] if lines else None
 
 
+def _maxrss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024
+
+
+class PeakMemory:
+    """The peak memory of this process during one test: RSS high-water mark, CUDA's when in use.
+
+    Cheap per test (a few microseconds): ``clear_refs`` and ``statm`` stay open and are read with
+    ``pread``; the mark is read through ``getrusage``, which reports the same high-water mark
+    ``clear_refs`` resets. Where it does not (the kernel kept a larger maximum elsewhere), the
+    mark is read from ``VmHWM`` in ``/proc/self/status`` instead (slower, same meaning).
+    """
+
+    def __init__(self, proc_self: str = "/proc/self") -> None:
+        self.method: str | None = None
+        self._start: int | None = None
+        self._status = proc_self + "/status"
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._rusage_follows = True
+        try:
+            self._clear_fd: int | None = os.open(proc_self + "/clear_refs", os.O_WRONLY)
+            self._statm_fd: int | None = os.open(proc_self + "/statm", os.O_RDONLY)
+            self.method = "vmhwm"
+        except (OSError, AttributeError):
+            self._clear_fd = self._statm_fd = None
+            self.method = "ru_maxrss" if _maxrss_bytes() is not None else "none"
+
+    def close(self) -> None:
+        for fd in (self._clear_fd, self._statm_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._clear_fd = self._statm_fd = None
+
+    def reset(self) -> None:
+        if self.method == "vmhwm":
+            try:
+                os.write(self._clear_fd, b"5")  # type: ignore[arg-type]  # reset VmHWM to RSS
+                self._start = int(os.pread(self._statm_fd, 128, 0).split()[1]) * self._page  # type: ignore[arg-type]
+            except (OSError, ValueError, IndexError):
+                self.method = "ru_maxrss"
+            else:
+                mark = _maxrss_bytes()
+                # getrusage must now agree with the fresh mark, else read VmHWM itself.
+                self._rusage_follows = mark is not None and mark <= self._start + (1 << 20)
+        if self.method == "ru_maxrss":
+            self._start = _maxrss_bytes()
+        cuda = _cuda_in_use()
+        if cuda is not None:
+            # A broken CUDA state must not fail the test; the read then says None.
+            with contextlib.suppress(Exception):
+                cuda.reset_peak_memory_stats()
+
+    def read(self) -> dict[str, Any]:
+        peak: int | None = None
+        if self.method == "vmhwm":
+            peak = _maxrss_bytes() if self._rusage_follows else self._vmhwm()
+        elif self.method == "ru_maxrss":
+            after = _maxrss_bytes()
+            peak = after if after is not None and after > (self._start or 0) else None
+        cuda_peak: int | None = None
+        cuda = _cuda_in_use()
+        if cuda is not None:
+            try:
+                cuda_peak = int(cuda.max_memory_allocated())
+            except Exception:
+                cuda_peak = None
+        return {
+            "peak_rss_bytes": peak,
+            "start_rss_bytes": self._start,
+            "rss_method": self.method,
+            "cuda_peak_bytes": cuda_peak,
+        }
+
+    def _vmhwm(self) -> int | None:
+        try:
+            with open(self._status, encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
+
+def _cuda_in_use() -> Any:
+    """``torch.cuda`` when the tests imported torch and initialised CUDA; never imports torch."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is None:
+        return None
+    try:
+        return cuda if cuda.is_initialized() else None
+    except Exception:
+        return None
+
+
+MEMORY_KEY = pytest.StashKey[PeakMemory]()
+MARKERS_KEY = pytest.StashKey[list[str]]()
+
+
+class Selection:
+    """Keeps only the items named in the ``SCHEDCTL_SELECT`` file (reruns of failed tests)."""
+
+    def __init__(self, nodeids: set[str]) -> None:
+        self.nodeids = nodeids
+
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        keep = [item for item in items if item.nodeid in self.nodeids]
+        dropped = [item for item in items if item.nodeid not in self.nodeids]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+
 @dataclass
 class ItemState:
     """The phase reports of one test item, folded into its single outcome."""
@@ -171,8 +311,10 @@ class ItemState:
         if outcome == "error" and "call" not in self.reports and "teardown" not in self.reports:
             longrepr = longrepr or "incomplete: the session ended before this test finished"
         markers: list[str] = []
+        memory: dict[str, Any] = {}
         for phase in self.reports.values():
             markers = list(getattr(phase, MARKERS_ATTR, markers))
+            memory = dict(getattr(phase, MEMORY_ATTR, None) or memory)
         return {
             "type": "test",
             "nodeid": self.nodeid,
@@ -182,13 +324,30 @@ class ItemState:
             "markers": markers,
             "longrepr": longrepr,
             "message": message,
+            "peak_rss_bytes": memory.get("peak_rss_bytes"),
+            "start_rss_bytes": memory.get("start_rss_bytes"),
+            "rss_method": memory.get("rss_method"),
+            "cuda_peak_bytes": memory.get("cuda_peak_bytes"),
         }
+
+
+class _Utf8:
+    """Text in, one ``write(2)`` of UTF-8 bytes out (no buffer to flush)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        return self._raw.write(text.encode("utf-8", "replace")) or 0
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
 
 
 class ResultsRecorder:
     """Turns pytest's reports into JSON lines on ``stream``; registered as a plugin object."""
 
-    def __init__(self, stream: IO[str], nonce: str | None = None) -> None:
+    def __init__(self, stream: IO[str] | _Utf8, nonce: str | None = None) -> None:
         self._stream = stream
         self._nonce = nonce
         self._pending: dict[str, ItemState] = {}
@@ -200,10 +359,10 @@ class ResultsRecorder:
 
     def emit(self, record: dict[str, Any]) -> None:
         line = {"type": record.pop("type"), "ts": time.time(), **record}
+        # One unbuffered write per line: a tailing process sees it at once, a crash keeps it.
         if self._nonce:
             line["nonce"] = self._nonce
         self._stream.write(json.dumps(line, default=str) + "\n")
-        self._stream.flush()
 
     def pytest_sessionstart(self) -> None:
         self.emit(
@@ -280,12 +439,29 @@ class ResultsRecorder:
         )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Reset the memory high-water marks just before the test's setup."""
+    probe = item.config.stash.get(MEMORY_KEY, None)
+    if probe is not None:
+        probe.reset()
+
+
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
-    """Attach the item's marker names to each report (pytest-xdist ships them to the controller)."""
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Attach the item's marker names to each report and its peak memory to the teardown report
+    (pytest-xdist ships both to the controller)."""
     outcome = yield
     report = outcome.get_result()
-    setattr(report, MARKERS_ATTR, marker_names(item))
+    markers = item.stash.get(MARKERS_KEY, None)
+    if markers is None:
+        markers = item.stash[MARKERS_KEY] = marker_names(item)
+    setattr(report, MARKERS_ATTR, markers)
+    probe = item.config.stash.get(MEMORY_KEY, None)
+    if probe is not None and call.when == "teardown":
+        setattr(report, MEMORY_ATTR, probe.read())
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -318,6 +494,18 @@ def register_stacks(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Open the results file and wire JUnit XML; must run before junitxml's own configure."""
     register_stacks(config)
+    select = os.environ.get(SELECT_ENV)
+    if select:
+        try:
+            with open(select, encoding="utf-8") as fh:
+                nodeids = {line.rstrip("\n") for line in fh if line.strip()}
+        except OSError as exc:
+            raise pytest.UsageError(f"{SELECT_ENV}={select}: cannot read: {exc}") from exc
+        config.pluginmanager.register(Selection(nodeids), "schedctl-select")
+    if os.environ.get(RESULTS_ENV):
+        probe = PeakMemory()  # workers measure; the controller writes
+        config.stash[MEMORY_KEY] = probe
+        config.add_cleanup(probe.close)
     if is_xdist_worker(config):
         return  # the controller writes; workers only forward their reports
     junit = os.environ.get(JUNIT_ENV)
@@ -330,8 +518,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         directory = os.path.dirname(os.path.abspath(results))
         os.makedirs(directory, exist_ok=True)
-        stream = open(results, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        # O_APPEND, unbuffered: each line is one write(2), so lines from a crash stay whole.
+        stream = open(results, "ab", buffering=0)  # noqa: SIM115
     except OSError as exc:
         raise pytest.UsageError(f"{RESULTS_ENV}={results}: cannot open: {exc}") from exc
-    config.pluginmanager.register(ResultsRecorder(stream, nonce), RECORDER_NAME)
+    config.pluginmanager.register(ResultsRecorder(_Utf8(stream), nonce), RECORDER_NAME)
     config.add_cleanup(stream.close)

@@ -201,6 +201,12 @@ class TierConfig(_Model):
     misfire_grace: Timeout = 600.0
     max_catchup: int = Field(default=1, ge=0, le=1000)
     torchrun: TorchrunConfig | None = None
+    reruns: int = Field(
+        default=0, ge=0, le=10, description="Rerun failed tests up to N times (pytest tiers)"
+    )
+    flaky_fails_tier: bool = Field(
+        default=False, description="A test that failed, then passed on a rerun, fails the run"
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -230,6 +236,14 @@ class TierConfig(_Model):
         if isinstance(value, int) and not 0 <= value <= 1024:
             raise ValueError("gpus must be 0..1024 or 'all'")
         return value
+
+    @model_validator(mode="after")
+    def _no_blind_reruns(self) -> TierConfig:
+        if self.kind == "torchrun" and self.reruns:
+            raise ValueError(
+                "reruns: torchrun tiers are never rerun (a hang or a rank failure is evidence)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _nproc_fits_gpus(self) -> TierConfig:
@@ -472,6 +486,10 @@ class Config(_Model):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     images: dict[str, ImageRecipe] = Field(
         default_factory=dict, description="test images; a tier's image: '@NAME' uses NAME's"
+    )
+    owners: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="Test path pattern (CODEOWNERS syntax) -> owner(s); before CODEOWNERS",
     )
     source_file: Path | None = Field(default=None, exclude=True)
 

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 import structlog
 
+from scheduler.alerts.quarantine import QuarantineExpiry
 from scheduler.alerts.recorder import AlertRecorder, ChangesFn
 from scheduler.alerts.retry import Backoff
 from scheduler.alerts.rules import RulePolicy
@@ -65,6 +66,7 @@ class Alerting:
     recorder: AlertRecorder
     worker: DeliveryWorker
     sinks: SinkSet
+    expiry: QuarantineExpiry | None = None
 
 
 def build_sinks(
@@ -240,4 +242,7 @@ def build_alerting(
         clock=clock,
         on_enqueued=worker.wake,
     )
-    return Alerting(recorder=recorder, worker=worker, sinks=sinks)
+    expiry = QuarantineExpiry(
+        store, sinks.sinks, public_url=alerts.public_url, clock=clock, on_enqueued=worker.wake
+    )
+    return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry)

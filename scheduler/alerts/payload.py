@@ -33,6 +33,8 @@ class FailingTest:
     nodeid: str
     outcome: str
     first_line: str = ""
+    owner: str = ""
+    """Space-separated owners (``@org/team``, ``@user``, e-mail) from CODEOWNERS or config."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,15 @@ class Alert:
             return _HEADLINES[FailureClass(self.failure_class)]
         except ValueError:
             return self.failure_class
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """The owners of the failing tests, each once, in order of appearance."""
+        seen: dict[str, None] = {}
+        for test in self.run.failing:
+            for owner in test.owner.split():
+                seen.setdefault(owner)
+        return tuple(seen)
 
     @property
     def title(self) -> str:

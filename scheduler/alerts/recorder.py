@@ -187,7 +187,7 @@ class AlertRecorder:
             ]
             total = len(rows)
             failing = [
-                FailingTest(t.nodeid, t.outcome, first_error_line(t.message))
+                FailingTest(t.nodeid, t.outcome, first_error_line(t.message), t.owner or "")
                 for t in rows[:MAX_FAILING]
             ]
         green = self.store.last_green(record.tier, before_id=record.id)

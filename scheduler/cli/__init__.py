@@ -50,6 +50,7 @@ def _register() -> None:
     from scheduler.cli.image_cmd import image_group
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
+    from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
 
     for command in (
         run_command,
@@ -63,6 +64,9 @@ def _register() -> None:
         alerts_group,
         cancel_command,
         image_group,
+        tests_command,
+        test_command,
+        quarantine_group,
     ):
         cli.add_command(command)
     try:

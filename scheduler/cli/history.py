@@ -74,7 +74,8 @@ def changes_since_green(app: AppContext, record: RunRecord, green: RunRecord | N
 
 
 def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
-    tests = app.store.test_results_for(record.id)
+    tests = app.store.test_results_for(record.id, attempts=True)
+    quarantined = {q.nodeid: q for q in app.store.quarantine_list()}
     payload = record.to_json()
     payload["tests"] = [
         {
@@ -83,8 +84,17 @@ def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
             "duration_s": t.duration_s,
             "markers": t.markers,
             "message": t.message,
+            "attempt": t.attempt,
+            "final": t.final,
+            "peak_rss_bytes": t.peak_rss_bytes,
+            "cuda_peak_bytes": t.cuda_peak_bytes,
+            "owner": t.owner,
+            "quarantined": t.nodeid in quarantined,
         }
         for t in tests
+    ]
+    payload["quarantine"] = [
+        quarantined[n].to_json() for n in sorted({t.nodeid for t in tests} & set(quarantined))
     ]
     green = app.store.last_green(record.tier, before_id=record.id)
     payload["last_green_run_id"] = green.id if green else None
@@ -186,14 +196,26 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
             out.print(line("  ", change))
     tests = payload["tests"]
     if tests:
-        table = Table("outcome", "duration", "test")
-        ordered = sorted(tests, key=lambda t: (t["outcome"] not in FAILING, t["nodeid"]))
+        table = Table("outcome", "duration", "test", "note")
+        ordered = sorted(
+            tests, key=lambda t: (t["outcome"] not in FAILING, t["nodeid"], t["attempt"])
+        )
         for t in ordered:
             duration = f"{t['duration_s'] or 0:.2f}s"
-            table.add_row(line(t["outcome"]), line(duration), line(t["nodeid"]))
+            note = [f"attempt {t['attempt']}" if t["attempt"] or not t["final"] else ""]
+            note += ["quarantined" if t["quarantined"] else "", t["owner"] or ""]
+            table.add_row(
+                line(t["outcome"]),
+                line(duration),
+                line(t["nodeid"]),
+                line(" ".join(filter(None, note))),
+            )
         out.print(table)
+        for q in payload["quarantine"]:
+            until = f" (owner {q['owner'] or '-'}, expires {q['expires_at'] or 'never'})"
+            out.print(line("quarantined: ", (q["nodeid"], "yellow"), " — ", q["reason"], until))
         for t in ordered:
-            if t["outcome"] in FAILING and t["message"]:
+            if t["outcome"] in FAILING and t["message"] and t["final"]:
                 out.print(line((t["nodeid"], "red"), "\n", t["message"], "\n"))
 
 

@@ -204,6 +204,8 @@ def _print_result(summary: dict[str, Any]) -> None:
     out = console()
     counts = summary["counts"]
     parts = [f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped")]
+    if counts.get("flaky"):
+        parts.append(f"{counts['flaky']} flaky")
     run_id = summary["run_id"]
     out.print(
         line(

@@ -87,6 +87,8 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
     )
     if alerting is not None:
         dispatcher.add_listener(alerting.recorder)
+        if alerting.expiry is not None:
+            dispatcher.add_listener(alerting.expiry)
         alerting.worker.on_result = metrics.alert_sent
         services.append(alerting.worker)
         services.append(CatchUp(alerting.recorder))

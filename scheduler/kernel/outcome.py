@@ -45,6 +45,15 @@ class Outcome(str, enum.Enum):
         return self in INFRA_OUTCOMES
 
     @property
+    def is_test_evidence(self) -> bool:
+        """Whether the run's per-test results count in test history (pass rates, flakiness).
+
+        A run killed as a whole (timeout, OOM) or stopped by infrastructure says nothing about
+        its tests: the test that was running when it died did not fail on its own.
+        """
+        return self in (Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, Outcome.NO_TESTS)
+
+    @property
     def is_test_failure(self) -> bool:
         return self in (
             Outcome.FAILED,
@@ -126,6 +135,10 @@ class PytestSession:
     """The session record's per-outcome counts (``None``: it gave none, e.g. JUnit)."""
     seen_counts: Mapping[str, int] | None = None
     """Per-outcome counts of the test lines actually seen."""
+    flaky: Sequence[str] = ()
+    """Tests that failed and then passed on a rerun in the same run (no longer in ``failing``)."""
+    quarantined: Sequence[str] = ()
+    """Those of ``failing`` under quarantine: recorded, but they do not fail the run."""
 
 
 class VerdictLike(Protocol):
@@ -167,6 +180,8 @@ class RunEnding:
     """With ``Termination.SCHEDULER``: the batch scheduler's job state (Slurm: ``TIMEOUT``,
     ``OUT_OF_MEMORY``, ``NODE_FAIL``, ``PREEMPTED``, ``CANCELLED`` by someone else, ``PENDING``
     past the GPU wait, ...); ``message`` carries the scheduler's reason."""
+    flaky_fails: bool = False
+    """The tier's ``flaky_fails_tier``: a flaky test fails the run (default: it passes)."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +250,7 @@ def decide(ending: RunEnding | Stop, detail: str = "") -> Decision:
             Outcome.ERROR,
             f"pytest ended before finishing its session ({_exit_text(ending.exit_code)}){running}",
         )
-    return _from_session(session, ending.exit_code)
+    return _from_session(session, ending.exit_code, ending.flaky_fails)
 
 
 _SCHEDULER_STATES: dict[str, tuple[Outcome, str]] = {
@@ -266,7 +281,7 @@ def _by_scheduler_state(ending: RunEnding) -> Decision:
     return Decision(outcome, _clip(reason))
 
 
-def _from_session(session: PytestSession, exit_code: int | None) -> Decision:
+def _from_session(session: PytestSession, exit_code: int | None, flaky_fails: bool) -> Decision:
     status = session.exitstatus
     if status != exit_code:
         return Decision(
@@ -288,10 +303,17 @@ def _from_session(session: PytestSession, exit_code: int | None) -> Decision:
             "pytest exited 0 but the results record failing tests: "
             + ", ".join([*session.collect_errors, *session.failing][:3]),
         )
+    if outcome is Outcome.FAILED and not session.collect_errors:
+        forgiven = _forgiven(session, flaky_fails)
+        if forgiven is not None:
+            return forgiven
     if outcome is Outcome.FAILED and session.failing:
-        names = ", ".join(session.failing[:3])
-        more = f" (+{len(session.failing) - 3} more)" if len(session.failing) > 3 else ""
-        reason = f"{len(session.failing)} failing: {names}{more}"
+        blocking = [n for n in session.failing if n not in session.quarantined] or list(
+            session.failing
+        )
+        reason = f"{len(blocking)} failing: {_names(blocking)}"
+        if len(blocking) < len(session.failing):
+            reason += f"; {len(session.failing) - len(blocking)} quarantined"
     elif outcome is Outcome.ERROR and session.collect_errors:
         reason = f"collection error in {session.collect_errors[0]}"
     return Decision(outcome, reason)
@@ -309,6 +331,32 @@ def _count_mismatch(session: PytestSession) -> str:
         if reported.get(k, 0) != seen.get(k, 0)
     ]
     return "; ".join(diffs)
+
+
+def _forgiven(session: PytestSession, flaky_fails: bool) -> Decision | None:
+    """pytest exited 1, but every failure was a flake (passed on rerun) or is quarantined."""
+    quarantined = [n for n in session.failing if n in session.quarantined]
+    if len(quarantined) < len(session.failing) or not (session.failing or session.flaky):
+        return None
+    if session.flaky and flaky_fails:
+        return Decision(
+            Outcome.FAILED,
+            f"{len(session.flaky)} flaky (failed, then passed on rerun; flaky_fails_tier): "
+            + _names(session.flaky),
+        )
+    parts = []
+    if session.flaky:
+        parts.append(
+            f"{len(session.flaky)} flaky (failed, then passed on rerun): " + _names(session.flaky)
+        )
+    if quarantined:
+        parts.append(f"{len(quarantined)} quarantined failing: " + _names(quarantined))
+    return Decision(Outcome.PASSED, "passed with " + "; ".join(parts))
+
+
+def _names(nodeids: Sequence[str]) -> str:
+    more = f" (+{len(nodeids) - 3} more)" if len(nodeids) > 3 else ""
+    return ", ".join(nodeids[:3]) + more
 
 
 def _by_exit_code(code: int | None) -> Decision:

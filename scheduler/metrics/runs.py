@@ -28,7 +28,7 @@ log = structlog.get_logger("schedctl.metrics")
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200)
 KNOWN_TRIGGERS = ("schedule", "manual")
-TEST_OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+TEST_OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed", "flaky")
 _NOT_EXECUTED = frozenset({Outcome.MISSED, Outcome.SKIPPED_OVERLAP})
 _FINAL = [o for o in Outcome if o.is_final]
 

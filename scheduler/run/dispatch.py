@@ -23,6 +23,7 @@ import structlog
 
 from runners.registry import RunnerFactory, instance_of
 from scheduler.config import Config, TierConfig
+from scheduler.history.quarantine import active_quarantines
 from scheduler.images.catalog import image_ref, resolve_image
 from scheduler.kernel.errors import (
     GpuError,
@@ -331,6 +332,7 @@ class Dispatcher:
                 devices=tuple(lease.devices) if lease is not None else (), host=self.host,
                 markers=request.markers, timeout_s=request.timeout_s,
                 gpu_snapshot=self._gpu_snapshot(lease),
+                quarantined=active_quarantines(self.store.quarantine_list(), self.ledger.clock()),
             )  # fmt: skip
             prepared = kind_for(tier.kind).prepare(context)
             self.ledger.mark_running(run_id, **prepared.provenance)

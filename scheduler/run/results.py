@@ -18,7 +18,7 @@ from scheduler.kernel.outcome import PytestSession
 from scheduler.store.engine import TestResultRow
 
 MESSAGE_LIMIT = 8000
-COUNT_KEYS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+COUNT_KEYS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed", "flaky")
 
 
 def empty_counts() -> dict[str, int]:
@@ -41,10 +41,14 @@ class ParsedResults:
     """Lines without the run's nonce: written by something other than the results plugin."""
     reported_counts: dict[str, int] | None = None
     """The session line's own per-outcome counts, to hold against the test lines seen."""
+    quarantined: frozenset[str] = frozenset()
+    """Failing tests under quarantine: recorded, but they do not fail the tier."""
 
     @property
     def failing(self) -> list[TestResultRow]:
-        return [t for t in self.tests if t.outcome in ("failed", "error")] + self.collect_errors
+        return [
+            t for t in self.tests if t.final and t.outcome in ("failed", "error")
+        ] + self.collect_errors
 
     def session(self, exit_code: int | None) -> PytestSession:
         """The session record the outcome decision weighs.
@@ -53,26 +57,41 @@ class ParsedResults:
         plugin's lines are missing) counts as a session that ended with the process's exit code.
         """
         junit = self.source == "junit"
+        failing = [t.nodeid for t in self.tests if t.final and t.outcome in ("failed", "error")]
         return PytestSession(
             started=self.started or junit,
             exitstatus=exit_code if junit else self.exitstatus,
-            failing=[t.nodeid for t in self.tests if t.outcome in ("failed", "error")],
+            failing=failing,
             collect_errors=[t.nodeid for t in self.collect_errors],
             running=self.running,
             reported_counts=self.reported_counts,
             seen_counts=dict(self.counts),
+            flaky=[t.nodeid for t in self.tests if t.final and t.outcome == "flaky"],
+            quarantined=[n for n in failing if n in self.quarantined],
         )
 
 
 def test_row(record: dict[str, Any]) -> TestResultRow:
     markers = record.get("markers") or []
+    peak, start = _bytes(record.get("peak_rss_bytes")), _bytes(record.get("start_rss_bytes"))
+    method = record.get("rss_method")
     return TestResultRow(
         nodeid=str(record.get("nodeid", "?")),
         outcome=str(record.get("outcome", "error")),
         duration_s=_number(record.get("duration_s")),
         markers=",".join(map(str, markers)) if isinstance(markers, list) else str(markers),
         message=_text(record.get("longrepr")),
+        peak_rss_bytes=max(peak - (start or 0), 0) if peak is not None else None,
+        rss_method=method[:16] if isinstance(method, str) else None,
+        cuda_peak_bytes=_bytes(record.get("cuda_peak_bytes")),
     )
+
+
+def _bytes(value: Any) -> int | None:
+    """A byte count the test process wrote: a non-negative int below 2**53, else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    return None
 
 
 def _text(value: Any) -> str | None:

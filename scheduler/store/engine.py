@@ -11,6 +11,7 @@ one mixin per concern:
 - :mod:`.outbox_queries`: the alert outbox and its guarded transitions
 - :mod:`.alert_queries`: alert state and the alert recorder's atomic step
 - :mod:`.stats_queries`: the aggregates the metrics collectors read
+- :mod:`.history_queries`: per-test history (``test_daily``, attempts) and quarantine
 
 Plain data lives in :mod:`.records`; tables, indexes and migrations in :mod:`.schema`. The store
 persists and queries; it never interprets outcomes.
@@ -36,6 +37,12 @@ from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError
 from scheduler.store.alert_queries import AlertQueries, AlertStep, AlertTrackRow
 from scheduler.store.drain_queries import DrainQueries
+from scheduler.store.history_queries import (
+    AttemptRow,
+    HistoryQueries,
+    QuarantineRow,
+    TestSummaryRow,
+)
 from scheduler.store.image_queries import ImageBuild, ImageQueries
 from scheduler.store.lease_queries import LeaseQueries
 from scheduler.store.outbox_queries import (
@@ -70,16 +77,19 @@ __all__ = [
     "ActiveRunExists",
     "AlertStep",
     "AlertTrackRow",
+    "AttemptRow",
     "ImageBuild",
     "LeaseRow",
     "OutboxEntry",
     "OutboxRow",
     "OutboxState",
+    "QuarantineRow",
     "RunRecord",
     "StatsReader",
     "Store",
     "TallyRow",
     "TestResultRow",
+    "TestSummaryRow",
     "alert_state",
     "alerts_outbox",
     "change_range",
@@ -96,7 +106,14 @@ BUSY_TIMEOUT_S = 15.0
 
 
 class Store(
-    RunQueries, LeaseQueries, DrainQueries, ImageQueries, OutboxQueries, AlertQueries, StatsQueries
+    RunQueries,
+    LeaseQueries,
+    DrainQueries,
+    ImageQueries,
+    OutboxQueries,
+    AlertQueries,
+    StatsQueries,
+    HistoryQueries,
 ):
     """The SQLite file under ``state_dir``; safe to share between threads and processes."""
 

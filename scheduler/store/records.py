@@ -90,3 +90,12 @@ class TestResultRow:
     duration_s: float = 0.0
     markers: str = ""
     message: str | None = None
+    attempt: int = 0
+    """0 for the run's first pytest process, n for its n-th rerun of the failed tests."""
+    final: bool = True
+    """False for an attempt a later rerun of the same test superseded."""
+    peak_rss_bytes: int | None = None
+    """The test's peak resident memory above the process's resident set at its start."""
+    rss_method: str | None = None
+    cuda_peak_bytes: int | None = None
+    owner: str | None = None

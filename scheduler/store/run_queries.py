@@ -18,6 +18,7 @@ from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import QueryBase, aware
+from scheduler.store.daily import add_to_daily
 from scheduler.store.records import RunRecord, TestResultRow
 from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results
 
@@ -66,8 +67,10 @@ class RunQueries(QueryBase):
         self, run_id: int, results: Iterable[TestResultRow] = (), **values: Any
     ) -> RunRecord:
         """Write the final outcome and per-test results in one transaction."""
-        values["outcome"] = Outcome(values["outcome"]).value
+        outcome = Outcome(values["outcome"])
+        values["outcome"] = outcome.value
         values.setdefault("finished_at", utcnow())
+        results = list(results)
         rows = [
             {
                 "run_id": run_id,
@@ -76,6 +79,12 @@ class RunQueries(QueryBase):
                 "duration_s": r.duration_s,
                 "markers": r.markers,
                 "message": r.message,
+                "attempt": r.attempt,
+                "final": r.final,
+                "peak_rss_bytes": r.peak_rss_bytes,
+                "rss_method": r.rss_method,
+                "cuda_peak_bytes": r.cuda_peak_bytes,
+                "owner": r.owner,
             }
             for r in results
         ]
@@ -84,6 +93,8 @@ class RunQueries(QueryBase):
             if rows:
                 conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
                 conn.execute(test_results.insert(), rows)
+                if outcome.is_test_evidence:
+                    add_to_daily(conn, run_id, values["finished_at"], results)
         return self.get_run(run_id)
 
     def get_run(self, run_id: int) -> RunRecord:
@@ -144,19 +155,14 @@ class RunQueries(QueryBase):
         with self.begin() as conn:
             return failure_streak(conn, tier, up_to_run_id)
 
-    def test_results_for(self, run_id: int) -> list[TestResultRow]:
+    def test_results_for(self, run_id: int, attempts: bool = False) -> list[TestResultRow]:
+        """The run's per-test results: each test's final attempt, or (``attempts``) every one."""
+        query = sa.select(test_results).where(test_results.c.run_id == run_id)
+        if not attempts:
+            query = query.where(test_results.c.final.is_(True))
         with self.begin() as conn:
-            rows = conn.execute(
-                sa.select(test_results)
-                .where(test_results.c.run_id == run_id)
-                .order_by(test_results.c.id)
-            ).mappings()
-            return [
-                TestResultRow(
-                    r["nodeid"], r["outcome"], r["duration_s"], r["markers"], r["message"]
-                )
-                for r in rows
-            ]
+            rows = conn.execute(query.order_by(test_results.c.id)).mappings()
+            return [result_row(r) for r in rows]
 
     def prunable_runs(
         self, passed_before: datetime, failed_before: datetime, limit: int
@@ -189,6 +195,22 @@ class RunQueries(QueryBase):
     def max_run_id(self) -> int:
         with self.begin() as conn:
             return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
+
+
+def result_row(r: Any) -> TestResultRow:
+    return TestResultRow(
+        nodeid=r["nodeid"],
+        outcome=r["outcome"],
+        duration_s=r["duration_s"],
+        markers=r["markers"],
+        message=r["message"],
+        attempt=int(r["attempt"] or 0),
+        final=bool(r["final"]),
+        peak_rss_bytes=r["peak_rss_bytes"],
+        rss_method=r["rss_method"],
+        cuda_peak_bytes=r["cuda_peak_bytes"],
+        owner=r["owner"],
+    )
 
 
 def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from scheduler.kernel.outcome import Outcome
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -80,8 +80,53 @@ test_results = sa.Table(
     sa.Column("duration_s", sa.Float, nullable=False, default=0.0),
     sa.Column("markers", sa.String, nullable=False, default=""),
     sa.Column("message", sa.Text),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("final", sa.Boolean, nullable=False, default=True, server_default="1"),
+    sa.Column("peak_rss_bytes", sa.BigInteger),
+    sa.Column("rss_method", sa.String),
+    sa.Column("cuda_peak_bytes", sa.BigInteger),
+    sa.Column("owner", sa.String),
     sa.Index("ix_test_results_run", "run_id"),
     sa.Index("ix_test_results_nodeid_run", "nodeid", "run_id"),
+    # One test's history (schedctl test, flaky evidence) read from the index alone.
+    sa.Index("ix_test_results_history", "nodeid", "run_id", "final", "attempt", "outcome"),
+)
+
+# Per tier, test and UTC day: what `schedctl tests` aggregates. Written in the transaction that
+# writes the run's results (never rebuilt later, so never stale); only runs whose outcome is test
+# evidence (Outcome.is_test_evidence) and only each test's final attempt.
+test_daily = sa.Table(
+    "test_daily",
+    metadata,
+    # Clustered on (nodeid, day): `schedctl tests` groups by test and reads each test's days in
+    # key order, with no lookups and no sort.
+    sa.Column("nodeid", sa.String, primary_key=True),
+    sa.Column("day", sa.String, primary_key=True),
+    sa.Column("tier", sa.String, primary_key=True),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+    sa.Column("passed", sa.Integer, nullable=False, default=0),
+    sa.Column("failed", sa.Integer, nullable=False, default=0),
+    sa.Column("flaky", sa.Integer, nullable=False, default=0),
+    sa.Column("skipped", sa.Integer, nullable=False, default=0),
+    sa.Column("duration_sum", sa.Float, nullable=False, default=0.0),
+    sa.Column("duration_max", sa.Float, nullable=False, default=0.0),
+    sa.Column("peak_rss_max", sa.BigInteger),
+    sa.Column("first_run_id", sa.Integer, nullable=False),
+    sa.Column("last_run_id", sa.Integer, nullable=False),
+    sa.Column("first_at", sa.DateTime(timezone=True)),
+    sa.Column("last_at", sa.DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("nodeid", sa.String, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("owner", sa.String),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("expiry_alerted_at", sa.DateTime(timezone=True)),
 )
 
 gpu_leases = sa.Table(
@@ -153,6 +198,8 @@ image_builds = sa.Table(
 )
 
 FINAL_OUTCOMES = [o.value for o in Outcome if o.is_final]
+EVIDENCE_OUTCOMES = [o.value for o in Outcome if o.is_test_evidence]
+_EVIDENCE_SQL = ", ".join(f"'{o}'" for o in EVIDENCE_OUTCOMES)
 ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
 
 
@@ -181,5 +228,28 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "NOT NULL, tag VARCHAR, digest VARCHAR, sha VARCHAR, built_at DATETIME NOT NULL, "
         "removed_at DATETIME)",
         "CREATE INDEX IF NOT EXISTS ix_image_builds_recipe ON image_builds (recipe, removed_at)",
+    ),
+    # Test history: attempts (reruns), memory, owners; test_daily and quarantine are new tables
+    # (made by create_all), test_daily is filled from the results already stored.
+    5: (
+        "ALTER TABLE test_results ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE test_results ADD COLUMN final BOOLEAN NOT NULL DEFAULT 1",
+        "ALTER TABLE test_results ADD COLUMN peak_rss_bytes BIGINT",
+        "ALTER TABLE test_results ADD COLUMN rss_method VARCHAR",
+        "ALTER TABLE test_results ADD COLUMN cuda_peak_bytes BIGINT",
+        "ALTER TABLE test_results ADD COLUMN owner VARCHAR",
+        "CREATE INDEX IF NOT EXISTS ix_test_results_history "
+        "ON test_results (nodeid, run_id, final, attempt, outcome)",
+        "INSERT INTO test_daily (tier, nodeid, day, runs, passed, failed, flaky, skipped, "  # noqa: S608 -- our own enum values
+        "duration_sum, duration_max, peak_rss_max, first_run_id, last_run_id, first_at, last_at) "
+        "SELECT r.tier, t.nodeid, substr(coalesce(r.finished_at, r.queued_at), 1, 10), count(*), "
+        "sum(t.outcome IN ('passed', 'xfailed', 'xpassed')), "
+        "sum(t.outcome IN ('failed', 'error')), "
+        "sum(t.outcome = 'flaky'), sum(t.outcome = 'skipped'), sum(t.duration_s), "
+        "max(t.duration_s), NULL, min(r.id), max(r.id), "
+        "min(coalesce(r.finished_at, r.queued_at)), max(coalesce(r.finished_at, r.queued_at)) "
+        "FROM test_results t JOIN runs r ON r.id = t.run_id "
+        f"WHERE r.outcome IN ({_EVIDENCE_SQL}) "
+        "GROUP BY r.tier, t.nodeid, substr(coalesce(r.finished_at, r.queued_at), 1, 10)",
     ),
 }

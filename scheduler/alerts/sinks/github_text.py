@@ -42,9 +42,12 @@ def _failing_section(alert: Alert) -> list[str]:
     lines = ["", f"### Failing tests ({run.failing_total})", ""]
     for test in run.failing[:MAX_TESTS_SHOWN]:
         suffix = f" — {test.first_line}" if test.first_line else ""
-        lines.append(f"- `{test.nodeid}`{suffix}")
+        owner = f" ({test.owner})" if test.owner else ""
+        lines.append(f"- `{test.nodeid}`{owner}{suffix}")
     if run.failing_total > MAX_TESTS_SHOWN:
         lines.append(f"- … and {run.failing_total - MAX_TESTS_SHOWN} more")
+    if alert.owners and alert.firing:
+        lines += ["", "Owners: " + " ".join(alert.owners)]
     return lines
 
 

@@ -49,6 +49,8 @@ def slack_message(alert: Alert) -> dict[str, Any]:
         fields.append(f"*Commit*\n`{run.sha[:12]}`{subject}")
     if alert.consecutive > 1 and alert.firing:
         fields.append(f"*Failing runs in a row*\n{alert.consecutive}")
+    if alert.owners and alert.firing:
+        fields.append("*Owners*\n" + _escape(" ".join(alert.owners)))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": alert.title[:150]}},
         {

@@ -51,8 +51,10 @@ def webhook_body(alert: Alert, alert_id: str) -> dict[str, Any]:
         "sha": run.sha,
         "ref": run.ref,
         "failing": [
-            {"nodeid": f.nodeid, "outcome": f.outcome, "error": f.first_line} for f in run.failing
+            {"nodeid": f.nodeid, "outcome": f.outcome, "error": f.first_line, "owner": f.owner}
+            for f in run.failing
         ],
+        "owners": list(alert.owners),
         "failing_total": run.failing_total,
         "changes_since_green": list(run.changes_since_green),
         "show_command": alert.show_command,

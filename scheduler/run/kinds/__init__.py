@@ -35,6 +35,8 @@ class RunContext:
     timeout_s: float | None = None
     gpu_snapshot: Callable[[], dict[str, Any]] | None = None
     """The run's GPUs as JSON, for hang evidence (``None``: no GPUs leased)."""
+    quarantined: frozenset[str] = frozenset()
+    """Node ids under an unexpired quarantine when the run started."""
 
     @property
     def effective_timeout_s(self) -> float:

@@ -68,11 +68,17 @@ class TestFiring:
         assert body["show_command"] == f"schedctl show {record.id}"
         assert body["url"] == f"https://ci.example.org/runs/{record.id}"
         assert body["failing"] == [
-            {"nodeid": "tests/test_a.py::test_one", "outcome": "failed", "error": "assert 1 == 2"},
+            {
+                "nodeid": "tests/test_a.py::test_one",
+                "outcome": "failed",
+                "error": "assert 1 == 2",
+                "owner": "",
+            },
             {
                 "nodeid": "tests/test_a.py::test_two",
                 "outcome": "failed",
                 "error": "ValueError: bad widget",
+                "owner": "",
             },
         ]
         issues = github.issue_for("hourly/tests-failed")

@@ -163,14 +163,19 @@ def test_unwritable_state_dir(tmp_path: Path) -> None:
         Store(blocker / "sub" / "x.db")
 
 
-def test_version_1_database_is_migrated(store: Store) -> None:
+SCHEMA_V2 = Path(__file__).with_name("schema_v2.sql")
+
+
+def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     """A database from schema version 1 gains runs.owner_identity and is stamped current."""
-    conn = sqlite3.connect(store.path)
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V2.read_text())
     conn.execute("ALTER TABLE runs DROP COLUMN owner_identity")
     conn.execute("UPDATE schedctl_meta SET value='1' WHERE key='schema_version'")
     conn.commit()
     conn.close()
-    migrated = Store(store.path)
+    migrated = Store(path)
     assert migrated.schema_version() == SCHEMA_VERSION
     run_id = migrated.create_run(
         tier="hourly", trigger="manual", kind="pytest", owner_identity="boot:1"

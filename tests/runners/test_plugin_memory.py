@@ -1,0 +1,142 @@
+"""The results plugin's per-test peak memory and its node-id selection file, run for real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runners.pytest_plugin import PeakMemory
+from scheduler.run.results import parse_jsonl
+
+pytest_plugins = ["pytester"]
+
+PLUGIN_SOURCE = Path(__file__).resolve().parents[2] / "runners" / "pytest_plugin.py"
+MIB = 2**20
+
+MEMORY_MODULE = """
+import sys
+
+def test_a_big():
+    data = b"x" * (200 * 2**20)
+    assert len(data)
+
+def test_b_nothing():
+    pass
+
+def test_c_torch_never_imported():
+    assert "torch" not in sys.modules
+"""
+
+FAKE_TORCH_CONFTEST = """
+import sys, types
+
+class FakeCuda:
+    peak = 0
+    def is_initialized(self):
+        return True
+    def reset_peak_memory_stats(self):
+        FakeCuda.peak = 0
+    def max_memory_allocated(self):
+        return FakeCuda.peak
+
+torch = types.ModuleType("torch")
+torch.cuda = FakeCuda()
+sys.modules["torch"] = torch
+"""
+
+
+@pytest.fixture
+def results(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copyfile(PLUGIN_SOURCE, pytester.path / "schedctl_results.py")
+    path = pytester.path / "run" / "results.jsonl"
+    monkeypatch.setenv("SCHEDCTL_RESULTS", str(path))
+    return path
+
+
+def records_by_name(path: Path) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return {x["nodeid"].rsplit("::", 1)[-1]: x for x in lines if x["type"] == "test"}
+
+
+def run(pytester: pytest.Pytester) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "schedctl_results", "-p", "no:cacheprovider")
+
+
+def test_peak_of_a_200_mb_test_and_of_a_test_after_it(
+    pytester: pytest.Pytester, results: Path
+) -> None:
+    """~200 MB allocated shows a peak within 10 %; the next test's peak is near zero, not the
+    process's earlier maximum."""
+    pytester.makepyfile(test_mem=MEMORY_MODULE)
+    run(pytester).assert_outcomes(passed=3)
+    rows = {r.nodeid.rsplit("::", 1)[-1]: r for r in parse_jsonl(results).tests}
+    big, nothing = rows["test_a_big"], rows["test_b_nothing"]
+    assert big.rss_method == nothing.rss_method == "vmhwm"
+    assert big.peak_rss_bytes is not None and nothing.peak_rss_bytes is not None
+    assert abs(big.peak_rss_bytes - 200 * MIB) <= 20 * MIB
+    assert nothing.peak_rss_bytes < 5 * MIB
+    raw = records_by_name(results)["test_b_nothing"]
+    assert raw["start_rss_bytes"] < raw["peak_rss_bytes"] + 1 and raw["cuda_peak_bytes"] is None
+
+
+def test_cuda_peak_read_only_when_torch_initialised_cuda(
+    pytester: pytest.Pytester, results: Path
+) -> None:
+    """With torch imported and CUDA initialised, the peak is reset per test and read after."""
+    pytester.makeconftest(FAKE_TORCH_CONFTEST)
+    pytester.makepyfile(
+        test_cuda="""
+        import torch
+
+        def test_gpu():
+            torch.cuda.__class__.peak = 123456
+
+        def test_cpu():
+            pass
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+    found = records_by_name(results)
+    assert found["test_gpu"]["cuda_peak_bytes"] == 123456
+    assert found["test_cpu"]["cuda_peak_bytes"] == 0
+
+
+def test_without_clear_refs_falls_back_to_ru_maxrss(tmp_path: Path) -> None:
+    """No /proc/self/clear_refs: the method says ru_maxrss, and the peak is only reported when
+    the test raised the process maximum."""
+    probe = PeakMemory(proc_self=str(tmp_path / "no-proc"))
+    probe.reset()
+    quiet = probe.read()
+    assert quiet["rss_method"] == "ru_maxrss" and quiet["peak_rss_bytes"] is None
+    probe.reset()
+    data = b"y" * (64 * MIB)
+    grown = probe.read()
+    assert len(data) and grown["peak_rss_bytes"] > grown["start_rss_bytes"]
+
+
+def test_select_file_runs_only_the_named_node_ids(
+    pytester: pytest.Pytester, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCHEDCTL_SELECT keeps the listed items; the rest are deselected, not run."""
+    pytester.makepyfile(
+        test_sel="""
+        import pytest
+
+        @pytest.mark.parametrize("arg", ["--help", "x"])
+        def test_p(arg):
+            pass
+
+        def test_other():
+            pass
+        """
+    )
+    select = pytester.path / "select.txt"
+    select.write_text("test_sel.py::test_p[--help]\n")
+    monkeypatch.setenv("SCHEDCTL_SELECT", str(select))
+    result = run(pytester)
+    result.assert_outcomes(passed=1, deselected=2)
+    assert list(records_by_name(results)) == ["test_p[--help]"]
