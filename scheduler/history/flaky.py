@@ -92,8 +92,11 @@ def _runs(attempts: Sequence[AttemptRow]) -> list[_Run]:
     return [by_id[k] for k in sorted(by_id)]
 
 
-def classify(nodeid: str, attempts: Sequence[AttemptRow]) -> Verdict:
-    """The verdict for one test from its attempts (any order, any number of tiers)."""
+def classify(nodeid: str, attempts: Sequence[AttemptRow], total: int | None = None) -> Verdict:
+    """The verdict for one test from its attempts (any order, any number of tiers).
+
+    ``total``: its number of runs with a verdict when ``attempts`` holds only the runs that can
+    change the verdict (:meth:`~scheduler.store.Store.verdict_runs`)."""
     runs = _runs(attempts)
     if not runs:
         return Verdict(nodeid, False, 0.0, 0)
@@ -113,8 +116,8 @@ def classify(nodeid: str, attempts: Sequence[AttemptRow]) -> Verdict:
                 Evidence("intermittent", episode[0].sha, tuple(r.run_id for r in episode))
             )
             unexplained.update(r.run_id for r in episode)
-    score = len(unexplained) / len(runs)
-    return Verdict(nodeid, bool(evidence), score, len(runs), tuple(evidence))
+    seen = max(total or 0, len(runs))
+    return Verdict(nodeid, bool(evidence), len(unexplained) / seen, seen, tuple(evidence))
 
 
 def _new_episodes(runs: Sequence[_Run]) -> list[list[_Run]]:

@@ -124,9 +124,10 @@ class History:
         if not nodeids:
             return {}
         grouped: dict[str, list[AttemptRow]] = {n: [] for n in nodeids}
-        for row in self.store.test_attempts(nodeids, tier=tier, from_run_id=from_run_id, lean=True):
+        rows, totals = self.store.verdict_runs(nodeids, tier=tier, from_run_id=from_run_id)
+        for row in rows:
             grouped[row.nodeid].append(row)
-        return {n: classify(n, rows) for n, rows in grouped.items()}
+        return {n: classify(n, found, totals.get(n)) for n, found in grouped.items()}
 
     def tests(
         self,

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from scheduler.store.base import QueryBase, aware
+from scheduler.store.daily import FAILING, PASSING
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
 from scheduler.store.schema import EVIDENCE_OUTCOMES, quarantine, runs
 
@@ -115,9 +116,32 @@ def _runs_of(
     evidence = set(EVIDENCE_OUTCOMES)
     return {
         int(r[0]): (str(r[1]), r[2], _stamp(r[3]))
-        for r in conn.exec_driver_sql(sql, tuple(params))
+        for r in _rows(conn, sql, params)
         if not evidence_only or r[4] in evidence
     }
+
+
+def _rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Rows straight from the sqlite3 cursor, in the open transaction: history queries return
+    thousands of rows, and SQLAlchemy's per-row result processing would cost more than SQLite's
+    own work (about 4x at 1,000,000 results). Plain SQL with placeholders only."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return list(driver.execute(sql, tuple(params)).fetchall())
+
+
+_PASSED, _FAILED, _FLAKY = 1, 2, 4
+_BAD = _FAILED | _FLAKY
+_VERDICT_BITS = {
+    **{o: _PASSED for o in PASSING},
+    **{o: _FAILED for o in FAILING},
+    "flaky": _FLAKY,
+}
+_OUTCOME_OF_BIT = ((_FLAKY, "flaky"), (_PASSED, "passed"), (_FAILED, "failed"))
+
+
+def _commit(run_id: int, window: dict[int, tuple[str, str | None, datetime | None]]) -> str:
+    return window[run_id][1] or f"run:{run_id}"
 
 
 def _quarantine(row: Any) -> QuarantineRow:
@@ -159,7 +183,7 @@ class HistoryQueries(QueryBase):
         if with_failures:
             sql += " HAVING sum(failed) + sum(flaky) > 0"
         with self.begin() as conn:
-            return [_summary(row) for row in conn.exec_driver_sql(sql, tuple(params))]
+            return [_summary(row) for row in _rows(conn, sql, params)]
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
@@ -213,7 +237,7 @@ class HistoryQueries(QueryBase):
         # Otherwise rows come in the index's order, by test then run (callers sort what they
         # need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
         with self.begin() as conn:
-            found = list(conn.exec_driver_sql(sql, tuple(params)))
+            found = _rows(conn, sql, params)
             if newest is not None:
                 found.reverse()
             first = min((r[1] for r in found), default=from_run_id)
@@ -228,6 +252,51 @@ class HistoryQueries(QueryBase):
                 )  # fmt: skip
         return out
 
+    def verdict_runs(
+        self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int
+    ) -> tuple[list[AttemptRow], dict[str, int]]:
+        """What a flaky verdict needs of ``nodeids`` in evidence runs from ``from_run_id`` on:
+        per test, its number of runs with a pass or fail, and only the runs that can change the
+        verdict, as one synthetic attempt per outcome seen in the run (``passed``, ``failed``,
+        ``flaky``): its first run, the runs where it failed, the run after each of those (it
+        ends a failing stretch) and every run at a commit where it failed. A stable test costs
+        one row, not one per run: building a row per attempt cost more than reading them.
+        """
+        if not nodeids:
+            return [], {}
+        sql = (
+            f"SELECT nodeid, run_id, outcome FROM test_results "  # noqa: S608 -- placeholders only
+            f"WHERE nodeid IN ({', '.join('?' * len(nodeids))}) AND run_id >= ?"
+        )
+        with self.begin() as conn:
+            found = _rows(conn, sql, [*nodeids, from_run_id])
+            window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+        seen: dict[str, dict[int, int]] = {}
+        for nodeid, run_id, outcome in found:
+            bit = _VERDICT_BITS.get(outcome)
+            if bit and run_id in window:
+                per_run = seen.setdefault(nodeid, {})
+                per_run[run_id] = per_run.get(run_id, 0) | bit
+        rows: list[AttemptRow] = []
+        for nodeid, per_run in seen.items():
+            ordered = sorted(per_run)
+            bad = [run_id for run_id in ordered if per_run[run_id] & _BAD]
+            bad_commits = {_commit(run_id, window) for run_id in bad}
+            after = {
+                ordered[k + 1] for k, run_id in enumerate(ordered[:-1]) if per_run[run_id] & _BAD
+            }
+            for run_id in ordered:
+                keep = run_id == ordered[0] or per_run[run_id] & _BAD or run_id in after
+                if keep or _commit(run_id, window) in bad_commits:
+                    run_tier, sha, _ = window[run_id]
+                    rows += [
+                        AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
+                        for bit, outcome in _OUTCOME_OF_BIT
+                        if per_run[run_id] & bit
+                        and not (bit != _FLAKY and per_run[run_id] & _FLAKY)
+                    ]
+        return rows, {nodeid: len(per_run) for nodeid, per_run in seen.items()}
+
     def recent_durations(
         self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int, limit: int
     ) -> dict[str, list[float]]:
@@ -241,7 +310,7 @@ class HistoryQueries(QueryBase):
         with self.begin() as conn:
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
             for nodeid in nodeids:
-                rows = conn.exec_driver_sql(sql, (nodeid, from_run_id, limit))
+                rows = _rows(conn, sql, (nodeid, from_run_id, limit))
                 out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -86,3 +87,36 @@ def test_quarantine_rows_and_active_filter(store: Store) -> None:
     assert [q.nodeid for q in store.quarantined(["a", "b", "c"], now)] == ["a"]
     assert store.quarantine_remove("a") and not store.quarantine_remove("a")
     assert [q.nodeid for q in store.quarantine_list()] == ["b"]
+
+
+def test_verdict_runs_give_the_verdict_of_every_attempt(store: Store) -> None:
+    """The reduced input (first run, failing runs, the run after each, runs at failing commits,
+    and the run count) yields the same verdict as all attempts, on seeded random histories with
+    reruns, repeated commits, skips, an infra-failed run and a test that is never shown."""
+    from scheduler.history.flaky import classify  # the rule the reduction must keep
+
+    rng = random.Random(22)
+    nodeids = [f"t.py::case_{i}" for i in range(12)]
+    for run in range(60):
+        outcome = Outcome.TIMEOUT if run == 17 else Outcome.FAILED
+        rows: list[TestResultRow] = []
+        for i, nodeid in enumerate(nodeids):
+            roll = rng.random()
+            if roll < 0.04 * i:
+                rows.append(TestResultRow(nodeid, "failed", 0.1, attempt=0, final=False))
+                again = "passed" if rng.random() < 0.5 else "failed"
+                rows.append(TestResultRow(nodeid, "flaky" if again == "passed" else again, 0.1,
+                                          attempt=1))  # fmt: skip
+            else:
+                rows.append(TestResultRow(nodeid, "skipped" if roll > 0.95 else "passed", 0.1))
+        finish(store, outcome, rows, sha=f"{run // rng.choice((1, 2, 3)):040x}")
+    reduced, totals = store.verdict_runs(nodeids, tier=None, from_run_id=5)
+    full = store.test_attempts(nodeids, from_run_id=5, lean=True)
+    assert len(reduced) < len(full)
+    flaky = 0
+    for nodeid in nodeids:
+        expected = classify(nodeid, [a for a in full if a.nodeid == nodeid])
+        got = classify(nodeid, [a for a in reduced if a.nodeid == nodeid], totals.get(nodeid))
+        assert got == expected
+        flaky += expected.flaky
+    assert 0 < flaky < len(nodeids)
