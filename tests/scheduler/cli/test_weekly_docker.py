@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from runners.docker import CONTAINER_UID as DEFAULT_CONTAINER_UID
 from tests.conftest import SCHEDCTL, require
 from tests.runners.test_contract import _docker_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.torch, pytest.mark.slow]
 IMAGE = "schedctl-test:bookworm"
 SITE_IN_CONTAINER = "/opt/site"
-CONTAINER_UID = 1000  # DockerRunner's default user
+CONTAINER_UID = DEFAULT_CONTAINER_UID  # the docker runner's default user
 
 
 @pytest.fixture(scope="module")
