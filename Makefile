@@ -33,7 +33,9 @@ demo: venv
 	  echo "demo: no Docker engine here: the hourly tier runs as a local process"; \
 	fi
 	SCHEDCTL_STATE_DIR=$${SCHEDCTL_STATE_DIR:-.schedctl} $(VENV)/bin/schedctl --config config.yaml schedule
-	SCHEDCTL_STATE_DIR=$${SCHEDCTL_STATE_DIR:-.schedctl} $(VENV)/bin/schedctl --config config.yaml run hourly
+	@# allow_root (unsafe): a root demo's local runs keep root, as nobody may not reach a clone under /root
+	SCHEDCTL_STATE_DIR=$${SCHEDCTL_STATE_DIR:-.schedctl} SCHEDCTL_LOCAL_ALLOW_ROOT=$${SCHEDCTL_LOCAL_ALLOW_ROOT:-true} \
+	  $(VENV)/bin/schedctl --config config.yaml run hourly
 	SCHEDCTL_STATE_DIR=$${SCHEDCTL_STATE_DIR:-.schedctl} $(VENV)/bin/schedctl --config config.yaml runs --limit 5
 
 # Everything the integration tests need; under CI=true a failure here fails the run.

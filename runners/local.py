@@ -47,7 +47,9 @@ class LocalRunner(Runner):
         poll_s: supervisor tick.
         clock: monotonic clock for deadline and silence.
         user: ``local.user``: when this process is root, the account the tests run as
-            (:mod:`runners.local_user`); ignored otherwise. ``None``: the daemon's own user.
+            (:mod:`runners.local_user`); ignored otherwise. ``None``: the daemon's own user. The
+            daemon passes ``Config.local.run_as()`` (as root: nobody unless configured or
+            ``local.allow_root``); this class itself applies no default.
     """
 
     alias = "local"
@@ -129,6 +131,7 @@ class LocalRunner(Runner):
         }
         drop = {}
         if self.run_as is not None:
+            self.run_as.check_reach(spec.argv, spec.workdir)
             self.run_as.hand_over(spec.run_dir)
             drop = self.run_as.popen_kwargs()
         oom_before = self._oom_kills()

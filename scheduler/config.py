@@ -453,10 +453,30 @@ class DockerConfig(_Model):
     )
 
 
+DEFAULT_LOCAL_USER = "nobody"
+
+
 class LocalConfig(_Model):
-    """The local runner: ``user`` is the account tests run as when the daemon runs as root."""
+    """The local runner: ``user`` is the account tests run as when the daemon runs as root
+    (default: nobody); ``allow_root: true`` (unsafe) keeps root instead."""
 
     user: Annotated[str, AfterValidator(check.local_user)] | None = None
+    allow_root: bool = Field(
+        default=False,
+        description="unsafe: a root daemon runs local tests as root (no local.user default)",
+    )
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> LocalConfig:
+        if self.user is not None and self.allow_root:
+            raise ValueError("local.user and local.allow_root exclude each other: set one")
+        return self
+
+    def run_as(self, euid: int | None = None) -> str | None:
+        """The account local tests run as, or None for the daemon's own (non-root, or opted out)."""
+        if (os.geteuid() if euid is None else euid) != 0 or self.allow_root:
+            return None
+        return self.user or DEFAULT_LOCAL_USER
 
 
 class RetentionConfig(_Model):

@@ -56,6 +56,9 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             "runner": "local",
             "project": {"path": str(project or SUITE)},
             "tiers": tiers or {"hourly": tier()},
+            # pytest's tmp dirs (0700) and the venv may be unreachable for nobody, the default
+            # local.user of a root daemon: tests opt out unless they test that default.
+            "local": {"allow_root": True},
         }
         data.update(top)
         return config_from_mapping(data, source=str(tmp_path / "config.yaml"), base_dir=tmp_path)
@@ -77,6 +80,9 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
             "runner": "local",
             "project": project if isinstance(project, dict) else {"path": str(project or SUITE)},
             "tiers": tiers or {"hourly": tier()},
+            # pytest's tmp dirs (0700) and the venv may be unreachable for nobody, the default
+            # local.user of a root daemon: tests opt out unless they test that default.
+            "local": {"allow_root": True},
         }
         data.update(top)
         path = tmp_path / "config.yaml"

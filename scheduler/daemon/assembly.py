@@ -43,7 +43,7 @@ def build_dispatcher(
     factory = runners or RunnerFactory(
         instance=instance_of(config.state_dir),
         docker_user=f"{config.docker.uid}:{config.docker.gid}",
-        local_user=config.local.user,
+        local_user=config.local.run_as(),
     )
     dispatcher = Dispatcher(
         config,

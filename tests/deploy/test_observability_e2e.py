@@ -196,6 +196,7 @@ def box(tmp_path: Path) -> Iterator[Box]:
     config = {
         "state_dir": str(tmp_path / "state"),
         "runner": "local",
+        "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
         "project": {"path": str(project)},
         "tiers": {
             "hourly": {"schedule": FAR_AWAY, "markers": "hourly", "timeout": 120},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable
@@ -16,8 +17,9 @@ from runners.registry import RunnerFactory
 from scheduler.config import Config
 from scheduler.daemon.assembly import build_dispatcher
 from scheduler.kernel.errors import ConfigError
+from scheduler.kernel.outcome import Termination
 from scheduler.store.engine import Store
-from tests.conftest import require
+from tests.conftest import SCHEDCTL, SUITE, require
 
 PROBE = """
 import os, sys
@@ -79,3 +81,94 @@ def test_bad_local_user_is_a_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match=rf"local\.user.*{match}"):
         make_config(local={"user": user})
+
+
+# -- the default: a root daemon's local tests run as nobody unless it opts out -----------------
+
+
+def test_run_as_defaults_to_nobody_only_for_root(make_config: Callable[..., Config]) -> None:
+    default = make_config(local={}).local
+    assert (default.run_as(euid=0), default.run_as(euid=1000)) == ("nobody", None)
+    named = make_config(local={"user": "daemon"}).local
+    assert (named.run_as(euid=0), named.run_as(euid=1000)) == ("daemon", None)
+    opted_out = make_config(local={"allow_root": True}).local
+    assert opted_out.run_as(euid=0) is None
+
+
+def test_user_and_allow_root_together_are_a_config_error(
+    make_config: Callable[..., Config],
+) -> None:
+    with pytest.raises(ConfigError, match=r"local\.user and local\.allow_root exclude each other"):
+        make_config(local={"user": "nobody", "allow_root": True})
+
+
+def daemon_local_runner(config: Config) -> LocalRunner:
+    runner = build_dispatcher(config, Store(config.db_path)).runners.get("local")
+    assert isinstance(runner, LocalRunner)
+    return runner
+
+
+@root_only
+def test_root_daemon_without_local_user_runs_tests_as_nobody(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    """No local.user, no allow_root, daemon as root: a real run of the daemon's local runner
+    is not root and cannot read a root-only 0600 file; allow_root keeps root (the opt-out)."""
+    require(SYSTEM_PYTHON.is_file(), f"{SYSTEM_PYTHON} missing")
+    secret = tmp_path / "secret"
+    secret.write_text("TOKEN")
+    secret.chmod(0o600)
+
+    def probe(config: Config, name: str) -> tuple[int, str]:
+        run_dir = tmp_path / name / "run"
+        run_dir.mkdir(parents=True, mode=0o700)
+        argv = [str(SYSTEM_PYTHON), "-c", PROBE, str(run_dir), str(secret)]
+        spec = RunSpec(uuid.uuid4().hex[:8], "hourly", argv, Path("/"), run_dir, 60.0)
+        result = daemon_local_runner(config).run(spec, threading.Event())
+        assert result.exit_code == 0, result.message or spec.log_path.read_text(errors="replace")
+        uid, _gid, _groups, seen = (run_dir / "who").read_text().split(" ", 3)
+        return int(uid), seen
+
+    uid, seen = probe(make_config(local={}), "default")
+    assert uid != 0 and uid == 65534 and seen == "denied"
+    assert probe(make_config(local={"allow_root": True}), "opted-out") == (0, "READ")
+
+
+@root_only
+def test_unreachable_interpreter_fails_naming_the_keys(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    """A program nobody cannot reach (under a 0700 dir) is an infra error that names local.user
+    and local.allow_root, before anything starts or any dir is handed over."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    python = hidden / "python3"
+    python.symlink_to(SYSTEM_PYTHON)
+    run_dir = tmp_path / "run"
+    spec = RunSpec("r1", "hourly", [str(python), "-c", "pass"], Path("/"), run_dir, 60.0)
+    result = daemon_local_runner(make_config(local={})).run(spec, threading.Event())
+    assert result.termination is Termination.INFRA and result.exit_code is None
+    assert result.message is not None
+    assert f"cannot run {python}" in result.message
+    assert "local.user" in result.message and "local.allow_root: true" in result.message
+    assert not any(run_dir.iterdir())  # nothing handed over, nothing started
+
+
+@root_only
+def test_cli_run_as_root_names_the_keys_when_nobody_cannot_reach_python(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`schedctl run` as root with the default account and an interpreter under a 0700 dir:
+    the run is recorded infra-error, and the message says which keys fix it."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    (hidden / "python3").symlink_to(SYSTEM_PYTHON)
+    project = {"path": str(SUITE), "python": str(hidden / "python3")}
+    config = write_config(project=project, local={})
+    proc = subprocess.run(
+        [*SCHEDCTL, "--config", str(config), "run", "hourly"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "infra-error" in out, out
+    assert "local.user 'nobody' cannot run" in out and "local.allow_root: true" in out, out

@@ -52,6 +52,7 @@ def test_quarantined_failure_leaves_tier_passed_and_sends_no_alert(
     data = {
         "state_dir": str(tmp_path / "state"),
         "runner": "local",
+        "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
         "project": {"path": str(project)},
         "tiers": {"hourly": tier(markers=None)},
         "alerts": {"webhooks": [{"name": "lab", "url": httpserver.url_for("/hook")}]},
@@ -91,6 +92,7 @@ def test_without_quarantine_the_same_failure_fails_the_tier(tmp_path: Path, proj
         {
             "state_dir": str(tmp_path / "state"),
             "runner": "local",
+            "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
             "project": {"path": str(project)},
             "tiers": {"hourly": tier(markers=None)},
         },

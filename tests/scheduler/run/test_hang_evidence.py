@@ -49,6 +49,7 @@ def test_hung_run_leaves_stacks_naming_the_test_and_a_gpu_snapshot(tmp_path: Pat
         {
             "state_dir": str(tmp_path / "state"),
             "runner": "local",
+            "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
             "project": {"path": str(root)},
             "tiers": {"hourly": tier(markers=None, timeout=8, gpus=1)},
             "daemon": {"grace": 2},

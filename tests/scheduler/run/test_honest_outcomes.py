@@ -45,6 +45,7 @@ def with_python(
     data = {
         "state_dir": str(tmp_path / "state"),
         "runner": runner,
+        "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
         "project": {"path": str(root), "python": python},
         "tiers": {"hourly": tier(markers=None, **tier_kw)},
     }

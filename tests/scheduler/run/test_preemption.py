@@ -60,6 +60,7 @@ def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
         {
             "state_dir": str(tmp_path / "state"),
             "runner": "local",
+            "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
             "project": {"path": str(root)},
             "tiers": {
                 "hourly": tier(

@@ -59,6 +59,7 @@ def run_tier(tmp_path: Path, files: dict[str, str], **tier_kw: Any) -> tuple[Run
         {
             "state_dir": str(tmp_path / "state"),
             "runner": "local",
+            "local": {"allow_root": True},  # not the nobody default: tmp dirs are 0700
             "project": {"path": str(root)},
             "tiers": {"hourly": tier(markers=None, **tier_kw)},
         },
