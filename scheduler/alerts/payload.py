@@ -7,7 +7,7 @@ retried hours later (or after a restart) says exactly what it said the first tim
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ _HEADLINES: Mapping[FailureClass, str] = {
     FailureClass.INFRA: "infrastructure error (infra)",
     FailureClass.MISSED: "scheduled slot missed (infra)",
     FailureClass.GPU_DRAINED: "GPU drained by the health check (infra)",
+    FailureClass.FLAKY: "flaky tests (failed, then passed on rerun)",
 }
 
 
@@ -58,6 +59,8 @@ class RunFacts:
     last_green_run_id: int | None = None
     last_green_sha: str | None = None
     changes_since_green: Sequence[str] = ()
+    flaky: Sequence[FailingTest] = ()
+    """Tests that failed, then passed on rerun, with their owners."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ class Alert:
         run = dict(data["run"])
         run["failing"] = tuple(FailingTest(**f) for f in run.get("failing", ()))
         run["changes_since_green"] = tuple(run.get("changes_since_green", ()))
+        run["flaky"] = tuple(FailingTest(**f) for f in run.get("flaky", ()))
         return cls(**{**data, "run": RunFacts(**run)})
 
 
@@ -153,6 +157,10 @@ def build_alert(
     """The message for one decision of the rules."""
     track = decision.track
     assert decision.action is not None
+    if track.failure_class is FailureClass.FLAKY:
+        # The sinks list (and mention the owners of) ``run.failing``: for this class, the flakes.
+        flaky = tuple(facts.flaky)
+        facts = replace(facts, failing=flaky[:MAX_FAILING], failing_total=len(flaky))
     return Alert(
         fingerprint=track.fingerprint,
         tier=track.tier,

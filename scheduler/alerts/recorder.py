@@ -40,6 +40,7 @@ log = structlog.get_logger("schedctl.alerts")
 
 ChangesFn = Callable[[str, str], list[str]]
 FAILING_OUTCOMES = ("failed", "error")
+FLAKY_OUTCOME = "flaky"
 CURSOR_KEY = "alerts_cursor"
 
 
@@ -127,6 +128,7 @@ class AlertRecorder:
         failing = tuple(sorted({f.nodeid for f in facts.failing}))
         if facts.failing_total > len(facts.failing):
             failing = self._all_failing(record.id)
+        flaky = tuple(sorted({f.nodeid for f in facts.flaky}))
         now = self.clock()
         decisions: list[rules.Decision] = []
 
@@ -137,6 +139,7 @@ class AlertRecorder:
                 outcome=record.outcome,
                 streak=streak,
                 failing=failing,
+                flaky=flaky,
             )
             tracks = {row.fingerprint: _track(row) for row in rows}
             decisions[:] = rules.evaluate(tracks, obs, self.policy)
@@ -180,15 +183,22 @@ class AlertRecorder:
     def _facts(self, record: RunRecord, cls: rules.FailureClass | None) -> RunFacts:
         source = record.source or {}
         failing: list[FailingTest] = []
+        flaky: list[FailingTest] = []
         total = 0
-        if cls is not None and not cls.is_infra:
-            rows = [
-                t for t in self.store.test_results_for(record.id) if t.outcome in FAILING_OUTCOMES
-            ]
+        executed = cls is None or not cls.is_infra
+        if executed and (cls is not None or record.counts.get("flaky")):
+            results = self.store.test_results_for(record.id)
+            rows = [t for t in results if t.outcome in FAILING_OUTCOMES]
             total = len(rows)
             failing = [
                 FailingTest(t.nodeid, t.outcome, first_error_line(t.message), t.owner or "")
                 for t in rows[:MAX_FAILING]
+            ]
+            # Every flake is kept (not capped): the rules' fingerprint state needs the full set.
+            flaky = [
+                FailingTest(t.nodeid, t.outcome, "failed, then passed on rerun", t.owner or "")
+                for t in results
+                if t.outcome == FLAKY_OUTCOME
             ]
         green = self.store.last_green(record.tier, before_id=record.id)
         changes: list[str] = []
@@ -210,6 +220,7 @@ class AlertRecorder:
             counts=dict(record.counts),
             failing=tuple(failing),
             failing_total=total,
+            flaky=tuple(flaky),
             last_green_run_id=green.id if green else None,
             last_green_sha=green.sha if green else None,
             changes_since_green=tuple(changes),

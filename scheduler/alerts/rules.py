@@ -13,6 +13,11 @@ Pure functions over plain data; :mod:`scheduler.alerts.recorder` loads and saves
 * Only a passed run is green for code classes; a ``timeout`` says nothing about whether the
   ``tests-failed`` set is fixed, so it leaves that fingerprint as it is.
 * Severity never drops while an alert fires; resolution needs ``resolve_after_green`` greens.
+* ``flaky`` (tests that failed, then passed on rerun) is its own class at ``info`` severity: it
+  fires for every executed run with flaky tests (a pass under ``flaky_fails_tier: false``, or a
+  failure caused only by flakes under ``true``), never escalates, never counts as a code failure
+  (a flaky-only failure is no green for tests-failed either, like a timeout) and resolves after
+  ``resolve_after_green`` executed runs without flaky tests.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class FailureClass(str, enum.Enum):
     MISSED = "missed"
     GPU_DRAINED = "gpu-drained"
     """Not a run's: the health check drained a GPU (tier ``gpu``, see :mod:`.drains`)."""
+    FLAKY = "flaky"
+    """Tests that failed, then passed on rerun; ``info``, never escalated."""
 
     @property
     def is_infra(self) -> bool:
@@ -49,6 +56,7 @@ class FailureClass(str, enum.Enum):
 
 
 class Severity(str, enum.Enum):
+    INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
 
@@ -113,6 +121,7 @@ class Observation:
 
     :ivar streak: the tier's consecutive test-failure runs up to and including this one.
     :ivar failing: node ids of the failing tests, sorted.
+    :ivar flaky: node ids of the tests that failed, then passed on rerun, sorted.
     """
 
     run_id: int
@@ -120,9 +129,13 @@ class Observation:
     outcome: Outcome
     streak: int = 0
     failing: tuple[str, ...] = ()
+    flaky: tuple[str, ...] = ()
 
     @property
     def failure_class(self) -> FailureClass | None:
+        """``flaky`` for a failed run whose only failures are flakes (``flaky_fails_tier``)."""
+        if self.outcome is Outcome.FAILED and self.flaky and not self.failing:
+            return FailureClass.FLAKY
         return failure_class(self.outcome)
 
 
@@ -161,16 +174,26 @@ def evaluate(tracks: Mapping[str, Track], obs: Observation, policy: RulePolicy) 
         return []
     cls = obs.failure_class
     decisions: list[Decision] = []
-    if cls is not None:
+    if cls is not None and cls is not FailureClass.FLAKY:
         failed = _on_failure(tracks.get(fingerprint(obs.tier, cls)), cls, obs, policy)
         if failed is not None:
             decisions.append(failed)
     executed = cls is None or not cls.is_infra
+    flaky_key = fingerprint(obs.tier, FailureClass.FLAKY)
     for track in _tier_tracks(tracks, obs.tier):
-        if track.failure_class is cls or track.seen(obs.run_id):
+        if track.failure_class in (cls, FailureClass.FLAKY) or track.seen(obs.run_id):
             continue
         if cls is None or (executed and track.failure_class.is_infra):
             decisions.append(_on_green(track, obs.run_id, policy))
+    flaky = tracks.get(flaky_key)
+    # A timeout or an error may have cut the reruns short: only a verdict says "no flakes".
+    verdict = obs.outcome in (Outcome.PASSED, Outcome.FAILED)
+    if executed and obs.flaky:
+        flaked = _on_failure(flaky, FailureClass.FLAKY, obs, policy)
+        if flaked is not None:
+            decisions.append(flaked)
+    elif verdict and flaky is not None and not flaky.seen(obs.run_id):
+        decisions.append(_on_green(flaky, obs.run_id, policy))
     return decisions
 
 
@@ -184,13 +207,16 @@ def _on_failure(
     if old is not None and old.seen(obs.run_id):
         return None
     firing = old is not None and old.phase is Phase.FIRING
-    if cls.is_infra:
+    if cls.is_infra or cls is FailureClass.FLAKY:
         consecutive = (old.consecutive if old is not None and firing else 0) + 1
     else:
         consecutive = max(obs.streak, 1)
     severity = Severity.CRITICAL if consecutive >= policy.escalate_after else Severity.WARNING
     if firing and old is not None and old.severity is Severity.CRITICAL:
         severity = Severity.CRITICAL
+    if cls is FailureClass.FLAKY:
+        severity = Severity.INFO
+    failing = obs.flaky if cls is FailureClass.FLAKY else obs.failing
     track = Track(
         fingerprint=fingerprint(obs.tier, cls),
         tier=obs.tier,
@@ -200,11 +226,11 @@ def _on_failure(
         consecutive=consecutive,
         greens=0,
         last_run_id=obs.run_id,
-        failing=obs.failing,
+        failing=failing,
     )
     if not firing or old is None:
         return Decision(track, Action.FIRE, failing_changed=True, relapse=old is not None)
-    changed = old.failing != obs.failing
+    changed = old.failing != failing
     if old.severity is Severity.WARNING and severity is Severity.CRITICAL:
         return Decision(track, Action.ESCALATE, failing_changed=changed)
     return Decision(track, Action.REPEAT, failing_changed=changed)

@@ -22,11 +22,12 @@ from scheduler.kernel.outcome import Outcome
 from scheduler.metrics.families import CounterTally, HistogramTally
 from scheduler.store.engine import Store, TallyRow
 
-__all__ = ["DURATION_BUCKETS", "KNOWN_TRIGGERS", "RunTally"]
+__all__ = ["DURATION_BUCKETS", "KNOWN_TRIGGERS", "TEST_DURATION_BUCKETS", "RunTally"]
 
 log = structlog.get_logger("schedctl.metrics")
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200)
+TEST_DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 KNOWN_TRIGGERS = ("schedule", "manual")
 TEST_OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed", "flaky")
 _NOT_EXECUTED = frozenset({Outcome.MISSED, Outcome.SKIPPED_OVERLAP})
@@ -35,7 +36,8 @@ _FINAL = [o for o in Outcome if o.is_final]
 
 class RunTally:
     """Collector of ``schedctl_runs_total``, ``schedctl_tests_total``,
-    ``schedctl_run_duration_seconds`` and ``schedctl_missed_slots_total``.
+    ``schedctl_run_duration_seconds``, ``schedctl_missed_slots_total``,
+    ``schedctl_test_reruns_total`` and ``schedctl_test_duration_seconds``.
 
     Args:
         store: the run rows to follow.
@@ -66,6 +68,17 @@ class RunTally:
             ("tier",),
             DURATION_BUCKETS,
         )
+        self.test_reruns_total = CounterTally(
+            "schedctl_test_reruns_total",
+            "Test attempts beyond the first (reruns of failed tests) in finished runs.",
+            ("tier",),
+        )
+        self.test_duration = HistogramTally(
+            "schedctl_test_duration_seconds",
+            "Duration of each test's final attempt in finished runs.",
+            ("tier",),
+            TEST_DURATION_BUCKETS,
+        )
         self.runs_total.declare(
             (tier, outcome.value, trigger)
             for tier in tiers
@@ -74,6 +87,7 @@ class RunTally:
         )
         self.tests_total.declare((tier, outcome) for tier in tiers for outcome in TEST_OUTCOMES)
         self.missed_slots_total.declare((tier,) for tier in tiers)
+        self.test_reruns_total.declare((tier,) for tier in tiers)
         self._cursor, self._pending = store.tally_baseline()
 
     def describe(self) -> Iterable[Metric]:
@@ -91,16 +105,27 @@ class RunTally:
         """Count the rows that became final since the last call; returns how many."""
         with self._lock:
             rows = self._store.tally_rows(self._cursor, self._pending)
-            counted = 0
+            counted: dict[int, str] = {}
             for row in rows:
                 self._cursor = max(self._cursor, row.id)
                 if Outcome(row.outcome).is_final:
                     self._pending.discard(row.id)
                     self._count(row)
-                    counted += 1
+                    if row.counts:
+                        counted[row.id] = row.tier
                 else:
                     self._pending.add(row.id)
-            return counted
+            self._count_tests(counted)
+            return len([r for r in rows if Outcome(r.outcome).is_final])
+
+    def _count_tests(self, tiers: dict[int, str]) -> None:
+        """Reruns and per-test durations of the runs just counted (those with test results)."""
+        for test in self._store.test_tally_rows(list(tiers)):
+            tier = tiers[test.run_id]
+            if test.attempt > 0:
+                self.test_reruns_total.inc((tier,))
+            if test.final:
+                self.test_duration.observe((tier,), max(0.0, test.duration_s))
 
     def _count(self, row: TallyRow) -> None:
         tier, outcome = row.tier, Outcome(row.outcome)
@@ -121,4 +146,6 @@ class RunTally:
             self.tests_total.family(),
             self.missed_slots_total.family(),
             self.duration.family(),
+            self.test_reruns_total.family(),
+            self.test_duration.family(),
         ]

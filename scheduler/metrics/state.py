@@ -8,7 +8,7 @@ no other sample from here, never a failed scrape.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import StatsReader, Store
@@ -64,6 +65,16 @@ def _families() -> dict[str, GaugeMetricFamily]:
             "Test-failure outcomes since the tier's last pass; infra outcomes do not count.",
             ("tier",),
         ),
+        (
+            "schedctl_tier_flaky_tests",
+            "Tests that failed, then passed on rerun, in the tier's last run with a test verdict.",
+            ("tier",),
+        ),
+        (
+            "schedctl_quarantined_tests",
+            "Quarantined tests; state active or expired (expired ones alert their owner).",
+            ("state",),
+        ),
         ("schedctl_runs_in_progress", "Runs of the tier now running.", ("tier",)),
         ("schedctl_queue_depth", "Runs recorded but not started yet (waiting for GPUs).", ()),
         ("schedctl_gpu_leased", "1 per GPU leased to a run of the tier.", ("gpu", "uuid", "tier")),
@@ -85,8 +96,14 @@ def _families() -> dict[str, GaugeMetricFamily]:
 class StoreStateCollector:
     """Per-scrape gauges from the ``runs``, ``gpu_leases`` and ``alerts_outbox`` tables."""
 
-    def __init__(self, store: Store, tiers: Sequence[TierSpec]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tiers: Sequence[TierSpec],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._store = store
+        self._clock = clock
         self._tiers = tuple(tiers)
         self._cache: dict[str, tuple[Hashable, TierHistory]] = {}
 
@@ -118,6 +135,9 @@ class StoreStateCollector:
             for lease in reader.leases():
                 labels = [str(lease.gpu_index), lease.gpu_uuid, lease.tier]
                 f["schedctl_gpu_leased"].add_metric(labels, 1.0)
+            active_q, expired_q = reader.quarantine_counts(self._clock())
+            f["schedctl_quarantined_tests"].add_metric(["active"], float(active_q))
+            f["schedctl_quarantined_tests"].add_metric(["expired"], float(expired_q))
             pending, oldest = reader.outbox_pending()
             f["schedctl_alert_outbox_pending"].add_metric([], float(pending))
             if oldest is not None:
@@ -141,6 +161,7 @@ class StoreStateCollector:
         if history.last_outcome is not None:
             f["schedctl_tier_last_outcome"].add_metric([name, history.last_outcome.value], 1.0)
         f["schedctl_tier_consecutive_failures"].add_metric([name], float(history.streak or 0))
+        f["schedctl_tier_flaky_tests"].add_metric([name], float(history.flaky))
         for nproc, value in sorted(history.efficiency.items()):
             f["schedctl_smoketest_scaling_efficiency"].add_metric([name, str(nproc)], value)
 
@@ -165,6 +186,7 @@ class StoreStateCollector:
                 history.last_success = reader.last_finished_at(name, [Outcome.PASSED.value])
             if history.streak is None:  # no pass in the window: count the long streak
                 history.streak = reader.failure_streak(name)
+        history.flaky = _count(reader.last_counts(tier.name, _VERDICTS).get("flaky"))
         if tier.kind == "torchrun":
             details = reader.last_details(tier.name, _VERDICTS)
             history.efficiency = scaling_efficiency(details)
@@ -186,6 +208,7 @@ class TierHistory:
     last_verdict: datetime | None = None
     last_success: datetime | None = None
     streak: int | None = None
+    flaky: int = 0
     efficiency: dict[int, float] = field(default_factory=dict)
 
     @classmethod
@@ -212,6 +235,11 @@ class TierHistory:
         if history.streak is None and complete:
             history.streak = failures
         return history
+
+
+def _count(value: Any) -> int:
+    """A count from a stored ``counts`` map; anything but a non-negative int reads as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _timestamp(value: datetime | str) -> float:

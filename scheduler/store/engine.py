@@ -67,7 +67,13 @@ from scheduler.store.schema import (
     runs,
     test_results,
 )
-from scheduler.store.stats_queries import LeaseRow, StatsQueries, StatsReader, TallyRow
+from scheduler.store.stats_queries import (
+    LeaseRow,
+    StatsQueries,
+    StatsReader,
+    TallyRow,
+    TestTallyRow,
+)
 
 __all__ = [
     "ACTIVE_OUTCOMES",
@@ -90,6 +96,7 @@ __all__ = [
     "TallyRow",
     "TestResultRow",
     "TestSummaryRow",
+    "TestTallyRow",
     "alert_state",
     "alerts_outbox",
     "change_range",

@@ -21,9 +21,16 @@ from sqlalchemy.engine import Connection
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.outbox_queries import OutboxState
 from scheduler.store.run_queries import failure_streak
-from scheduler.store.schema import ACTIVE_OUTCOMES, alerts_outbox, gpu_leases, runs
+from scheduler.store.schema import (
+    ACTIVE_OUTCOMES,
+    alerts_outbox,
+    gpu_leases,
+    quarantine,
+    runs,
+    test_results,
+)
 
-__all__ = ["LeaseRow", "StatsQueries", "StatsReader", "TallyRow"]
+__all__ = ["LeaseRow", "StatsQueries", "StatsReader", "TallyRow", "TestTallyRow"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,18 @@ class TallyRow:
     outcome: str
     duration_s: float | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TestTallyRow:
+    """One attempt of one test, as the test counters need it (no node id: labels stay bounded)."""
+
+    __test__ = False
+
+    run_id: int
+    attempt: int
+    final: bool
+    duration_s: float
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,20 @@ class StatsReader:
         count, oldest = self._conn.execute(_OUTBOX_PENDING).one()
         return int(count or 0), aware(oldest) if oldest is not None else None
 
+    def last_counts(self, tier: str, outcomes: Sequence[str]) -> Mapping[str, int]:
+        """``counts`` of the tier's newest run whose outcome is one of ``outcomes``; ``{}``."""
+        counts = self._last(tier, outcomes, runs.c.counts)
+        return counts if isinstance(counts, Mapping) else {}
+
+    def quarantine_counts(self, now: datetime) -> tuple[int, int]:
+        """``(active, expired)`` quarantines at ``now``."""
+        expired = sa.and_(quarantine.c.expires_at.is_not(None), quarantine.c.expires_at <= now)
+        query = sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((expired, 1), else_=0)), 0)
+        ).select_from(quarantine)
+        total, gone = self._conn.execute(query).one()
+        return int(total or 0) - int(gone or 0), int(gone or 0)
+
     def _last(self, tier: str, outcomes: Sequence[str], column: Any) -> Any:
         return self._conn.execute(
             sa.select(column)
@@ -155,6 +188,26 @@ class StatsQueries(QueryBase):
                 older = conn.execute(_TALLY.where(runs.c.id.in_(sorted(pending))))
                 rows[:0] = [_tally_row(r) for r in older]
         return rows
+
+    def test_tally_rows(self, run_ids: Collection[int]) -> list[TestTallyRow]:
+        """Every attempt of every test of these runs, by run id."""
+        if not run_ids:
+            return []
+        query = (
+            sa.select(
+                test_results.c.run_id,
+                test_results.c.attempt,
+                test_results.c.final,
+                test_results.c.duration_s,
+            )
+            .where(test_results.c.run_id.in_(sorted(run_ids)))
+            .order_by(test_results.c.run_id, test_results.c.id)
+        )
+        with self.begin() as conn:
+            return [
+                TestTallyRow(int(r[0]), int(r[1] or 0), bool(r[2]), float(r[3] or 0.0))
+                for r in conn.execute(query)
+            ]
 
     @contextmanager
     def stats_reader(self) -> Iterator[StatsReader]:
