@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -46,10 +47,19 @@ GPU_PROBE_TIMEOUT_S = 3.0
 """A scrape waits at most this long for NVML (Prometheus' default scrape timeout is 10 s)."""
 
 
+DiskFree = Callable[[Path], int]
+"""Free bytes on the filesystem holding a path (injectable: tests pin it)."""
+
+
+def disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
 class _LiveCollector:
     """Values that exist only in this process: event-fed histograms, alert counts, build info."""
 
-    def __init__(self, config: Config, version: str) -> None:
+    def __init__(self, config: Config, version: str, disk_free: DiskFree) -> None:
+        self._disk_free = disk_free
         self._build_info = GaugeMetricFamily(
             "schedctl_build_info",
             "Always 1; the labels carry the schedctl and Python versions.",
@@ -103,7 +113,7 @@ class _LiveCollector:
             "schedctl_state_free_bytes", "Free bytes on the filesystem holding state_dir."
         )
         try:
-            free.add_metric([], float(shutil.disk_usage(self._state_dir).free))
+            free.add_metric([], float(self._disk_free(self._state_dir)))
         except OSError as exc:
             log.warning("metrics_state_disk_unreadable", error=str(exc))
         return [floor, free]
@@ -118,6 +128,7 @@ class Metrics:
         store: the state store the gauges and run counters are read from.
         gpu_probe: polled at scrape time; ``None`` exports no GPU metrics.
         process_metrics: also register prometheus_client's ``process_*`` collector.
+        disk_free: free bytes of the state filesystem, read at each scrape.
     """
 
     def __init__(
@@ -129,6 +140,7 @@ class Metrics:
         gpu_probe: GpuProbe | None = None,
         process_metrics: bool = True,
         version: str | None = None,
+        disk_free: DiskFree = disk_free,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -139,7 +151,7 @@ class Metrics:
             store, [TierSpec(name, tier.kind) for name, tier in config.tiers.items()]
         )
         self.schedule = ScheduleCollector(config)
-        self.live = _LiveCollector(config, version or __version__)
+        self.live = _LiveCollector(config, version or __version__, disk_free)
         self.gpus = (
             GpuCollector(
                 gpu_probe, config.gpu, lambda: lease_holders(store), drains=store.drained_gpus

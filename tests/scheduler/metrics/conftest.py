@@ -47,5 +47,12 @@ def config(make_config: Callable[..., Config]) -> Config:
     )
 
 
+PINNED_FREE_BYTES = 10**12
+"""The state disk's free bytes as the tests see them: the real value moves with the machine."""
+
+
 def metrics_for(config: Config, store: Store, probe: Any = None) -> Metrics:
-    return Metrics(CollectorRegistry(), config, store, gpu_probe=probe, process_metrics=False)
+    return Metrics(
+        CollectorRegistry(), config, store, gpu_probe=probe, process_metrics=False,
+        disk_free=lambda _path: PINNED_FREE_BYTES,
+    )  # fmt: skip

@@ -27,6 +27,7 @@ from scheduler.metrics import (
     store_writable,
 )
 from scheduler.store.engine import Store, meta_table
+from tests.scheduler.metrics.conftest import metrics_for
 
 
 @dataclass
@@ -202,7 +203,7 @@ class TestRenderer:
         self, make_config: Callable[..., Config], store: Store
     ) -> None:
         """Memoised family text equals prometheus_client's own output, before and after changes."""
-        metrics = Metrics(CollectorRegistry(), make_config(), store, process_metrics=False)
+        metrics = metrics_for(make_config(), store)
         renderer = Renderer(metrics.registry)
         assert renderer.render() == generate_latest(metrics.registry)
         assert renderer.render() == generate_latest(metrics.registry)

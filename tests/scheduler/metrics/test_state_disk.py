@@ -5,16 +5,19 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry
+
 from scheduler.config import Config
+from scheduler.metrics import Metrics
 from scheduler.store.engine import Store
-from tests.scheduler.metrics.conftest import metrics_for
 
 
 def test_state_free_bytes_and_floor_are_exported(make_config: Callable[..., Config]) -> None:
     """Both gauges exist; the free figure is the state filesystem's, the floor the config's."""
     config = make_config(state_min_free="16t")
     store = Store(config.db_path)
-    get = metrics_for(config, store).registry.get_sample_value
+    metrics = Metrics(CollectorRegistry(), config, store, process_metrics=False)  # the real disk
+    get = metrics.registry.get_sample_value
     assert get("schedctl_state_min_free_bytes") == 16 * 1024**4
     free = get("schedctl_state_free_bytes")
     assert free is not None
