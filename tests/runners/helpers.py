@@ -49,7 +49,8 @@ class Background(Generic[T]):
         except BaseException as exc:  # handed to the test by result()
             self._errors.append(exc)
 
-    def result(self, timeout_s: float = 120) -> T:
+    def result(self, timeout_s: float = 240) -> T:
+        """The run's result; a generous ceiling: a loaded docker engine answers slowly."""
         self._thread.join(timeout_s)
         if self._errors:
             raise self._errors[0]
