@@ -198,7 +198,9 @@ def _docker_harness() -> Harness:
 
     def containers(spec: RunSpec) -> list[Any]:
         labels = [f"schedctl.run-id={spec.run_id}", f"schedctl.instance={instance}"]
-        return list(client.containers.list(all=True, filters={"label": labels}))
+        # A container removed between the listing and its inspection is gone, not an error.
+        found = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+        return list(found)
 
     def pids(spec: RunSpec) -> set[int]:
         found = set()
