@@ -7,7 +7,8 @@ checks for each of them:
   ``_execute``, turns an ``InfraError`` into a result. Backends that start processes supervise them
   with :meth:`Runner._supervise`, the one loop that honours ``timeout_s``, ``silence_timeout_s``
   (no output for that long ends the run as a timeout), ``cancel`` and :class:`PreStop` (evidence
-  before the kill: a signal to the run's processes, a command beside them, a bounded wait).
+  before the kill: a signal to the run's processes, a command beside them, a bounded wait). A
+  cancel that is a :class:`StopRequest` asking for evidence (a preemption) gets the PreStop too.
 * :meth:`Runner.owns` -- does this host pid belong to that run? Local: the run's tag in the
   process environment; docker: one of the run's containers in its cgroup; fake: its bookkeeping.
 * :meth:`Runner.reap_orphans` -- kill what runs that are no longer live left behind (after a
@@ -63,10 +64,42 @@ class GpuDevice:
     uuid: str
 
 
+class StopRequest(threading.Event):
+    """A cancel event that can ask for evidence before the stop.
+
+    ``set()`` (as on a plain :class:`threading.Event`) stops the run at once;
+    ``request(evidence=True)`` (a preemption) has the runner apply ``spec.pre_stop`` first, as for
+    a timeout, and the run still ends ``CANCELLED``. A plain event never asks for evidence.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evidence = False
+
+    def request(self, *, evidence: bool = False) -> None:
+        if evidence:
+            self.evidence = True  # before set(): a runner that sees the event set sees the flag
+        self.set()
+
+
+def request_stop(cancel: threading.Event, *, evidence: bool = False) -> None:
+    """Set ``cancel``, asking for evidence first where it can carry the request."""
+    if isinstance(cancel, StopRequest):
+        cancel.request(evidence=evidence)
+    else:
+        cancel.set()
+
+
+def wants_evidence(cancel: threading.Event) -> bool:
+    """Whether a set ``cancel`` asks for the run's :class:`PreStop` before the stop."""
+    return isinstance(cancel, StopRequest) and cancel.evidence
+
+
 @dataclass(frozen=True)
 class PreStop:
-    """Evidence before the kill: what a runner does to a run it is about to stop for a timeout or
-    silence (never for a cancel), while its processes still live. Every runner honours each field.
+    """Evidence before the kill: what a runner does to a run it is about to stop for a timeout,
+    silence or a cancel asking for evidence (:class:`StopRequest`; a plain cancel stops at once),
+    while its processes still live. Every runner honours each field.
 
     ``signal`` goes to the child processes of the run's command, one by one, ``stagger_s`` apart
     (so that dumps written to one shared console do not interleave) -- not to the command itself
@@ -252,11 +285,14 @@ class Runner(abc.ABC):
         clock: Callable[[], float] = time.monotonic,
     ) -> tuple[Termination, str]:
         """Wait for ``run`` to end: cancel, deadline and silence stop it; the last two first get
-        ``spec.pre_stop`` and then end as ``TIMEOUT``. Returns the termination and its message."""
+        ``spec.pre_stop`` and then end as ``TIMEOUT``; a cancel gets it when it asks for evidence
+        (:func:`wants_evidence`) and ends ``CANCELLED``. Returns the termination and its message."""
         deadline = clock() + spec.timeout_s
         next_output_check = clock() + OUTPUT_CHECK_S
         while not run.wait(max(0.0, min(self.poll_s, deadline - clock()))):
             if cancel.is_set():
+                if wants_evidence(cancel):
+                    self._pre_stop(run, spec, clock)
                 run.stop(spec.grace_s)
                 return Termination.CANCELLED, "cancelled"
             now = clock()
@@ -276,13 +312,18 @@ class Runner(abc.ABC):
                 why = f"no output for {silent_for:.0f}s (silence timeout)"
             else:
                 continue
-            if spec.pre_stop is not None:
-                _collect(spec.pre_stop)
-                run.pre_stop(spec.pre_stop)
-                self._await_evidence(run, spec.pre_stop, clock)
+            self._pre_stop(run, spec, clock)
             run.stop(spec.grace_s)
             return Termination.TIMEOUT, why
         return Termination.EXITED, ""
+
+    def _pre_stop(self, run: Supervised, spec: RunSpec, clock: Callable[[], float]) -> None:
+        """Keep the evidence ``spec.pre_stop`` asks for, while the run's processes still live."""
+        if spec.pre_stop is None:
+            return
+        _collect(spec.pre_stop)
+        run.pre_stop(spec.pre_stop)
+        self._await_evidence(run, spec.pre_stop, clock)
 
     def _await_evidence(
         self, run: Supervised, pre_stop: PreStop, clock: Callable[[], float]

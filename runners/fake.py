@@ -17,7 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runners.base import NONCE_ENV, PRE_STOP_MARK, BoundedLog, Runner, RunResult, RunSpec
+from runners.base import (
+    NONCE_ENV,
+    PRE_STOP_MARK,
+    BoundedLog,
+    Runner,
+    RunResult,
+    RunSpec,
+    wants_evidence,
+)
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.outcome import Termination
 
@@ -69,7 +77,7 @@ class FakeRunner(Runner):
         self._clock = clock
         self.poll_s = poll_s
         self.pre_stopped: list[str] = []
-        """Run ids that got their :class:`PreStop` before a timeout or silence stop."""
+        """Run ids that got their :class:`PreStop` before a timeout, silence or evidence stop."""
         self._lock = threading.Lock()
         self._pids: dict[str, set[int]] = {}
         self._orphaned: set[str] = set()
@@ -107,7 +115,8 @@ class FakeRunner(Runner):
             stop_at = min(behaviour.duration_s, spec.timeout_s, silence or spec.timeout_s)
             interrupted = self._wait(cancel, began + stop_at)
             stopped = not interrupted and behaviour.duration_s > stop_at
-            if stopped and spec.pre_stop is not None:
+            evidence = stopped or (interrupted and wants_evidence(cancel))
+            if evidence and spec.pre_stop is not None:
                 self.pre_stopped.append(spec.run_id)
                 log.write(f"\n{PRE_STOP_MARK} scripted]\n".encode() + behaviour.pre_stop_log)
             truncated = log.truncated

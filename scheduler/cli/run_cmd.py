@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from runners.base import StopRequest
 from scheduler.api import ApiClient, daemon_client, run_summary
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, line, styled
@@ -96,7 +97,7 @@ def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
             started.set()
 
     dispatcher.add_listener(on_event)
-    cancel = threading.Event()
+    cancel = StopRequest()
     outcome: dict[str, RunRecord] = {}
 
     def work() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from runners.base import StopRequest, request_stop
 from runners.registry import RunnerFactory, instance_of
 from scheduler.config import Config, TierConfig
 from scheduler.history.quarantine import active_quarantines
@@ -67,7 +68,7 @@ class RunRequest:
 class _Active:
     run_id: int
     tier: str
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=StopRequest)
     cancel_reason: str = ""
     preempted_by: str = ""
 
@@ -187,7 +188,8 @@ class Dispatcher:
         """Carry a recorded run to its final outcome; never raises for a run that went wrong.
 
         ``cancel`` (a caller's event) becomes the run's own cancel event: setting it, or
-        :meth:`cancel`, stops the run.
+        :meth:`cancel`, stops the run. Pass a :class:`StopRequest` so that a preemption can
+        collect the run's stacks before the stop (a plain event is stopped without them).
         """
         existing = self.store.get_run(run_id)
         if existing.outcome.is_final:
@@ -224,7 +226,7 @@ class Dispatcher:
             return False
         active.preempted_by = reason
         active.cancel_reason = reason
-        active.cancel.set()
+        request_stop(active.cancel, evidence=True)  # stacks first, then SIGTERM, grace, kill
         return True
 
     def cancel(self, run_id: int, reason: str = "cancelled by request") -> bool:

@@ -36,8 +36,10 @@ class OffsetClock:
 class Background(Generic[T]):
     """``start()`` in a thread, so the test can look at a run while it lives."""
 
-    def __init__(self, start: Callable[[threading.Event], T]) -> None:
-        self.cancel = threading.Event()
+    def __init__(
+        self, start: Callable[[threading.Event], T], cancel: threading.Event | None = None
+    ) -> None:
+        self.cancel = cancel or threading.Event()
         self._results: list[T] = []
         self._errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(start,), daemon=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from runners.base import PRE_STOP_MARK, PreStop, Runner, RunResult, RunSpec
+from runners.base import PRE_STOP_MARK, PreStop, Runner, RunResult, RunSpec, StopRequest
 from runners.fake import FakeBehaviour, FakeRunner
 from runners.local import LocalRunner
 from scheduler.kernel.outcome import Termination
@@ -198,7 +198,9 @@ def _docker_harness() -> Harness:
 
     def containers(spec: RunSpec) -> list[Any]:
         labels = [f"schedctl.run-id={spec.run_id}", f"schedctl.instance={instance}"]
-        return list(client.containers.list(all=True, filters={"label": labels}))
+        # A container removed between the listing and its inspection is gone, not an error.
+        found = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+        return list(found)
 
     def pids(spec: RunSpec) -> set[int]:
         found = set()
@@ -394,6 +396,32 @@ def test_pre_stop_signal_keeps_stacks_before_the_kill(tmp_path: Path, harness: H
     evidence = _log(spec).split(PRE_STOP_MARK, 1)[1]
     assert evidence.count(DUMP_HEADER) == 1, evidence  # the child dumped; pytest was spared
     assert "in parked" in evidence
+    assert harness.leftovers(spec) == []
+
+
+@pytest.mark.parametrize("evidence", [True, False], ids=["with-evidence", "plain"])
+def test_cancel_asking_for_evidence_gets_the_pre_stop_first(
+    tmp_path: Path, harness: Harness, evidence: bool
+) -> None:
+    """A cancel asking for evidence (a preemption) applies the pre-stop before the stop, as a
+    timeout does, and still ends CANCELLED; a plain cancel of the same run stops it at once."""
+    spec = make_spec(
+        tmp_path, harness, "dump", timeout_s=600.0,
+        pre_stop=PreStop(signal=signal.SIGUSR1, wait_s=2.0),
+        argv=[harness.python, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_s.py"],
+    )  # fmt: skip
+    stop = StopRequest()
+    run = Background(lambda cancel: harness.runner.run(spec, cancel), cancel=stop)
+    wait_for(lambda: "ready" in _log(spec), 60, "the child's signal handler")
+    stop.request(evidence=evidence)
+    result = run.result()
+    assert result.termination is Termination.CANCELLED
+    if evidence:
+        kept = _log(spec).split(PRE_STOP_MARK, 1)[1]
+        assert kept.count(DUMP_HEADER) == 1, kept
+        assert "in parked" in kept
+    else:
+        assert PRE_STOP_MARK not in _log(spec)
     assert harness.leftovers(spec) == []
 
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runners.base import NONCE_ENV, RunResult, RunSpec
+from runners.base import NONCE_ENV, RunResult, RunSpec, wants_evidence
 from scheduler.history.owners import Owners
 from scheduler.kernel.outcome import RunEnding, Termination
 from scheduler.run.hang import STACKS_DIR, gpu_snapshot_writer, hang_evidence, hang_pre_stop
@@ -59,7 +59,9 @@ class PytestKind:
                 flaky_fails=ctx.tier.flaky_fails_tier,
             )
             details: dict[str, Any] = {"attempts": 1 + len(reruns)} if reruns else {}
-            if last.termination is Termination.TIMEOUT:
+            # A preemption asks for the stacks before its stop, as a hang does.
+            preempted = last.termination is Termination.CANCELLED and wants_evidence(cancel)
+            if last.termination is Termination.TIMEOUT or preempted:
                 details["hang_evidence"] = hang_evidence(last_dir)
             return Finished(ending, Evidence(result, parsed, details))
 

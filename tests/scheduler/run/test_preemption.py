@@ -32,6 +32,7 @@ from pathlib import Path
 
 def test_hold_the_gpu():
     hold = Path(os.environ["HOLD_FILE"])
+    Path(os.environ["HOLDING_FILE"]).touch()
     while hold.exists():
         time.sleep(0.05)
 """
@@ -48,14 +49,16 @@ class RunThread(threading.Thread):
 
 
 def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
-    """The hourly run holding GPU 0 is stopped (SIGTERM, grace, kill), recorded ``preempted``
-    and re-run as a new, linked row after the weekly run, which starts within grace + 5 s."""
+    """The hourly run holding GPU 0 is stopped (stacks naming its test's frame, then SIGTERM,
+    grace, kill), recorded ``preempted`` with that evidence and re-run as a new, linked row after
+    the weekly run, which starts within grace + 5 s."""
     root = tmp_path / "project"
     (root / "tests").mkdir(parents=True)
     (root / "tests" / "test_hold.py").write_text(HOLD)
     (root / "tests" / "test_quick.py").write_text("def test_quick():\n    assert True\n")
     hold = tmp_path / "hold"
     hold.touch()
+    holding = tmp_path / "holding"  # the test is inside its body: its stacks can be asked for
     config = config_from_mapping(
         {
             "state_dir": str(tmp_path / "state"),
@@ -65,7 +68,7 @@ def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
             "tiers": {
                 "hourly": tier(
                     markers=None, gpus=1, timeout=300, paths=["tests/test_hold.py"],
-                    env={"HOLD_FILE": str(hold)},
+                    env={"HOLD_FILE": str(hold), "HOLDING_FILE": str(holding)},
                 ),
                 "weekly": tier(
                     markers=None, gpus="all", timeout=300, paths=["tests/test_quick.py"],
@@ -88,6 +91,7 @@ def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
         lambda: (
             any(r.outcome is Outcome.RUNNING for r in store.active_runs("hourly"))
             and store.active_leases() != []
+            and holding.exists()
         ),
         60,
         "the hourly run to hold GPU 0",
@@ -106,6 +110,8 @@ def test_weekly_all_preempts_hourly_which_reruns_after(tmp_path: Path) -> None:
     assert weekly.record.outcome is Outcome.PASSED, weekly.record.reason
     assert preempted.outcome is Outcome.PREEMPTED
     assert preempted.reason == f"preempted by run {weekly.record.id} (weekly)"
+    [stacks] = preempted.details["hang_evidence"]["stacks"]  # stacks first, then the stop
+    assert "in test_hold_the_gpu" in Path(stacks).read_text()
     assert weekly.record.started_at is not None
     assert weekly.record.started_at - asked_at < timedelta(seconds=GRACE_S + 5)
     assert [g["uuid"] for g in weekly.record.gpus] == ["GPU-fake-0", "GPU-fake-1"]
