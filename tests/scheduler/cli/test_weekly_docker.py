@@ -102,18 +102,23 @@ def test_weekly_passes_in_containers(
     assert our_containers(tmp_path / "state") == []
 
 
+HANG_LIMIT_S = 45
+
+
 def test_injected_hang_times_out_with_container_stacks(
     write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
 ) -> None:
     """A rank that hangs: timeout within the per-run limit, every rank's stack, no container."""
-    tier = weekly(site_packages, nproc=[2], inject_fault="hang", run_timeout=15)
+    # The limit must leave a loaded 2-core machine time to import torch and reach step 2 in
+    # both ranks: the stacks are only evidence of the hang once rank 1 is in it.
+    tier = weekly(site_packages, nproc=[2], inject_fault="hang", run_timeout=HANG_LIMIT_S)
     del tier["runner"]  # chosen by the CLI override instead
     config = write_config(project=tmp_path, image=IMAGE, tiers={"weekly": tier})
     code, result = run_weekly(config, "--runner", "docker")
     assert (code, result["outcome"]) == (1, "timeout"), result["reason"]
     assert "Python stacks captured" in result["reason"]
     run = result["details"]["smoketest"]["runs"]["2"]
-    assert run["duration_s"] < 15 + 15
+    assert run["duration_s"] < HANG_LIMIT_S + 15
     hung, waiting = run["stacks"].split("--- rank 1")[1], run["stacks"].split("--- rank 1")[0]
     assert "in _hang" in hung and "schedctl_smoketest.py" in hung
     assert "--- rank 0" in waiting and "most recent call first" in waiting
