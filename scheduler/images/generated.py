@@ -75,9 +75,13 @@ class Prepared:
     deps: TestDeps = field(default_factory=TestDeps)
 
 
+CONSTRAINTS_FILE = ".schedctl-lock-constraints.txt"
+"""The lock file's pins as pip constraints, written into the build context's project copy."""
+
+
 def install_args(deps: TestDeps) -> list[str]:
     """pip arguments for the deps (paths relative to the project, which is the cwd)."""
-    args: list[str] = []
+    args: list[str] = ["-c", CONSTRAINTS_FILE] if deps.pins else []
     for requirement in deps.requirements:
         args += ["-r", requirement]
     for group in deps.groups:
@@ -106,6 +110,9 @@ def prepare_context(
         return Prepared(context, f"requirements file {missing[0]} is not in the project", deps)
     src = context / "src"
     shutil.copytree(project, src, ignore=IGNORED, symlinks=True)
+    if deps.pins:
+        log.write(f"pinned by {deps.lock_file}: {len(deps.pins)} packages\n".encode())
+        (src / CONSTRAINTS_FILE).write_text("".join(f"{pin}\n" for pin in deps.pins))
     wheels = context / "wheels"
     wheels.mkdir()
     # pip itself (run from its wheel in the image) and what an editable install builds with.

@@ -9,7 +9,7 @@ import pytest
 
 from scheduler.config import Config, ImageRecipe
 from scheduler.images.declared import declared_test_deps, detect_requirements
-from scheduler.images.generated import install_args, last_error_line
+from scheduler.images.generated import CONSTRAINTS_FILE, install_args, last_error_line
 from scheduler.kernel.errors import ConfigError, UnknownTierError
 from scheduler.kernel.outcome import BuildReport, Decision, Outcome, RunEnding, Termination, decide
 from tests.conftest import tier
@@ -154,3 +154,68 @@ class TestBuildOutcome:
     def test_last_error_line(self, lines: list[str], expected: str) -> None:
         """The reason is pip's (or Python's) own error line, not docker's generic one."""
         assert last_error_line(lines) == expected
+
+
+class TestLockFiles:
+    """A lock file pins every index package it names, as pip constraints (host and image)."""
+
+    UV_LOCK = """\
+version = 1
+[[package]]
+name = "attrs"
+version = "24.2.0"
+source = { registry = "https://pypi.org/simple" }
+[[package]]
+name = "myproject"
+version = "0.1.0"
+source = { editable = "." }
+[[package]]
+name = "from-git"
+version = "1.0"
+source = { git = "https://example.invalid/x.git" }
+"""
+    POETRY_LOCK = """\
+[[package]]
+name = "pluggy"
+version = "1.5.0"
+[[package]]
+name = "local-dep"
+version = "0.0.1"
+[package.source]
+type = "directory"
+url = "../local-dep"
+"""
+    PYLOCK = """\
+lock-version = "1.0"
+[[packages]]
+name = "iniconfig"
+version = "2.0.0"
+[[packages]]
+name = "myproject"
+version = "0.1.0"
+directory = { path = "." }
+"""
+
+    @pytest.mark.parametrize(
+        ("name", "text", "pins"),
+        [
+            ("uv.lock", UV_LOCK, ("attrs==24.2.0",)),
+            ("poetry.lock", POETRY_LOCK, ("pluggy==1.5.0",)),
+            ("pylock.toml", PYLOCK, ("iniconfig==2.0.0",)),
+        ],
+    )
+    def test_index_packages_are_pinned(
+        self, tmp_path: Path, name: str, text: str, pins: tuple[str, ...]
+    ) -> None:
+        root = project(tmp_path, {"pyproject.toml": PYPROJECT, name: text})
+        deps = declared_test_deps(root, ImageRecipe())
+        assert (deps.lock_file, deps.pins) == (name, pins)
+        assert install_args(deps)[:2] == ["-c", CONSTRAINTS_FILE]
+
+    def test_no_lock_file_no_constraints(self, tmp_path: Path) -> None:
+        deps = declared_test_deps(project(tmp_path, {"pyproject.toml": PYPROJECT}), ImageRecipe())
+        assert deps.pins == () and "-c" not in install_args(deps)
+
+    def test_an_unreadable_lock_file_pins_nothing(self, tmp_path: Path) -> None:
+        root = project(tmp_path, {"pyproject.toml": PYPROJECT, "uv.lock": "[[package]\nbroken"})
+        assert declared_test_deps(root, ImageRecipe()).pins == ()
