@@ -22,11 +22,12 @@ not an exception: it is reported in :class:`RunResult.termination`.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -374,6 +375,31 @@ def directory_size(root: Path, stop_above: int) -> int:
             if entry.is_dir(follow_symlinks=False):
                 pending.append(Path(entry.path))
     return total
+
+
+class InFlight:
+    """The runs a runner carries right now: never reaped as orphans, never started twice at once."""
+
+    def __init__(self, runner: str) -> None:
+        self._runner = runner
+        self._lock = threading.Lock()
+        self._ids: set[str] = set()
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self._ids)
+
+    @contextlib.contextmanager
+    def hold(self, run_id: str) -> Iterator[None]:
+        with self._lock:
+            if run_id in self._ids:
+                raise InfraError(f"run {run_id} is already running on this {self._runner}")
+            self._ids.add(run_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._ids.discard(run_id)
 
 
 def install_plugin(target_dir: Path) -> Path:

@@ -25,7 +25,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from runners.base import PRE_STOP_MARK, BoundedLog, PreStop, Runner, RunResult, RunSpec
+from runners.base import (
+    PRE_STOP_MARK,
+    BoundedLog,
+    InFlight,
+    PreStop,
+    Runner,
+    RunResult,
+    RunSpec,
+)
 from runners.local_user import RunAs
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
@@ -70,8 +78,7 @@ class LocalRunner(Runner):
         self.instance = instance or f"anon-{uuid.uuid4().hex[:12]}"
         self.poll_s = poll_s
         self._clock = clock
-        self._lock = threading.Lock()
-        self._active: set[str] = set()
+        self._in_flight = InFlight("local runner")
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -102,8 +109,7 @@ class LocalRunner(Runner):
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
         """SIGKILL every tagged process of this instance whose run is neither in
         ``live_run_ids`` nor running here; repeats while a dying tree still forks."""
-        with self._lock:
-            live = set(live_run_ids) | self._active
+        live = set(live_run_ids) | self._in_flight.ids()
         reaped: set[str] = set()
         for _ in range(_KILL_ROUNDS):
             orphans = {r: pids for r, pids in self.processes().items() if r not in live}
@@ -136,7 +142,10 @@ class LocalRunner(Runner):
             drop = self.run_as.popen_kwargs()
         oom_before = self._oom_kills()
         started = utcnow()
-        with self._running(spec.run_id), BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
+        with (
+            self._in_flight.hold(spec.run_id),
+            BoundedLog(spec.log_path, spec.log_limit_bytes) as log,
+        ):
             try:
                 proc = subprocess.Popen(
                     list(spec.argv),
@@ -163,19 +172,6 @@ class LocalRunner(Runner):
             termination, message = Termination.OOM, "killed by the kernel OOM killer"
         provenance = {"pid": proc.pid, "run_tag": self.tag(spec.run_id)}
         return RunResult(termination, code, started, utcnow(), message, truncated, provenance)
-
-    @contextlib.contextmanager
-    def _running(self, run_id: str) -> Iterator[None]:
-        """Marks ``run_id`` as in flight here: never reaped, never started twice at once."""
-        with self._lock:
-            if run_id in self._active:
-                raise InfraError(f"run {run_id} is already running on this local runner")
-            self._active.add(run_id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active.discard(run_id)
 
     def _oom_kills(self) -> int:
         """System-wide OOM kill counter (Linux >= 4.13); 0 where unknown."""

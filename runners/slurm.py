@@ -34,13 +34,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from runners.base import (
     PRE_STOP_MARK,
     BatchRequest,
     BoundedLog,
+    InFlight,
     PreStop,
     Runner,
     RunResult,
@@ -94,8 +95,7 @@ class SlurmRunner(Runner):
         self._clock = clock
         self.cli = cli or SlurmCli()
         self.proc_root = proc_root
-        self._lock = threading.Lock()
-        self._active: set[str] = set()
+        self._in_flight = InFlight("Slurm runner")
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -116,8 +116,7 @@ class SlurmRunner(Runner):
         """``scancel`` every job of this instance whose run is not live and wait (bounded) until
         they have left the queue; their run ids."""
         prefix = f"{JOB_PREFIX}{self.instance}-"
-        with self._lock:
-            live = set(live_run_ids) | self._active
+        live = set(live_run_ids) | self._in_flight.ids()
         reaped: dict[str, str] = {}
         for job_id, name in self.cli.jobs_named(prefix).items():
             run_id = name[len(prefix) :]
@@ -131,24 +130,15 @@ class SlurmRunner(Runner):
             time.sleep(self.poll_s)
         return sorted(set(reaped.values()))
 
-    @contextlib.contextmanager
-    def _running(self, run_id: str) -> Iterator[None]:
-        with self._lock:
-            if run_id in self._active:
-                raise InfraError(f"run {run_id} is already running on this Slurm runner")
-            self._active.add(run_id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active.discard(run_id)
-
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
         batch = spec.batch or BatchRequest()
         started = utcnow()
-        with self._running(spec.run_id), BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
+        with (
+            self._in_flight.hold(spec.run_id),
+            BoundedLog(spec.log_path, spec.log_limit_bytes) as log,
+        ):
             raw = spec.run_dir / RAW_OUTPUT
             raw.unlink(missing_ok=True)
             script = self._write_script(spec)

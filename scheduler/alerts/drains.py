@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from scheduler.alerts.outbox import outbox_id
+from scheduler.alerts.outbox import entries_for
 from scheduler.alerts.payload import Alert, RunFacts
 from scheduler.alerts.rules import Action, FailureClass, Phase, Severity
 from scheduler.alerts.sinks.base import Sink
@@ -53,16 +53,4 @@ def drain_entries(
     event: GpuDrained | GpuUndrained, sinks: Sequence[Sink], clock: Callable[[], datetime]
 ) -> list[OutboxEntry]:
     """Outbox rows for the sinks that accept the drain alert."""
-    now = clock()
-    alert = drain_alert(event, now)
-    return [
-        OutboxEntry(
-            id=outbox_id(0, alert.fingerprint, alert.action, sink.name),
-            sink=sink.name,
-            fingerprint=alert.fingerprint,
-            action=alert.action,
-            payload=alert.to_json(),
-        )
-        for sink in sinks
-        if sink.accepts(alert)
-    ]
+    return entries_for(drain_alert(event, clock()), sinks)

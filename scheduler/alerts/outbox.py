@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from scheduler.alerts.payload import Alert
+from scheduler.alerts.sinks.base import Sink
 from scheduler.kernel.clock import utcnow
-from scheduler.store.engine import UNDELIVERED, OutboxRow, OutboxState, Store
+from scheduler.store.engine import UNDELIVERED, OutboxEntry, OutboxRow, OutboxState, Store
 
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -35,6 +37,7 @@ __all__ = [
     "Outbox",
     "OutboxRow",
     "OutboxState",
+    "entries_for",
     "outbox_id",
 ]
 
@@ -54,6 +57,21 @@ def outbox_id(run_id: int, fingerprint: str, action: str, sink: str) -> str:
     """Readable and globally unique: it is the idempotency key receivers and GitHub markers see,
     and run ids repeat across hosts and state dirs (repeated events are caught by the rules)."""
     return f"r{run_id}.{fingerprint.replace('/', '.')}.{action}.{sink}.{uuid.uuid4().hex[:12]}"
+
+
+def entries_for(alert: Alert, sinks: Sequence[Sink], run_id: int = 0) -> list[OutboxEntry]:
+    """One outbox row per sink that accepts ``alert`` (``run_id`` 0: no run raised it)."""
+    return [
+        OutboxEntry(
+            id=outbox_id(run_id, alert.fingerprint, alert.action, sink.name),
+            sink=sink.name,
+            fingerprint=alert.fingerprint,
+            action=alert.action,
+            payload=alert.to_json(),
+        )
+        for sink in sinks
+        if sink.accepts(alert)
+    ]
 
 
 class Outbox:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import structlog
 
-from scheduler.alerts.outbox import outbox_id
+from scheduler.alerts.outbox import entries_for
 from scheduler.alerts.payload import Alert, FailingTest, RunFacts, run_url
 from scheduler.alerts.rules import Action, Phase, Severity
 from scheduler.alerts.sinks.base import Sink
@@ -83,18 +83,7 @@ class QuarantineExpiry:
         now = self.clock()
 
         def entries(row: QuarantineRow) -> list[OutboxEntry]:
-            alert = expiry_alert(row, now, self.public_url)
-            return [
-                OutboxEntry(
-                    id=outbox_id(0, alert.fingerprint, alert.action, sink.name),
-                    sink=sink.name,
-                    fingerprint=alert.fingerprint,
-                    action=alert.action,
-                    payload=alert.to_json(),
-                )
-                for sink in self.sinks
-                if sink.accepts(alert)
-            ]
+            return entries_for(expiry_alert(row, now, self.public_url), self.sinks)
 
         claimed = self.store.claim_expired_quarantines(now, entries)
         for row in claimed:

@@ -15,7 +15,7 @@ import structlog
 
 from scheduler.alerts import rules
 from scheduler.alerts.drains import drain_entries
-from scheduler.alerts.outbox import outbox_id
+from scheduler.alerts.outbox import entries_for
 from scheduler.alerts.payload import (
     MAX_FAILING,
     Alert,
@@ -166,17 +166,7 @@ class AlertRecorder:
         return written
 
     def _entries(self, alert: Alert, run_id: int) -> list[OutboxEntry]:
-        return [
-            OutboxEntry(
-                id=outbox_id(run_id, alert.fingerprint, alert.action, sink.name),
-                sink=sink.name,
-                fingerprint=alert.fingerprint,
-                action=alert.action,
-                payload=alert.to_json(),
-            )
-            for sink in self.sinks
-            if sink.accepts(alert)
-        ]
+        return entries_for(alert, self.sinks, run_id)
 
     # -- facts -----------------------------------------------------------------------------------
 
