@@ -100,11 +100,7 @@ class LocalRunner(Runner):
         return found
 
     def owns(self, pid: int, run_id: str) -> bool:
-        try:
-            environ = (self.proc_root / str(pid) / "environ").read_bytes()
-        except OSError:
-            return False
-        return f"{RUN_TAG_ENV}={self.tag(run_id)}".encode() in environ.split(b"\0")
+        return carries_tag(pid, self.tag(run_id), self.proc_root)
 
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
         """SIGKILL every tagged process of this instance whose run is neither in
@@ -300,6 +296,15 @@ def _signal_pids(pids: set[int] | list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+def carries_tag(pid: int, tag: str, proc_root: Path = Path("/proc")) -> bool:
+    """Whether process ``pid`` has ``SCHEDCTL_RUN=<tag>`` in its environment."""
+    try:
+        environ = (proc_root / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False
+    return f"{RUN_TAG_ENV}={tag}".encode() in environ.split(b"\0")
 
 
 def process_environs(proc_root: Path = Path("/proc")) -> Iterator[tuple[int, bytes]]:

@@ -47,7 +47,7 @@ from runners.base import (
     RunResult,
     RunSpec,
 )
-from runners.local import RUN_TAG_ENV, process_environs
+from runners.local import RUN_TAG_ENV, carries_tag, process_environs
 from runners.slurm_support import JobInfo, SlurmCli
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
@@ -106,11 +106,7 @@ class SlurmRunner(Runner):
         return f"{self.instance}:{run_id}"
 
     def owns(self, pid: int, run_id: str) -> bool:
-        try:
-            environ = (self.proc_root / str(pid) / "environ").read_bytes()
-        except OSError:
-            return False
-        return f"{RUN_TAG_ENV}={self.tag(run_id)}".encode() in environ.split(b"\0")
+        return carries_tag(pid, self.tag(run_id), self.proc_root)
 
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
         """``scancel`` every job of this instance whose run is not live and wait (bounded) until
