@@ -438,6 +438,11 @@ class ApiConfig(_Model):
 class DaemonConfig(_Model):
     grace: Timeout = 60.0
     metrics_address: HostPort = "127.0.0.1:9464"
+    web_address: HostPort = Field(
+        default="127.0.0.1:9465",
+        description="host:port of the read-only web pages; null turns them off. Off loopback "
+        "they need the API token (daemon.api.token_env/token_file)",
+    )
     api: ApiConfig = Field(default_factory=ApiConfig)
     watchdog: bool = True
 

@@ -51,6 +51,7 @@ def _register() -> None:
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
     from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
+    from scheduler.cli.web_cmd import web_command
 
     for command in (
         run_command,
@@ -67,6 +68,7 @@ def _register() -> None:
         tests_command,
         test_command,
         quarantine_group,
+        web_command,
     ):
         cli.add_command(command)
     try:

@@ -82,6 +82,10 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
     dispatcher.add_listener(metrics.on_event)
     if config.daemon.metrics_address is not None:
         services.append(MetricsService(metrics, config.daemon.metrics_address))
+    if config.daemon.web_address is not None:
+        from scheduler.web import WebService
+
+        services.append(WebService(config, store))
     alerting = build_alerting(
         config, store, changes=getattr(dispatcher.source, "changes_between", None)
     )

@@ -12,6 +12,7 @@ one mixin per concern:
 - :mod:`.alert_queries`: alert state and the alert recorder's atomic step
 - :mod:`.stats_queries`: the aggregates the metrics collectors read
 - :mod:`.history_queries`: per-test history (``test_daily``, attempts) and quarantine
+- :mod:`.web_queries`: what the web pages and the slowest-tests gauge read (filtered runs)
 
 Plain data lives in :mod:`.records`; tables, indexes and migrations in :mod:`.schema`. The store
 persists and queries; it never interprets outcomes.
@@ -74,6 +75,7 @@ from scheduler.store.stats_queries import (
     TallyRow,
     TestTallyRow,
 )
+from scheduler.store.web_queries import RunFilter, SlowTest, WebQueries
 
 __all__ = [
     "ACTIVE_OUTCOMES",
@@ -90,7 +92,9 @@ __all__ = [
     "OutboxRow",
     "OutboxState",
     "QuarantineRow",
+    "RunFilter",
     "RunRecord",
+    "SlowTest",
     "StatsReader",
     "Store",
     "TallyRow",
@@ -123,6 +127,7 @@ class Store(
     AlertQueries,
     StatsQueries,
     HistoryQueries,
+    WebQueries,
 ):
     """The SQLite file under ``state_dir``; safe to share between threads and processes."""
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Make sure Debian's headless-capable `chromium` is at /usr/bin/chromium; idempotent.
+#
+# The browser tests (pytest -m browser) drive it through Playwright for Python with
+# executable_path=/usr/bin/chromium: Playwright's own browser download cannot be fetched on an
+# offline box, Debian's package can. Written for root on Debian bookworm; ~35 s to install.
+set -euo pipefail
+
+log() { printf 'ensure-chromium: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+have() { [[ -x /usr/bin/chromium ]]; }
+
+if have; then
+    log "present: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+    exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || die "need root to install (run: sudo apt-get install -y chromium)"
+command -v apt-get >/dev/null || die "no apt-get: install chromium by hand"
+
+log "apt-get update"
+DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+log "apt-get install chromium"
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+    fonts-dejavu-core >/dev/null || die "apt-get install chromium failed"
+
+have || die "/usr/bin/chromium still missing after installing the package"
+log "installed: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
