@@ -279,11 +279,16 @@ def parse_address(address: str, key: str = "daemon.web_address") -> tuple[str, i
 def make_server(
     address: str, app: WebApp, token: str | None, *, key: str = "daemon.web_address"
 ) -> WebServer:
-    """A bound, listening server; refuses a non-loopback ``address`` without a token."""
+    """A bound, listening server.
+
+    Raises:
+        UsageError: a malformed address, or a non-loopback one without a token (exit code 2).
+        DaemonError: the address cannot be bound (in use, not local).
+    """
     host, port, family = parse_address(address, key)
     loopback = is_loopback(host)
     if not loopback and not token:
-        raise DaemonError(
+        raise UsageError(
             f"{key} {address} is not a loopback address: the web pages need the API token "
             "there ($SCHEDCTL_API_TOKEN or daemon.api.token_env/token_file); refusing to start"
         )

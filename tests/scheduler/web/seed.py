@@ -58,7 +58,7 @@ def seed(store: Store, run_dirs: Path) -> Seeded:
                                   message="assert 1 == 2\n  where 1 = f()" if broken else None,
                                   peak_rss_bytes=(50 + n) << 20))  # fmt: skip
         rows.append(TestResultRow(QUARANTINED, "failed", 0.3, message="CUDA error"))
-        outcome = Outcome.FAILED
+        outcome = Outcome.FAILED if broken else Outcome.PASSED
         store.finish_run(run_id, rows, outcome=outcome, sha=f"{n // 2 + (5 if broken else 0):040x}",
                          reason=f"{sum(r.outcome == 'failed' and r.final for r in rows)} tests "
                          "failed <i>really</i>", started_at=when,
