@@ -24,11 +24,18 @@ DEFAULT_ADDRESS = "127.0.0.1:9465"
     type=click.Path(dir_okay=False, path_type=Path),
     help="Serve this store file instead of the config's (no config needed).",
 )
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="YYYY-MM-DD",
+    help="End the pages' 30-day windows on this UTC day instead of now (an old store).",
+)
 @click.pass_obj
-def web_command(app: AppContext, address: str | None, db: Path | None) -> None:
+def web_command(app: AppContext, address: str | None, db: Path | None, as_of: str | None) -> None:
     """Serve the test-health pages (overview, runs, tests, flaky) until interrupted."""
     import os
     import threading
+    from datetime import datetime, timedelta, timezone
 
     from scheduler.api.server import load_token
     from scheduler.config import ApiConfig
@@ -50,7 +57,14 @@ def web_command(app: AppContext, address: str | None, db: Path | None) -> None:
         api = config.daemon.api
     chosen = address or (config.daemon.web_address if config else None) or DEFAULT_ADDRESS
     key = "--address" if address else "daemon.web_address"
-    server = make_server(chosen, WebApp(build_pages(config, store)), load_token(api), key=key)
+    pages = build_pages(config, store)
+    if as_of is not None:
+        try:
+            end = datetime.strptime(as_of, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise UsageError(f"--as-of {as_of!r}: expected a date YYYY-MM-DD") from None
+        pages.src.clock = lambda: end + timedelta(days=1)
+    server = make_server(chosen, WebApp(pages), load_token(api), key=key)
     thread = serve_in_thread(server)
     click.echo(f"serving {server.url} (pid {os.getpid()}); Ctrl-C stops", err=False)
     try:

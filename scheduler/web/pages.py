@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from runners.base import JUNIT_FILE, LOG_FILE
 from scheduler.history.owners import Owners
@@ -212,17 +213,23 @@ class Pages:
         ordered = sorted(results, key=keys[sort])
         ordered.sort(key=lambda r: outcome_class(r.outcome) not in ("bad", "flaky"))
         shown = ordered[:MAX_TEST_ROWS]
-        rows = [
-            {
-                "r": r,
-                "css": outcome_class(r.outcome),
-                "excerpt": _message_excerpt(r.message)
-                if outcome_class(r.outcome) in ("bad", "flaky")
-                else "",
+        rows = []
+        for r in shown:
+            css = outcome_class(r.outcome)
+            rows.append({
+                "nodeid": r.nodeid,
+                "href": "/test?id=" + quote(r.nodeid, safe="/:"),
+                "outcome": r.outcome,
+                "css": css,
+                "attempt": r.attempt,
+                "final": r.final,
+                "duration": fmt_secs(r.duration_s),
+                "memory": fmt_mib(r.peak_rss_bytes),
+                "cuda": fmt_mib(r.cuda_peak_bytes),
+                "owner": r.owner or "",
+                "excerpt": _message_excerpt(r.message) if css in ("bad", "flaky") else "",
                 "quarantined": r.nodeid in quarantined,
-            }
-            for r in shown
-        ]
+            })  # fmt: skip
         green = self.store.last_green(record.tier, before_id=record.id)
         return Page("run.html", {
             "title": f"Run {record.id}",
@@ -362,6 +369,18 @@ class Pages:
     def markers(self) -> Page:
         view = markers_view(self.src.state_dir, installed=self.src.markers_installed)
         return Page("markers.html", {"title": "Markers", "view": view})
+
+
+def fmt_secs(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 60:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{value:.3f}s"
+
+
+def fmt_mib(value: int | None) -> str:
+    return "–" if value is None else f"{value / 2**20:.1f} MiB"
 
 
 def _gpu_text(gpu: Mapping[str, Any]) -> str:
