@@ -11,7 +11,8 @@ Tests build ``Metrics(CollectorRegistry(), config, store, gpu_probe=FakeProbe(..
 process_metrics=False)`` and read values with ``registry.get_sample_value(name, labels)``.
 
 Modules: :mod:`.families` (labelled tallies), :mod:`.runs` (run counters from the store's rows),
-:mod:`.state` (gauges from the store), :mod:`.schedule` (next fire, period), :mod:`.gpus`
+:mod:`.state` (gauges from the store), :mod:`.slowest` (top 20 slowest tests per tier),
+:mod:`.schedule` (next fire, period), :mod:`.gpus`
 (probe at scrape time), :mod:`.recorder` (:class:`Metrics`), :mod:`.server` (HTTP service).
 """
 

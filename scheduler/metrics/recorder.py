@@ -31,6 +31,7 @@ from scheduler.metrics.families import CounterTally, HistogramTally
 from scheduler.metrics.gpus import GpuCollector
 from scheduler.metrics.runs import RunTally
 from scheduler.metrics.schedule import NextFireSource, ScheduleCollector
+from scheduler.metrics.slowest import SlowestTestsCollector
 from scheduler.metrics.state import StoreStateCollector, TierSpec
 from scheduler.store.engine import Store
 
@@ -151,6 +152,7 @@ class Metrics:
             store, [TierSpec(name, tier.kind) for name, tier in config.tiers.items()]
         )
         self.schedule = ScheduleCollector(config)
+        self.slowest = SlowestTestsCollector(store, list(config.tiers))
         self.live = _LiveCollector(config, version or __version__, disk_free)
         self.gpus = (
             GpuCollector(
@@ -159,7 +161,8 @@ class Metrics:
             if gpu_probe is not None
             else None
         )
-        for collector in (self.runs, self.state, self.schedule, self.live, self.gpus):
+        collectors = (self.runs, self.state, self.slowest, self.schedule, self.live, self.gpus)
+        for collector in collectors:
             if collector is not None:
                 registry.register(collector)
         if process_metrics:

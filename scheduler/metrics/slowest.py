@@ -1,0 +1,56 @@
+"""``schedctl_slowest_test_duration_seconds``: the slowest tests of each tier, for a table.
+
+A test id as a label is unbounded in general (DESIGN.md: never test ids), so this family carries
+at most :data:`TOP` series per tier: the slowest final results of the tier's newest run with a
+test verdict, ranked 1..TOP. Which tests those are changes with the runs; how many never grows.
+Read from the store at scrape time (one indexed query per tier), nothing kept between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from scheduler.kernel.errors import StoreError
+from scheduler.store.engine import Store
+
+__all__ = ["MAX_TEST_LABEL", "TOP", "SlowestTestsCollector"]
+
+log = structlog.get_logger("schedctl.metrics")
+
+TOP = 20
+MAX_TEST_LABEL = 200
+NAME = "schedctl_slowest_test_duration_seconds"
+
+
+def _family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        NAME,
+        f"Duration of the {TOP} slowest tests (final attempts) in the tier's newest run with a "
+        "test verdict; rank 1 is the slowest. At most 20 series per tier.",
+        labels=["tier", "rank", "test"],
+    )
+
+
+class SlowestTestsCollector:
+    def __init__(self, store: Store, tiers: Sequence[str], top: int = TOP) -> None:
+        self._store = store
+        self._tiers = tuple(tiers)
+        self._top = min(top, TOP)
+
+    def describe(self) -> Iterable[Metric]:
+        return [_family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = _family()
+        try:
+            for tier in self._tiers:
+                for rank, slow in enumerate(self._store.slowest_tests(tier, self._top), 1):
+                    family.add_metric([tier, str(rank), slow.nodeid[:MAX_TEST_LABEL]],
+                                      slow.duration_s)  # fmt: skip
+        except StoreError as exc:  # schedctl_store_up says so; keep the scrape whole
+            log.warning("metrics_slowest_unreadable", error=str(exc))
+            return [_family()]
+        return [family]
