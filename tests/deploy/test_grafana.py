@@ -27,6 +27,27 @@ def test_the_tiers_and_gpus_dashboards_exist() -> None:
     assert {p.name for p in DASHBOARDS} >= {"tiers.json", "gpus.json"}
 
 
+def test_the_test_health_dashboard_covers_what_issue_15_asks() -> None:
+    """Pass rate, duration percentiles, flaky, quarantined, reruns, slowest-tests table."""
+    path = GRAFANA_DIR / "dashboards" / "test-health.json"
+    panels = {p["title"]: p for p in load_dashboard(path)["panels"]}
+    used = {
+        title: {n for t in p["targets"] for n in metric_names(substitute(t["expr"]))}
+        for title, p in panels.items()
+    }
+    assert used["Test pass rate per tier"] == {"schedctl_tests_total"}
+    assert used["Test duration percentiles per tier"] == {"schedctl_test_duration_seconds_bucket"}
+    assert used["Flaky tests per tier"] == {"schedctl_tier_flaky_tests"}
+    assert used["Quarantined tests"] == {"schedctl_quarantined_tests"}
+    assert used["Reruns per tier"] == {"schedctl_test_reruns_total"}
+    slowest = panels["Slowest tests (newest run, top 20 per tier)"]
+    assert slowest["type"] == "table"
+    assert used[slowest["title"]] == {"schedctl_slowest_test_duration_seconds"}
+    quantiles = [t["expr"].split(",")[0] for t in panels["Test duration percentiles per tier"]
+                 ["targets"]]  # fmt: skip
+    assert quantiles == [f"histogram_quantile({q}" for q in ("0.5", "0.9", "0.99")]
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 class TestDashboard:
     def test_host_variable_selects_instances(self, path: Path) -> None:
