@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_history import START, fill  # noqa: E402
 
 from scheduler.history.stats import History  # noqa: E402
-from scheduler.store import Store  # noqa: E402
+from scheduler.store import RunFilter, Store  # noqa: E402
 
 TARGET_P95_MS = 300.0
 
@@ -97,8 +97,9 @@ def main() -> int:
             "markers": "/markers",
         }
         port = free_port()
+        as_of = (end - timedelta(days=1)).date().isoformat()
         argv = [sys.executable, "-m", "scheduler", "web", "--db", str(path),
-                "--address", f"127.0.0.1:{port}", "--as-of", (end - timedelta(days=1)).date().isoformat()]  # fmt: skip
+                "--address", f"127.0.0.1:{port}", "--as-of", as_of]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 cwd=ROOT, text=True)  # fmt: skip
@@ -106,7 +107,8 @@ def main() -> int:
             assert proc.stdout is not None
             banner = proc.stdout.readline()
             if "serving" not in banner:
-                raise SystemExit(f"schedctl web did not start: {banner}{proc.stderr.read() if proc.stderr else ''}")
+                err = proc.stderr.read() if proc.stderr else ""
+                raise SystemExit(f"schedctl web did not start: {banner}{err}")
             base = [fetch(port, "/healthz") for _ in range(args.reps)]
             timings: dict[str, list[float]] = {}
             for name, target in pages.items():
@@ -116,8 +118,10 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
         size_mb = path.stat().st_size / 2**20
-    print(f"store: {args.tests * args.runs:,} test results ({args.tests} tests x {args.runs} runs), "
-          f"filled in {fill_s:.0f} s, {size_mb:.0f} MiB" + (" (reused)" if reuse else ""))  # fmt: skip
+    shape = f"{args.tests} tests x {args.runs} runs"
+    kept = " (reused)" if reuse else ""
+    print(f"store: {args.tests * args.runs:,} test results ({shape}), "
+          f"filled in {fill_s:.0f} s, {size_mb:.0f} MiB{kept}")  # fmt: skip
     print(f"server: {' '.join(argv[1:3])} ... (own process); {args.reps} fetches per page")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'page':28}{'p50 ms':>9}{'p95 ms':>9}{'baseline p95':>14}{'target':>9}")
@@ -133,9 +137,7 @@ def main() -> int:
     return 1 if args.strict and not ok else 0
 
 
-def store_filter(outcome: str):  # type: ignore[no-untyped-def]
-    from scheduler.store import RunFilter
-
+def store_filter(outcome: str) -> RunFilter:
     return RunFilter(tier="hourly", outcome=outcome)
 
 

@@ -40,6 +40,8 @@ ARTIFACTS = {JUNIT_FILE: "JUnit XML", "coverage.xml": "coverage.xml", LOG_FILE: 
 _TRIGGER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SORTS = ("duration", "memory", "name")
+FILTERS = ("tier", "outcome", "trigger", "since", "until")
+NONE = "\N{EN DASH}"
 
 
 class NotFound(SchedctlError):
@@ -187,7 +189,7 @@ class Pages:
         return Page("runs.html", {
             "title": "Runs",
             "runs": found,
-            "filters": {k: query.get(k, "") for k in ("tier", "outcome", "trigger", "since", "until")},
+            "filters": {k: query.get(k, "") for k in FILTERS},
             "tiers": tiers,
             "outcomes": [o.value for o in Outcome],
             "older": older,
@@ -373,14 +375,14 @@ class Pages:
 
 def fmt_secs(value: float | None) -> str:
     if value is None:
-        return "–"
+        return NONE
     if value >= 60:
         return f"{int(value // 60)}m{int(value % 60):02d}s"
     return f"{value:.3f}s"
 
 
 def fmt_mib(value: int | None) -> str:
-    return "–" if value is None else f"{value / 2**20:.1f} MiB"
+    return NONE if value is None else f"{value / 2**20:.1f} MiB"
 
 
 def _gpu_text(gpu: Mapping[str, Any]) -> str:
@@ -391,6 +393,4 @@ def _slurm(details: Any) -> list[tuple[str, str]]:
     prov = details.get("provenance") if isinstance(details, Mapping) else None
     if not isinstance(prov, Mapping):
         return []
-    return [(str(k), json.dumps(v) if not isinstance(v, str) else v) for k, v in prov.items()][
-        :20
-    ]
+    return [(str(k), json.dumps(v) if not isinstance(v, str) else v) for k, v in prov.items()][:20]

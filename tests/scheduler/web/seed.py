@@ -77,8 +77,10 @@ def seed(store: Store, run_dirs: Path) -> Seeded:
                          finished_at=when + timedelta(minutes=9), duration_s=540.0 + n,
                          counts={"passed": 8})  # fmt: skip
         last["daily"] = run_id
-    store.quarantine_add(QuarantineRow(QUARANTINED, "GPU driver <b>bug</b>", NOW - timedelta(days=1),
-                                       owner="@lab/gpu", expires_at=NOW + timedelta(days=13)))  # fmt: skip
+    store.quarantine_add(
+        QuarantineRow(QUARANTINED, "GPU driver <b>bug</b>", NOW - timedelta(days=1),
+                      owner="@lab/gpu", expires_at=NOW + timedelta(days=13))
+    )  # fmt: skip
     live_dir = run_dirs / "weekly-live"
     live_dir.mkdir()
     live_log = live_dir / "output.log"

@@ -21,8 +21,8 @@ import pytest
 from scheduler.kernel.outcome import Outcome
 from scheduler.web.server import WebServer
 from tests.conftest import require
-from tests.waiting import wait_for
 from tests.scheduler.web.seed import BROKEN, EVIL, Seeded
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 

@@ -34,9 +34,10 @@ def assert_no_traceback(body: str) -> None:
 
 
 class TestStatus:
-    @pytest.mark.parametrize("path", ["/", "/runs", "/flaky", "/markers", "/healthz",
-                                      f"/test?id={quote(BROKEN)}", "/runs?tier=hourly&outcome=failed"
-                                      "&trigger=schedule&since=2026-01-01&until=2026-12-31"])  # fmt: skip
+    @pytest.mark.parametrize("path", [
+        "/", "/runs", "/flaky", "/markers", "/healthz", f"/test?id={quote(BROKEN)}",
+        "/runs?tier=hourly&outcome=failed&trigger=schedule&since=2026-01-01&until=2026-12-31",
+    ])  # fmt: skip
     def test_pages_answer_200_with_a_csp(self, server: WebServer, path: str) -> None:
         status, headers, body = get(server, path)
         assert status == 200, body[:300]
@@ -70,7 +71,7 @@ class TestStatus:
     def test_bad_filters_are_400_and_name_the_filter(self, server: WebServer, query: str) -> None:
         status, _, body = get(server, f"/runs?{query}")
         assert status == 400, body[:300]
-        key = query.split("=")[0]
+        key = query.split("=", maxsplit=1)[0]
         assert key in body or "since must be" in body
         assert_no_traceback(body)
 
@@ -155,7 +156,7 @@ class TestAccess:
         stop(srv, thread)
 
     def test_off_loopback_every_page_needs_the_token(self, exposed: WebServer) -> None:
-        status, headers, body = get(exposed, "/")
+        status, headers, _ = get(exposed, "/")
         assert status == 401 and "Basic" in headers["WWW-Authenticate"]
         assert get(exposed, "/runs", {"Authorization": "Bearer wrong"})[0] == 401
         assert get(exposed, "/", {"Authorization": "Bearer s3cret-token"})[0] == 200
