@@ -1,7 +1,7 @@
 # schedctl — two commands do everything on a fresh Debian bookworm machine (as root):
 #   make demo   run the hourly tier on examples/suite with the embedded config.yaml
 #   make test   install what the tests need (docker, test image, prometheus, alertmanager, slurm,
-#               torch CPU) and run lint, types and the whole test suite
+#               chromium, torch CPU) and run lint, types and the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -45,6 +45,7 @@ engines: venv
 	bash scripts/ensure-prometheus.sh
 	bash scripts/ensure-alertmanager.sh
 	bash scripts/ensure-slurm.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install --quiet torch==$(TORCH_VERSION)
 
 lint: venv

@@ -21,6 +21,10 @@ QUARANTINED = "tests/test_gpu.py::test_quarantined"
 STABLE = [f"tests/test_core.py::test_ok_{i}" for i in range(8)]
 
 
+def _sha(k: int) -> str:
+    return (f"{k:x}c0ffee" * 40)[:40]
+
+
 @dataclass
 class Seeded:
     store: Store
@@ -59,7 +63,7 @@ def seed(store: Store, run_dirs: Path) -> Seeded:
                                   peak_rss_bytes=(50 + n) << 20))  # fmt: skip
         rows.append(TestResultRow(QUARANTINED, "failed", 0.3, message="CUDA error"))
         outcome = Outcome.FAILED if broken else Outcome.PASSED
-        store.finish_run(run_id, rows, outcome=outcome, sha=f"{n // 2 + (5 if broken else 0):040x}",
+        store.finish_run(run_id, rows, outcome=outcome, sha=_sha(n // 2 + (5 if broken else 0)),
                          reason=f"{sum(r.outcome == 'failed' and r.final for r in rows)} tests "
                          "failed <i>really</i>", started_at=when,
                          finished_at=when + timedelta(minutes=5), duration_s=300.0 + n * 7,
@@ -73,7 +77,7 @@ def seed(store: Store, run_dirs: Path) -> Seeded:
         run_id = store.create_run(tier="daily", trigger="schedule", queued_at=when)
         assert run_id is not None
         store.finish_run(run_id, [TestResultRow(s, "passed", 0.02) for s in STABLE],
-                         outcome=Outcome.PASSED, sha=f"{n:040x}", started_at=when,
+                         outcome=Outcome.PASSED, sha=_sha(20 + n), started_at=when,
                          finished_at=when + timedelta(minutes=9), duration_s=540.0 + n,
                          counts={"passed": 8})  # fmt: skip
         last["daily"] = run_id
