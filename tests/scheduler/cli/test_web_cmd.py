@@ -17,6 +17,11 @@ ENV = {k: v for k, v in os.environ.items() if k != "SCHEDCTL_API_TOKEN"}
 ENV["PYTHONPATH"] = str(ROOT)
 
 
+def schedctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SCHEDCTL, "web", *args], capture_output=True, text=True, env=ENV,
+                          timeout=60, cwd=cwd, check=False)  # fmt: skip
+
+
 def test_schedctl_web_serves_a_store_and_stops_on_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "state" / "schedctl.db"
     seeded = seed(Store(db), tmp_path / "runs")
@@ -41,19 +46,16 @@ def test_schedctl_web_serves_a_store_and_stops_on_sigterm(tmp_path: Path) -> Non
 def test_a_non_loopback_address_without_a_token_exits_2_with_one_line(tmp_path: Path) -> None:
     db = tmp_path / "schedctl.db"
     Store(db)
-    done = subprocess.run([*SCHEDCTL, "web", "--db", str(db), "--address", "0.0.0.0:0"],
-                          capture_output=True, text=True, env=ENV, timeout=60, cwd=tmp_path)  # fmt: skip
+    done = schedctl(tmp_path, "--db", str(db), "--address", "0.0.0.0:0")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--address 0.0.0.0:0 is not a loopback address" in lines[0]
 
 
 def test_a_missing_store_or_bad_day_exits_2(tmp_path: Path) -> None:
-    done = subprocess.run([*SCHEDCTL, "web", "--db", str(tmp_path / "nope.db")],
-                          capture_output=True, text=True, env=ENV, timeout=60, cwd=tmp_path)  # fmt: skip
+    done = schedctl(tmp_path, "--db", str(tmp_path / "nope.db"))
     assert done.returncode == 2 and "no such store file" in done.stderr
     db = tmp_path / "schedctl.db"
     Store(db)
-    done = subprocess.run([*SCHEDCTL, "web", "--db", str(db), "--as-of", "March"],
-                          capture_output=True, text=True, env=ENV, timeout=60, cwd=tmp_path)  # fmt: skip
+    done = schedctl(tmp_path, "--db", str(db), "--as-of", "March")
     assert done.returncode == 2 and "--as-of 'March'" in done.stderr
