@@ -15,7 +15,8 @@ Routes (all read-only)::
 
 Access: a loopback bind serves anyone on the host; any other bind needs the control API's token
 (``Authorization: Bearer <token>``, or HTTP Basic with the token as password so a browser can
-ask for it) and :func:`make_server` refuses to start without one. Errors answer one line, never
+ask for it) and :func:`make_server` refuses to start without one. A loopback listener answers
+only requests whose ``Host`` is a loopback name (DNS rebinding). Errors answer one line, never
 a traceback (404 unknown run/test/page, 400 bad filter, 503 store unreadable, 500 otherwise).
 Every page carries a Content-Security-Policy that only runs the page's own nonce-tagged script,
 so even text that escaped escaping could not execute.
@@ -189,6 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("web_request", line=format % args)
 
     def _serve(self, head: bool) -> None:
+        if not self.server.host_allowed(self.headers.get("Host")):
+            self._send(Response(421, b"unexpected Host header for a loopback listener\n",
+                                "text/plain; charset=utf-8"), head)  # fmt: skip
+            return
         if not self.server.authorised(self.headers.get("Authorization")):
             self._send(Response(401, b"authorization required: the API token\n",
                                 "text/plain; charset=utf-8",
@@ -243,6 +248,18 @@ class WebServer(ThreadingHTTPServer):
         elif scheme.lower() != "bearer":
             return False
         return bool(presented) and hmac.compare_digest(presented.encode(), self._token)
+
+    def host_allowed(self, header: str | None) -> bool:
+        """On loopback (no token), only loopback host names: a page elsewhere that rebinds its
+        own DNS name to 127.0.0.1 must not read these pages through the visitor's browser."""
+        if not self.loopback or header is None:
+            return True
+        host = header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        return is_loopback(host) or host.endswith(".localhost")
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve our own FQDN (a DNS query) for nothing.

@@ -166,3 +166,13 @@ class TestAccess:
 
     def test_loopback_needs_no_token(self, server: WebServer) -> None:
         assert get(server, "/")[0] == 200
+
+    @pytest.mark.parametrize("host", ["localhost:9465", "127.0.0.1", "[::1]:80", "x.localhost"])
+    def test_loopback_answers_loopback_host_names(self, server: WebServer, host: str) -> None:
+        assert get(server, "/", {"Host": host})[0] == 200
+
+    @pytest.mark.parametrize("host", ["evil.example", "evil.example:9465", "10.0.0.1"])
+    def test_loopback_refuses_other_host_names(self, server: WebServer, host: str) -> None:
+        """DNS rebinding: a foreign site's name pointed at 127.0.0.1 reads nothing."""
+        status, _, body = get(server, "/", {"Host": host})
+        assert status == 421 and "schedctl" not in body
