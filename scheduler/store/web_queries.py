@@ -8,7 +8,6 @@ newest run with a test verdict. Reads only; everything is served from the indexe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -103,18 +102,3 @@ class WebQueries(QueryBase):
                 .limit(limit)
             )
             return [SlowTest(str(r[0]), float(r[1] or 0.0), int(run_id)) for r in rows]
-
-    def results_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-        """Per run, its stored result count by outcome (final attempts)."""
-        if not run_ids:
-            return {}
-        query = (
-            sa.select(test_results.c.run_id, test_results.c.outcome, sa.func.count())
-            .where(test_results.c.run_id.in_(list(run_ids)), test_results.c.final.is_(True))
-            .group_by(test_results.c.run_id, test_results.c.outcome)
-        )
-        out: dict[int, dict[str, int]] = {}
-        with self.begin() as conn:
-            for run_id, outcome, count in conn.execute(query):
-                out.setdefault(int(run_id), {})[str(outcome)] = int(count)
-        return out
