@@ -4,6 +4,7 @@
 - the kernel imports nothing else of schedctl at run time;
 - the store imports neither the dispatcher nor the CLI;
 - alerts and metrics import no runner;
+- the web pages import neither the dispatcher, alerting nor the CLI;
 - only the run ledger writes a run's outcome (create_run / finish_run / update_run(outcome=)).
 """
 
@@ -59,6 +60,8 @@ def violations(
         ("scheduler/store", ("scheduler.run", "scheduler.cli", "scheduler.daemon", "runners"), ()),
         ("scheduler/alerts", ("runners",), ()),
         ("scheduler/metrics", ("runners",), ()),
+        # the pages only read: no dispatcher, no alerting, no CLI
+        ("scheduler/web", ("scheduler.run", "scheduler.alerts", "scheduler.cli"), ()),
     ],
 )
 def test_import_rules(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...]) -> None:
