@@ -122,7 +122,8 @@ def main() -> int:
     kept = " (reused)" if reuse else ""
     print(f"store: {args.tests * args.runs:,} test results ({shape}), "
           f"filled in {fill_s:.0f} s, {size_mb:.0f} MiB{kept}")  # fmt: skip
-    print(f"server: {' '.join(argv[1:3])} ... (own process); {args.reps} fetches per page")
+    print(f"server: schedctl web --db {path.name} --as-of {as_of} in its own process; "
+          f"{args.reps} fetches per page after one warm-up")  # fmt: skip
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'page':28}{'p50 ms':>9}{'p95 ms':>9}{'baseline p95':>14}{'target':>9}")
     ok = True
