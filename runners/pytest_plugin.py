@@ -12,6 +12,8 @@ progress live and a crash keeps what was written::
     {"type": "start", "pytest_version": str, "python": str, "pid": int}
     {"type": "collect_error", "nodeid": str, "longrepr": str}
     {"type": "collection", "collected": int, "selected": int, "deselected": int, "errors": int}
+    {"type": "markers", "registered": [str]}                   (only under --collect-only)
+    {"type": "item", "nodeid": str, "markers": [str]}          (only under --collect-only)
     {"type": "test_start", "nodeid": str}
     {"type": "test", "nodeid": str, "outcome": str, "when": "setup" | "call" | "teardown",
      "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None,
@@ -19,6 +21,10 @@ progress live and a crash keeps what was written::
      "cuda_peak_bytes": int | None}
     {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
      "duration_s": float}
+
+``markers`` (the names registered in the ``markers`` ini option) and ``item`` lines (one per
+selected item, before the ``collection`` line) are written only under ``--collect-only``, for
+``schedctl markers audit``.
 
 ``outcome`` is one of passed, failed, skipped, error, xfailed, xpassed; there is exactly one
 ``test`` line per item, written when its last phase is reported. ``longrepr`` is an excerpt of
@@ -389,6 +395,13 @@ class ResultsRecorder:
         self._deselected += len(list(items))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if session.config.option.collectonly:
+            # ``schedctl markers audit``: the registered markers, every selected item's markers.
+            lines = session.config.getini("markers")
+            registered = sorted({str(line).split(":")[0].split("(")[0].strip() for line in lines})
+            self.emit({"type": "markers", "registered": [n for n in registered if n]})
+            for item in session.items:
+                self.emit({"type": "item", "nodeid": item.nodeid, "markers": marker_names(item)})
         self._write_collection(len(session.items))
 
     @pytest.hookimpl(optionalhook=True)
