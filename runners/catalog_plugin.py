@@ -32,12 +32,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
+try:
+    import pytest
+except ImportError:  # pragma: no cover - schedctl imports the parser where pytest is absent
+    pytest = None  # type: ignore[assignment]
 
 CATALOG_ENV = "SCHEDCTL_MARKERS_CATALOG"
 DEFAULT_CATALOG = "tests/schedctl-markers.toml"
 PLUGIN_MODULE = "schedctl_catalog"
 CATALOG_VERSION = 1
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed; the message names the file and the entry."""
+
+
+def _tryfirst(function: Any) -> Any:
+    return pytest.hookimpl(tryfirst=True)(function) if pytest is not None else function
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ def _toml() -> Any:
     try:
         import tomli
     except ImportError as exc:  # pragma: no cover - Python 3.10 without tomli
-        raise pytest.UsageError("schedctl_catalog needs Python >= 3.11 or tomli") from exc
+        raise CatalogError("schedctl_catalog needs Python >= 3.11 or tomli") from exc
     return tomli
 
 
@@ -80,28 +91,28 @@ def parse_catalog(text: str, where: str) -> list[Entry]:
     try:
         data = _toml().loads(text)
     except ValueError as exc:
-        raise pytest.UsageError(f"{where}: invalid TOML: {exc}") from None
+        raise CatalogError(f"{where}: invalid TOML: {exc}") from None
     version = data.get("version", CATALOG_VERSION)
     if version != CATALOG_VERSION:
-        raise pytest.UsageError(f"{where}: version: expected {CATALOG_VERSION}, got {version!r}")
+        raise CatalogError(f"{where}: version: expected {CATALOG_VERSION}, got {version!r}")
     raw = data.get("entry", [])
     if not isinstance(raw, list):
-        raise pytest.UsageError(f"{where}: entry: expected [[entry]] tables")
+        raise CatalogError(f"{where}: entry: expected [[entry]] tables")
     entries = []
     for i, item in enumerate(raw):
         key = f"{where}: entry[{i}]"
         if not isinstance(item, dict):
-            raise pytest.UsageError(f"{key}: expected a table")
+            raise CatalogError(f"{key}: expected a table")
         match = item.get("match")
         if not isinstance(match, str) or not match:
-            raise pytest.UsageError(f"{key}.match: expected a node id, path or glob")
+            raise CatalogError(f"{key}.match: expected a node id, path or glob")
         names = {}
         for field_name in ("markers", "unmark"):
             value = item.get(field_name, [])
             if not isinstance(value, list) or not all(
                 isinstance(m, str) and m.isidentifier() for m in value
             ):
-                raise pytest.UsageError(f"{key}.{field_name}: expected a list of marker names")
+                raise CatalogError(f"{key}.{field_name}: expected a list of marker names")
             names[field_name] = tuple(value)
         entries.append(
             Entry(
@@ -160,7 +171,7 @@ class CatalogMarkers:
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = list(entries)
 
-    @pytest.hookimpl(tryfirst=True)
+    @_tryfirst
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             added, removed = markers_for(self.entries, item.nodeid)
@@ -176,8 +187,11 @@ def pytest_configure(config: pytest.Config) -> None:
     path = catalog_path(str(config.invocation_params.dir), str(config.rootpath))
     if path is None:
         return
-    with open(path, encoding="utf-8") as fh:
-        entries = parse_catalog(fh.read(), path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            entries = parse_catalog(fh.read(), path)
+    except (OSError, CatalogError) as exc:
+        raise pytest.UsageError(str(exc)) from None
     for name in sorted({m for e in entries for m in e.markers}):
         config.addinivalue_line("markers", f"{name}: assigned by the schedctl marker catalog")
     config.pluginmanager.register(CatalogMarkers(entries), "schedctl-catalog-markers")

@@ -22,7 +22,7 @@ progress live and a crash keeps what was written::
     {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
      "duration_s": float}
 
-``markers`` (the names registered in the ``markers`` ini option) and ``item`` lines (one per
+``markers`` (the names the project registers in its ini file's ``markers``) and ``item`` lines (one per
 selected item, before the ``collection`` line) are written only under ``--collect-only``, for
 ``schedctl markers audit``.
 
@@ -63,6 +63,7 @@ are deselected. Reruns of failed tests use it: node ids never reach the command 
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import faulthandler
 import json
@@ -115,6 +116,37 @@ def excerpt(text: str) -> str:
 def marker_names(item: pytest.Item) -> list[str]:
     """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own."""
     return sorted({mark.name for mark in item.iter_markers()} - BUILTIN_MARKS)
+
+
+def project_markers(config: pytest.Config) -> list[str]:
+    """The marker names the project registers in its own config file (not pytest's or plugins':
+    pytest's in-memory ini list also holds theirs), read from the file itself."""
+    path = getattr(config, "inipath", None)
+    raw: Any = None
+    try:
+        if path is None:
+            return []
+        if str(path).endswith(".toml"):
+            if sys.version_info < (3, 11):
+                return []
+            import tomllib
+
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+            tool = data.get("tool", {}).get("pytest", {})
+            raw = tool.get("ini_options", {}).get("markers", tool.get("markers"))
+        else:
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(path, encoding="utf-8")
+            for section in ("pytest", "tool:pytest"):
+                if parser.has_option(section, "markers"):
+                    raw = parser.get(section, "markers")
+                    break
+    except (OSError, ValueError, configparser.Error):
+        return []
+    lines = raw.splitlines() if isinstance(raw, str) else list(raw or [])
+    names = {str(line).split(":")[0].split("(")[0].strip() for line in lines}
+    return sorted(n for n in names if n)
 
 
 def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
@@ -397,9 +429,8 @@ class ResultsRecorder:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if session.config.option.collectonly:
             # ``schedctl markers audit``: the registered markers, every selected item's markers.
-            lines = session.config.getini("markers")
-            registered = sorted({str(line).split(":")[0].split("(")[0].strip() for line in lines})
-            self.emit({"type": "markers", "registered": [n for n in registered if n]})
+            registered = project_markers(session.config)
+            self.emit({"type": "markers", "registered": registered})
             for item in session.items:
                 self.emit({"type": "item", "nodeid": item.nodeid, "markers": marker_names(item)})
         self._write_collection(len(session.items))

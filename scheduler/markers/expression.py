@@ -18,8 +18,8 @@ _TOKEN_RE = re.compile(r"\s*(?:(\()|(\))|((?:\w|:|\+|-|\.|\[|\]|\\|/)+))")
 Predicate = Callable[[Collection[str]], bool]
 
 
-def _tokens(text: str) -> list[str]:
-    tokens: list[str] = []
+def tokens(text: str) -> list[str]:
+    found: list[str] = []
     pos = 0
     while pos < len(text):
         match = _TOKEN_RE.match(text, pos)
@@ -27,15 +27,15 @@ def _tokens(text: str) -> list[str]:
             if not text[pos:].strip():
                 break
             raise ValueError(f"invalid marker expression {text!r}: unexpected {text[pos]!r}")
-        tokens.append(match.group(match.lastindex or 0))
+        found.append(match.group(match.lastindex or 0))
         pos = match.end()
-    return tokens
+    return found
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = _tokens(text)
+        self.tokens = tokens(text)
         self.pos = 0
 
     def _peek(self) -> str | None:
