@@ -75,15 +75,13 @@ def entry_matches(pattern: str, nodeid: str) -> bool:
 
 
 def _toml() -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
+    """tomllib (3.11+), else tomli when installed."""
+    import importlib
 
-        return tomllib
     try:
-        import tomli
+        return importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
     except ImportError as exc:  # pragma: no cover - Python 3.10 without tomli
         raise CatalogError("schedctl_catalog needs Python >= 3.11 or tomli") from exc
-    return tomli
 
 
 def parse_catalog(text: str, where: str) -> list[Entry]:

@@ -22,9 +22,9 @@ progress live and a crash keeps what was written::
     {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
      "duration_s": float}
 
-``markers`` (the names the project registers in its ini file's ``markers``) and ``item`` lines (one per
-selected item, before the ``collection`` line) are written only under ``--collect-only``, for
-``schedctl markers audit``.
+``markers`` (the names the project registers in its config file's ``markers``) and ``item`` lines
+(one per selected item, before the ``collection`` line) are written only under
+``--collect-only``, for ``schedctl markers audit``.
 
 ``outcome`` is one of passed, failed, skipped, error, xfailed, xpassed; there is exactly one
 ``test`` line per item, written when its last phase is reported. ``longrepr`` is an excerpt of
@@ -129,10 +129,10 @@ def project_markers(config: pytest.Config) -> list[str]:
         if str(path).endswith(".toml"):
             if sys.version_info < (3, 11):
                 return []
-            import tomllib
+            import importlib
 
             with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+                data = importlib.import_module("tomllib").load(fh)
             tool = data.get("tool", {}).get("pytest", {})
             raw = tool.get("ini_options", {}).get("markers", tool.get("markers"))
         else:

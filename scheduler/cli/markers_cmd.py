@@ -42,7 +42,9 @@ def _catalog_path(app: AppContext) -> Path:
 @click.option("--ref", help="Commit, branch or tag to collect (default: the project's default).")
 @click.option("--tier", help="Collect in this tier's runner and image (default: hourly).")
 @click.option("--runner", type=RUNNERS, help="Override the tier's runner.")
-@click.option("--json", "as_json", is_flag=True, help="JSON (schema: scheduler/markers/audit.schema.json).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON (schema: scheduler/markers/audit.schema.json)."
+)
 @click.option("--markdown", "as_markdown", is_flag=True, help="The report as Markdown.")
 @click.pass_obj
 def audit_command(
@@ -59,9 +61,7 @@ def audit_command(
 
     if as_json and as_markdown:
         raise UsageError("--json and --markdown exclude each other: pick one")
-    found, plan = audit_at(
-        app.config, app.store, utcnow(), tier=tier, ref=ref, runner_name=runner
-    )
+    found, plan = audit_at(app.config, app.store, utcnow(), tier=tier, ref=ref, runner_name=runner)
     save_snapshot(app.config, found)
     if as_json:
         emit_json(report.to_json(found, plan))
@@ -100,7 +100,9 @@ def _print_text(found: object, plan: object) -> None:
         tiers.add_row(*(line(v) for v in row))
     out.print(tiers)
     if plan.hourly_tier:
-        out.print(line(f"hourly budget: {secs(plan.hourly_budget_s)} (tier ", plan.hourly_tier, ")"))
+        out.print(
+            line(f"hourly budget: {secs(plan.hourly_budget_s)} (tier ", plan.hourly_tier, ")")
+        )
     shown = 30
     out.print(line((f"tests no tier runs: {len(found.unselected)}", "bold")))
     for n in found.unselected[:shown]:

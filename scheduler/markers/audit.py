@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Any
 
 from scheduler.config import Config
 from scheduler.history.owners import Owners
@@ -91,7 +92,7 @@ class Distribution:
     def unmarked_percent(self) -> float:
         return pct(self.unmarked, self.total)
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "marked": self.marked,

@@ -105,7 +105,8 @@ def diff(path: Path, old_text: str, new_text: str) -> str:
 
 
 def write(path: Path, text: str) -> Path:
-    """Write the catalog and copy the plugin beside it (``-p schedctl_catalog``); the plugin path."""
+    """Write the catalog and copy its plugin beside it (``-p schedctl_catalog``); return the
+    plugin's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from runners.base import NONCE_ENV, RESULTS_FILE
 from runners.registry import RunnerFactory, instance_of
@@ -51,7 +52,9 @@ class Collection:
     workdir: Path | None = None
 
 
-def parse_collection(path: Path, nonce: str | None) -> tuple[Collection, int | None, list[tuple[str, str]]]:
+def parse_collection(
+    path: Path, nonce: str | None
+) -> tuple[Collection, int | None, list[tuple[str, str]]]:
     """The items, the session's exit status (None: no session line) and the collection errors.
 
     Written by the process under test: lines without the nonce, bad JSON or odd fields are
@@ -77,9 +80,9 @@ def parse_collection(path: Path, nonce: str | None) -> tuple[Collection, int | N
             if kind == "item":
                 nodeid, markers = record.get("nodeid"), record.get("markers")
                 if isinstance(nodeid, str) and 0 < len(nodeid) <= MAX_NODEID:
-                    names = markers if isinstance(markers, list) else []
+                    listed: list[Any] = markers if isinstance(markers, list) else []
                     items[nodeid] = frozenset(
-                        m for m in names[:MAX_MARKERS] if isinstance(m, str) and len(m) <= 100
+                        m for m in listed[:MAX_MARKERS] if isinstance(m, str) and len(m) <= 100
                     )
             elif kind == "markers":
                 names = record.get("registered")

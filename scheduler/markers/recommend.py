@@ -167,9 +167,13 @@ def plan(config: Config, found: Audit) -> Plan:
             add[n].add(marker)
             recs.append(
                 Recommendation(
-                    n, "hourly", (marker,), (),
-                    f"{_evidence(facts[n])}; value/s {value_per_s(n):.1f}", owner(n),
-                )  # fmt: skip
+                    n,
+                    "hourly",
+                    (marker,),
+                    (),
+                    f"{_evidence(facts[n])}; value/s {value_per_s(n):.1f}",
+                    owner(n),
+                )
             )
 
     if daily is not None:
@@ -189,8 +193,9 @@ def plan(config: Config, found: Audit) -> Plan:
             spent += cost
             add[n].add(marker)
             recs.append(
-                Recommendation(n, "daily", (marker,), (), f"no tier runs it; {_evidence(f)}",
-                               owner(n))  # fmt: skip
+                Recommendation(
+                    n, "daily", (marker,), (), f"no tier runs it; {_evidence(f)}", owner(n)
+                )
             )
 
     for n in sorted(items):
@@ -199,20 +204,24 @@ def plan(config: Config, found: Audit) -> Plan:
             add[n].add("slow")
             recs.append(
                 Recommendation(
-                    n, "slow", ("slow",), (),
-                    f"p90 {_secs(f.p90_s)} > {_secs(settings.slow_threshold)}", owner(n),
-                )  # fmt: skip
+                    n,
+                    "slow",
+                    ("slow",),
+                    (),
+                    f"p90 {_secs(f.p90_s)} > {_secs(settings.slow_threshold)}",
+                    owner(n),
+                )
             )
 
     after_items = {n: (set(m) | add[n]) - remove[n] for n, m in items.items()}
-    result.after = {
-        t: predict(config, t, after_items, facts).to_json() for t in tiers
-    }
+    result.after = {t: predict(config, t, after_items, facts).to_json() for t in tiers}
     result.recommendations = recs
     return result
 
 
-def markers_after(items: Mapping[str, frozenset[str]], recs: list[Recommendation]) -> dict[str, set[str]]:
+def markers_after(
+    items: Mapping[str, frozenset[str]], recs: list[Recommendation]
+) -> dict[str, set[str]]:
     out = {n: set(m) for n, m in items.items()}
     for r in recs:
         if r.nodeid in out:

@@ -90,7 +90,9 @@ def distribution_rows(d: Distribution) -> list[list[object]]:
     return rows
 
 
-def tier_rows(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[list[object]]:
+def tier_rows(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> list[list[object]]:
     rows: list[list[object]] = []
     for tier, b in before.items():
         a = after.get(tier, b)
@@ -136,7 +138,10 @@ def markdown(found: Audit, plan: Plan) -> str:
         "",
     ]
     if plan.hourly_tier:
-        out += [f"Hourly budget: {secs(plan.hourly_budget_s)} (tier {escape(plan.hourly_tier)}).", ""]
+        out += [
+            f"Hourly budget: {secs(plan.hourly_budget_s)} (tier {escape(plan.hourly_tier)}).",
+            "",
+        ]
     out += ["## Tests no tier runs", "", f"{len(found.unselected)} tests.", ""]
     out += _bullets(found.unselected)
     out += ["", "## Tests several tiers run", "", f"{len(found.multi)} tests.", ""]

@@ -63,7 +63,7 @@ def load_snapshot(config: Config, before: datetime) -> dict[str, Any] | None:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             when = datetime.fromisoformat(str(data["generated_at"]))
-            data["distribution"]["marked"] + 0  # noqa: B018 -- shape check
+            data["distribution"]["marked"] + 0
         except (OSError, ValueError, KeyError, TypeError):
             continue
         found.append((when, data))
@@ -92,11 +92,15 @@ def review(config: Config, found: Audit, since_s: float, catalog_path: Path | No
         for n in hourly.selected:
             p90 = facts[n].p90_s
             if p90 is not None and p90 > settings.fast_threshold:
-                drift.append([n, hourly.tier, fmt_secs(p90), f"above {fmt_secs(settings.fast_threshold)}"])
+                drift.append(
+                    [n, hourly.tier, fmt_secs(p90), f"above {fmt_secs(settings.fast_threshold)}"]
+                )
     for n in sorted(items):
         p90 = facts[n].p90_s
         if p90 is not None and p90 > settings.slow_threshold and "slow" not in items[n]:
-            drift.append([n, "-", fmt_secs(p90), f"above {fmt_secs(settings.slow_threshold)}, not `slow`"])
+            drift.append(
+                [n, "-", fmt_secs(p90), f"above {fmt_secs(settings.slow_threshold)}, not `slow`"]
+            )
     over = [p for p in found.tiers if not p.fits]
     flaky_fast = [n for n in (hourly.selected if hourly else ()) if facts[n].flaky]
     never_failed = [
@@ -146,7 +150,7 @@ def review(config: Config, found: Audit, since_s: float, catalog_path: Path | No
     out.append(f"Then: {escape(when)}.")
     out.append("")
     then_counts = {m["marker"]: m["count"] for m in then_d["markers"]} if then_d else {}
-    now_counts = {m["marker"]: m["count"] for m in now_d["markers"]}  # type: ignore[index]
+    now_counts = {m["marker"]: m["count"] for m in now_d["markers"]}
     rows: list[list[object]] = []
     for name in sorted(set(then_counts) | set(now_counts)):
         rows.append([name, then_counts.get(name, "-"), now_counts.get(name, 0)])

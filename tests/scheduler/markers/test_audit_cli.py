@@ -87,7 +87,9 @@ def test_audit_reports_the_reference_distribution_and_fits_the_hourly_budget(
     assert 0 < after["predicted_s"] <= BUDGET_S and after["unknown"] == 0
     assert data["predicted"]["before"]["hourly"]["selected"] == 12
     # Critical-path tests are worth more per second: the cheapest ones of that file got in.
-    critical = {r for r in hourly_added if r.startswith(f"tests/test_area{reference.CRITICAL_FILE:02d}")}
+    critical = {
+        r for r in hourly_added if r.startswith(f"tests/test_area{reference.CRITICAL_FILE:02d}")
+    }
     assert critical
     slow = {r["nodeid"] for r in recs if r["action"] == "slow"}
     assert slow == {reference.nodeid(i) for i in reference.SLOW_UNMARKED}
@@ -120,7 +122,12 @@ def collect_ids(project: Path, *args: str) -> set[str]:
     env = {**os.environ, "PYTHONPATH": str(project / "tests")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {line for line in proc.stdout.splitlines() if "::" in line}
@@ -176,7 +183,10 @@ def test_collection_error_exits_non_zero_without_a_distribution(
     for extra in ([], ["--json"]):
         proc = subprocess.run(
             [*SCHEDCTL, "--config", str(config), "markers", "audit", *extra],
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "test_broken.py" in proc.stderr and "error" in proc.stderr
