@@ -163,8 +163,10 @@ class TierConfig(_Model):
 
     schedule: str | None = Field(default=None, description="5-field cron, crontab(5) semantics")
     enabled: bool = True
-    kind: Literal["pytest", "torchrun", "build"] = Field(
-        default="pytest", description="'build' tiers come only from images: (image:NAME)"
+    kind: Literal["pytest", "torchrun", "build", "review"] = Field(
+        default="pytest",
+        description="'build' tiers come only from images: (image:NAME); 'review': the quarterly "
+        "marker review (schedctl markers review) as one GitHub issue",
     )
     timeout: Timeout = 1800.0
     markers: str | None = None
@@ -498,6 +500,9 @@ class MarkersConfig(_Model):
     )
     min_runs: int = Field(default=3, ge=1, description="results a test needs to be recommended")
     history_window: Duration = Field(default=30 * 86400.0, description="history the audit reads")
+    review_since: Duration = Field(
+        default=90 * 86400.0, description="the period a `kind: review` tier reviews"
+    )
     critical_paths: list[str] = Field(
         default_factory=list, description="node id globs of critical-path tests (more value)"
     )

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 import structlog
 
+from scheduler.alerts.review import ReviewDelivery
 from scheduler.alerts.quarantine import QuarantineExpiry
 from scheduler.alerts.recorder import AlertRecorder, ChangesFn
 from scheduler.alerts.retry import Backoff
@@ -67,6 +68,7 @@ class Alerting:
     worker: DeliveryWorker
     sinks: SinkSet
     expiry: QuarantineExpiry | None = None
+    review: ReviewDelivery | None = None
 
 
 def build_sinks(
@@ -245,4 +247,7 @@ def build_alerting(
     expiry = QuarantineExpiry(
         store, sinks.sinks, public_url=alerts.public_url, clock=clock, on_enqueued=worker.wake
     )
-    return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry)
+    review = ReviewDelivery(
+        store, sinks.sinks, public_url=alerts.public_url, clock=clock, on_enqueued=worker.wake
+    )
+    return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry, review=review)

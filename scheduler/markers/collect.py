@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runners.base import NONCE_ENV, RESULTS_FILE
+from runners.base import NONCE_ENV, RESULTS_FILE, Runner
 from runners.registry import RunnerFactory, instance_of
 from scheduler.config import Config
 from scheduler.kernel.clock import utcnow
-from scheduler.kernel.errors import SchedctlError
+from scheduler.kernel.errors import SchedctlError, UsageError
 from scheduler.run.spec import batch_request, build_pytest_spec
 from scheduler.source import Source
 
@@ -98,6 +98,48 @@ def parse_collection(
     return Collection(items, tuple(sorted(registered))), status, errors
 
 
+def collect_in(
+    config: Config,
+    tier_name: str,
+    runner: Runner,
+    workdir: Path,
+    run_dir: Path,
+    cancel: threading.Event | None = None,
+) -> Collection:
+    """Collect the tree at ``workdir`` with ``runner`` as ``tier_name``'s runs would.
+
+    Raises :class:`CollectionFailed` on any collection error or a session that did not finish.
+    """
+    tier = config.tier(tier_name)
+    collect_tier = tier.model_copy(
+        update={"markers": None, "coverage": False, "paths": [], "reruns": 0,
+                "args": ["--collect-only", "-q"]}
+    )  # fmt: skip
+    spec = build_pytest_spec(
+        config, collect_tier, run_id=0, tier_name=tier_name, markers=None,
+        timeout_s=min(tier.timeout, COLLECT_TIMEOUT_S), workdir=workdir, run_dir=run_dir,
+        in_container=runner.in_container, devices=(), host=socket.gethostname(),
+        batch=batch_request(config, tier_name, gpus_per_node=0) if runner.leases_gpus else None,
+    )  # fmt: skip
+    result = runner.run(spec, cancel or threading.Event())
+    found, status, errors = parse_collection(run_dir / RESULTS_FILE, spec.env.get(NONCE_ENV))
+    where = f"tier {tier_name} ({runner.alias})"
+    if errors:
+        raise CollectionFailed(
+            f"collection in {where} had {len(errors)} error(s): "
+            + "; ".join(nodeid or "<session>" for nodeid, _ in errors[:5])
+            + f" (log: {spec.log_path})",
+            errors,
+        )
+    if status is None or status not in (0, 5):
+        detail = result.message or f"exit code {result.exit_code}"
+        raise CollectionFailed(
+            f"collection in {where} did not finish (pytest status {status}, {detail}; "
+            f"log: {spec.log_path})"
+        )
+    return Collection(found.items, found.registered, tier=tier_name, runner=runner.alias)
+
+
 def collect(
     config: Config,
     tier_name: str,
@@ -109,7 +151,7 @@ def collect(
     """Collect the suite at ``ref`` as ``tier_name``'s runs would; raises CollectionFailed."""
     tier = config.tier(tier_name)
     if tier.kind != "pytest":
-        raise SchedctlError(f"tier {tier_name!r} is a {tier.kind} tier; audit a pytest tier")
+        raise UsageError(f"tier {tier_name!r} is a {tier.kind} tier; audit a pytest tier")
     factory = runners or RunnerFactory(
         instance=instance_of(config.state_dir),
         docker_user=f"{config.docker.uid}:{config.docker.gid}",
@@ -122,36 +164,12 @@ def collect(
     run_dir.mkdir(parents=True, exist_ok=True)
     checkout = source.checkout(ref, f"audit-{stamp}")
     try:
-        collect_tier = tier.model_copy(
-            update={"markers": None, "coverage": False, "paths": [], "reruns": 0,
-                    "args": ["--collect-only", "-q"]}
-        )  # fmt: skip
-        spec = build_pytest_spec(
-            config, collect_tier, run_id=0, tier_name=tier_name, markers=None,
-            timeout_s=min(tier.timeout, COLLECT_TIMEOUT_S), workdir=checkout.path,
-            run_dir=run_dir, in_container=runner.in_container, devices=(),
-            host=socket.gethostname(),
-            batch=batch_request(config, tier_name, gpus_per_node=0) if runner.leases_gpus else None,
-        )  # fmt: skip
-        result = runner.run(spec, threading.Event())
-        found, status, errors = parse_collection(run_dir / RESULTS_FILE, spec.env.get(NONCE_ENV))
+        found = collect_in(config, tier_name, runner, checkout.path, run_dir)
+    except CollectionFailed as exc:
+        raise CollectionFailed(f"{exc} at {ref or 'the default ref'}", exc.errors) from None
     finally:
         source.release(checkout, keep=False)
-    where = f"tier {tier_name} ({runner.alias}) at {ref or 'the default ref'}"
-    if errors:
-        raise CollectionFailed(
-            f"collection of {where} had {len(errors)} error(s): "
-            + "; ".join(nodeid or "<session>" for nodeid, _ in errors[:5])
-            + f" (log: {spec.log_path})",
-            errors,
-        )
-    if status is None or status not in (0, 5):
-        detail = result.message or f"exit code {result.exit_code}"
-        raise CollectionFailed(
-            f"collection of {where} did not finish (pytest status {status}, {detail}; "
-            f"log: {spec.log_path})"
-        )
-    return Collection(
-        found.items, found.registered, sha=checkout.sha, ref=ref, tier=tier_name,
-        runner=runner.alias, workdir=checkout.path if not checkout.is_worktree else None,
+    return replace(
+        found, sha=checkout.sha, ref=ref,
+        workdir=checkout.path if not checkout.is_worktree else None,
     )  # fmt: skip
