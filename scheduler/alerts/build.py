@@ -18,10 +18,10 @@ from typing import Any
 import requests
 import structlog
 
-from scheduler.alerts.review import ReviewDelivery
 from scheduler.alerts.quarantine import QuarantineExpiry
 from scheduler.alerts.recorder import AlertRecorder, ChangesFn
 from scheduler.alerts.retry import Backoff
+from scheduler.alerts.review import ReviewDelivery
 from scheduler.alerts.rules import RulePolicy
 from scheduler.alerts.secrets import Secret, load_secret
 from scheduler.alerts.sinks.alertmanager import AlertmanagerSink
