@@ -506,6 +506,11 @@ class MarkersConfig(_Model):
     critical_paths: list[str] = Field(
         default_factory=list, description="node id globs of critical-path tests (more value)"
     )
+    critical_modules: list[str] = Field(
+        default_factory=list,
+        description="source file globs; tests the daily coverage report shows covering them gain "
+        "value (coverage tiers then record per-test contexts: --cov-context=test)",
+    )
 
     @field_validator("catalog")
     @classmethod

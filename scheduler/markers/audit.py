@@ -9,9 +9,10 @@ never as zero.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 from scheduler.config import Config
@@ -20,6 +21,7 @@ from scheduler.history.stats import History, percentile
 from scheduler.markers.collect import Collection
 from scheduler.markers.expression import compile_expression
 from scheduler.store import Store
+from scheduler.store.coverage_data import files_by_test
 
 PERCENTILE_SAMPLE = 100
 
@@ -40,6 +42,8 @@ class TestFacts:
     older_p90_s: float | None = None
     owner: str = ""
     critical: bool = False
+    covers: tuple[str, ...] = ()
+    """Critical modules (``markers.critical_modules``) the daily coverage report saw it run."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,45 @@ def predict(
     )  # fmt: skip
 
 
+def coverage_map(config: Config, store: Store) -> tuple[int | None, dict[str, set[str]]]:
+    """The newest coverage run's per-test critical files (daily tier first, else any tier with
+    ``coverage: true``), and that run's id; nothing when no such run or no contexts."""
+    globs = config.markers.critical_modules
+    if not globs:
+        return None, {}
+    names = [n for n, t in config.tiers.items() if t.coverage]
+    names.sort(key=lambda n: n != config.markers.daily_tier)
+    for name in names:
+        record = store.last_run(name, outcomes=("passed", "failed"))
+        if record is None or not record.run_dir:
+            continue
+
+        def critical(path: str) -> bool:
+            return any(fnmatchcase(path, g) or fnmatchcase(path, "*/" + g) for g in globs)
+
+        found = files_by_test(Path(record.run_dir) / ".coverage", critical)
+        if found:
+            return record.id, found
+    return None, {}
+
+
+def _short(path: str, globs: Iterable[str]) -> str:
+    """``path`` from where a critical-module glob starts matching (host paths stay private)."""
+    parts = path.split("/")
+    for i in range(len(parts)):
+        tail = "/".join(parts[i:])
+        if any(fnmatchcase(tail, g) for g in globs):
+            return tail
+    return parts[-1]
+
+
 def load_facts(
-    config: Config, store: Store, nodeids: Iterable[str], now: datetime, owners: Owners
+    config: Config,
+    store: Store,
+    nodeids: Iterable[str],
+    now: datetime,
+    owners: Owners,
+    covering: dict[str, set[str]] | None = None,
 ) -> dict[str, TestFacts]:
     """History of the collected tests in ``markers.history_window`` (all tiers)."""
     wanted = set(nodeids)
@@ -171,6 +212,10 @@ def load_facts(
         [s.nodeid for s in known], tier=None, from_run_id=first_run, limit=PERCENTILE_SAMPLE
     )
     critical = config.markers.critical_paths
+    globs = config.markers.critical_modules
+    covers = {
+        n: tuple(sorted({_short(p, globs) for p in paths})) for n, paths in (covering or {}).items()
+    }
     facts: dict[str, TestFacts] = {}
     for s in known:
         newest = durations.get(s.nodeid, [])  # newest first
@@ -186,12 +231,14 @@ def load_facts(
             older_p90_s=percentile(newest[half:], 90) if half else None,
             owner=s.owner,
             critical=any(fnmatchcase(s.nodeid, g) for g in critical),
+            covers=covers.get(s.nodeid, ()),
         )
     for nodeid in wanted - facts.keys():
         facts[nodeid] = TestFacts(
             nodeid=nodeid,
             owner=" ".join(owners.of_test(nodeid)),
             critical=any(fnmatchcase(nodeid, g) for g in critical),
+            covers=covers.get(nodeid, ()),
         )
     return facts
 
@@ -208,13 +255,14 @@ class Audit:
     multi: dict[str, list[str]]
     generated_at: datetime
     window_s: float
-    extra: dict[str, object] = field(default_factory=dict)
+    coverage_run_id: int | None = None
 
 
 def audit(config: Config, store: Store, collection: Collection, now: datetime) -> Audit:
     owners = Owners.load(collection.workdir or config.project.path, config.owners)
     items = collection.items
-    facts = load_facts(config, store, items, now, owners)
+    coverage_run, covering = coverage_map(config, store)
+    facts = load_facts(config, store, items, now, owners, covering)
     tiers = [predict(config, t, items, facts) for t in pytest_tiers(config)]
     runs_in: dict[str, list[str]] = {n: [] for n in items}
     for p in tiers:
@@ -229,6 +277,7 @@ def audit(config: Config, store: Store, collection: Collection, now: datetime) -
         multi={n: t for n, t in sorted(runs_in.items()) if len(t) > 1},
         generated_at=now,
         window_s=config.markers.history_window,
+        coverage_run_id=coverage_run,
     )
 
 

@@ -2,7 +2,9 @@
 
 - **hourly**: the hourly set is chosen to fit ``markers.hourly_budget`` (default half the hourly
   tier's timeout) by value per second: a test's value is 1, plus 2 when it matches a
-  ``critical_paths`` glob, plus 1 when the hourly tier already runs it; divided by its p90. Only
+  ``critical_paths`` glob, plus 1 when the daily coverage report shows it covering a
+  ``critical_modules`` file (an extra signal: without the report nothing else changes), plus 1
+  when the hourly tier already runs it; divided by its p90. Only
   fast (p90 <= ``fast_threshold``), stable (no failure and not flaky in the window) tests with at
   least ``min_runs`` results are candidates: a flaky test is never recommended for hourly.
 - **demote**: a flaky test in hourly, an hourly test whose recent p90 grew by ``growth_ratio``, and
@@ -24,6 +26,7 @@ from scheduler.markers.expression import tokens
 
 HOURLY_SHARE = 0.5
 CRITICAL_VALUE = 2.0
+COVERAGE_VALUE = 1.0
 KEEP_VALUE = 1.0
 MIN_SECONDS = 0.01
 GROWTH_MIN_S = 0.5
@@ -81,6 +84,8 @@ def _evidence(f: TestFacts) -> str:
         parts.append(f"flaky (score {f.flaky_score:.0%})")
     if f.critical:
         parts.append("critical path")
+    if f.covers:
+        parts.append("covers " + " ".join(f.covers[:3]) + (" …" if len(f.covers) > 3 else ""))
     return ", ".join(parts)
 
 
@@ -139,6 +144,7 @@ def plan(config: Config, found: Audit) -> Plan:
         def value_per_s(n: str) -> float:
             f = facts[n]
             value = 1.0 + (CRITICAL_VALUE if f.critical else 0.0)
+            value += COVERAGE_VALUE if f.covers else 0.0
             value += KEEP_VALUE if n in current else 0.0
             return value / max(f.p90_s or 0.0, MIN_SECONDS)
 

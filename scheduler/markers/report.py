@@ -35,6 +35,7 @@ def to_json(found: Audit, plan: Plan) -> dict[str, Any]:
         "sha": c.sha,
         "collected_by": {"tier": c.tier, "runner": c.runner},
         "history_window_s": found.window_s,
+        "coverage_run_id": found.coverage_run_id,
         "distribution": found.distribution.to_json(),
         "tiers": [p.to_json() for p in found.tiers],
         "unselected": list(found.unselected),
@@ -125,8 +126,9 @@ def markdown(found: Audit, plan: Plan) -> str:
         "",
         f"Collected {d.total} tests at {escape(c.ref or 'the default ref')} "
         f"({escape((c.sha or 'no commit')[:12])}) in tier {escape(c.tier)} ({escape(c.runner)}); "
-        f"history window {found.window_s / 86400:.0f} days. "
-        f"**{d.marked} marked ({d.marked_percent:.1f} %)**, {d.unmarked} unmarked.",
+        f"history window {found.window_s / 86400:.0f} days"
+        + (f", coverage of run {found.coverage_run_id}. " if found.coverage_run_id else ". ")
+        + f"**{d.marked} marked ({d.marked_percent:.1f} %)**, {d.unmarked} unmarked.",
         "",
         "## Distribution",
         "",
