@@ -37,7 +37,7 @@ def to_json(found: Audit, plan: Plan) -> dict[str, Any]:
         "history_window_s": found.window_s,
         "coverage_run_id": found.coverage_run_id,
         "distribution": found.distribution.to_json(),
-        "tiers": [p.to_json() for p in found.tiers],
+        "tiers": [{**p.to_json(), "tests": list(p.selected)} for p in found.tiers],
         "unselected": list(found.unselected),
         "multi_tier": [{"nodeid": n, "tiers": t} for n, t in found.multi.items()],
         "unknown_duration": sum(1 for f in found.facts.values() if f.p90_s is None),

@@ -216,3 +216,62 @@ def test_review_reports_drift_stale_entries_unowned_and_distribution_then_vs_now
     assert dist["(marked)"] == ["29", "29"] and dist["hourly"] == ["12", "12"]
     assert "## Unowned tests (643)" in out
     assert f"- {reference.nodeid(3)}".replace("_", "\\_") in out.split("### Flaky tests")[1]
+
+
+def test_audit_at_a_ref_collects_that_commit(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    """--ref collects the commit (a worktree), not the working tree; an unknown ref is bad
+    input (exit 2)."""
+    project = tmp_path / "repo"
+    (project / "tests").mkdir(parents=True)
+    (project / "pytest.ini").write_text("[pytest]\nmarkers =\n    hourly: h\n")
+    (project / "tests" / "test_a.py").write_text("def test_one():\n    pass\n")
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=project, check=True, capture_output=True,
+        )  # fmt: skip
+
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("commit", "-qm", "one test")
+    git("tag", "v1")
+    (project / "tests" / "test_b.py").write_text(
+        "import pytest\n\n@pytest.mark.hourly\ndef test_two():\n    pass\n"
+    )
+    git("add", ".")
+    git("commit", "-qm", "two tests")
+    config = write_config(project)
+    data = audit_json(config)
+    assert data["distribution"]["total"] == 2 and data["ref"] is None
+    code, out = invoke(config, "markers", "audit", "--ref", "v1", "--json")
+    assert code == 0, out
+    old = json.loads(out)
+    assert (old["distribution"]["total"], old["distribution"]["marked"]) == (1, 0)
+    assert old["ref"] == "v1" and old["tiers"][0]["tests"] == []
+    assert data["tiers"][0]["tests"] == ["tests/test_b.py::test_two"]
+    code, out = invoke(config, "markers", "audit", "--ref", "no-such-ref")
+    assert code == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("audit", "--json", "--markdown"),
+        ("audit", "--tier", "nope"),
+        ("apply", "--only", "hourly,bogus"),
+        ("review", "--since", "soon"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    args: tuple[str, ...], write_config: Callable[..., Path]
+) -> None:
+    config = write_config()
+    proc = subprocess.run(
+        [*SCHEDCTL, "--config", str(config), "markers", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "error" in proc.stderr.lower()
