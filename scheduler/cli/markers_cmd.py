@@ -177,13 +177,14 @@ def review_command(
 ) -> None:
     """The quarterly review as Markdown: drift, stale catalog entries, unowned tests."""
     from scheduler.kernel.clock import utcnow
-    from scheduler.markers.review import review, save_snapshot
+    from scheduler.markers.review import for_period, review, save_snapshot
     from scheduler.markers.service import audit_at
 
     period = _since(since)
-    found, _ = audit_at(app.config, app.store, utcnow(), tier=tier, ref=ref, runner_name=runner)
-    project = app.config.project.path
-    path = project / app.config.markers.catalog if project is not None else None
-    result = review(app.config, found, period, path)
-    save_snapshot(app.config, found)
+    config = for_period(app.config, period)
+    found, _ = audit_at(config, app.store, utcnow(), tier=tier, ref=ref, runner_name=runner)
+    project = config.project.path
+    path = project / config.markers.catalog if project is not None else None
+    result = review(config, found, period, path)
+    save_snapshot(config, found)
     click.echo(result.markdown)

@@ -10,6 +10,7 @@ raises :class:`CollectionFailed`: a distribution from a partial collection is ne
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 from dataclasses import dataclass, field, replace
@@ -166,9 +167,11 @@ def collect(
     try:
         found = collect_in(config, tier_name, runner, checkout.path, run_dir)
     except CollectionFailed as exc:
+        # The collection's dir stays: the error names its log.
         raise CollectionFailed(f"{exc} at {ref or 'the default ref'}", exc.errors) from None
     finally:
         source.release(checkout, keep=False)
+    shutil.rmtree(run_dir, ignore_errors=True)
     return replace(
         found, sha=checkout.sha, ref=ref,
         workdir=checkout.path if not checkout.is_worktree else None,

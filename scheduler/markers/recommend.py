@@ -151,7 +151,9 @@ def plan(config: Config, found: Audit) -> Plan:
         # Current hourly tests without history stay (nothing says otherwise); their time is unknown.
         kept_unknown = {n for n in current - demoted.keys() if facts[n].p90_s is None}
         pool = [n for n in items if n not in demoted and n not in kept_unknown]
-        pool = [n for n in pool if stable(facts[n]) or (n in current and facts[n].p90_s)]
+        pool = [
+            n for n in pool if stable(facts[n]) or (n in current and facts[n].p90_s is not None)
+        ]
         pool.sort(key=lambda n: (-value_per_s(n), n))
         spent = 0.0
         for n in pool:

@@ -31,6 +31,12 @@ SNAPSHOT_DIR = "markers/snapshots"
 LIST_LIMIT = 200
 
 
+def for_period(config: Config, since_s: float) -> Config:
+    """``config`` whose history window is the review period (what "in the period" means)."""
+    markers = config.markers.model_copy(update={"history_window": since_s})
+    return config.model_copy(update={"markers": markers})
+
+
 def snapshot_dir(config: Config) -> Path:
     return config.state_dir / SNAPSHOT_DIR
 

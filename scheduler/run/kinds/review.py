@@ -55,7 +55,7 @@ class ReviewKind:
                 return _finished(started, 2, str(exc), details)
             if cancel.is_set():
                 return _finished(started, None, "cancelled", details, Termination.CANCELLED)
-            config = ctx.config
+            config = reviewing.for_period(ctx.config, ctx.config.markers.review_since)
             now = utcnow()
             found = audit(config, Store(config.db_path), found_items, now)
             catalog = ctx.workdir / config.markers.catalog
