@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from runners import catalog_plugin
 from runners.base import CATALOG_PLUGIN
 from runners.catalog_plugin import (
     CATALOG_VERSION,
@@ -112,7 +113,7 @@ def write(path: Path, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     plugin = path.parent / CATALOG_PLUGIN
-    shutil.copyfile(Path(__file__).parents[2] / "runners" / "catalog_plugin.py", plugin)
+    shutil.copyfile(Path(catalog_plugin.__file__), plugin)
     return plugin
 
 
