@@ -8,7 +8,10 @@ flaky tests (fail then pass at one commit), one of them in hourly.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,3 +103,20 @@ def record_history(store: Store, runs: int = 6) -> None:
             sha=("a" if run < runs // 2 else "b") * 40,
             finished_at=start + timedelta(hours=run),
         )
+
+
+def collect_ids(project: Path, *args: str) -> set[str]:
+    """Node ids a plain `python -m pytest --collect-only` selects in ``project`` (its tests/ on
+    the path, where `apply --write` puts the catalog plugin)."""
+    env = {**os.environ, "PYTHONPATH": str(project / "tests")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {line for line in proc.stdout.splitlines() if "::" in line}

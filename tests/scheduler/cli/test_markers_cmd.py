@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,21 +116,6 @@ def test_markdown_tables_parse_back(config: Path) -> None:
     assert any(row[1] == reference.nodeid(3) for row in recs[1:])
 
 
-def collect_ids(project: Path, *args: str) -> set[str]:
-    env = {**os.environ, "PYTHONPATH": str(project / "tests")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {line for line in proc.stdout.splitlines() if "::" in line}
-
-
 def test_apply_then_run_hourly_and_plain_pytest_select_the_same_tests(
     config: Path, project: Path
 ) -> None:
@@ -149,7 +132,7 @@ def test_apply_then_run_hourly_and_plain_pytest_select_the_same_tests(
     assert (project / "tests" / "schedctl_catalog.py").is_file()
     assert {p: p.read_text() for p in (project / "tests").glob("test_*.py")} == before
 
-    plain = collect_ids(project, "-p", "schedctl_catalog", "-m", "hourly")
+    plain = reference.collect_ids(project, "-p", "schedctl_catalog", "-m", "hourly")
     data = audit_json(config)
     assert data["predicted"]["before"]["hourly"]["selected"] == len(plain)
     assert reference.nodeid(3) not in plain  # the flaky hourly test was demoted
@@ -165,7 +148,9 @@ def test_apply_then_run_hourly_and_plain_pytest_select_the_same_tests(
         from scheduler.markers.expression import compile_expression
 
         ours = {n for n, m in _items_after(config).items() if compile_expression(expression)(m)}
-        assert ours == collect_ids(project, "-p", "schedctl_catalog", "-m", expression), expression
+        assert ours == reference.collect_ids(project, "-p", "schedctl_catalog", "-m", expression), (
+            expression
+        )
 
 
 def _items_after(config: Path) -> dict[str, frozenset[str]]:

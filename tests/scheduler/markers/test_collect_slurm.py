@@ -15,7 +15,7 @@ from scheduler.markers.collect import collect
 from scheduler.run.dispatch import Dispatcher, RunRequest
 from scheduler.store.engine import Store
 from tests.conftest import require, tier
-from tests.scheduler.markers.test_audit_cli import collect_ids
+from tests.scheduler.markers import reference
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -79,4 +79,6 @@ def test_slurm_collection_and_hourly_run_follow_the_catalog(tmp_path: Path) -> N
     assert record.outcome is Outcome.PASSED, record.reason
     ran = {t.nodeid for t in Store(config.db_path).test_results_for(record.id)}
     expected = {"tests/test_s.py::test_kept", "tests/test_s.py::test_promoted"}
-    assert ran == expected == collect_ids(project, "-p", "schedctl_catalog", "-m", "hourly")
+    assert (
+        ran == expected == reference.collect_ids(project, "-p", "schedctl_catalog", "-m", "hourly")
+    )

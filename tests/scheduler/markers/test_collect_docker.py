@@ -13,7 +13,6 @@ from scheduler.store import Store
 from tests.conftest import SCHEDCTL, tier
 from tests.runners.test_contract import _docker_harness
 from tests.scheduler.markers import reference
-from tests.scheduler.markers.test_audit_cli import collect_ids
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = "schedctl-test:bookworm"
@@ -58,5 +57,5 @@ def test_audit_and_hourly_run_in_docker_use_the_catalog(
     ran = {
         t.nodeid for t in Store(config.parent / "state" / "schedctl.db").test_results_for(run_id)
     }
-    assert ran == collect_ids(project, "-p", "schedctl_catalog", "-m", "hourly")
+    assert ran == reference.collect_ids(project, "-p", "schedctl_catalog", "-m", "hourly")
     assert len(ran) > 12 - 2  # recommendations were added (two hourly tests were demoted)
