@@ -4,14 +4,15 @@
   tier's timeout) by value per second: a test's value is 1, plus 2 when it matches a
   ``critical_paths`` glob, plus 1 when the daily coverage report shows it covering a
   ``critical_modules`` file (an extra signal: without the report nothing else changes), plus 1
-  when the hourly tier already runs it; divided by its p90. Only
-  fast (p90 <= ``fast_threshold``), stable (no failure and not flaky in the window) tests with at
-  least ``min_runs`` results are candidates: a flaky test is never recommended for hourly.
+  when the hourly tier already runs it; divided by its p90. Only fast (p90 <=
+  ``fast_threshold``), stable (no failure and not flaky in the window) tests with at least
+  ``min_runs`` results are candidates: a flaky test is never recommended for hourly.
 - **demote**: a flaky test in hourly, an hourly test whose recent p90 grew by ``growth_ratio``, and
-  current hourly tests that no longer fit the budget (lowest value per second first).
-- **daily**: tests that no tier runs (and are not picked for hourly), while the daily tier's
-  known duration stays within its timeout; tests without history are included and counted as
-  unknown.
+  current hourly tests that no longer fit the budget (the current set is kept first; only when it
+  alone overflows the budget do its lowest value per second go).
+- **daily**: tests that no tier runs after the hourly changes (demoted ones included), while the
+  daily tier's known duration stays within its timeout; tests without history are included and
+  counted as unknown.
 - **slow**: p90 above ``slow_threshold`` without a ``slow`` marker.
 """
 
@@ -148,20 +149,24 @@ def plan(config: Config, found: Audit) -> Plan:
             value += KEEP_VALUE if n in current else 0.0
             return value / max(f.p90_s or 0.0, MIN_SECONDS)
 
-        # Current hourly tests without history stay (nothing says otherwise); their time is unknown.
-        kept_unknown = {n for n in current - demoted.keys() if facts[n].p90_s is None}
-        pool = [n for n in items if n not in demoted and n not in kept_unknown]
-        pool = [
-            n for n in pool if stable(facts[n]) or (n in current and facts[n].p90_s is not None)
-        ]
-        pool.sort(key=lambda n: (-value_per_s(n), n))
+        # The hourly tests people chose stay first (those without history too: nothing says
+        # otherwise, their time is unknown); only when they alone overflow the budget do the
+        # lowest value per second go. Then the best value per second fills what is left.
+        kept = [n for n in current if n not in demoted]
+        kept.sort(key=lambda n: (-value_per_s(n), n))
         spent = 0.0
+        for n in kept:
+            cost = facts[n].p90_s or 0.0
+            if spent + cost <= budget:
+                chosen.add(n)
+                spent += cost
+        pool = [n for n in items if n not in current and stable(facts[n])]
+        pool.sort(key=lambda n: (-value_per_s(n), n))
         for n in pool:
             cost = facts[n].p90_s or 0.0
             if spent + cost <= budget:
                 chosen.add(n)
                 spent += cost
-        chosen |= kept_unknown
         for n in sorted(current - chosen):
             reason = demoted.get(n) or (
                 f"does not fit the hourly budget {_secs(budget)} by value per second: "
@@ -188,11 +193,15 @@ def plan(config: Config, found: Audit) -> Plan:
         marker = tier_marker(config, daily)
         timeout = config.tier(daily).timeout
         spent = tiers[daily].known_s
-        for n in found.unselected:
-            if n in chosen:
-                continue
+        # Tests no tier runs once the hourly changes are made (a demoted test lands here too).
+        hourly_after = {n: (set(m) | add[n]) - remove[n] for n, m in items.items()}
+        nowhere = [
+            n for n in sorted(items)
+            if not any(selects(config, t, hourly_after[n], n) for t in tiers)
+        ]  # fmt: skip
+        for n in nowhere:
             f = facts[n]
-            after = set(items[n]) | {marker}
+            after = hourly_after[n] | {marker}
             if not selects(config, daily, after, n):
                 continue
             cost = f.p90_s or 0.0

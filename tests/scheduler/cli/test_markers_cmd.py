@@ -81,6 +81,11 @@ def test_audit_reports_the_reference_distribution_and_fits_the_hourly_budget(
     demoted = {r["nodeid"]: r["evidence"] for r in recs if r["action"] == "demote"}
     assert "flaky" in demoted[reference.nodeid(3)]
     assert "grew" in demoted[reference.nodeid(reference.GROWN)]
+    assert set(demoted) == {reference.nodeid(3), reference.nodeid(reference.GROWN)}, (
+        "the hourly tests people chose stay while they fit the budget"
+    )
+    daily_added = {r["nodeid"] for r in recs if r["action"] == "daily"}
+    assert set(demoted) <= daily_added, "a demoted test goes to daily, not nowhere"
     after = data["predicted"]["after"]["hourly"]
     assert 0 < after["predicted_s"] <= BUDGET_S and after["unknown"] == 0
     assert data["predicted"]["before"]["hourly"]["selected"] == 12
