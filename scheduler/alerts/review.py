@@ -3,8 +3,9 @@
 After a review run passes, its Markdown report (``review.md`` in the run dir) becomes an alert
 with the fingerprint ``<tier>/markers-review``: the GitHub sink opens that issue the first time
 (found again by the fingerprint marker in its body, so restarts never open a second one) and
-comments the new report every quarter; chat sinks are not bothered (it is a repeat with no
-change in failing tests). Reading the report is bounded; nothing here raises into the dispatcher.
+comments the new report every quarter. Only sinks that keep reports (issue trackers:
+``Sink.keeps_reports``) get it; chat, webhook and Alertmanager sinks are not bothered. Reading
+the report is bounded; nothing here raises into the dispatcher.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class ReviewDelivery:
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
-        self.sinks = list(sinks)
+        self.sinks = [s for s in sinks if s.keeps_reports]
         self.public_url = public_url
         self.clock = clock
         self.on_enqueued = on_enqueued

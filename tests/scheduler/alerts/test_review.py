@@ -1,5 +1,6 @@
 """A ``kind: review`` tier run by the real dispatcher on the reference-shaped project: the report
-goes through the outbox to the GitHub sink as ONE issue, and the next review is a comment on it."""
+goes through the outbox to the GitHub sink as ONE issue (not to Alertmanager), and the next
+review is a comment on it."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def test_review_tier_opens_one_issue_then_comments_each_new_review(
             "hourly": {"schedule": "15 * * * *", "timeout": "30m", "markers": "hourly"},
             "review": {"schedule": "0 9 1 */3 *", "kind": "review", "timeout": "10m"},
         },
-        alerts={"github": [{"repo": REPO, "api_url": github.api_url}]},
+        alerts={
+            "github": [{"repo": REPO, "api_url": github.api_url}],
+            "alertmanager": [{"url": github.server.url_for("/am")}],
+        },
     )
     store = Store(config.db_path)
     reference.record_history(store)
@@ -67,6 +71,7 @@ def test_review_tier_opens_one_issue_then_comments_each_new_review(
 
     try:
         review_run()
+        assert {r.sink for r in store.outbox_rows(None, 100)} == {"github"}, "issue sinks only"
         issues = github.issue_for("review/markers-review")
         assert len(issues) == 1
         body = issues[0].body
