@@ -56,13 +56,14 @@ def audit_command(
     from scheduler.kernel.clock import utcnow
     from scheduler.kernel.errors import UsageError
     from scheduler.markers import report
-    from scheduler.markers.review import save_snapshot
+    from scheduler.markers.review import save_latest, save_snapshot
     from scheduler.markers.service import audit_at
 
     if as_json and as_markdown:
         raise UsageError("--json and --markdown exclude each other: pick one")
     found, plan = audit_at(app.config, app.store, utcnow(), tier=tier, ref=ref, runner_name=runner)
     save_snapshot(app.config, found)
+    save_latest(app.config, found, plan)
     if as_json:
         emit_json(report.to_json(found, plan))
     elif as_markdown:

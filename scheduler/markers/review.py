@@ -24,10 +24,14 @@ from typing import Any
 from scheduler.config import Config
 from scheduler.markers import catalog
 from scheduler.markers.audit import Audit
+from scheduler.markers.recommend import Plan
 from scheduler.markers.report import escape, table
 from scheduler.markers.report import secs as fmt_secs
 
 SNAPSHOT_DIR = "markers/snapshots"
+LATEST_FILE = "markers-audit.json"
+"""The newest audit in short, for the web UI's Markers page: ``distribution`` (marker -> tests)
+and ``recommendations`` (one line of text each)."""
 LIST_LIMIT = 200
 
 
@@ -39,6 +43,26 @@ def for_period(config: Config, since_s: float) -> Config:
 
 def snapshot_dir(config: Config) -> Path:
     return config.state_dir / SNAPSHOT_DIR
+
+
+def save_latest(config: Config, found: Audit, plan: Plan) -> Path:
+    """Write ``<state_dir>/markers-audit.json``, the newest audit in short (see LATEST_FILE)."""
+    d = found.distribution
+    data = {
+        "generated_at": found.generated_at.isoformat(),
+        "sha": found.collection.sha,
+        "distribution": {
+            **{r.marker: r.count for r in d.rows},
+            "(marked)": d.marked,
+            "(unmarked)": d.unmarked,
+        },
+        "recommendations": [f"{r.action}: {r.nodeid} ({r.evidence})" for r in plan.recommendations],
+    }
+    path = config.state_dir / LATEST_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def save_snapshot(config: Config, found: Audit) -> Path:

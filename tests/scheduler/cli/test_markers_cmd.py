@@ -100,6 +100,11 @@ def test_audit_reports_the_reference_distribution_and_fits_the_hourly_budget(
     assert len(unselected) == 643 - 12 - 14
     assert reference.nodeid(500) in unselected and reference.nodeid(0) not in unselected
 
+    # The web UI's Markers page reads the newest audit in short.
+    latest = json.loads((config.parent / "state" / "markers-audit.json").read_text())
+    assert latest["distribution"]["(marked)"] == 29 and latest["distribution"]["hourly"] == 12
+    assert f"hourly: {sorted(hourly_added)[0]} (" in "\n".join(latest["recommendations"])
+
     code, out = invoke(config, "markers", "audit")
     assert code == 0, out
     assert "marked: 29 (4.5 %)" in out
