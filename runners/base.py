@@ -45,6 +45,9 @@ log = structlog.get_logger("schedctl.runners")
 PLUGIN_MODULE = "schedctl_results"
 """Name under which :mod:`runners.pytest_plugin` is loaded (``-p schedctl_results``)."""
 
+CATALOG_MODULE = "schedctl_catalog"
+"""Name under which :mod:`runners.catalog_plugin` is loaded (``-p schedctl_catalog``)."""
+CATALOG_PLUGIN = f"{CATALOG_MODULE}.py"
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 LOG_FILE = "output.log"
@@ -411,6 +414,8 @@ def install_plugin(target_dir: Path) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     source = Path(__file__).with_name("pytest_plugin.py")
     shutil.copyfile(source, target_dir / f"{PLUGIN_MODULE}.py")
+    # The marker catalog plugin (loaded with -p schedctl_catalog when the project has a catalog).
+    shutil.copyfile(Path(__file__).with_name("catalog_plugin.py"), target_dir / CATALOG_PLUGIN)
     return target_dir
 
 

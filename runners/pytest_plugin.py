@@ -12,6 +12,8 @@ progress live and a crash keeps what was written::
     {"type": "start", "pytest_version": str, "python": str, "pid": int}
     {"type": "collect_error", "nodeid": str, "longrepr": str}
     {"type": "collection", "collected": int, "selected": int, "deselected": int, "errors": int}
+    {"type": "markers", "registered": [str]}                   (only under --collect-only)
+    {"type": "item", "nodeid": str, "markers": [str]}          (only under --collect-only)
     {"type": "test_start", "nodeid": str}
     {"type": "test", "nodeid": str, "outcome": str, "when": "setup" | "call" | "teardown",
      "duration_s": float, "markers": [str], "longrepr": str | None, "message": str | None,
@@ -19,6 +21,10 @@ progress live and a crash keeps what was written::
      "cuda_peak_bytes": int | None}
     {"type": "session", "exitstatus": int, "counts": {outcome: int}, "collect_errors": int,
      "duration_s": float}
+
+``markers`` (the names the project registers in its config file's ``markers``) and ``item`` lines
+(one per selected item, before the ``collection`` line) are written only under
+``--collect-only``, for ``schedctl markers audit``.
 
 ``outcome`` is one of passed, failed, skipped, error, xfailed, xpassed; there is exactly one
 ``test`` line per item, written when its last phase is reported. ``longrepr`` is an excerpt of
@@ -57,6 +63,7 @@ are deselected. Reruns of failed tests use it: node ids never reach the command 
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import faulthandler
 import json
@@ -109,6 +116,37 @@ def excerpt(text: str) -> str:
 def marker_names(item: pytest.Item) -> list[str]:
     """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own."""
     return sorted({mark.name for mark in item.iter_markers()} - BUILTIN_MARKS)
+
+
+def project_markers(config: pytest.Config) -> list[str]:
+    """The marker names the project registers in its own config file (not pytest's or plugins':
+    pytest's in-memory ini list also holds theirs), read from the file itself."""
+    path = getattr(config, "inipath", None)
+    raw: Any = None
+    try:
+        if path is None:
+            return []
+        if str(path).endswith(".toml"):
+            if sys.version_info < (3, 11):
+                return []
+            import importlib
+
+            with open(path, "rb") as fh:
+                data = importlib.import_module("tomllib").load(fh)
+            tool = data.get("tool", {}).get("pytest", {})
+            raw = tool.get("ini_options", {}).get("markers", tool.get("markers"))
+        else:
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(path, encoding="utf-8")
+            for section in ("pytest", "tool:pytest"):
+                if parser.has_option(section, "markers"):
+                    raw = parser.get(section, "markers")
+                    break
+    except (OSError, ValueError, configparser.Error):
+        return []
+    lines = raw.splitlines() if isinstance(raw, str) else list(raw or [])
+    names = {str(line).split(":")[0].split("(")[0].strip() for line in lines}
+    return sorted(n for n in names if n)
 
 
 def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
@@ -389,6 +427,12 @@ class ResultsRecorder:
         self._deselected += len(list(items))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if session.config.option.collectonly:
+            # ``schedctl markers audit``: the registered markers, every selected item's markers.
+            registered = project_markers(session.config)
+            self.emit({"type": "markers", "registered": registered})
+            for item in session.items:
+                self.emit({"type": "item", "nodeid": item.nodeid, "markers": marker_names(item)})
         self._write_collection(len(session.items))
 
     @pytest.hookimpl(optionalhook=True)

@@ -163,8 +163,10 @@ class TierConfig(_Model):
 
     schedule: str | None = Field(default=None, description="5-field cron, crontab(5) semantics")
     enabled: bool = True
-    kind: Literal["pytest", "torchrun", "build"] = Field(
-        default="pytest", description="'build' tiers come only from images: (image:NAME)"
+    kind: Literal["pytest", "torchrun", "build", "review"] = Field(
+        default="pytest",
+        description="'build' tiers come only from images: (image:NAME); 'review': the quarterly "
+        "marker review (schedctl markers review) as one GitHub issue",
     )
     timeout: Timeout = 1800.0
     markers: str | None = None
@@ -484,6 +486,45 @@ class LocalConfig(_Model):
         return self.user or DEFAULT_LOCAL_USER
 
 
+class MarkersConfig(_Model):
+    """``schedctl markers``: the marker catalog and what the audit recommends."""
+
+    catalog: str = Field(
+        default="tests/schedctl-markers.toml",
+        description="The marker catalog, relative to the project; tier runs load it when present",
+    )
+    hourly_tier: str = "hourly"
+    daily_tier: str = "daily"
+    hourly_budget: Duration | None = Field(
+        default=None, description="Predicted hourly duration to fit (default: half its timeout)"
+    )
+    fast_threshold: Duration = Field(default=5.0, description="p90 at most this: hourly candidate")
+    slow_threshold: Duration = Field(default=60.0, description="p90 above this: recommend `slow`")
+    growth_ratio: float = Field(
+        default=2.0, gt=1, description="an hourly test whose recent p90 grew by this is demoted"
+    )
+    min_runs: int = Field(default=3, ge=1, description="results a test needs to be recommended")
+    history_window: Duration = Field(default=30 * 86400.0, description="history the audit reads")
+    review_since: Duration = Field(
+        default=90 * 86400.0, description="the period a `kind: review` tier reviews"
+    )
+    critical_paths: list[str] = Field(
+        default_factory=list, description="node id globs of critical-path tests (more value)"
+    )
+    critical_modules: list[str] = Field(
+        default_factory=list,
+        description="source file globs; tests the daily coverage report shows covering them gain "
+        "value (coverage tiers then record per-test contexts: --cov-context=test)",
+    )
+
+    @field_validator("catalog")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if not value or Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError(f"expected a path inside the project, got {value!r}")
+        return value
+
+
 class RetentionConfig(_Model):
     passed: Duration = 7 * 86400.0
     failed: Duration = 30 * 86400.0
@@ -509,6 +550,7 @@ class Config(_Model):
     docker: DockerConfig = Field(default_factory=DockerConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    markers: MarkersConfig = Field(default_factory=MarkersConfig)
     images: dict[str, ImageRecipe] = Field(
         default_factory=dict, description="test images; a tier's image: '@NAME' uses NAME's"
     )

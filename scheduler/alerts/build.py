@@ -21,6 +21,7 @@ import structlog
 from scheduler.alerts.quarantine import QuarantineExpiry
 from scheduler.alerts.recorder import AlertRecorder, ChangesFn
 from scheduler.alerts.retry import Backoff
+from scheduler.alerts.review import ReviewDelivery
 from scheduler.alerts.rules import RulePolicy
 from scheduler.alerts.secrets import Secret, load_secret
 from scheduler.alerts.sinks.alertmanager import AlertmanagerSink
@@ -67,6 +68,7 @@ class Alerting:
     worker: DeliveryWorker
     sinks: SinkSet
     expiry: QuarantineExpiry | None = None
+    review: ReviewDelivery | None = None
 
 
 def build_sinks(
@@ -245,4 +247,7 @@ def build_alerting(
     expiry = QuarantineExpiry(
         store, sinks.sinks, public_url=alerts.public_url, clock=clock, on_enqueued=worker.wake
     )
-    return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry)
+    review = ReviewDelivery(
+        store, sinks.sinks, public_url=alerts.public_url, clock=clock, on_enqueued=worker.wake
+    )
+    return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry, review=review)

@@ -80,6 +80,8 @@ class Alert:
     failing_changed: bool = False
     show_command: str = ""
     url: str | None = None
+    report: str = ""
+    """A Markdown report the alert carries (``kind: review`` runs); issue sinks show it whole."""
 
     @property
     def firing(self) -> bool:

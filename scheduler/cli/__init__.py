@@ -48,6 +48,7 @@ def _register() -> None:
     from scheduler.cli.daemon_cmd import cancel_command, daemon_command, status_command
     from scheduler.cli.history import logs_command, runs_command, show_command
     from scheduler.cli.image_cmd import image_group
+    from scheduler.cli.markers_cmd import markers_group
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
     from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
@@ -69,6 +70,7 @@ def _register() -> None:
         test_command,
         quarantine_group,
         web_command,
+        markers_group,
     ):
         cli.add_command(command)
     try:

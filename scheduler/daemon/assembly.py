@@ -93,6 +93,8 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         dispatcher.add_listener(alerting.recorder)
         if alerting.expiry is not None:
             dispatcher.add_listener(alerting.expiry)
+        if alerting.review is not None:
+            dispatcher.add_listener(alerting.review)
         alerting.worker.on_result = metrics.alert_sent
         services.append(alerting.worker)
         services.append(CatchUp(alerting.recorder))

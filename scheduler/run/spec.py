@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runners.base import (
+    CATALOG_MODULE,
     JUNIT_FILE,
     NONCE_ENV,
     PLUGIN_MODULE,
@@ -99,6 +100,13 @@ def build_pytest_spec(
         python=python, tier=tier, markers=markers, run_dir=run_dir, plugin_dir=plugin_dir
     )
     env[NONCE_ENV] = secrets.token_hex(16)
+    if tier.coverage and config.markers.critical_modules:
+        # Which test covers which critical module: a signal for `schedctl markers audit`.
+        argv.append("--cov-context=test")
+    if (workdir / config.markers.catalog).is_file():
+        # The project's marker catalog: the tier selects what plain `pytest -m` with it selects.
+        argv[5:5] = ["-p", CATALOG_MODULE]
+        env["SCHEDCTL_MARKERS_CATALOG"] = config.markers.catalog
     return RunSpec(
         run_id=str(run_id),
         tier=tier_name,

@@ -448,3 +448,40 @@ def test_xdist_controller_writes_every_test(pytester: pytest.Pytester, results: 
     assert tests["test_m"]["markers"] == ["slow"]
     assert tests["test_xpass_strict"]["outcome"] == "failed"
     assert lines[-1]["exitstatus"] == result.ret
+
+
+@pytest.mark.parametrize(
+    ("config_name", "config_text"),
+    [
+        ("pytest.ini", "[pytest]\nmarkers =\n    hourly: every hour\n    slow(reason): long\n"),
+        (
+            "pyproject.toml",
+            '[tool.pytest.ini_options]\nmarkers = ["hourly: every hour", "slow(reason): long"]\n',
+        ),
+    ],
+)
+def test_collect_only_lists_items_and_the_projects_own_markers(
+    pytester: pytest.Pytester, results: Path, config_name: str, config_text: str
+) -> None:
+    """Under --collect-only: one ``item`` line per selected test with its markers, and the
+    markers the project's config file registers (not pytest's own); no ``test`` lines."""
+    (pytester.path / config_name).write_text(config_text)
+    pytester.makepyfile(
+        test_m="import pytest\n\n@pytest.mark.hourly\n@pytest.mark.parametrize('x', [1])\n"
+        "def test_a(x):\n    pass\n\ndef test_b():\n    pass\n"
+    )
+    result = run(pytester, "--collect-only", "-q", "-m", "hourly")
+    assert result.ret == 0, result.stdout.str()
+    lines = read_lines(results)
+    assert of_type(lines, "markers")[0]["registered"] == ["hourly", "slow"]
+    items = {r["nodeid"]: r["markers"] for r in of_type(lines, "item")}
+    assert items == {"test_m.py::test_a[1]": ["hourly"]}
+    assert not of_type(lines, "test")
+    assert of_type(lines, "collection")[0]["deselected"] == 1
+
+
+def test_a_normal_run_writes_no_item_lines(pytester: pytest.Pytester, results: Path) -> None:
+    pytester.makepyfile(test_m="def test_a():\n    pass\n")
+    assert run(pytester).ret == 0
+    lines = read_lines(results)
+    assert not of_type(lines, "item") and not of_type(lines, "markers")

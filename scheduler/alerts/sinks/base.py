@@ -43,6 +43,9 @@ class Sink(abc.ABC):
 
     kind: ClassVar[str]
     min_interval_s: ClassVar[float] = 0.0
+    keeps_reports: ClassVar[bool] = False
+    """Whether it shows an alert's Markdown ``report`` whole (issue trackers): only such sinks
+    get the marker review's reports."""
 
     def __init__(
         self, name: str, *, tiers: Sequence[str] = (), severities: Sequence[str] = ()

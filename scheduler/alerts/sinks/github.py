@@ -72,6 +72,8 @@ class GitHubSink(Sink):
     Plugin alias: github
     """
 
+    keeps_reports = True
+
     kind = "github"
 
     def __init__(

@@ -60,7 +60,22 @@ def _changes_section(alert: Alert) -> list[str]:
     return ["", head, "", "```", *body, "```"]
 
 
+def _report_section(alert: Alert) -> list[str]:
+    return ["", "---", "", alert.report] if alert.report else []
+
+
 def issue_body(alert: Alert, alert_id: str) -> str:
+    if alert.report:
+        return "\n".join(
+            [
+                fingerprint_marker(alert.fingerprint),
+                alert_marker(alert_id),
+                f"**{alert.tier}: {alert.failure_class}** (run {alert.run.run_id})",
+                *_report_section(alert),
+                "",
+                "_Managed by schedctl: one issue for this review; each new review is a comment._",
+            ]
+        )
     lines = [
         fingerprint_marker(alert.fingerprint),
         alert_marker(alert_id),
@@ -77,6 +92,10 @@ def issue_body(alert: Alert, alert_id: str) -> str:
 
 
 def repeat_text(alert: Alert) -> str:
+    if alert.report:
+        return "\n".join(
+            [f"**New {alert.failure_class}** (run {alert.run.run_id})", *_report_section(alert)]
+        )
     what = "The set of failing tests changed" if alert.failing_changed else "Still failing"
     return "\n".join(
         [f"**{what}** — {alert.summary()}", "", *_facts_table(alert), *_failing_section(alert)]

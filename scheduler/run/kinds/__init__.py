@@ -1,7 +1,7 @@
 """Tier kinds: how a run of each ``kind`` is prepared, executed and turned into a ``RunEnding``.
 
 The dispatcher does the same for every kind (record, source, GPUs, ledger); what differs lives in
-one strategy per kind: :mod:`.pytest`, :mod:`.torchrun` and :mod:`.build`.
+one strategy per kind: :mod:`.pytest`, :mod:`.torchrun`, :mod:`.build` and :mod:`.review`.
 """
 
 from __future__ import annotations
@@ -69,11 +69,13 @@ class TierKind(Protocol):
 def kind_for(name: str) -> TierKind:
     from scheduler.run.kinds.build import BuildKind
     from scheduler.run.kinds.pytest import PytestKind
+    from scheduler.run.kinds.review import ReviewKind
     from scheduler.run.kinds.torchrun import TorchrunKind
 
     kinds: dict[str, TierKind] = {
         "pytest": PytestKind(),
         "torchrun": TorchrunKind(),
         "build": BuildKind(),
+        "review": ReviewKind(),
     }
     return kinds[name]
