@@ -50,6 +50,7 @@ def _register() -> None:
     from scheduler.cli.image_cmd import image_group
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
+    from scheduler.cli.store_cmd import store_group
     from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
 
     for command in (
@@ -67,6 +68,7 @@ def _register() -> None:
         tests_command,
         test_command,
         quarantine_group,
+        store_group,
     ):
         cli.add_command(command)
     try:

@@ -15,6 +15,7 @@ from scheduler.cli.output import console, emit_json, line
 from scheduler.config import Config, json_schema, load_config
 from scheduler.daemon.cron import next_fire_times, parse_cron
 from scheduler.kernel.errors import ConfigError
+from scheduler.store.connect import open_store
 
 
 def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object]]:
@@ -75,6 +76,16 @@ def config_check(app: AppContext, path: str | None) -> None:
     target = find_config(path or app.config_path)
     config = load_config(target)
     click.echo(f"{target}: ok ({len(config.tiers)} tiers: {', '.join(config.tiers)})")
+    if config.store.is_postgres:
+        # A wrong password or an unreachable host is exit 2 here (StoreConnectError).
+        store = open_store(config)
+        try:
+            click.echo(
+                f"  store: {store.location} (schema {store.schema_version()}; "
+                f"this daemon is host {config.host_name})"
+            )
+        finally:
+            store.close()
     lines, warnings = tier_runners(config)
     for text in lines:
         click.echo(f"  {text}")

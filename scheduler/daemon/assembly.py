@@ -52,6 +52,7 @@ def build_dispatcher(
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,
+        host=config.host_name,
     )
     if config.images:
         dispatcher.add_listener(ImageCatalog(config, store, lambda: image_remover(factory)))

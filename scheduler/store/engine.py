@@ -158,11 +158,11 @@ class Store(
         if self.is_postgres:
             assert isinstance(target, str)
             url = sa.make_url(target)
+            self.location = url.set(password=None).render_as_string(hide_password=True)
             url = url.set(drivername="postgresql+psycopg")
             if password is not None:
                 url = url.set(password=password)
-            self._password = url.password
-            self.location = url.render_as_string(hide_password=True)
+            self._password = str(url.password) if url.password else None
             self.path = Path(url.database or "postgresql")
             self.engine: Engine = sa.create_engine(
                 url,
