@@ -52,7 +52,9 @@ class CopyReport:
         self.rows[table] = self.rows.get(table, 0) + n
 
 
-def _batches(conn: Connection, query: sa.Select[Any], key: sa.ColumnElement[Any]) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+def _batches(
+    conn: Connection, query: sa.Select[Any], key: sa.ColumnElement[Any]
+) -> Iterator[list[dict[str, Any]]]:
     """Rows of ``query`` in ``key`` order, ``BATCH`` at a time (keyset pagination)."""
     last: Any = None
     while True:
