@@ -64,8 +64,8 @@ def _batches(
         rows = [dict(r) for r in conn.execute(page).mappings()]
         if not rows:
             return
+        last = rows[-1][key.name]  # before the caller rewrites ids
         yield rows
-        last = rows[-1][key.name]
 
 
 def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
@@ -151,13 +151,13 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
 def _copy_daily(src: Connection, dst: Connection, moved: Any, report: CopyReport) -> None:
     """Add the source's per-day sums to the target's (same test, day and tier: summed)."""
     query = sa.select(test_daily)
-    order = sa.tuple_(test_daily.c.nodeid, test_daily.c.day, test_daily.c.tier)
+    order = (test_daily.c.nodeid, test_daily.c.day, test_daily.c.tier)
     offset = 0
     table = test_daily.c
     while True:
         rows = [
             dict(r)
-            for r in src.execute(query.order_by(order).limit(BATCH).offset(offset)).mappings()
+            for r in src.execute(query.order_by(*order).limit(BATCH).offset(offset)).mappings()
         ]
         if not rows:
             return
