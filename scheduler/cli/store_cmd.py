@@ -22,7 +22,7 @@ def store_group() -> None:
 def store_migrate(app: AppContext, as_json: bool) -> None:
     """Create or upgrade the configured store's schema (explicit for PostgreSQL; a SQLite file
     is migrated whenever it is opened). Refuses a schema newer than this schedctl."""
-    store = open_store(app.config, migrate=True)
+    store = open_store(app.config, migrate=False)
     try:
         before, after = store.migrate()
     finally:

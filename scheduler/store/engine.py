@@ -137,9 +137,11 @@ class Store(
     between threads and processes (and, on PostgreSQL, between hosts).
 
     ``target`` is a file path (or ``sqlite:///PATH``) or a ``postgresql://user@host[:port]/db``
-    URL; the password comes separately (``password``), never in the URL. A SQLite file is
-    created and migrated on open; a PostgreSQL database is only checked (``migrate=False``):
-    its schema is made and upgraded explicitly by ``schedctl store migrate`` (:meth:`migrate`).
+    URL; the password comes separately (``password``), never in the URL. By default
+    (``migrate=None``) a SQLite file is created and migrated on open, and a PostgreSQL database
+    is only checked: its schema is made and upgraded explicitly by ``schedctl store migrate``
+    (:meth:`migrate`). ``migrate=True`` migrates either; ``False`` connects and leaves the schema
+    alone.
 
     Raises:
         StoreConnectError: the database cannot be reached or refuses the login (exit code 2).
@@ -179,7 +181,7 @@ class Store(
             self._check_connect()
             if migrate:
                 self.migrate()
-            else:
+            elif migrate is None:
                 self.check_schema()
             return
         path = Path(str(target).removeprefix("sqlite:///"))
