@@ -30,7 +30,7 @@ def schedctl(
         env["SCHEDCTL_STORE_PASSWORD"] = password
     return subprocess.run(
         [*SCHEDCTL, "--config", str(config), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=config.parent,
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=config.parent, check=False,
     )  # fmt: skip
 
 
