@@ -69,7 +69,8 @@ def test_a_dead_daemons_run_is_interrupted_once_by_one_survivor(
     store_a, store_b = stores
     clock = Clock()
     finished: list[RunFinished] = []
-    dead, b, c = (watch(s, h, clock, finished) for s, h in ((store_a, "a"), (store_b, "b"), (store_b, "c")))  # fmt: skip
+    pairs = ((store_a, "a"), (store_b, "b"), (store_b, "c"))
+    dead, b, c = (watch(s, h, clock, finished) for s, h in pairs)
     for w in (dead, b, c):
         w.beat()
     run_id = owned_run(store_a, "a")
