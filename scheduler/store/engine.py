@@ -324,6 +324,18 @@ class Store(
             return f"store {self.location} is not writable: {exc.__class__.__name__}"
         return None
 
+    def analyze(self) -> None:
+        """Refresh the planner's statistics (PostgreSQL: ``VACUUM ANALYZE``, which also lets
+        index-only scans skip the heap; SQLite: ``ANALYZE``) -- after a bulk load or copy."""
+        if self.is_postgres:
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    "VACUUM ANALYZE"
+                )
+            return
+        with self.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+
     # -- meta ------------------------------------------------------------------------------
 
     def heartbeat(self, now: datetime | None = None) -> None:
