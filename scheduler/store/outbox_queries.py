@@ -149,6 +149,16 @@ class OutboxQueries(QueryBase):
         """``row`` -> ``sending`` with one more attempt, if nobody changed it since it was read
         and it is due at ``now``; ``next_attempt_at`` becomes the lease expiry."""
         with self.begin() as conn:
+            # A shared PostgreSQL outbox: lock the row or pass at once when another worker holds
+            # it (FOR UPDATE SKIP LOCKED), so claimers never queue behind each other; the
+            # guarded UPDATE then decides, as on SQLite (one writer at a time).
+            locked = conn.execute(
+                dialect.skip_locked(
+                    conn, sa.select(alerts_outbox.c.id).where(alerts_outbox.c.id == row.id)
+                )
+            ).first()
+            if locked is None:
+                return False
             result = conn.execute(
                 alerts_outbox.update()
                 .where(

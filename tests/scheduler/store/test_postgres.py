@@ -250,3 +250,35 @@ def test_copy_moves_two_boxes_into_one_store(pg_store: Store, tmp_path: Path) ->
     assert {r.id for r in pg_store.outbox_rows()} == {"o-gpu-a", "o-None"}
     # The sequence moved past the copied ids: a new run gets the next id.
     assert pg_store.create_run(tier="hourly", trigger="manual") == 7
+
+
+def test_a_claimer_skips_a_row_another_worker_holds(pg_store: Store, pg_cluster: PgCluster) -> None:
+    """FOR UPDATE SKIP LOCKED: while one worker's transaction holds the row, another's claim
+    answers False at once instead of queueing behind it."""
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import alerts_outbox
+
+    pg_store.outbox_enqueue(OutboxEntry("h1", "webhook", "fp", "fire", {}), T0)
+    (row,) = pg_store.outbox_due(T0)
+    holder = twin(pg_store, pg_cluster)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.begin() as conn:
+            conn.execute(
+                sa.select(alerts_outbox.c.id).where(alerts_outbox.c.id == "h1").with_for_update()
+            )
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(30)
+        assert pg_store.outbox_claim(row, T0, T0 + timedelta(minutes=1)) is False
+    finally:
+        release.set()
+        thread.join(30)
+        holder.close()
+    assert pg_store.outbox_claim(row, T0, T0 + timedelta(minutes=1)) is True
