@@ -178,9 +178,10 @@ class RunQueries(QueryBase):
             return [result_row(r) for r in rows]
 
     def prunable_runs(
-        self, passed_before: datetime, failed_before: datetime, limit: int
+        self, passed_before: datetime, failed_before: datetime, limit: int, host: str | None = None
     ) -> list[tuple[int, str]]:
-        """Finished, not yet pruned runs past their retention (passed vs the rest), oldest first."""
+        """Finished, not yet pruned runs past their retention (passed vs the rest), oldest first;
+        only ``host``'s runs when given (a shared store: each daemon prunes its own run dirs)."""
         others = [o for o in FINAL_OUTCOMES if o != Outcome.PASSED.value]
         old_passed = sa.and_(
             runs.c.outcome == Outcome.PASSED.value, runs.c.finished_at < passed_before
@@ -196,6 +197,8 @@ class RunQueries(QueryBase):
             .order_by(runs.c.id)
             .limit(limit)
         )
+        if host is not None:
+            query = query.where(runs.c.host == host)
         with self.begin() as conn:
             return [(int(r.id), str(r.run_dir)) for r in conn.execute(query)]
 

@@ -6,13 +6,13 @@ are injected, so "60 s later" costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from scheduler.config import config_from_mapping
+from scheduler.config import Config, config_from_mapping
 from scheduler.daemon.hosts import HostWatch, heartbeat_key
 from scheduler.kernel.events import EventBus, RunFinished
 from scheduler.kernel.outcome import Outcome
@@ -156,3 +156,24 @@ def test_bad_store_settings_name_the_key(store: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         config_from_mapping({"project": {"path": str(SUITE)}, "tiers": {"h": {}}, "store": store})
     assert "store" in str(caught.value)
+
+
+def test_retention_on_a_shared_store_prunes_only_this_hosts_runs(
+    pg_store: Store, make_config: Callable[..., Config]
+) -> None:
+    """Run dirs live on the disk of the host that ran them: box-a never marks box-b's pruned."""
+    from scheduler.daemon.retention import Pruner
+
+    config = make_config(store=pg_store.url, host="box-a")
+    ids = {}
+    for host in ("box-a", "box-b"):
+        run_id = pg_store.create_run(tier=f"t-{host}", trigger="manual", host=host)
+        assert run_id is not None
+        run_dir = config.runs_dir / str(run_id)
+        run_dir.mkdir(parents=True)
+        pg_store.update_run(run_id, run_dir=str(run_dir))
+        pg_store.finish_run(run_id, outcome=Outcome.PASSED, finished_at=T0)
+        ids[host] = run_id
+    report = Pruner(config, pg_store, clock=lambda: T0 + timedelta(days=60)).prune()
+    assert report.runs == [ids["box-a"]]
+    assert pg_store.get_run(ids["box-b"]).pruned_at is None
