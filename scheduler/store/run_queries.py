@@ -208,6 +208,14 @@ class RunQueries(QueryBase):
         with self.begin() as conn:
             return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
 
+    def run_hosts(self, run_ids: Sequence[int]) -> dict[int, str | None]:
+        """``{run id: host}`` of ``run_ids`` (a shared store: which box ran each)."""
+        if not run_ids:
+            return {}
+        query = sa.select(runs.c.id, runs.c.host).where(runs.c.id.in_(sorted(set(run_ids))))
+        with self.begin() as conn:
+            return {int(r.id): r.host for r in conn.execute(query)}
+
     def max_run_id(self) -> int:
         with self.begin() as conn:
             return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)

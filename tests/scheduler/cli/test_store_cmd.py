@@ -92,6 +92,11 @@ def test_migrate_then_run_records_the_host(
         assert "gpu-a" in done.stdout
         done = schedctl(config, "show", str(run["id"]), password=pg_cluster.password)
         assert "host" in done.stdout and "gpu-a" in done.stdout
+        shown = schedctl(config, "show", str(run["id"]), "--json", password=pg_cluster.password)
+        nodeid = json.loads(shown.stdout)["tests"][0]["nodeid"]
+        done = schedctl(config, "test", nodeid, "--json", password=pg_cluster.password)
+        assert done.returncode == 0, done.stderr
+        assert [a["host"] for a in json.loads(done.stdout)["attempts"]] == ["gpu-a"]
     finally:
         pg_cluster.drop_database(url)
 
