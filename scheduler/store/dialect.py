@@ -33,6 +33,7 @@ __all__ = [
     "merge_json_key",
     "serialise",
     "skip_locked",
+    "snapshot",
     "stamp",
     "unique_violation_of",
 ]
@@ -69,6 +70,13 @@ def serialise(conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(IMMEDIATE_LOCK_KEY)))
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def snapshot(conn: Connection) -> None:
+    """Make the just-opened transaction read one snapshot throughout (SQLite's WAL reader does;
+    PostgreSQL's default READ COMMITTED takes one per statement)."""
+    if is_postgres(conn):
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
 
 def skip_locked(conn: Connection, query: Select[Any]) -> Select[Any]:

@@ -282,3 +282,17 @@ def test_a_claimer_skips_a_row_another_worker_holds(pg_store: Store, pg_cluster:
         thread.join(30)
         holder.close()
     assert pg_store.outbox_claim(row, T0, T0 + timedelta(minutes=1)) is True
+
+
+def test_a_stats_reader_keeps_its_snapshot_while_another_daemon_writes(
+    store: Store, other: Store
+) -> None:
+    """One scrape reads one view of the store, however many statements it takes."""
+    store.create_run(tier="hourly", trigger="manual")
+    with store.stats_reader() as reader:
+        before = reader.active_counts()
+        assert before == {("hourly", "queued"): 1}
+        assert other.create_run(tier="daily", trigger="manual") is not None
+        assert reader.active_counts() == before
+    with store.stats_reader() as reader:
+        assert reader.active_counts() == {("hourly", "queued"): 1, ("daily", "queued"): 1}
