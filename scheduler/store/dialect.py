@@ -73,10 +73,13 @@ def serialise(conn: Connection) -> None:
 
 
 def snapshot(conn: Connection) -> None:
-    """Make the just-opened transaction read one snapshot throughout (SQLite's WAL reader does;
-    PostgreSQL's default READ COMMITTED takes one per statement)."""
+    """Make the just-opened transaction read one snapshot throughout. PostgreSQL's default READ
+    COMMITTED takes one per statement; the sqlite3 driver opens no transaction before a read,
+    so each SELECT sees the newest commit unless a ``BEGIN`` holds a WAL read snapshot."""
     if is_postgres(conn):
         conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 def skip_locked(conn: Connection, query: Select[Any]) -> Select[Any]:
