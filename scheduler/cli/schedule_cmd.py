@@ -89,6 +89,12 @@ def config_check(app: AppContext, path: str | None) -> None:
     lines, warnings = tier_runners(config)
     for text in lines:
         click.echo(f"  {text}")
+    for name, tier in config.tiers.items():
+        if tier.schedule and not config.fires_here(name):
+            warnings.append(
+                f"tier {name}: pinned to hosts {', '.join(tier.hosts)}; this daemon (host "
+                f"{config.host_name}) does not fire it"
+            )
     for text in warnings:
         click.echo(f"warning: {text}", err=True)
 

@@ -177,3 +177,20 @@ def test_retention_on_a_shared_store_prunes_only_this_hosts_runs(
     report = Pruner(config, pg_store, clock=lambda: T0 + timedelta(days=60)).prune()
     assert report.runs == [ids["box-a"]]
     assert pg_store.get_run(ids["box-b"]).pruned_at is None
+
+
+def test_config_check_warns_about_a_tier_pinned_elsewhere(
+    write_config: Callable[..., Path],
+) -> None:
+    from click.testing import CliRunner
+
+    from scheduler.cli import cli
+
+    config = write_config(
+        host="box-2", tiers={"gpu": {"schedule": "0 * * * *", "hosts": ["box-1"]}}
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "tier gpu: pinned to hosts box-1; this daemon (host box-2) does not fire it" in (
+        result.stderr
+    )
