@@ -216,6 +216,8 @@ def test_two_daemons_one_store_each_slot_once_and_a_survivor(
     claimed = {r.id for r in store.outbox_rows(states=["sending"], limit=10_000)}
     assert sent <= set(ids) <= sent | claimed
     assert len(sent) >= 2, "the flipping tier should have fired and resolved an alert"
+    for box in boxes:  # the store password never reaches the logs
+        assert pg_cluster.password not in (box.dir / "daemon.log").read_text()
     store.close()
 
 
