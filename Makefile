@@ -46,6 +46,7 @@ engines: venv
 	bash scripts/ensure-alertmanager.sh
 	bash scripts/ensure-slurm.sh
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-postgres.sh --check
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install --quiet torch==$(TORCH_VERSION)
 
 lint: venv

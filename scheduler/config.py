@@ -86,6 +86,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def check_host_name(value: str) -> str:
+    """A daemon's host identity: what `schedctl runs` shows and ``tiers.<t>.hosts`` lists."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ValueError(f"host name {value!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,62}}")
+    return value
+
+
 class ProjectConfig(_Model):
     """The project under test: a local ``path`` or a git ``repo`` to mirror."""
 
@@ -208,6 +215,11 @@ class TierConfig(_Model):
     )
     flaky_fails_tier: bool = Field(
         default=False, description="A test that failed, then passed on a rerun, fails the run"
+    )
+    hosts: list[Annotated[str, AfterValidator(check_host_name)]] = Field(
+        default_factory=list,
+        description="Shared store: only daemons whose host is listed fire this tier (default: "
+        "any; a slot still runs once)",
     )
 
     @field_validator("schedule")
@@ -524,6 +536,60 @@ class MarkersConfig(_Model):
             raise ValueError(f"expected a path inside the project, got {value!r}")
         return value
 
+def _store_from_text(value: object) -> object:
+    """``store: postgresql://...`` is short for ``store: {url: postgresql://...}``."""
+    return {"url": value} if isinstance(value, str) else value
+
+
+class StoreConfig(_Model):
+    """Where runs are recorded: the SQLite file in ``state_dir`` (default), or a PostgreSQL
+    database shared by several daemons. The password never goes in the URL: it comes from
+    ``password_env``, ``password_file`` or ``$CREDENTIALS_DIRECTORY/<password_env>``."""
+
+    url: str | None = Field(
+        default=None, description="postgresql://user@host[:port]/db (default: state_dir's SQLite)"
+    )
+    password_env: str = "SCHEDCTL_STORE_PASSWORD"
+    password_file: str | None = None
+    connect_timeout: Timeout = 10.0
+    heartbeat: Timeout = Field(default=5.0, description="how often a daemon stamps its liveness")
+    host_timeout: Timeout = Field(
+        default=60.0,
+        description="a daemon silent this long is dead: its runs are recorded interrupted",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError(
+                "expected postgresql://user@host[:port]/database (leave store unset for the "
+                "SQLite file in state_dir)"
+            )
+        if parts.password is not None:
+            raise ValueError(
+                "the password does not belong in the URL (it would be logged): set "
+                "$SCHEDCTL_STORE_PASSWORD or store.password_file"
+            )
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("expected postgresql://user@host[:port]/database")
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> StoreConfig:
+        if self.host_timeout < 3 * self.heartbeat:
+            raise ValueError("host_timeout must be at least 3 heartbeats")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
 
 class RetentionConfig(_Model):
     passed: Duration = 7 * 86400.0
@@ -551,6 +617,12 @@ class Config(_Model):
     local: LocalConfig = Field(default_factory=LocalConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     markers: MarkersConfig = Field(default_factory=MarkersConfig)
+    store: Annotated[StoreConfig, BeforeValidator(_store_from_text)] = Field(
+        default_factory=StoreConfig
+    )
+    host: Annotated[str, AfterValidator(check_host_name)] | None = Field(
+        default=None, description="This daemon's name in a shared store (default: hostname)"
+    )
     images: dict[str, ImageRecipe] = Field(
         default_factory=dict, description="test images; a tier's image: '@NAME' uses NAME's"
     )
@@ -701,6 +773,18 @@ class Config(_Model):
         if self.project.python:
             return self.project.python
         return f"{sys.executable} (schedctl's own)"
+
+    @property
+    def host_name(self) -> str:
+        """This daemon's identity in the store: ``host``, else the machine's hostname."""
+        import socket
+
+        return self.host or socket.gethostname()
+
+    def fires_here(self, tier_name: str) -> bool:
+        """Whether this daemon schedules ``tier_name``: unpinned, or pinned to this host."""
+        hosts = self.tier(tier_name).hosts
+        return not hosts or self.host_name in hosts
 
     @property
     def db_path(self) -> Path:

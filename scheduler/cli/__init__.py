@@ -51,6 +51,7 @@ def _register() -> None:
     from scheduler.cli.markers_cmd import markers_group
     from scheduler.cli.run_cmd import run_command
     from scheduler.cli.schedule_cmd import config_group, schedule_command
+    from scheduler.cli.store_cmd import store_group
     from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
     from scheduler.cli.web_cmd import web_command
 
@@ -71,6 +72,7 @@ def _register() -> None:
         quarantine_group,
         web_command,
         markers_group,
+        store_group,
     ):
         cli.add_command(command)
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from scheduler.config import Config, load_config
 from scheduler.kernel.errors import ConfigError
 from scheduler.run.rundirs import prepare_state_dir
+from scheduler.store.connect import open_store
 from scheduler.store.engine import Store
 
 CONFIG_ENV = "SCHEDCTL_CONFIG"
@@ -47,6 +48,13 @@ class AppContext:
     def store(self) -> Store:
         if self._store is None:
             config = self.config
-            prepare_state_dir(config.state_dir, config.db_path, force=self.force_new_db)
-            self._store = Store(config.db_path)
+            if config.store.is_postgres:
+                # Connect first: a wrong password or host writes nothing anywhere. Run ids come
+                # from the shared database and never restart, so runs/ needs no check.
+                store = open_store(config)
+                prepare_state_dir(config.state_dir, None)
+                self._store = store
+            else:
+                prepare_state_dir(config.state_dir, config.db_path, force=self.force_new_db)
+                self._store = open_store(config)
         return self._store

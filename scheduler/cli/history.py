@@ -35,7 +35,9 @@ def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -
     if as_json:
         emit_json([r.to_json() for r in records])
         return
-    table = Table("id", "tier", "trigger", "outcome", "started", "duration", "pass/fail", "sha")
+    table = Table(
+        "id", "tier", "trigger", "outcome", "started", "duration", "pass/fail", "sha", "host"
+    )
     for r in records:
         counts = r.counts
         table.add_row(
@@ -47,6 +49,7 @@ def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -
             line(fmt_duration(r.duration_s)),
             line(f"{counts.get('passed', 0)}/{counts.get('failed', 0)}"),
             line((r.sha or "")[:10]),
+            line(r.host or "-"),
         )
     console().print(table)
 
@@ -158,6 +161,7 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
         ("duration", fmt_duration(record.duration_s)),
         ("exit code", record.exit_code),
         ("runner", record.runner),
+        ("host", record.host),
         ("commit", commit_line(record)),
         ("ref", record.ref),
         ("image", " ".join(str(x) for x in (record.image, record.image_id) if x) or None),

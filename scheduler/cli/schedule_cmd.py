@@ -15,6 +15,7 @@ from scheduler.cli.output import console, emit_json, line
 from scheduler.config import Config, json_schema, load_config
 from scheduler.daemon.cron import next_fire_times, parse_cron
 from scheduler.kernel.errors import ConfigError
+from scheduler.store.connect import open_store
 
 
 def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object]]:
@@ -75,9 +76,25 @@ def config_check(app: AppContext, path: str | None) -> None:
     target = find_config(path or app.config_path)
     config = load_config(target)
     click.echo(f"{target}: ok ({len(config.tiers)} tiers: {', '.join(config.tiers)})")
+    if config.store.is_postgres:
+        # A wrong password or an unreachable host is exit 2 here (StoreConnectError).
+        store = open_store(config)
+        try:
+            click.echo(
+                f"  store: {store.location} (schema {store.schema_version()}; "
+                f"this daemon is host {config.host_name})"
+            )
+        finally:
+            store.close()
     lines, warnings = tier_runners(config)
     for text in lines:
         click.echo(f"  {text}")
+    for name, tier in config.tiers.items():
+        if tier.schedule and not config.fires_here(name):
+            warnings.append(
+                f"tier {name}: pinned to hosts {', '.join(tier.hosts)}; this daemon (host "
+                f"{config.host_name}) does not fire it"
+            )
     for text in warnings:
         click.echo(f"warning: {text}", err=True)
 

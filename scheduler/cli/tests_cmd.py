@@ -114,7 +114,10 @@ def test_command(
         app.config.tier(tier)
     found = _history(app).test(nodeid, utcnow(), since_s=_since(since), tier=tier, last=last)
     if found is None:
-        raise UsageError(f"no results for test {nodeid!r} in {app.store.path}")
+        raise UsageError(f"no results for test {nodeid!r} in {app.store.location}")
+    hosts = app.store.run_hosts([a["run_id"] for a in found["attempts"]])
+    for a in found["attempts"]:
+        a["host"] = hosts.get(a["run_id"])
     if as_json:
         emit_json(found)
         return
@@ -132,11 +135,12 @@ def test_command(
             out.print(line("  evidence: ", e["kind"], " at ", (e["sha"] or "?")[:10], " runs ",
                            ", ".join(map(str, e["run_ids"][:8]))))  # fmt: skip
     out.print(line("  last runs (oldest first): ", strip))
-    table = Table("run", "tier", "sha", "attempt", "outcome", "duration", "peak mem")
+    table = Table("run", "tier", "sha", "attempt", "outcome", "duration", "peak mem", "host")
     for a in attempts:
         table.add_row(
             line(a["run_id"]), line(a["tier"]), line((a["sha"] or "-")[:10]), line(a["attempt"]),
             line(a["outcome"]), line(_secs(a["duration_s"])), line(fmt_bytes(a["peak_rss_bytes"])),
+            line(a["host"] or "-"),
         )  # fmt: skip
     out.print(table)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from runners.registry import RunnerFactory, instance_of
@@ -52,6 +53,7 @@ def build_dispatcher(
         source=build_source(config),
         gpu_pool=build_gpu_pool(config, store),
         listeners=listeners,
+        host=config.host_name,
     )
     if config.images:
         dispatcher.add_listener(ImageCatalog(config, store, lambda: image_remover(factory)))
@@ -69,6 +71,21 @@ def image_remover(runners: RunnerFactory) -> ImageRemover | None:
     return runner.image_builder() if isinstance(runner, BuildsImages) else None  # type: ignore[return-value]
 
 
+def host_watch(config: Config, store: Store, dispatcher: Dispatcher) -> Service:
+    """This daemon's heartbeat in a shared store, and the sweep for dead daemons' runs."""
+    from scheduler.daemon.hosts import HostWatch
+
+    return HostWatch(
+        store,
+        dispatcher.ledger,
+        host=dispatcher.host,
+        identity=dispatcher.identity,
+        pid=os.getpid(),
+        interval_s=config.store.heartbeat,
+        timeout_s=config.store.host_timeout,
+    )
+
+
 def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:
     """The daemon's long-lived parts, each from its own module; listeners attach here too."""
     from scheduler.api import ApiService
@@ -78,6 +95,8 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         ApiService(config),
         RetentionService(Pruner(config, store, dispatcher.source)),
     ]
+    if config.store.is_postgres:
+        services.append(host_watch(config, store, dispatcher))
     metrics = build_metrics(config, store)
     dispatcher.add_listener(metrics.on_event)
     if config.daemon.metrics_address is not None:

@@ -74,7 +74,9 @@ class Pruner:
         return PruneReport(pruned, freed, worktrees)
 
     def _due(self, passed_before: datetime, failed_before: datetime) -> list[tuple[int, str]]:
-        return self.store.prunable_runs(passed_before, failed_before, BATCH)
+        # A shared store holds other hosts' runs: their run dirs are on their disks.
+        host = self.config.host_name if self.config.store.is_postgres else None
+        return self.store.prunable_runs(passed_before, failed_before, BATCH, host=host)
 
     def _remove(self, run_dir: Path) -> int:
         """Delete one run dir (only inside our runs dir); returns the bytes it held."""

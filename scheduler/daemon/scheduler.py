@@ -115,7 +115,7 @@ class Daemon:
             self.started_at = datetime.now(timezone.utc)
             self.dispatcher.recover()
             self.scheduler = BackgroundScheduler(
-                jobstores={"default": SQLAlchemyJobStore(url=self.store.url)},
+                jobstores={"default": SQLAlchemyJobStore(url=self._jobstore_url())},
                 executors={"default": ThreadPoolExecutor(max(4, len(self.config.tiers) + 2))},
                 job_defaults={"coalesce": True, "max_instances": 1},
                 timezone=self.tz,
@@ -144,6 +144,13 @@ class Daemon:
             state_dir=str(self.config.state_dir),
             pid=os.getpid(),
         )
+
+    def _jobstore_url(self) -> str:
+        """APScheduler's jobs: in the SQLite store, or (a shared PostgreSQL store, whose daemons
+        must not share one scheduler's jobs) in a file of this daemon's state dir."""
+        if self.store.is_postgres:
+            return f"sqlite:///{self.config.state_dir / 'jobs.db'}"
+        return self.store.url
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop firing, let running runs finish up to the grace, then cancel and record them."""
@@ -228,7 +235,8 @@ class Daemon:
         wanted = {
             JOB_PREFIX + name: tier
             for name, tier in self.config.tiers.items()
-            if tier.schedule and tier.enabled
+            # tiers.<t>.hosts pins a tier to some daemons of a shared store
+            if tier.schedule and tier.enabled and self.config.fires_here(name)
         }
         for job in self.scheduler.get_jobs():
             if job.id not in wanted:

@@ -34,6 +34,8 @@ def secret_env_names(config: Config) -> set[str]:
         names.update(n for n in (hook.url_env, hook.secret_env) if n)
     names.update(sink.url_env for sink in alerts.slack)
     names.update(sink.token_env for sink in alerts.github)
+    if config.store.is_postgres:
+        names.add(config.store.password_env)
     return names
 
 

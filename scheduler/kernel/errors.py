@@ -9,7 +9,9 @@ one boundary each, so callers only ever catch what is drawn here::
     │   ├── UnknownTierError    a tier name that the config does not define
     │   ├── UnknownRunError     a run id that the store does not hold
     │   └── UnknownRefError     a git ref (branch, tag, SHA) that does not resolve
-    ├── StoreError              the SQLite state cannot be read or written
+    ├── StoreError              the store (SQLite file or PostgreSQL) cannot be read or written
+    │   └── StoreConnectError   exit_code 2: the configured database refuses the login or
+    │                           cannot be reached (a config problem: URL, password, host)
     ├── SourceError             git could not fetch / check out the project (-> infra-error)
     ├── GpuError                NVML problems (-> gpu-unavailable)
     │   ├── NvmlUnavailable     no driver / library / device
@@ -43,6 +45,7 @@ __all__ = [
     "RunnerError",
     "SchedctlError",
     "SourceError",
+    "StoreConnectError",
     "StoreError",
     "UnknownRefError",
     "UnknownRunError",
@@ -94,6 +97,12 @@ class UnknownRefError(UsageError):
 
 class StoreError(SchedctlError):
     """The SQLite state cannot be read or written."""
+
+
+class StoreConnectError(StoreError):
+    """The configured database refuses the login or cannot be reached (URL, password, host)."""
+
+    exit_code: ClassVar[int] = 2
 
 
 class SourceError(SchedctlError):

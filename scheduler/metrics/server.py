@@ -85,7 +85,7 @@ def readiness(daemon: DaemonView, timeout_s: float = READY_WRITE_TIMEOUT_S) -> s
     """``None`` when the scheduler runs and the store takes a write, else the reason."""
     if not daemon.running:
         return "scheduler is not running"
-    return store_writable(daemon.store.path, timeout_s)
+    return daemon.store.probe(timeout_s)
 
 
 class _One:

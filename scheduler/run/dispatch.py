@@ -165,7 +165,7 @@ class Dispatcher:
                     run_id = self.ledger.open(row)
                 except ActiveRunExists:
                     busy_reason = self._busy_reason(request.tier) or (
-                        f"tier {request.tier!r} already has an active run in {self.store.path}"
+                        f"tier {request.tier!r} already has an active run in {self.store.location}"
                     )
                 else:
                     if run_id is None:

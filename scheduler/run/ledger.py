@@ -20,7 +20,7 @@ from scheduler.kernel.clock import Clock, utcnow
 from scheduler.kernel.events import EventBus, RunFinished
 from scheduler.kernel.outcome import Decision, Outcome
 from scheduler.run.results import ParsedResults, empty_counts
-from scheduler.store import RunRecord, Store
+from scheduler.store import RunAlreadyFinal, RunRecord, Store
 
 log = structlog.get_logger("schedctl.ledger")
 
@@ -154,7 +154,12 @@ class RunLedger:
                     **evidence.details,
                 },
             )
-        record = self.store.finish_run(run_id, results=results, **values)
+        try:
+            record = self.store.finish_run(run_id, results=results, **values)
+        except RunAlreadyFinal:
+            # Another process finished it between the read and the write (a survivor host
+            # recording a dead daemon's run): it was recorded and published there, once.
+            return self.store.get_run(run_id)
         log.info(
             "run_finished", run_id=run_id, tier=record.tier, outcome=record.outcome.value,
             reason=record.reason,

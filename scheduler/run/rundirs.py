@@ -18,8 +18,9 @@ from scheduler.kernel.errors import UsageError
 STATE_MODE = 0o700
 
 
-def prepare_state_dir(state_dir: Path, db_path: Path, *, force: bool = False) -> Path | None:
-    """Create ``state_dir`` 0700 (whatever the umask) and check ``runs/`` against the database.
+def prepare_state_dir(state_dir: Path, db_path: Path | None, *, force: bool = False) -> Path | None:
+    """Create ``state_dir`` 0700 (whatever the umask) and check ``runs/`` against the database
+    file (``db_path``; ``None`` for a shared database, whose run ids never restart).
 
     Returns where an old ``runs/`` was moved with ``force``, else ``None``.
 
@@ -29,7 +30,7 @@ def prepare_state_dir(state_dir: Path, db_path: Path, *, force: bool = False) ->
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, STATE_MODE)
     runs = state_dir / "runs"
-    if db_path.exists() or not _holds_runs(runs):
+    if db_path is None or db_path.exists() or not _holds_runs(runs):
         return None
     if not force:
         raise UsageError(

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
 from scheduler.store.run_queries import failure_streak
@@ -130,7 +130,7 @@ def _save_track(conn: Connection, track: AlertTrackRow, now: datetime) -> None:
         "failing": list(track.failing),
         "updated_at": now,
     }
-    statement = sqlite_insert(alert_state).values(
+    statement = dialect.insert(conn, alert_state).values(
         fingerprint=track.fingerprint, external={}, **values
     )
     conn.execute(statement.on_conflict_do_update(index_elements=["fingerprint"], set_=values))

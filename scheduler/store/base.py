@@ -20,6 +20,7 @@ class QueryBase:
     """The part of the Store a query mixin uses; :class:`~.engine.Store` provides it."""
 
     path: Path
+    location: str  # the file, or the database URL without its password
 
     def begin(self, *, immediate: bool = False) -> AbstractContextManager[Connection]:
         raise NotImplementedError

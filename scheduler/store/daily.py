@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from scheduler.store import dialect
 from scheduler.store.records import TestResultRow
 from scheduler.store.schema import runs, test_daily
 
@@ -55,7 +55,7 @@ def add_to_daily(
         }
     if not rows:
         return
-    insert = sqlite_insert(test_daily)
+    insert = dialect.insert(conn, test_daily)
     new = insert.excluded
     table = test_daily.c
     upsert = insert.on_conflict_do_update(
@@ -67,15 +67,10 @@ def add_to_daily(
             "flaky": table.flaky + new.flaky,
             "skipped": table.skipped + new.skipped,
             "duration_sum": table.duration_sum + new.duration_sum,
-            "duration_max": _greatest(table.duration_max, new.duration_max),
-            "peak_rss_max": _greatest(table.peak_rss_max, new.peak_rss_max),
-            "last_run_id": _greatest(table.last_run_id, new.last_run_id),
-            "last_at": _greatest(table.last_at, new.last_at),
+            "duration_max": dialect.greatest(conn, table.duration_max, new.duration_max),
+            "peak_rss_max": dialect.greatest(conn, table.peak_rss_max, new.peak_rss_max),
+            "last_run_id": dialect.greatest(conn, table.last_run_id, new.last_run_id),
+            "last_at": dialect.greatest(conn, table.last_at, new.last_at),
         },
     )
     conn.execute(upsert, list(rows.values()))
-
-
-def _greatest(old: Any, new: Any) -> Any:
-    # SQLite's two-argument max() is NULL when either is NULL; coalesce keeps the known one.
-    return sa.func.max(sa.func.coalesce(old, new), sa.func.coalesce(new, old))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from scheduler.kernel.clock import utcnow
+from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.schema import gpu_drains
 
@@ -19,19 +19,19 @@ class DrainQueries(QueryBase):
 
     def drain_gpu(self, uuid: str, index: int, code: str, reason: str, clears: bool) -> bool:
         """Drain ``uuid`` with its first finding; ``False`` when it was drained already."""
-        statement = (
-            sqlite_insert(gpu_drains)
-            .values(
-                gpu_uuid=uuid,
-                gpu_index=index,
-                code=code,
-                reason=reason,
-                clears=clears,
-                drained_at=utcnow(),
-            )
-            .on_conflict_do_nothing(index_elements=["gpu_uuid"])
-        )
         with self.begin() as conn:
+            statement = (
+                dialect.insert(conn, gpu_drains)
+                .values(
+                    gpu_uuid=uuid,
+                    gpu_index=index,
+                    code=code,
+                    reason=reason,
+                    clears=clears,
+                    drained_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["gpu_uuid"])
+            )
             return bool(conn.execute(statement).rowcount)
 
     def undrain_gpu(self, gpu: str) -> dict[str, Any] | None:

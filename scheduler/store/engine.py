@@ -1,8 +1,10 @@
-"""The store: SQLite (WAL) through SQLAlchemy Core; the only package that writes SQL.
+"""The store: SQLite (WAL) or PostgreSQL through SQLAlchemy Core; the only package that writes SQL.
 
-:class:`Store` owns the connection (pragmas, WAL, transactions), the schema version and its
-migrations, and the ``schedctl_meta`` key/value rows (heartbeat, cursors). Its queries come from
-one mixin per concern:
+:class:`Store` owns the connection (SQLite pragmas and WAL, or a psycopg 3 pool), transactions,
+the schema version and its migrations, and the ``schedctl_meta`` key/value rows (heartbeat,
+cursors). SQLite is the embedded default for one box; a PostgreSQL store is shared by several
+daemons (``store: postgresql://user@host/db``). What differs between the two is in
+:mod:`.dialect`. Its queries come from one mixin per concern:
 
 - :mod:`.run_queries`: runs and their test results (``create_run`` ... ``max_run_id``)
 - :mod:`.lease_queries`: GPU leases
@@ -30,12 +32,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from scheduler.kernel.clock import utcnow
-from scheduler.kernel.errors import StoreError
+from scheduler.kernel.errors import StoreConnectError, StoreError
+from scheduler.store import dialect
 from scheduler.store.alert_queries import AlertQueries, AlertStep, AlertTrackRow
 from scheduler.store.drain_queries import DrainQueries
 from scheduler.store.history_queries import (
@@ -54,7 +56,12 @@ from scheduler.store.outbox_queries import (
     OutboxState,
 )
 from scheduler.store.records import RunRecord, TestResultRow, change_range
-from scheduler.store.run_queries import ActiveRunExists, RunQueries, failure_streak
+from scheduler.store.run_queries import (
+    ActiveRunExists,
+    RunAlreadyFinal,
+    RunQueries,
+    failure_streak,
+)
 from scheduler.store.schema import (
     ACTIVE_OUTCOMES,
     FINAL_OUTCOMES,
@@ -92,6 +99,7 @@ __all__ = [
     "OutboxRow",
     "OutboxState",
     "QuarantineRow",
+    "RunAlreadyFinal",
     "RunFilter",
     "RunRecord",
     "SlowTest",
@@ -106,6 +114,7 @@ __all__ = [
     "change_range",
     "failure_streak",
     "gpu_leases",
+    "is_postgres_url",
     "meta_table",
     "probe_writable",
     "runs",
@@ -129,61 +138,177 @@ class Store(
     HistoryQueries,
     WebQueries,
 ):
-    """The SQLite file under ``state_dir``; safe to share between threads and processes."""
+    """The SQLite file under ``state_dir``, or a shared PostgreSQL database; safe to share
+    between threads and processes (and, on PostgreSQL, between hosts).
 
-    def __init__(self, path: Path) -> None:
+    ``target`` is a file path (or ``sqlite:///PATH``) or a ``postgresql://user@host[:port]/db``
+    URL; the password comes separately (``password``), never in the URL. By default
+    (``migrate=None``) a SQLite file is created and migrated on open, and a PostgreSQL database
+    is only checked: its schema is made and upgraded explicitly by ``schedctl store migrate``
+    (:meth:`migrate`). ``migrate=True`` migrates either; ``False`` connects and leaves the schema
+    alone.
+
+    Raises:
+        StoreConnectError: the database cannot be reached or refuses the login (exit code 2).
+        StoreError: the schema is missing, older or newer than this schedctl.
+    """
+
+    def __init__(
+        self,
+        target: Path | str,
+        *,
+        password: str | None = None,
+        migrate: bool | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.is_postgres = isinstance(target, str) and is_postgres_url(target)
+        if self.is_postgres:
+            assert isinstance(target, str)
+            url = sa.make_url(target)
+            self.location = url.set(password=None).render_as_string(hide_password=True)
+            url = url.set(drivername="postgresql+psycopg")
+            if password is not None:
+                url = url.set(password=password)
+            self._password = str(url.password) if url.password else None
+            self.path = Path(url.database or "postgresql")
+            self.engine: Engine = sa.create_engine(
+                url,
+                future=True,
+                pool_pre_ping=True,
+                pool_size=4,
+                max_overflow=8,
+                connect_args={
+                    "connect_timeout": max(1, int(connect_timeout_s)),
+                    "options": "-c timezone=UTC",
+                    "application_name": "schedctl",
+                },
+            )
+            self._check_connect()
+            if migrate:
+                self.migrate()
+            elif migrate is None:
+                self.check_schema()
+            return
+        path = Path(str(target).removeprefix("sqlite:///"))
+        self._password = None
         self.path = path
+        self.location = str(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create state directory {path.parent}: {exc}") from None
-        self.engine: Engine = sa.create_engine(f"sqlite:///{path}", future=True)
+        self.engine = sa.create_engine(f"sqlite:///{path}", future=True)
         event.listen(self.engine, "connect", _on_connect)
-        self.migrate()
+        if migrate is None or migrate:
+            self.migrate()
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.path}"
+        """Where the store is, without its password (SQLite: ``sqlite:///PATH``)."""
+        return self.location if self.is_postgres else f"sqlite:///{self.path}"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    def _check_connect(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except OperationalError as exc:
+            self.engine.dispose()
+            raise StoreConnectError(
+                f"store {self.location}: cannot connect: {_first_line(self._redact(str(exc.orig)))}"
+            ) from None
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StoreConnectError(
+                f"store {self.location}: cannot connect: {exc.__class__.__name__}"
+            ) from None
 
     @contextmanager
     def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
-        """A transaction; SQLAlchemy errors become :class:`StoreError` naming the file.
+        """A transaction; SQLAlchemy errors become :class:`StoreError` naming the store.
 
-        ``immediate`` takes the write lock up front. The sqlite3 driver only opens a transaction
-        before DML, so a read-then-write (or DDL) block needs it to be atomic across processes.
+        ``immediate`` makes a read-then-write (or DDL) block one step across processes: SQLite
+        takes the write lock up front (the sqlite3 driver only opens a transaction before DML);
+        PostgreSQL takes a transaction-scoped advisory lock (see :func:`.dialect.serialise`).
         """
         try:
             with self.engine.begin() as conn:
                 if immediate:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    dialect.serialise(conn)
                 yield conn
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
-            raise StoreError(f"{self.path}: {exc.__class__.__name__}: {exc}") from exc
+            detail = self._redact(f"{exc.__class__.__name__}: {exc}")
+            raise StoreError(f"{self.location}: {_first_line(detail)}") from exc
 
-    def migrate(self) -> None:
+    def _read_version(self, conn: Connection) -> int | None:
+        """The stored schema version; ``None`` when the database has no schedctl schema."""
+        if not sa.inspect(conn).has_table(meta_table.name):
+            return None
+        row = conn.execute(
+            sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+        ).first()
+        return int(row[0]) if row else None
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.location}: schema version {version} is newer than this schedctl "
+                f"({SCHEMA_VERSION}); upgrade schedctl"
+            )
+
+    def check_schema(self) -> int:
+        """The schema version, if it is the one this schedctl speaks; else a clear refusal."""
+        with self.begin() as conn:
+            version = self._read_version(conn)
+        if version is None:
+            raise StoreError(
+                f"{self.location}: no schedctl schema in this database; "
+                "run `schedctl store migrate` first"
+            )
+        self._refuse_newer(version)
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.location}: schema version {version} is older than this schedctl "
+                f"({SCHEMA_VERSION}); run `schedctl store migrate`"
+            )
+        return version
+
+    def migrate(self) -> tuple[int | None, int]:
+        """Create or upgrade the schema to :data:`SCHEMA_VERSION`; ``(before, after)``.
+
+        One mechanism on both engines: ``create_all`` makes missing tables, then the steps of
+        :data:`MIGRATIONS` above the stored version run in order, and the version row is written,
+        all in one serialised transaction. A PostgreSQL database starts at the version that
+        first supported PostgreSQL (:data:`POSTGRES_SINCE`): the steps before it are SQLite's.
+        """
         # Two processes opening a fresh file at once would both see no tables and both CREATE.
         with self.begin(immediate=True) as conn:
+            before = self._read_version(conn)
             metadata.create_all(conn)
-            row = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-            ).first()
             # No version row: create_all just made the newest schema, nothing to migrate.
-            version = int(row[0]) if row else SCHEMA_VERSION
-            if version > SCHEMA_VERSION:
+            version = SCHEMA_VERSION if before is None else before
+            self._refuse_newer(version)
+            if self.is_postgres and version < POSTGRES_SINCE:
                 raise StoreError(
-                    f"{self.path}: schema version {version} is newer than this schedctl "
-                    f"({SCHEMA_VERSION}); upgrade schedctl"
+                    f"{self.location}: schema version {version} predates PostgreSQL support "
+                    f"({POSTGRES_SINCE}); start from an empty database and `schedctl store copy`"
                 )
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS.get(target, ()):
                     conn.exec_driver_sql(statement)
-            if row is None or version != SCHEMA_VERSION:
+            if before is None or version != SCHEMA_VERSION:
                 conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+        return before, SCHEMA_VERSION
 
     def schema_version(self) -> int:
         with self.begin() as conn:
@@ -192,6 +317,30 @@ class Store(
             ).one()
             return int(row[0])
 
+    def probe(self, timeout_s: float) -> str | None:
+        """Write a stamp into the meta table within ``timeout_s``: ``None``, else why not."""
+        if not self.is_postgres:
+            return probe_writable(self.path, timeout_s)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}"))
+                _upsert_meta(conn, "readyz_heartbeat", f"{time.time():.3f}")
+        except SQLAlchemyError as exc:
+            return f"store {self.location} is not writable: {exc.__class__.__name__}"
+        return None
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics (PostgreSQL: ``VACUUM ANALYZE``, which also lets
+        index-only scans skip the heap; SQLite: ``ANALYZE``) -- after a bulk load or copy."""
+        if self.is_postgres:
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    "VACUUM ANALYZE"
+                )
+            return
+        with self.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+
     # -- meta ------------------------------------------------------------------------------
 
     def heartbeat(self, now: datetime | None = None) -> None:
@@ -199,11 +348,8 @@ class Store(
         self.set_meta("daemon_heartbeat", (now or utcnow()).isoformat())
 
     def set_meta(self, key: str, value: str) -> None:
-        statement = sqlite_insert(meta_table).values(key=key, value=value)
         with self.begin() as conn:
-            conn.execute(
-                statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
-            )
+            _upsert_meta(conn, key, value)
 
     def get_meta(self, key: str) -> str | None:
         with self.begin() as conn:
@@ -211,6 +357,40 @@ class Store(
                 sa.select(meta_table.c.value).where(meta_table.c.key == key)
             ).scalar()
         return None if value is None else str(value)
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        """Every meta row whose key starts with ``prefix`` (e.g. the hosts' heartbeats)."""
+        query = sa.select(meta_table.c.key, meta_table.c.value).where(
+            meta_table.c.key.startswith(prefix, autoescape=True)
+        )
+        with self.begin() as conn:
+            return {str(k): str(v) for k, v in conn.execute(query)}
+
+    def delete_meta(self, key: str) -> bool:
+        with self.begin() as conn:
+            return bool(conn.execute(meta_table.delete().where(meta_table.c.key == key)).rowcount)
+
+
+POSTGRES_SINCE = 5
+"""The schema version PostgreSQL support began with: a PostgreSQL database never holds an older
+one, so the migration steps up to it may be SQLite-only SQL; every later step must run on both."""
+
+
+def is_postgres_url(target: str) -> bool:
+    return target.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def _upsert_meta(conn: Connection, key: str, value: str) -> None:
+    statement = dialect.insert(conn, meta_table).values(key=key, value=value)
+    conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+
+def _first_line(text: str) -> str:
+    """The first non-empty line of a driver message (psycopg's span several)."""
+    for part in text.splitlines():
+        if part.strip():
+            return part.strip()
+    return text.strip()
 
 
 def probe_writable(path: Path, timeout_s: float, key: str = "readyz_heartbeat") -> str | None:

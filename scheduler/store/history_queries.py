@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import FAILING, PASSING
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
@@ -100,8 +100,8 @@ def _summary(row: Any) -> TestSummaryRow:
     )
 
 
-def _stamp(text: str | None) -> datetime | None:
-    return aware(datetime.fromisoformat(text)) if text else None
+def _stamp(text: str | datetime | None) -> datetime | None:
+    return dialect.stamp(text)
 
 
 def _runs_of(
@@ -125,9 +125,7 @@ def _rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     """Rows straight from the sqlite3 cursor, in the open transaction: history queries return
     thousands of rows, and SQLAlchemy's per-row result processing would cost more than SQLite's
     own work (about 4x at 1,000,000 results). Plain SQL with placeholders only."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    return list(driver.execute(sql, tuple(params)).fetchall())
+    return dialect.driver_rows(conn, sql, params)
 
 
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
@@ -326,8 +324,8 @@ class HistoryQueries(QueryBase):
             "expires_at": row.expires_at,
             "expiry_alerted_at": None,
         }
-        statement = sqlite_insert(quarantine).values(**values)
         with self.begin() as conn:
+            statement = dialect.insert(conn, quarantine).values(**values)
             conn.execute(statement.on_conflict_do_update(index_elements=["nodeid"], set_=values))
 
     def quarantine_remove(self, nodeid: str) -> bool:

@@ -12,16 +12,15 @@ one for the same pair is still undelivered, so a resolve never overtakes its fir
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.schema import alert_state, alerts_outbox
 
@@ -88,7 +87,7 @@ class OutboxRow:
 def insert_outbox_entry(conn: Connection, entry: OutboxEntry, now: datetime) -> bool:
     """Insert a pending row on an open connection; False if the id already existed."""
     statement = (
-        sqlite_insert(alerts_outbox)
+        dialect.insert(conn, alerts_outbox)
         .values(
             id=entry.id,
             sink=entry.sink,
@@ -150,6 +149,16 @@ class OutboxQueries(QueryBase):
         """``row`` -> ``sending`` with one more attempt, if nobody changed it since it was read
         and it is due at ``now``; ``next_attempt_at`` becomes the lease expiry."""
         with self.begin() as conn:
+            # A shared PostgreSQL outbox: lock the row or pass at once when another worker holds
+            # it (FOR UPDATE SKIP LOCKED), so claimers never queue behind each other; the
+            # guarded UPDATE then decides, as on SQLite (one writer at a time).
+            locked = conn.execute(
+                dialect.skip_locked(
+                    conn, sa.select(alerts_outbox.c.id).where(alerts_outbox.c.id == row.id)
+                )
+            ).first()
+            if locked is None:
+                return False
             result = conn.execute(
                 alerts_outbox.update()
                 .where(
@@ -185,16 +194,13 @@ class OutboxQueries(QueryBase):
                 last_error=None,
             )
             if done and external is not None:
-                conn.execute(
-                    alert_state.update()
-                    .where(alert_state.c.fingerprint == row.fingerprint)
-                    .values(
-                        external=sa.func.json_set(
-                            sa.func.coalesce(alert_state.c.external, "{}"),
-                            f'$."{row.sink}"',
-                            sa.func.json(json.dumps(dict(external), default=str)),
-                        )
-                    )
+                dialect.merge_json_key(
+                    conn,
+                    alert_state,
+                    alert_state.c.fingerprint == row.fingerprint,
+                    "external",
+                    row.sink,
+                    external,
                 )
         return done
 

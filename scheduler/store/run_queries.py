@@ -17,18 +17,23 @@ from sqlalchemy.exc import IntegrityError
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
+from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import add_to_daily
 from scheduler.store.records import RunRecord, TestResultRow
 from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results
 
-__all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunQueries", "failure_streak"]
+__all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunAlreadyFinal", "RunQueries", "failure_streak"]
 
 STREAK_WINDOW = 1000
 
 
 class ActiveRunExists(StoreError):
     """A tier already has a queued or running run (one active run per tier, across processes)."""
+
+
+class RunAlreadyFinal(StoreError):
+    """``finish_run`` of a run that another process (or thread) finished first: nothing written."""
 
 
 class RunQueries(QueryBase):
@@ -49,7 +54,7 @@ class RunQueries(QueryBase):
             key = values.get("idempotency_key")
             if key and self.get_run_by_key(key) is not None:
                 return None
-            if "runs.tier" in str(exc.orig):
+            if dialect.unique_violation_of(exc, "ux_runs_active_tier", "runs.tier"):
                 raise ActiveRunExists(
                     f"tier {values.get('tier')!r} already has a queued or running run"
                 ) from None
@@ -89,7 +94,15 @@ class RunQueries(QueryBase):
             for r in results
         ]
         with self.begin() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            # Guarded on the row still being active: two processes finishing one run (its
+            # owner and a survivor host) write it once; the second gets RunAlreadyFinal.
+            done = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.outcome.in_(ACTIVE_OUTCOMES))
+                .values(**values)
+            )
+            if done.rowcount != 1:
+                raise RunAlreadyFinal(f"run {run_id} is already final in {self.location}")
             if rows:
                 conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
                 conn.execute(test_results.insert(), rows)
@@ -101,7 +114,7 @@ class RunQueries(QueryBase):
         with self.begin() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         if row is None:
-            raise UnknownRunError(f"no run with id {run_id} in {self.path}")
+            raise UnknownRunError(f"no run with id {run_id} in {self.location}")
         return RunRecord.from_row(row)
 
     def get_run_by_key(self, key: str) -> RunRecord | None:
@@ -165,9 +178,10 @@ class RunQueries(QueryBase):
             return [result_row(r) for r in rows]
 
     def prunable_runs(
-        self, passed_before: datetime, failed_before: datetime, limit: int
+        self, passed_before: datetime, failed_before: datetime, limit: int, host: str | None = None
     ) -> list[tuple[int, str]]:
-        """Finished, not yet pruned runs past their retention (passed vs the rest), oldest first."""
+        """Finished, not yet pruned runs past their retention (passed vs the rest), oldest first;
+        only ``host``'s runs when given (a shared store: each daemon prunes its own run dirs)."""
         others = [o for o in FINAL_OUTCOMES if o != Outcome.PASSED.value]
         old_passed = sa.and_(
             runs.c.outcome == Outcome.PASSED.value, runs.c.finished_at < passed_before
@@ -183,6 +197,8 @@ class RunQueries(QueryBase):
             .order_by(runs.c.id)
             .limit(limit)
         )
+        if host is not None:
+            query = query.where(runs.c.host == host)
         with self.begin() as conn:
             return [(int(r.id), str(r.run_dir)) for r in conn.execute(query)]
 
@@ -191,6 +207,14 @@ class RunQueries(QueryBase):
         query = sa.select(runs).where(runs.c.id > run_id).order_by(runs.c.id).limit(limit)
         with self.begin() as conn:
             return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
+
+    def run_hosts(self, run_ids: Sequence[int]) -> dict[int, str | None]:
+        """``{run id: host}`` of ``run_ids`` (a shared store: which box ran each)."""
+        if not run_ids:
+            return {}
+        query = sa.select(runs.c.id, runs.c.host).where(runs.c.id.in_(sorted(set(run_ids))))
+        with self.begin() as conn:
+            return {int(r.id): r.host for r in conn.execute(query)}
 
     def max_run_id(self) -> int:
         with self.begin() as conn:

@@ -66,6 +66,7 @@ runs = sa.Table(
         "tier",
         unique=True,
         sqlite_where=sa.text("outcome IN ('queued', 'running')"),
+        postgresql_where=sa.text("outcome IN ('queued', 'running')"),
     ),
     sa.Index("ix_runs_outcome", "outcome"),
 )

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.outbox_queries import OutboxState
 from scheduler.store.run_queries import failure_streak
@@ -213,4 +214,5 @@ class StatsQueries(QueryBase):
     def stats_reader(self) -> Iterator[StatsReader]:
         """A :class:`StatsReader` on one transaction, for the length of the ``with`` block."""
         with self.begin() as conn:
+            dialect.snapshot(conn)
             yield StatsReader(conn)

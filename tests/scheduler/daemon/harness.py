@@ -26,7 +26,7 @@ from scheduler.daemon.assembly import build_dispatcher, build_services
 from scheduler.daemon.scheduler import Daemon, wait_for_signal
 from scheduler.kernel.events import Event
 from scheduler.logs import configure
-from scheduler.store.engine import Store
+from scheduler.store.connect import open_store
 
 
 class EventLog:
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     config_path, every_s, events_path = argv
     configure(json_logs=True, level="info")
     config = load_config(config_path)
-    store = Store(config.db_path)
+    store = open_store(config)  # the SQLite file, or store.url
     dispatcher = build_dispatcher(config, store)
     dispatcher.add_listener(EventLog(Path(events_path)))
 

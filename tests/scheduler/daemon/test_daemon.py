@@ -72,6 +72,23 @@ def test_jobs_follow_config_with_sunday_weekly(daemon: Daemon) -> None:
     assert hourly is not None and hourly.minute == 15
 
 
+def test_a_tier_pinned_to_other_hosts_gets_no_job(
+    make_config: Callable[..., Config], make_daemon: MakeDaemon
+) -> None:
+    """tiers.<t>.hosts: only the listed daemons schedule the tier; the rest float."""
+    config = make_config(
+        host="box-2",
+        tiers={"hourly": tier(), "weekly": tier(schedule="0 3 * * 0", hosts=["box-1"])},
+    )
+    d = make_daemon(config)
+    d.start()
+    try:
+        nexts = d.next_fire_times()
+        assert nexts["weekly"] is None and nexts["hourly"] is not None
+    finally:
+        d.stop(grace_s=1)
+
+
 def test_scheduled_fire_records_slot_and_lag(daemon: Daemon) -> None:
     """A fire produces a schedule-triggered run with its slot, idempotency key and small lag."""
     fire_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2)

@@ -20,7 +20,7 @@ from scheduler.store import schema
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("scheduler", "runners")
 STORE = ROOT / "scheduler" / "store"
-SQL_MODULES = {"sqlalchemy", "sqlite3"}
+SQL_MODULES = {"sqlalchemy", "sqlite3", "psycopg"}
 ALLOWED = {
     # (file relative to the repository root, module it may import)
     ("scheduler/daemon/scheduler.py", "apscheduler.jobstores.sqlalchemy"),

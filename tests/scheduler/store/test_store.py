@@ -23,8 +23,9 @@ def finish(store: Store, tier: str, outcome: Outcome) -> int:
     return run_id
 
 
-def test_wal_and_schema_version(store: Store) -> None:
+def test_wal_and_schema_version(sqlite_store: Store) -> None:
     """The database runs in WAL mode and records its schema version."""
+    store = sqlite_store
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.schema_version() == SCHEMA_VERSION
@@ -68,8 +69,9 @@ def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> N
         assert Store(tmp_path / f"{file}.db").schema_version() == SCHEMA_VERSION
 
 
-def test_newer_schema_is_refused(store: Store) -> None:
+def test_newer_schema_is_refused(sqlite_store: Store) -> None:
     """A database written by a newer schedctl is not silently used."""
+    store = sqlite_store
     conn = sqlite3.connect(store.path)
     conn.execute("UPDATE schedctl_meta SET value='999' WHERE key='schema_version'")
     conn.commit()

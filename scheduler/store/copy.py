@@ -1,0 +1,186 @@
+"""``schedctl store copy``: move one box's history into another store (SQLite -> PostgreSQL).
+
+The target may already hold other boxes' history, so nothing is copied by id: run ids are
+shifted past the target's largest (and every reference to a run follows: test results, daily
+sums' first/last run, image builds, alert state), a slot key that the target already holds gets
+the source host appended, runs still active in the source are copied ``interrupted`` (their
+daemon is not coming to the target to finish them), and per-day test sums are added to the
+target's. Rows keyed by name that the target already has (alert state, outbox rows, quarantine,
+drained GPUs) are left as the target has them. GPU leases and meta rows (heartbeats, schema
+version) belong to their store and are not copied. Everything is written in one transaction on
+the target: a failed copy leaves it as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from scheduler.store import dialect
+from scheduler.store.engine import Store
+from scheduler.store.schema import (
+    ACTIVE_OUTCOMES,
+    alert_state,
+    alerts_outbox,
+    gpu_drains,
+    image_builds,
+    quarantine,
+    runs,
+    test_daily,
+    test_results,
+)
+
+__all__ = ["CopyReport", "copy_store"]
+
+BATCH = 5000
+
+
+@dataclass
+class CopyReport:
+    """What was copied, per table, and how run ids moved."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    run_id_offset: int = 0
+    renamed_keys: int = 0
+    interrupted: int = 0
+
+    def add(self, table: str, n: int) -> None:
+        self.rows[table] = self.rows.get(table, 0) + n
+
+
+def _batches(
+    conn: Connection, query: sa.Select[Any], key: sa.ColumnElement[Any]
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows of ``query`` in ``key`` order, ``BATCH`` at a time (keyset pagination)."""
+    last: Any = None
+    while True:
+        page = query.order_by(key).limit(BATCH)
+        if last is not None:
+            page = page.where(key > last)
+        rows = [dict(r) for r in conn.execute(page).mappings()]
+        if not rows:
+            return
+        last = rows[-1][key.name]  # before the caller rewrites ids
+        yield rows
+
+
+def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
+    """Copy ``source``'s history into ``target`` (see the module docstring); ``host`` fills the
+    host of source runs that recorded none."""
+    report = CopyReport()
+    with source.begin() as src, target.begin(immediate=True) as dst:
+        offset = int(dst.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
+        report.run_id_offset = offset
+
+        def moved(run_id: Any) -> Any:
+            return None if run_id is None else int(run_id) + offset
+
+        for rows in _batches(src, sa.select(runs), runs.c.id):
+            keys = [r["idempotency_key"] for r in rows if r["idempotency_key"]]
+            taken = set()
+            if keys:
+                taken = {
+                    str(k)
+                    for (k,) in dst.execute(
+                        sa.select(runs.c.idempotency_key).where(runs.c.idempotency_key.in_(keys))
+                    )
+                }
+            for r in rows:
+                r["id"] = moved(r["id"])
+                r["host"] = r["host"] or host
+                if r["idempotency_key"] in taken:
+                    r["idempotency_key"] = f"{r['idempotency_key']}@{r['host']}"
+                    report.renamed_keys += 1
+                if r["outcome"] in ACTIVE_OUTCOMES:
+                    r["outcome"] = "interrupted"
+                    r["reason"] = "copied by `schedctl store copy` while it was still active"
+                    report.interrupted += 1
+            dst.execute(runs.insert(), rows)
+            report.add("runs", len(rows))
+
+        for rows in _batches(src, sa.select(test_results), test_results.c.id):
+            for r in rows:
+                del r["id"]
+                r["run_id"] = moved(r["run_id"])
+            dst.execute(test_results.insert(), rows)
+            report.add("test_results", len(rows))
+
+        _copy_daily(src, dst, moved, report)
+
+        for rows in _batches(src, sa.select(image_builds), image_builds.c.run_id):
+            for r in rows:
+                r["run_id"] = moved(r["run_id"])
+            dst.execute(image_builds.insert(), rows)
+            report.add("image_builds", len(rows))
+
+        keyed = (
+            (alert_state, alert_state.c.fingerprint),
+            (alerts_outbox, alerts_outbox.c.id),
+            (quarantine, quarantine.c.nodeid),
+            (gpu_drains, gpu_drains.c.gpu_uuid),
+        )
+        for table, key in keyed:
+            for rows in _batches(src, sa.select(table), key):
+                if table is alert_state:
+                    for r in rows:
+                        r["last_run_id"] = moved(r["last_run_id"])
+                statement = dialect.insert(dst, table).on_conflict_do_nothing(
+                    index_elements=[key.name]
+                )
+                written = 0
+                for r in rows:  # one by one: rowcount says which were new
+                    written += int(dst.execute(statement.values(**r)).rowcount or 0)
+                report.add(table.name, written)
+
+        if dialect.is_postgres(dst):
+            # Ids were given explicitly: move the sequences past them.
+            for table in (runs, test_results):
+                dst.execute(
+                    sa.text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608 -- our table names
+                        f"GREATEST((SELECT max(id) FROM {table.name}), 1))"
+                    )
+                )
+    return report
+
+
+def _copy_daily(src: Connection, dst: Connection, moved: Any, report: CopyReport) -> None:
+    """Add the source's per-day sums to the target's (same test, day and tier: summed)."""
+    query = sa.select(test_daily)
+    order = (test_daily.c.nodeid, test_daily.c.day, test_daily.c.tier)
+    offset = 0
+    table = test_daily.c
+    while True:
+        rows = [
+            dict(r)
+            for r in src.execute(query.order_by(*order).limit(BATCH).offset(offset)).mappings()
+        ]
+        if not rows:
+            return
+        offset += len(rows)
+        for r in rows:
+            r["first_run_id"] = moved(r["first_run_id"])
+            r["last_run_id"] = moved(r["last_run_id"])
+        insert = dialect.insert(dst, test_daily)
+        new = insert.excluded
+        upsert = insert.on_conflict_do_update(
+            index_elements=["nodeid", "day", "tier"],
+            set_={
+                "runs": table.runs + new.runs,
+                "passed": table.passed + new.passed,
+                "failed": table.failed + new.failed,
+                "flaky": table.flaky + new.flaky,
+                "skipped": table.skipped + new.skipped,
+                "duration_sum": table.duration_sum + new.duration_sum,
+                "duration_max": dialect.greatest(dst, table.duration_max, new.duration_max),
+                "peak_rss_max": dialect.greatest(dst, table.peak_rss_max, new.peak_rss_max),
+                "last_run_id": dialect.greatest(dst, table.last_run_id, new.last_run_id),
+                "last_at": dialect.greatest(dst, table.last_at, new.last_at),
+            },
+        )
+        dst.execute(upsert, rows)
+        report.add("test_daily", len(rows))
