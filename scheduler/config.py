@@ -536,6 +536,7 @@ class MarkersConfig(_Model):
             raise ValueError(f"expected a path inside the project, got {value!r}")
         return value
 
+
 def _store_from_text(value: object) -> object:
     """``store: postgresql://...`` is short for ``store: {url: postgresql://...}``."""
     return {"url": value} if isinstance(value, str) else value
