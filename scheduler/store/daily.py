@@ -1,14 +1,15 @@
-"""``test_daily``: per tier, test and UTC day, the sums ``schedctl tests`` reads.
+"""``test_daily`` and ``test_weekly``: per tier, test and UTC day (week), the sums that
+``schedctl tests`` reads.
 
 Written by :meth:`~scheduler.store.run_queries.RunQueries.finish_run` in the transaction that
-stores the run's results, so the table always agrees with ``test_results``: no cache to go stale.
+stores the run's results, so the tables always agree with ``test_results``: no cache to go stale.
 Only each test's final attempt counts (a rerun that passed makes the test ``flaky``, once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from scheduler.store.records import TestResultRow
-from scheduler.store.schema import runs, test_daily
+from scheduler.store.schema import runs, test_daily, test_weekly
 
 PASSING = frozenset({"passed", "xfailed", "xpassed"})
 FAILING = frozenset({"failed", "error"})
@@ -27,19 +28,35 @@ def day_of(when: datetime) -> str:
     return when.strftime("%Y-%m-%d")
 
 
+def week_of(day: str) -> str:
+    """The Monday (``YYYY-MM-DD``) of the ISO week of ``day``."""
+    when = date.fromisoformat(day)
+    return (when - timedelta(days=when.weekday())).isoformat()
+
+
+def next_week(day: str) -> str:
+    """The first Monday on or after ``day``: a window from ``day`` reads its weeks from there."""
+    when = date.fromisoformat(day)
+    return (when + timedelta(days=-when.weekday() % 7)).isoformat()
+
+
 def add_to_daily(
-    conn: Connection, run_id: int, finished_at: datetime, results: Sequence[TestResultRow]
+    conn: Connection,
+    run_id: int,
+    finished_at: datetime,
+    results: Sequence[TestResultRow],
+    test_ids: Mapping[str, int],
 ) -> None:
     tier_name = str(conn.execute(sa.select(runs.c.tier).where(runs.c.id == run_id)).scalar_one())
     day = day_of(finished_at)
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[int, dict[str, Any]] = {}
     for r in results:
         if not r.final:
             continue
-        rows[r.nodeid] = {
+        test_id = test_ids[r.nodeid]
+        rows[test_id] = {
+            "test_id": test_id,
             "tier": tier_name,
-            "nodeid": r.nodeid,
-            "day": day,
             "runs": 1,
             "passed": int(r.outcome in PASSING),
             "failed": int(r.outcome in FAILING),
@@ -55,25 +72,31 @@ def add_to_daily(
         }
     if not rows:
         return
-    insert = sqlite_insert(test_daily)
+    week = week_of(day)
+    for table, period, key in ((test_daily, "day", day), (test_weekly, "week", week)):
+        _upsert(conn, table, period, [{**row, period: key} for row in rows.values()])
+
+
+def _upsert(conn: Connection, table: sa.Table, period: str, rows: list[dict[str, Any]]) -> None:
+    insert = sqlite_insert(table)
     new = insert.excluded
-    table = test_daily.c
+    old = table.c
     upsert = insert.on_conflict_do_update(
-        index_elements=["nodeid", "day", "tier"],
+        index_elements=[period, "test_id", "tier"],
         set_={
-            "runs": table.runs + new.runs,
-            "passed": table.passed + new.passed,
-            "failed": table.failed + new.failed,
-            "flaky": table.flaky + new.flaky,
-            "skipped": table.skipped + new.skipped,
-            "duration_sum": table.duration_sum + new.duration_sum,
-            "duration_max": _greatest(table.duration_max, new.duration_max),
-            "peak_rss_max": _greatest(table.peak_rss_max, new.peak_rss_max),
-            "last_run_id": _greatest(table.last_run_id, new.last_run_id),
-            "last_at": _greatest(table.last_at, new.last_at),
+            "runs": old.runs + new.runs,
+            "passed": old.passed + new.passed,
+            "failed": old.failed + new.failed,
+            "flaky": old.flaky + new.flaky,
+            "skipped": old.skipped + new.skipped,
+            "duration_sum": old.duration_sum + new.duration_sum,
+            "duration_max": _greatest(old.duration_max, new.duration_max),
+            "peak_rss_max": _greatest(old.peak_rss_max, new.peak_rss_max),
+            "last_run_id": _greatest(old.last_run_id, new.last_run_id),
+            "last_at": _greatest(old.last_at, new.last_at),
         },
     )
-    conn.execute(upsert, list(rows.values()))
+    conn.execute(upsert, rows)
 
 
 def _greatest(old: Any, new: Any) -> Any:

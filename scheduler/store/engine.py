@@ -112,6 +112,8 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 MMAP_BYTES = 1 << 30
 CACHE_KIB = 64 * 1024
+# Migrating from below this version rebuilds the history tables: VACUUM afterwards.
+SHRINK_BELOW = 6
 
 
 class Store(
@@ -160,25 +162,34 @@ class Store(
     def migrate(self) -> None:
         # Two processes opening a fresh file at once would both see no tables and both CREATE.
         with self.begin(immediate=True) as conn:
-            metadata.create_all(conn)
-            row = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-            ).first()
-            # No version row: create_all just made the newest schema, nothing to migrate.
-            version = int(row[0]) if row else SCHEMA_VERSION
-            if version > SCHEMA_VERSION:
+            version = _stored_version(conn)
+            if version is not None and version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: schema version {version} is newer than this schedctl "
                     f"({SCHEMA_VERSION}); upgrade schedctl"
                 )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            # An older file takes its steps first (each in the shape of its version), then
+            # create_all adds what no step states; a new file is made by create_all alone.
+            for target in range((version or SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS.get(target, ()):
                     conn.exec_driver_sql(statement)
-            if row is None or version != SCHEMA_VERSION:
+            metadata.create_all(conn)
+            if version != SCHEMA_VERSION:
                 conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+        if version is not None and version < SHRINK_BELOW:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Give the pages a rebuilding step freed back to the file system (VACUUM runs outside
+        a transaction). Best effort: while another process holds the file, it stays larger."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
+        except SQLAlchemyError:
+            pass
 
     def schema_version(self) -> int:
         with self.begin() as conn:
@@ -206,6 +217,16 @@ class Store(
                 sa.select(meta_table.c.value).where(meta_table.c.key == key)
             ).scalar()
         return None if value is None else str(value)
+
+
+def _stored_version(conn: Connection) -> int | None:
+    """The file's schema version; ``None`` for a new file (no meta table, or no version row)."""
+    if not sa.inspect(conn).has_table(meta_table.name):
+        return None
+    row = conn.execute(
+        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+    ).first()
+    return int(row[0]) if row else None
 
 
 def probe_writable(path: Path, timeout_s: float, key: str = "readyz_heartbeat") -> str | None:

@@ -6,7 +6,7 @@ A run row is inserted before anything runs, so a crash always leaves a record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +19,9 @@ from scheduler.kernel.errors import StoreError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import add_to_daily
+from scheduler.store.nodeids import ids_of
 from scheduler.store.records import RunRecord, TestResultRow
-from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results
+from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
 
 __all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunQueries", "failure_streak"]
 
@@ -71,30 +72,15 @@ class RunQueries(QueryBase):
         values["outcome"] = outcome.value
         values.setdefault("finished_at", utcnow())
         results = list(results)
-        rows = [
-            {
-                "run_id": run_id,
-                "nodeid": r.nodeid,
-                "outcome": r.outcome,
-                "duration_s": r.duration_s,
-                "markers": r.markers,
-                "message": r.message,
-                "attempt": r.attempt,
-                "final": r.final,
-                "peak_rss_bytes": r.peak_rss_bytes,
-                "rss_method": r.rss_method,
-                "cuda_peak_bytes": r.cuda_peak_bytes,
-                "owner": r.owner,
-            }
-            for r in results
-        ]
         with self.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
-            if rows:
+            if results:
+                # After the UPDATE: the transaction holds the write lock while it adds nodeids.
+                ids = ids_of(conn, [r.nodeid for r in results])
                 conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
-                conn.execute(test_results.insert(), rows)
+                conn.execute(test_results.insert(), result_values(run_id, results, ids))
                 if outcome.is_test_evidence:
-                    add_to_daily(conn, run_id, values["finished_at"], results)
+                    add_to_daily(conn, run_id, values["finished_at"], results, ids)
         return self.get_run(run_id)
 
     def get_run(self, run_id: int) -> RunRecord:
@@ -156,12 +142,17 @@ class RunQueries(QueryBase):
             return failure_streak(conn, tier, up_to_run_id)
 
     def test_results_for(self, run_id: int, attempts: bool = False) -> list[TestResultRow]:
-        """The run's per-test results: each test's final attempt, or (``attempts``) every one."""
-        query = sa.select(test_results).where(test_results.c.run_id == run_id)
+        """The run's per-test results in the order they were reported: each test's final
+        attempt, or (``attempts``) every one."""
+        query = (
+            sa.select(tests.c.nodeid, test_results)
+            .join(tests, tests.c.id == test_results.c.test_id)
+            .where(test_results.c.run_id == run_id)
+        )
         if not attempts:
             query = query.where(test_results.c.final.is_(True))
         with self.begin() as conn:
-            rows = conn.execute(query.order_by(test_results.c.id)).mappings()
+            rows = sorted(conn.execute(query).mappings(), key=lambda r: int(r["seq"]))
             return [result_row(r) for r in rows]
 
     def prunable_runs(
@@ -195,6 +186,30 @@ class RunQueries(QueryBase):
     def max_run_id(self) -> int:
         with self.begin() as conn:
             return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
+
+
+def result_values(
+    run_id: int, results: Sequence[TestResultRow], ids: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """The ``test_results`` rows of a run's results; ``seq`` keeps the order they came in."""
+    return [
+        {
+            "test_id": ids[r.nodeid],
+            "run_id": run_id,
+            "attempt": r.attempt,
+            "seq": seq,
+            "final": r.final,
+            "outcome": r.outcome,
+            "duration_s": r.duration_s,
+            "markers": r.markers,
+            "message": r.message,
+            "peak_rss_bytes": r.peak_rss_bytes,
+            "rss_method": r.rss_method,
+            "cuda_peak_bytes": r.cuda_peak_bytes,
+            "owner": r.owner,
+        }
+        for seq, r in enumerate(results)
+    ]
 
 
 def result_row(r: Any) -> TestResultRow:

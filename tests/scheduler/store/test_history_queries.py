@@ -35,7 +35,7 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert [r.id for r in store.list_runs(limit=10)] == [3, 2, 1]
     (row,) = store.test_results_for(2)
     assert (row.outcome, row.attempt, row.final, row.peak_rss_bytes) == ("failed", 0, True, None)
@@ -43,7 +43,7 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     assert (summary.runs, summary.passed, summary.failed) == (2, 1, 1)
     assert summary.duration_sum == 3.0
     indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(test_results)")}
-    assert "ix_test_results_history" in indexes
+    assert "ix_test_results_run" in indexes
 
 
 def finish(store: Store, outcome: Outcome, results: list[TestResultRow], sha: str) -> int:
