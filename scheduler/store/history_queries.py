@@ -119,15 +119,16 @@ def _stamp(value: Any) -> datetime | None:
 
 def _runs_of(
     conn: Connection, from_run_id: int, tier: str | None, evidence_only: bool
-) -> dict[int, tuple[str, str | None, datetime | None]]:
-    """``{run id: (tier, sha, finished_at)}`` of the runs from ``from_run_id`` on."""
+) -> dict[int, tuple[str, str | None, Any]]:
+    """``{run id: (tier, sha, finished_at as stored)}`` of the runs from ``from_run_id`` on
+    (:func:`_stamp` makes a datetime of the last, for the few rows that show it)."""
     query = sa.select(runs.c.id, runs.c.tier, runs.c.sha, runs.c.finished_at, runs.c.outcome)
     query = query.where(runs.c.id >= from_run_id)
     if tier:
         query = query.where(runs.c.tier == tier)
     evidence = set(EVIDENCE_OUTCOMES)
     return {
-        int(r[0]): (str(r[1]), r[2], _stamp(r[3]))
+        int(r[0]): (str(r[1]), r[2], r[3])
         for r in _fetch(conn, query)
         if not evidence_only or r[4] in evidence
     }
@@ -144,18 +145,17 @@ class _Statement:
 
     def __init__(self, conn: Connection, query: sa.ClauseElement) -> None:
         self._conn = conn
-        self._compiled = cast(
+        compiled = cast(
             SQLCompiler,
             query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}),
         )
-        self._sql = str(self._compiled)
+        self._sql = str(compiled)
+        self._defaults = dict(compiled.construct_params() or {})
+        self._order = list(compiled.positiontup or ()) if compiled.positional else None
 
     def rows(self, **params: Any) -> list[Any]:
-        values = self._compiled.construct_params(params or None) or {}
-        compiled = self._compiled
-        args: Any = (
-            tuple(values[k] for k in compiled.positiontup or ()) if compiled.positional else values
-        )
+        values = {**self._defaults, **params} if params else self._defaults
+        args: Any = values if self._order is None else tuple(values[k] for k in self._order)
         driver = self._conn.connection.driver_connection
         assert driver is not None
         cursor = driver.cursor()
@@ -193,7 +193,7 @@ _VERDICT_BITS = {
 _OUTCOME_OF_BIT = ((_FLAKY, "flaky"), (_PASSED, "passed"), (_FAILED, "failed"))
 
 
-def _commit(run_id: int, window: dict[int, tuple[str, str | None, datetime | None]]) -> str:
+def _commit(run_id: int, window: dict[int, tuple[str, str | None, Any]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
 
 
@@ -320,8 +320,8 @@ class HistoryQueries(QueryBase):
             if run is not None:
                 more = (row[5] or 0.0, row[6], row[7], row[8]) if not lean else (0.0,)
                 out.append(
-                    AttemptRow(nodeid_of[row[0]], row[1], run[0], run[1], run[2], row[2] or 0,
-                               bool(row[3]), row[4], *more)
+                    AttemptRow(nodeid_of[row[0]], row[1], run[0], run[1], _stamp(run[2]),
+                               row[2] or 0, bool(row[3]), row[4], *more)
                 )  # fmt: skip
         return out
 
@@ -349,10 +349,16 @@ class HistoryQueries(QueryBase):
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
         nodeid_of = {i: n for n, i in ids.items()}
         seen: dict[str, dict[int, int]] = {}
+        per_run: dict[int, int] = {}
+        current = None
+        bits = _VERDICT_BITS
+        # Rows come by test, then run (the table's order): one dict per test, no lookups.
         for test_id, run_id, outcome in found:
-            bit = _VERDICT_BITS.get(outcome)
+            bit = bits.get(outcome)
             if bit and run_id in window:
-                per_run = seen.setdefault(nodeid_of[test_id], {})
+                if test_id != current:
+                    current = test_id
+                    per_run = seen.setdefault(nodeid_of[test_id], {})
                 per_run[run_id] = per_run.get(run_id, 0) | bit
         rows: list[AttemptRow] = []
         for nodeid, per_run in seen.items():
@@ -384,13 +390,13 @@ class HistoryQueries(QueryBase):
         query = (
             sa.select(r.run_id, r.duration_s)
             .where(
-                r.test_id == sa.bindparam("test_id"),
-                r.run_id >= sa.bindparam("from_run_id"),
+                r.test_id == sa.bindparam("test_id", 0),
+                r.run_id >= sa.bindparam("from_run_id", 0),
                 r.final.is_(True),
                 r.outcome != "skipped",
             )
             .order_by(r.run_id.desc())
-            .limit(sa.bindparam("limit", literal_execute=False))
+            .limit(sa.bindparam("limit", 0, literal_execute=False))
         )
         out: dict[str, list[float]] = {n: [] for n in nodeids}
         with self.begin() as conn:
