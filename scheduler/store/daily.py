@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from scheduler.store.driver import Statement, bind_datetime
 from scheduler.store.records import TestResultRow
 from scheduler.store.schema import runs, test_daily, test_weekly
 
@@ -49,6 +50,7 @@ def add_to_daily(
 ) -> None:
     tier_name = str(conn.execute(sa.select(runs.c.tier).where(runs.c.id == run_id)).scalar_one())
     day = day_of(finished_at)
+    stamp = bind_datetime(conn, finished_at)
     rows: dict[int, dict[str, Any]] = {}
     for r in results:
         if not r.final:
@@ -67,21 +69,25 @@ def add_to_daily(
             "peak_rss_max": r.peak_rss_bytes,
             "first_run_id": run_id,
             "last_run_id": run_id,
-            "first_at": finished_at,
-            "last_at": finished_at,
+            "first_at": stamp,
+            "last_at": stamp,
         }
     if not rows:
         return
-    week = week_of(day)
-    for table, period, key in ((test_daily, "day", day), (test_weekly, "week", week)):
-        _upsert(conn, table, period, [{**row, period: key} for row in rows.values()])
+    keys = {"day": day, "week": week_of(day)}
+    for upsert, period in _UPSERTS:
+        # Plain values on the driver's executemany: a run adds hundreds of rows per table.
+        Statement(conn, upsert, cached=True).many(
+            [{**row, period: keys[period]} for row in rows.values()]
+        )
 
 
-def _upsert(conn: Connection, table: sa.Table, period: str, rows: list[dict[str, Any]]) -> None:
-    insert = sqlite_insert(table)
+def _upsert_of(table: sa.Table, period: str) -> sa.Insert:
+    names = [period, *ROW_COLUMNS]
+    insert = sqlite_insert(table).values({name: sa.bindparam(name) for name in names})
     new = insert.excluded
     old = table.c
-    upsert = insert.on_conflict_do_update(
+    return insert.on_conflict_do_update(
         index_elements=[period, "test_id", "tier"],
         set_={
             "runs": old.runs + new.runs,
@@ -96,9 +102,30 @@ def _upsert(conn: Connection, table: sa.Table, period: str, rows: list[dict[str,
             "last_at": _greatest(old.last_at, new.last_at),
         },
     )
-    conn.execute(upsert, rows)
 
 
 def _greatest(old: Any, new: Any) -> Any:
     # SQLite's two-argument max() is NULL when either is NULL; coalesce keeps the known one.
     return sa.func.max(sa.func.coalesce(old, new), sa.func.coalesce(new, old))
+
+
+ROW_COLUMNS = (
+    "test_id",
+    "tier",
+    "runs",
+    "passed",
+    "failed",
+    "flaky",
+    "skipped",
+    "duration_sum",
+    "duration_max",
+    "peak_rss_max",
+    "first_run_id",
+    "last_run_id",
+    "first_at",
+    "last_at",
+)
+_UPSERTS = (
+    (_upsert_of(test_daily, "day"), "day"),
+    (_upsert_of(test_weekly, "week"), "week"),
+)

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import FAILING, PASSING, next_week
+from scheduler.store.driver import Statement, fetch
 from scheduler.store.nodeids import ids_of, known_ids
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
 from scheduler.store.schema import (
@@ -129,45 +129,9 @@ def _runs_of(
     evidence = set(EVIDENCE_OUTCOMES)
     return {
         int(r[0]): (str(r[1]), r[2], r[3])
-        for r in _fetch(conn, query)
+        for r in fetch(conn, query)
         if not evidence_only or r[4] in evidence
     }
-
-
-class _Statement:
-    """A Core query compiled once for the connection's dialect, run on the driver's own cursor.
-
-    History queries return thousands of rows, and SQLAlchemy's per-row result processing would
-    cost more than the database's own work (about 4x at 1,000,000 results); compiling the same
-    statement per test would too. Rows come as the driver gives them (SQLite: datetimes as
-    text), so only plain columns are read this way.
-    """
-
-    def __init__(self, conn: Connection, query: sa.ClauseElement) -> None:
-        self._conn = conn
-        compiled = cast(
-            SQLCompiler,
-            query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}),
-        )
-        self._sql = str(compiled)
-        self._defaults = dict(compiled.construct_params() or {})
-        self._order = list(compiled.positiontup or ()) if compiled.positional else None
-
-    def rows(self, **params: Any) -> list[Any]:
-        values = {**self._defaults, **params} if params else self._defaults
-        args: Any = values if self._order is None else tuple(values[k] for k in self._order)
-        driver = self._conn.connection.driver_connection
-        assert driver is not None
-        cursor = driver.cursor()
-        try:
-            cursor.execute(self._sql, args)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-
-def _fetch(conn: Connection, query: sa.ClauseElement) -> list[Any]:
-    return _Statement(conn, query).rows()
 
 
 _SUM_COLUMNS = (
@@ -260,7 +224,7 @@ class HistoryQueries(QueryBase):
             query = sa.select(tests.c.nodeid, *list(grouped.c)[1:]).join(
                 tests, tests.c.id == grouped.c.test_id
             )
-            return [_summary(row) for row in _fetch(conn, query)]
+            return [_summary(row) for row in fetch(conn, query)]
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
@@ -308,7 +272,7 @@ class HistoryQueries(QueryBase):
                 query = query.limit(newest)
             # Otherwise rows come in the table's order, by test then run (callers sort what
             # they need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
-            found = _fetch(conn, query)
+            found = fetch(conn, query)
             if newest is not None:
                 found.reverse()
             first = min((row[1] for row in found), default=from_run_id)
@@ -345,7 +309,7 @@ class HistoryQueries(QueryBase):
             query = sa.select(r.test_id, r.run_id, r.outcome).where(
                 r.test_id.in_(list(ids.values())), r.run_id >= from_run_id
             )
-            found = _fetch(conn, query)
+            found = fetch(conn, query)
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
         nodeid_of = {i: n for n, i in ids.items()}
         seen: dict[str, dict[int, int]] = {}
@@ -402,7 +366,7 @@ class HistoryQueries(QueryBase):
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
-            statement = _Statement(conn, query)
+            statement = Statement(conn, query)
             for nodeid, test_id in ids.items():
                 rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
                 out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]

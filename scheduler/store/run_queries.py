@@ -19,6 +19,7 @@ from scheduler.kernel.errors import StoreError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import add_to_daily
+from scheduler.store.driver import Statement
 from scheduler.store.nodeids import ids_of
 from scheduler.store.records import RunRecord, TestResultRow
 from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
@@ -78,7 +79,11 @@ class RunQueries(QueryBase):
                 # After the UPDATE: the transaction holds the write lock while it adds nodeids.
                 ids = ids_of(conn, [r.nodeid for r in results])
                 conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
-                conn.execute(test_results.insert(), result_values(run_id, results, ids))
+                rows = result_values(run_id, results, ids)
+                insert = test_results.insert().values(
+                    {name: sa.bindparam(name) for name in rows[0]}
+                )
+                Statement(conn, insert).many(rows)
                 if outcome.is_test_evidence:
                     add_to_daily(conn, run_id, values["finished_at"], results, ids)
         return self.get_run(run_id)
@@ -186,6 +191,11 @@ class RunQueries(QueryBase):
     def max_run_id(self) -> int:
         with self.begin() as conn:
             return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
+
+
+_INSERT_RESULTS = test_results.insert().values(
+    {c.name: sa.bindparam(c.name) for c in test_results.columns}
+)
 
 
 def result_values(
