@@ -6,23 +6,38 @@ A nodeid is stored once, not per result: results, rollups and quarantine rows ca
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from scheduler.store.driver import Statement, fetch
 from scheduler.store.schema import tests
 
 # Bound parameters per IN list: below every engine's limit (SQLite's was 999 before 3.32).
 CHUNK = 500
+# Fewer nodeids than this are looked up with an IN list of their own size.
+SMALL = 50
+_BY_NODEID = sa.select(tests.c.nodeid, tests.c.id).where(
+    tests.c.nodeid.in_([sa.bindparam(f"n{k}", "") for k in range(CHUNK)])
+)
 
 
 def known_ids(conn: Connection, nodeids: Collection[str]) -> dict[str, int]:
     """``{nodeid: id}`` of the ``nodeids`` the store has seen (others are left out)."""
     found: dict[str, int] = {}
-    for chunk in _chunks(sorted(set(nodeids))):
-        query = sa.select(tests.c.nodeid, tests.c.id).where(tests.c.nodeid.in_(chunk))
-        found.update((str(n), int(i)) for n, i in conn.execute(query))
+    wanted = sorted(set(nodeids))
+    if len(wanted) < SMALL:
+        query = sa.select(tests.c.nodeid, tests.c.id).where(tests.c.nodeid.in_(wanted))
+        return {str(n): int(i) for n, i in fetch(conn, query)} if wanted else {}
+    # A run's few hundred nodeids: one statement of CHUNK placeholders, compiled once, each
+    # chunk padded with its last nodeid (a repeat in IN changes nothing).
+    statement = Statement(conn, _BY_NODEID, cached=True)
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        chunk += [chunk[-1]] * (CHUNK - len(chunk))
+        rows = statement.rows(**{f"n{k}": nodeid for k, nodeid in enumerate(chunk)})
+        found.update((str(n), int(i)) for n, i in rows)
     return found
 
 
@@ -38,8 +53,3 @@ def ids_of(conn: Connection, nodeids: Sequence[str]) -> dict[str, int]:
         conn.execute(tests.insert(), [{"nodeid": n} for n in new])
         found.update(known_ids(conn, new))
     return found
-
-
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
