@@ -112,6 +112,8 @@ def _summary(row: Any) -> TestSummaryRow:
 
 
 def _stamp(value: Any) -> datetime | None:
+    if isinstance(value, str) and len(value) == 26:  # SQLite's text, naive UTC
+        return datetime.fromisoformat(value + "+00:00")
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return _stamp(datetime.fromisoformat(value)) if value else None
@@ -147,6 +149,57 @@ _SUM_COLUMNS = (
     "first_at",
     "last_at",
 )
+
+
+def _summaries_query(test_ids: Sequence[int] | None) -> sa.Select[Any]:
+    """Per test (of ``test_ids``, or all), the sums of its weekly rows from ``:monday`` on and
+    its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
+    that failed or flaked unless ``:all_tests``."""
+    tier = sa.bindparam("tier", None, type_=sa.String)
+    parts = []
+    for table, period, low, high in (
+        (test_weekly, test_weekly.c.week, "monday", None),
+        (test_daily, test_daily.c.day, "since", "monday"),
+    ):
+        part = sa.select(*(table.c[name] for name in _SUM_COLUMNS)).where(
+            period >= sa.bindparam(low, "", type_=sa.String),
+            sa.or_(tier.is_(None), table.c.tier == tier),
+        )
+        if high is not None:
+            part = part.where(period < sa.bindparam(high, "", type_=sa.String))
+        if test_ids is not None:
+            part = part.where(table.c.test_id.in_(list(test_ids)))
+        parts.append(part)
+    rows = sa.union_all(*parts).subquery()
+    grouped = (
+        sa.select(
+            rows.c.test_id,
+            sa.func.sum(rows.c.runs),
+            sa.func.sum(rows.c.passed),
+            sa.func.sum(rows.c.failed),
+            sa.func.sum(rows.c.flaky),
+            sa.func.sum(rows.c.skipped),
+            sa.func.sum(rows.c.duration_sum),
+            sa.func.max(rows.c.duration_max),
+            sa.func.max(rows.c.peak_rss_max),
+            sa.func.min(rows.c.first_at),
+            sa.func.max(rows.c.last_at),
+        )
+        .group_by(rows.c.test_id)
+        .having(
+            sa.or_(
+                sa.bindparam("all_tests", True, type_=sa.Boolean),
+                sa.func.sum(rows.c.failed) + sa.func.sum(rows.c.flaky) > 0,
+            )
+        )
+        .subquery()
+    )
+    return sa.select(tests.c.nodeid, *list(grouped.c)[1:]).join(
+        tests, tests.c.id == grouped.c.test_id
+    )
+
+
+_SUMMARIES = _summaries_query(None)
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
 _BAD = _FAILED | _FLAKY
 _VERDICT_BITS = {
@@ -186,45 +239,22 @@ class HistoryQueries(QueryBase):
         """Per test, the sums of its rollups from ``since_day`` (``YYYY-MM-DD``) on: whole ISO
         weeks from ``test_weekly``, the days before the window's first Monday from
         ``test_daily``."""
-        monday = next_week(since_day)
-        parts = []
-        for table, period, low, high in (
-            (test_weekly, test_weekly.c.week, monday, None),
-            (test_daily, test_daily.c.day, since_day, monday),
-        ):
-            part = sa.select(*(table.c[name] for name in _SUM_COLUMNS)).where(period >= low)
-            if high is not None:
-                part = part.where(period < high)
-            if tier:
-                part = part.where(table.c.tier == tier)
-            parts.append(part)
+        params = {
+            "since": since_day,
+            "monday": next_week(since_day),
+            "tier": tier or None,
+            "all_tests": not with_failures,
+        }
         with self.begin() as conn:
-            if nodeids is not None:
-                ids = known_ids(conn, nodeids)
-                if not ids:
-                    return []
-                parts = [p.where(p.selected_columns.test_id.in_(list(ids.values()))) for p in parts]
-            rows = sa.union_all(*parts).subquery()
-            sums = sa.select(
-                rows.c.test_id,
-                sa.func.sum(rows.c.runs),
-                sa.func.sum(rows.c.passed),
-                sa.func.sum(rows.c.failed),
-                sa.func.sum(rows.c.flaky),
-                sa.func.sum(rows.c.skipped),
-                sa.func.sum(rows.c.duration_sum),
-                sa.func.max(rows.c.duration_max),
-                sa.func.max(rows.c.peak_rss_max),
-                sa.func.min(rows.c.first_at),
-                sa.func.max(rows.c.last_at),
-            ).group_by(rows.c.test_id)
-            if with_failures:
-                sums = sums.having(sa.func.sum(rows.c.failed) + sa.func.sum(rows.c.flaky) > 0)
-            grouped = sums.subquery()
-            query = sa.select(tests.c.nodeid, *list(grouped.c)[1:]).join(
-                tests, tests.c.id == grouped.c.test_id
-            )
-            return [_summary(row) for row in fetch(conn, query)]
+            if nodeids is None:
+                return [
+                    _summary(r) for r in Statement(conn, _SUMMARIES, cached=True).rows(**params)
+                ]
+            ids = known_ids(conn, nodeids)
+            if not ids:
+                return []
+            query = _summaries_query(list(ids.values()))
+            return [_summary(row) for row in Statement(conn, query).rows(**params)]
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
