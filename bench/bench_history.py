@@ -153,7 +153,7 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=50)
-    parser.add_argument("--process-reps", type=int, default=7)
+    parser.add_argument("--process-reps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--db", type=Path, help="keep the store here; reuse it when it exists")
