@@ -191,16 +191,26 @@ class RunQueries(QueryBase):
     def test_results_for(self, run_id: int, attempts: bool = False) -> list[TestResultRow]:
         """The run's per-test results in the order they were reported: each test's final
         attempt, or (``attempts``) every one."""
-        query = (
-            sa.select(tests.c.nodeid, test_results)
-            .join(tests, tests.c.id == test_results.c.test_id)
-            .where(test_results.c.run_id == run_id)
-        )
-        if not attempts:
-            query = query.where(test_results.c.final.is_(True))
         with self.begin() as conn:
-            rows = sorted(conn.execute(query).mappings(), key=lambda r: int(r["seq"]))
-            return [result_row(r) for r in rows]
+            found = Statement(conn, _RUN_RESULTS, cached=True).rows(run_id=run_id)
+        found.sort(key=lambda r: int(r[0]))
+        return [
+            TestResultRow(
+                nodeid=r[1],
+                outcome=r[2],
+                duration_s=r[3],
+                markers=r[4],
+                message=r[5],
+                attempt=int(r[6] or 0),
+                final=bool(r[7]),
+                peak_rss_bytes=r[8],
+                rss_method=r[9],
+                cuda_peak_bytes=r[10],
+                owner=r[11],
+            )
+            for r in found
+            if attempts or r[7]
+        ]
 
     def prunable_runs(
         self, passed_before: datetime, failed_before: datetime, limit: int
@@ -250,6 +260,24 @@ def _isoformat(value: Any) -> str:
     return str(aware(when).isoformat())
 
 
+_RUN_RESULTS = (
+    sa.select(
+        test_results.c.seq,
+        tests.c.nodeid,
+        test_results.c.outcome,
+        test_results.c.duration_s,
+        test_results.c.markers,
+        test_results.c.message,
+        test_results.c.attempt,
+        test_results.c.final,
+        test_results.c.peak_rss_bytes,
+        test_results.c.rss_method,
+        test_results.c.cuda_peak_bytes,
+        test_results.c.owner,
+    )
+    .join(tests, tests.c.id == test_results.c.test_id)
+    .where(test_results.c.run_id == sa.bindparam("run_id", 0))
+)
 _INSERT_RESULTS = test_results.insert().values(
     {c.name: sa.bindparam(c.name) for c in test_results.columns}
 )
@@ -277,22 +305,6 @@ def result_values(
         }
         for seq, r in enumerate(results)
     ]
-
-
-def result_row(r: Any) -> TestResultRow:
-    return TestResultRow(
-        nodeid=r["nodeid"],
-        outcome=r["outcome"],
-        duration_s=r["duration_s"],
-        markers=r["markers"],
-        message=r["message"],
-        attempt=int(r["attempt"] or 0),
-        final=bool(r["final"]),
-        peak_rss_bytes=r["peak_rss_bytes"],
-        rss_method=r["rss_method"],
-        cuda_peak_bytes=r["cuda_peak_bytes"],
-        owner=r["owner"],
-    )
 
 
 def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:
