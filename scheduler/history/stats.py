@@ -4,8 +4,8 @@ Sums (runs, passes, failures, flaky, duration, peak memory, first/last seen) com
 store's rollups of the window (its whole weeks, then its edge days), so the window is counted in
 whole UTC days. Flaky verdicts are computed only for the tests that failed at least once in the
 window and that the listing needs (all for ``--flaky`` and ``--sort flaky``, else those shown),
-from their attempts. p50/p90 durations are taken over each shown test's newest :data:`PERCENTILE_SAMPLE`
-final results in the window.
+from their attempts. p50/p90 durations are taken over each shown test's newest
+:data:`PERCENTILE_SAMPLE` final results in the window.
 """
 
 from __future__ import annotations

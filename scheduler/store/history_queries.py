@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -151,10 +151,25 @@ _SUM_COLUMNS = (
 )
 
 
-def _summaries_query(test_ids: Sequence[int] | None) -> sa.Select[Any]:
+def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
+    """The window's Mondays (up to ``last_week``) and its days before the first Monday."""
+    monday = date.fromisoformat(next_week(since_day))
+    first = date.fromisoformat(since_day)
+    days = [(first + timedelta(days=k)).isoformat() for k in range((monday - first).days)]
+    weeks = []
+    while monday.isoformat() <= last_week:
+        weeks.append(monday.isoformat())
+        monday += timedelta(days=7)
+    return weeks, days
+
+
+def _summaries_query(
+    test_ids: Sequence[int] | None, periods: tuple[list[str], list[str]] | None = None
+) -> sa.Select[Any]:
     """Per test (of ``test_ids``, or all), the sums of its weekly rows from ``:monday`` on and
     its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
-    that failed or flaked unless ``:all_tests``."""
+    that failed or flaked unless ``:all_tests``. ``periods`` (weeks, days) names the window's
+    periods one by one, for key lookups of a few tests."""
     tier = sa.bindparam("tier", None, type_=sa.String)
     parts = []
     for table, period, low, high in (
@@ -169,6 +184,8 @@ def _summaries_query(test_ids: Sequence[int] | None) -> sa.Select[Any]:
             part = part.where(period < sa.bindparam(high, "", type_=sa.String))
         if test_ids is not None:
             part = part.where(table.c.test_id.in_(list(test_ids)))
+        if periods is not None:
+            part = part.where(period.in_(periods[0] if high is None else periods[1]))
         parts.append(part)
     rows = sa.union_all(*parts).subquery()
     grouped = (
@@ -256,9 +273,13 @@ class HistoryQueries(QueryBase):
                     _summary(r) for r in Statement(conn, _SUMMARIES, cached=True).rows(**params)
                 ]
             ids = known_ids(conn, nodeids)
-            if not ids:
+            last = conn.execute(sa.select(sa.func.max(test_weekly.c.week))).scalar()
+            if not ids or last is None:
                 return []
-            query = _summaries_query(list(ids.values()))
+            # A few tests: a key lookup per test and period (the ranges would read every
+            # test's rows of the window).
+            periods = _periods(since_day, str(last))
+            query = _summaries_query(list(ids.values()), periods)
             return [_summary(row) for row in Statement(conn, query).rows(**params)]
 
     def first_run_id_since(self, since: datetime) -> int:

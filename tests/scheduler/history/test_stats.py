@@ -102,6 +102,8 @@ def test_listing_sums_weeks_and_edge_days_as_the_results_do(store: Store, days: 
                        "skipped": s.skipped, "duration_sum": pytest.approx(s.duration_sum),
                        "duration_max": s.duration_max, "peak_rss_max": s.peak_rss_max}  # fmt: skip
                 assert got == want, (t.nodeid, sort, tier)
+                # `schedctl test NODEID`: the same sums, by key lookups of the one test
+                assert store.test_summaries(since_day, tier, nodeids=[t.nodeid]) == [s]
                 attempts = store.test_attempts([t.nodeid], tier=tier, from_run_id=first_run)
                 judged = classify(t.nodeid, attempts)
                 assert (t.verdict is not None and t.verdict.flaky) == judged.flaky
