@@ -31,10 +31,10 @@ def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -
     """List recent runs, newest first."""
     if tier:
         app.config.tier(tier)
-    records = app.store.list_runs(tier=tier, limit=limit)
     if as_json:
-        emit_json([r.to_json() for r in records])
+        emit_json(app.store.runs_json(tier=tier, limit=limit))
         return
+    records = app.store.list_runs(tier=tier, limit=limit)
     table = Table(
         "id", "tier", "trigger", "outcome", "started", "duration", "pass/fail", "sha", "host"
     )

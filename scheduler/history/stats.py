@@ -1,10 +1,11 @@
 """Per-test statistics for ``schedctl tests`` and one test's history for ``schedctl test``.
 
 Sums (runs, passes, failures, flaky, duration, peak memory, first/last seen) come from the
-store's ``test_daily`` rows of the window, so the window is counted in whole UTC days. Flaky
-verdicts are computed only for the tests that failed at least once in the window, from their
-attempts. p50/p90 durations are taken over each shown test's newest :data:`PERCENTILE_SAMPLE`
-final results in the window.
+store's rollups of the window (its whole weeks, then its edge days), so the window is counted in
+whole UTC days. Flaky verdicts are computed only for the tests that failed at least once in the
+window and that the listing needs (all for ``--flaky`` and ``--sort flaky``, else those shown),
+from their attempts. p50/p90 durations are taken over each shown test's newest
+:data:`PERCENTILE_SAMPLE` final results in the window.
 """
 
 from __future__ import annotations
@@ -142,7 +143,15 @@ class History:
         day, first_run = self.window(now, since_s)
         summaries = self.store.test_summaries(day, tier, with_failures=flaky_only)
         candidates = [s.nodeid for s in summaries if s.failed or s.flaky]
-        verdicts = self.verdicts(candidates, tier=tier, from_run_id=first_run)
+        if flaky_only or sort == "flaky":
+            judged = candidates  # the verdicts filter or order the whole list
+        else:
+            # The order needs no verdict: judge only the failing tests that will be shown.
+            summaries.sort(key=lambda s: s.nodeid)
+            summaries.sort(key=lambda s: _sort_key(sort)(TestStats(s, None)), reverse=True)
+            shown = {s.nodeid for s in summaries[:limit]}
+            judged = [n for n in candidates if n in shown]
+        verdicts = self.verdicts(judged, tier=tier, from_run_id=first_run)
         stats = [TestStats(s, verdicts.get(s.nodeid)) for s in summaries]
         if flaky_only:
             stats = [t for t in stats if t.verdict is not None and t.verdict.flaky]

@@ -5,10 +5,11 @@ shifted past the target's largest (and every reference to a run follows: test re
 sums' first/last run, image builds, alert state), a slot key that the target already holds gets
 the source host appended, runs still active in the source are copied ``interrupted`` (their
 daemon is not coming to the target to finish them), and per-day test sums are added to the
-target's. Rows keyed by name that the target already has (alert state, outbox rows, quarantine,
-drained GPUs) are left as the target has them. GPU leases and meta rows (heartbeats, schema
-version) belong to their store and are not copied. Everything is written in one transaction on
-the target: a failed copy leaves it as it was.
+target's. Test ids are the target's: each nodeid is looked up (or added) there, and every row
+that names a test (results, sums, quarantine) follows. Rows keyed by name that the target already
+has (alert state, outbox rows, quarantine, drained GPUs) are left as the target has them. GPU
+leases and meta rows (heartbeats, schema version) belong to their store and are not copied.
+Everything is written in one transaction on the target: a failed copy leaves it as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
+from scheduler.store.daily import ROW_COLUMNS, merge_rollup
+from scheduler.store.driver import bind_datetime
 from scheduler.store.engine import Store
+from scheduler.store.nodeids import ids_of
 from scheduler.store.schema import (
     ACTIVE_OUTCOMES,
     alert_state,
@@ -32,6 +36,8 @@ from scheduler.store.schema import (
     runs,
     test_daily,
     test_results,
+    test_weekly,
+    tests,
 )
 
 __all__ = ["CopyReport", "copy_store"]
@@ -102,14 +108,21 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
             dst.execute(runs.insert(), rows)
             report.add("runs", len(rows))
 
-        for rows in _batches(src, sa.select(test_results), test_results.c.id):
+        test_ids = _copy_tests(src, dst)
+        run_ids = [int(i) for (i,) in src.execute(sa.select(runs.c.id).order_by(runs.c.id))]
+        for start in range(0, len(run_ids), 100):
+            chunk = run_ids[start : start + 100]
+            query = sa.select(test_results).where(test_results.c.run_id.in_(chunk))
+            rows = [dict(r) for r in src.execute(query).mappings()]
             for r in rows:
-                del r["id"]
                 r["run_id"] = moved(r["run_id"])
-            dst.execute(test_results.insert(), rows)
-            report.add("test_results", len(rows))
+                r["test_id"] = test_ids[r["test_id"]]
+            if rows:
+                dst.execute(test_results.insert(), rows)
+                report.add("test_results", len(rows))
 
-        _copy_daily(src, dst, moved, report)
+        for table, period in ((test_daily, "day"), (test_weekly, "week")):
+            _copy_rollup(src, dst, table, period, test_ids, moved, report)
 
         for rows in _batches(src, sa.select(image_builds), image_builds.c.run_id):
             for r in rows:
@@ -120,7 +133,7 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
         keyed = (
             (alert_state, alert_state.c.fingerprint),
             (alerts_outbox, alerts_outbox.c.id),
-            (quarantine, quarantine.c.nodeid),
+            (quarantine, quarantine.c.test_id),
             (gpu_drains, gpu_drains.c.gpu_uuid),
         )
         for table, key in keyed:
@@ -128,6 +141,9 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
                 if table is alert_state:
                     for r in rows:
                         r["last_run_id"] = moved(r["last_run_id"])
+                if table is quarantine:
+                    for r in rows:
+                        r["test_id"] = test_ids[r["test_id"]]
                 statement = dialect.insert(dst, table).on_conflict_do_nothing(
                     index_elements=[key.name]
                 )
@@ -138,7 +154,7 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
 
         if dialect.is_postgres(dst):
             # Ids were given explicitly: move the sequences past them.
-            for table in (runs, test_results):
+            for table in (runs,):
                 dst.execute(
                     sa.text(
                         f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608 -- our table names
@@ -148,39 +164,48 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
     return report
 
 
-def _copy_daily(src: Connection, dst: Connection, moved: Any, report: CopyReport) -> None:
-    """Add the source's per-day sums to the target's (same test, day and tier: summed)."""
-    query = sa.select(test_daily)
-    order = (test_daily.c.nodeid, test_daily.c.day, test_daily.c.tier)
+def _copy_tests(src: Connection, dst: Connection) -> dict[int, int]:
+    """``{source test id: target test id}``: each source nodeid found or added in the target."""
+    mapping: dict[int, int] = {}
+    for rows in _batches(src, sa.select(tests), tests.c.id):
+        found = ids_of(dst, [str(r["nodeid"]) for r in rows])
+        mapping.update((int(r["id"]), found[str(r["nodeid"])]) for r in rows)
+    return mapping
+
+
+def _copy_rollup(
+    src: Connection,
+    dst: Connection,
+    table: sa.Table,
+    period: str,
+    test_ids: dict[int, int],
+    moved: Any,
+    report: CopyReport,
+) -> None:
+    """Add the source's per-day (per-week) sums to the target's (same test, period, tier:
+    summed)."""
+    order = (table.c[period], table.c.test_id, table.c.tier)
     offset = 0
-    table = test_daily.c
     while True:
-        rows = [
-            dict(r)
-            for r in src.execute(query.order_by(*order).limit(BATCH).offset(offset)).mappings()
-        ]
+        page = sa.select(table).order_by(*order).limit(BATCH).offset(offset)
+        rows = [dict(r) for r in src.execute(page).mappings()]
         if not rows:
             return
         offset += len(rows)
-        for r in rows:
-            r["first_run_id"] = moved(r["first_run_id"])
-            r["last_run_id"] = moved(r["last_run_id"])
-        insert = dialect.insert(dst, test_daily)
-        new = insert.excluded
-        upsert = insert.on_conflict_do_update(
-            index_elements=["nodeid", "day", "tier"],
-            set_={
-                "runs": table.runs + new.runs,
-                "passed": table.passed + new.passed,
-                "failed": table.failed + new.failed,
-                "flaky": table.flaky + new.flaky,
-                "skipped": table.skipped + new.skipped,
-                "duration_sum": table.duration_sum + new.duration_sum,
-                "duration_max": dialect.greatest(dst, table.duration_max, new.duration_max),
-                "peak_rss_max": dialect.greatest(dst, table.peak_rss_max, new.peak_rss_max),
-                "last_run_id": dialect.greatest(dst, table.last_run_id, new.last_run_id),
-                "last_at": dialect.greatest(dst, table.last_at, new.last_at),
-            },
+        merge_rollup(
+            dst,
+            period,
+            [
+                {
+                    **{name: r[name] for name in ROW_COLUMNS},
+                    period: r[period],
+                    "test_id": test_ids[r["test_id"]],
+                    "first_run_id": moved(r["first_run_id"]),
+                    "last_run_id": moved(r["last_run_id"]),
+                    "first_at": bind_datetime(dst, r["first_at"]),
+                    "last_at": bind_datetime(dst, r["last_at"]),
+                }
+                for r in rows
+            ],
         )
-        dst.execute(upsert, rows)
-        report.add("test_daily", len(rows))
+        report.add(table.name, len(rows))

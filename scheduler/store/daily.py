@@ -1,22 +1,25 @@
-"""``test_daily``: per tier, test and UTC day, the sums ``schedctl tests`` reads.
+"""``test_daily`` and ``test_weekly``: per tier, test and UTC day (week), the sums that
+``schedctl tests`` reads.
 
 Written by :meth:`~scheduler.store.run_queries.RunQueries.finish_run` in the transaction that
-stores the run's results, so the table always agrees with ``test_results``: no cache to go stale.
+stores the run's results, so the tables always agree with ``test_results``: no cache to go stale.
 Only each test's final attempt counts (a rerun that passed makes the test ``flaky``, once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import functools
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
+from scheduler.store.driver import Statement, bind_datetime
 from scheduler.store.records import TestResultRow
-from scheduler.store.schema import runs, test_daily
+from scheduler.store.schema import runs, test_daily, test_weekly
 
 PASSING = frozenset({"passed", "xfailed", "xpassed"})
 FAILING = frozenset({"failed", "error"})
@@ -27,19 +30,36 @@ def day_of(when: datetime) -> str:
     return when.strftime("%Y-%m-%d")
 
 
+def week_of(day: str) -> str:
+    """The Monday (``YYYY-MM-DD``) of the ISO week of ``day``."""
+    when = date.fromisoformat(day)
+    return (when - timedelta(days=when.weekday())).isoformat()
+
+
+def next_week(day: str) -> str:
+    """The first Monday on or after ``day``: a window from ``day`` reads its weeks from there."""
+    when = date.fromisoformat(day)
+    return (when + timedelta(days=-when.weekday() % 7)).isoformat()
+
+
 def add_to_daily(
-    conn: Connection, run_id: int, finished_at: datetime, results: Sequence[TestResultRow]
+    conn: Connection,
+    run_id: int,
+    finished_at: datetime,
+    results: Sequence[TestResultRow],
+    test_ids: Mapping[str, int],
 ) -> None:
     tier_name = str(conn.execute(sa.select(runs.c.tier).where(runs.c.id == run_id)).scalar_one())
     day = day_of(finished_at)
-    rows: dict[str, dict[str, Any]] = {}
+    stamp = bind_datetime(conn, finished_at)
+    rows: dict[int, dict[str, Any]] = {}
     for r in results:
         if not r.final:
             continue
-        rows[r.nodeid] = {
+        test_id = test_ids[r.nodeid]
+        rows[test_id] = {
+            "test_id": test_id,
             "tier": tier_name,
-            "nodeid": r.nodeid,
-            "day": day,
             "runs": 1,
             "passed": int(r.outcome in PASSING),
             "failed": int(r.outcome in FAILING),
@@ -50,27 +70,73 @@ def add_to_daily(
             "peak_rss_max": r.peak_rss_bytes,
             "first_run_id": run_id,
             "last_run_id": run_id,
-            "first_at": finished_at,
-            "last_at": finished_at,
+            "first_at": stamp,
+            "last_at": stamp,
         }
     if not rows:
         return
-    insert = dialect.insert(conn, test_daily)
+    keys = {"day": day, "week": week_of(day)}
+    for _, period in _upserts(conn.dialect.name):
+        merge_rollup(conn, period, [{**row, period: keys[period]} for row in rows.values()])
+
+
+def merge_rollup(conn: Connection, period: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add ``rows`` (each: ``period``, the :data:`ROW_COLUMNS`, timestamps bound with
+    :func:`~scheduler.store.driver.bind_datetime`) to ``test_daily`` (``period="day"``) or
+    ``test_weekly`` (``"week"``): the sums of a test, period and tier already there grow."""
+    upsert = dict((p, u) for u, p in _upserts(conn.dialect.name))[period]
+    # Plain values on the driver's executemany: a run adds hundreds of rows per table.
+    Statement(conn, upsert, cached=True).many(rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _upserts(dialect_name: str) -> tuple[tuple[sa.Insert, str], ...]:
+    """The two upserts as module-lifetime constants per engine (their compiled form is cached)."""
+    return (
+        (_upsert_of(test_daily, "day", dialect_name), "day"),
+        (_upsert_of(test_weekly, "week", dialect_name), "week"),
+    )
+
+
+def _upsert_of(table: sa.Table, period: str, dialect_name: str) -> sa.Insert:
+    names = [period, *ROW_COLUMNS]
+    insert = dialect.insert_for(dialect_name, table).values(
+        {name: sa.bindparam(name) for name in names}
+    )
     new = insert.excluded
-    table = test_daily.c
-    upsert = insert.on_conflict_do_update(
-        index_elements=["nodeid", "day", "tier"],
+    old = table.c
+    greatest = functools.partial(dialect.greatest_for, dialect_name)
+    upsert: sa.Insert = insert.on_conflict_do_update(
+        index_elements=[period, "test_id", "tier"],
         set_={
-            "runs": table.runs + new.runs,
-            "passed": table.passed + new.passed,
-            "failed": table.failed + new.failed,
-            "flaky": table.flaky + new.flaky,
-            "skipped": table.skipped + new.skipped,
-            "duration_sum": table.duration_sum + new.duration_sum,
-            "duration_max": dialect.greatest(conn, table.duration_max, new.duration_max),
-            "peak_rss_max": dialect.greatest(conn, table.peak_rss_max, new.peak_rss_max),
-            "last_run_id": dialect.greatest(conn, table.last_run_id, new.last_run_id),
-            "last_at": dialect.greatest(conn, table.last_at, new.last_at),
+            "runs": old.runs + new.runs,
+            "passed": old.passed + new.passed,
+            "failed": old.failed + new.failed,
+            "flaky": old.flaky + new.flaky,
+            "skipped": old.skipped + new.skipped,
+            "duration_sum": old.duration_sum + new.duration_sum,
+            "duration_max": greatest(old.duration_max, new.duration_max),
+            "peak_rss_max": greatest(old.peak_rss_max, new.peak_rss_max),
+            "last_run_id": greatest(old.last_run_id, new.last_run_id),
+            "last_at": greatest(old.last_at, new.last_at),
         },
     )
-    conn.execute(upsert, list(rows.values()))
+    return upsert
+
+
+ROW_COLUMNS = (
+    "test_id",
+    "tier",
+    "runs",
+    "passed",
+    "failed",
+    "flaky",
+    "skipped",
+    "duration_sum",
+    "duration_max",
+    "peak_rss_max",
+    "first_run_id",
+    "last_run_id",
+    "first_at",
+    "last_at",
+)

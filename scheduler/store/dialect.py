@@ -28,7 +28,9 @@ __all__ = [
     "IMMEDIATE_LOCK_KEY",
     "driver_rows",
     "greatest",
+    "greatest_for",
     "insert",
+    "insert_for",
     "is_postgres",
     "merge_json_key",
     "serialise",
@@ -51,14 +53,24 @@ def insert(conn: Connection, table: sa.Table) -> Any:
 
     Its ``rowcount`` says whether a row was written (psycopg only reports it when asked).
     """
-    if is_postgres(conn):
+    return insert_for(conn.dialect.name, table)
+
+
+def insert_for(dialect_name: str, table: sa.Table) -> Any:
+    """:func:`insert` by the engine's dialect name, for statements built once per engine."""
+    if dialect_name == "postgresql":
         return postgresql.insert(table).execution_options(preserve_rowcount=True)
     return sqlite.insert(table)
 
 
 def greatest(conn: Connection, old: Any, new: Any) -> Any:
     """The larger of two values, the known one when either is NULL."""
-    if is_postgres(conn):
+    return greatest_for(conn.dialect.name, old, new)
+
+
+def greatest_for(dialect_name: str, old: Any, new: Any) -> Any:
+    """:func:`greatest` by the engine's dialect name."""
+    if dialect_name == "postgresql":
         return sa.func.greatest(old, new)  # ignores NULLs
     # SQLite's two-argument max() is NULL when either is NULL; coalesce keeps the known one.
     return sa.func.max(sa.func.coalesce(old, new), sa.func.coalesce(new, old))

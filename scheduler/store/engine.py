@@ -125,6 +125,14 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 MMAP_BYTES = 1 << 30
 CACHE_KIB = 64 * 1024
+# Checkpoint the WAL into the file every this many pages (SQLite's default: 1,000). A run's
+# results touch a page per test (each test's history is one range), ~500 pages for a 500-test
+# run: at the default every other insert paid a checkpoint (write-back and fsync); at 10,000
+# (a WAL of up to ~40 MiB) one in ~15 does, and a page rewritten by many runs is written back
+# once.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+# Migrating from below this version rebuilds the history tables: VACUUM afterwards.
+SHRINK_BELOW = 6
 
 
 class Store(
@@ -283,16 +291,15 @@ class Store(
     def migrate(self) -> tuple[int | None, int]:
         """Create or upgrade the schema to :data:`SCHEMA_VERSION`; ``(before, after)``.
 
-        One mechanism on both engines: ``create_all`` makes missing tables, then the steps of
-        :data:`MIGRATIONS` above the stored version run in order, and the version row is written,
-        all in one serialised transaction. A PostgreSQL database starts at the version that
+        One mechanism on both engines: the steps of :data:`MIGRATIONS` above the stored version
+        run in order, then ``create_all`` makes what is still missing, and the version row is
+        written, all in one serialised transaction. A PostgreSQL database starts at the version that
         first supported PostgreSQL (:data:`POSTGRES_SINCE`): the steps before it are SQLite's.
         """
         # Two processes opening a fresh file at once would both see no tables and both CREATE.
         with self.begin(immediate=True) as conn:
             before = self._read_version(conn)
-            metadata.create_all(conn)
-            # No version row: create_all just made the newest schema, nothing to migrate.
+            # No version row: create_all alone makes the newest schema, nothing to migrate.
             version = SCHEMA_VERSION if before is None else before
             self._refuse_newer(version)
             if self.is_postgres and version < POSTGRES_SINCE:
@@ -300,15 +307,29 @@ class Store(
                     f"{self.location}: schema version {version} predates PostgreSQL support "
                     f"({POSTGRES_SINCE}); start from an empty database and `schedctl store copy`"
                 )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            # An older file takes its steps first (each in the shape of its version), then
+            # create_all adds what no step states; a new file is made by create_all alone.
+            for target in range((version or SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS.get(target, ()):
                     conn.exec_driver_sql(statement)
+            metadata.create_all(conn)
             if before is None or version != SCHEMA_VERSION:
                 conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+        if before is not None and before < SHRINK_BELOW and not self.is_postgres:
+            self._shrink()
         return before, SCHEMA_VERSION
+
+    def _shrink(self) -> None:
+        """Give the pages a rebuilding step freed back to the file system (VACUUM runs outside
+        a transaction). Best effort: while another process holds the file, it stays larger."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
+        except SQLAlchemyError:
+            pass
 
     def schema_version(self) -> int:
         with self.begin() as conn:
@@ -371,7 +392,7 @@ class Store(
             return bool(conn.execute(meta_table.delete().where(meta_table.c.key == key)).rowcount)
 
 
-POSTGRES_SINCE = 5
+POSTGRES_SINCE = 6
 """The schema version PostgreSQL support began with: a PostgreSQL database never holds an older
 one, so the migration steps up to it may be SQLite-only SQL; every later step must run on both."""
 
@@ -428,6 +449,7 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     # without a syscall and a copy per page) and keep a 64 MiB page cache per connection.
     cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cursor.close()
 
 

@@ -1,16 +1,17 @@
 """Test history: per-test sums over days, one test's attempts, and quarantine rows.
 
-Fast at 1,000,000 results through the schema, not a cache: ``test_daily`` is written with the
-results (see :mod:`.daily`), and a test's attempts are read from ``ix_test_results_history``
-joined to ``runs`` by primary key. The store only reads and writes; which run outcomes count and
-what a flake is are decided in :mod:`scheduler.history`.
+Fast at 1,000,000 results through the schema, not a cache: ``test_daily``/``test_weekly`` are
+written with the results (see :mod:`.daily`), and a test's attempts are one range of
+``test_results`` (clustered by test, run, attempt), joined to ``runs`` by primary key. Nodeids
+become ids once per query (:mod:`.nodeids`). The store only reads and writes; which run outcomes
+count and what a flake is are decided in :mod:`scheduler.history`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -18,9 +19,19 @@ from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
-from scheduler.store.daily import FAILING, PASSING
+from scheduler.store.daily import FAILING, PASSING, next_week
+from scheduler.store.driver import Statement, fetch
+from scheduler.store.nodeids import ids_of, known_ids
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
-from scheduler.store.schema import EVIDENCE_OUTCOMES, quarantine, runs
+from scheduler.store.schema import (
+    EVIDENCE_OUTCOMES,
+    quarantine,
+    runs,
+    test_daily,
+    test_results,
+    test_weekly,
+    tests,
+)
 
 __all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow"]
 
@@ -100,34 +111,112 @@ def _summary(row: Any) -> TestSummaryRow:
     )
 
 
-def _stamp(text: str | datetime | None) -> datetime | None:
-    return dialect.stamp(text)
+def _stamp(value: Any) -> datetime | None:
+    if isinstance(value, str) and len(value) == 26:  # SQLite's text, naive UTC
+        return datetime.fromisoformat(value + "+00:00")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return _stamp(datetime.fromisoformat(value)) if value else None
 
 
 def _runs_of(
     conn: Connection, from_run_id: int, tier: str | None, evidence_only: bool
-) -> dict[int, tuple[str, str | None, datetime | None]]:
-    """``{run id: (tier, sha, finished_at)}`` of the runs from ``from_run_id`` on."""
-    sql = "SELECT id, tier, sha, finished_at, outcome FROM runs WHERE id >= ?"
-    params: list[Any] = [from_run_id]
+) -> dict[int, tuple[str, str | None, Any]]:
+    """``{run id: (tier, sha, finished_at as stored)}`` of the runs from ``from_run_id`` on
+    (:func:`_stamp` makes a datetime of the last, for the few rows that show it)."""
+    query = sa.select(runs.c.id, runs.c.tier, runs.c.sha, runs.c.finished_at, runs.c.outcome)
+    query = query.where(runs.c.id >= from_run_id)
     if tier:
-        sql += " AND tier = ?"
-        params.append(tier)
+        query = query.where(runs.c.tier == tier)
     evidence = set(EVIDENCE_OUTCOMES)
     return {
-        int(r[0]): (str(r[1]), r[2], _stamp(r[3]))
-        for r in _rows(conn, sql, params)
+        int(r[0]): (str(r[1]), r[2], r[3])
+        for r in fetch(conn, query)
         if not evidence_only or r[4] in evidence
     }
 
 
-def _rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    """Rows straight from the sqlite3 cursor, in the open transaction: history queries return
-    thousands of rows, and SQLAlchemy's per-row result processing would cost more than SQLite's
-    own work (about 4x at 1,000,000 results). Plain SQL with placeholders only."""
-    return dialect.driver_rows(conn, sql, params)
+_SUM_COLUMNS = (
+    "test_id",
+    "runs",
+    "passed",
+    "failed",
+    "flaky",
+    "skipped",
+    "duration_sum",
+    "duration_max",
+    "peak_rss_max",
+    "first_at",
+    "last_at",
+)
 
 
+def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
+    """The window's Mondays (up to ``last_week``) and its days before the first Monday."""
+    monday = date.fromisoformat(next_week(since_day))
+    first = date.fromisoformat(since_day)
+    days = [(first + timedelta(days=k)).isoformat() for k in range((monday - first).days)]
+    weeks = []
+    while monday.isoformat() <= last_week:
+        weeks.append(monday.isoformat())
+        monday += timedelta(days=7)
+    return weeks, days
+
+
+def _summaries_query(
+    test_ids: Sequence[int] | None, periods: tuple[list[str], list[str]] | None = None
+) -> sa.Select[Any]:
+    """Per test (of ``test_ids``, or all), the sums of its weekly rows from ``:monday`` on and
+    its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
+    that failed or flaked unless ``:all_tests``. ``periods`` (weeks, days) names the window's
+    periods one by one, for key lookups of a few tests."""
+    tier = sa.bindparam("tier", None, type_=sa.String)
+    parts = []
+    for table, period, low, high in (
+        (test_weekly, test_weekly.c.week, "monday", None),
+        (test_daily, test_daily.c.day, "since", "monday"),
+    ):
+        part = sa.select(*(table.c[name] for name in _SUM_COLUMNS)).where(
+            period >= sa.bindparam(low, "", type_=sa.String),
+            sa.or_(tier.is_(None), table.c.tier == tier),
+        )
+        if high is not None:
+            part = part.where(period < sa.bindparam(high, "", type_=sa.String))
+        if test_ids is not None:
+            part = part.where(table.c.test_id.in_(list(test_ids)))
+        if periods is not None:
+            part = part.where(period.in_(periods[0] if high is None else periods[1]))
+        parts.append(part)
+    rows = sa.union_all(*parts).subquery()
+    grouped = (
+        sa.select(
+            rows.c.test_id,
+            sa.func.sum(rows.c.runs),
+            sa.func.sum(rows.c.passed),
+            sa.func.sum(rows.c.failed),
+            sa.func.sum(rows.c.flaky),
+            sa.func.sum(rows.c.skipped),
+            sa.func.sum(rows.c.duration_sum),
+            sa.func.max(rows.c.duration_max),
+            sa.func.max(rows.c.peak_rss_max),
+            sa.func.min(rows.c.first_at),
+            sa.func.max(rows.c.last_at),
+        )
+        .group_by(rows.c.test_id)
+        .having(
+            sa.or_(
+                sa.bindparam("all_tests", True, type_=sa.Boolean),
+                sa.func.sum(rows.c.failed) + sa.func.sum(rows.c.flaky) > 0,
+            )
+        )
+        .subquery()
+    )
+    return sa.select(tests.c.nodeid, *list(grouped.c)[1:]).join(
+        tests, tests.c.id == grouped.c.test_id
+    )
+
+
+_SUMMARIES = _summaries_query(None)
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
 _BAD = _FAILED | _FLAKY
 _VERDICT_BITS = {
@@ -136,9 +225,14 @@ _VERDICT_BITS = {
     "flaky": _FLAKY,
 }
 _OUTCOME_OF_BIT = ((_FLAKY, "flaky"), (_PASSED, "passed"), (_FAILED, "failed"))
+_BIT_OF_OUTCOME = sa.case(
+    (test_results.c.outcome.in_(sorted(PASSING)), _PASSED),
+    (test_results.c.outcome.in_(sorted(FAILING)), _FAILED),
+    else_=_FLAKY,
+)
 
 
-def _commit(run_id: int, window: dict[int, tuple[str, str | None, datetime | None]]) -> str:
+def _commit(run_id: int, window: dict[int, tuple[str, str | None, Any]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
 
 
@@ -164,24 +258,29 @@ class HistoryQueries(QueryBase):
         *,
         with_failures: bool = False,
     ) -> list[TestSummaryRow]:
-        """Per test, the sums of ``test_daily`` from ``since_day`` (``YYYY-MM-DD``) on."""
-        sql = (
-            "SELECT nodeid, sum(runs), sum(passed), sum(failed), sum(flaky), sum(skipped), "
-            "sum(duration_sum), max(duration_max), max(peak_rss_max), min(first_at), "
-            "max(last_at) FROM test_daily WHERE day >= ?"
-        )
-        params: list[Any] = [since_day]
-        if tier:
-            sql += " AND tier = ?"
-            params.append(tier)
-        if nodeids is not None:
-            sql += f" AND nodeid IN ({', '.join('?' * len(nodeids))})"
-            params += list(nodeids)
-        sql += " GROUP BY nodeid"
-        if with_failures:
-            sql += " HAVING sum(failed) + sum(flaky) > 0"
+        """Per test, the sums of its rollups from ``since_day`` (``YYYY-MM-DD``) on: whole ISO
+        weeks from ``test_weekly``, the days before the window's first Monday from
+        ``test_daily``."""
+        params = {
+            "since": since_day,
+            "monday": next_week(since_day),
+            "tier": tier or None,
+            "all_tests": not with_failures,
+        }
         with self.begin() as conn:
-            return [_summary(row) for row in _rows(conn, sql, params)]
+            if nodeids is None:
+                return [
+                    _summary(r) for r in Statement(conn, _SUMMARIES, cached=True).rows(**params)
+                ]
+            ids = known_ids(conn, nodeids)
+            last = conn.execute(sa.select(sa.func.max(test_weekly.c.week))).scalar()
+            if not ids or last is None:
+                return []
+            # A few tests: a key lookup per test and period (the ranges would read every
+            # test's rows of the window).
+            periods = _periods(since_day, str(last))
+            query = _summaries_query(list(ids.values()), periods)
+            return [_summary(row) for row in Statement(conn, query).rows(**params)]
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
@@ -210,43 +309,39 @@ class HistoryQueries(QueryBase):
         ``newest`` keeps only the newest that many attempts (one test: ``schedctl test``);
         ``evidence_only`` drops runs whose outcome says nothing about their tests. The runs of
         the window are read first and joined here: SQLite would otherwise walk every result of
-        every run instead of the few tests' rows in ``ix_test_results_history``. Rows come
-        through the driver's own cursor: this query returns thousands of rows per call.
-        ``lean`` reads only what a verdict needs (outcomes), from that index alone; duration,
-        memory and owner are then left empty.
+        every run instead of the few tests' ranges of ``test_results``. ``lean`` reads only what
+        a verdict needs (outcomes); duration, memory and owner are then left empty.
         """
         if not nodeids:
             return []
-        marks = ", ".join("?" * len(nodeids))
-        columns = (
-            "nodeid, run_id, attempt, final, outcome, 0.0, NULL, NULL, NULL"
-            if lean
-            else "nodeid, run_id, attempt, final, outcome, duration_s, peak_rss_bytes, "
-            "cuda_peak_bytes, owner"
-        )
-        sql = (
-            f"SELECT {columns} FROM test_results "  # noqa: S608 -- placeholders only
-            f"WHERE nodeid IN ({marks}) AND run_id >= ?"
-        )
-        params: list[Any] = [*nodeids, from_run_id]
-        if newest is not None:
-            sql += " ORDER BY run_id DESC, attempt DESC LIMIT ?"
-            params.append(newest)
-        # Otherwise rows come in the index's order, by test then run (callers sort what they
-        # need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
+        r = test_results.c
+        extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
         with self.begin() as conn:
-            found = _rows(conn, sql, params)
+            ids = known_ids(conn, nodeids)
+            if not ids:
+                return []
+            query = sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra).where(
+                r.test_id.in_(list(ids.values())), r.run_id >= from_run_id
+            )
+            if newest is not None:
+                query = query.order_by(r.run_id.desc(), r.attempt.desc(), r.seq.desc())
+                query = query.limit(newest)
+            # Otherwise rows come in the table's order, by test then run (callers sort what
+            # they need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
+            found = fetch(conn, query)
             if newest is not None:
                 found.reverse()
-            first = min((r[1] for r in found), default=from_run_id)
+            first = min((row[1] for row in found), default=from_run_id)
             window = _runs_of(conn, first, tier, evidence_only)
+        nodeid_of = {i: n for n, i in ids.items()}
         out: list[AttemptRow] = []
-        for r in found:
-            run = window.get(r[1])
+        for row in found:
+            run = window.get(row[1])
             if run is not None:
+                more = (row[5] or 0.0, row[6], row[7], row[8]) if not lean else (0.0,)
                 out.append(
-                    AttemptRow(r[0], r[1], run[0], run[1], run[2], r[2] or 0, bool(r[3]), r[4],
-                               r[5] or 0.0, r[6], r[7], r[8])
+                    AttemptRow(nodeid_of[row[0]], row[1], run[0], run[1], _stamp(run[2]),
+                               row[2] or 0, bool(row[3]), row[4], *more)
                 )  # fmt: skip
         return out
 
@@ -262,18 +357,30 @@ class HistoryQueries(QueryBase):
         """
         if not nodeids:
             return [], {}
-        sql = (
-            f"SELECT nodeid, run_id, outcome FROM test_results "  # noqa: S608 -- placeholders only
-            f"WHERE nodeid IN ({', '.join('?' * len(nodeids))}) AND run_id >= ?"
-        )
+        r = test_results.c
         with self.begin() as conn:
-            found = _rows(conn, sql, [*nodeids, from_run_id])
+            ids = known_ids(conn, nodeids)
+            if not ids:
+                return [], {}
+            # The outcome as its verdict bit, computed by the database: thousands of small ints
+            # cost less to hand over than as many strings.
+            query = sa.select(r.test_id, r.run_id, _BIT_OF_OUTCOME).where(
+                r.test_id.in_(list(ids.values())),
+                r.run_id >= from_run_id,
+                r.outcome.in_(sorted(_VERDICT_BITS)),
+            )
+            found = fetch(conn, query)
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+        nodeid_of = {i: n for n, i in ids.items()}
         seen: dict[str, dict[int, int]] = {}
-        for nodeid, run_id, outcome in found:
-            bit = _VERDICT_BITS.get(outcome)
-            if bit and run_id in window:
-                per_run = seen.setdefault(nodeid, {})
+        per_run: dict[int, int] = {}
+        current = None
+        # Rows come by test, then run (the table's order): one dict per test, no lookups.
+        for test_id, run_id, bit in found:
+            if run_id in window:
+                if test_id != current:
+                    current = test_id
+                    per_run = seen.setdefault(nodeid_of[test_id], {})
                 per_run[run_id] = per_run.get(run_id, 0) | bit
         rows: list[AttemptRow] = []
         for nodeid, per_run in seen.items():
@@ -299,56 +406,71 @@ class HistoryQueries(QueryBase):
         self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int, limit: int
     ) -> dict[str, list[float]]:
         """Per test, the durations of its newest ``limit`` final results from ``from_run_id`` on
-        (runs whose outcome is test evidence, skips left out), in one transaction."""
-        sql = (
-            "SELECT run_id, duration_s FROM test_results WHERE nodeid = ? AND run_id >= ? "
-            "AND final AND outcome != 'skipped' ORDER BY run_id DESC LIMIT ?"
+        (runs whose outcome is test evidence, skips left out), in one transaction: each test's
+        newest rows are the end of its range of ``test_results``."""
+        r = test_results.c
+        query = (
+            sa.select(r.run_id, r.duration_s)
+            .where(
+                r.test_id == sa.bindparam("test_id", 0),
+                r.run_id >= sa.bindparam("from_run_id", 0),
+                r.final.is_(True),
+                r.outcome != "skipped",
+            )
+            .order_by(r.run_id.desc())
+            .limit(sa.bindparam("limit", 0, literal_execute=False))
         )
-        out: dict[str, list[float]] = {}
+        out: dict[str, list[float]] = {n: [] for n in nodeids}
         with self.begin() as conn:
+            ids = known_ids(conn, nodeids)
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
-            for nodeid in nodeids:
-                rows = _rows(conn, sql, (nodeid, from_run_id, limit))
+            statement = Statement(conn, query)
+            for nodeid, test_id in ids.items():
+                rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
                 out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
         return out
 
     # -- quarantine ----------------------------------------------------------------------------
 
     def quarantine_add(self, row: QuarantineRow) -> None:
-        """Add or replace the quarantine of ``row.nodeid`` (a replaced one may alert again)."""
+        """Add or replace the quarantine of ``row.nodeid`` (a replaced one may alert again); a
+        test never run yet gets its id here."""
         values = {
-            "nodeid": row.nodeid,
             "reason": row.reason,
             "owner": row.owner,
             "created_at": row.created_at,
             "expires_at": row.expires_at,
             "expiry_alerted_at": None,
         }
-        with self.begin() as conn:
-            statement = dialect.insert(conn, quarantine).values(**values)
-            conn.execute(statement.on_conflict_do_update(index_elements=["nodeid"], set_=values))
+        with self.begin(immediate=True) as conn:
+            test_id = ids_of(conn, [row.nodeid])[row.nodeid]
+            statement = dialect.insert(conn, quarantine).values(test_id=test_id, **values)
+            conn.execute(statement.on_conflict_do_update(index_elements=["test_id"], set_=values))
 
     def quarantine_remove(self, nodeid: str) -> bool:
         with self.begin() as conn:
-            return bool(
-                conn.execute(quarantine.delete().where(quarantine.c.nodeid == nodeid)).rowcount
-            )
+            ids = known_ids(conn, [nodeid])
+            if not ids:
+                return False
+            deleted = conn.execute(quarantine.delete().where(quarantine.c.test_id == ids[nodeid]))
+            return bool(deleted.rowcount)
 
     def quarantine_list(self) -> list[QuarantineRow]:
         with self.begin() as conn:
-            rows = conn.execute(sa.select(quarantine).order_by(quarantine.c.nodeid)).mappings()
+            rows = conn.execute(_QUARANTINE.order_by(tests.c.nodeid)).mappings()
             return [_quarantine(r) for r in rows]
 
     def quarantined(self, nodeids: Sequence[str], now: datetime) -> list[QuarantineRow]:
         """The unexpired quarantines among ``nodeids``."""
         if not nodeids:
             return []
-        query = sa.select(quarantine).where(
-            quarantine.c.nodeid.in_(list(nodeids)),
-            sa.or_(quarantine.c.expires_at.is_(None), quarantine.c.expires_at > now),
-        )
         with self.begin() as conn:
-            return [_quarantine(r) for r in conn.execute(query).mappings()]
+            ids = known_ids(conn, nodeids)
+            query = _QUARANTINE.where(
+                quarantine.c.test_id.in_(list(ids.values())),
+                sa.or_(quarantine.c.expires_at.is_(None), quarantine.c.expires_at > now),
+            )
+            return [_quarantine(r) for r in conn.execute(query).mappings()] if ids else []
 
     def claim_expired_quarantines(
         self, now: datetime, entries_for: Callable[[QuarantineRow], Sequence[OutboxEntry]]
@@ -358,19 +480,24 @@ class HistoryQueries(QueryBase):
         claimed: list[QuarantineRow] = []
         with self.begin(immediate=True) as conn:
             rows = conn.execute(
-                sa.select(quarantine).where(
+                _QUARANTINE.where(
                     quarantine.c.expires_at.is_not(None),
                     quarantine.c.expires_at <= now,
                     quarantine.c.expiry_alerted_at.is_(None),
                 )
             ).mappings()
-            for row in [_quarantine(r) for r in rows]:
+            for found in list(rows):
+                row = _quarantine(found)
                 conn.execute(
                     quarantine.update()
-                    .where(quarantine.c.nodeid == row.nodeid)
+                    .where(quarantine.c.test_id == found["test_id"])
                     .values(expiry_alerted_at=now)
                 )
                 for entry in entries_for(row):
                     insert_outbox_entry(conn, entry, now)
                 claimed.append(row)
         return claimed
+
+
+# A quarantine row with its test's nodeid.
+_QUARANTINE = sa.select(tests.c.nodeid, quarantine).join(tests, tests.c.id == quarantine.c.test_id)

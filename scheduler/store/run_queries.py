@@ -6,7 +6,9 @@ A run row is inserted before anything runs, so a crash always leaves a record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +22,10 @@ from scheduler.kernel.outcome import Outcome
 from scheduler.store import dialect
 from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import add_to_daily
+from scheduler.store.driver import Statement, fetch
+from scheduler.store.nodeids import ids_of
 from scheduler.store.records import RunRecord, TestResultRow
-from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results
+from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
 
 __all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunAlreadyFinal", "RunQueries", "failure_streak"]
 
@@ -76,23 +80,6 @@ class RunQueries(QueryBase):
         values["outcome"] = outcome.value
         values.setdefault("finished_at", utcnow())
         results = list(results)
-        rows = [
-            {
-                "run_id": run_id,
-                "nodeid": r.nodeid,
-                "outcome": r.outcome,
-                "duration_s": r.duration_s,
-                "markers": r.markers,
-                "message": r.message,
-                "attempt": r.attempt,
-                "final": r.final,
-                "peak_rss_bytes": r.peak_rss_bytes,
-                "rss_method": r.rss_method,
-                "cuda_peak_bytes": r.cuda_peak_bytes,
-                "owner": r.owner,
-            }
-            for r in results
-        ]
         with self.begin() as conn:
             # Guarded on the row still being active: two processes finishing one run (its
             # owner and a survivor host) write it once; the second gets RunAlreadyFinal.
@@ -103,11 +90,17 @@ class RunQueries(QueryBase):
             )
             if done.rowcount != 1:
                 raise RunAlreadyFinal(f"run {run_id} is already final in {self.location}")
-            if rows:
+            if results:
+                # After the UPDATE: the transaction holds the write lock while it adds nodeids.
+                ids = ids_of(conn, [r.nodeid for r in results])
                 conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
-                conn.execute(test_results.insert(), rows)
+                rows = result_values(run_id, results, ids)
+                insert = test_results.insert().values(
+                    {name: sa.bindparam(name) for name in rows[0]}
+                )
+                Statement(conn, insert).many(rows)
                 if outcome.is_test_evidence:
-                    add_to_daily(conn, run_id, values["finished_at"], results)
+                    add_to_daily(conn, run_id, values["finished_at"], results, ids)
         return self.get_run(run_id)
 
     def get_run(self, run_id: int) -> RunRecord:
@@ -143,6 +136,46 @@ class RunQueries(QueryBase):
         with self.begin() as conn:
             return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
 
+    def runs_json(
+        self,
+        tier: str | None = None,
+        limit: int = 20,
+        outcomes: Sequence[str] | None = None,
+        before_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """What ``[r.to_json() for r in list_runs(...)]`` gives, read straight into dicts:
+        ``schedctl runs --json`` lists up to 10,000 runs, and a frozen 33-field record per row
+        (each datetime and JSON column through SQLAlchemy's processors) cost more than the query.
+        """
+        query = sa.select(*(runs.c[name] for name in _RECORD_COLUMNS))
+        query = query.order_by(runs.c.id.desc()).limit(limit)
+        if tier:
+            query = query.where(runs.c.tier == tier)
+        if outcomes:
+            query = query.where(runs.c.outcome.in_(list(outcomes)))
+        if before_id is not None:
+            query = query.where(runs.c.id < before_id)
+        with self.begin() as conn:
+            found = fetch(conn, query)
+        out = []
+        for row in found:
+            record = dict(zip(_RECORD_COLUMNS, row, strict=True))
+            for name in _JSON_COLUMNS:
+                value = record[name]
+                if value == "{}":  # most runs: no source, details or counts yet
+                    record[name] = {}
+                elif value == "[]":
+                    record[name] = []
+                elif isinstance(value, str | bytes):
+                    record[name] = json.loads(value)
+            for name in _DATETIME_COLUMNS:
+                value = record[name]
+                if value is not None:
+                    record[name] = _isoformat(value)
+            record["run_id"] = record["id"]
+            out.append(record)
+        return out
+
     def active_runs(self, tier: str | None = None) -> list[RunRecord]:
         return self.list_runs(tier=tier, limit=1000, outcomes=ACTIVE_OUTCOMES)
 
@@ -169,13 +202,28 @@ class RunQueries(QueryBase):
             return failure_streak(conn, tier, up_to_run_id)
 
     def test_results_for(self, run_id: int, attempts: bool = False) -> list[TestResultRow]:
-        """The run's per-test results: each test's final attempt, or (``attempts``) every one."""
-        query = sa.select(test_results).where(test_results.c.run_id == run_id)
-        if not attempts:
-            query = query.where(test_results.c.final.is_(True))
+        """The run's per-test results in the order they were reported: each test's final
+        attempt, or (``attempts``) every one."""
         with self.begin() as conn:
-            rows = conn.execute(query.order_by(test_results.c.id)).mappings()
-            return [result_row(r) for r in rows]
+            found = Statement(conn, _RUN_RESULTS, cached=True).rows(run_id=run_id)
+        found.sort(key=lambda r: int(r[0]))
+        return [
+            TestResultRow(
+                nodeid=r[1],
+                outcome=r[2],
+                duration_s=r[3],
+                markers=r[4],
+                message=r[5],
+                attempt=int(r[6] or 0),
+                final=bool(r[7]),
+                peak_rss_bytes=r[8],
+                rss_method=r[9],
+                cuda_peak_bytes=r[10],
+                owner=r[11],
+            )
+            for r in found
+            if attempts or r[7]
+        ]
 
     def prunable_runs(
         self, passed_before: datetime, failed_before: datetime, limit: int, host: str | None = None
@@ -221,20 +269,66 @@ class RunQueries(QueryBase):
             return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
 
 
-def result_row(r: Any) -> TestResultRow:
-    return TestResultRow(
-        nodeid=r["nodeid"],
-        outcome=r["outcome"],
-        duration_s=r["duration_s"],
-        markers=r["markers"],
-        message=r["message"],
-        attempt=int(r["attempt"] or 0),
-        final=bool(r["final"]),
-        peak_rss_bytes=r["peak_rss_bytes"],
-        rss_method=r["rss_method"],
-        cuda_peak_bytes=r["cuda_peak_bytes"],
-        owner=r["owner"],
+_RECORD_COLUMNS = tuple(f.name for f in fields(RunRecord) if f.name in runs.c)
+_JSON_COLUMNS = tuple(n for n in _RECORD_COLUMNS if isinstance(runs.c[n].type, sa.JSON))
+_DATETIME_COLUMNS = tuple(n for n in _RECORD_COLUMNS if isinstance(runs.c[n].type, sa.DateTime))
+
+
+def _isoformat(value: Any) -> str:
+    """A stored datetime as ``RunRecord.to_json`` writes it (UTC, ISO 8601)."""
+    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
+        # SQLite's text, naive UTC ("2026-01-01 10:00:00.000000"): as isoformat() writes it
+        micro = value[19:]
+        return f"{value[:10]}T{value[11:19]}{'' if micro == '.000000' else micro}+00:00"
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return str(aware(when).isoformat())
+
+
+_RUN_RESULTS = (
+    sa.select(
+        test_results.c.seq,
+        tests.c.nodeid,
+        test_results.c.outcome,
+        test_results.c.duration_s,
+        test_results.c.markers,
+        test_results.c.message,
+        test_results.c.attempt,
+        test_results.c.final,
+        test_results.c.peak_rss_bytes,
+        test_results.c.rss_method,
+        test_results.c.cuda_peak_bytes,
+        test_results.c.owner,
     )
+    .join(tests, tests.c.id == test_results.c.test_id)
+    .where(test_results.c.run_id == sa.bindparam("run_id", 0))
+)
+_INSERT_RESULTS = test_results.insert().values(
+    {c.name: sa.bindparam(c.name) for c in test_results.columns}
+)
+
+
+def result_values(
+    run_id: int, results: Sequence[TestResultRow], ids: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """The ``test_results`` rows of a run's results; ``seq`` keeps the order they came in."""
+    return [
+        {
+            "test_id": ids[r.nodeid],
+            "run_id": run_id,
+            "attempt": r.attempt,
+            "seq": seq,
+            "final": r.final,
+            "outcome": r.outcome,
+            "duration_s": r.duration_s,
+            "markers": r.markers,
+            "message": r.message,
+            "peak_rss_bytes": r.peak_rss_bytes,
+            "rss_method": r.rss_method,
+            "cuda_peak_bytes": r.cuda_peak_bytes,
+            "owner": r.owner,
+        }
+        for seq, r in enumerate(results)
+    ]
 
 
 def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:

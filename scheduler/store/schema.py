@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from scheduler.kernel.outcome import Outcome
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 
@@ -71,58 +71,84 @@ runs = sa.Table(
     sa.Index("ix_runs_outcome", "outcome"),
 )
 
+# Every test nodeid once; the history tables refer to it by integer id (schema 6). A nodeid is
+# ~60 bytes of text: stored per result and per index entry it made the store 218 MB per 1M
+# results, most of it repeated text.
+tests = sa.Table(
+    "tests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("nodeid", sa.String, nullable=False, unique=True),
+)
+
 test_results = sa.Table(
     "test_results",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("nodeid", sa.String, nullable=False),
+    # Clustered on (test, run, attempt): one test's history (schedctl test, flaky evidence,
+    # p50/p90 durations) is one range of the table itself, every column at hand, no index to
+    # keep beside it. ``seq`` is the result's position in its run (the order pytest reported):
+    # it keeps results apart that share a test, run and attempt, and orders a run's results.
+    sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.Integer,
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("attempt", sa.Integer, primary_key=True, default=0, server_default="0"),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("final", sa.Boolean, nullable=False, default=True, server_default="1"),
     sa.Column("outcome", sa.String, nullable=False),
     sa.Column("duration_s", sa.Float, nullable=False, default=0.0),
     sa.Column("markers", sa.String, nullable=False, default=""),
     sa.Column("message", sa.Text),
-    sa.Column("attempt", sa.Integer, nullable=False, default=0, server_default="0"),
-    sa.Column("final", sa.Boolean, nullable=False, default=True, server_default="1"),
     sa.Column("peak_rss_bytes", sa.BigInteger),
     sa.Column("rss_method", sa.String),
     sa.Column("cuda_peak_bytes", sa.BigInteger),
     sa.Column("owner", sa.String),
+    # A run's results (schedctl show, alerts, metrics) and ON DELETE CASCADE from runs.
     sa.Index("ix_test_results_run", "run_id"),
-    sa.Index("ix_test_results_nodeid_run", "nodeid", "run_id"),
-    # One test's history (schedctl test, flaky evidence) read from the index alone.
-    sa.Index("ix_test_results_history", "nodeid", "run_id", "final", "attempt", "outcome"),
-)
-
-# Per tier, test and UTC day: what `schedctl tests` aggregates. Written in the transaction that
-# writes the run's results (never rebuilt later, so never stale); only runs whose outcome is test
-# evidence (Outcome.is_test_evidence) and only each test's final attempt.
-test_daily = sa.Table(
-    "test_daily",
-    metadata,
-    # Clustered on (nodeid, day): `schedctl tests` groups by test and reads each test's days in
-    # key order, with no lookups and no sort.
-    sa.Column("nodeid", sa.String, primary_key=True),
-    sa.Column("day", sa.String, primary_key=True),
-    sa.Column("tier", sa.String, primary_key=True),
-    sa.Column("runs", sa.Integer, nullable=False, default=0),
-    sa.Column("passed", sa.Integer, nullable=False, default=0),
-    sa.Column("failed", sa.Integer, nullable=False, default=0),
-    sa.Column("flaky", sa.Integer, nullable=False, default=0),
-    sa.Column("skipped", sa.Integer, nullable=False, default=0),
-    sa.Column("duration_sum", sa.Float, nullable=False, default=0.0),
-    sa.Column("duration_max", sa.Float, nullable=False, default=0.0),
-    sa.Column("peak_rss_max", sa.BigInteger),
-    sa.Column("first_run_id", sa.Integer, nullable=False),
-    sa.Column("last_run_id", sa.Integer, nullable=False),
-    sa.Column("first_at", sa.DateTime(timezone=True)),
-    sa.Column("last_at", sa.DateTime(timezone=True)),
     sqlite_with_rowid=False,
 )
+
+
+def _rollup(name: str, period: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        # Clustered on (period, test, tier): a window is a few contiguous ranges (its weeks and
+        # edge days), and one run's rows land on the same few pages, whatever the history size.
+        sa.Column(period, sa.String, primary_key=True),
+        sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), primary_key=True),
+        sa.Column("tier", sa.String, primary_key=True),
+        sa.Column("runs", sa.Integer, nullable=False, default=0),
+        sa.Column("passed", sa.Integer, nullable=False, default=0),
+        sa.Column("failed", sa.Integer, nullable=False, default=0),
+        sa.Column("flaky", sa.Integer, nullable=False, default=0),
+        sa.Column("skipped", sa.Integer, nullable=False, default=0),
+        sa.Column("duration_sum", sa.Float, nullable=False, default=0.0),
+        sa.Column("duration_max", sa.Float, nullable=False, default=0.0),
+        sa.Column("peak_rss_max", sa.BigInteger),
+        sa.Column("first_run_id", sa.Integer, nullable=False),
+        sa.Column("last_run_id", sa.Integer, nullable=False),
+        sa.Column("first_at", sa.DateTime(timezone=True)),
+        sa.Column("last_at", sa.DateTime(timezone=True)),
+        sqlite_with_rowid=False,
+    )
+
+
+# Per tier, test and UTC day (``day``: YYYY-MM-DD), and the same sums per ISO week (``week``:
+# the YYYY-MM-DD of its Monday): what `schedctl tests` aggregates. Written in the transaction
+# that writes the run's results (never rebuilt later, so never stale); only runs whose outcome is
+# test evidence (Outcome.is_test_evidence) and only each test's final attempt. A window reads
+# its whole weeks from test_weekly and only the days before its first Monday from test_daily.
+test_daily = _rollup("test_daily", "day")
+test_weekly = _rollup("test_weekly", "week")
 
 quarantine = sa.Table(
     "quarantine",
     metadata,
-    sa.Column("nodeid", sa.String, primary_key=True),
+    sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), primary_key=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("owner", sa.String),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -204,8 +230,49 @@ _EVIDENCE_SQL = ", ".join(f"'{o}'" for o in EVIDENCE_OUTCOMES)
 ACTIVE_OUTCOMES = [Outcome.QUEUED.value, Outcome.RUNNING.value]
 
 
+# The tables as step 5 made them and as step 6 makes them: the steps keep their own SQL (the
+# metadata above is the newest shape only).
+_V5_TEST_DAILY = (
+    "CREATE TABLE IF NOT EXISTS test_daily (nodeid VARCHAR NOT NULL, day VARCHAR NOT NULL, "
+    "tier VARCHAR NOT NULL, runs INTEGER NOT NULL, passed INTEGER NOT NULL, failed INTEGER NOT "
+    "NULL, flaky INTEGER NOT NULL, skipped INTEGER NOT NULL, duration_sum FLOAT NOT NULL, "
+    "duration_max FLOAT NOT NULL, peak_rss_max BIGINT, first_run_id INTEGER NOT NULL, "
+    "last_run_id INTEGER NOT NULL, first_at DATETIME, last_at DATETIME, "
+    "PRIMARY KEY (nodeid, day, tier)) WITHOUT ROWID"
+)
+_V5_QUARANTINE = (
+    "CREATE TABLE IF NOT EXISTS quarantine (nodeid VARCHAR NOT NULL PRIMARY KEY, reason TEXT "
+    "NOT NULL, owner VARCHAR, created_at DATETIME NOT NULL, expires_at DATETIME, "
+    "expiry_alerted_at DATETIME)"
+)
+_V6_TEST_RESULTS = (
+    "CREATE TABLE test_results (test_id INTEGER NOT NULL REFERENCES tests (id), "
+    "run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+    "attempt INTEGER DEFAULT '0' NOT NULL, seq INTEGER NOT NULL, final BOOLEAN DEFAULT '1' NOT "
+    "NULL, outcome VARCHAR NOT NULL, duration_s FLOAT NOT NULL, markers VARCHAR NOT NULL, "
+    "message TEXT, peak_rss_bytes BIGINT, rss_method VARCHAR, cuda_peak_bytes BIGINT, "
+    "owner VARCHAR, PRIMARY KEY (test_id, run_id, attempt, seq)) WITHOUT ROWID"
+)
+_SUMS = (
+    "runs, passed, failed, flaky, skipped, duration_sum, duration_max, peak_rss_max, "
+    "first_run_id, last_run_id, first_at, last_at"
+)
+
+
+def _rollup_sql(name: str, period: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} ({period} VARCHAR NOT NULL, test_id INTEGER NOT NULL "
+        "REFERENCES tests (id), tier VARCHAR NOT NULL, runs INTEGER NOT NULL, passed INTEGER "
+        "NOT NULL, failed INTEGER NOT NULL, flaky INTEGER NOT NULL, skipped INTEGER NOT NULL, "
+        "duration_sum FLOAT NOT NULL, duration_max FLOAT NOT NULL, peak_rss_max BIGINT, "
+        "first_run_id INTEGER NOT NULL, last_run_id INTEGER NOT NULL, first_at DATETIME, "
+        f"last_at DATETIME, PRIMARY KEY ({period}, test_id, tier)) WITHOUT ROWID"
+    )
+
+
 MIGRATIONS: dict[int, Sequence[str]] = {
     # version -> SQL statements that bring version-1 to version; 1 is created by create_all.
+    # They run before create_all on an older file, so a step states every table it needs.
     1: (),
     2: (
         "ALTER TABLE runs ADD COLUMN owner_identity VARCHAR",
@@ -231,8 +298,11 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "CREATE INDEX IF NOT EXISTS ix_image_builds_recipe ON image_builds (recipe, removed_at)",
     ),
     # Test history: attempts (reruns), memory, owners; test_daily and quarantine are new tables
-    # (made by create_all), test_daily is filled from the results already stored.
+    # (in their version-5 shape: step 6 reshapes them), test_daily is filled from the results
+    # already stored.
     5: (
+        _V5_TEST_DAILY,
+        _V5_QUARANTINE,
         "ALTER TABLE test_results ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE test_results ADD COLUMN final BOOLEAN NOT NULL DEFAULT 1",
         "ALTER TABLE test_results ADD COLUMN peak_rss_bytes BIGINT",
@@ -252,5 +322,47 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "FROM test_results t JOIN runs r ON r.id = t.run_id "
         f"WHERE r.outcome IN ({_EVIDENCE_SQL}) "
         "GROUP BY r.tier, t.nodeid, substr(coalesce(r.finished_at, r.queued_at), 1, 10)",
+    ),
+    # Nodeids normalised into `tests`; results clustered by (test, run, attempt, seq); weekly
+    # rollups beside the daily ones. Each table is rebuilt under its name and copied row for
+    # row (a result's v5 id becomes its seq: the order within its run is kept).
+    6: (
+        "CREATE TABLE IF NOT EXISTS tests (id INTEGER NOT NULL PRIMARY KEY, "
+        "nodeid VARCHAR NOT NULL UNIQUE)",
+        "INSERT INTO tests (nodeid) SELECT nodeid FROM test_results GROUP BY nodeid "
+        "ORDER BY min(id)",
+        "INSERT INTO tests (nodeid) SELECT DISTINCT nodeid FROM test_daily "
+        "WHERE nodeid NOT IN (SELECT nodeid FROM tests)",
+        "INSERT INTO tests (nodeid) SELECT nodeid FROM quarantine "
+        "WHERE nodeid NOT IN (SELECT nodeid FROM tests)",
+        "ALTER TABLE test_results RENAME TO test_results_v5",
+        _V6_TEST_RESULTS,
+        "INSERT INTO test_results (test_id, run_id, attempt, seq, final, outcome, duration_s, "
+        "markers, message, peak_rss_bytes, rss_method, cuda_peak_bytes, owner) "
+        "SELECT t.id, r.run_id, r.attempt, r.id, r.final, r.outcome, r.duration_s, r.markers, "
+        "r.message, r.peak_rss_bytes, r.rss_method, r.cuda_peak_bytes, r.owner "
+        "FROM test_results_v5 r JOIN tests t ON t.nodeid = r.nodeid",
+        "DROP TABLE test_results_v5",
+        "CREATE INDEX ix_test_results_run ON test_results (run_id)",
+        "ALTER TABLE test_daily RENAME TO test_daily_v5",
+        _rollup_sql("test_daily", "day"),
+        f"INSERT INTO test_daily (day, test_id, tier, {_SUMS}) "  # noqa: S608 -- constants
+        f"SELECT d.day, t.id, d.tier, {_SUMS} FROM test_daily_v5 d "
+        "JOIN tests t ON t.nodeid = d.nodeid",
+        "DROP TABLE test_daily_v5",
+        _rollup_sql("test_weekly", "week"),
+        f"INSERT INTO test_weekly (week, test_id, tier, {_SUMS}) "  # noqa: S608 -- constants
+        "SELECT date(day, '-6 days', 'weekday 1'), test_id, tier, sum(runs), sum(passed), "
+        "sum(failed), sum(flaky), sum(skipped), sum(duration_sum), max(duration_max), "
+        "max(peak_rss_max), min(first_run_id), max(last_run_id), min(first_at), max(last_at) "
+        "FROM test_daily GROUP BY date(day, '-6 days', 'weekday 1'), test_id, tier",
+        "ALTER TABLE quarantine RENAME TO quarantine_v5",
+        "CREATE TABLE quarantine (test_id INTEGER NOT NULL PRIMARY KEY REFERENCES tests (id), "
+        "reason TEXT NOT NULL, owner VARCHAR, created_at DATETIME NOT NULL, "
+        "expires_at DATETIME, expiry_alerted_at DATETIME)",
+        "INSERT INTO quarantine (test_id, reason, owner, created_at, expires_at, "
+        "expiry_alerted_at) SELECT t.id, q.reason, q.owner, q.created_at, q.expires_at, "
+        "q.expiry_alerted_at FROM quarantine_v5 q JOIN tests t ON t.nodeid = q.nodeid",
+        "DROP TABLE quarantine_v5",
     ),
 }

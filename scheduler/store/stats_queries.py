@@ -202,7 +202,7 @@ class StatsQueries(QueryBase):
                 test_results.c.duration_s,
             )
             .where(test_results.c.run_id.in_(sorted(run_ids)))
-            .order_by(test_results.c.run_id, test_results.c.id)
+            .order_by(test_results.c.run_id, test_results.c.seq)
         )
         with self.begin() as conn:
             return [

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from scheduler.store.base import QueryBase
 from scheduler.store.records import RunRecord
-from scheduler.store.schema import EVIDENCE_OUTCOMES, FINAL_OUTCOMES, runs, test_results
+from scheduler.store.schema import EVIDENCE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
 
 __all__ = ["RunFilter", "SlowTest", "WebQueries"]
 
@@ -96,9 +96,10 @@ class WebQueries(QueryBase):
             if run_id is None:
                 return []
             rows = conn.execute(
-                sa.select(test_results.c.nodeid, test_results.c.duration_s)
+                sa.select(tests.c.nodeid, test_results.c.duration_s)
+                .join(tests, tests.c.id == test_results.c.test_id)
                 .where(test_results.c.run_id == run_id, test_results.c.final.is_(True))
-                .order_by(test_results.c.duration_s.desc(), test_results.c.nodeid)
+                .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
                 .limit(limit)
             )
             return [SlowTest(str(r[0]), float(r[1] or 0.0), int(run_id)) for r in rows]

@@ -35,7 +35,7 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert [r.id for r in store.list_runs(limit=10)] == [3, 2, 1]
     (row,) = store.test_results_for(2)
     assert (row.outcome, row.attempt, row.final, row.peak_rss_bytes) == ("failed", 0, True, None)
@@ -43,7 +43,7 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     assert (summary.runs, summary.passed, summary.failed) == (2, 1, 1)
     assert summary.duration_sum == 3.0
     indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(test_results)")}
-    assert "ix_test_results_history" in indexes
+    assert "ix_test_results_run" in indexes
 
 
 def finish(store: Store, outcome: Outcome, results: list[TestResultRow], sha: str) -> int:
@@ -120,3 +120,143 @@ def test_verdict_runs_give_the_verdict_of_every_attempt(store: Store) -> None:
         assert got == expected
         flaky += expected.flaky
     assert 0 < flaky < len(nodeids)
+
+
+SCHEMA_V5 = Path(__file__).with_name("schema_v5.sql")
+
+
+def _v5_store(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """A version-5 file as schedctl 19d1471 wrote it: seeded runs over 10 days with reruns, a
+    result reported twice in one attempt (JUnit XML allows it), failure messages, memory,
+    owners, a timed-out run, its test_daily rows and quarantines (one of a test never run).
+    Returns what a reader must find again, table by table."""
+    rng = random.Random(6)
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V5.read_text())
+    nodeids = [f"tests/m{i % 3}.py::test_{i}[p{i}]" for i in range(9)]
+    results: list[tuple[object, ...]] = []
+    for run_id in range(1, 31):
+        outcome = "timeout" if run_id == 7 else rng.choice(("passed", "failed"))
+        when = (DAY + timedelta(hours=8 * run_id)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        conn.execute(
+            'INSERT INTO runs (id, tier, kind, "trigger", outcome, reason, source, gpus, argv, '
+            "counts, details, queued_at, finished_at, sha) VALUES (?, ?, 'pytest', 'schedule', "
+            "?, '', '{}', '[]', '[]', '{}', '{}', ?, ?, ?)",
+            (
+                run_id,
+                "hourly" if run_id % 4 else "daily",
+                outcome,
+                when,
+                when,
+                f"{run_id // 2:040x}",
+            ),
+        )
+        shown = rng.sample(nodeids, 6)
+        shown += shown[:1] if run_id == 9 else []
+        for nodeid in shown:
+            failed = rng.random() < 0.2
+            rows = [(0, not failed, "failed" if failed else "passed")]
+            if failed and run_id % 2:
+                rows.append((1, True, "flaky"))
+            for attempt, final, result in rows:
+                message = "E assert 1 == 2" if result == "failed" else None
+                results.append((run_id, nodeid, result, round(rng.random(), 3), "gpu hourly",
+                                message, attempt, final, rng.randrange(1 << 30), "vmhwm", None,
+                                "@lab/a"))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO test_results (run_id, nodeid, outcome, duration_s, markers, message, "
+        "attempt, final, peak_rss_bytes, rss_method, cuda_peak_bytes, owner) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        results,
+    )
+    # test_daily as schema 5 filled it (its own step-5 statement, final attempts of evidence runs)
+    conn.execute(
+        "INSERT INTO test_daily (tier, nodeid, day, runs, passed, failed, flaky, skipped, "
+        "duration_sum, duration_max, peak_rss_max, first_run_id, last_run_id, first_at, last_at) "
+        "SELECT r.tier, t.nodeid, substr(r.finished_at, 1, 10), count(*), "
+        "sum(t.outcome = 'passed'), sum(t.outcome = 'failed'), sum(t.outcome = 'flaky'), 0, "
+        "sum(t.duration_s), max(t.duration_s), max(t.peak_rss_bytes), min(r.id), max(r.id), "
+        "min(r.finished_at), max(r.finished_at) "
+        "FROM test_results t JOIN runs r ON r.id = t.run_id WHERE r.outcome != 'timeout' "
+        "AND t.final GROUP BY r.tier, t.nodeid, substr(r.finished_at, 1, 10)"
+    )
+    conn.executemany(
+        "INSERT INTO quarantine (nodeid, reason, owner, created_at, expires_at) "
+        "VALUES (?, 'flaky', '@lab/a', '2026-03-01 00:00:00.000000', ?)",
+        [(nodeids[2], None), ("tests/new.py::never_ran", "2026-03-20 00:00:00.000000")],
+    )
+    conn.commit()
+    expected = {
+        name: conn.execute(sql).fetchall()
+        for name, sql in {
+            "results": "SELECT run_id, nodeid, attempt, final, outcome, duration_s, markers, "
+            "message, peak_rss_bytes, rss_method, cuda_peak_bytes, owner FROM test_results "
+            "ORDER BY run_id, id",
+            "daily": "SELECT day, nodeid, tier, runs, passed, failed, flaky, skipped, "
+            "duration_sum, duration_max, peak_rss_max, first_run_id, last_run_id, first_at, "
+            "last_at FROM test_daily ORDER BY day, nodeid, tier",
+            "quarantine": "SELECT nodeid, reason, owner, created_at, expires_at, "
+            "expiry_alerted_at FROM quarantine ORDER BY nodeid",
+        }.items()
+    }
+    conn.close()
+    return expected
+
+
+def test_store_at_schema_5_migrates_to_normalised_tests_without_losing_a_row(
+    tmp_path: Path,
+) -> None:
+    """Every result (each attempt, the twice-reported one, in the order reported), every
+    test_daily row and every quarantine of a version-5 file is found again, through the ids of
+    the new tests table; the weekly rollups are the sums of the days; the file shrinks."""
+    path = tmp_path / "v5.db"
+    expected = _v5_store(path)
+    assert len(expected["results"]) > 180 and len(expected["daily"]) > 40
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION == 6
+    db = sqlite3.connect(path)
+    got_results = db.execute(
+        "SELECT r.run_id, t.nodeid, r.attempt, r.final, r.outcome, r.duration_s, r.markers, "
+        "r.message, r.peak_rss_bytes, r.rss_method, r.cuda_peak_bytes, r.owner "
+        "FROM test_results r JOIN tests t ON t.id = r.test_id ORDER BY r.run_id, r.seq"
+    ).fetchall()
+    assert got_results == expected["results"]
+    assert db.execute("SELECT count(*) FROM tests").fetchone()[0] == 10  # 9 run + 1 quarantined
+    got_daily = db.execute(
+        "SELECT d.day, t.nodeid, d.tier, runs, passed, failed, flaky, skipped, duration_sum, "
+        "duration_max, peak_rss_max, first_run_id, last_run_id, first_at, last_at "
+        "FROM test_daily d JOIN tests t ON t.id = d.test_id ORDER BY d.day, t.nodeid, d.tier"
+    ).fetchall()
+    assert got_daily == expected["daily"]
+    by_week = db.execute(
+        "SELECT week, test_id, tier, runs, failed, duration_max FROM test_weekly "
+        "ORDER BY week, test_id, tier"
+    ).fetchall()
+    summed = db.execute(
+        "SELECT date(day, '-6 days', 'weekday 1') w, test_id, tier, sum(runs), sum(failed), "
+        "max(duration_max) FROM test_daily GROUP BY w, test_id, tier ORDER BY w, test_id, tier"
+    ).fetchall()
+    assert by_week == summed and {w for w, *_ in by_week} == {
+        "2026-02-23",
+        "2026-03-02",
+        "2026-03-09",
+    }
+    assert [(q.nodeid, q.reason, q.owner, q.expires_at) for q in store.quarantine_list()] == [
+        (n, r, o, None if e is None else datetime.fromisoformat(e).replace(tzinfo=timezone.utc))
+        for n, r, o, _c, e, _a in expected["quarantine"]
+    ]
+    # The public reads agree with the rows: a run's results in the order they were reported.
+    nine = [r for r in expected["results"] if r[0] == 9]
+    assert [(t.nodeid, t.attempt, t.outcome) for t in store.test_results_for(9, attempts=True)] == [
+        (r[1], r[2], r[4]) for r in nine
+    ]
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not {t for t in tables if t.endswith("_v5")}
+    assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # VACUUMed after rebuilding
+    # And the migrated file takes new runs: a known test keeps its id, a new one gets the next.
+    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+    assert run_id is not None
+    store.finish_run(run_id, [TestResultRow(nine[0][1], "passed", 1.0),
+                              TestResultRow("tests/brand_new.py::t", "failed", 2.0)],
+                     outcome=Outcome.FAILED, finished_at=DAY + timedelta(days=12))  # fmt: skip
+    assert db.execute("SELECT count(*) FROM tests").fetchone()[0] == 11

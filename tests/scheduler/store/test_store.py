@@ -183,3 +183,42 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
         tier="hourly", trigger="manual", kind="pytest", owner_identity="boot:1"
     )
     assert run_id is not None and migrated.get_run(run_id).owner_identity == "boot:1"
+
+
+def test_runs_json_is_to_json_of_every_listed_run(store: Store) -> None:
+    """``runs_json`` (read straight into dicts, for `schedctl runs --json`) gives what
+    ``to_json`` of each ``list_runs`` record gives: JSON columns, datetimes with and without
+    microseconds, NULLs, the tier/outcome/before filters and the limit."""
+    when = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
+    ids = []
+    for i in range(6):
+        run_id = store.create_run(
+            tier="hourly" if i % 2 else "daily",
+            trigger="manual",
+            kind="pytest",
+            queued_at=when.replace(microsecond=123456 * (i % 2)),
+            source={"ref": "main", "n": i},
+            gpus=[{"index": 0, "uuid": "GPU-1"}] if i == 3 else [],
+            argv=["pytest", "-m", "hourly"],
+        )
+        assert run_id is not None
+        ids.append(run_id)
+        if i < 5:
+            store.finish_run(
+                run_id,
+                outcome=Outcome.PASSED if i % 3 else Outcome.FAILED,
+                counts={"passed": i},
+                details={"note": "x" * i} if i else {},
+                finished_at=when.replace(second=i, microsecond=7 * i),
+            )
+    for kwargs in (
+        {"limit": 20},
+        {"limit": 2},
+        {"tier": "hourly", "limit": 20},
+        {"outcomes": [Outcome.PASSED.value], "limit": 20},
+        {"before_id": ids[3], "limit": 20},
+    ):
+        expected = [r.to_json() for r in store.list_runs(**kwargs)]  # type: ignore[arg-type]
+        assert store.runs_json(**kwargs) == expected  # type: ignore[arg-type]
+        assert expected
+    assert store.runs_json(limit=20)[-1]["queued_at"] == "2026-03-01T10:00:00+00:00"

@@ -1,0 +1,127 @@
+"""``schedctl tests`` statistics over the store's weekly and daily rollups, against the results."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from scheduler.history.flaky import classify
+from scheduler.history.stats import SORT_KEYS, History, TestStats
+from scheduler.kernel.outcome import Outcome
+from scheduler.store import Store, TestResultRow
+
+START = datetime(2026, 3, 4, 1, tzinfo=timezone.utc)  # a Wednesday: windows start mid-week
+NOW = START + timedelta(days=24)
+PASSING = {"passed", "xfailed", "xpassed"}
+
+
+def _fill(store: Store) -> list[tuple[int, str, datetime, Outcome, list[TestResultRow]]]:
+    """72 runs over 24 days (two tiers, a timeout), 16 tests: stable, flaky with reruns,
+    a regression, skips, memory. Returns every run as written."""
+    rng = random.Random(22)
+    nodeids = [f"tests/t{i % 4}.py::test_{i}" for i in range(16)]
+    written = []
+    for k in range(72):
+        when = START + timedelta(hours=8 * k)
+        tier = "daily" if k % 5 == 0 else "hourly"
+        outcome = Outcome.TIMEOUT if k == 30 else Outcome.FAILED
+        run_id = store.create_run(tier=tier, trigger="schedule", kind="pytest", queued_at=when)
+        assert run_id is not None
+        rows: list[TestResultRow] = []
+        for i, nodeid in enumerate(nodeids):
+            duration = round(0.1 * (i + 1) * rng.uniform(0.5, 1.5), 4)
+            memory = rng.randrange(1 << 20, 1 << 28) if i % 3 else None
+            if i < 3 and rng.random() < 0.2:  # flaky: failed, then passed on a rerun
+                rows.append(TestResultRow(nodeid, "failed", duration, attempt=0, final=False))
+                rows.append(TestResultRow(nodeid, "flaky", duration, attempt=1,
+                                          peak_rss_bytes=memory))  # fmt: skip
+            elif i == 3 and 20 <= k < 26:  # a regression
+                rows.append(TestResultRow(nodeid, "failed", duration, peak_rss_bytes=memory))
+            elif i in (4, 5) and rng.random() < 0.15:  # intermittent, different commits
+                rows.append(TestResultRow(nodeid, "error", duration, peak_rss_bytes=memory))
+            elif i == 6 and k % 4 == 0:
+                rows.append(TestResultRow(nodeid, "skipped", 0.0))
+            else:
+                rows.append(TestResultRow(nodeid, "passed", duration, peak_rss_bytes=memory))
+        finished = when + timedelta(minutes=30)
+        store.finish_run(run_id, rows, outcome=outcome, sha=f"{k // 2:040x}", finished_at=finished)
+        written.append((run_id, tier, finished, outcome, rows))
+    return written
+
+
+def _expected(written: list[Any], since_day: str, tier: str | None) -> dict[str, dict[str, Any]]:
+    """Per test, the sums `schedctl tests` shows, from the results themselves."""
+    sums: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"runs": 0, "passed": 0, "failed": 0, "flaky": 0, "skipped": 0,
+                 "duration_sum": 0.0, "duration_max": 0.0, "peak_rss_max": None}
+    )  # fmt: skip
+    for _run_id, run_tier, finished, outcome, rows in written:
+        if not outcome.is_test_evidence or finished.strftime("%Y-%m-%d") < since_day:
+            continue
+        if tier and run_tier != tier:
+            continue
+        for r in rows:
+            if not r.final:
+                continue
+            s = sums[r.nodeid]
+            s["runs"] += 1
+            key = {"flaky": "flaky", "skipped": "skipped"}.get(
+                r.outcome, "passed" if r.outcome in PASSING else "failed"
+            )
+            s[key] += 1
+            s["duration_sum"] += r.duration_s
+            s["duration_max"] = max(s["duration_max"], r.duration_s)
+            if r.peak_rss_bytes is not None:
+                s["peak_rss_max"] = max(s["peak_rss_max"] or 0, r.peak_rss_bytes)
+    return dict(sums)
+
+
+@pytest.mark.parametrize("days", [3, 9, 17, 30])
+def test_listing_sums_weeks_and_edge_days_as_the_results_do(store: Store, days: int) -> None:
+    """Every sort, with and without a tier, over windows that start mid-week (edge days from
+    test_daily, whole weeks from test_weekly): the sums equal those of the stored results; the
+    verdicts equal those judged from every attempt of the window; the order is the sort's."""
+    written = _fill(store)
+    history = History(store)
+    since_s = days * 86400.0
+    since_day, first_run = history.window(NOW, since_s)
+    assert datetime.fromisoformat(since_day).weekday() != 0 or days == 30
+    for tier in (None, "hourly"):
+        expected = _expected(written, since_day, tier)
+        for sort in SORT_KEYS:
+            shown = history.tests(NOW, since_s=since_s, tier=tier, sort=sort, limit=6)
+            assert len(shown) == 6
+            for t in shown:
+                want = expected[t.nodeid]
+                s = t.summary
+                got = {"runs": s.runs, "passed": s.passed, "failed": s.failed, "flaky": s.flaky,
+                       "skipped": s.skipped, "duration_sum": pytest.approx(s.duration_sum),
+                       "duration_max": s.duration_max, "peak_rss_max": s.peak_rss_max}  # fmt: skip
+                assert got == want, (t.nodeid, sort, tier)
+                # `schedctl test NODEID`: the same sums, by key lookups of the one test
+                assert store.test_summaries(since_day, tier, nodeids=[t.nodeid]) == [s]
+                attempts = store.test_attempts([t.nodeid], tier=tier, from_run_id=first_run)
+                judged = classify(t.nodeid, attempts)
+                assert (t.verdict is not None and t.verdict.flaky) == judged.flaky
+                if s.failed or s.flaky:
+                    assert t.verdict is not None, (t.nodeid, sort)
+            full = history.tests(NOW, since_s=since_s, tier=tier, sort=sort, limit=100)
+            assert [t.nodeid for t in full[:6]] == [t.nodeid for t in shown]
+            assert set(expected) == {t.nodeid for t in full}
+            keys = [_key(t, sort) for t in full]
+            assert keys == sorted(keys, reverse=True)
+        flaky = history.tests(NOW, since_s=since_s, tier=tier, flaky_only=True)
+        assert all(t.verdict is not None and t.verdict.flaky for t in flaky)
+
+
+def _key(t: TestStats, sort: str) -> Any:
+    return {
+        "duration": t.mean_s,
+        "memory": t.summary.peak_rss_max or 0,
+        "fail-rate": (t.fail_rate, t.summary.failed),
+        "flaky": (t.flaky_score, t.summary.flaky),
+    }[sort]
