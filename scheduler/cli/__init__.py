@@ -2,23 +2,81 @@
 
 Exit codes: 0 success (a run that passed), 1 a run that did not pass or a runtime failure,
 2 bad input (config, tier, run id, ref). Errors are one line per problem on stderr, no traceback.
+
+Start-up is lazy: this module imports click and the kernel's error tree only. Each command's
+module (and the heavy libraries it needs: SQLAlchemy, pydantic, docker, requests, APScheduler,
+prometheus_client) is imported when that command runs; see :mod:`scheduler.cli.commands`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+from typing import Any
 
 import click
 
 from scheduler import __version__
-from scheduler.cli.app import AppContext
+from scheduler.cli.commands import COMMANDS, OPTIONAL, SUMMARIES
 from scheduler.kernel.errors import ConfigError, SchedctlError
-from scheduler.logs import configure
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose subcommands come from a name -> ``"module:attr"`` table."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.lazy, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            if cmd_name in OPTIONAL:
+                return None
+            raise
+        command = getattr(module, attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        self.commands[cmd_name] = command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but from :data:`SUMMARIES`: listing the commands imports none of them."""
+        rows: list[tuple[str, str]] = []
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        for name in names:
+            summary = SUMMARIES.get(name) if name not in self.commands else None
+            if summary is not None:
+                rows.append((name, click.Command(name, help=summary).get_short_help_str(limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--config",
     "config_path",
@@ -39,44 +97,11 @@ from scheduler.logs import configure
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str, force_new_db: bool) -> None:
     """Run a Python project's pytest suite in tiers, on a schedule, on GPU machines."""
+    from scheduler.cli.app import AppContext
+    from scheduler.logs import configure
+
     configure(json_logs=False, level=log_level)
     ctx.obj = AppContext(config_path=config_path, force_new_db=force_new_db)
-
-
-def _register() -> None:
-    from scheduler.cli.alerts_cmd import alerts_group
-    from scheduler.cli.daemon_cmd import cancel_command, daemon_command, status_command
-    from scheduler.cli.history import logs_command, runs_command, show_command
-    from scheduler.cli.image_cmd import image_group
-    from scheduler.cli.run_cmd import run_command
-    from scheduler.cli.schedule_cmd import config_group, schedule_command
-    from scheduler.cli.tests_cmd import quarantine_group, test_command, tests_command
-
-    for command in (
-        run_command,
-        runs_command,
-        show_command,
-        logs_command,
-        schedule_command,
-        config_group,
-        daemon_command,
-        status_command,
-        alerts_group,
-        cancel_command,
-        image_group,
-        tests_command,
-        test_command,
-        quarantine_group,
-    ):
-        cli.add_command(command)
-    try:
-        from scheduler.cli.gpus import gpus_command
-    except ImportError:
-        return
-    cli.add_command(gpus_command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from runners.registry import RunnerFactory, instance_of
-from scheduler.alerts import build_alerting
-from scheduler.alerts.catchup import CatchUp
-from scheduler.config import Config
-from scheduler.daemon.scheduler import Service
-from scheduler.images.catalog import ImageCatalog, ImageRemover
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.events import Listener
-from scheduler.metrics import MetricsService, build_metrics
 from scheduler.run.dispatch import Dispatcher
 from scheduler.run.protocols import GpuPoolLike, SourceLike
-from scheduler.store.engine import Store
+
+# Alerting (requests), metrics (prometheus_client), the image catalog and APScheduler are
+# imported where they are used: `schedctl run` needs none of them.
+if TYPE_CHECKING:
+    from scheduler.config import Config
+    from scheduler.daemon.scheduler import Service
+    from scheduler.images.catalog import ImageRemover
+    from scheduler.store.engine import Store
 
 
 def build_source(config: Config) -> SourceLike:
@@ -54,6 +56,8 @@ def build_dispatcher(
         listeners=listeners,
     )
     if config.images:
+        from scheduler.images.catalog import ImageCatalog
+
         dispatcher.add_listener(ImageCatalog(config, store, lambda: image_remover(factory)))
     return dispatcher
 
@@ -71,8 +75,11 @@ def image_remover(runners: RunnerFactory) -> ImageRemover | None:
 
 def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:
     """The daemon's long-lived parts, each from its own module; listeners attach here too."""
+    from scheduler.alerts import build_alerting
+    from scheduler.alerts.catchup import CatchUp
     from scheduler.api import ApiService
     from scheduler.daemon.retention import Pruner, RetentionService
+    from scheduler.metrics import MetricsService, build_metrics
 
     services: list[Service] = [
         ApiService(config),

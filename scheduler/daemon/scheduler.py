@@ -43,6 +43,10 @@ log = structlog.get_logger("schedctl.daemon")
 
 JOB_PREFIX = "tier:"
 
+RECOVERY_INTERVAL_S = 60.0
+"""Crash recovery runs at start-up, then on this timer (and before a fire that finds a stale
+active row), never on every fire: reaping asks every runner's engine, which costs tens of ms."""
+
 TriggerFactory = Callable[[TierConfig, tzinfo], Any]
 
 
@@ -57,13 +61,43 @@ def cron_trigger(tier: TierConfig, tz: tzinfo) -> Any:
 _LIVE: weakref.WeakValueDictionary[str, Daemon] = weakref.WeakValueDictionary()
 
 
-def fire(daemon_key: str, tier: str) -> None:
-    """APScheduler job entry point for one tier's cron slot."""
+def fire(daemon_key: str, tier: str, slot: datetime | None = None, trigger: Any = None) -> None:
+    """APScheduler job entry point for one tier's cron slot (``slot``: its scheduled time,
+    ``trigger``: the job's trigger, both handed over by :class:`SlotExecutor`)."""
     daemon = _LIVE.get(daemon_key)
     if daemon is None:
         log.error("fire_without_daemon", tier=tier, key=daemon_key)
         return
-    daemon.fire(tier)
+    daemon.fire(tier, slot, trigger)
+
+
+class _SlotJob:
+    """What APScheduler's ``run_job`` reads of a job, with the slot it fires for added.
+
+    APScheduler knows the scheduled time of each run but does not pass it to the job; with it
+    the fire needs no search for "the latest slot before now".
+    """
+
+    def __init__(self, job: Any, run_time: datetime) -> None:
+        self.id = job.id
+        self.name = job.name
+        self.func = job.func
+        self.args = job.args
+        self.kwargs = {**job.kwargs, "slot": run_time, "trigger": job.trigger}
+        self.misfire_grace_time = job.misfire_grace_time
+        self._jobstore_alias = job._jobstore_alias
+
+    def __str__(self) -> str:
+        return str(self.name)
+
+
+class SlotExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """A thread pool that hands each tier job the slot time it was scheduled for."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        if len(run_times) == 1 and str(job.id).startswith(JOB_PREFIX):
+            job = _SlotJob(job, run_times[0])
+        super()._do_submit_job(job, run_times)
 
 
 class Service(Protocol):
@@ -93,6 +127,7 @@ class Daemon:
         services: Sequence[Service] = (),
         *,
         trigger_for: TriggerFactory = cron_trigger,
+        recovery_interval_s: float = RECOVERY_INTERVAL_S,
     ) -> None:
         self.config = config
         self.store = store
@@ -106,6 +141,9 @@ class Daemon:
         self.started_at: datetime | None = None
         self.trigger_for = trigger_for
         self._started_services: list[Service] = []
+        self.recovery_interval_s = recovery_interval_s
+        self._recovery_stop = threading.Event()
+        self._recovery_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -116,7 +154,7 @@ class Daemon:
             self.dispatcher.recover()
             self.scheduler = BackgroundScheduler(
                 jobstores={"default": SQLAlchemyJobStore(url=self.store.url)},
-                executors={"default": ThreadPoolExecutor(max(4, len(self.config.tiers) + 2))},
+                executors={"default": SlotExecutor(max(4, len(self.config.tiers) + 2))},
                 job_defaults={"coalesce": True, "max_instances": 1},
                 timezone=self.tz,
             )
@@ -130,6 +168,7 @@ class Daemon:
                 service.start(self)
                 self._started_services.append(service)
             self.scheduler.resume()
+            self._start_recovery_timer()
         except BaseException:
             self._stop_services()
             if self.scheduler is not None and self.scheduler.running:
@@ -152,6 +191,10 @@ class Daemon:
         self.dispatcher.stop_accepting()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self._recovery_stop.set()
+        if self._recovery_thread is not None:
+            self._recovery_thread.join(timeout=30)
+            self._recovery_thread = None
         deadline = datetime.now(timezone.utc) + timedelta(seconds=grace)
         while self.dispatcher.active_run_ids() and datetime.now(timezone.utc) < deadline:
             threading.Event().wait(0.2)
@@ -165,6 +208,20 @@ class Daemon:
         self.lock.release()
         self.started.clear()
         log.info("daemon_stopped")
+
+    def _start_recovery_timer(self) -> None:
+        self._recovery_stop.clear()
+        self._recovery_thread = threading.Thread(
+            target=self._recovery_loop, name="recovery", daemon=True
+        )
+        self._recovery_thread.start()
+
+    def _recovery_loop(self) -> None:
+        while not self._recovery_stop.wait(self.recovery_interval_s):
+            try:
+                self.dispatcher.recover()
+            except Exception:
+                log.exception("recovery_failed")
 
     def _stop_services(self) -> None:
         while self._started_services:
@@ -261,14 +318,20 @@ class Daemon:
             out[name] = job.next_run_time if job is not None else None
         return out
 
-    def fire(self, tier: str) -> None:
-        """Run the slot that is due now for ``tier`` (called in an APScheduler worker thread)."""
+    def fire(self, tier: str, slot: datetime | None = None, trigger: Any = None) -> None:
+        """Run ``slot`` of ``tier`` (called in an APScheduler worker thread).
+
+        ``slot`` is the scheduled time APScheduler hands the job and ``trigger`` the job's; a
+        direct call without them looks the job up and searches for the latest slot before now.
+        """
         now = datetime.now(timezone.utc)
         tier_cfg = self.config.tier(tier)
-        job = self.scheduler.get_job(JOB_PREFIX + tier) if self.scheduler else None
-        trigger = job.trigger if job is not None else self._trigger(tier)
-        lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
-        slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
+        if trigger is None:
+            job = self.scheduler.get_job(JOB_PREFIX + tier) if self.scheduler else None
+            trigger = job.trigger if job is not None else self._trigger(tier)
+        if slot is None:
+            lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
+            slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
         slot = slot.astimezone(timezone.utc)
         plan = self.plan(tier, trigger, slot, now)
         for missed in plan.missed:
