@@ -75,8 +75,6 @@ def image_remover(runners: RunnerFactory) -> ImageRemover | None:
 
 def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list[Service]:
     """The daemon's long-lived parts, each from its own module; listeners attach here too."""
-    from scheduler.alerts import build_alerting
-    from scheduler.alerts.catchup import CatchUp
     from scheduler.api import ApiService
     from scheduler.daemon.retention import Pruner, RetentionService
     from scheduler.metrics import MetricsService, build_metrics
@@ -89,6 +87,11 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
     dispatcher.add_listener(metrics.on_event)
     if config.daemon.metrics_address is not None:
         services.append(MetricsService(metrics, config.daemon.metrics_address))
+    if not alert_sinks_configured(config):
+        return services  # requests and the sinks stay unimported: a leaner idle daemon
+    from scheduler.alerts import build_alerting
+    from scheduler.alerts.catchup import CatchUp
+
     alerting = build_alerting(
         config, store, changes=getattr(dispatcher.source, "changes_between", None)
     )
@@ -100,3 +103,9 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         services.append(alerting.worker)
         services.append(CatchUp(alerting.recorder))
     return services
+
+
+def alert_sinks_configured(config: Config) -> bool:
+    """Whether any alert sink is configured (``build_alerting`` builds nothing otherwise)."""
+    alerts = config.alerts
+    return bool(alerts.webhooks or alerts.slack or alerts.github or alerts.alertmanager)
