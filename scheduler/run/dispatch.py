@@ -208,9 +208,13 @@ class Dispatcher:
         :meth:`cancel`, stops the run. Pass a :class:`StopRequest` so that a preemption can
         collect the run's stacks before the stop (a plain event is stopped without them).
         """
-        existing = self.store.get_run(run_id)
-        if existing.outcome.is_final:
-            return existing
+        with self._lock:
+            # Recorded active by this dispatcher and not yet executed: no need to read it back.
+            fresh = run_id in self._active
+        if not fresh:
+            existing = self.store.get_run(run_id)
+            if existing.outcome.is_final:
+                return existing
         with self._lock:
             active = self._active.setdefault(run_id, _Active(run_id, request.tier))
             if cancel is not None:
