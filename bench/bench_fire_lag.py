@@ -2,10 +2,10 @@
 
 The whole span a fire pays is measured, crash-recovery checks included: the clock stops in a
 RunStarted listener, and the slot comes from the run's row. Tiers fire every second (a
-seconds-level trigger on the real daemon, SQLAlchemy job store and dispatcher; the fake runner,
-so no test process runs), first one tier, then five firing in the same second. Baseline: bare
-APScheduler with the SQLAlchemy job store on SQLite, the same number of jobs, the job function
-noting its own lag. Targets: p99 <= 10 ms (one tier), <= 50 ms (five tiers).
+seconds-level trigger on the real daemon and dispatcher; the fake runner, so no test process
+runs), first one tier, then five firing in the same second. Baseline: bare APScheduler with the
+SQLAlchemy job store on SQLite, the same number of jobs, the job function noting its own lag.
+Targets: p99 <= 10 ms (one tier), <= 50 ms (five tiers).
 
     python bench/bench_fire_lag.py [--seconds 20]
 """

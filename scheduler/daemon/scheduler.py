@@ -1,9 +1,10 @@
 """The daemon: APScheduler fires tiers on their cron schedules and hands them to the dispatcher.
 
-This is the only module that talks to APScheduler. Jobs live in a SQLAlchemyJobStore on the
-same SQLite file, so a restart knows which slot was due while the daemon was down (APScheduler's
-misfire handling: run once within ``misfire_grace``, coalesced; older ones become ``missed``).
-Config is the source of truth: jobs are rebuilt from it at every start.
+This is the only module that talks to APScheduler. Its jobs live in memory, rebuilt from the
+config (the source of truth) at every start; what a restart must know -- which slots came due
+while the daemon was down -- comes from the store's recorded slots: at start-up each tier's
+latest due slot after its last recorded one is fired once, and slot planning (``slots.py``)
+runs it within ``misfire_grace`` (newest ``max_catchup``) or records it and the gap as missed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Protocol
@@ -25,7 +25,6 @@ from apscheduler.events import (
     JobEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.config import Config, TierConfig
@@ -42,6 +41,7 @@ from scheduler.store.engine import Store
 log = structlog.get_logger("schedctl.daemon")
 
 JOB_PREFIX = "tier:"
+CATCHUP_PREFIX = "catch-up:"
 
 RECOVERY_INTERVAL_S = 60.0
 """Crash recovery runs at start-up, then on this timer (and before a fire that finds a stale
@@ -54,21 +54,6 @@ def cron_trigger(tier: TierConfig, tz: tzinfo) -> Any:
     """The production trigger: the tier's 5-field cron in the configured timezone."""
     assert tier.schedule is not None
     return parse_cron(tier.schedule, tz)
-
-
-# Jobs are pickled by reference ("scheduler.daemon.scheduler:fire"), so the job function finds
-# its daemon through this process-local table; entries vanish with their daemon.
-_LIVE: weakref.WeakValueDictionary[str, Daemon] = weakref.WeakValueDictionary()
-
-
-def fire(daemon_key: str, tier: str, slot: datetime | None = None, trigger: Any = None) -> None:
-    """APScheduler job entry point for one tier's cron slot (``slot``: its scheduled time,
-    ``trigger``: the job's trigger, both handed over by :class:`SlotExecutor`)."""
-    daemon = _LIVE.get(daemon_key)
-    if daemon is None:
-        log.error("fire_without_daemon", tier=tier, key=daemon_key)
-        return
-    daemon.fire(tier, slot, trigger)
 
 
 class _SlotJob:
@@ -153,7 +138,6 @@ class Daemon:
             self.started_at = datetime.now(timezone.utc)
             self.dispatcher.recover()
             self.scheduler = BackgroundScheduler(
-                jobstores={"default": SQLAlchemyJobStore(url=self.store.url)},
                 executors={"default": SlotExecutor(max(4, len(self.config.tiers) + 2))},
                 job_defaults={"coalesce": True, "max_instances": 1},
                 timezone=self.tz,
@@ -161,9 +145,9 @@ class Daemon:
             self.scheduler.add_listener(
                 self._on_job_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
             )
-            _LIVE[self.key] = self
             self.scheduler.start(paused=True)
             self._sync_jobs()
+            self._catch_up(self.started_at)
             for service in self.services:
                 service.start(self)
                 self._started_services.append(service)
@@ -173,7 +157,6 @@ class Daemon:
             self._stop_services()
             if self.scheduler is not None and self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            _LIVE.pop(self.key, None)
             self.lock.release()
             raise
         self.started.set()
@@ -204,7 +187,6 @@ class Daemon:
             while self.dispatcher.active_run_ids() and datetime.now(timezone.utc) < deadline:
                 threading.Event().wait(0.1)
         self._stop_services()
-        _LIVE.pop(self.key, None)
         self.lock.release()
         self.started.clear()
         log.info("daemon_stopped")
@@ -282,33 +264,44 @@ class Daemon:
         return self.trigger_for(self.config.tier(tier), self.tz)
 
     def _sync_jobs(self) -> None:
-        wanted = {
-            JOB_PREFIX + name: tier
-            for name, tier in self.config.tiers.items()
-            if tier.schedule and tier.enabled
-        }
-        for job in self.scheduler.get_jobs():
-            if job.id not in wanted:
-                self.scheduler.remove_job(job.id)
-        for job_id, tier in wanted.items():
-            trigger = self.trigger_for(tier, self.tz)
-            existing = self.scheduler.get_job(job_id)
-            same = (
-                existing is not None
-                and str(existing.trigger) == str(trigger)
-                and existing.misfire_grace_time == int(tier.misfire_grace)
-                and existing.args == (self.key, job_id.removeprefix(JOB_PREFIX))
-            )
-            if same:
+        for name, tier in self.config.tiers.items():
+            if not (tier.schedule and tier.enabled):
                 continue
             self.scheduler.add_job(
-                fire,
-                trigger=trigger,
-                args=(self.key, job_id.removeprefix(JOB_PREFIX)),
-                id=job_id,
-                name=job_id,
+                self.fire,
+                trigger=self.trigger_for(tier, self.tz),
+                args=(name,),
+                id=JOB_PREFIX + name,
+                name=JOB_PREFIX + name,
                 replace_existing=True,
                 misfire_grace_time=int(tier.misfire_grace),
+            )
+
+    def _catch_up(self, now: datetime) -> None:
+        """Fire, once, each tier's latest slot that came due after its last recorded one.
+
+        What a persistent job store did at a restart: :meth:`plan` runs that slot within the
+        misfire grace (with up to ``max_catchup`` of the backlog) and records the rest missed.
+        """
+        for name, tier in self.config.tiers.items():
+            if not (tier.schedule and tier.enabled):
+                continue
+            last = self.store.last_slot(name)
+            if last is None:
+                continue
+            trigger = self.trigger_for(tier, self.tz)
+            due = slots_between(trigger, last, now)
+            if not due:
+                continue
+            self.scheduler.add_job(
+                self.fire,
+                trigger="date",
+                run_date=now,
+                args=(name,),
+                kwargs={"slot": due[-1], "trigger": trigger},
+                id=CATCHUP_PREFIX + name,
+                name=CATCHUP_PREFIX + name,
+                misfire_grace_time=None,
             )
 
     def next_fire_times(self) -> dict[str, datetime | None]:
@@ -355,7 +348,7 @@ class Daemon:
         )
 
     def _on_job_event(self, event: JobEvent) -> None:
-        tier = str(event.job_id).removeprefix(JOB_PREFIX)
+        tier = str(event.job_id).removeprefix(JOB_PREFIX).removeprefix(CATCHUP_PREFIX)
         if tier not in self.config.tiers:
             return
         if event.code == EVENT_JOB_ERROR:
