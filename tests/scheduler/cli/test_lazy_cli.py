@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -113,3 +114,27 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["frobnicate"])
     assert result.exit_code == 2
     assert "No such command 'frobnicate'" in result.output
+
+
+@pytest.mark.parametrize("full_exit", ["", "1"])
+def test_output_is_flushed_and_exit_codes_kept_by_the_fast_exit(
+    tmp_path: Path, full_exit: str
+) -> None:
+    """The process ends with os._exit after flushing: piped stdout still arrives whole."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCHEDCTL_FULL_EXIT": full_exit}
+    schedctl = [sys.executable, "-m", "scheduler"]
+    version = subprocess.run(
+        [*schedctl, "--version"], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert (version.returncode, version.stdout) == (
+        0,
+        f"schedctl, version {scheduler.__version__}\n",
+    )
+    missing = tmp_path / "nope.yaml"
+    bad = subprocess.run(
+        [*schedctl, "--config", str(missing), "runs", "--json"],
+        check=False, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["exit_code"] == 2
+    assert str(missing) in bad.stderr
