@@ -62,8 +62,26 @@ unit: venv
 test: engines lint typecheck
 	$(VENV)/bin/pytest -m 'not gpu' -p no:cacheprovider $(PYTEST_ARGS)
 
+# Every bench/bench_*.py, each under BENCH_TIMEOUT, all in under 10 minutes (the arguments below
+# trim repetitions, never the workload a figure names); ends with the figure lines together.
+BENCH_TIMEOUT ?= 240
 bench: venv
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@set -o pipefail; start=$$(date +%s); failed=""; : > .bench.out; \
+	for b in bench/bench_*.py; do \
+	  case $$b in \
+	    */bench_cli.py|*/bench_local.py) args="-n 5" ;; \
+	    */bench_docker.py|*/bench_slurm.py|*/bench_plugin.py) args="-n 3" ;; \
+	    */bench_fire_lag.py) args="--seconds 15" ;; \
+	    */bench_restart.py) args="--cycles 4" ;; \
+	    *) args="" ;; \
+	  esac; \
+	  echo "== $$b $$args ($$(( $$(date +%s) - start )) s so far)"; \
+	  timeout $(BENCH_TIMEOUT) $(PY) $$b $$args 2>&1 | tee -a .bench.out \
+	    || failed="$$failed $$b"; \
+	done; \
+	echo "== figures ($$(( $$(date +%s) - start )) s in all)"; \
+	grep -E ' (OK|MISSED)$$' .bench.out || true; rm -f .bench.out; \
+	if [ -n "$$failed" ]; then echo "bench scripts that failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf .schedctl .pytest_cache .mypy_cache .ruff_cache

@@ -1,82 +1,105 @@
-"""Local runner overhead: schedctl's run path vs bare ``pytest -m hourly`` on examples/suite.
+"""`schedctl run hourly` end to end, as a user types it, vs the bare pytest it wraps.
 
-Both are measured side by side in one process, interleaved, so machine noise hits both alike.
-Target: schedctl adds <= 0.3 s per run (dispatcher + store + results plugin + parsing).
+Whole processes, interleaved, medians: ``schedctl run hourly --runner local --json`` on
+examples/suite vs bare ``python -m pytest -m hourly`` there; and, when a Docker engine and the
+test image are here, ``schedctl run hourly --runner docker --json`` vs a bare ``docker run --rm``
+of the same pytest command in the same image with the same hardening flags. The schedctl
+process pays everything: imports, config, store, the crash-recovery check, git, the results.
+Targets: <= +0.3 s (local), <= +0.5 s (docker).
 
-    python bench/bench_local.py [-n 7]
+    python bench/bench_local.py [-n 5] [--image schedctl-test:bookworm]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runners.registry import RunnerFactory  # noqa: E402
-from scheduler.config import config_from_mapping  # noqa: E402
-from scheduler.daemon.assembly import build_dispatcher  # noqa: E402
-from scheduler.kernel.outcome import Outcome  # noqa: E402
-from scheduler.run.dispatch import RunRequest  # noqa: E402
-from scheduler.store.engine import Store  # noqa: E402
+from bench.figures import figure, interleaved, timed  # noqa: E402
 
 SUITE = ROOT / "examples" / "suite"
-TARGET_S = 0.3
+PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hourly"]
+TARGETS_S = {"local": 0.3, "docker": 0.5}
+CONFIG = """\
+state_dir: {state}
+timezone: UTC
+runner: local
+image: {image}
+local:
+  allow_root: true
+project:
+  path: {suite}
+tiers:
+  hourly:
+    schedule: "15 * * * *"
+    timeout: 30m
+    markers: hourly
+"""
 
 
-def bare() -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hourly"],
-        cwd=SUITE,
-        check=True,
-        capture_output=True,
-    )
-    return time.perf_counter() - t0
+def docker_ready(image: str) -> bool:
+    try:
+        probe = subprocess.run(
+            ["docker", "image", "inspect", image], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def bare_docker(image: str) -> list[str]:
+    return [
+        "docker", "run", "--rm", "--init", "--network", "none", "--read-only",
+        "--tmpfs", "/tmp:rw,exec,size=256m", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--user", "65534:65534",
+        "-v", f"{SUITE}:/work/src:ro", "-w", "/work/src", image, "python3", *PYTEST,
+    ]  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=7)
+    parser.add_argument("-n", type=int, default=5)
+    parser.add_argument("--image", default="schedctl-test:bookworm")
     args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
-        config = config_from_mapping(
-            {
-                "state_dir": tmp,
-                "runner": "local",
-                "project": {"path": str(SUITE)},
-                "tiers": {"hourly": {"markers": "hourly", "timeout": 600}},
-            },
+        config = Path(tmp) / "config.yaml"
+        config.write_text(CONFIG.format(state=Path(tmp) / "state", suite=SUITE, image=args.image))
+        schedctl = [
+            sys.executable, "-c", "from scheduler.cli import main; main()",
+            "--config", str(config), "run", "hourly", "--json", "--runner",
+        ]  # fmt: skip
+        runs = {
+            "bare local": partial(timed, [sys.executable, *PYTEST], cwd=SUITE, env=env),
+            "local": partial(timed, [*schedctl, "local"], cwd=tmp, env=env),
+        }
+        has_docker = docker_ready(args.image)
+        if has_docker:
+            runs["bare docker"] = partial(timed, bare_docker(args.image), env=env)
+            runs["docker"] = partial(timed, [*schedctl, "docker"], cwd=tmp, env=env)
+        medians = interleaved(runs, args.n)
+    for kind, target in TARGETS_S.items():
+        name = f"schedctl run hourly --runner {kind} (median of {args.n})"
+        if kind not in medians:
+            print(f"{name:<44} skipped: no Docker engine or no image {args.image}")
+            continue
+        base = medians[f"bare {kind}"]
+        added = medians[kind] - base
+        figure(
+            name,
+            f"{medians[kind]:.3f} s",
+            f"{base:.3f} s",
+            f"+{target:.2f} s (+{added:.3f})",
+            added <= target,
         )
-        store = Store(config.db_path)
-        dispatcher = build_dispatcher(config, store, runners=RunnerFactory())
-
-        def schedctl() -> float:
-            t0 = time.perf_counter()
-            record = dispatcher.run(RunRequest("hourly"))
-            elapsed = time.perf_counter() - t0
-            assert record.outcome is Outcome.PASSED, record.reason
-            return elapsed
-
-        bare(), schedctl()  # warm caches
-        bare_s, ours_s = [], []
-        for _ in range(args.n):
-            bare_s.append(bare())
-            ours_s.append(schedctl())
-    b, o = statistics.median(bare_s), statistics.median(ours_s)
-    added = o - b
-    print(f"bare pytest -m hourly   median {b:.3f}s  (n={args.n})")
-    print(f"schedctl local run      median {o:.3f}s  ratio {o / b:.2f}x")
-    print(
-        f"added per run           {added:+.3f}s  target <= {TARGET_S}s  "
-        f"({'OK' if added <= TARGET_S else 'MISSED'}; {added / TARGET_S:.2f} of target)"
-    )
 
 
 if __name__ == "__main__":

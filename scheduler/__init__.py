@@ -1,8 +1,5 @@
 """schedctl: run a project's pytest suite in tiers, on a schedule, on GPU machines."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("schedctl")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+src"
+# Static, so that start-up does not pay for importlib.metadata; a test keeps it equal to the
+# version in pyproject.toml.
+__version__ = "0.1.0"

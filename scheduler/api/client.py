@@ -12,13 +12,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from scheduler.api.server import socket_path, unix_address
-from scheduler.config import Config
+from scheduler.api.address import socket_path, unix_address
 from scheduler.daemon.lock import StateLock
 from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
+
+if TYPE_CHECKING:
+    from scheduler.config import Config
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -1,20 +1,15 @@
-"""The JSON shapes shared by the control API, its client and the CLI.
-
-``schedctl run --json`` prints :func:`run_summary` whether the run happened in-process or in
-the daemon, so scripts never see which path was taken.
-"""
+"""The request bodies of the control API (pydantic); the JSON it answers is in :mod:`.payloads`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from scheduler.config import Config
+from scheduler.api.payloads import iso, run_summary, status_payload, tier_rows
 from scheduler.config_validate import check_marker_expression
-from scheduler.store.engine import RunRecord, Store
+
+__all__ = ["CancelBody", "SubmitBody", "iso", "run_summary", "status_payload", "tier_rows"]
 
 
 class SubmitBody(BaseModel):
@@ -40,76 +35,3 @@ class CancelBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     reason: str = Field(default="cancelled through the API", max_length=500)
-
-
-def run_summary(record: RunRecord) -> dict[str, Any]:
-    """The ``--json`` object of ``schedctl run`` and the final line of a run's event stream."""
-    from scheduler.run.results import empty_counts
-
-    counts = {**empty_counts(), **dict(record.counts)}
-    return {
-        "run_id": record.id,
-        "tier": record.tier,
-        "trigger": record.trigger,
-        "outcome": record.outcome.value,
-        "reason": record.reason,
-        "exit_code": record.exit_code,
-        "counts": counts,
-        "duration_s": record.duration_s,
-        "started_at": record.started_at.isoformat() if record.started_at else None,
-        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
-        "sha": record.sha,
-        "runner": record.runner,
-        "details": dict(record.details),
-    }
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def tier_rows(
-    config: Config, store: Store, next_fire: Mapping[str, datetime | None]
-) -> list[dict[str, Any]]:
-    """One row per configured tier: schedule, last outcome, failures in a row, next fire."""
-    rows = []
-    for name, tier in config.tiers.items():
-        last = store.last_run(name)
-        rows.append(
-            {
-                "tier": name,
-                "schedule": tier.schedule,
-                "enabled": tier.enabled,
-                "kind": tier.kind,
-                "markers": tier.markers,
-                "timeout_s": tier.timeout,
-                "gpus": tier.gpus,
-                "last_run_id": last.id if last else None,
-                "last_outcome": last.outcome.value if last else None,
-                "last_finished_at": iso(last.finished_at) if last else None,
-                "consecutive_failures": store.consecutive_failures(name),
-                "next": iso(next_fire.get(name)),
-            }
-        )
-    return rows
-
-
-def status_payload(
-    config: Config,
-    store: Store,
-    next_fire: Mapping[str, datetime | None],
-    daemon: Mapping[str, Any],
-) -> dict[str, Any]:
-    """``GET /v1/status`` and ``schedctl status --json``."""
-    leases = [
-        {k: iso(v) if isinstance(v, datetime) else v for k, v in lease.items()}
-        for lease in store.active_leases()
-    ]
-    return {
-        "daemon": dict(daemon),
-        "tiers": tier_rows(config, store, next_fire),
-        "active_runs": [r.to_json() for r in store.active_runs()],
-        "gpu_leases": leases,
-    }

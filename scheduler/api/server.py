@@ -27,7 +27,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
+from scheduler.api.address import socket_path, unix_address
 from scheduler.api.routes import BadRequest, Conflict, ControlApi, Stream
 from scheduler.config import ApiConfig, Config
 from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
@@ -47,7 +48,6 @@ log = structlog.get_logger("schedctl.api")
 MAX_BODY = 64 * 1024
 SOCKET_MODE = 0o660
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
-UNIX_PATH_MAX = 107
 IO_TIMEOUT_S = 10.0
 """Per read/write of a connection: a client that sends no header for this long is dropped."""
 MAX_CONNECTIONS = 64
@@ -57,27 +57,6 @@ _BUSY = (
     b"Connection: close\r\n\r\n"
     b'{"error": "too many connections; try again", "status": 503}\n'
 )
-
-
-def socket_path(config: Config) -> Path:
-    return config.daemon.api.socket or config.state_dir / "api.sock"
-
-
-@contextlib.contextmanager
-def unix_address(path: Path) -> Iterator[str]:
-    """An address for ``path`` that fits ``sun_path`` (108 bytes) however deep the path is.
-
-    A long path goes through ``/proc/self/fd/N/`` of its directory, which the kernel resolves
-    like the real one for both ``bind`` and ``connect``.
-    """
-    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
-        yield str(path)
-        return
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
 
 
 def load_token(api: ApiConfig, env: Mapping[str, str] | None = None) -> str | None:

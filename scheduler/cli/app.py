@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from scheduler.config import Config, load_config
 from scheduler.kernel.errors import ConfigError
-from scheduler.run.rundirs import prepare_state_dir
-from scheduler.store.connect import open_store
-from scheduler.store.engine import Store
+
+if TYPE_CHECKING:  # imported when a command first asks for them: start-up stays light
+    from scheduler.config import Config
+    from scheduler.store.engine import Store
 
 CONFIG_ENV = "SCHEDCTL_CONFIG"
 
@@ -41,12 +42,17 @@ class AppContext:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from scheduler.config import load_config
+
             self._config = load_config(find_config(self.config_path))
         return self._config
 
     @property
     def store(self) -> Store:
         if self._store is None:
+            from scheduler.run.rundirs import prepare_state_dir
+            from scheduler.store.connect import open_store
+
             config = self.config
             if config.store.is_postgres:
                 # Connect first: a wrong password or host writes nothing anywhere. Run ids come

@@ -5,26 +5,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
 from rich.table import Table
 from rich.text import Text
 
-from scheduler.api import daemon_client, socket_path, status_payload
+from scheduler.api.address import socket_path
+from scheduler.api.client import daemon_client
+from scheduler.api.payloads import status_payload
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, line, styled
 from scheduler.cli.schedule_cmd import upcoming
-from scheduler.daemon.assembly import build_dispatcher, build_services
 from scheduler.daemon.lock import StateLock
-from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
-from scheduler.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
-from scheduler.daemon.secret_env import scrub_environment, secret_env_names
 from scheduler.kernel.errors import DaemonError, UnknownRunError
 from scheduler.kernel.events import Event, Listener, RunFinished
 from scheduler.kernel.outcome import Outcome
 from scheduler.logs import configure
+
+if TYPE_CHECKING:  # `schedctl daemon` imports these; status and cancel need none of them
+    from scheduler.daemon.scheduler import Daemon
+    from scheduler.daemon.sdnotify import Notifier, Watchdog
 
 
 @click.command("daemon")
@@ -34,6 +36,11 @@ from scheduler.logs import configure
 @click.pass_obj
 def daemon_command(app: AppContext, log_format: str) -> None:
     """Run the scheduler in the foreground until SIGTERM/SIGINT (systemd Type=notify aware)."""
+    from scheduler.daemon.assembly import build_dispatcher, build_services
+    from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
+    from scheduler.daemon.sdnotify import Notifier
+    from scheduler.daemon.secret_env import scrub_environment, secret_env_names
+
     configure(json_logs=log_format == "json", level="info")
     config = app.config
     notifier = Notifier.from_env()
@@ -62,6 +69,8 @@ def daemon_command(app: AppContext, log_format: str) -> None:
 def _start_watchdog(
     app: AppContext, notifier: Notifier, daemon: Daemon, stopping: threading.Event
 ) -> Watchdog | None:
+    from scheduler.daemon.sdnotify import Watchdog, watchdog_interval
+
     interval = watchdog_interval() if app.config.daemon.watchdog else None
     if interval is None or not notifier.enabled:
         return None

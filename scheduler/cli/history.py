@@ -14,7 +14,6 @@ from rich.table import Table
 from runners.base import LOG_FILE
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, line, styled
-from scheduler.daemon.assembly import build_source
 from scheduler.kernel.errors import UnknownRunError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import RunRecord, change_range
@@ -69,6 +68,8 @@ def changes_since_green(app: AppContext, record: RunRecord, green: RunRecord | N
     span = change_range(green, record)
     if record.outcome is Outcome.PASSED or span is None:
         return []
+    from scheduler.daemon.assembly import build_source  # git: only for `show`
+
     source = build_source(app.config)
     if source is None:
         return []

@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from runners.base import StopRequest
-from scheduler.api import ApiClient, daemon_client, run_summary
+from scheduler.api.client import ApiClient, daemon_client
+from scheduler.api.payloads import run_summary
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, line, styled
 from scheduler.cli.progress import ProgressView, ResultsTail

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 import click
 from rich.table import Table
 
-from runners import registry
 from scheduler.cli.app import AppContext, find_config
 from scheduler.cli.output import console, emit_json, line
 from scheduler.config import Config, json_schema, load_config
@@ -105,6 +104,8 @@ def tier_runners(config: Config) -> tuple[list[str], list[str]]:
     The runner comes from :meth:`Config.runner_for`; ``auto`` is resolved by
     :meth:`RunnerFactory.resolve` as the dispatcher would, with Docker probed at most once.
     """
+    from runners import registry  # the runner backends: `config check` only
+
     probed: list[tuple[bool, str]] = []
 
     def probe() -> tuple[bool, str]:

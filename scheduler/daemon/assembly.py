@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from runners.registry import RunnerFactory, instance_of
-from scheduler.alerts import build_alerting
-from scheduler.alerts.catchup import CatchUp
-from scheduler.config import Config
-from scheduler.daemon.scheduler import Service
-from scheduler.images.catalog import ImageCatalog, ImageRemover
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.events import Listener
-from scheduler.metrics import MetricsService, build_metrics
 from scheduler.run.dispatch import Dispatcher
 from scheduler.run.protocols import GpuPoolLike, SourceLike
-from scheduler.store.engine import Store
+
+# Alerting (requests), metrics (prometheus_client), the image catalog and APScheduler are
+# imported where they are used: `schedctl run` needs none of them.
+if TYPE_CHECKING:
+    from scheduler.config import Config
+    from scheduler.daemon.scheduler import Service
+    from scheduler.images.catalog import ImageRemover
+    from scheduler.store.engine import Store
 
 
 def build_source(config: Config) -> SourceLike:
@@ -56,6 +58,8 @@ def build_dispatcher(
         host=config.host_name,
     )
     if config.images:
+        from scheduler.images.catalog import ImageCatalog
+
         dispatcher.add_listener(ImageCatalog(config, store, lambda: image_remover(factory)))
     return dispatcher
 
@@ -90,6 +94,7 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
     """The daemon's long-lived parts, each from its own module; listeners attach here too."""
     from scheduler.api import ApiService
     from scheduler.daemon.retention import Pruner, RetentionService
+    from scheduler.metrics import MetricsService, build_metrics
 
     services: list[Service] = [
         ApiService(config),
@@ -105,6 +110,11 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         from scheduler.web import WebService
 
         services.append(WebService(config, store))
+    if not alert_sinks_configured(config):
+        return services  # requests and the sinks stay unimported: a leaner idle daemon
+    from scheduler.alerts import build_alerting
+    from scheduler.alerts.catchup import CatchUp
+
     alerting = build_alerting(
         config, store, changes=getattr(dispatcher.source, "changes_between", None)
     )
@@ -118,3 +128,9 @@ def build_services(config: Config, store: Store, dispatcher: Dispatcher) -> list
         services.append(alerting.worker)
         services.append(CatchUp(alerting.recorder))
     return services
+
+
+def alert_sinks_configured(config: Config) -> bool:
+    """Whether any alert sink is configured (``build_alerting`` builds nothing otherwise)."""
+    alerts = config.alerts
+    return bool(alerts.webhooks or alerts.slack or alerts.github or alerts.alertmanager)

@@ -1,9 +1,10 @@
 """The daemon: APScheduler fires tiers on their cron schedules and hands them to the dispatcher.
 
-This is the only module that talks to APScheduler. Jobs live in a SQLAlchemyJobStore on the
-same SQLite file, so a restart knows which slot was due while the daemon was down (APScheduler's
-misfire handling: run once within ``misfire_grace``, coalesced; older ones become ``missed``).
-Config is the source of truth: jobs are rebuilt from it at every start.
+This is the only module that talks to APScheduler. Its jobs live in memory, rebuilt from the
+config (the source of truth) at every start; what a restart must know -- which slots came due
+while the daemon was down -- comes from the store's recorded slots: at start-up each tier's
+latest due slot after its last recorded one is fired once, and slot planning (``slots.py``)
+runs it within ``misfire_grace`` (newest ``max_catchup``) or records it and the gap as missed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Protocol
@@ -25,7 +25,6 @@ from apscheduler.events import (
     JobEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.config import Config, TierConfig
@@ -42,6 +41,11 @@ from scheduler.store.engine import Store
 log = structlog.get_logger("schedctl.daemon")
 
 JOB_PREFIX = "tier:"
+CATCHUP_PREFIX = "catch-up:"
+
+RECOVERY_INTERVAL_S = 60.0
+"""Crash recovery runs at start-up, then on this timer (and before a fire that finds a stale
+active row), never on every fire: reaping asks every runner's engine, which costs tens of ms."""
 
 TriggerFactory = Callable[[TierConfig, tzinfo], Any]
 
@@ -52,18 +56,33 @@ def cron_trigger(tier: TierConfig, tz: tzinfo) -> Any:
     return parse_cron(tier.schedule, tz)
 
 
-# Jobs are pickled by reference ("scheduler.daemon.scheduler:fire"), so the job function finds
-# its daemon through this process-local table; entries vanish with their daemon.
-_LIVE: weakref.WeakValueDictionary[str, Daemon] = weakref.WeakValueDictionary()
+class _SlotJob:
+    """What APScheduler's ``run_job`` reads of a job, with the slot it fires for added.
+
+    APScheduler knows the scheduled time of each run but does not pass it to the job; with it
+    the fire needs no search for "the latest slot before now".
+    """
+
+    def __init__(self, job: Any, run_time: datetime) -> None:
+        self.id = job.id
+        self.name = job.name
+        self.func = job.func
+        self.args = job.args
+        self.kwargs = {**job.kwargs, "slot": run_time, "trigger": job.trigger}
+        self.misfire_grace_time = job.misfire_grace_time
+        self._jobstore_alias = job._jobstore_alias
+
+    def __str__(self) -> str:
+        return str(self.name)
 
 
-def fire(daemon_key: str, tier: str) -> None:
-    """APScheduler job entry point for one tier's cron slot."""
-    daemon = _LIVE.get(daemon_key)
-    if daemon is None:
-        log.error("fire_without_daemon", tier=tier, key=daemon_key)
-        return
-    daemon.fire(tier)
+class SlotExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """A thread pool that hands each tier job the slot time it was scheduled for."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        if len(run_times) == 1 and str(job.id).startswith(JOB_PREFIX):
+            job = _SlotJob(job, run_times[0])
+        super()._do_submit_job(job, run_times)
 
 
 class Service(Protocol):
@@ -93,6 +112,7 @@ class Daemon:
         services: Sequence[Service] = (),
         *,
         trigger_for: TriggerFactory = cron_trigger,
+        recovery_interval_s: float = RECOVERY_INTERVAL_S,
     ) -> None:
         self.config = config
         self.store = store
@@ -106,6 +126,9 @@ class Daemon:
         self.started_at: datetime | None = None
         self.trigger_for = trigger_for
         self._started_services: list[Service] = []
+        self.recovery_interval_s = recovery_interval_s
+        self._recovery_stop = threading.Event()
+        self._recovery_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -115,26 +138,25 @@ class Daemon:
             self.started_at = datetime.now(timezone.utc)
             self.dispatcher.recover()
             self.scheduler = BackgroundScheduler(
-                jobstores={"default": SQLAlchemyJobStore(url=self._jobstore_url())},
-                executors={"default": ThreadPoolExecutor(max(4, len(self.config.tiers) + 2))},
+                executors={"default": SlotExecutor(max(4, len(self.config.tiers) + 2))},
                 job_defaults={"coalesce": True, "max_instances": 1},
                 timezone=self.tz,
             )
             self.scheduler.add_listener(
                 self._on_job_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
             )
-            _LIVE[self.key] = self
             self.scheduler.start(paused=True)
             self._sync_jobs()
+            self._catch_up(self.started_at)
             for service in self.services:
                 service.start(self)
                 self._started_services.append(service)
             self.scheduler.resume()
+            self._start_recovery_timer()
         except BaseException:
             self._stop_services()
             if self.scheduler is not None and self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            _LIVE.pop(self.key, None)
             self.lock.release()
             raise
         self.started.set()
@@ -145,13 +167,6 @@ class Daemon:
             pid=os.getpid(),
         )
 
-    def _jobstore_url(self) -> str:
-        """APScheduler's jobs: in the SQLite store, or (a shared PostgreSQL store, whose daemons
-        must not share one scheduler's jobs) in a file of this daemon's state dir."""
-        if self.store.is_postgres:
-            return f"sqlite:///{self.config.state_dir / 'jobs.db'}"
-        return self.store.url
-
     def stop(self, grace_s: float | None = None) -> None:
         """Stop firing, let running runs finish up to the grace, then cancel and record them."""
         grace = self.config.daemon.grace if grace_s is None else grace_s
@@ -159,6 +174,10 @@ class Daemon:
         self.dispatcher.stop_accepting()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self._recovery_stop.set()
+        if self._recovery_thread is not None:
+            self._recovery_thread.join(timeout=30)
+            self._recovery_thread = None
         deadline = datetime.now(timezone.utc) + timedelta(seconds=grace)
         while self.dispatcher.active_run_ids() and datetime.now(timezone.utc) < deadline:
             threading.Event().wait(0.2)
@@ -168,10 +187,23 @@ class Daemon:
             while self.dispatcher.active_run_ids() and datetime.now(timezone.utc) < deadline:
                 threading.Event().wait(0.1)
         self._stop_services()
-        _LIVE.pop(self.key, None)
         self.lock.release()
         self.started.clear()
         log.info("daemon_stopped")
+
+    def _start_recovery_timer(self) -> None:
+        self._recovery_stop.clear()
+        self._recovery_thread = threading.Thread(
+            target=self._recovery_loop, name="recovery", daemon=True
+        )
+        self._recovery_thread.start()
+
+    def _recovery_loop(self) -> None:
+        while not self._recovery_stop.wait(self.recovery_interval_s):
+            try:
+                self.dispatcher.recover()
+            except Exception:
+                log.exception("recovery_failed")
 
     def _stop_services(self) -> None:
         while self._started_services:
@@ -232,34 +264,45 @@ class Daemon:
         return self.trigger_for(self.config.tier(tier), self.tz)
 
     def _sync_jobs(self) -> None:
-        wanted = {
-            JOB_PREFIX + name: tier
-            for name, tier in self.config.tiers.items()
+        for name, tier in self.config.tiers.items():
             # tiers.<t>.hosts pins a tier to some daemons of a shared store
-            if tier.schedule and tier.enabled and self.config.fires_here(name)
-        }
-        for job in self.scheduler.get_jobs():
-            if job.id not in wanted:
-                self.scheduler.remove_job(job.id)
-        for job_id, tier in wanted.items():
-            trigger = self.trigger_for(tier, self.tz)
-            existing = self.scheduler.get_job(job_id)
-            same = (
-                existing is not None
-                and str(existing.trigger) == str(trigger)
-                and existing.misfire_grace_time == int(tier.misfire_grace)
-                and existing.args == (self.key, job_id.removeprefix(JOB_PREFIX))
-            )
-            if same:
+            if not (tier.schedule and tier.enabled and self.config.fires_here(name)):
                 continue
             self.scheduler.add_job(
-                fire,
-                trigger=trigger,
-                args=(self.key, job_id.removeprefix(JOB_PREFIX)),
-                id=job_id,
-                name=job_id,
+                self.fire,
+                trigger=self.trigger_for(tier, self.tz),
+                args=(name,),
+                id=JOB_PREFIX + name,
+                name=JOB_PREFIX + name,
                 replace_existing=True,
                 misfire_grace_time=int(tier.misfire_grace),
+            )
+
+    def _catch_up(self, now: datetime) -> None:
+        """Fire, once, each tier's latest slot that came due after its last recorded one.
+
+        What a persistent job store did at a restart: :meth:`plan` runs that slot within the
+        misfire grace (with up to ``max_catchup`` of the backlog) and records the rest missed.
+        """
+        for name, tier in self.config.tiers.items():
+            if not (tier.schedule and tier.enabled and self.config.fires_here(name)):
+                continue
+            last = self.store.last_slot(name)
+            if last is None:
+                continue
+            trigger = self.trigger_for(tier, self.tz)
+            due = slots_between(trigger, last, now)
+            if not due:
+                continue
+            self.scheduler.add_job(
+                self.fire,
+                trigger="date",
+                run_date=now,
+                args=(name,),
+                kwargs={"slot": due[-1], "trigger": trigger},
+                id=CATCHUP_PREFIX + name,
+                name=CATCHUP_PREFIX + name,
+                misfire_grace_time=None,
             )
 
     def next_fire_times(self) -> dict[str, datetime | None]:
@@ -269,14 +312,20 @@ class Daemon:
             out[name] = job.next_run_time if job is not None else None
         return out
 
-    def fire(self, tier: str) -> None:
-        """Run the slot that is due now for ``tier`` (called in an APScheduler worker thread)."""
+    def fire(self, tier: str, slot: datetime | None = None, trigger: Any = None) -> None:
+        """Run ``slot`` of ``tier`` (called in an APScheduler worker thread).
+
+        ``slot`` is the scheduled time APScheduler hands the job and ``trigger`` the job's; a
+        direct call without them looks the job up and searches for the latest slot before now.
+        """
         now = datetime.now(timezone.utc)
         tier_cfg = self.config.tier(tier)
-        job = self.scheduler.get_job(JOB_PREFIX + tier) if self.scheduler else None
-        trigger = job.trigger if job is not None else self._trigger(tier)
-        lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
-        slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
+        if trigger is None:
+            job = self.scheduler.get_job(JOB_PREFIX + tier) if self.scheduler else None
+            trigger = job.trigger if job is not None else self._trigger(tier)
+        if slot is None:
+            lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
+            slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
         slot = slot.astimezone(timezone.utc)
         plan = self.plan(tier, trigger, slot, now)
         for missed in plan.missed:
@@ -300,7 +349,7 @@ class Daemon:
         )
 
     def _on_job_event(self, event: JobEvent) -> None:
-        tier = str(event.job_id).removeprefix(JOB_PREFIX)
+        tier = str(event.job_id).removeprefix(JOB_PREFIX).removeprefix(CATCHUP_PREFIX)
         if tier not in self.config.tiers:
             return
         if event.code == EVENT_JOB_ERROR:

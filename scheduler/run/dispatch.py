@@ -13,7 +13,7 @@ import shutil
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -125,22 +125,39 @@ class Dispatcher:
                 # Unreachable or never fetched: recorded as infra-error by the run itself.
                 log.warning("ref_not_validated", ref=request.ref, tier=request.tier)
 
-    def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunRecord:
-        """Record and execute a run in the calling thread; returns the final record."""
+    def run(
+        self,
+        request: RunRequest,
+        cancel: threading.Event | None = None,
+        *,
+        recover: bool | None = None,
+    ) -> RunRecord:
+        """Record and execute a run in the calling thread; returns the final record.
+
+        Crash recovery (:meth:`recover`) runs first when ``recover`` is true; by default
+        (``None``) only when the store holds a stale active row -- one whose owner died -- the
+        only trace a crash can leave (a run's row is written before anything is started). The
+        daemon also recovers at start-up and on a timer, so a fire never pays for it otherwise.
+        """
         self.validate(request)
-        self.recover({request.runner} if request.runner else set())
-        run_id = self.record(request)
+        actives = self.store.active_runs()
+        if recover or (recover is None and self.stale_runs(actives)):
+            self.recover({request.runner} if request.runner else set())
+            actives = self.store.active_runs()
+        run_id = self.record(request, actives)
         if run_id is None:
             existing = self.store.get_run_by_key(request.idempotency_key or "")
             assert existing is not None
             return existing
         return self.execute(run_id, request, cancel)
 
-    def record(self, request: RunRequest) -> int | None:
+    def record(self, request: RunRequest, actives: Sequence[RunRecord] | None = None) -> int | None:
         """Write the run row and return its id; ``None`` if the slot already has a row.
 
         When the tier is busy the row is written as a final ``skipped-overlap`` run, so every
-        skip is visible; :meth:`execute` returns such a row as it is.
+        skip is visible; :meth:`execute` returns such a row as it is. ``actives`` is the store's
+        active runs when the caller has just read them (saves a query; the store's unique index
+        on active runs per tier still decides a race).
         """
         tier = self.config.tier(request.tier)
         row = RunRow(
@@ -159,7 +176,7 @@ class Dispatcher:
         # the same moment must not both see it idle. Across processes the store's unique index
         # on active runs per tier decides.
         with self._record_lock:
-            busy_reason = self._busy_reason(request.tier)
+            busy_reason = self._busy_reason(request.tier, actives)
             if not busy_reason:
                 try:
                     run_id = self.ledger.open(row)
@@ -191,9 +208,13 @@ class Dispatcher:
         :meth:`cancel`, stops the run. Pass a :class:`StopRequest` so that a preemption can
         collect the run's stacks before the stop (a plain event is stopped without them).
         """
-        existing = self.store.get_run(run_id)
-        if existing.outcome.is_final:
-            return existing
+        with self._lock:
+            # Recorded active by this dispatcher and not yet executed: no need to read it back.
+            fresh = run_id in self._active
+        if not fresh:
+            existing = self.store.get_run(run_id)
+            if existing.outcome.is_final:
+                return existing
         with self._lock:
             active = self._active.setdefault(run_id, _Active(run_id, request.tier))
             if cancel is not None:
@@ -266,6 +287,23 @@ class Dispatcher:
             proc_root=self.proc_root,
         )
 
+    def stale_runs(self, actives: Sequence[RunRecord] | None = None) -> list[int]:
+        """Active rows of this host whose owner process is gone (what :meth:`recover` ends).
+
+        Rows of other hosts are not judged here: their owners cannot be checked from this one.
+        """
+        if actives is None:
+            actives = self.store.active_runs()
+        with self._lock:
+            mine = set(self._active)
+        return [
+            record.id
+            for record in actives
+            if record.id not in mine
+            and record.host in (None, self.host)
+            and not (record.host == self.host and owner_alive(record, self.proc_root))
+        ]
+
     # -- internals -----------------------------------------------------------------------------
 
     def _run_dir(self, request: RunRequest, run_id: int) -> Path:
@@ -279,19 +317,25 @@ class Dispatcher:
     def _configured_runners(self) -> set[str]:
         return {self.config.runner} | {self.config.runner_for(t) for t in self.config.tiers}
 
-    def _busy_reason(self, tier: str) -> str:
+    def _busy_reason(self, tier: str, actives: Sequence[RunRecord] | None = None) -> str:
         if not self._accepting:
             return "daemon is shutting down"
-        busy = self._busy_run(tier)
+        busy = self._busy_run(tier, actives)
         return f"tier {tier!r} is already running as run {busy}" if busy is not None else ""
 
-    def _busy_run(self, tier: str) -> int | None:
+    def _busy_run(self, tier: str, actives: Sequence[RunRecord] | None = None) -> int | None:
         with self._lock:
             for active in self._active.values():
                 if active.tier == tier:
                     return active.run_id
-        for record in self.store.active_runs(tier):
-            if record.host == self.host and owner_alive(record, self.proc_root):
+        if actives is None:
+            actives = self.store.active_runs(tier)
+        for record in actives:
+            if (
+                record.tier == tier
+                and record.host == self.host
+                and owner_alive(record, self.proc_root)
+            ):
                 return record.id
         return None
 

@@ -1,9 +1,12 @@
 """Crash recovery: runs whose owner died become ``interrupted``; their leftovers are reaped.
 
-Runs at daemon start and before each run, so a killed CLI or daemon leaves nothing behind for
-long: what dead runs left is reaped by the runners that started it (:meth:`Runner.reap_orphans`:
-containers by label, local processes -- pytest, torchrun launchers and ranks alike -- by the run
-tag in their environment), and GPU leases of dead runs are freed.
+Runs at daemon start-up, on the daemon's timer, and before a run when the store holds a stale
+active row (a run's row is written before anything is started, so a crash always leaves one):
+a killed CLI or daemon leaves nothing behind for long, and a fire does not pay for asking every
+runner's engine when nothing died. What dead runs left is reaped by the runners that started
+it (:meth:`Runner.reap_orphans`: containers by label, local processes -- pytest, torchrun
+launchers and ranks alike -- by the run tag in their environment), and GPU leases of dead runs
+are freed.
 """
 
 from __future__ import annotations

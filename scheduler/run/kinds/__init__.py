@@ -67,15 +67,21 @@ class TierKind(Protocol):
 
 
 def kind_for(name: str) -> TierKind:
-    from scheduler.run.kinds.build import BuildKind
-    from scheduler.run.kinds.pytest import PytestKind
-    from scheduler.run.kinds.review import ReviewKind
-    from scheduler.run.kinds.torchrun import TorchrunKind
+    """The strategy for ``name``; only its module is imported (``build`` needs the docker SDK)."""
+    if name == "pytest":
+        from scheduler.run.kinds.pytest import PytestKind
 
-    kinds: dict[str, TierKind] = {
-        "pytest": PytestKind(),
-        "torchrun": TorchrunKind(),
-        "build": BuildKind(),
-        "review": ReviewKind(),
-    }
-    return kinds[name]
+        return PytestKind()
+    if name == "torchrun":
+        from scheduler.run.kinds.torchrun import TorchrunKind
+
+        return TorchrunKind()
+    if name == "build":
+        from scheduler.run.kinds.build import BuildKind
+
+        return BuildKind()
+    if name == "review":
+        from scheduler.run.kinds.review import ReviewKind
+
+        return ReviewKind()
+    raise KeyError(name)

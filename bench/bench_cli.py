@@ -1,0 +1,88 @@
+"""Whole-process CLI start-up: ``schedctl`` commands as a user types them vs bare Python.
+
+Each command is a fresh process of the console script's code (``from scheduler.cli import
+main; main()``) with this tree's code first on the path, interleaved with the baseline
+``python -c pass`` so machine noise hits both alike; medians. ``runs``, ``show`` and ``status``
+read a store that one local ``schedctl run`` wrote. Targets: ``--version``/``--help`` <= 0.15 s
+over the baseline; ``schedule``, ``runs``, ``show``, ``status`` <= 0.3 s over it.
+
+    python bench/bench_cli.py [-n 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.figures import figure, interleaved, timed  # noqa: E402
+
+SCHEDCTL = [sys.executable, "-c", "from scheduler.cli import main; main()"]
+TARGETS_S = {
+    "--version": 0.15,
+    "--help": 0.15,
+    "schedule": 0.3,
+    "runs": 0.3,
+    "show 1": 0.3,
+    "status": 0.3,
+}
+
+CONFIG = """\
+state_dir: {state}
+timezone: UTC
+runner: local
+local:
+  allow_root: true
+project:
+  path: {suite}
+tiers:
+  hourly:
+    schedule: "15 * * * *"
+    timeout: 30m
+    markers: hourly
+  daily:
+    schedule: "30 2 * * *"
+    timeout: 90m
+    markers: daily or not hourly
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=7)
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(
+            CONFIG.format(state=Path(tmp) / "state", suite=ROOT / "examples" / "suite")
+        )
+        base = [*SCHEDCTL, "--config", str(config)]
+        subprocess.run(
+            [*base, "run", "hourly", "--json"], check=True, capture_output=True, env=env, cwd=tmp
+        )
+        runs = {"baseline": partial(timed, [sys.executable, "-c", "pass"], env=env, cwd=tmp)}
+        for command in TARGETS_S:
+            runs[command] = partial(timed, [*base, *command.split()], env=env, cwd=tmp)
+        medians = interleaved(runs, args.n)
+    baseline = medians["baseline"]
+    for command, target in TARGETS_S.items():
+        added = medians[command] - baseline
+        figure(
+            f"schedctl {command} (median of {args.n})",
+            f"{medians[command]:.3f} s",
+            f"{baseline:.3f} s",
+            f"+{target:.2f} s (+{added:.3f})",
+            added <= target,
+        )
+
+
+if __name__ == "__main__":
+    main()

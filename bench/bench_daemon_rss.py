@@ -1,0 +1,103 @@
+"""Idle daemon memory: VmRSS of ``schedctl daemon`` once started, vs a bare interpreter.
+
+The daemon runs as a user starts it (this tree's code, a two-tier local config, metrics on,
+no alert sinks) until it answers on its socket, idles a few seconds, and its VmRSS is read from
+/proc. Baseline: a bare ``python -c`` of the same interpreter. Target: <= 60 MB (MiB here).
+
+    python bench/bench_daemon_rss.py [--idle 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.figures import figure  # noqa: E402
+
+TARGET_MIB = 60.0
+CONFIG = """\
+state_dir: {state}
+timezone: UTC
+runner: local
+local:
+  allow_root: true
+daemon:
+  metrics_address: 127.0.0.1:0
+project:
+  path: {suite}
+tiers:
+  hourly:
+    schedule: "15 * * * *"
+    timeout: 30m
+    markers: hourly
+  daily:
+    schedule: "30 2 * * *"
+    timeout: 90m
+    markers: daily or not hourly
+"""
+RSS = (
+    "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmRSS')][0])"
+)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--idle", type=float, default=5.0)
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bare = int(subprocess.run([sys.executable, "-c", RSS], capture_output=True, text=True,
+                              check=True, env=env).stdout)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        config = Path(tmp) / "config.yaml"
+        config.write_text(CONFIG.format(state=state, suite=ROOT / "examples" / "suite"))
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", "from scheduler.cli import main; main()",
+             "--config", str(config), "daemon"],
+            env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert daemon.stderr is not None
+        started = threading.Event()
+
+        def watch() -> None:
+            assert daemon.stderr is not None
+            for line in daemon.stderr:
+                if "daemon_started" in line:
+                    started.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            if not started.wait(120):
+                raise SystemExit("the daemon did not start within 120 s")
+            threading.Event().wait(args.idle)
+            ours = rss_kib(daemon.pid)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(60)
+    figure(
+        "idle daemon VmRSS",
+        f"{ours / 1024:.1f} MiB",
+        f"{bare / 1024:.1f} MiB",
+        f"<= {TARGET_MIB:.0f} MiB",
+        ours / 1024 <= TARGET_MIB,
+    )
+
+
+if __name__ == "__main__":
+    main()

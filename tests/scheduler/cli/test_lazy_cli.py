@@ -1,0 +1,140 @@
+"""The lazy command group: start-up imports no heavy library, and the table stays honest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import scheduler
+from scheduler.cli import LazyGroup, cli
+from scheduler.cli.commands import COMMANDS, SUMMARIES
+from tests.conftest import ROOT
+
+HEAVY = ("sqlalchemy", "pydantic", "requests", "docker", "apscheduler", "prometheus_client")
+
+
+def fresh_modules(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code`` (this tree's code first)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(list(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def roots(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_import_scheduler_cli_imports_no_heavy_library() -> None:
+    loaded = roots(fresh_modules("import scheduler.cli"))
+    assert "click" in loaded  # the probe does see what was imported
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert "importlib.metadata" not in fresh_modules("import scheduler")
+
+
+def test_version_and_help_import_no_command_module() -> None:
+    code = (
+        "import sys\nfrom scheduler.cli import cli\n"
+        "for args in (['--version'], ['--help']):\n"
+        "    try:\n"
+        "        cli.main(args=args, prog_name='schedctl', standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+    )
+    loaded = fresh_modules(code)
+    commands = {target.partition(":")[0] for target in COMMANDS.values()}
+    assert not loaded & commands, sorted(loaded & commands)
+    assert not roots(loaded) & {*HEAVY, "structlog", "rich"}
+
+
+def test_static_version_matches_pyproject() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'^version = "([^"]+)"', text, re.MULTILINE)
+    assert match is not None
+    assert scheduler.__version__ == match.group(1)
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"schedctl, version {match.group(1)}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_table_entry_resolves_to_its_command(name: str) -> None:
+    command = cli.get_command(click.Context(cli), name)
+    assert isinstance(command, click.Command)
+    assert command.name == name
+
+
+@pytest.mark.parametrize("name", sorted(SUMMARIES))
+def test_summaries_match_the_commands_own_help(name: str) -> None:
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None
+    for limit in (40, 60, 69, 1000):
+        summary = click.Command(name, help=SUMMARIES[name]).get_short_help_str(limit)
+        assert summary == command.get_short_help_str(limit)
+
+
+def test_help_lists_every_command_as_its_own_help_says() -> None:
+    def group() -> LazyGroup:
+        return LazyGroup(
+            name="schedctl",
+            lazy=COMMANDS,
+            params=cli.params,
+            help=cli.help,
+            context_settings=cli.context_settings,
+        )
+
+    lazy = CliRunner().invoke(group(), ["--help"], prog_name="schedctl")
+    loaded = group()
+    for name in COMMANDS:  # every command imported: --help reads each one's own help
+        loaded.get_command(click.Context(loaded), name)
+    assert set(loaded.commands) == set(COMMANDS)
+    expected = CliRunner().invoke(loaded, ["--help"], prog_name="schedctl")
+    assert lazy.exit_code == expected.exit_code == 0
+    assert lazy.stdout == expected.stdout
+    for name in COMMANDS:
+        assert re.search(rf"^  {name} ", lazy.stdout, re.MULTILINE), name
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["frobnicate"])
+    assert result.exit_code == 2
+    assert "No such command 'frobnicate'" in result.output
+
+
+@pytest.mark.parametrize("full_exit", ["", "1"])
+def test_output_is_flushed_and_exit_codes_kept_by_the_fast_exit(
+    tmp_path: Path, full_exit: str
+) -> None:
+    """The process ends with os._exit after flushing: piped stdout still arrives whole."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCHEDCTL_FULL_EXIT": full_exit}
+    schedctl = [sys.executable, "-m", "scheduler"]
+    version = subprocess.run(
+        [*schedctl, "--version"], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert (version.returncode, version.stdout) == (
+        0,
+        f"schedctl, version {scheduler.__version__}\n",
+    )
+    missing = tmp_path / "nope.yaml"
+    bad = subprocess.run(
+        [*schedctl, "--config", str(missing), "runs", "--json"],
+        check=False, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["exit_code"] == 2
+    assert str(missing) in bad.stderr

@@ -1,0 +1,87 @@
+"""Start-up catch-up without a persistent job store: slots due while the daemon was down are
+found from the store's last recorded slot, then run or recorded missed by slot planning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from runners.fake import FakeBehaviour
+from scheduler.config import Config
+from scheduler.daemon.scheduler import Daemon
+from scheduler.kernel.outcome import Outcome
+from scheduler.store.engine import RunRecord
+from tests.conftest import tier
+from tests.scheduler.conftest import FakeDispatcher
+from tests.waiting import wait_for
+
+
+def latest_quarter_past(now: datetime) -> datetime:
+    latest = now.replace(minute=15, second=0, microsecond=0)
+    return latest if latest <= now - timedelta(seconds=5) else latest - timedelta(hours=1)
+
+
+def start_after_downtime(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher, **tier_options: object
+) -> tuple[Daemon, list[datetime]]:
+    """A daemon whose hourly tier last recorded a slot 3 h before the latest one."""
+    config = make_config(tiers={"hourly": tier(**tier_options)})
+    dispatcher = fake_dispatcher(config, FakeBehaviour())
+    daemon = Daemon(config, dispatcher.store, dispatcher)
+    latest = latest_quarter_past(datetime.now(timezone.utc))
+    history = latest - timedelta(hours=3)
+    daemon.store.create_run(
+        tier="hourly", trigger="schedule", kind="pytest", slot=history,
+        idempotency_key=f"hourly@{history.isoformat()}", outcome=Outcome.PASSED,
+    )  # fmt: skip
+    return daemon, [history + timedelta(hours=h) for h in (1, 2, 3)]
+
+
+def settled(daemon: Daemon, count: int) -> list[RunRecord]:
+    def done() -> list[RunRecord] | None:
+        rows = [r for r in daemon.store.list_runs(tier="hourly") if r.outcome.is_final]
+        return rows if len(rows) >= count else None
+
+    return wait_for(done, 30, f"{count} final hourly rows")
+
+
+def test_backlog_within_the_grace_runs_newest_max_catchup(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
+    daemon, slots = start_after_downtime(
+        make_config, fake_dispatcher, misfire_grace=5 * 3600, max_catchup=1
+    )
+    daemon.start()
+    try:
+        rows = {r.slot: r.outcome for r in settled(daemon, 4)}
+    finally:
+        daemon.stop(grace_s=1)
+    assert rows[slots[2]] is Outcome.PASSED
+    assert rows[slots[0]] is Outcome.MISSED
+    assert rows[slots[1]] is Outcome.MISSED
+
+
+def test_backlog_past_the_grace_is_all_missed(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
+    daemon, slots = start_after_downtime(make_config, fake_dispatcher, misfire_grace=1)
+    daemon.start()
+    try:
+        rows = {r.slot: r.outcome for r in settled(daemon, 4)}
+    finally:
+        daemon.stop(grace_s=1)
+    assert {rows[s] for s in slots} == {Outcome.MISSED}
+
+
+def test_a_fresh_store_catches_nothing_up(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
+    config = make_config(tiers={"hourly": tier()})
+    dispatcher = fake_dispatcher(config, FakeBehaviour())
+    daemon = Daemon(config, dispatcher.store, dispatcher)
+    daemon.start()
+    try:
+        assert daemon.scheduler.get_job("catch-up:hourly") is None
+        assert daemon.store.list_runs() == []
+    finally:
+        daemon.stop(grace_s=1)
