@@ -63,6 +63,8 @@ CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
 
 If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
 are deselected. Reruns of failed tests use it: node ids never reach the command line.
+
+PYTEST_DONT_REWRITE -- the plugin has no asserts; pytest skips rewriting it (~10 ms per session).
 """
 
 from __future__ import annotations
@@ -128,8 +130,20 @@ def excerpt(text: str) -> str:
 
 
 def marker_names(item: pytest.Item) -> list[str]:
-    """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own."""
-    return sorted({mark.name for mark in item.iter_markers()} - BUILTIN_MARKS)
+    """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own.
+
+    As ``item.iter_markers()``, with the names of the parents' marks kept on the parent: every
+    test of a module would otherwise walk the same chain again.
+    """
+    names = {mark.name for mark in item.own_markers}
+    parent = item.parent
+    if parent is not None:
+        inherited = parent.stash.get(PARENT_MARKS_KEY, None)
+        if inherited is None:
+            inherited = frozenset(mark.name for mark in parent.iter_markers())
+            parent.stash[PARENT_MARKS_KEY] = inherited
+        names |= inherited
+    return sorted(names - BUILTIN_MARKS)
 
 
 def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
@@ -161,13 +175,17 @@ def crash_message(report: pytest.TestReport) -> str | None:
     return lines[0] if lines else None
 
 
+try:
+    import resource
+except ImportError:  # not on POSIX
+    resource = None  # type: ignore[assignment]
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
+
+
 def _maxrss_bytes() -> int | None:
-    try:
-        import resource
-    except ImportError:  # not on POSIX
+    if resource is None:
         return None
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _MAXRSS_UNIT
 
 
 class PeakMemory:
@@ -264,6 +282,7 @@ def _cuda_in_use() -> Any:
 
 
 MARKERS_KEY = pytest.StashKey[list[str]]()
+PARENT_MARKS_KEY = pytest.StashKey[frozenset[str]]()
 
 
 class Selection:
@@ -297,6 +316,7 @@ class ItemState:
     memory: dict[str, Any] | None = None
     ts: float = 0.0
     outcome: str = "error"
+    decided_by: pytest.TestReport | None = None
 
     def add(self, report: pytest.TestReport) -> None:
         self.reports[report.when or "call"] = report
@@ -304,7 +324,7 @@ class ItemState:
     def done(self) -> str:
         """Stamp the time and decide the outcome (the main thread counts it)."""
         self.ts = time.time()
-        self.outcome = self.decisive()[0]
+        self.outcome, self.decided_by = self.decisive()
         return self.outcome
 
     def decisive(self) -> tuple[str, pytest.TestReport | None]:
@@ -332,7 +352,8 @@ class ItemState:
         return "error", setup
 
     def record(self) -> dict[str, Any]:
-        outcome, report = self.decisive()
+        """The ``test`` line; after :meth:`done`."""
+        outcome, report = self.outcome, self.decided_by
         longrepr: str | None = None
         message: str | None = None
         if report is not None:
@@ -345,13 +366,14 @@ class ItemState:
                 message = crash_message(report)
         if outcome == "error" and "call" not in self.reports and "teardown" not in self.reports:
             longrepr = longrepr or "incomplete: the session ended before this test finished"
-        markers: list[str] = []
-        memory: dict[str, Any] = self.memory or {}
-        for phase in self.reports.values():
-            markers = list(getattr(phase, MARKERS_ATTR, markers))
-            memory = dict(getattr(phase, MEMORY_ATTR, None) or memory)
-        if self.item is not None:
+        if self.item is not None:  # this process ran it
             markers = marker_names(self.item)
+            memory: dict[str, Any] = self.memory or {}
+        else:  # an xdist worker ran it and attached both to its reports
+            markers, memory = [], {}
+            for phase in self.reports.values():
+                markers = list(getattr(phase, MARKERS_ATTR, markers))
+                memory = dict(getattr(phase, MEMORY_ATTR, None) or memory)
         return {
             "type": "test",
             "ts": self.ts,
@@ -367,6 +389,33 @@ class ItemState:
             "rss_method": memory.get("rss_method"),
             "cuda_peak_bytes": memory.get("cuda_peak_bytes"),
         }
+
+
+_json_str: Callable[[str], str] = getattr(json.encoder, "encode_basestring_ascii", json.dumps)
+"""A str as a JSON string, as ``json.dumps`` writes it (the C function, without the wrapper)."""
+
+
+def json_encoder() -> Callable[[dict[str, Any]], str]:
+    """``json.dumps(record, default=str)``, built once: CPython's C encoder when it is there and
+    agrees with the pure one on a sample, else the standard encoder."""
+    standard = json.JSONEncoder(default=str).encode
+    with contextlib.suppress(Exception):  # no C accelerator, or another signature
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_make_encoder,
+            encode_basestring_ascii,
+        )
+
+        chunks = c_make_encoder(
+            None, str, encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+
+        def fast(record: dict[str, Any]) -> str:
+            return "".join(chunks(record, 0))
+
+        sample: dict[str, Any] = {"s": 'é\n"', "n": [1, 2.5, None, True], "o": {"x": object}}
+        if fast(sample) == standard(sample):
+            return fast
+    return standard
 
 
 class LineBuffer:
@@ -385,15 +434,17 @@ class LineBuffer:
         self._nonce = nonce
         self._interval_s = interval_s
         # Lines not yet serialised: finished records, or items whose record is built lazily.
-        self._queue: deque[dict[str, Any] | ItemState] = deque()
+        # ``(ts, nodeid)`` stands for a test_start line (the cheapest thing to queue per test).
+        self._queue: deque[dict[str, Any] | ItemState | tuple[float, str]] = deque()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._encode = json.JSONEncoder(default=str).encode
+        self._encode = json_encoder()
+        self._nonce_tail = f', "nonce": {json.dumps(nonce)}' if nonce else ""
         self.write_error: OSError | None = None
 
-    def put(self, item: dict[str, Any] | ItemState) -> None:
+    def put(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> None:
         self._queue.append(item)
 
     def flush(self, timeout: float = -1) -> bool:
@@ -415,7 +466,13 @@ class LineBuffer:
         finally:
             self._lock.release()
 
-    def _line(self, item: dict[str, Any] | ItemState) -> str:
+    def _line(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> str:
+        if isinstance(item, tuple):
+            ts, nodeid = item
+            return (
+                f'{{"type": "test_start", "ts": {ts!r}, "nodeid": {_json_str(nodeid)}'
+                f"{self._nonce_tail}}}\n"
+            )
         if isinstance(item, ItemState):
             try:
                 record = item.record()
@@ -507,6 +564,12 @@ class LineBuffer:
         )
 
 
+try:  # pluggy >= 1.1: a new-style wrapper costs a plain generator, not a result object
+    _WRAPPER = pytest.hookimpl(wrapper=True)
+except TypeError:  # the pluggy of pytest 7 on older distributions
+    _WRAPPER = pytest.hookimpl(hookwrapper=True)
+
+
 class ResultsRecorder:
     """Turns pytest's reports into JSON lines on ``buffer``; registered as a plugin object.
 
@@ -528,7 +591,10 @@ class ResultsRecorder:
     def emit(self, record: dict[str, Any]) -> None:
         self._buffer.put({"type": record.pop("type"), "ts": time.time(), **record})
 
-    def pytest_sessionstart(self) -> None:
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if session.config.pluginmanager.hasplugin("dsession"):
+            # pytest-xdist: workers run the protocol; the controller learns of starts this way.
+            session.config.pluginmanager.register(WorkerStarts(self._buffer), "schedctl-starts")
         self.emit(
             {
                 "type": "start",
@@ -575,15 +641,16 @@ class ResultsRecorder:
             }
         )
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, None]:
+    @_WRAPPER
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
         """Measure the item's memory around all its phases, then queue its line."""
+        self._buffer.put((time.time(), item.nodeid))  # its test_start line
         probe = self._probe
         if probe is not None:
             probe.reset()
         self._in_protocol = True
         try:
-            yield
+            result = yield
         finally:
             self._in_protocol = False
             state = self._pending.pop(item.nodeid, None)
@@ -591,9 +658,7 @@ class ResultsRecorder:
                 state.item = item
                 state.memory = probe.read() if probe is not None else None
                 self._finish(state)
-
-    def pytest_runtest_logstart(self, nodeid: str) -> None:
-        self._buffer.put({"type": "test_start", "ts": time.time(), "nodeid": nodeid})
+        return result  # new-style: the protocol's result; old-style: ignored
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self._pending.get(report.nodeid)
@@ -622,6 +687,16 @@ class ResultsRecorder:
         )
         self._buffer.stop()
         self._buffer.flush()
+
+
+class WorkerStarts:
+    """Under pytest-xdist, in the controller: a test_start line when a worker starts a test."""
+
+    def __init__(self, buffer: LineBuffer) -> None:
+        self._buffer = buffer
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._buffer.put((time.time(), nodeid))
 
 
 class WorkerReports:

@@ -599,6 +599,7 @@ def test_xdist_controller_writes_every_test(pytester: pytest.Pytester, results: 
     lines = read_lines(results)
     assert len(of_type(lines, "start")) == 1
     assert of_type(lines, "collection")[0]["selected"] == 11
+    assert len(of_type(lines, "test_start")) == 11  # the controller hears of every start
     tests = by_name(lines)
     assert len(tests) == 11
     assert tests["test_m"]["markers"] == ["slow"]
