@@ -201,6 +201,8 @@ class PeakMemory:
         self.method: str | None = None
         self._start: int | None = None
         self._status = proc_self + "/status"
+        self._status_fd: int | None = None
+        self._floor = 0
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._rusage_follows = True
         try:
@@ -212,11 +214,11 @@ class PeakMemory:
             self.method = "ru_maxrss" if _maxrss_bytes() is not None else "none"
 
     def close(self) -> None:
-        for fd in (self._clear_fd, self._statm_fd):
+        for fd in (self._clear_fd, self._statm_fd, self._status_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._clear_fd = self._statm_fd = None
+        self._clear_fd = self._statm_fd = self._status_fd = None
 
     def reset(self) -> None:
         if self.method == "vmhwm":
@@ -227,8 +229,11 @@ class PeakMemory:
                 self.method = "ru_maxrss"
             else:
                 mark = _maxrss_bytes()
-                # getrusage must now agree with the fresh mark, else read VmHWM itself.
+                # getrusage must now agree with the fresh mark, else read VmHWM itself: the
+                # kernel's process-wide maximum (set at exec, raised when a thread exits) is
+                # above it, and getrusage reports that ``floor`` until the test passes it.
                 self._rusage_follows = mark is not None and mark <= self._start + (1 << 20)
+                self._floor = mark or 0
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
         cuda = _cuda_in_use()
@@ -240,7 +245,9 @@ class PeakMemory:
     def read(self) -> dict[str, Any]:
         peak: int | None = None
         if self.method == "vmhwm":
-            peak = _maxrss_bytes() if self._rusage_follows else self._vmhwm()
+            peak = _maxrss_bytes()
+            if not self._rusage_follows and (peak is None or peak <= self._floor):
+                peak = self._vmhwm()  # under the floor: only VmHWM knows
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
@@ -259,14 +266,15 @@ class PeakMemory:
         }
 
     def _vmhwm(self) -> int | None:
+        """``VmHWM`` from ``/proc/self/status``, kept open and read with ``pread``."""
         try:
-            with open(self._status, encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
+            if self._status_fd is None:
+                self._status_fd = os.open(self._status, os.O_RDONLY)
+            data = os.pread(self._status_fd, 8192, 0)
+            at = data.index(b"VmHWM:") + 6
+            return int(data[at : data.index(b"kB", at)]) * 1024
+        except (OSError, ValueError):
             return None
-        return None
 
 
 def _cuda_in_use() -> Any:
