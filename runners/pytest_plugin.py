@@ -25,15 +25,16 @@ the failure text (at most 15 lines / ~2000 characters: its head and its last lin
 and xfails, the reason); ``message`` is the one-line crash message. ``test_start`` lines name the
 test now running, so a run killed on timeout still says which test hung.
 
-Records are kept in memory and serialised lazily: a daemon thread writes what has accumulated
-every ``FLUSH_INTERVAL_S`` (0.25 s) in one ``write(2)`` of whole lines (``O_APPEND``), so a tailing
-process sees progress within that time; the rest is written at session finish, at interpreter exit
-(``atexit``) and on ``SIGTERM`` (when the tests left its default action: the handler writes, then
-dies of the signal as before). While a test hangs, the thread still writes its ``test_start``
-line; only a hang that holds the GIL (a C loop that never releases it) keeps it in memory, and
-then the stacks (``SIGUSR1``, below) still name the test. ``SIGKILL`` loses at most the last
-0.25 s of lines. A forked child never writes its parent's records, and the thread is stopped
-across ``os.fork()`` (Python 3.12 warns when a process with threads forks).
+Records are kept in memory and serialised lazily, then written in one ``write(2)`` of whole
+lines (``O_APPEND``) when the next test starts -- so a test that kills the interpreter
+(``os._exit``, a segfault) or hangs, even holding the GIL, is named by its ``test_start`` -- and by
+a daemon thread every ``FLUSH_INTERVAL_S`` (0.25 s), so a tailing process sees the last test's
+line within that time while a session fixture's teardown runs long; the rest is written at
+session finish, at interpreter exit (``atexit``) and on ``SIGTERM`` (when the tests left its
+default action: the handler writes, then dies of the signal as before). ``SIGKILL`` loses at most
+the lines of the last 0.25 s since the last test started. A forked child never writes its
+parent's records, and the thread is stopped across ``os.fork()`` (Python 3.12 warns when a
+process with threads forks).
 ``SCHEDCTL_RESULTS_FLUSH_S`` overrides the interval (tests of the buffering use it).
 
 ``counts`` count items, one outcome each, where pytest's own summary counts phase reports: a test
@@ -653,6 +654,9 @@ class ResultsRecorder:
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
         """Measure the item's memory around all its phases, then queue its line."""
         self._buffer.put((time.time(), item.nodeid))  # its test_start line
+        # One write per test, at its start: earlier lines and this start are on disk before the
+        # test runs, so a test that kills the interpreter (os._exit, a segfault) is still named.
+        self._buffer.flush()
         probe = self._probe
         if probe is not None:
             probe.reset()

@@ -357,20 +357,26 @@ def test_lines_reach_the_file_while_the_session_runs(
     result.assert_outcomes(passed=2)
 
 
-def test_records_are_buffered_not_written_per_line(
+def test_lines_are_written_at_each_test_start_without_the_flusher(
     pytester: pytest.Pytester, results: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a long flush interval the lines stay in memory until the session ends (one write)."""
+    """With the flusher held off (600 s), a test still finds the earlier test's line and its own
+    start in the file: the queued lines are written, in one write, when a test starts."""
     monkeypatch.setenv("SCHEDCTL_RESULTS_FLUSH_S", "600")
     pytester.makepyfile(
         test_buffered="""
-        import os
+        import json, os
 
         def test_first():
             pass
 
-        def test_second_sees_nothing_yet():
-            assert os.path.getsize(os.environ["SCHEDCTL_RESULTS"]) == 0
+        def test_second():
+            with open(os.environ["SCHEDCTL_RESULTS"]) as fh:
+                kinds = [(l["type"], l.get("nodeid")) for l in map(json.loads, fh)]
+            assert kinds[-2:] == [
+                ("test", "test_buffered.py::test_first"),
+                ("test_start", "test_buffered.py::test_second"),
+            ]
         """
     )
     result = run(pytester)
@@ -434,19 +440,19 @@ class TestBuffering:
         monkeypatch.setenv("SCHEDCTL_RESULTS_FLUSH_S", "600")
 
     def test_sigterm_writes_the_buffered_lines_then_dies_of_it(
-        self,
-        never_flushed: None,
-        hanging: subprocess.Popen[bytes],
-        pytester: pytest.Pytester,
-        results: Path,
+        self, never_flushed: None, hanging: subprocess.Popen[bytes], results: Path
     ) -> None:
-        """With a 600 s interval nothing is written until SIGTERM; the handler writes it all."""
-        wait_for((pytester.path / "hung.mark").exists, 60, "the test to hang")
-        assert results.stat().st_size == 0  # still in memory: the interval holds
+        """SIGTERM while a test hangs: the handler writes what is queued, then the process dies
+        of the signal, as it did before the plugin had a handler."""
+        wait_for(
+            lambda: results.exists() and parse_jsonl(results).running == "test_hang.py::test_hangs",
+            60,
+            "the hanging test's test_start line in the results file",
+        )
         hanging.send_signal(signal.SIGTERM)
         assert hanging.wait(timeout=60) == -signal.SIGTERM
         parsed = parse_jsonl(results)
-        assert parsed.started and parsed.collected == 2
+        assert parsed.started and parsed.collected == 2 and parsed.exitstatus is None
         assert [t.nodeid for t in parsed.tests] == ["test_hang.py::test_done"]
         assert parsed.running == "test_hang.py::test_hangs"
 
@@ -454,7 +460,7 @@ class TestBuffering:
         self, never_flushed: None, pytester: pytest.Pytester, results: Path
     ) -> None:
         """No flusher thread exists while os.fork() runs (Python 3.12 warns of threads then);
-        the parent restarts it; the child's exit writes none of the parent's queued lines."""
+        the parent restarts it; the child's exit writes none of the parent's lines."""
         pytester.makeconftest(
             f"""
             import os, threading
@@ -472,14 +478,14 @@ class TestBuffering:
             test_fork=f"""
             import atexit, os, threading
             import conftest
+            import pytest
 
             def flushers():
                 return [t for t in threading.enumerate() if t.name == {FLUSHER_NAME!r}]
 
-            def test_first():
-                assert len(flushers()) == 1
-
-            def test_fork():
+            @pytest.fixture(scope="session", autouse=True)
+            def fork_after_the_last_test():
+                yield  # the last test's line is queued now (the interval is 600 s)
                 pid = os.fork()
                 if pid == 0:
                     atexit._run_exitfuncs()  # what a child's normal exit runs
@@ -487,6 +493,12 @@ class TestBuffering:
                 os.waitpid(pid, 0)
                 assert conftest.FLUSHERS_AT_FORK == [0]
                 assert len(flushers()) == 1 and flushers()[0].is_alive()
+
+            def test_first():
+                assert len(flushers()) == 1
+
+            def test_second():
+                pass
             """
         )
         result = run(pytester)
