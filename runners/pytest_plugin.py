@@ -1,4 +1,4 @@
-"""schedctl results plugin: one JSON line per test, written live.
+"""schedctl results plugin: one JSON line per test, in the file within a quarter of a second.
 
 This file is copied into a run's directory as ``schedctl_results.py`` and loaded with
 ``-p schedctl_results`` under whatever interpreter runs the tests (a project's venv, a container
@@ -6,8 +6,7 @@ with only python3 + pytest), so it imports nothing but the standard library and 
 on pytest 7, 8 and 9.
 
 It does nothing unless ``SCHEDCTL_RESULTS`` names an output file. Each line is one JSON object with
-``type`` and ``ts`` (epoch seconds); the file is flushed after every line so a tailing process sees
-progress live and a crash keeps what was written::
+``type`` and ``ts`` (epoch seconds, when the event happened)::
 
     {"type": "start", "pytest_version": str, "python": str, "pid": int}
     {"type": "collect_error", "nodeid": str, "longrepr": str}
@@ -31,6 +30,18 @@ progress live and a crash keeps what was written::
 the failure text (at most 15 lines / ~2000 characters: its head and its last lines; for skips
 and xfails, the reason); ``message`` is the one-line crash message. ``test_start`` lines name the
 test now running, so a run killed on timeout still says which test hung.
+
+Records are kept in memory and serialised lazily, then written in one ``write(2)`` of whole
+lines (``O_APPEND``) when the next test starts -- so a test that kills the interpreter
+(``os._exit``, a segfault) or hangs, even holding the GIL, is named by its ``test_start`` -- and by
+a daemon thread every ``FLUSH_INTERVAL_S`` (0.25 s), so a tailing process sees the last test's
+line within that time while a session fixture's teardown runs long; the rest is written at
+session finish, at interpreter exit (``atexit``) and on ``SIGTERM`` (when the tests left its
+default action: the handler writes, then dies of the signal as before). ``SIGKILL`` loses at most
+the lines of the last 0.25 s since the last test started. A forked child never writes its
+parent's records, and the thread is stopped across ``os.fork()`` (Python 3.12 warns when a
+process with threads forks).
+``SCHEDCTL_RESULTS_FLUSH_S`` overrides the interval (tests of the buffering use it).
 
 ``counts`` count items, one outcome each, where pytest's own summary counts phase reports: a test
 that passes and then fails in teardown is ``1 passed, 1 error`` to pytest and one ``error`` here.
@@ -59,10 +70,13 @@ CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
 
 If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
 are deselected. Reruns of failed tests use it: node ids never reach the command line.
+
+PYTEST_DONT_REWRITE -- the plugin has no asserts; pytest skips rewriting it (~10 ms per session).
 """
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import contextlib
 import faulthandler
@@ -70,10 +84,13 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Generator, Iterable
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -85,6 +102,13 @@ RECORDER_NAME = "schedctl-results-recorder"
 MARKERS_ATTR = "schedctl_markers"
 MEMORY_ATTR = "schedctl_memory"
 SELECT_ENV = "SCHEDCTL_SELECT"
+FLUSHER_NAME = "schedctl-results-flush"
+FLUSH_INTERVAL_S = 0.25
+"""The longest a line waits in memory before the flusher thread writes it."""
+FLUSH_ENV = "SCHEDCTL_RESULTS_FLUSH_S"
+"""Overrides ``FLUSH_INTERVAL_S`` (seconds, > 0); for tests of the buffering itself."""
+SIGTERM_FLUSH_WAIT_S = 1.0
+"""How long the SIGTERM handler waits for a write in progress before it dies without its lines."""
 
 OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 LONGREPR_MAX_LINES = 15
@@ -114,8 +138,20 @@ def excerpt(text: str) -> str:
 
 
 def marker_names(item: pytest.Item) -> list[str]:
-    """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own."""
-    return sorted({mark.name for mark in item.iter_markers()} - BUILTIN_MARKS)
+    """Sorted names of the marks on ``item`` (own, class and module level) minus pytest's own.
+
+    As ``item.iter_markers()``, with the names of the parents' marks kept on the parent: every
+    test of a module would otherwise walk the same chain again.
+    """
+    names = {mark.name for mark in item.own_markers}
+    parent = item.parent
+    if parent is not None:
+        inherited = parent.stash.get(PARENT_MARKS_KEY, None)
+        if inherited is None:
+            inherited = frozenset(mark.name for mark in parent.iter_markers())
+            parent.stash[PARENT_MARKS_KEY] = inherited
+        names |= inherited
+    return sorted(names - BUILTIN_MARKS)
 
 
 def project_markers(config: pytest.Config) -> list[str]:
@@ -178,13 +214,17 @@ def crash_message(report: pytest.TestReport) -> str | None:
     return lines[0] if lines else None
 
 
+try:
+    import resource
+except ImportError:  # not on POSIX
+    resource = None  # type: ignore[assignment]
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
+
+
 def _maxrss_bytes() -> int | None:
-    try:
-        import resource
-    except ImportError:  # not on POSIX
+    if resource is None:
         return None
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _MAXRSS_UNIT
 
 
 class PeakMemory:
@@ -200,6 +240,8 @@ class PeakMemory:
         self.method: str | None = None
         self._start: int | None = None
         self._status = proc_self + "/status"
+        self._status_fd: int | None = None
+        self._floor = 0
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._rusage_follows = True
         try:
@@ -211,11 +253,11 @@ class PeakMemory:
             self.method = "ru_maxrss" if _maxrss_bytes() is not None else "none"
 
     def close(self) -> None:
-        for fd in (self._clear_fd, self._statm_fd):
+        for fd in (self._clear_fd, self._statm_fd, self._status_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._clear_fd = self._statm_fd = None
+        self._clear_fd = self._statm_fd = self._status_fd = None
 
     def reset(self) -> None:
         if self.method == "vmhwm":
@@ -226,8 +268,11 @@ class PeakMemory:
                 self.method = "ru_maxrss"
             else:
                 mark = _maxrss_bytes()
-                # getrusage must now agree with the fresh mark, else read VmHWM itself.
+                # getrusage must now agree with the fresh mark, else read VmHWM itself: the
+                # kernel's process-wide maximum (set at exec, raised when a thread exits) is
+                # above it, and getrusage reports that ``floor`` until the test passes it.
                 self._rusage_follows = mark is not None and mark <= self._start + (1 << 20)
+                self._floor = mark or 0
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
         cuda = _cuda_in_use()
@@ -239,7 +284,9 @@ class PeakMemory:
     def read(self) -> dict[str, Any]:
         peak: int | None = None
         if self.method == "vmhwm":
-            peak = _maxrss_bytes() if self._rusage_follows else self._vmhwm()
+            peak = _maxrss_bytes()
+            if not self._rusage_follows and (peak is None or peak <= self._floor):
+                peak = self._vmhwm()  # under the floor: only VmHWM knows
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
@@ -258,14 +305,15 @@ class PeakMemory:
         }
 
     def _vmhwm(self) -> int | None:
+        """``VmHWM`` from ``/proc/self/status``, kept open and read with ``pread``."""
         try:
-            with open(self._status, encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
+            if self._status_fd is None:
+                self._status_fd = os.open(self._status, os.O_RDONLY)
+            data = os.pread(self._status_fd, 8192, 0)
+            at = data.index(b"VmHWM:") + 6
+            return int(data[at : data.index(b"kB", at)]) * 1024
+        except (OSError, ValueError):
             return None
-        return None
 
 
 def _cuda_in_use() -> Any:
@@ -280,8 +328,8 @@ def _cuda_in_use() -> Any:
         return None
 
 
-MEMORY_KEY = pytest.StashKey[PeakMemory]()
 MARKERS_KEY = pytest.StashKey[list[str]]()
+PARENT_MARKS_KEY = pytest.StashKey[frozenset[str]]()
 
 
 class Selection:
@@ -302,13 +350,29 @@ class Selection:
 
 @dataclass
 class ItemState:
-    """The phase reports of one test item, folded into its single outcome."""
+    """The phase reports of one test item, folded into its single outcome.
+
+    Built on the main thread; :meth:`record` runs on the flusher thread (lazily), reading only
+    what is final once the item is done: its reports, its item's marks, the memory read.
+    """
 
     nodeid: str
     reports: dict[str, pytest.TestReport] = field(default_factory=dict)
+    item: pytest.Item | None = None
+    """The item, when this process ran it (its marks are read from it); None under xdist."""
+    memory: dict[str, Any] | None = None
+    ts: float = 0.0
+    outcome: str = "error"
+    decided_by: pytest.TestReport | None = None
 
     def add(self, report: pytest.TestReport) -> None:
         self.reports[report.when or "call"] = report
+
+    def done(self) -> str:
+        """Stamp the time and decide the outcome (the main thread counts it)."""
+        self.ts = time.time()
+        self.outcome, self.decided_by = self.decisive()
+        return self.outcome
 
     def decisive(self) -> tuple[str, pytest.TestReport | None]:
         """The outcome and the report that decided it.
@@ -335,7 +399,8 @@ class ItemState:
         return "error", setup
 
     def record(self) -> dict[str, Any]:
-        outcome, report = self.decisive()
+        """The ``test`` line; after :meth:`done`."""
+        outcome, report = self.outcome, self.decided_by
         longrepr: str | None = None
         message: str | None = None
         if report is not None:
@@ -348,13 +413,17 @@ class ItemState:
                 message = crash_message(report)
         if outcome == "error" and "call" not in self.reports and "teardown" not in self.reports:
             longrepr = longrepr or "incomplete: the session ended before this test finished"
-        markers: list[str] = []
-        memory: dict[str, Any] = {}
-        for phase in self.reports.values():
-            markers = list(getattr(phase, MARKERS_ATTR, markers))
-            memory = dict(getattr(phase, MEMORY_ATTR, None) or memory)
+        if self.item is not None:  # this process ran it
+            markers = marker_names(self.item)
+            memory: dict[str, Any] = self.memory or {}
+        else:  # an xdist worker ran it and attached both to its reports
+            markers, memory = [], {}
+            for phase in self.reports.values():
+                markers = list(getattr(phase, MARKERS_ATTR, markers))
+                memory = dict(getattr(phase, MEMORY_ATTR, None) or memory)
         return {
             "type": "test",
+            "ts": self.ts,
             "nodeid": self.nodeid,
             "outcome": outcome,
             "when": report.when if report is not None else "setup",
@@ -369,40 +438,210 @@ class ItemState:
         }
 
 
-class _Utf8:
-    """Text in, one ``write(2)`` of UTF-8 bytes out (no buffer to flush)."""
+_json_str: Callable[[str], str] = getattr(json.encoder, "encode_basestring_ascii", json.dumps)
+"""A str as a JSON string, as ``json.dumps`` writes it (the C function, without the wrapper)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
 
-    def write(self, text: str) -> int:
-        return self._raw.write(text.encode("utf-8", "replace")) or 0
+def json_encoder() -> Callable[[dict[str, Any]], str]:
+    """``json.dumps(record, default=str)``, built once: CPython's C encoder when it is there and
+    agrees with the pure one on a sample, else the standard encoder."""
+    standard = json.JSONEncoder(default=str).encode
+    with contextlib.suppress(Exception):  # no C accelerator, or another signature
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_make_encoder,
+            encode_basestring_ascii,
+        )
 
-    def flush(self) -> None:
-        """Nothing is buffered."""
+        chunks = c_make_encoder(
+            None, str, encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+
+        def fast(record: dict[str, Any]) -> str:
+            return "".join(chunks(record, 0))
+
+        sample: dict[str, Any] = {"s": 'é\n"', "n": [1, 2.5, None, True], "o": {"x": object}}
+        if fast(sample) == standard(sample):
+            return fast
+    return standard
+
+
+class LineBuffer:
+    """Records in memory; whole JSON lines appended to ``fd`` by a flusher thread.
+
+    The main thread only appends to a deque (atomic under the GIL). :meth:`flush` serialises what
+    is queued and writes it in one ``write(2)``; the thread calls it every ``interval_s``, and the
+    recorder at session finish, ``atexit`` and ``SIGTERM``. A flush in a forked child writes
+    nothing: the records are its parent's.
+    """
+
+    def __init__(
+        self, fd: int, nonce: str | None = None, interval_s: float = FLUSH_INTERVAL_S
+    ) -> None:
+        self._fd: int | None = fd
+        self._nonce = nonce
+        self._interval_s = interval_s
+        # Lines not yet serialised: finished records, or items whose record is built lazily.
+        # ``(ts, nodeid)`` stands for a test_start line (the cheapest thing to queue per test).
+        self._queue: deque[dict[str, Any] | ItemState | tuple[float, str]] = deque()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._encode = json_encoder()
+        self._nonce_tail = f', "nonce": {json.dumps(nonce)}' if nonce else ""
+        self.write_error: OSError | None = None
+
+    def put(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> None:
+        self._queue.append(item)
+
+    def flush(self, timeout: float = -1) -> bool:
+        """Write every queued record; False when another flush held the lock past ``timeout``."""
+        if os.getpid() != self._pid:
+            return True
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            if self._fd is None:
+                return True
+            lines = []
+            queue = self._queue
+            while queue:
+                lines.append(self._line(queue.popleft()))
+            if lines:
+                self._write(("".join(lines)).encode("utf-8", "replace"))
+            return True
+        finally:
+            self._lock.release()
+
+    def _line(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> str:
+        if isinstance(item, tuple):
+            ts, nodeid = item
+            return (
+                f'{{"type": "test_start", "ts": {ts!r}, "nodeid": {_json_str(nodeid)}'
+                f"{self._nonce_tail}}}\n"
+            )
+        if isinstance(item, ItemState):
+            try:
+                record = item.record()
+            except Exception as exc:  # a report that cannot be read must not lose the others
+                record = {
+                    "type": "test",
+                    "ts": item.ts,
+                    "nodeid": item.nodeid,
+                    "outcome": item.outcome,
+                    "longrepr": f"schedctl: unreadable: {exc!r}",
+                }
+        else:
+            record = item
+        if self._nonce:
+            record["nonce"] = self._nonce
+        return self._encode(record) + "\n"
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and self._fd is not None:
+            try:
+                written = os.write(self._fd, view)
+            except InterruptedError:
+                continue
+            except OSError as exc:  # disk full: the run then lacks its session line
+                self.write_error = exc
+                return
+            view = view[written:]
+
+    # -- the flusher thread ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher thread (again after a fork); stopped by :meth:`stop`."""
+        if self._thread is not None or self._fd is None or os.getpid() != self._pid:
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name=FLUSHER_NAME, daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval_s):
+            self.flush()
+
+    def stop(self) -> bool:
+        """Stop the flusher thread; True when one was running."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return False
+        self._stop.set()
+        if thread is not threading.current_thread():
+            thread.join()
+        return True
+
+    def close(self) -> None:
+        self.stop()
+        self.flush()
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None and os.getpid() == self._pid:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def register_fork_hooks(self) -> None:
+        """Stop the thread across ``os.fork()`` and restart it in the parent; weakly held."""
+        if not hasattr(os, "register_at_fork"):
+            return
+        ref = weakref.ref(self)
+        restart = [False]
+
+        def before() -> None:
+            buffer = ref()
+            restart[0] = buffer is not None and buffer.stop()
+
+        def after_in_parent() -> None:
+            buffer = ref()
+            if buffer is not None and restart[0]:
+                buffer.start()
+
+        def after_in_child() -> None:
+            buffer = ref()
+            if buffer is not None:
+                buffer._thread = None
+                buffer._queue.clear()
+
+        os.register_at_fork(
+            before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
+        )
+
+
+try:  # pluggy >= 1.1: a new-style wrapper costs a plain generator, not a result object
+    _WRAPPER = pytest.hookimpl(wrapper=True)
+except TypeError:  # the pluggy of pytest 7 on older distributions
+    _WRAPPER = pytest.hookimpl(hookwrapper=True)
 
 
 class ResultsRecorder:
-    """Turns pytest's reports into JSON lines on ``stream``; registered as a plugin object."""
+    """Turns pytest's reports into JSON lines on ``buffer``; registered as a plugin object.
 
-    def __init__(self, stream: IO[str] | _Utf8, nonce: str | None = None) -> None:
-        self._stream = stream
-        self._nonce = nonce
+    ``probe`` is this process's memory probe when it runs the tests itself (no xdist); under
+    xdist the workers measure and attach their reads and marks to the reports.
+    """
+
+    def __init__(self, buffer: LineBuffer, probe: PeakMemory | None = None) -> None:
+        self._buffer = buffer
+        self._probe = probe
         self._pending: dict[str, ItemState] = {}
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._collect_errors = 0
         self._deselected = 0
         self._collection_written = False
+        self._in_protocol = False
         self._started = time.monotonic()
 
     def emit(self, record: dict[str, Any]) -> None:
-        line = {"type": record.pop("type"), "ts": time.time(), **record}
-        # One unbuffered write per line: a tailing process sees it at once, a crash keeps it.
-        if self._nonce:
-            line["nonce"] = self._nonce
-        self._stream.write(json.dumps(line, default=str) + "\n")
+        self._buffer.put({"type": record.pop("type"), "ts": time.time(), **record})
 
-    def pytest_sessionstart(self) -> None:
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if session.config.pluginmanager.hasplugin("dsession"):
+            # pytest-xdist: workers run the protocol; the controller learns of starts this way.
+            session.config.pluginmanager.register(WorkerStarts(self._buffer), "schedctl-starts")
         self.emit(
             {
                 "type": "start",
@@ -411,6 +650,7 @@ class ResultsRecorder:
                 "pid": os.getpid(),
             }
         )
+        self._buffer.start()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -454,19 +694,39 @@ class ResultsRecorder:
             }
         )
 
-    def pytest_runtest_logstart(self, nodeid: str) -> None:
-        self.emit({"type": "test_start", "nodeid": nodeid})
+    @_WRAPPER
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """Measure the item's memory around all its phases, then queue its line."""
+        self._buffer.put((time.time(), item.nodeid))  # its test_start line
+        # One write per test, at its start: earlier lines and this start are on disk before the
+        # test runs, so a test that kills the interpreter (os._exit, a segfault) is still named.
+        self._buffer.flush()
+        probe = self._probe
+        if probe is not None:
+            probe.reset()
+        self._in_protocol = True
+        try:
+            result = yield
+        finally:
+            self._in_protocol = False
+            state = self._pending.pop(item.nodeid, None)
+            if state is not None:
+                state.item = item
+                state.memory = probe.read() if probe is not None else None
+                self._finish(state)
+        return result  # new-style: the protocol's result; old-style: ignored
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        state = self._pending.setdefault(report.nodeid, ItemState(report.nodeid))
+        state = self._pending.get(report.nodeid)
+        if state is None:
+            state = self._pending[report.nodeid] = ItemState(report.nodeid)
         state.add(report)
-        if report.when == "teardown":
-            self._finish(self._pending.pop(report.nodeid))
+        if report.when == "teardown" and not self._in_protocol:
+            self._finish(self._pending.pop(report.nodeid))  # xdist: a worker ran it
 
     def _finish(self, state: ItemState) -> None:
-        record = state.record()
-        self._counts[record["outcome"]] += 1
-        self.emit(record)
+        self._counts[state.done()] += 1
+        self._buffer.put(state)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, exitstatus: int) -> None:
@@ -481,31 +741,44 @@ class ResultsRecorder:
                 "duration_s": round(time.monotonic() - self._started, 6),
             }
         )
+        self._buffer.stop()
+        self._buffer.flush()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Reset the memory high-water marks just before the test's setup."""
-    probe = item.config.stash.get(MEMORY_KEY, None)
-    if probe is not None:
-        probe.reset()
+class WorkerStarts:
+    """Under pytest-xdist, in the controller: a test_start line when a worker starts a test."""
+
+    def __init__(self, buffer: LineBuffer) -> None:
+        self._buffer = buffer
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._buffer.put((time.time(), nodeid))
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, Any, None]:
-    """Attach the item's marker names to each report and its peak memory to the teardown report
-    (pytest-xdist ships both to the controller)."""
-    outcome = yield
-    report = outcome.get_result()
-    markers = item.stash.get(MARKERS_KEY, None)
-    if markers is None:
-        markers = item.stash[MARKERS_KEY] = marker_names(item)
-    setattr(report, MARKERS_ATTR, markers)
-    probe = item.config.stash.get(MEMORY_KEY, None)
-    if probe is not None and call.when == "teardown":
-        setattr(report, MEMORY_ATTR, probe.read())
+class WorkerReports:
+    """In a pytest-xdist worker: each report carries its item's marks, the teardown report the
+    item's peak memory (xdist ships both to the controller, which writes the lines)."""
+
+    def __init__(self, probe: PeakMemory) -> None:
+        self._probe = probe
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Reset the memory high-water marks just before the test's setup."""
+        self._probe.reset()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        markers = item.stash.get(MARKERS_KEY, None)
+        if markers is None:
+            markers = item.stash[MARKERS_KEY] = marker_names(item)
+        setattr(report, MARKERS_ATTR, markers)
+        if call.when == "teardown":
+            setattr(report, MEMORY_ATTR, self._probe.read())
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -534,6 +807,46 @@ def register_stacks(config: pytest.Config) -> None:
     config.add_cleanup(cleanup)
 
 
+def flush_interval() -> float:
+    """``$SCHEDCTL_RESULTS_FLUSH_S`` when it is a positive number, else ``FLUSH_INTERVAL_S``."""
+    try:
+        value = float(os.environ.get(FLUSH_ENV, FLUSH_INTERVAL_S))
+    except ValueError:
+        return FLUSH_INTERVAL_S
+    return value if 0 < value < float("inf") else FLUSH_INTERVAL_S
+
+
+def flush_on_exit(config: pytest.Config, buffer: LineBuffer) -> None:
+    """Write the queued lines at interpreter exit and on SIGTERM, until the config's cleanup.
+
+    The SIGTERM handler is installed only over the default action, and ends the same way: the
+    default action restored and the signal raised again, so the process dies of it.
+    """
+    atexit.register(buffer.flush)
+    term = getattr(signal, "SIGTERM", None)
+    handler: Callable[[int, Any], None] | None = None
+    if (
+        term is not None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(term) == signal.SIG_DFL
+    ):
+
+        def handler(signum: int, frame: Any) -> None:
+            buffer.flush(timeout=SIGTERM_FLUSH_WAIT_S)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+        signal.signal(term, handler)
+
+    def cleanup() -> None:
+        atexit.unregister(buffer.flush)
+        if handler is not None and signal.getsignal(term) is handler:  # type: ignore[arg-type]
+            signal.signal(term, signal.SIG_DFL)  # type: ignore[arg-type]
+        buffer.close()
+
+    config.add_cleanup(cleanup)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Open the results file and wire JUnit XML; must run before junitxml's own configure."""
@@ -546,25 +859,29 @@ def pytest_configure(config: pytest.Config) -> None:
         except OSError as exc:
             raise pytest.UsageError(f"{SELECT_ENV}={select}: cannot read: {exc}") from exc
         config.pluginmanager.register(Selection(nodeids), "schedctl-select")
-    if os.environ.get(RESULTS_ENV):
-        probe = PeakMemory()  # workers measure; the controller writes
-        config.stash[MEMORY_KEY] = probe
-        config.add_cleanup(probe.close)
+    results = os.environ.get(RESULTS_ENV)
     if is_xdist_worker(config):
-        return  # the controller writes; workers only forward their reports
+        if results:  # workers measure; the controller writes
+            probe = PeakMemory()
+            config.add_cleanup(probe.close)
+            config.pluginmanager.register(WorkerReports(probe), "schedctl-worker-reports")
+        return
     junit = os.environ.get(JUNIT_ENV)
     if junit and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = junit
-    results = os.environ.get(RESULTS_ENV)
     nonce = os.environ.pop(NONCE_ENV, None)
     if not results:
         return
     try:
         directory = os.path.dirname(os.path.abspath(results))
         os.makedirs(directory, exist_ok=True)
-        # O_APPEND, unbuffered: each line is one write(2), so lines from a crash stay whole.
-        stream = open(results, "ab", buffering=0)  # noqa: SIM115
+        # O_APPEND: each flush is one write(2) of whole lines, below any earlier session's.
+        fd = os.open(results, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise pytest.UsageError(f"{RESULTS_ENV}={results}: cannot open: {exc}") from exc
-    config.pluginmanager.register(ResultsRecorder(_Utf8(stream), nonce), RECORDER_NAME)
-    config.add_cleanup(stream.close)
+    buffer = LineBuffer(fd, nonce, flush_interval())
+    buffer.register_fork_hooks()
+    flush_on_exit(config, buffer)
+    probe = PeakMemory()  # this process runs the tests (without xdist) and measures them
+    config.add_cleanup(probe.close)
+    config.pluginmanager.register(ResultsRecorder(buffer, probe), RECORDER_NAME)

@@ -251,3 +251,29 @@ def build_alerting(
         store, sinks.sinks, public_url=alerts.public_url, clock=clock, on_enqueued=worker.wake
     )
     return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry, review=review)
+
+
+def build_quarantine_expiry(
+    config: Config,
+    store: Store,
+    *,
+    session: requests.Session | None = None,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> QuarantineExpiry | None:
+    """The expiry check alone, for ``schedctl run`` without a daemon; ``None`` without sinks.
+
+    It claims and enqueues like the daemon's listener (one transaction each), so an expiry is
+    queued once whoever notices first; the daemon's delivery worker sends what it queued.
+    """
+    alerts = config.alerts
+    if not has_sinks(alerts):
+        return None
+    sinks = build_sinks(
+        alerts,
+        session=session or requests.Session(),
+        env=env,
+        clock=clock,
+        source=str(config.source_file or "<config>"),
+    )
+    return QuarantineExpiry(store, sinks.sinks, public_url=alerts.public_url, clock=clock)

@@ -119,7 +119,34 @@ def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
     record = outcome.get("record")
     if record is None:
         raise click.ClickException("the run did not produce a record (see the log above)")
+    _check_quarantines(app)
     _finish(run_summary(record), as_json)
+
+
+def _check_quarantines(app: AppContext) -> None:
+    """Queue the alert of every quarantine that has expired, as the daemon's listener does.
+
+    Without a daemon nobody else looks after this run; the store's claim makes the alert go out
+    once whichever process notices first, and the daemon's delivery worker sends it. A failure
+    here is logged and does not change the run's exit code.
+    """
+    import structlog
+
+    from scheduler.alerts.build import build_quarantine_expiry
+
+    try:
+        expiry = build_quarantine_expiry(app.config, app.store)
+        if expiry is not None:
+            for row in expiry.check():
+                click.echo(
+                    f"quarantine of {row.nodeid} expired: alert queued for "
+                    f"{row.owner or 'its sinks'} (the daemon delivers it)",
+                    err=True,
+                )
+    except Exception as exc:  # the run's result stands; the next run or the daemon retries
+        structlog.get_logger("schedctl.cli").warning(
+            "quarantine_expiry_check_failed", error=str(exc)
+        )
 
 
 def _run_in_daemon(

@@ -123,8 +123,13 @@ class Renderer:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive: each reply is one ``write`` of head and body, on a socket with
+    ``TCP_NODELAY`` -- written in two parts, Nagle held the body back until the client's delayed
+    ACK of the head (~40 ms per scrape on a kept-alive connection)."""
+
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -144,11 +149,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(
         self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.log_request(status, len(body))
+        head = (
+            f"{self.protocol_version} {status} {self.responses[status][0]}\r\n"
+            f"Server: {self.version_string()}\r\n"
+            f"Date: {self.date_time_string()}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1")
+        self.wfile.write(head + body)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics_http", client=self.client_address[0], request=format % args)

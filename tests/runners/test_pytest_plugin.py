@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runners.pytest_plugin import CUT_MARKER, LONGREPR_MAX_CHARS, LONGREPR_MAX_LINES
+from runners.pytest_plugin import CUT_MARKER, FLUSHER_NAME, LONGREPR_MAX_CHARS, LONGREPR_MAX_LINES
+from scheduler.run.results import parse_jsonl
+from tests.waiting import wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -318,26 +324,188 @@ def test_collection_counts_deselected(pytester: pytest.Pytester, results: Path) 
     assert (collection["collected"], collection["selected"], collection["deselected"]) == (3, 1, 2)
 
 
-def test_lines_are_flushed_live(pytester: pytest.Pytester, results: Path) -> None:
-    """A later test reads the file mid-session and sees the earlier test's line."""
+def test_lines_reach_the_file_while_the_session_runs(
+    pytester: pytest.Pytester, results: Path
+) -> None:
+    """A later test polls the file mid-session and sees the earlier test's line and its own start.
+
+    The flusher thread writes them (every 0.25 s) while the main thread is still inside the test:
+    without it, nothing would reach the file before the session ends and the test would time out.
+    """
     pytester.makepyfile(
         test_live="""
-        import json, os
+        import json, os, time
 
         def test_first():
             pass
 
         def test_second_sees_first():
-            with open(os.environ["SCHEDCTL_RESULTS"]) as fh:
-                lines = [json.loads(line) for line in fh]
-            done = [l["nodeid"] for l in lines if l["type"] == "test"]
-            started = [l["nodeid"] for l in lines if l["type"] == "test_start"]
+            deadline = time.monotonic() + 30
+            while True:
+                with open(os.environ["SCHEDCTL_RESULTS"]) as fh:
+                    lines = [json.loads(line) for line in fh]
+                done = [l["nodeid"] for l in lines if l["type"] == "test"]
+                started = [l["nodeid"] for l in lines if l["type"] == "test_start"]
+                if started and started[-1] == "test_live.py::test_second_sees_first":
+                    break
+                assert time.monotonic() < deadline, "no line reached the file in 30 s"
+                time.sleep(0.02)
             assert done == ["test_live.py::test_first"]
-            assert started[-1] == "test_live.py::test_second_sees_first"
         """
     )
     result = run(pytester)
     result.assert_outcomes(passed=2)
+
+
+def test_lines_are_written_at_each_test_start_without_the_flusher(
+    pytester: pytest.Pytester, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the flusher held off (600 s), a test still finds the earlier test's line and its own
+    start in the file: the queued lines are written, in one write, when a test starts."""
+    monkeypatch.setenv("SCHEDCTL_RESULTS_FLUSH_S", "600")
+    pytester.makepyfile(
+        test_buffered="""
+        import json, os
+
+        def test_first():
+            pass
+
+        def test_second():
+            with open(os.environ["SCHEDCTL_RESULTS"]) as fh:
+                kinds = [(l["type"], l.get("nodeid")) for l in map(json.loads, fh)]
+            assert kinds[-2:] == [
+                ("test", "test_buffered.py::test_first"),
+                ("test_start", "test_buffered.py::test_second"),
+            ]
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    assert [line["type"] for line in read_lines(results)].count("test") == 2
+
+
+HANGING_MODULE = """
+import os, pathlib, threading
+
+def test_done():
+    pass
+
+def test_hangs():
+    pathlib.Path(os.environ["HANG_MARK"]).write_text("hung")
+    threading.Event().wait()
+"""
+
+
+class TestBuffering:
+    """Lines wait in memory at most the flush interval; a hang, SIGTERM or fork loses none."""
+
+    @pytest.fixture
+    def hanging(
+        self, pytester: pytest.Pytester, results: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        pytester.makepyfile(test_hang=HANGING_MODULE)
+        monkeypatch.setenv("HANG_MARK", str(pytester.path / "hung.mark"))
+        env = {**os.environ, "PYTHONPATH": str(pytester.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", *PLUGIN_ARGS, "test_hang.py"],
+            cwd=pytester.path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        yield proc
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+
+    def test_a_hanging_tests_start_line_is_written_while_it_hangs(
+        self, hanging: subprocess.Popen[bytes], results: Path
+    ) -> None:
+        """The flusher thread writes the hung test's start; SIGKILL then keeps every line."""
+        wait_for(
+            lambda: results.exists() and parse_jsonl(results).running == "test_hang.py::test_hangs",
+            60,
+            "the hanging test's test_start line in the results file",
+        )
+        hanging.kill()
+        assert hanging.wait(timeout=60) == -signal.SIGKILL
+        parsed = parse_jsonl(results)
+        assert parsed.started and parsed.exitstatus is None
+        done = [(t.nodeid, t.outcome) for t in parsed.tests]
+        assert done == [("test_hang.py::test_done", "passed")]
+        assert parsed.running == "test_hang.py::test_hangs"
+
+    @pytest.fixture
+    def never_flushed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SCHEDCTL_RESULTS_FLUSH_S", "600")
+
+    def test_sigterm_writes_the_buffered_lines_then_dies_of_it(
+        self, never_flushed: None, hanging: subprocess.Popen[bytes], results: Path
+    ) -> None:
+        """SIGTERM while a test hangs: the handler writes what is queued, then the process dies
+        of the signal, as it did before the plugin had a handler."""
+        wait_for(
+            lambda: results.exists() and parse_jsonl(results).running == "test_hang.py::test_hangs",
+            60,
+            "the hanging test's test_start line in the results file",
+        )
+        hanging.send_signal(signal.SIGTERM)
+        assert hanging.wait(timeout=60) == -signal.SIGTERM
+        parsed = parse_jsonl(results)
+        assert parsed.started and parsed.collected == 2 and parsed.exitstatus is None
+        assert [t.nodeid for t in parsed.tests] == ["test_hang.py::test_done"]
+        assert parsed.running == "test_hang.py::test_hangs"
+
+    def test_fork_stops_the_flusher_and_the_child_writes_nothing(
+        self, never_flushed: None, pytester: pytest.Pytester, results: Path
+    ) -> None:
+        """No flusher thread exists while os.fork() runs (Python 3.12 warns of threads then);
+        the parent restarts it; the child's exit writes none of the parent's lines."""
+        pytester.makeconftest(
+            f"""
+            import os, threading
+
+            FLUSHERS_AT_FORK = []
+
+            def after_in_parent():  # registered before the plugin's hook: runs before it
+                names = [t.name for t in threading.enumerate() if t.is_alive()]
+                FLUSHERS_AT_FORK.append(names.count({FLUSHER_NAME!r}))
+
+            os.register_at_fork(after_in_parent=after_in_parent)
+            """
+        )
+        pytester.makepyfile(
+            test_fork=f"""
+            import atexit, os, threading
+            import conftest
+            import pytest
+
+            def flushers():
+                return [t for t in threading.enumerate() if t.name == {FLUSHER_NAME!r}]
+
+            @pytest.fixture(scope="session", autouse=True)
+            def fork_after_the_last_test():
+                yield  # the last test's line is queued now (the interval is 600 s)
+                pid = os.fork()
+                if pid == 0:
+                    atexit._run_exitfuncs()  # what a child's normal exit runs
+                    os._exit(0)
+                os.waitpid(pid, 0)
+                assert conftest.FLUSHERS_AT_FORK == [0]
+                assert len(flushers()) == 1 and flushers()[0].is_alive()
+
+            def test_first():
+                assert len(flushers()) == 1
+
+            def test_second():
+                pass
+            """
+        )
+        result = run(pytester)
+        result.assert_outcomes(passed=2)
+        kinds = [line["type"] for line in read_lines(results)]
+        assert kinds.count("start") == 1
+        assert kinds.count("test_start") == kinds.count("test") == 2
 
 
 def test_session_cut_mid_test_reports_the_test(pytester: pytest.Pytester, results: Path) -> None:
@@ -443,6 +611,7 @@ def test_xdist_controller_writes_every_test(pytester: pytest.Pytester, results: 
     lines = read_lines(results)
     assert len(of_type(lines, "start")) == 1
     assert of_type(lines, "collection")[0]["selected"] == 11
+    assert len(of_type(lines, "test_start")) == 11  # the controller hears of every start
     tests = by_name(lines)
     assert len(tests) == 11
     assert tests["test_m"]["markers"] == ["slow"]

@@ -9,11 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scheduler.alerts.quarantine import QuarantineExpiry
+from scheduler.config import load_config
+from scheduler.store import Store
+from scheduler.store.engine import QuarantineRow
 from tests.conftest import SCHEDCTL, SUITE, tier
 from tests.waiting import wait_for
 
@@ -258,3 +263,39 @@ def test_json_errors_are_json_too(write_config: Callable[..., Path]) -> None:
     code, result = run_json(config, "nightly")
     assert code == 2 and result["exit_code"] == 2
     assert "unknown tier 'nightly'" in result["error"]
+
+
+def test_plain_run_alerts_an_expired_quarantine_once(write_config: Callable[..., Path]) -> None:
+    """Without a daemon, `schedctl run` queues the expiry alert; a second run and the daemon's
+    listener afterwards find it claimed and queue nothing more."""
+    config_path = write_config(
+        tiers={"hourly": tier()},
+        alerts={"webhooks": [{"name": "lab", "url": "http://127.0.0.1:9/hook"}]},
+    )
+    config = load_config(config_path)
+    store = Store(config.db_path)
+    now = datetime.now(timezone.utc)
+    nodeid = "tests/test_x.py::test_slowpoke"
+    store.quarantine_add(
+        QuarantineRow(
+            nodeid,
+            "hangs on CI",
+            now - timedelta(days=14),
+            owner="@bob",
+            expires_at=now - timedelta(hours=1),
+        )
+    )
+
+    def queued() -> list[str]:
+        return [r.fingerprint for r in store.outbox_rows() if r.fingerprint.startswith("quar")]
+
+    first = schedctl(config_path, "run", "hourly", "--json")
+    assert first.returncode == 0, first.stderr
+    assert f"quarantine of {nodeid} expired: alert queued for @bob" in first.stderr
+    assert len(queued()) == 1
+    (row,) = store.quarantine_list()
+    assert row.expiry_alerted_at is not None
+    second = schedctl(config_path, "run", "hourly", "--json")
+    assert second.returncode == 0 and "quarantine of" not in second.stderr
+    assert QuarantineExpiry(store, []).check() == []  # the daemon's listener: already claimed
+    assert len(queued()) == 1

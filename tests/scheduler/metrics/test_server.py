@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import sqlite3
 import threading
@@ -150,6 +151,33 @@ class TestEndpoints:
         for thread in threads:
             thread.join()
         assert results == [200] * 8
+
+    def test_keep_alive_client_scrapes_many_times_on_one_connection(
+        self, service: MetricsService, store: Store
+    ) -> None:
+        """A kept-alive client (as Prometheus is) gets every reply, 404s included, on one socket."""
+        service.start(FakeDaemon(store))
+        assert service.server is not None
+        conn = http.client.HTTPConnection("127.0.0.1", service.server.port, timeout=10)
+        try:
+            conn.connect()
+            sock = conn.sock
+            local = sock.getsockname()
+            replies = []
+            for path in ("/metrics", "/healthz", "/metrics", "/nope", "/readyz", "/metrics"):
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                assert response.getheader("Content-Length") == str(len(body))
+                replies.append((path, response.status, body))
+                assert conn.sock is sock and sock.getsockname() == local  # not reopened
+        finally:
+            conn.close()
+        assert [status for _, status, _ in replies] == [200, 200, 200, 404, 200, 200]
+        for path, _, body in replies:
+            if path == "/metrics":
+                names = {f.name for f in text_string_to_metric_families(body.decode())}
+                assert "schedctl_store_up" in names
 
 
 class TestLifecycle:
