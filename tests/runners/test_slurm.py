@@ -106,7 +106,7 @@ def _config(tmp_path: Path, project: Path, state: str = "state", **top: Any) -> 
             "gpu-b": t("gpu_hold", gpus=1, tag="b"),
             "gpu-c": t("gpu_hold", gpus=1, tag="c"),
         },
-        "daemon": {"metrics_address": None, "grace": 2},
+        "daemon": {"metrics_address": None, "web_address": None, "grace": 2},
     }
     data.update(top)
     return config_from_mapping(data, source=str(tmp_path / "config.yaml"))

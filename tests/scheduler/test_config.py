@@ -145,7 +145,7 @@ def test_bad_listen_address_names_the_key(tmp_path: Path, address: str) -> None:
 def test_listen_address_may_be_off_or_ipv6(tmp_path: Path) -> None:
     """null disables the metrics listener; [::1]:9464 is accepted."""
     data = minimal()
-    data["daemon"] = {"metrics_address": None, "api": {"tcp": "[::1]:9464"}}
+    data["daemon"] = {"metrics_address": None, "web_address": None, "api": {"tcp": "[::1]:9464"}}
     config = load_config(write(tmp_path, data))
     assert config.daemon.metrics_address is None and config.daemon.api.tcp == "[::1]:9464"
 

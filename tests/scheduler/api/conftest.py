@@ -54,7 +54,7 @@ def start(
     def make(
         *, token: str | None = TOKEN, duration_s: float = 0.0, tcp: bool = True, **top: Any
     ) -> Harness:
-        daemon_cfg: dict[str, Any] = {"metrics_address": None, "grace": 1}
+        daemon_cfg: dict[str, Any] = {"metrics_address": None, "web_address": None, "grace": 1}
         if tcp:
             daemon_cfg["api"] = {"tcp": f"127.0.0.1:{free_port()}"}
         config = make_config(

@@ -36,7 +36,7 @@ def assemble(tmp_path: Path, **extra: Any) -> dict[str, Any]:
         "runner": "local",
         "local": {"allow_root": True},
         "project": {"path": str(SUITE)},
-        "daemon": {"metrics_address": None},
+        "daemon": {"metrics_address": None, "web_address": None},
         "tiers": {"hourly": {"schedule": "15 * * * *", "timeout": 60, "markers": "hourly"}},
         **extra,
     }

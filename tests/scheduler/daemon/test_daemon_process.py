@@ -139,7 +139,7 @@ def daemons(tmp_path: Path, write_config: Callable[..., Path]) -> Iterator[Daemo
             "hourly": tier(markers="hourly", misfire_grace=1),
             "slow": tier(schedule=None, markers="sleepy", timeout=120),
         },
-        daemon={"metrics_address": None, "grace": 2},
+        daemon={"metrics_address": None, "web_address": None, "grace": 2},
     )
     d = Daemons(config)
     yield d

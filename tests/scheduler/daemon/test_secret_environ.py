@@ -53,7 +53,7 @@ def test_local_tier_cannot_see_the_daemons_secrets(
     config = write_config(
         project=root,
         tiers={"snoop": {"schedule": None, "timeout": 120}},
-        daemon={"metrics_address": None, "grace": 2},
+        daemon={"metrics_address": None, "web_address": None, "grace": 2},
         alerts={"webhooks": [{"url_env": "HOOK_URL", "secret_env": "HOOK_SECRET"}]},
     )
     secrets = {"SCHEDCTL_API_TOKEN": API_TOKEN, "HOOK_URL": WEBHOOK_URL, "HOOK_SECRET": HMAC_SECRET}

@@ -109,7 +109,7 @@ def boxes(
             "slow": tier(markers="slowish", timeout=120),
         },
         "store": {"url": pg_url, "heartbeat": 1, "host_timeout": 6},
-        "daemon": {"metrics_address": None, "grace": 2},
+        "daemon": {"metrics_address": None, "web_address": None, "grace": 2},
         "alerts": {"webhooks": [{"name": "lab", "url": httpserver.url_for("/hook")}]},
     }
     pair = (

@@ -67,7 +67,7 @@ def test_slurm_collection_and_hourly_run_follow_the_catalog(tmp_path: Path) -> N
         "slurm": {"shared_dir": str(tmp_path / "slurm-runs")},
         "project": {"path": str(project)},
         "tiers": {"hourly": tier(schedule=None, markers="hourly", memory="256m", timeout=120)},
-        "daemon": {"metrics_address": None, "grace": 2},
+        "daemon": {"metrics_address": None, "web_address": None, "grace": 2},
     }
     config = config_from_mapping(data, source=str(tmp_path / "config.yaml"))
     factory = RunnerFactory(instance=instance_of(config.state_dir))

@@ -29,7 +29,7 @@ class TestWiring:
 
     def test_metrics_address_null_serves_nothing(self, make_config: Callable[..., Config]) -> None:
         """daemon.metrics_address: null leaves the endpoint out."""
-        config = make_config(daemon={"metrics_address": None})
+        config = make_config(daemon={"metrics_address": None, "web_address": None})
         store = Store(config.db_path)
         services = build_services(config, store, build_dispatcher(config, store))
         assert not any(isinstance(s, MetricsService) for s in services)
