@@ -236,6 +236,30 @@ def _commit(run_id: int, window: dict[int, tuple[str, str | None, Any]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
 
 
+def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) -> sa.Select[Any]:
+    """PostgreSQL: per test of ``test_ids``, its newest ``limit`` final, not skipped results
+    from ``from_run_id`` on (run id, duration), newest first within each test."""
+    r = test_results.c
+    wanted = sa.select(tests.c.id).where(tests.c.id.in_(list(test_ids))).subquery()
+    newest = (
+        sa.select(r.run_id, r.duration_s)
+        .where(
+            r.test_id == wanted.c.id,
+            r.run_id >= from_run_id,
+            r.final.is_(True),
+            r.outcome != "skipped",
+        )
+        .order_by(r.run_id.desc())
+        .limit(limit)
+        .lateral()
+    )
+    return (
+        sa.select(wanted.c.id, newest.c.run_id, newest.c.duration_s)
+        .select_from(wanted.join(newest, sa.true()))
+        .order_by(wanted.c.id, newest.c.run_id.desc())
+    )
+
+
 def _quarantine(row: Any) -> QuarantineRow:
     return QuarantineRow(
         nodeid=row["nodeid"],
@@ -424,6 +448,15 @@ class HistoryQueries(QueryBase):
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+            if dialect.is_postgres(conn) and ids:
+                # One statement (a LATERAL join: each test's newest rows of
+                # ix_test_results_history) instead of a round trip per test.
+                rows = fetch(conn, _durations_lateral(list(ids.values()), from_run_id, limit))
+                nodeid_of = {i: n for n, i in ids.items()}
+                for test_id, run_id, duration in rows:
+                    if run_id in window:
+                        out[nodeid_of[test_id]].append(float(duration or 0.0))
+                return out
             statement = Statement(conn, query)
             for nodeid, test_id in ids.items():
                 rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
