@@ -9,6 +9,7 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -236,6 +237,30 @@ def _commit(run_id: int, window: dict[int, tuple[str, str | None, Any]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
 
 
+def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) -> sa.Select[Any]:
+    """PostgreSQL: per test of ``test_ids``, its newest ``limit`` final, not skipped results
+    from ``from_run_id`` on (run id, duration), newest first within each test."""
+    r = test_results.c
+    wanted = sa.select(tests.c.id).where(tests.c.id.in_(list(test_ids))).subquery()
+    newest = (
+        sa.select(r.run_id, r.duration_s)
+        .where(
+            r.test_id == wanted.c.id,
+            r.run_id >= from_run_id,
+            r.final.is_(True),
+            r.outcome != "skipped",
+        )
+        .order_by(r.run_id.desc())
+        .limit(limit)
+        .lateral()
+    )
+    return (
+        sa.select(wanted.c.id, newest.c.run_id, newest.c.duration_s)
+        .select_from(wanted.join(newest, sa.true()))
+        .order_by(wanted.c.id, newest.c.run_id.desc())
+    )
+
+
 def _quarantine(row: Any) -> QuarantineRow:
     return QuarantineRow(
         nodeid=row["nodeid"],
@@ -373,7 +398,9 @@ class HistoryQueries(QueryBase):
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
         nodeid_of = {i: n for n, i in ids.items()}
         seen: dict[str, dict[int, int]] = {}
+        failing: dict[str, list[int]] = {}
         per_run: dict[int, int] = {}
+        bad: list[int] = []
         current = None
         # Rows come by test, then run (the table's order): one dict per test, no lookups.
         for test_id, run_id, bit in found:
@@ -381,25 +408,33 @@ class HistoryQueries(QueryBase):
                 if test_id != current:
                     current = test_id
                     per_run = seen.setdefault(nodeid_of[test_id], {})
+                    bad = failing.setdefault(nodeid_of[test_id], [])
                 per_run[run_id] = per_run.get(run_id, 0) | bit
+                if bit & _BAD:
+                    bad.append(run_id)
+        # The window's runs by commit, once: a test's runs at its failing commits are then
+        # looked up, not found by walking each of its runs.
+        runs_at: dict[str, list[int]] = {}
+        for run_id in window:
+            runs_at.setdefault(_commit(run_id, window), []).append(run_id)
         rows: list[AttemptRow] = []
         for nodeid, per_run in seen.items():
             ordered = sorted(per_run)
-            bad = [run_id for run_id in ordered if per_run[run_id] & _BAD]
-            bad_commits = {_commit(run_id, window) for run_id in bad}
-            after = {
-                ordered[k + 1] for k, run_id in enumerate(ordered[:-1]) if per_run[run_id] & _BAD
-            }
-            for run_id in ordered:
-                keep = run_id == ordered[0] or per_run[run_id] & _BAD or run_id in after
-                if keep or _commit(run_id, window) in bad_commits:
-                    run_tier, sha, _ = window[run_id]
-                    rows += [
-                        AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
-                        for bit, outcome in _OUTCOME_OF_BIT
-                        if per_run[run_id] & bit
-                        and not (bit != _FLAKY and per_run[run_id] & _FLAKY)
-                    ]
+            keep = {ordered[0]}
+            for run_id in failing.get(nodeid, ()):
+                keep.add(run_id)
+                after = bisect.bisect_right(ordered, run_id)
+                if after < len(ordered):
+                    keep.add(ordered[after])  # it ends a failing stretch, or goes on with it
+            for commit in {_commit(run_id, window) for run_id in failing.get(nodeid, ())}:
+                keep.update(run_id for run_id in runs_at[commit] if run_id in per_run)
+            for run_id in sorted(keep):
+                run_tier, sha, _ = window[run_id]
+                rows += [
+                    AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
+                    for bit, outcome in _OUTCOME_OF_BIT
+                    if per_run[run_id] & bit and not (bit != _FLAKY and per_run[run_id] & _FLAKY)
+                ]
         return rows, {nodeid: len(per_run) for nodeid, per_run in seen.items()}
 
     def recent_durations(
@@ -424,6 +459,15 @@ class HistoryQueries(QueryBase):
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+            if dialect.is_postgres(conn) and ids:
+                # One statement (a LATERAL join: each test's newest rows of
+                # ix_test_results_history) instead of a round trip per test.
+                rows = fetch(conn, _durations_lateral(list(ids.values()), from_run_id, limit))
+                nodeid_of = {i: n for n, i in ids.items()}
+                for test_id, run_id, duration in rows:
+                    if run_id in window:
+                        out[nodeid_of[test_id]].append(float(duration or 0.0))
+                return out
             statement = Statement(conn, query)
             for nodeid, test_id in ids.items():
                 rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)

@@ -7,6 +7,8 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import SCHEMA_VERSION, QuarantineRow, Store, TestResultRow
 
@@ -260,3 +262,16 @@ def test_store_at_schema_5_migrates_to_normalised_tests_without_losing_a_row(
                               TestResultRow("tests/brand_new.py::t", "failed", 2.0)],
                      outcome=Outcome.FAILED, finished_at=DAY + timedelta(days=12))  # fmt: skip
     assert db.execute("SELECT count(*) FROM tests").fetchone()[0] == 11
+
+
+def test_postgresql_keeps_a_covering_index_of_each_tests_history(store: Store) -> None:
+    """PostgreSQL's heap is in insertion (run) order: a test's history reads come from
+    ``ix_test_results_history`` instead. SQLite's table is clustered by test: no such index."""
+    indexes = {ix["name"]: ix for ix in sa.inspect(store.engine).get_indexes("test_results")}
+    if store.is_postgres:
+        found = indexes["ix_test_results_history"]
+        assert found["column_names"] == ["test_id", "run_id"]
+        include = found.get("include_columns") or found["dialect_options"]["postgresql_include"]
+        assert list(include) == ["outcome", "final", "duration_s"]
+    else:
+        assert "ix_test_results_history" not in indexes
