@@ -213,15 +213,9 @@ def build_alerting(
 ) -> Alerting | None:
     """Recorder + worker for the daemon; ``None`` when no sink is configured."""
     alerts = config.alerts
-    if not has_sinks(alerts):
+    sinks = _configured_sinks(config, session, env, clock)
+    if sinks is None:
         return None
-    sinks = build_sinks(
-        alerts,
-        session=session or requests.Session(),
-        env=env,
-        clock=clock,
-        source=str(config.source_file or "<config>"),
-    )
     delivery = alerts.delivery
     settings = settings or WorkerSettings(
         lease_s=delivery.lease,
@@ -253,6 +247,24 @@ def build_alerting(
     return Alerting(recorder=recorder, worker=worker, sinks=sinks, expiry=expiry, review=review)
 
 
+def _configured_sinks(
+    config: Config,
+    session: requests.Session | None,
+    env: Mapping[str, str] | None,
+    clock: Callable[[], datetime],
+) -> SinkSet | None:
+    """The configured sinks, each with its secrets; ``None`` when the config names none."""
+    if not has_sinks(config.alerts):
+        return None
+    return build_sinks(
+        config.alerts,
+        session=session or requests.Session(),
+        env=env,
+        clock=clock,
+        source=str(config.source_file or "<config>"),
+    )
+
+
 def build_quarantine_expiry(
     config: Config,
     store: Store,
@@ -267,13 +279,7 @@ def build_quarantine_expiry(
     queued once whoever notices first; the daemon's delivery worker sends what it queued.
     """
     alerts = config.alerts
-    if not has_sinks(alerts):
+    sinks = _configured_sinks(config, session, env, clock)
+    if sinks is None:
         return None
-    sinks = build_sinks(
-        alerts,
-        session=session or requests.Session(),
-        env=env,
-        clock=clock,
-        source=str(config.source_file or "<config>"),
-    )
     return QuarantineExpiry(store, sinks.sinks, public_url=alerts.public_url, clock=clock)

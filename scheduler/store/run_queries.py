@@ -126,13 +126,7 @@ class RunQueries(QueryBase):
         outcomes: Sequence[str] | None = None,
         before_id: int | None = None,
     ) -> list[RunRecord]:
-        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
-        if tier:
-            query = query.where(runs.c.tier == tier)
-        if outcomes:
-            query = query.where(runs.c.outcome.in_(list(outcomes)))
-        if before_id is not None:
-            query = query.where(runs.c.id < before_id)
+        query = _newest_runs(sa.select(runs), tier, limit, outcomes, before_id)
         with self.begin() as conn:
             return [RunRecord.from_row(r) for r in conn.execute(query).mappings()]
 
@@ -147,14 +141,8 @@ class RunQueries(QueryBase):
         ``schedctl runs --json`` lists up to 10,000 runs, and a frozen 33-field record per row
         (each datetime and JSON column through SQLAlchemy's processors) cost more than the query.
         """
-        query = sa.select(*(runs.c[name] for name in _RECORD_COLUMNS))
-        query = query.order_by(runs.c.id.desc()).limit(limit)
-        if tier:
-            query = query.where(runs.c.tier == tier)
-        if outcomes:
-            query = query.where(runs.c.outcome.in_(list(outcomes)))
-        if before_id is not None:
-            query = query.where(runs.c.id < before_id)
+        columns = sa.select(*(runs.c[name] for name in _RECORD_COLUMNS))
+        query = _newest_runs(columns, tier, limit, outcomes, before_id)
         with self.begin() as conn:
             found = fetch(conn, query)
         out = []
@@ -348,3 +336,21 @@ def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None)
         if outcome.is_test_failure:
             count += 1
     return count
+
+
+def _newest_runs(
+    query: sa.Select[Any],
+    tier: str | None,
+    limit: int,
+    outcomes: Sequence[str] | None,
+    before_id: int | None,
+) -> sa.Select[Any]:
+    """``query`` over ``runs``, newest first, filtered as ``schedctl runs`` filters."""
+    query = query.order_by(runs.c.id.desc()).limit(limit)
+    if tier:
+        query = query.where(runs.c.tier == tier)
+    if outcomes:
+        query = query.where(runs.c.outcome.in_(list(outcomes)))
+    if before_id is not None:
+        query = query.where(runs.c.id < before_id)
+    return query
