@@ -34,8 +34,13 @@ pytestmark = pytest.mark.slow
 
 EVERY_S = 4
 SLOW_S = 10
-PROJECT_TESTS = f"""
-import time, pytest
+
+
+def project_tests(hold: Path) -> str:
+    """The project's tests. The slow one runs SLOW_S and, while ``hold`` exists, on: the test
+    holds it open so the run whose daemon it kills is certainly still running at the kill."""
+    return f"""
+import os, time, pytest
 
 @pytest.mark.fast
 def test_flips():
@@ -44,8 +49,12 @@ def test_flips():
 
 @pytest.mark.slowish
 def test_sleeps():
-    time.sleep({SLOW_S})
+    end = time.monotonic() + {SLOW_S}
+    while time.monotonic() < end or os.path.exists({str(hold)!r}):
+        time.sleep(0.05)
 """
+
+
 PYTEST_INI = "[pytest]\nmarkers =\n    fast: quick\n    slowish: sleeps\n"
 
 
@@ -98,7 +107,7 @@ def boxes(
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     project = tmp_path / "project"
     project.mkdir()
-    (project / "test_things.py").write_text(PROJECT_TESTS)
+    (project / "test_things.py").write_text(project_tests(tmp_path / "hold"))
     (project / "pytest.ini").write_text(PYTEST_INI)
     data = {
         "runner": "local",
@@ -142,6 +151,8 @@ def test_two_daemons_one_store_each_slot_once_and_a_survivor(
     victim_run = wait_for(running_slow, 60, "a running slow run")
     assert victim_run is not None
     wait_for(lambda: _elapsed(started_at) > 40, 60, "40 s of both daemons")
+    hold = boxes[0].dir.parent / "hold"
+    hold.touch()  # a slow run now lasts until the kill, however loaded the machine
     victim_run = wait_for(running_slow, 60, "a running slow run to kill its owner during")
     assert victim_run is not None
     victim = next(b for b in boxes if b.host == victim_run.host)
@@ -150,6 +161,7 @@ def test_two_daemons_one_store_each_slot_once_and_a_survivor(
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
     killed_at = datetime.now(timezone.utc)
+    hold.unlink()
 
     # Phase 2: the survivor records the dead daemon's run interrupted, once, after the timeout.
     def interrupted() -> RunRecord | None:
