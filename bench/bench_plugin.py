@@ -1,19 +1,29 @@
 """The results plugin's cost on a suite of 1,000 trivial tests: bare pytest vs pytest with the
 plugin writing its JSON lines (with a nonce, as runs do) and measuring each test's peak memory.
 
-Both are run as whole pytest processes, as a user types them, interleaved in pairs; the figure is
-the median over pairs of the added CPU time (user + system of the whole process, all threads,
-from ``getrusage(RUSAGE_CHILDREN)``) -- on a loaded shared machine wall time measures the
-neighbours, CPU time measures the plugin, and pairing cancels the load's drift. Targets (issue
-22): <= 0.2 ms added per test and <= 3 % of the suite's time. Since the plugin buffers its lines
-(a flusher thread writes them every 0.25 s) it no longer pays two write(2) per test.
+Targets (issue 22): <= 0.2 ms added per test and <= 3 % of the suite's time.
 
-    python bench/bench_plugin.py [-n 11] [--tests 1000] [--strict]
+Two measurements, both CPU time (user + system), printed side by side:
+
+1. **Whole processes, as a user types them**: ``pytest`` with and without ``-p schedctl_results``,
+   interleaved in pairs; the added cost is the median of the pairs' differences. On a shared
+   2-core machine the spread of that difference (printed) is often larger than the 3 % it
+   measures, so it is a cross-check, not the judged figure.
+2. **The same added cost, measured where noise cancels** (judged): one pytest process runs the
+   suite's items through pytest's own ``pytest_runtest_protocol`` hook -- every plugin's hooks,
+   pluggy's dispatch, the terminal dots -- in alternating blocks with the plugin's recorder
+   registered and unregistered; the per-test figure is the difference of the blocks' minimum
+   CPU time per test (the cleanest block of each kind). The plugin's fixed cost (its import,
+   configure, session start and finish) is the whole-process difference of a 1-test suite
+   (minimum over runs). Share = (per test x tests + fixed) / the bare suite's whole-process CPU.
+
+    python bench/bench_plugin.py [-n 11] [--tests 1000] [--blocks 24] [--strict]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -24,65 +34,154 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.figures import figure  # noqa: E402
+
 TARGET_PER_TEST_MS = 0.2
 TARGET_SHARE = 0.03
+NONCE = "0123456789abcdef0123456789abcdef"
+
+# Loaded with -p into the measuring process: runs the items in blocks, with and without the
+# recorder, and writes the blocks' CPU seconds per test to $BLOCKS_OUT.
+BLOCK_LOOP = """
+import json, os, time
+import pytest
+
+RECORDER = "schedctl-results-recorder"
+
+
+class BlockLoop:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        manager = session.config.pluginmanager
+        recorder = manager.get_plugin(RECORDER)
+        if recorder is None:
+            raise pytest.UsageError("the results recorder is not registered")
+        items, size = session.items, int(os.environ["BLOCK_SIZE"])
+        blocks = int(os.environ["BLOCKS"])
+        times = {"with": [], "without": []}
+        for block in range(blocks):
+            order = ("with", "without") if block % 2 else ("without", "with")
+            for kind in order:
+                registered = manager.get_plugin(RECORDER) is not None
+                if kind == "with" and not registered:
+                    manager.register(recorder, RECORDER)
+                elif kind == "without" and registered:
+                    manager.unregister(recorder)
+                first = block * size % (len(items) - size + 1)
+                chunk = items[first : first + size]
+                start = time.process_time()
+                for i, item in enumerate(chunk):
+                    following = chunk[i + 1] if i + 1 < len(chunk) else None
+                    item.ihook.pytest_runtest_protocol(item=item, nextitem=following)
+                times[kind].append((time.process_time() - start) / len(chunk))
+        if manager.get_plugin(RECORDER) is None:
+            manager.register(recorder, RECORDER)
+        with open(os.environ["BLOCKS_OUT"], "w") as fh:
+            json.dump(times, fh)
+        return True
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(BlockLoop(), "schedctl-bench-blocks")
+"""
 
 
 def suite(directory: Path, tests: int) -> None:
     body = "".join(f"def test_{i}():\n    pass\n\n" for i in range(tests))
     (directory / "test_trivial.py").write_text(body)
+    (directory / "test_one.py").write_text("def test_one():\n    pass\n")
+    (directory / "schedctl_bench_blocks.py").write_text(BLOCK_LOOP)
     shutil.copyfile(ROOT / "runners" / "pytest_plugin.py", directory / "schedctl_results.py")
 
 
-def timed(directory: Path, plugin: bool) -> float:
+def cpu_of(
+    directory: Path, plugin: bool, module: str, extra: dict[str, str] | None = None
+) -> float:
     env = {**os.environ, "PYTHONPATH": str(directory), "PYTHONDONTWRITEBYTECODE": "1"}
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py"]
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", module]
     for name in ("SCHEDCTL_RESULTS", "SCHEDCTL_NONCE", "SCHEDCTL_STACKS_DIR", "SCHEDCTL_JUNIT"):
         env.pop(name, None)
+    results = directory / "results.jsonl"
     if plugin:
-        results = directory / "results.jsonl"
         results.unlink(missing_ok=True)
         env["SCHEDCTL_RESULTS"] = str(results)
-        env["SCHEDCTL_NONCE"] = "0123456789abcdef0123456789abcdef"
+        env["SCHEDCTL_NONCE"] = NONCE
         argv[3:3] = ["-p", "schedctl_results"]
+    if extra:
+        env.update(extra)
+        argv[3:3] = ["-p", "schedctl_bench_blocks"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(argv, cwd=directory, env=env, check=True, capture_output=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if plugin and sum(1 for _ in (directory / "results.jsonl").open()) < 2:
+    if plugin and sum(1 for _ in results.open()) < 2:
         raise SystemExit("the plugin wrote no results: the figure would measure nothing")
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def paired(directory: Path, module: str, n: int) -> tuple[list[float], list[float]]:
+    """CPU seconds of bare runs and the pairs' differences (plugin - bare), order alternated."""
+    bare, added = [], []
+    for i in range(n):
+        pair = (False, True) if i % 2 == 0 else (True, False)
+        times = {plugin: cpu_of(directory, plugin, module) for plugin in pair}
+        bare.append(times[False])
+        added.append(times[True] - times[False])
+    return bare, added
+
+
+def blocks(directory: Path, tests: int, count: int) -> dict[str, list[float]]:
+    out = directory / "blocks.json"
+    size = max(50, tests // 5)
+    cpu_of(
+        directory,
+        True,
+        "test_trivial.py",
+        {"BLOCK_SIZE": str(size), "BLOCKS": str(count), "BLOCKS_OUT": str(out)},
+    )
+    times: dict[str, list[float]] = json.loads(out.read_text())
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=11, help="pairs of runs")
+    parser.add_argument("-n", type=int, default=11, help="pairs of whole-process runs")
     parser.add_argument("--tests", type=int, default=1000)
+    parser.add_argument("--blocks", type=int, default=24, help="blocks of each kind, in-process")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         suite(directory, args.tests)
-        timed(directory, True)  # warm the page cache and the .pyc of pytest itself
-        bare, added = [], []
-        for i in range(args.n):
-            pair = (False, True) if i % 2 == 0 else (True, False)  # alternate the order
-            times = {plugin: timed(directory, plugin) for plugin in pair}
-            bare.append(times[False])
-            added.append(times[True] - times[False])
+        cpu_of(directory, True, "test_trivial.py")  # warm the page cache and pytest's .pyc
+        bare, added = paired(directory, "test_trivial.py", args.n)
+        one_bare, one_added = paired(directory, "test_one.py", args.n)
+        per_kind = blocks(directory, args.tests, args.blocks)
     base = statistics.median(bare)
-    extra = statistics.median(added)
-    per_test_ms = extra / args.tests * 1000
-    share = extra / base
+    whole = statistics.median(added)
+    spread = statistics.quantiles(added, n=4) if len(added) >= 2 else [whole, whole, whole]
+    per_test_s = min(per_kind["with"]) - min(per_kind["without"])
+    with_one = [x + b for x, b in zip(one_added, one_bare, strict=True)]
+    fixed_s = max(0.0, min(with_one) - min(one_bare))
+    share = (per_test_s * args.tests + fixed_s) / base
+    per_test_ms = per_test_s * 1000
+    print(f"suite: {args.tests} trivial tests; CPU time (user + system) of whole pytest processes")
+    print(f"  1. whole processes, {args.n} interleaved pairs: bare {base * 1000:.0f} ms, "
+          f"added {whole * 1000:+.0f} ms ({whole / base * 100:+.1f} %), the pairs' differences "
+          f"spread {spread[0] * 1000:+.0f} .. {spread[2] * 1000:+.0f} ms (quartiles)")  # fmt: skip
+    bare_us, with_us = (min(per_kind[k]) * 1e6 for k in ("without", "with"))
+    medians = " / ".join(f"{statistics.median(per_kind[k]) * 1e6:.0f}" for k in ("without", "with"))
+    print(f"  2. in one process, {args.blocks} alternating blocks each of "
+          f"{max(50, args.tests // 5)} tests through pytest's protocol: per test {bare_us:.0f} us "
+          f"bare, {with_us:.0f} us with the plugin (cleanest blocks; medians {medians} us); "
+          f"fixed cost {fixed_s * 1000:.1f} ms (1-test suite, best of the pairs)")  # fmt: skip
     ok_per_test = per_test_ms <= TARGET_PER_TEST_MS
     ok_share = share <= TARGET_SHARE
-    print(f"suite: {args.tests} trivial tests, {args.n} interleaved pairs of whole pytest "
-          "processes, CPU time (median; added = median of the pairs' differences)")  # fmt: skip
-    print(f"  bare pytest (baseline)  {base * 1000:8.1f} ms   "
-          f"with results plugin {(base + extra) * 1000:8.1f} ms")  # fmt: skip
-    print(f"added per test  {per_test_ms:7.3f} ms  baseline 0 (bare pytest)  "
-          f"target <= {TARGET_PER_TEST_MS} ms: {'OK' if ok_per_test else 'MISSED'}")  # fmt: skip
-    print(f"added share     {share * 100:7.2f} %   of bare {base * 1000:.0f} ms  "
-          f"target <= {TARGET_SHARE * 100:.0f} %: {'OK' if ok_share else 'MISSED'}")  # fmt: skip
+    figure("plugin: added CPU per trivial test", f"{per_test_ms:.3f} ms", "bare pytest",
+           f"<= {TARGET_PER_TEST_MS} ms", ok_per_test)  # fmt: skip
+    figure(f"plugin: added share of a {args.tests}-test suite", f"{share * 100:.2f} %",
+           f"{base * 1000:.0f} ms", f"<= {TARGET_SHARE * 100:.0f} %", ok_share)  # fmt: skip
     return 1 if args.strict and not (ok_per_test and ok_share) else 0
 
 

@@ -140,3 +140,83 @@ def test_select_file_runs_only_the_named_node_ids(
     result = run(pytester)
     result.assert_outcomes(passed=1, deselected=2)
     assert list(records_by_name(results)) == ["test_p[--help]"]
+
+
+KEEP_AND_FREE_MODULE = """
+KEPT = []
+
+def test_a_keeps_100_mb():
+    KEPT.append(b"k" * (100 * 2**20))
+
+def test_b_nothing_while_kept():
+    pass
+
+def test_c_transient_50_mb_while_kept():
+    data = b"t" * (50 * 2**20)
+    assert len(data)
+
+def test_d_frees():
+    KEPT.clear()
+
+def test_e_nothing_after_free():
+    pass
+"""
+
+
+def test_peaks_when_tests_keep_and_free_memory(pytester: pytest.Pytester, results: Path) -> None:
+    """The mark is reset only when it stands above the resident set: a test after one that kept
+    its memory (no reset needed) and a test after one that freed it (reset) both read near zero;
+    a transient allocation on top of kept memory reads as itself."""
+    pytester.makepyfile(test_keep=KEEP_AND_FREE_MODULE)
+    run(pytester).assert_outcomes(passed=5)
+    rows = {r.nodeid.rsplit("::", 1)[-1]: r for r in parse_jsonl(results).tests}
+    peak = {name: row.peak_rss_bytes for name, row in rows.items()}
+    assert all(value is not None for value in peak.values()), peak
+    assert abs(peak["test_a_keeps_100_mb"] - 100 * MIB) <= 10 * MIB, peak  # type: ignore[operator]
+    assert peak["test_b_nothing_while_kept"] < 5 * MIB, peak  # type: ignore[operator]
+    transient = peak["test_c_transient_50_mb_while_kept"]
+    assert abs(transient - 50 * MIB) <= 5 * MIB, peak  # type: ignore[operator]
+    assert peak["test_e_nothing_after_free"] < 5 * MIB, peak  # type: ignore[operator]
+
+
+def test_every_line_is_what_json_dumps_writes(pytester: pytest.Pytester, results: Path) -> None:
+    """Passing tests' lines are formatted by hand for speed: each must equal the standard
+    encoder's output of its own parsed object, odd node ids and markers included."""
+    pytester.makepyfile(
+        test_odd="""
+        import pytest
+
+        pytestmark = pytest.mark.module_mark
+
+        @pytest.mark.parametrize("x", ['q"uote', "back\\\\slash", "é ✓", "new\\nline"])
+        @pytest.mark.own_mark
+        def test_p(x):
+            pass
+
+        def test_plain():
+            pass
+
+        def test_unicodé():
+            pass
+
+        def test_fails():
+            assert "é" == "e"
+
+        @pytest.mark.skip(reason="sk\\"ip")
+        def test_skipped():
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=6, failed=1, skipped=1)
+    lines = results.read_text(encoding="utf-8").splitlines()
+    tests = [json.loads(line) for line in lines if '"type": "test"' in line]
+    assert len(tests) == 8
+    for line in lines:
+        assert line == json.dumps(json.loads(line), default=str), line
+    by_name = {t["nodeid"].split("::")[-1]: t for t in tests}
+    assert by_name["test_plain"]["markers"] == ["module_mark"]
+    assert by_name["test_unicodé"]["outcome"] == "passed"
+    assert any('q"uote' in t["nodeid"] for t in tests)
+    params = [t for t in tests if "test_p[" in t["nodeid"]]
+    assert len(params) == 4 and all(t["markers"] == ["module_mark", "own_mark"] for t in params)
