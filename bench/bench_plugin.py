@@ -133,7 +133,7 @@ def paired(directory: Path, module: str, n: int) -> tuple[list[float], list[floa
 
 def blocks(directory: Path, tests: int, count: int) -> dict[str, list[float]]:
     out = directory / "blocks.json"
-    size = max(50, tests // 5)
+    size = int(os.environ.get("BSIZE", max(50, tests // 5)))
     cpu_of(
         directory,
         True,

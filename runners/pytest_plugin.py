@@ -535,6 +535,9 @@ class LineBuffer:
         self._queue: deque[dict[str, Any] | ItemState | tuple[float, str]] = deque()
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._fork_hooks = False
+        """True once fork hooks mark a child (``_in_child``): no ``getpid`` per flush then."""
+        self._in_child = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._encode = json_encoder()
@@ -546,7 +549,7 @@ class LineBuffer:
 
     def flush(self, timeout: float = -1) -> bool:
         """Write every queued record; False when another flush held the lock past ``timeout``."""
-        if os.getpid() != self._pid:
+        if self._foreign():
             return True
         if not self._lock.acquire(timeout=timeout):
             return False
@@ -562,6 +565,30 @@ class LineBuffer:
             return True
         finally:
             self._lock.release()
+
+    def _foreign(self) -> bool:
+        """True in a forked child: the records are its parent's."""
+        return self._in_child or (not self._fork_hooks and os.getpid() != self._pid)
+
+    def start_test(self, nodeid: str) -> None:
+        """Write the queued lines and ``nodeid``'s test_start line in one ``write(2)``, now: once
+        it returns, a test that kills the interpreter is still named (:meth:`flush`, with the
+        line built in place -- this runs before every test)."""
+        line = (
+            f'{{"type": "test_start", "ts": {float.__repr__(time.time())}, '
+            f'"nodeid": {_json_str(nodeid)}{self._nonce_tail}}}\n'
+        )
+        if self._foreign():
+            return
+        with self._lock:
+            if self._fd is None:
+                return
+            queue = self._queue
+            if queue:
+                lines = [self._line(queue.popleft()) for _ in range(len(queue))]
+                lines.append(line)
+                line = "".join(lines)
+            self._write(line.encode("utf-8", "replace"))
 
     def _line(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> str:
         if isinstance(item, tuple):
@@ -641,6 +668,7 @@ class LineBuffer:
         """Stop the thread across ``os.fork()`` and restart it in the parent; weakly held."""
         if not hasattr(os, "register_at_fork"):
             return
+        self._fork_hooks = True
         ref = weakref.ref(self)
         restart = [False]
 
@@ -656,6 +684,7 @@ class LineBuffer:
         def after_in_child() -> None:
             buffer = ref()
             if buffer is not None:
+                buffer._in_child = True
                 buffer._thread = None
                 buffer._queue.clear()
 
@@ -753,11 +782,9 @@ class ResultsRecorder:
         """Measure the item's memory around all its phases, then queue its line."""
         state = ItemState(item.nodeid)
         state.item = item
-        buffer = self._buffer
-        buffer.put((time.time(), state.nodeid))  # its test_start line
         # One write per test, at its start: earlier lines and this start are on disk before the
         # test runs, so a test that kills the interpreter (os._exit, a segfault) is still named.
-        buffer.flush()
+        self._buffer.start_test(state.nodeid)
         probe = self._probe
         if probe is not None:
             probe.reset()
