@@ -13,11 +13,12 @@ Two measurements, both CPU time (user + system), printed side by side:
    suite's items through pytest's own ``pytest_runtest_protocol`` hook -- every plugin's hooks,
    pluggy's dispatch, the terminal dots -- in alternating blocks with the plugin's recorder
    registered and unregistered; the per-test figure is the difference of the blocks' minimum
-   CPU time per test (the cleanest block of each kind). The plugin's fixed cost (its import,
-   configure, session start and finish) is the whole-process difference of a 1-test suite
-   (minimum over runs). Share = (per test x tests + fixed) / the bare suite's whole-process CPU.
+   CPU time per test (the cleanest block of each kind; the blocks are short, so that many run
+   clean). The plugin's fixed cost (its import, configure, session start and finish) is the
+   whole-process difference of a 1-test suite (minimum over runs).
+   Share = (per test x tests + fixed) / the bare suite's whole-process CPU.
 
-    python bench/bench_plugin.py [-n 11] [--tests 1000] [--blocks 24] [--strict]
+    python bench/bench_plugin.py [-n 11] [--tests 1000] [--blocks 150] [--block-size 25] [--strict]
 """
 
 from __future__ import annotations
@@ -131,9 +132,8 @@ def paired(directory: Path, module: str, n: int) -> tuple[list[float], list[floa
     return bare, added
 
 
-def blocks(directory: Path, tests: int, count: int) -> dict[str, list[float]]:
+def blocks(directory: Path, size: int, count: int) -> dict[str, list[float]]:
     out = directory / "blocks.json"
-    size = int(os.environ.get("BSIZE", max(50, tests // 5)))
     cpu_of(
         directory,
         True,
@@ -148,7 +148,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=11, help="pairs of whole-process runs")
     parser.add_argument("--tests", type=int, default=1000)
-    parser.add_argument("--blocks", type=int, default=24, help="blocks of each kind, in-process")
+    parser.add_argument("--blocks", type=int, default=150, help="blocks of each kind, in-process")
+    parser.add_argument(
+        "--block-size", type=int, default=25, help="tests per block (short blocks: more clean ones)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +160,7 @@ def main() -> int:
         cpu_of(directory, True, "test_trivial.py")  # warm the page cache and pytest's .pyc
         bare, added = paired(directory, "test_trivial.py", args.n)
         one_bare, one_added = paired(directory, "test_one.py", args.n)
-        per_kind = blocks(directory, args.tests, args.blocks)
+        per_kind = blocks(directory, min(args.block_size, args.tests), args.blocks)
     base = statistics.median(bare)
     whole = statistics.median(added)
     spread = statistics.quantiles(added, n=4) if len(added) >= 2 else [whole, whole, whole]
@@ -173,8 +176,9 @@ def main() -> int:
     bare_us, with_us = (min(per_kind[k]) * 1e6 for k in ("without", "with"))
     medians = " / ".join(f"{statistics.median(per_kind[k]) * 1e6:.0f}" for k in ("without", "with"))
     print(f"  2. in one process, {args.blocks} alternating blocks each of "
-          f"{max(50, args.tests // 5)} tests through pytest's protocol: per test {bare_us:.0f} us "
-          f"bare, {with_us:.0f} us with the plugin (cleanest blocks; medians {medians} us); "
+          f"{min(args.block_size, args.tests)} tests through pytest's protocol: per test "
+          f"{bare_us:.0f} us bare, {with_us:.0f} us with the plugin "
+          f"(cleanest blocks; medians {medians} us); "
           f"fixed cost {fixed_s * 1000:.1f} ms (1-test suite, best of the pairs)")  # fmt: skip
     ok_per_test = per_test_ms <= TARGET_PER_TEST_MS
     ok_share = share <= TARGET_SHARE
