@@ -25,6 +25,7 @@ import abc
 import contextlib
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -412,11 +413,31 @@ def install_plugin(target_dir: Path) -> Path:
     (a project's venv, a container image) that cannot import ``runners``.
     """
     target_dir.mkdir(parents=True, exist_ok=True)
-    source = Path(__file__).with_name("pytest_plugin.py")
-    shutil.copyfile(source, target_dir / f"{PLUGIN_MODULE}.py")
+    _copy_module(Path(__file__).with_name("pytest_plugin.py"), target_dir, PLUGIN_MODULE)
     # The marker catalog plugin (loaded with -p schedctl_catalog when the project has a catalog).
-    shutil.copyfile(Path(__file__).with_name("catalog_plugin.py"), target_dir / CATALOG_PLUGIN)
+    _copy_module(Path(__file__).with_name("catalog_plugin.py"), target_dir, CATALOG_MODULE)
     return target_dir
+
+
+def _copy_module(source: Path, target_dir: Path, name: str) -> None:
+    """Copy ``source`` to ``target_dir/name.py``, with its bytecode where this package has it.
+
+    The copy keeps the source's mtime, so the package's own timestamp-checked ``.pyc`` is valid
+    for it too: an interpreter of the same version (the host's, or an image's) then loads the
+    plugin without compiling it (runs set ``PYTHONDONTWRITEBYTECODE``, so each would compile it
+    afresh). Any other interpreter finds no ``.pyc`` of its own tag and compiles as before.
+    """
+    copy = target_dir / f"{name}.py"
+    shutil.copyfile(source, copy)
+    stat = source.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    tag = sys.implementation.cache_tag
+    cached = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+    if tag is None or not cached.is_file():
+        return
+    with contextlib.suppress(OSError):  # bytecode is an optimisation; the source is there
+        (target_dir / "__pycache__").mkdir(exist_ok=True)
+        shutil.copyfile(cached, target_dir / "__pycache__" / f"{name}.{tag}.pyc")
 
 
 class BoundedLog:

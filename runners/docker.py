@@ -189,7 +189,7 @@ class DockerRunner(Runner):
         try:
             with _map_docker_errors(self.address):
                 result = self._run_container(container, spec, cancel, started, created_at)
-                provenance = {**self._provenance(client, image, image_name), **result.provenance}
+                provenance = {**self._provenance(image, image_name), **result.provenance}
                 provenance.update(container_id=container.id, container_name=container.name)
                 return dataclasses.replace(result, provenance=provenance)
         finally:
@@ -209,6 +209,8 @@ class DockerRunner(Runner):
             container.start()
             pump.start()
             exited = _wait_in_thread(container)
+            # Asked while the tests run rather than after them: one round trip off the run's end.
+            provenance: dict[str, Any] = {"docker_version": self._engine_version(container)}
             run = _ContainerRun(
                 container, exited, pump, self.address,
                 stop=lambda grace_s: self._stop(container, grace_s), remap=self._path_map(spec),
@@ -226,7 +228,6 @@ class DockerRunner(Runner):
                 Termination.OOM,
                 f"killed by the OOM killer (memory={spec.memory})",
             )
-        provenance: dict[str, Any] = {}
         if pump.first_output_at is not None:
             provenance["first_output_s"] = round(pump.first_output_at - created_at, 4)
         return RunResult(termination, exit_code, started, utcnow(), message, truncated, provenance)
@@ -352,14 +353,27 @@ class DockerRunner(Runner):
                 )
 
     @staticmethod
-    def _provenance(client: docker.DockerClient, image: Image, image_name: str) -> dict[str, Any]:
+    def _provenance(image: Image, image_name: str) -> dict[str, Any]:
         return {
             "runner": "docker",
             "image": image_name,
             "image_id": image.id,
             "repo_digests": list(image.attrs.get("RepoDigests") or []),
-            "docker_version": client.version().get("Version"),
         }
+
+    def _engine_version(self, container: Container) -> str | None:
+        """The engine's version for the run's provenance; ``None`` when it does not say.
+
+        Provenance only: an engine that fails to answer here is not the run's failure (the
+        supervision that follows notices an engine that is really gone).
+        """
+        try:
+            with _map_docker_errors(self.address):
+                version = container.client.version().get("Version")
+        except InfraError as exc:
+            self._log.warning("docker version unknown", error=str(exc))
+            return None
+        return str(version) if version is not None else None
 
     # -- ownership and orphans -------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ then SIGKILL after the grace; whatever the ending, no tagged process outlives th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -197,6 +199,7 @@ class _LocalRun:
         self.env = env
         self.log = log
         self.last_output_at = runner._clock()
+        self._exited = _exit_poller(proc.pid)
         self._pump = threading.Thread(target=self._copy_output, name="local-output", daemon=True)
         self._pump.start()
 
@@ -214,11 +217,23 @@ class _LocalRun:
             self.proc.stdout.close()
 
     def wait(self, timeout_s: float) -> bool:
+        if self.proc.poll() is not None:
+            return True
+        if self._exited is not None:
+            # Woken the moment the command exits (Popen.wait polls with sleeps of up to 50 ms).
+            self._exited.poll(max(0, math.ceil(timeout_s * 1000)))
+            return self.proc.poll() is not None
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return False
         return True
+
+    def close(self) -> None:
+        """Release the exit poller (the command has been reaped)."""
+        if self._exited is not None:
+            self._exited.close()
+            self._exited = None
 
     def pids(self) -> set[int]:
         return self.runner.run_pids(self.spec.run_id)
@@ -274,11 +289,45 @@ class _LocalRun:
             self._signal_everything(signal.SIGKILL, left)
             time.sleep(_KILL_PAUSE_S)
         self.proc.wait()
+        self.close()
 
     def _signal_everything(self, sig: signal.Signals, pids: set[int] | None = None) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
         _signal_pids(self.pids() if pids is None else pids, sig)
+
+
+class _ExitPoller:
+    """A pidfd of our child in a ``poll`` set: readable once the child has exited."""
+
+    def __init__(self, pidfd: int) -> None:
+        self._fd = pidfd
+        self._poll = select.poll()
+        self._poll.register(pidfd, select.POLLIN)
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` for the exit; whether it happened."""
+        try:
+            return bool(self._poll.poll(timeout_ms))
+        except InterruptedError:
+            return False
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _exit_poller(pid: int) -> _ExitPoller | None:
+    """An exit poller for child ``pid`` (Linux >= 5.3); ``None`` where pidfds are missing.
+
+    Safe against pid reuse: the child is ours and not yet reaped, so ``pid`` is still it.
+    """
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return _ExitPoller(opener(pid))
+    except OSError:
+        return None
 
 
 def _parent(proc_root: Path, pid: int) -> int | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -50,6 +52,24 @@ class ResultsTail:
                 self.done += 1
                 if record.get("outcome") in ("failed", "error"):
                     self.failed += 1
+
+
+class FedTail(ResultsTail):
+    """The progress counters, fed from a daemon's streamed results lines instead of a file."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(os.devnull))
+
+    def poll(self) -> None:
+        """Nothing to read: lines arrive through :meth:`feed`."""
+
+    def feed(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "collection":
+            self.collected = int(record.get("collected", 0))
+        elif record.get("type") == "test":
+            self.done += 1
+            if record.get("outcome") in ("failed", "error"):
+                self.failed += 1
 
 
 class ProgressView:

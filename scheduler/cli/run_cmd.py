@@ -7,25 +7,29 @@ in this process. Either way the exit code and the ``--json`` object are the same
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runners.base import StopRequest
-from scheduler.api.client import ApiClient, daemon_client
 from scheduler.api.payloads import run_summary
 from scheduler.cli.app import AppContext
-from scheduler.cli.output import console, emit_json, fmt_duration, line, styled
-from scheduler.cli.progress import ProgressView, ResultsTail
-from scheduler.daemon.assembly import build_dispatcher
+from scheduler.daemon.assembly import alert_sinks_configured, build_dispatcher
 from scheduler.kernel.errors import DaemonError, UsageError
-from scheduler.kernel.events import Event, RunQueued
+from scheduler.kernel.events import Event, RunQueued, RunStarted
 from scheduler.kernel.outcome import Outcome
 from scheduler.run.dispatch import RunRequest
 from scheduler.store.engine import RunRecord
+
+# The daemon's HTTP client (http.client), the progress bar and the console (rich) are imported
+# where they are used: a `schedctl run --json` without a daemon needs none of them.
+if TYPE_CHECKING:
+    from scheduler.api.client import ApiClient
+    from scheduler.cli.progress import ProgressView
+    from scheduler.config import Config
+    from scheduler.store.engine import QuarantineRow
 
 __all__ = ["run_command", "run_summary"]
 
@@ -67,7 +71,7 @@ def run_command(
     request = RunRequest(
         tier=tier, trigger="manual", ref=ref, markers=markers, timeout_s=timeout_s, runner=runner
     )
-    found = daemon_client(config)
+    found = _daemon(config)
     if found is not None:
         pid, client = found
         if runner is not None:
@@ -85,16 +89,29 @@ def run_command(
     _run_here(app, request, as_json)
 
 
+def _daemon(config: Config) -> tuple[int, ApiClient] | None:
+    """The daemon on this state dir, if one runs; its HTTP client is imported only then."""
+    from scheduler.api.address import socket_path
+    from scheduler.daemon.lock import StateLock
+
+    if StateLock.holder(config.state_dir) is None or not socket_path(config).exists():
+        return None
+    from scheduler.api.client import daemon_client
+
+    return daemon_client(config)
+
+
 def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
     config = app.config
     dispatcher = build_dispatcher(config, app.store)
     dispatcher.validate(request)
-    view = ProgressView(enabled=not as_json)
+    view = _progress_view(enabled=not as_json)
     started = threading.Event()
 
     def on_event(event: Event) -> None:
-        if isinstance(event, RunQueued):
+        if isinstance(event, RunQueued) and view is not None:
             view.watch(event.run_dir, event.run_id, event.tier)
+        elif isinstance(event, RunStarted):
             started.set()
 
     dispatcher.add_listener(on_event)
@@ -102,51 +119,80 @@ def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
     outcome: dict[str, RunRecord] = {}
 
     def work() -> None:
-        outcome["record"] = dispatcher.run(request, cancel)
+        try:
+            outcome["record"] = dispatcher.run(request, cancel)
+        finally:
+            started.set()
 
     worker = threading.Thread(target=work, name="run", daemon=True)
     worker.start()
+    expired: list[QuarantineRow] | None = None
     try:
         while worker.is_alive():
+            if expired is None and started.is_set():
+                # While the tests run this thread has nothing to do: the expiry check (and the
+                # alerting it imports) happens now, off the run's wall time.
+                expired = _check_quarantines(app)
             worker.join(0.1)
-            view.refresh()
+            if view is not None:
+                view.refresh()
     except KeyboardInterrupt:
-        console(stderr=True).print("[yellow]interrupted: cancelling the run...[/yellow]")
+        _console_note("[yellow]interrupted: cancelling the run...[/yellow]")
         cancel.set()
         worker.join()
     finally:
-        view.close()
+        if view is not None:
+            view.close()
     record = outcome.get("record")
     if record is None:
         raise click.ClickException("the run did not produce a record (see the log above)")
-    _check_quarantines(app)
+    for row in _check_quarantines(app) if expired is None else expired:
+        click.echo(
+            f"quarantine of {row.nodeid} expired: alert queued for "
+            f"{row.owner or 'its sinks'} (the daemon delivers it)",
+            err=True,
+        )
     _finish(run_summary(record), as_json)
 
 
-def _check_quarantines(app: AppContext) -> None:
-    """Queue the alert of every quarantine that has expired, as the daemon's listener does.
+def _progress_view(enabled: bool) -> ProgressView | None:
+    """The live progress bar; ``None`` with ``--json`` (nothing of rich is imported then)."""
+    if not enabled:
+        return None
+    from scheduler.cli.progress import ProgressView
+
+    return ProgressView(enabled=True)
+
+
+def _console_note(markup: str) -> None:
+    from scheduler.cli.output import console
+
+    console(stderr=True).print(markup)
+
+
+def _check_quarantines(app: AppContext) -> list[QuarantineRow]:
+    """Queue the alert of every quarantine that has expired, as the daemon's listener does; the
+    quarantines it queued (the caller names them once the run is over).
 
     Without a daemon nobody else looks after this run; the store's claim makes the alert go out
-    once whichever process notices first, and the daemon's delivery worker sends it. A failure
-    here is logged and does not change the run's exit code.
+    once whichever process notices first, and the daemon's delivery worker sends it. Without
+    alert sinks there is nothing to queue, and alerting is not even imported. A failure here is
+    logged and does not change the run's exit code.
     """
+    if not alert_sinks_configured(app.config):
+        return []
     import structlog
 
     from scheduler.alerts.build import build_quarantine_expiry
 
     try:
         expiry = build_quarantine_expiry(app.config, app.store)
-        if expiry is not None:
-            for row in expiry.check():
-                click.echo(
-                    f"quarantine of {row.nodeid} expired: alert queued for "
-                    f"{row.owner or 'its sinks'} (the daemon delivers it)",
-                    err=True,
-                )
+        return expiry.check() if expiry is not None else []
     except Exception as exc:  # the run's result stands; the next run or the daemon retries
         structlog.get_logger("schedctl.cli").warning(
             "quarantine_expiry_check_failed", error=str(exc)
         )
+        return []
 
 
 def _run_in_daemon(
@@ -163,16 +209,20 @@ def _run_in_daemon(
     click.echo(f"submitted to daemon pid {pid} as run {run_id}", err=True)
     if detach:
         if as_json:
+            from scheduler.cli.output import emit_json
+
             emit_json({"run_id": run_id, "daemon_pid": pid, **reply})
         else:
             click.echo(str(run_id))
         raise SystemExit(0)
+    from scheduler.cli.progress import ProgressView
+
     view = ProgressView(enabled=not as_json)
     summary: dict[str, Any] | None = None
     try:
         summary = _follow(client, run_id, request.tier, view)
     except KeyboardInterrupt:
-        console(stderr=True).print("[yellow]interrupted: cancelling the run...[/yellow]")
+        _console_note("[yellow]interrupted: cancelling the run...[/yellow]")
         client.cancel(run_id, "interrupted at the terminal (Ctrl-C)")
         summary = _follow(client, run_id, request.tier, view)
     finally:
@@ -187,7 +237,9 @@ def _run_in_daemon(
 
 def _follow(client: ApiClient, run_id: int, tier: str, view: ProgressView) -> dict[str, Any] | None:
     """Feed the daemon's event stream into the progress view; the final summary, if it came."""
-    fed = _FedTail()
+    from scheduler.cli.progress import FedTail
+
+    fed = FedTail()
     for event in client.events(run_id):
         kind = event.get("type")
         if kind == "run":
@@ -203,25 +255,9 @@ def _follow(client: ApiClient, run_id: int, tier: str, view: ProgressView) -> di
     return None
 
 
-class _FedTail(ResultsTail):
-    """The progress counters, fed from streamed results lines instead of a file."""
-
-    def __init__(self) -> None:
-        super().__init__(Path(os.devnull))
-
-    def poll(self) -> None:
-        """Nothing to read: lines arrive through :meth:`feed`."""
-
-    def feed(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "collection":
-            self.collected = int(record.get("collected", 0))
-        elif record.get("type") == "test":
-            self.done += 1
-            if record.get("outcome") in ("failed", "error"):
-                self.failed += 1
-
-
 def _finish(summary: dict[str, Any], as_json: bool) -> None:
+    from scheduler.cli.output import emit_json
+
     if as_json:
         emit_json(summary)
     else:
@@ -230,6 +266,8 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _print_result(summary: dict[str, Any]) -> None:
+    from scheduler.cli.output import console, fmt_duration, line, styled
+
     out = console()
     counts = summary["counts"]
     parts = [f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped")]

@@ -32,6 +32,8 @@ log = structlog.get_logger("schedctl.source")
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 _DIRTY_NOTE = "working tree, may have uncommitted changes"
+_SHOW = ("show", "-s", "--no-show-signature", "--format=%H%x00%s%x00%an <%ae>%x00%cI")
+"""``git show`` of one commit's details, read by :func:`_commit_fields`."""
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,13 @@ class Source:
             fetch = self._mirror.refresh()
             sha, branch = self._resolve_mirror(ref, fetch)
             return self._worktree_checkout(self._mirror_repo, sha, ref, branch, run_id, fetch)
-        local = self._local_repo()
         wanted = ref if ref is not None else self._project.branch
+        if wanted is None:
+            return self._working_tree_checkout()
+        local = self._local_repo()
         if local is None:
             self._require_no_ref(ref)
             return self._plain_checkout()
-        if wanted is None:
-            return self._working_tree_checkout(local)
         sha = self._sha(local, wanted, asked=ref is not None)
         branch = None if ref is not None else wanted
         return self._worktree_checkout(
@@ -276,16 +278,40 @@ class Source:
         assert path is not None
         return Checkout(path, None, None, None, None, None, False, note, False, self._origin)
 
-    def _working_tree_checkout(self, repo: _Repo) -> Checkout:
+    def _working_tree_checkout(self) -> Checkout:
+        """The project directory as it is: its HEAD commit and whether anything differs from it.
+
+        Two git calls at once, on the directory itself (git finds the work tree holding it):
+        ``status --porcelain=v2 --branch`` (a repository at all? HEAD's commit, or none yet?
+        changes?) and ``show`` of HEAD's commit details. Should HEAD move between the two, the
+        commit status names is shown again.
+        """
         path = self._project.path
         assert path is not None
-        sha = self._lookup(repo, "HEAD^{commit}")
-        if sha is None:
+        if not path.is_dir():
+            raise SourceError(f"project path {path} is not a directory")
+        here = ["-C", str(path)]
+        status, shown = self._git.run_together(
+            [
+                [*here, "status", "--porcelain=v2", "--branch", "--", "."],
+                [*here, *_SHOW, "HEAD", "--"],
+            ],
+            timeout=self._op_timeout,
+            what=f"git status in {path}",
+        )
+        if not status.ok:
+            if "not a git repository" in status.err:
+                return self._plain_checkout()
+            raise SourceError(f"git status in {path}: {status.reason()}")
+        lines = status.out.splitlines()
+        head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), "")
+        if not head or head == "(initial)":
             return self._plain_checkout("git repository without commits: testing the directory")
-        subject, author, when = self._commit(repo, sha)
-        status = self._run(["-C", str(path), "status", "--porcelain", "--", "."], "git status")
-        note = _DIRTY_NOTE if status.out.strip() else ""
-        return Checkout(path, sha, None, subject, author, when, False, note, False, self._origin)
+        if not shown.ok or not shown.out.startswith(head):
+            shown = self._run([*here, *_SHOW, head, "--"], "git show")
+        subject, author, when = _commit_fields(head, shown.out)
+        note = _DIRTY_NOTE if any(not ln.startswith("#") for ln in lines if ln) else ""
+        return Checkout(path, head, None, subject, author, when, False, note, False, self._origin)
 
     def _worktree_checkout(
         self,
@@ -347,16 +373,19 @@ class Source:
 
     def _commit(self, repo: _Repo, sha: str) -> tuple[str, str, datetime]:
         """(subject, 'name <email>', commit time) of ``sha``."""
-        fmt = "--format=%H%x00%s%x00%an <%ae>%x00%cI"
-        out = self._run([*repo.args, "show", "-s", "--no-show-signature", fmt, sha], "git show")
-        fields = out.out.rstrip("\n").split("\0")
-        if len(fields) != 4:
-            raise SourceError(f"git show {sha}: unexpected output {out.out[:200]!r}")
-        try:
-            when = datetime.fromisoformat(fields[3])
-        except ValueError as exc:
-            raise SourceError(f"git show {sha}: bad commit time {fields[3]!r}") from exc
-        return fields[1], fields[2], when
+        return _commit_fields(sha, self._run([*repo.args, *_SHOW, sha], "git show").out)
 
     def _run(self, args: list[str], what: str, timeout: float | None = None) -> GitResult:
         return self._git.run(args, timeout=timeout or self._op_timeout, what=what)
+
+
+def _commit_fields(sha: str, out: str) -> tuple[str, str, datetime]:
+    """(subject, 'name <email>', commit time) from :data:`_SHOW`'s output for ``sha``."""
+    fields = out.rstrip("\n").split("\0")
+    if len(fields) != 4:
+        raise SourceError(f"git show {sha}: unexpected output {out[:200]!r}")
+    try:
+        when = datetime.fromisoformat(fields[3])
+    except ValueError as exc:
+        raise SourceError(f"git show {sha}: bad commit time {fields[3]!r}") from exc
+    return fields[1], fields[2], when

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runners.base import RunSpec
-from runners.local import LocalRunner
+from runners.local import LocalRunner, _exit_poller
 from scheduler.kernel.outcome import Termination
 
 
@@ -114,3 +117,26 @@ def test_no_lease_means_no_visible_gpu(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "CUDA_VISIBLE_DEVICES": "0,1"}
     LocalRunner().run(spec_for(tmp_path, code, env=env))
     assert out.read_text() == "''"
+
+
+def test_exit_poller_wakes_when_the_child_exits() -> None:
+    """The supervisor's wait ends when the command exits, not at its next polling tick."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    poller = _exit_poller(proc.pid)
+    if poller is None:
+        proc.kill()
+        proc.wait()
+        pytest.skip("no pidfd_open on this kernel: the runner falls back to Popen.wait")
+    try:
+        assert not poller.poll(0)
+        assert proc.stdin is not None
+        proc.stdin.close()  # the child reads EOF and exits
+        assert poller.poll(60_000)
+        assert proc.poll() is not None
+    finally:
+        poller.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -19,7 +19,7 @@ from scheduler.alerts.quarantine import QuarantineExpiry
 from scheduler.config import load_config
 from scheduler.store import Store
 from scheduler.store.engine import QuarantineRow
-from tests.conftest import SCHEDCTL, SUITE, tier
+from tests.conftest import ROOT, SCHEDCTL, SUITE, tier
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -299,3 +299,44 @@ def test_plain_run_alerts_an_expired_quarantine_once(write_config: Callable[...,
     assert second.returncode == 0 and "quarantine of" not in second.stderr
     assert QuarantineExpiry(store, []).check() == []  # the daemon's listener: already claimed
     assert len(queued()) == 1
+
+
+NOT_FOR_A_PLAIN_RUN = (
+    "requests",
+    "http.client",
+    "docker",
+    "scheduler.alerts",
+    "scheduler.api.client",
+    "scheduler.cli.progress",
+)
+"""What `schedctl run --json` without alert sinks, a daemon or the docker runner never needs."""
+
+
+def test_a_plain_json_run_imports_no_alerting_daemon_client_or_progress_bar(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The run path stays lean: alerting only with sinks (for the quarantine-expiry check), the
+    daemon's HTTP client only when a daemon holds the state dir, the progress bar only without
+    --json. A fresh interpreter runs the command and reports its sys.modules."""
+    config = write_config()
+    code = (
+        "import json, sys\n"
+        "from scheduler.cli import _run\n"
+        f"code = _run(['--config', {str(config)!r}, 'run', 'hourly', '--json'])\n"
+        "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    loaded = set(report["modules"])
+    assert {"scheduler.run.dispatch", "runners.local"} <= loaded  # the probe sees the run
+    assert not loaded & set(NOT_FOR_A_PLAIN_RUN), sorted(loaded & set(NOT_FOR_A_PLAIN_RUN))

@@ -6,11 +6,13 @@ import json
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scheduler.kernel.errors import SourceError, UnknownRefError
 from scheduler.source import Checkout
+from scheduler.source.git import Git, GitResult
 from tests.scheduler.source.conftest import (
     AUTHOR,
     History,
@@ -47,6 +49,22 @@ class TestCheckout:
         )
         (history.work / "value.txt").write_text("edited")
         assert "uncommitted changes" in source.checkout(None, 2).note
+
+    def test_head_moving_between_status_and_show_names_the_status_commit(
+        self, tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """status and show run at once; should HEAD move between them (show still saw A, status
+        already B), the checkout names the commit status saw, shown again -- never a mix."""
+        run_together = Git.run_together
+
+        def racing(self: Git, calls: list[list[str]], **kwargs: Any) -> list[GitResult]:
+            status, _ = run_together(self, calls, **kwargs)
+            shown_a = run_together(self, [[*calls[1][:-2], history.a, "--"]], **kwargs)[0]
+            return [status, shown_a]
+
+        monkeypatch.setattr(Git, "run_together", racing)
+        co = make_source(tmp_path / "state", path=history.work).checkout(None, 1)
+        assert (co.sha, co.subject) == (history.b, "break feature")
 
     def test_subdirectory_project_keeps_its_place(self, tmp_path: Path, history: History) -> None:
         """A project path inside a larger repository maps to that subdirectory of the worktree."""
