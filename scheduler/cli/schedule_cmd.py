@@ -14,7 +14,6 @@ from scheduler.cli.output import console, emit_json, line
 from scheduler.config import Config, json_schema, load_config
 from scheduler.daemon.cron import next_fire_times, parse_cron
 from scheduler.kernel.errors import ConfigError
-from scheduler.store.connect import open_store
 
 
 def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object]]:
@@ -76,6 +75,8 @@ def config_check(app: AppContext, path: str | None) -> None:
     config = load_config(target)
     click.echo(f"{target}: ok ({len(config.tiers)} tiers: {', '.join(config.tiers)})")
     if config.store.is_postgres:
+        from scheduler.store.connect import open_store
+
         # A wrong password or an unreachable host is exit 2 here (StoreConnectError).
         store = open_store(config)
         try:
