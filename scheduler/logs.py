@@ -9,9 +9,7 @@ configured the moment anything imports it, and a command that never does never p
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
-import logging
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from types import ModuleType
@@ -31,6 +29,8 @@ def redact_secrets(
 
 
 def configure(json_logs: bool, level: str = "info") -> None:
+    import logging
+
     import structlog
 
     renderer: Any = (
@@ -66,8 +66,11 @@ def configure_when_imported(json_logs: bool, level: str = "info") -> None:
     sys.meta_path.insert(0, _AfterImport("structlog", lambda: configure(json_logs, level)))
 
 
-class _AfterImport(importlib.abc.MetaPathFinder):
+class _AfterImport:
     """Runs ``then`` right after module ``name`` is first executed; removes itself on use.
+
+    A meta path finder by protocol (``find_spec``): subclassing ``importlib.abc``'s would
+    import that module for nothing.
 
     The module is found and loaded by the other finders as usual; only its loader's
     ``exec_module`` is wrapped, so ``then`` sees the module complete, before the ``import``

@@ -38,6 +38,7 @@ class AppContext:
     config_path: str | None = None
     force_new_db: bool = False
     _config: Config | None = field(default=None, repr=False)
+    _read_config: Config | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _reader: RunReader | None = field(default=None, repr=False)
 
@@ -48,6 +49,19 @@ class AppContext:
 
             self._config = load_config(find_config(self.config_path))
         return self._config
+
+    @property
+    def read_config(self) -> Config:
+        """The config for commands that only read: :attr:`config` when it is loaded, else the
+        snapshot of an earlier full validation of the same input
+        (:mod:`scheduler.config_cache`)."""
+        if self._config is not None:
+            return self._config
+        if self._read_config is None:
+            from scheduler.config_cache import load_config_cached
+
+            self._read_config = load_config_cached(find_config(self.config_path))
+        return self._read_config
 
     @property
     def store(self) -> Store:
@@ -78,7 +92,7 @@ class AppContext:
         """
         if self._reader is None:
             reader: RunReader | None = None
-            config = self.config
+            config = self.read_config
             if self._store is None and not config.store.is_postgres:
                 from scheduler.run.rundirs import prepare_state_dir
                 from scheduler.store.reader import open_reader

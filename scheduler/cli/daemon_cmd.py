@@ -96,7 +96,7 @@ def _status_line(notifier: Notifier, active: Callable[[], list[int]]) -> Listene
 
 def local_status(app: AppContext) -> dict[str, Any]:
     """Status without a daemon: next fires come from the cron expressions."""
-    config = app.config
+    config = app.read_config
     nexts: dict[str, datetime | None] = {}
     for row in upcoming(config, datetime.now(timezone.utc), 1):
         times = row["next"]
@@ -108,7 +108,7 @@ def local_status(app: AppContext) -> dict[str, Any]:
 
 
 def status_data(app: AppContext) -> dict[str, Any]:
-    found = daemon_client(app.config, timeout=10)
+    found = daemon_client(app.read_config, timeout=10)
     if found is None:
         return local_status(app)
     _pid, client = found

@@ -28,7 +28,7 @@ FAILING = ("failed", "error", "xpassed")
 def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     if tier:
-        app.config.tier(tier)
+        app.read_config.tier(tier)
     if as_json:
         emit_json(app.reader.runs_json(tier=tier, limit=limit))
         return

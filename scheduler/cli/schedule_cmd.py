@@ -43,7 +43,7 @@ def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object
 @click.pass_obj
 def schedule_command(app: AppContext, count: int, as_json: bool) -> None:
     """Next fire times per tier, in UTC (ISO 8601)."""
-    rows = upcoming(app.config, datetime.now(timezone.utc), count)
+    rows = upcoming(app.read_config, datetime.now(timezone.utc), count)
     if as_json:
         emit_json(rows)
         return
