@@ -38,6 +38,9 @@ __all__ = ["CACHE_ENV", "cache_dir", "load_config_cached"]
 CACHE_ENV = "SCHEDCTL_CACHE_DIR"
 _ENV_NAME_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 _SOURCES = ("config.py", "config_validate.py", "yaml_safe.py")
+KEEP_UNUSED_S = 30 * 86400
+"""Snapshots written longer ago are removed when another one is written (a config moved or
+deleted leaves its snapshot behind; one still in use is simply written again)."""
 
 
 def cache_dir(env: Mapping[str, str]) -> Path | None:
@@ -127,3 +130,18 @@ def _write(snapshot: Path, key: str, config: Config) -> None:
     except (OSError, pickle.PicklingError, TypeError):
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+        return
+    _prune(snapshot.parent)
+
+
+def _prune(where: Path) -> None:
+    """Remove snapshots written more than :data:`KEEP_UNUSED_S` ago."""
+    import time
+
+    cutoff = time.time() - KEEP_UNUSED_S
+    try:
+        for old in where.glob("config-*.pickle"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+    except OSError:
+        return

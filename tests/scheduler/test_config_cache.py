@@ -112,3 +112,17 @@ def test_errors_name_key_and_file_and_leave_no_snapshot(
 def test_no_home_no_snapshot(setup: tuple[Path, dict[str, str], Path]) -> None:
     config, _env, _cache = setup
     assert load_config_cached(config, {}) == load_config(config, {})
+
+
+def test_old_snapshots_are_removed_when_one_is_written(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    cache.mkdir(mode=0o700)
+    old, recent = cache / "config-old.pickle", cache / "config-recent.pickle"
+    for path in (old, recent):
+        path.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    load_config_cached(config, env)
+    assert not old.exists()
+    assert recent.exists()
