@@ -67,12 +67,10 @@ def changes_since_green(app: AppContext, record: RunRecord, green: RunRecord | N
     span = change_range(green, record)
     if record.outcome is Outcome.PASSED or span is None:
         return []
-    from scheduler.daemon.assembly import build_source  # git: only for `show`
+    from scheduler.source import Source  # git: only for `show`
 
-    source = build_source(app.config)
-    if source is None:
-        return []
-    changes: list[str] = source.changes_between(*span)
+    config = app.read_config
+    changes: list[str] = Source(config.project, config.state_dir).changes_between(*span)
     return changes
 
 
