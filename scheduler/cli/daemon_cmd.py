@@ -12,7 +12,6 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.api.address import socket_path
-from scheduler.api.client import daemon_client
 from scheduler.api.payloads import status_payload
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, line, styled
@@ -108,6 +107,10 @@ def local_status(app: AppContext) -> dict[str, Any]:
 
 
 def status_data(app: AppContext) -> dict[str, Any]:
+    if StateLock.holder(app.read_config.state_dir) is None:
+        return local_status(app)  # no daemon: no HTTP client to import (http.client)
+    from scheduler.api.client import daemon_client
+
     found = daemon_client(app.read_config, timeout=10)
     if found is None:
         return local_status(app)
@@ -193,6 +196,8 @@ def cancel_command(app: AppContext, run_id: str, reason: str | None, as_json: bo
     """Cancel a run that the daemon is running (its row records the reason)."""
     if not run_id.isdigit():
         raise UnknownRunError(f"run id must be a number, got {run_id!r}")
+    from scheduler.api.client import daemon_client
+
     found = daemon_client(app.config)
     if found is None:
         raise DaemonError(
