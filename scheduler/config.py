@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,7 +27,6 @@ from pydantic import (
 )
 
 from scheduler import config_validate as check
-from scheduler import yaml_safe
 from scheduler.kernel.errors import ConfigError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -83,7 +81,9 @@ ImageRef = Annotated[str, AfterValidator(check.check_image)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: each model's validator is made when first used, not at import: a command
+    # that takes its config from a snapshot (scheduler.config_cache) never validates one.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def check_host_name(value: str) -> str:
@@ -877,6 +877,10 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate a config file; raises :class:`ConfigError`."""
+    import yaml  # PyYAML: not imported for a config snapshot (scheduler.config_cache)
+
+    from scheduler import yaml_safe
+
     path = Path(path)
     try:
         text = path.read_text()

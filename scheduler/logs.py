@@ -1,16 +1,19 @@
 """structlog set-up, done once by the CLI entry point.
 
 Tests use ``structlog.testing.capture_logs``.
+
+structlog's import (its console renderer, its stdlib integration) costs a command that logs
+nothing about a tenth of a second, so the CLI calls :func:`configure_when_imported`: structlog is
+configured the moment anything imports it, and a command that never does never pays for it.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib.machinery
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
+from types import ModuleType
 from typing import Any
-
-import structlog
 
 SECRET_KEYS = ("token", "secret", "password", "authorization", "webhook_url")
 
@@ -26,6 +29,10 @@ def redact_secrets(
 
 
 def configure(json_logs: bool, level: str = "info") -> None:
+    import logging
+
+    import structlog
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_logs
@@ -47,3 +54,52 @@ def configure(json_logs: bool, level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def configure_when_imported(json_logs: bool, level: str = "info") -> None:
+    """:func:`configure` now if structlog is imported, else as soon as anything imports it."""
+    if "structlog" in sys.modules:
+        configure(json_logs, level)
+        return
+    # A second call before the import replaces the first one's settings (in-process tests).
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterImport)]
+    sys.meta_path.insert(0, _AfterImport("structlog", lambda: configure(json_logs, level)))
+
+
+class _AfterImport:
+    """Runs ``then`` right after module ``name`` is first executed; removes itself on use.
+
+    A meta path finder by protocol (``find_spec``): subclassing ``importlib.abc``'s would
+    import that module for nothing.
+
+    The module is found and loaded by the other finders as usual; only its loader's
+    ``exec_module`` is wrapped, so ``then`` sees the module complete, before the ``import``
+    statement that asked for it returns.
+    """
+
+    def __init__(self, name: str, then: Callable[[], None]) -> None:
+        self.name = name
+        self.then = then
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None  # not on sys.path as plain files: the other finders import it as usual
+        loader = spec.loader
+        run = loader.exec_module
+        then = self.then
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            then()
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec

@@ -33,6 +33,18 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _config_snapshots_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Read-only commands keep config snapshots (scheduler.config_cache): not in ~/.cache."""
+    saved = os.environ.get("SCHEDCTL_CACHE_DIR")
+    os.environ["SCHEDCTL_CACHE_DIR"] = str(tmp_path_factory.mktemp("config-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("SCHEDCTL_CACHE_DIR", None)
+    else:
+        os.environ["SCHEDCTL_CACHE_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     yield

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scheduler.config import Config
-    from scheduler.store.engine import RunRecord, Store
+    from scheduler.store.reader import RunReader
+    from scheduler.store.records import RunRecord
 
 
 def run_summary(record: RunRecord) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def tier_rows(
-    config: Config, store: Store, next_fire: Mapping[str, datetime | None]
+    config: Config, store: RunReader, next_fire: Mapping[str, datetime | None]
 ) -> list[dict[str, Any]]:
     """One row per configured tier: schedule, last outcome, failures in a row, next fire."""
     rows = []
@@ -71,7 +72,7 @@ def tier_rows(
 
 def status_payload(
     config: Config,
-    store: Store,
+    store: RunReader,
     next_fire: Mapping[str, datetime | None],
     daemon: Mapping[str, Any],
 ) -> dict[str, Any]:

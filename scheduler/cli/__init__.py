@@ -98,9 +98,9 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, config_path: str | None, log_level: str, force_new_db: bool) -> None:
     """Run a Python project's pytest suite in tiers, on a schedule, on GPU machines."""
     from scheduler.cli.app import AppContext
-    from scheduler.logs import configure
+    from scheduler.logs import configure_when_imported
 
-    configure(json_logs=False, level=log_level)
+    configure_when_imported(json_logs=False, level=log_level)
     ctx.obj = AppContext(config_path=config_path, force_new_db=force_new_db)
 
 

@@ -12,6 +12,7 @@ from scheduler.kernel.errors import ConfigError
 if TYPE_CHECKING:  # imported when a command first asks for them: start-up stays light
     from scheduler.config import Config
     from scheduler.store.engine import Store
+    from scheduler.store.reader import RunReader
 
 CONFIG_ENV = "SCHEDCTL_CONFIG"
 
@@ -37,7 +38,9 @@ class AppContext:
     config_path: str | None = None
     force_new_db: bool = False
     _config: Config | None = field(default=None, repr=False)
+    _read_config: Config | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
+    _reader: RunReader | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
@@ -46,6 +49,19 @@ class AppContext:
 
             self._config = load_config(find_config(self.config_path))
         return self._config
+
+    @property
+    def read_config(self) -> Config:
+        """The config for commands that only read: :attr:`config` when it is loaded, else the
+        snapshot of an earlier full validation of the same input
+        (:mod:`scheduler.config_cache`)."""
+        if self._config is not None:
+            return self._config
+        if self._read_config is None:
+            from scheduler.config_cache import load_config_cached
+
+            self._read_config = load_config_cached(find_config(self.config_path))
+        return self._read_config
 
     @property
     def store(self) -> Store:
@@ -64,3 +80,25 @@ class AppContext:
                 prepare_state_dir(config.state_dir, config.db_path, force=self.force_new_db)
                 self._store = open_store(config)
         return self._store
+
+    @property
+    def reader(self) -> RunReader:
+        """The store for commands that only read (``runs``, ``show``, ``status``).
+
+        A SQLite store with the current schema is read through the standard ``sqlite3``
+        module (:mod:`scheduler.store.reader`: no SQLAlchemy import, a third of a second less
+        per command); anything else (PostgreSQL, no database yet, another schema version) opens
+        the full :attr:`store`, which creates, migrates or refuses it as before.
+        """
+        if self._reader is None:
+            reader: RunReader | None = None
+            config = self.read_config
+            if self._store is None and not config.store.is_postgres:
+                from scheduler.run.rundirs import prepare_state_dir
+                from scheduler.store.reader import open_reader
+
+                if config.db_path.is_file():
+                    prepare_state_dir(config.state_dir, config.db_path, force=self.force_new_db)
+                    reader = open_reader(config.db_path)
+            self._reader = reader if reader is not None else self.store
+        return self._reader

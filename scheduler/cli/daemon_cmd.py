@@ -8,25 +8,22 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
-import structlog
 from rich.table import Table
 from rich.text import Text
 
 from scheduler.api.address import socket_path
-from scheduler.api.client import daemon_client
 from scheduler.api.payloads import status_payload
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, line, styled
 from scheduler.cli.schedule_cmd import upcoming
 from scheduler.daemon.lock import StateLock
 from scheduler.kernel.errors import DaemonError, UnknownRunError
-from scheduler.kernel.events import Event, Listener, RunFinished
 from scheduler.kernel.outcome import Outcome
-from scheduler.logs import configure
 
 if TYPE_CHECKING:  # `schedctl daemon` imports these; status and cancel need none of them
     from scheduler.daemon.scheduler import Daemon
     from scheduler.daemon.sdnotify import Notifier, Watchdog
+    from scheduler.kernel.events import Listener
 
 
 @click.command("daemon")
@@ -40,6 +37,7 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
     from scheduler.daemon.sdnotify import Notifier
     from scheduler.daemon.secret_env import scrub_environment, secret_env_names
+    from scheduler.logs import configure
 
     configure(json_logs=log_format == "json", level="info")
     config = app.config
@@ -53,6 +51,8 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     # Loaded by now (API token, alert sinks): tests must not find them in our /proc environ.
     removed = scrub_environment(secret_env_names(config))
     if removed:
+        import structlog
+
         structlog.get_logger("schedctl.daemon").info("secret_env_removed", names=removed)
     watchdog = _start_watchdog(app, notifier, daemon, stopping)
     notifier.ready(f"scheduling {len(config.tiers)} tiers; API on {socket_path(config)}")
@@ -81,6 +81,8 @@ def _start_watchdog(
 
 
 def _status_line(notifier: Notifier, active: Callable[[], list[int]]) -> Listener:
+    from scheduler.kernel.events import Event, RunFinished
+
     def on_event(event: Event) -> None:
         if isinstance(event, RunFinished) and notifier.enabled:
             notifier.status(
@@ -93,7 +95,7 @@ def _status_line(notifier: Notifier, active: Callable[[], list[int]]) -> Listene
 
 def local_status(app: AppContext) -> dict[str, Any]:
     """Status without a daemon: next fires come from the cron expressions."""
-    config = app.config
+    config = app.read_config
     nexts: dict[str, datetime | None] = {}
     for row in upcoming(config, datetime.now(timezone.utc), 1):
         times = row["next"]
@@ -101,11 +103,15 @@ def local_status(app: AppContext) -> dict[str, Any]:
         nexts[str(row["tier"])] = datetime.fromisoformat(times[0]) if times else None
     pid = StateLock.holder(config.state_dir)
     info = {"running": pid is not None, "pid": pid, "reachable": False}
-    return status_payload(config, app.store, nexts, info)
+    return status_payload(config, app.reader, nexts, info)
 
 
 def status_data(app: AppContext) -> dict[str, Any]:
-    found = daemon_client(app.config, timeout=10)
+    if StateLock.holder(app.read_config.state_dir) is None:
+        return local_status(app)  # no daemon: no HTTP client to import (http.client)
+    from scheduler.api.client import daemon_client
+
+    found = daemon_client(app.read_config, timeout=10)
     if found is None:
         return local_status(app)
     _pid, client = found
@@ -190,6 +196,8 @@ def cancel_command(app: AppContext, run_id: str, reason: str | None, as_json: bo
     """Cancel a run that the daemon is running (its row records the reason)."""
     if not run_id.isdigit():
         raise UnknownRunError(f"run id must be a number, got {run_id!r}")
+    from scheduler.api.client import daemon_client
+
     found = daemon_client(app.config)
     if found is None:
         raise DaemonError(

@@ -11,12 +11,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from runners.base import LOG_FILE
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, line, styled
 from scheduler.kernel.errors import UnknownRunError
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import RunRecord, change_range
+from scheduler.store.records import RunRecord, change_range
 
 FAILING = ("failed", "error", "xpassed")
 
@@ -29,11 +28,11 @@ FAILING = ("failed", "error", "xpassed")
 def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     if tier:
-        app.config.tier(tier)
+        app.read_config.tier(tier)
     if as_json:
-        emit_json(app.store.runs_json(tier=tier, limit=limit))
+        emit_json(app.reader.runs_json(tier=tier, limit=limit))
         return
-    records = app.store.list_runs(tier=tier, limit=limit)
+    records = app.reader.list_runs(tier=tier, limit=limit)
     table = Table(
         "id", "tier", "trigger", "outcome", "started", "duration", "pass/fail", "sha", "host"
     )
@@ -68,18 +67,16 @@ def changes_since_green(app: AppContext, record: RunRecord, green: RunRecord | N
     span = change_range(green, record)
     if record.outcome is Outcome.PASSED or span is None:
         return []
-    from scheduler.daemon.assembly import build_source  # git: only for `show`
+    from scheduler.source import Source  # git: only for `show`
 
-    source = build_source(app.config)
-    if source is None:
-        return []
-    changes: list[str] = source.changes_between(*span)
+    config = app.read_config
+    changes: list[str] = Source(config.project, config.state_dir).changes_between(*span)
     return changes
 
 
 def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
-    tests = app.store.test_results_for(record.id, attempts=True)
-    quarantined = {q.nodeid: q for q in app.store.quarantine_list()}
+    tests = app.reader.test_results_for(record.id, attempts=True)
+    quarantined = {q.nodeid: q for q in app.reader.quarantine_list()}
     payload = record.to_json()
     payload["tests"] = [
         {
@@ -100,7 +97,7 @@ def show_payload(app: AppContext, record: RunRecord) -> dict[str, Any]:
     payload["quarantine"] = [
         quarantined[n].to_json() for n in sorted({t.nodeid for t in tests} & set(quarantined))
     ]
-    green = app.store.last_green(record.tier, before_id=record.id)
+    green = app.reader.last_green(record.tier, before_id=record.id)
     payload["last_green_run_id"] = green.id if green else None
     payload["changes_since_green"] = changes_since_green(app, record, green)
     return payload
@@ -145,7 +142,7 @@ def image_build_rows(record: RunRecord) -> list[tuple[str, object]]:
 @click.pass_obj
 def show_command(app: AppContext, run: str, as_json: bool) -> None:
     """Show one run: outcome, provenance and per-test results."""
-    record = app.store.get_run(_run_id(run))
+    record = app.reader.get_run(_run_id(run))
     payload = show_payload(app, record)
     if as_json:
         emit_json(payload)
@@ -249,6 +246,8 @@ def commit_line(record: RunRecord) -> str | None:
 @click.pass_obj
 def logs_command(app: AppContext, run: str, follow: bool) -> None:
     """Print the captured output of a run."""
+    from runners.base import LOG_FILE  # runners.base imports structlog: `logs` only
+
     record = app.store.get_run(_run_id(run))
     path = Path(record.run_dir or "") / LOG_FILE
     if not path.exists():

@@ -14,7 +14,6 @@ from scheduler.cli.output import console, emit_json, line
 from scheduler.config import Config, json_schema, load_config
 from scheduler.daemon.cron import next_fire_times, parse_cron
 from scheduler.kernel.errors import ConfigError
-from scheduler.store.connect import open_store
 
 
 def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object]]:
@@ -44,7 +43,7 @@ def upcoming(config: Config, now: datetime, count: int) -> list[dict[str, object
 @click.pass_obj
 def schedule_command(app: AppContext, count: int, as_json: bool) -> None:
     """Next fire times per tier, in UTC (ISO 8601)."""
-    rows = upcoming(app.config, datetime.now(timezone.utc), count)
+    rows = upcoming(app.read_config, datetime.now(timezone.utc), count)
     if as_json:
         emit_json(rows)
         return
@@ -76,6 +75,8 @@ def config_check(app: AppContext, path: str | None) -> None:
     config = load_config(target)
     click.echo(f"{target}: ok ({len(config.tiers)} tiers: {', '.join(config.tiers)})")
     if config.store.is_postgres:
+        from scheduler.store.connect import open_store
+
         # A wrong password or an unreachable host is exit 2 here (StoreConnectError).
         store = open_store(config)
         try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Connection
+if TYPE_CHECKING:  # records.py and reader.py import this module without SQLAlchemy
+    from sqlalchemy.engine import Connection
 
 
 class QueryBase:

@@ -24,6 +24,7 @@ from scheduler.store.daily import FAILING, PASSING, next_week
 from scheduler.store.driver import Statement, fetch
 from scheduler.store.nodeids import ids_of, known_ids
 from scheduler.store.outbox_queries import OutboxEntry, insert_outbox_entry
+from scheduler.store.records import QuarantineRow
 from scheduler.store.schema import (
     EVIDENCE_OUTCOMES,
     quarantine,
@@ -72,28 +73,6 @@ class AttemptRow(NamedTuple):
     peak_rss_bytes: int | None = None
     cuda_peak_bytes: int | None = None
     owner: str | None = None
-
-
-@dataclass(frozen=True)
-class QuarantineRow:
-    nodeid: str
-    reason: str
-    created_at: datetime
-    owner: str | None = None
-    expires_at: datetime | None = None
-    expiry_alerted_at: datetime | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "nodeid": self.nodeid,
-            "reason": self.reason,
-            "owner": self.owner,
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "expiry_alerted_at": (
-                self.expiry_alerted_at.isoformat() if self.expiry_alerted_at else None
-            ),
-        }
 
 
 def _summary(row: Any) -> TestSummaryRow:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import aware
 
-__all__ = ["RunRecord", "TestResultRow", "change_range"]
+__all__ = ["QuarantineRow", "RunRecord", "TestResultRow", "change_range", "failures_in_a_row"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,50 @@ class TestResultRow:
     rss_method: str | None = None
     cuda_peak_bytes: int | None = None
     owner: str | None = None
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    nodeid: str
+    reason: str
+    created_at: datetime
+    owner: str | None = None
+    expires_at: datetime | None = None
+    expiry_alerted_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "reason": self.reason,
+            "owner": self.owner,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "expiry_alerted_at": (
+                self.expiry_alerted_at.isoformat() if self.expiry_alerted_at else None
+            ),
+        }
+
+
+def stored_isoformat(value: Any) -> str:
+    """A stored datetime as ``RunRecord.to_json`` writes it (UTC, ISO 8601)."""
+    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
+        # SQLite's text, naive UTC ("2026-01-01 10:00:00.000000"): as isoformat() writes it
+        micro = value[19:]
+        return f"{value[:10]}T{value[11:19]}{'' if micro == '.000000' else micro}+00:00"
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return str(aware(when).isoformat())
+
+
+def failures_in_a_row(outcomes: Iterable[str]) -> int:
+    """Test-failure outcomes, newest first, up to the first pass: a tier's failure streak.
+
+    Infra outcomes neither count nor break it.
+    """
+    count = 0
+    for value in outcomes:
+        outcome = Outcome(value)
+        if outcome is Outcome.PASSED:
+            break
+        if outcome.is_test_failure:
+            count += 1
+    return count

@@ -24,7 +24,12 @@ from scheduler.store.base import QueryBase, aware
 from scheduler.store.daily import add_to_daily
 from scheduler.store.driver import Statement, fetch
 from scheduler.store.nodeids import ids_of
-from scheduler.store.records import RunRecord, TestResultRow
+from scheduler.store.records import (
+    RunRecord,
+    TestResultRow,
+    failures_in_a_row,
+    stored_isoformat,
+)
 from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
 
 __all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunAlreadyFinal", "RunQueries", "failure_streak"]
@@ -159,7 +164,7 @@ class RunQueries(QueryBase):
             for name in _DATETIME_COLUMNS:
                 value = record[name]
                 if value is not None:
-                    record[name] = _isoformat(value)
+                    record[name] = stored_isoformat(value)
             record["run_id"] = record["id"]
             out.append(record)
         return out
@@ -262,16 +267,6 @@ _JSON_COLUMNS = tuple(n for n in _RECORD_COLUMNS if isinstance(runs.c[n].type, s
 _DATETIME_COLUMNS = tuple(n for n in _RECORD_COLUMNS if isinstance(runs.c[n].type, sa.DateTime))
 
 
-def _isoformat(value: Any) -> str:
-    """A stored datetime as ``RunRecord.to_json`` writes it (UTC, ISO 8601)."""
-    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
-        # SQLite's text, naive UTC ("2026-01-01 10:00:00.000000"): as isoformat() writes it
-        micro = value[19:]
-        return f"{value[:10]}T{value[11:19]}{'' if micro == '.000000' else micro}+00:00"
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return str(aware(when).isoformat())
-
-
 _RUN_RESULTS = (
     sa.select(
         test_results.c.seq,
@@ -328,14 +323,8 @@ def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None)
     query = sa.select(runs.c.outcome).where(runs.c.tier == tier, runs.c.outcome.in_(FINAL_OUTCOMES))
     if up_to_run_id is not None:
         query = query.where(runs.c.id <= up_to_run_id)
-    count = 0
-    for (value,) in conn.execute(query.order_by(runs.c.id.desc()).limit(STREAK_WINDOW)):
-        outcome = Outcome(value)
-        if outcome is Outcome.PASSED:
-            break
-        if outcome.is_test_failure:
-            count += 1
-    return count
+    found = conn.execute(query.order_by(runs.c.id.desc()).limit(STREAK_WINDOW))
+    return failures_in_a_row(value for (value,) in found)
 
 
 def _newest_runs(

@@ -138,3 +138,41 @@ def test_output_is_flushed_and_exit_codes_kept_by_the_fast_exit(
     assert bad.returncode == 2
     assert json.loads(bad.stdout)["exit_code"] == 2
     assert str(missing) in bad.stderr
+
+
+READ_ONLY = ("schedule", "runs", "show 1", "status", "runs --json", "show 1 --json")
+
+
+def test_read_commands_import_neither_sqlalchemy_nor_structlog(tmp_path: Path) -> None:
+    """``schedule``, ``runs``, ``show`` and ``status`` on a SQLite store: the standard sqlite3
+    reader, a config snapshot from the first command on, structlog never imported."""
+    from scheduler.kernel.outcome import Outcome
+    from scheduler.store.engine import Store
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nproject:\n  path: {tmp_path}\n"
+        "tiers:\n  hourly:\n    schedule: '15 * * * *'\n    timeout: 60\n    markers: hourly\n"
+    )
+    store = Store(tmp_path / "state" / "schedctl.db")
+    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+    assert run_id == 1
+    store.finish_run(run_id, outcome=Outcome.PASSED)
+    store.close()
+    code = (
+        "import sys\nfrom scheduler.cli import _run\n"
+        f"assert _run(['--config', {str(config)!r}, *sys.argv[1:]]) == 0\n"
+    )
+    for round_ in ("first", "snapshot"):
+        for command in READ_ONLY:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            out = subprocess.run(
+                [sys.executable, "-c", f"{code}import json; print(json.dumps(list(sys.modules)))",
+                 *command.split()],
+                capture_output=True, text=True, check=True, cwd=tmp_path, env=env, timeout=120,
+            )  # fmt: skip
+            loaded = roots(set(json.loads(out.stdout.splitlines()[-1])))
+            assert "rich" in loaded or "--json" in command, command  # the probe sees imports
+            assert not loaded & {"sqlalchemy", "structlog", "requests", "docker"}, (command, round_)
+            if round_ == "snapshot":
+                assert "yaml" not in loaded, command

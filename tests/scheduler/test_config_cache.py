@@ -1,0 +1,128 @@
+"""Config snapshots for read-only commands: used only for the same input, never from others."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from scheduler.config import load_config
+from scheduler.config_cache import CACHE_ENV, load_config_cached
+from scheduler.kernel.errors import ConfigError
+
+CONFIG = """\
+state_dir: {state}
+project:
+  path: {project}
+timezone: ${{TZ_FOR_TEST:-UTC}}
+tiers:
+  hourly:
+    schedule: "15 * * * *"
+    timeout: 30m
+    markers: hourly
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state", project=tmp_path))
+    cache = tmp_path / "cache"
+    return config, {CACHE_ENV: str(cache)}, cache
+
+
+def _snapshot(cache: Path) -> Path:
+    (found,) = cache.glob("config-*.pickle")
+    return found
+
+
+def _tamper(snapshot: Path, timezone: str) -> None:
+    """Keep the snapshot's key, change the config inside: shows which one a load returns."""
+    payload = pickle.loads(snapshot.read_bytes())
+    payload["config"] = payload["config"].model_copy(update={"timezone": timezone})
+    snapshot.write_bytes(pickle.dumps(payload))
+
+
+def test_a_snapshot_is_written_private_and_used_for_the_same_input(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    first = load_config_cached(config, env)
+    assert first == load_config(config, env)
+    snapshot = _snapshot(cache)
+    assert snapshot.stat().st_mode & 0o777 == 0o600
+    assert cache.stat().st_mode & 0o777 == 0o700
+    _tamper(snapshot, "Europe/Paris")
+    assert load_config_cached(config, env).timezone == "Europe/Paris"  # read from the snapshot
+
+
+def test_a_changed_file_or_variable_is_validated_again(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    load_config_cached(config, env)
+    _tamper(_snapshot(cache), "Europe/Paris")
+    assert load_config_cached(config, {**env, "TZ_FOR_TEST": "Asia/Tokyo"}).timezone == (
+        "Asia/Tokyo"
+    )
+    config.write_text(config.read_text().replace("15 * * * *", "20 * * * *"))
+    again = load_config_cached(config, env)
+    assert again.tiers["hourly"].schedule == "20 * * * *"
+    assert again.timezone == "UTC"
+
+
+def test_a_snapshot_others_can_write_is_not_read(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    load_config_cached(config, env)
+    snapshot = _snapshot(cache)
+    _tamper(snapshot, "Europe/Paris")
+    os.chmod(snapshot, 0o666)
+    assert load_config_cached(config, env).timezone == "UTC"
+    assert _snapshot(cache).stat().st_mode & 0o777 == 0o600  # replaced by a private one
+    _tamper(_snapshot(cache), "Europe/Paris")
+    os.chmod(cache, 0o777)
+    assert load_config_cached(config, env).timezone == "UTC"
+
+
+def test_a_corrupt_snapshot_is_validated_again(setup: tuple[Path, dict[str, str], Path]) -> None:
+    config, env, cache = setup
+    load_config_cached(config, env)
+    _snapshot(cache).write_bytes(b"not a pickle")
+    assert load_config_cached(config, env) == load_config(config, env)
+
+
+def test_errors_name_key_and_file_and_leave_no_snapshot(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    config.write_text(config.read_text().replace("timeout: 30m", "timeout: soon"))
+    with pytest.raises(ConfigError) as caught:
+        load_config_cached(config, env)
+    assert caught.value.path == str(config)
+    assert any(p.startswith("tiers.hourly.timeout:") for p in caught.value.problems)
+    assert not list(cache.glob("config-*"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config_cached(config.with_name("missing.yaml"), env)
+
+
+def test_no_home_no_snapshot(setup: tuple[Path, dict[str, str], Path]) -> None:
+    config, _env, _cache = setup
+    assert load_config_cached(config, {}) == load_config(config, {})
+
+
+def test_old_snapshots_are_removed_when_one_is_written(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    cache.mkdir(mode=0o700)
+    old, recent = cache / "config-old.pickle", cache / "config-recent.pickle"
+    for path in (old, recent):
+        path.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    load_config_cached(config, env)
+    assert not old.exists()
+    assert recent.exists()
