@@ -38,15 +38,17 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import jinja2
 import structlog
 
 from scheduler.kernel.errors import DaemonError, StoreError, UnknownRunError, UsageError
 from scheduler.web.charts import outcome_class
 from scheduler.web.pages import NotFound, Page, Pages
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = structlog.get_logger("schedctl.web")
 
@@ -67,6 +69,9 @@ class Response:
 
 
 def environment() -> jinja2.Environment:
+    """The templates' Jinja2 environment (imported here: an idle daemon never loads jinja2)."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("scheduler.web", "templates"),
         autoescape=True,
@@ -83,7 +88,16 @@ class WebApp:
 
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
-        self.env = environment()
+        self._env: jinja2.Environment | None = None
+        self._env_lock = threading.Lock()
+
+    @property
+    def env(self) -> jinja2.Environment:
+        """Built on the first page rendered: a daemon nobody browses keeps Jinja2 unloaded."""
+        with self._env_lock:
+            if self._env is None:
+                self._env = environment()
+            return self._env
 
     def handle(self, target: str) -> Response:
         try:
