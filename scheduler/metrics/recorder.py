@@ -17,6 +17,7 @@ import platform
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -24,16 +25,18 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler import __version__
 from scheduler.config import AlertmanagerSink, Config, GitHubSink, SlackSink, WebhookSink
-from scheduler.gpu import GpuProbe, build_probe, lease_holders
 from scheduler.gpu.fake import ENV_VAR as FAKE_GPUS_ENV
 from scheduler.kernel.events import Event, RunStarted
 from scheduler.metrics.families import CounterTally, HistogramTally
-from scheduler.metrics.gpus import GpuCollector
 from scheduler.metrics.runs import RunTally
 from scheduler.metrics.schedule import NextFireSource, ScheduleCollector
 from scheduler.metrics.slowest import SlowestTestsCollector
 from scheduler.metrics.state import StoreStateCollector, TierSpec
 from scheduler.store.engine import Store
+
+if TYPE_CHECKING:  # the GPU parts are imported only when GPUs matter here (see build_metrics)
+    from scheduler.gpu import GpuProbe
+    from scheduler.metrics.gpus import GpuCollector
 
 __all__ = ["ALERT_OUTCOMES", "Metrics", "build_metrics"]
 
@@ -154,13 +157,14 @@ class Metrics:
         self.schedule = ScheduleCollector(config)
         self.slowest = SlowestTestsCollector(store, list(config.tiers))
         self.live = _LiveCollector(config, version or __version__, disk_free)
-        self.gpus = (
-            GpuCollector(
+        self.gpus: GpuCollector | None = None
+        if gpu_probe is not None:
+            from scheduler.gpu import lease_holders
+            from scheduler.metrics.gpus import GpuCollector
+
+            self.gpus = GpuCollector(
                 gpu_probe, config.gpu, lambda: lease_holders(store), drains=store.drained_gpus
             )
-            if gpu_probe is not None
-            else None
-        )
         collectors = (self.runs, self.state, self.slowest, self.schedule, self.live, self.gpus)
         for collector in collectors:
             if collector is not None:
@@ -208,11 +212,11 @@ def build_metrics(
     """
     environ = os.environ if environ is None else environ
     wants_gpus = any(t.gpus for t in config.tiers.values()) or bool(environ.get(FAKE_GPUS_ENV))
-    probe = (
-        build_probe(min(config.gpu.poll_timeout, GPU_PROBE_TIMEOUT_S), environ)
-        if wants_gpus
-        else None
-    )
+    probe: GpuProbe | None = None
+    if wants_gpus:
+        from scheduler.gpu import build_probe
+
+        probe = build_probe(min(config.gpu.poll_timeout, GPU_PROBE_TIMEOUT_S), environ)
     return Metrics(CollectorRegistry(), config, store, gpu_probe=probe)
 
 

@@ -52,7 +52,12 @@ NOT_AT_IDLE = (
     "urllib3",
     "scheduler.alerts",
     "docker",  # the local runner
-    "pynvml",  # no tier needs a GPU
+    "pynvml",  # no tier needs a GPU: no NVML, no pool, no GPU collector
+    "scheduler.gpu.pool",
+    "scheduler.gpu.nvml",
+    "scheduler.metrics.gpus",
+    "xml.etree",  # JUnit XML: only when a run's JSON-lines results are missing
+    "ctypes",  # wiping secrets from the initial environment: only when one was there
     "scheduler.api.client",  # `schedctl status`'s side of the control API
     "scheduler.cli.output",
 )
