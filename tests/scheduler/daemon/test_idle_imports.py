@@ -3,9 +3,9 @@
 A real ``schedctl daemon`` process on the default configuration (local runner, metrics and web
 pages on, no alert sinks, no GPU tier) reports its ``sys.modules`` when sent SIGUSR1. Libraries
 that only some configurations or the first request need -- Jinja2 until a page is asked for,
-rich, the PostgreSQL dialect, requests, the docker SDK, NVML, the alert sinks -- must not be
-there, so a module-level import cannot silently grow the daemon's memory again
-(``bench/bench_daemon_rss.py`` measures the memory itself).
+prometheus_client until the first scrape, rich, the PostgreSQL dialect, requests, the docker
+SDK, NVML, the alert sinks -- must not be there, so a module-level import cannot silently grow
+the daemon's memory again (``bench/bench_daemon_rss.py`` measures the memory itself).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ main()
 NOT_AT_IDLE = (
     "jinja2",  # the web pages' templates: on the first page request
     "markupsafe",
+    "prometheus_client",  # the /metrics exposition: on the first scrape
     "rich",  # the read commands' tables; structlog's rich tracebacks
     "pygments",
     "sqlalchemy.dialects.postgresql",  # a SQLite store
@@ -152,14 +153,26 @@ def test_an_idle_daemon_imports_only_what_its_configuration_uses(idle_daemon: Id
     assert not unexpected, f"an idle daemon imported {unexpected}"
 
 
-def test_the_first_page_request_loads_jinja2(idle_daemon: IdleDaemon) -> None:
-    assert not _has(idle_daemon.loaded(), "jinja2")
-    listening = idle_daemon.event("web_listening")
-    assert listening is not None and isinstance(listening.get("url"), str)
-    url = str(listening["url"])
+def _get(daemon: IdleDaemon, listening_event: str, path: str) -> str:
+    listening = daemon.event(listening_event)
+    assert listening is not None and isinstance(listening.get("url"), str), listening_event
+    url = str(listening["url"]).rstrip("/")
     assert url.startswith("http://127.0.0.1:")
-    with urllib.request.urlopen(url, timeout=60) as response:
+    with urllib.request.urlopen(url + path, timeout=60) as response:
         assert response.status == 200
-        page = response.read().decode()
+        return str(response.read().decode())
+
+
+def test_the_first_page_loads_jinja2_and_the_first_scrape_prometheus_client(
+    idle_daemon: IdleDaemon,
+) -> None:
+    loaded = idle_daemon.loaded()
+    assert not _has(loaded, "jinja2") and not _has(loaded, "prometheus_client")
+    page = _get(idle_daemon, "web_listening", "/")
     assert "<html" in page.lower() and "hourly" in page
-    assert _has(idle_daemon.loaded(), "jinja2")
+    loaded = idle_daemon.loaded()
+    assert _has(loaded, "jinja2") and not _has(loaded, "prometheus_client")
+    scrape = _get(idle_daemon, "metrics_listening", "/metrics")
+    assert 'schedctl_runs_total{outcome="passed",tier="hourly",trigger="schedule"} 0.0' in scrape
+    assert "schedctl_build_info{" in scrape and "process_resident_memory_bytes" in scrape
+    assert _has(idle_daemon.loaded(), "prometheus_client")
