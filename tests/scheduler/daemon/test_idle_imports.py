@@ -42,8 +42,10 @@ main()
 
 # Never imported by an idle daemon on the default configuration.
 NOT_AT_IDLE = (
-    "jinja2",  # the web pages' templates: on the first page request
+    "jinja2",  # the web pages and their templates: on the first page request
     "markupsafe",
+    "scheduler.web.pages",
+    "scheduler.history.stats",
     "prometheus_client",  # the /metrics exposition: on the first scrape
     "rich",  # the read commands' tables; structlog's rich tracebacks
     "pygments",
@@ -171,7 +173,8 @@ def test_the_first_page_loads_jinja2_and_the_first_scrape_prometheus_client(
     page = _get(idle_daemon, "web_listening", "/")
     assert "<html" in page.lower() and "hourly" in page
     loaded = idle_daemon.loaded()
-    assert _has(loaded, "jinja2") and not _has(loaded, "prometheus_client")
+    assert _has(loaded, "jinja2") and _has(loaded, "scheduler.web.pages")
+    assert not _has(loaded, "prometheus_client")
     scrape = _get(idle_daemon, "metrics_listening", "/metrics")
     assert 'schedctl_runs_total{outcome="passed",tier="hourly",trigger="schedule"} 0.0' in scrape
     assert "schedctl_build_info{" in scrape and "process_resident_memory_bytes" in scrape
