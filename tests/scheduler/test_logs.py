@@ -1,0 +1,49 @@
+"""structlog set-up: secrets redacted, plain tracebacks, and structlog imported without rich."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+PROBE = """\
+import sys
+import scheduler.logs
+assert "structlog" in sys.modules
+print("rich after scheduler.logs:", "rich" in sys.modules)
+scheduler.logs.configure(json_logs=False)
+import structlog
+log = structlog.get_logger("t")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("failed", api_token="hunter2")
+import rich.table  # still importable: only structlog's own import was kept from it
+print("rich importable:", rich.table.Table is not None)
+"""
+
+
+def test_structlog_comes_without_rich_and_renders_plain_tracebacks() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert "rich after scheduler.logs: False" in out.stdout
+    assert "rich importable: True" in out.stdout
+    assert "Traceback (most recent call last)" in out.stderr  # the plain formatter
+    assert "ValueError: boom" in out.stderr
+    assert "hunter2" not in out.stderr and "api_token" in out.stderr
+    assert "╭" not in out.stderr  # no rich panel
+
+
+def test_a_process_that_imported_rich_first_keeps_it() -> None:
+    code = "import rich\nimport scheduler.logs, structlog.dev\nprint(structlog.dev.rich is rich)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.stdout.strip() == "True"
