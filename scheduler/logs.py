@@ -2,23 +2,26 @@
 
 Tests use ``structlog.testing.capture_logs``.
 
-Importing this module imports structlog without rich: whenever rich is installed, structlog's
-``dev`` and ``tracebacks`` modules import it (console, syntax highlighting, pretty-printing:
-~5 MiB of an idle daemon's memory and ~80 ms) for their rich traceback formatter, which
-schedctl never uses -- :func:`configure` formats tracebacks plainly. A process that has already
-imported rich (a command printing tables) or structlog keeps what it has; rich itself stays
-importable either way. Entry points import this module before anything that imports structlog.
+:func:`import_structlog_without_rich` (``schedctl daemon`` and :func:`configure` call it first):
+whenever rich is installed, structlog's ``dev`` and ``tracebacks`` modules import it (console,
+syntax highlighting, pretty-printing: ~4 MiB of an idle daemon's memory, ~80 ms) for their
+rich traceback formatter, which schedctl never uses -- :func:`configure` formats tracebacks
+plainly.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 
-def _import_structlog_without_rich() -> None:
+def import_structlog_without_rich() -> None:
+    """Import structlog with rich hidden from it; rich itself stays importable afterwards.
+
+    A process that has already imported rich (a command printing tables) or structlog keeps
+    what it has. Call it before anything imports structlog (single-threaded start-up).
+    """
     if "structlog" in sys.modules or "rich" in sys.modules:
         return
     sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` raises ImportError
@@ -28,10 +31,6 @@ def _import_structlog_without_rich() -> None:
         if sys.modules.get("rich", ...) is None:
             del sys.modules["rich"]
 
-
-_import_structlog_without_rich()
-
-import structlog  # noqa: E402
 
 SECRET_KEYS = ("token", "secret", "password", "authorization", "webhook_url")
 
@@ -47,6 +46,11 @@ def redact_secrets(
 
 
 def configure(json_logs: bool, level: str = "info") -> None:
+    import logging
+
+    import_structlog_without_rich()
+    import structlog
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_logs

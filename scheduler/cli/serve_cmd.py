@@ -2,8 +2,8 @@
 
 Its own module so that a running daemon imports only what it serves with: the read commands'
 tables (rich), the control API's client and the status payloads stay out of its memory. The
-scheduler's parts are imported inside the command, after :mod:`scheduler.logs` has imported
-structlog (without rich, see there).
+scheduler's parts are imported inside the command, after structlog has been imported without
+rich (see :mod:`scheduler.logs`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from scheduler.logs import configure
+from scheduler.logs import configure, import_structlog_without_rich
+
+# Before anything imports structlog: the CLI group configures logging before this command runs.
+import_structlog_without_rich()
 
 if TYPE_CHECKING:
     from scheduler.cli.app import AppContext

@@ -11,8 +11,10 @@ from tests.conftest import ROOT
 PROBE = """\
 import sys
 import scheduler.logs
+assert "structlog" not in sys.modules
+scheduler.logs.import_structlog_without_rich()
 assert "structlog" in sys.modules
-print("rich after scheduler.logs:", "rich" in sys.modules)
+print("rich after structlog:", "rich" in sys.modules)
 scheduler.logs.configure(json_logs=False)
 import structlog
 log = structlog.get_logger("t")
@@ -31,7 +33,7 @@ def test_structlog_comes_without_rich_and_renders_plain_tracebacks() -> None:
         capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
-    assert "rich after scheduler.logs: False" in out.stdout
+    assert "rich after structlog: False" in out.stdout
     assert "rich importable: True" in out.stdout
     assert "Traceback (most recent call last)" in out.stderr  # the plain formatter
     assert "ValueError: boom" in out.stderr
@@ -40,7 +42,10 @@ def test_structlog_comes_without_rich_and_renders_plain_tracebacks() -> None:
 
 
 def test_a_process_that_imported_rich_first_keeps_it() -> None:
-    code = "import rich\nimport scheduler.logs, structlog.dev\nprint(structlog.dev.rich is rich)"
+    code = (
+        "import rich, scheduler.logs\nscheduler.logs.import_structlog_without_rich()\n"
+        "import structlog.dev\nprint(structlog.dev.rich is rich)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
