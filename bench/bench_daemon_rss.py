@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,17 +75,25 @@ def main() -> None:
         )  # fmt: skip
         assert daemon.stderr is not None
         started = threading.Event()
+        ended = threading.Event()
+        tail: list[str] = []
 
         def watch() -> None:
             assert daemon.stderr is not None
             for line in daemon.stderr:
+                tail[:] = [*tail[-9:], line.rstrip()[:300]]
                 if "daemon_started" in line:
                     started.set()
+            ended.set()  # the daemon closed its stderr: it exited
 
         threading.Thread(target=watch, daemon=True).start()
         try:
-            if not started.wait(120):
-                raise SystemExit("the daemon did not start within 120 s")
+            deadline = time.monotonic() + 120
+            while not started.wait(0.2):
+                if ended.is_set() or time.monotonic() > deadline:
+                    # e.g. the default web port 9465 held by another daemon on this machine
+                    why = "exited" if ended.is_set() else "did not start within 120 s"
+                    raise SystemExit(f"the daemon {why}; its last lines:\n" + "\n".join(tail))
             threading.Event().wait(args.idle)
             ours = rss_kib(daemon.pid)
         finally:

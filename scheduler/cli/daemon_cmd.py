@@ -1,17 +1,14 @@
-"""``schedctl daemon`` (the service), ``schedctl status`` and ``schedctl cancel RUN``."""
+"""``schedctl status`` and ``schedctl cancel RUN`` (``schedctl daemon`` is :mod:`.serve_cmd`)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from scheduler.api.address import socket_path
 from scheduler.api.payloads import status_payload
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, line, styled
@@ -19,78 +16,6 @@ from scheduler.cli.schedule_cmd import upcoming
 from scheduler.daemon.lock import StateLock
 from scheduler.kernel.errors import DaemonError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
-
-if TYPE_CHECKING:  # `schedctl daemon` imports these; status and cancel need none of them
-    from scheduler.daemon.scheduler import Daemon
-    from scheduler.daemon.sdnotify import Notifier, Watchdog
-    from scheduler.kernel.events import Listener
-
-
-@click.command("daemon")
-@click.option(
-    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
-)
-@click.pass_obj
-def daemon_command(app: AppContext, log_format: str) -> None:
-    """Run the scheduler in the foreground until SIGTERM/SIGINT (systemd Type=notify aware)."""
-    from scheduler.daemon.assembly import build_dispatcher, build_services
-    from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
-    from scheduler.daemon.sdnotify import Notifier
-    from scheduler.daemon.secret_env import scrub_environment, secret_env_names
-    from scheduler.logs import configure
-
-    configure(json_logs=log_format == "json", level="info")
-    config = app.config
-    notifier = Notifier.from_env()
-    dispatcher = build_dispatcher(config, app.store)
-    daemon = Daemon(config, app.store, dispatcher, build_services(config, app.store, dispatcher))
-    dispatcher.add_listener(_status_line(notifier, dispatcher.active_run_ids))
-    stopping = threading.Event()
-    install_signal_handlers(stopping)  # a SIGTERM during recovery still stops gracefully
-    daemon.start()
-    # Loaded by now (API token, alert sinks): tests must not find them in our /proc environ.
-    removed = scrub_environment(secret_env_names(config))
-    if removed:
-        import structlog
-
-        structlog.get_logger("schedctl.daemon").info("secret_env_removed", names=removed)
-    watchdog = _start_watchdog(app, notifier, daemon, stopping)
-    notifier.ready(f"scheduling {len(config.tiers)} tiers; API on {socket_path(config)}")
-    try:
-        wait_for_signal(stopping)
-    finally:
-        stopping.set()
-        notifier.stopping(f"stopping: letting runs finish (grace {config.daemon.grace:g}s)")
-        daemon.stop()
-        if watchdog is not None:
-            watchdog.stop()
-
-
-def _start_watchdog(
-    app: AppContext, notifier: Notifier, daemon: Daemon, stopping: threading.Event
-) -> Watchdog | None:
-    from scheduler.daemon.sdnotify import Watchdog, watchdog_interval
-
-    interval = watchdog_interval() if app.config.daemon.watchdog else None
-    if interval is None or not notifier.enabled:
-        return None
-    # While stopping, the scheduler is down on purpose; keep systemd from killing the grace.
-    watchdog = Watchdog(notifier, interval, lambda: stopping.is_set() or daemon.healthy())
-    watchdog.start()
-    return watchdog
-
-
-def _status_line(notifier: Notifier, active: Callable[[], list[int]]) -> Listener:
-    from scheduler.kernel.events import Event, RunFinished
-
-    def on_event(event: Event) -> None:
-        if isinstance(event, RunFinished) and notifier.enabled:
-            notifier.status(
-                f"last: {event.tier} run {event.run_id} {event.outcome.value}; "
-                f"{len(active())} run(s) active"
-            )
-
-    return on_event
 
 
 def local_status(app: AppContext) -> dict[str, Any]:

@@ -12,7 +12,6 @@ Systemd ``LoadCredential=`` files are the better home for secrets; this covers t
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,6 +52,8 @@ def scrub_environment(names: Iterable[str], proc_self: Path = Path("/proc/self")
 
 
 def _wipe_initial_block(names: set[bytes], proc_self: Path) -> None:
+    import ctypes  # only when a secret was in the environment
+
     # The comm field may hold spaces and parentheses: split after its closing parenthesis.
     stat = (proc_self / "stat").read_bytes()
     fields = stat[stat.rindex(b")") + 2 :].split()

@@ -2,7 +2,7 @@
 
 Nothing registers at import time. The daemon builds one registry in ``build_services``::
 
-    metrics = build_metrics(config, store)          # Metrics on a fresh CollectorRegistry
+    metrics = build_metrics(config, store)          # its registry is made at the first scrape
     dispatcher.add_listener(metrics.on_event)       # fire lag, GPU wait
     services.append(MetricsService(metrics, config.daemon.metrics_address))
     alerting.worker.on_result = metrics.alert_sent  # outcome: sent, retry or dead

@@ -13,8 +13,10 @@ import bisect
 import math
 import threading
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+if TYPE_CHECKING:  # prometheus_client is imported at the first scrape
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 __all__ = ["CounterTally", "HistogramTally", "Labels"]
 
@@ -59,6 +61,8 @@ class CounterTally:
             if self._cached is not None and self._cached[0] == self._version:
                 return self._cached[1]
             version, items = self._version, sorted(self._values.items())
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for key, value in items:
             family.add_metric(list(key), value)
@@ -118,6 +122,8 @@ class HistogramTally:
             items = sorted(
                 (key, list(counts), self._sums[key]) for key, counts in self._counts.items()
             )
+        from prometheus_client.core import HistogramMetricFamily
+
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         edges = [repr(b) for b in self.bounds] + ["+Inf"]
         for key, counts, total in items:

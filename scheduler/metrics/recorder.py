@@ -15,25 +15,30 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler import __version__
 from scheduler.config import AlertmanagerSink, Config, GitHubSink, SlackSink, WebhookSink
-from scheduler.gpu import GpuProbe, build_probe, lease_holders
 from scheduler.gpu.fake import ENV_VAR as FAKE_GPUS_ENV
 from scheduler.kernel.events import Event, RunStarted
 from scheduler.metrics.families import CounterTally, HistogramTally
-from scheduler.metrics.gpus import GpuCollector
 from scheduler.metrics.runs import RunTally
 from scheduler.metrics.schedule import NextFireSource, ScheduleCollector
 from scheduler.metrics.slowest import SlowestTestsCollector
 from scheduler.metrics.state import StoreStateCollector, TierSpec
 from scheduler.store.engine import Store
+
+if TYPE_CHECKING:  # the GPU parts are imported only when GPUs matter here (see build_metrics)
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily, Metric
+
+    from scheduler.gpu import GpuProbe
+    from scheduler.metrics.gpus import GpuCollector
 
 __all__ = ["ALERT_OUTCOMES", "Metrics", "build_metrics"]
 
@@ -61,12 +66,8 @@ class _LiveCollector:
 
     def __init__(self, config: Config, version: str, disk_free: DiskFree) -> None:
         self._disk_free = disk_free
-        self._build_info = GaugeMetricFamily(
-            "schedctl_build_info",
-            "Always 1; the labels carry the schedctl and Python versions.",
-            labels=["version", "python"],
-        )
-        self._build_info.add_metric([version, platform.python_version()], 1.0)
+        self._version = version
+        self._build_info: GaugeMetricFamily | None = None
         self._state_dir = config.state_dir
         self._state_min_free = config.state_min_free
         self.fire_lag = HistogramTally(
@@ -98,13 +99,28 @@ class _LiveCollector:
             self.fire_lag.family(),
             self.gpu_wait.family(),
             self.alerts_sent.family(),
-            self._build_info,
+            self._build_info_family(),
             *self._state_disk(),
         ]
+
+    def _build_info_family(self) -> GaugeMetricFamily:
+        if self._build_info is None:  # made once, at the first scrape: the same object after
+            from prometheus_client.core import GaugeMetricFamily
+
+            family = GaugeMetricFamily(
+                "schedctl_build_info",
+                "Always 1; the labels carry the schedctl and Python versions.",
+                labels=["version", "python"],
+            )
+            family.add_metric([self._version, platform.python_version()], 1.0)
+            self._build_info = family
+        return self._build_info
 
     def _state_disk(self) -> list[Metric]:
         """Free bytes on the state filesystem and the ``state_min_free`` floor below which runs
         are refused, so an alert rule can fire before the refusals start."""
+        from prometheus_client.core import GaugeMetricFamily
+
         floor = GaugeMetricFamily(
             "schedctl_state_min_free_bytes",
             "state_min_free: below this much free state disk, runs are refused (infra-error).",
@@ -124,7 +140,9 @@ class Metrics:
     """The daemon's metrics; nothing is registered anywhere but ``registry``.
 
     Args:
-        registry: where every collector registers (a fresh one per daemon and per test).
+        registry: where every collector registers (a fresh one per test); ``None`` makes a
+            fresh one at the first use of :attr:`registry` -- the daemon's (``build_metrics``),
+            so that a daemon nobody scrapes never imports prometheus_client.
         config: tiers (label sets, schedules, which tiers use GPUs) and alert sinks.
         store: the state store the gauges and run counters are read from.
         gpu_probe: polled at scrape time; ``None`` exports no GPU metrics.
@@ -134,7 +152,7 @@ class Metrics:
 
     def __init__(
         self,
-        registry: CollectorRegistry,
+        registry: CollectorRegistry | None,
         config: Config,
         store: Store,
         *,
@@ -143,7 +161,9 @@ class Metrics:
         version: str | None = None,
         disk_free: DiskFree = disk_free,
     ) -> None:
-        self.registry = registry
+        self._registry = registry
+        self._registry_lock = threading.Lock()
+        self._process_metrics = process_metrics
         self.store = store
         self._probe = gpu_probe
         self._gpu_tiers = frozenset(name for name, t in config.tiers.items() if t.gpus)
@@ -154,18 +174,41 @@ class Metrics:
         self.schedule = ScheduleCollector(config)
         self.slowest = SlowestTestsCollector(store, list(config.tiers))
         self.live = _LiveCollector(config, version or __version__, disk_free)
-        self.gpus = (
-            GpuCollector(
+        self.gpus: GpuCollector | None = None
+        if gpu_probe is not None:
+            from scheduler.gpu import lease_holders
+            from scheduler.metrics.gpus import GpuCollector
+
+            self.gpus = GpuCollector(
                 gpu_probe, config.gpu, lambda: lease_holders(store), drains=store.drained_gpus
             )
-            if gpu_probe is not None
-            else None
-        )
+        if registry is not None:
+            self._register(registry)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry every collector is on (made and filled at the first use if need be)."""
+        with self._registry_lock:
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry
+
+                registry = CollectorRegistry()
+                self._register(registry)
+                self._registry = registry
+            return self._registry
+
+    def collect(self) -> Iterable[Metric]:
+        """Every family, as :meth:`CollectorRegistry.collect` yields them (the HTTP renderer)."""
+        return self.registry.collect()
+
+    def _register(self, registry: CollectorRegistry) -> None:
         collectors = (self.runs, self.state, self.slowest, self.schedule, self.live, self.gpus)
         for collector in collectors:
             if collector is not None:
                 registry.register(collector)
-        if process_metrics:
+        if self._process_metrics:
+            from prometheus_client import ProcessCollector
+
             ProcessCollector(registry=registry)
 
     def on_event(self, event: Event) -> None:
@@ -208,12 +251,12 @@ def build_metrics(
     """
     environ = os.environ if environ is None else environ
     wants_gpus = any(t.gpus for t in config.tiers.values()) or bool(environ.get(FAKE_GPUS_ENV))
-    probe = (
-        build_probe(min(config.gpu.poll_timeout, GPU_PROBE_TIMEOUT_S), environ)
-        if wants_gpus
-        else None
-    )
-    return Metrics(CollectorRegistry(), config, store, gpu_probe=probe)
+    probe: GpuProbe | None = None
+    if wants_gpus:
+        from scheduler.gpu import build_probe
+
+        probe = build_probe(min(config.gpu.poll_timeout, GPU_PROBE_TIMEOUT_S), environ)
+    return Metrics(None, config, store, gpu_probe=probe)
 
 
 def _sink_names(config: Config) -> list[str]:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client.core import Metric
 
 from scheduler.kernel.errors import StoreError
 from scheduler.kernel.outcome import Outcome
 from scheduler.metrics.families import CounterTally, HistogramTally
 from scheduler.store.engine import Store, TallyRow
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = ["DURATION_BUCKETS", "KNOWN_TRIGGERS", "TEST_DURATION_BUCKETS", "RunTally"]
 

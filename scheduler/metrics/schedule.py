@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler.config import Config
 from scheduler.daemon.cron import next_fire_times, parse_cron
 from scheduler.kernel.clock import utcnow
+
+if TYPE_CHECKING:  # prometheus_client is imported at the first scrape
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 __all__ = ["NextFireSource", "ScheduleCollector"]
 
@@ -81,6 +83,8 @@ class ScheduleCollector:
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        from prometheus_client.core import GaugeMetricFamily
+
         return (
             GaugeMetricFamily(
                 "schedctl_tier_next_fire_timestamp_seconds",

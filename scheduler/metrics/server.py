@@ -13,22 +13,23 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from scheduler.kernel.errors import DaemonError
 from scheduler.metrics.recorder import Metrics
 from scheduler.store.engine import Store, probe_writable
 
+if TYPE_CHECKING:  # prometheus_client is imported at the first scrape
+    from prometheus_client.core import Metric
+
 __all__ = [
+    "Collects",
     "DaemonView",
     "MetricsServer",
     "MetricsService",
@@ -48,6 +49,13 @@ _POLL_S = 0.1
 
 Readiness = Callable[[], str | None]
 """Returns ``None`` when ready, else why not."""
+
+
+class Collects(Protocol):
+    """What ``/metrics`` renders: a ``CollectorRegistry``, or :class:`Metrics` (whose registry
+    is made at the first scrape)."""
+
+    def collect(self) -> Iterable[Metric]: ...
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -101,13 +109,15 @@ class _One:
 class Renderer:
     """Text exposition of a registry, reusing the text of family objects seen last time."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Collects) -> None:
         self._registry = registry
         self._lock = threading.Lock()
         # id -> (family, text); holding the family keeps its id from being reused.
         self._memo: dict[int, tuple[Metric, bytes]] = {}
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         with self._lock:
             memo: dict[int, tuple[Metric, bytes]] = {}
             parts = []
@@ -134,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
+            from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
             self._reply(200, self.server.renderer.render(), CONTENT_TYPE_PLAIN_0_0_4)
         elif path == "/healthz":
             self._reply(200, b"ok\n")
@@ -167,7 +179,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # socketserver's 5 drops SYNs when a few scrapers connect at once
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Readiness) -> None:
+    def __init__(self, host: str, port: int, registry: Collects, ready: Readiness) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.renderer = Renderer(registry)
         self.ready = ready
@@ -177,7 +189,7 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     """Serves ``registry`` on ``address``; port 0 picks a free port (see :attr:`port`)."""
 
-    def __init__(self, registry: CollectorRegistry, address: str, ready: Readiness) -> None:
+    def __init__(self, registry: Collects, address: str, ready: Readiness) -> None:
         self._registry = registry
         self._address = address
         self._ready = ready
@@ -243,7 +255,7 @@ class MetricsService:
     def start(self, daemon: DaemonView) -> None:
         self.metrics.attach_scheduler(daemon.next_fire_times)
         server = MetricsServer(
-            self.metrics.registry, self.address, lambda: readiness(daemon, self.ready_timeout_s)
+            self.metrics, self.address, lambda: readiness(daemon, self.ready_timeout_s)
         )
         server.start()
         self.server = server

@@ -9,12 +9,15 @@ Read from the store at scrape time (one indexed query per tier), nothing kept be
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler.kernel.errors import StoreError
 from scheduler.store.engine import Store
+
+if TYPE_CHECKING:  # prometheus_client is imported at the first scrape
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 __all__ = ["MAX_TEST_LABEL", "TOP", "SlowestTestsCollector"]
 
@@ -26,6 +29,8 @@ NAME = "schedctl_slowest_test_duration_seconds"
 
 
 def _family() -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     return GaugeMetricFamily(
         NAME,
         f"Duration of the {TOP} slowest tests (final attempts) in the tier's newest run with a "

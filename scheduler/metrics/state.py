@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import StoreError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import StatsReader, Store
+
+if TYPE_CHECKING:  # prometheus_client is imported at the first scrape
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 __all__ = ["StoreStateCollector", "TierHistory", "TierSpec", "scaling_efficiency"]
 
@@ -39,6 +41,8 @@ class TierSpec:
 
 
 def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     return GaugeMetricFamily(name, documentation, labels=list(labels))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +150,9 @@ def parse_jsonl(path: Path, nonce: str | None = None) -> ParsedResults:
 
 
 def parse_junit(path: Path) -> ParsedResults:
+    """Raises ``xml.etree.ElementTree.ParseError`` on a file that is not XML."""
+    import xml.etree.ElementTree as ET  # only when the plugin's JSON lines are missing
+
     parsed = ParsedResults(source="junit")
     # Written by pytest into the run's own dir; expat refuses entity expansion bombs.
     root = ET.parse(path).getroot()  # noqa: S314
@@ -185,8 +187,10 @@ def load_results(results_path: Path, junit_path: Path, nonce: str | None = None)
     if results_path.exists():
         return parse_jsonl(results_path, nonce)
     if junit_path.exists():
+        from xml.etree.ElementTree import ParseError
+
         try:
             return parse_junit(junit_path)
-        except ET.ParseError:
+        except ParseError:
             return ParsedResults(source="junit-unreadable")
     return ParsedResults()

@@ -72,6 +72,7 @@ from scheduler.store.schema import (
     gpu_leases,
     meta_table,
     metadata,
+    postgres_options,
     runs,
     test_results,
 )
@@ -172,6 +173,7 @@ class Store(
         self.is_postgres = isinstance(target, str) and is_postgres_url(target)
         if self.is_postgres:
             assert isinstance(target, str)
+            postgres_options()
             url = sa.make_url(target)
             self.location = url.set(password=None).render_as_string(hide_password=True)
             url = url.set(drivername="postgresql+psycopg")

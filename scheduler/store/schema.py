@@ -16,6 +16,8 @@ SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 
+_ACTIVE_WHERE = "outcome IN ('queued', 'running')"
+
 meta_table = sa.Table(
     "schedctl_meta",
     metadata,
@@ -61,12 +63,12 @@ runs = sa.Table(
     sa.Column("pruned_at", sa.DateTime(timezone=True)),
     sa.Index("ix_runs_tier_id", "tier", "id"),
     # One queued/running run per tier, across processes: the overlap rule in the database.
+    # PostgreSQL's partial index takes the same WHERE from postgres_options().
     sa.Index(
         "ux_runs_active_tier",
         "tier",
         unique=True,
-        sqlite_where=sa.text("outcome IN ('queued', 'running')"),
-        postgresql_where=sa.text("outcome IN ('queued', 'running')"),
+        sqlite_where=sa.text(_ACTIVE_WHERE),
     ),
     sa.Index("ix_runs_outcome", "outcome"),
 )
@@ -114,12 +116,24 @@ test_results = sa.Table(
 # test's history would be a heap page per result. This index holds what the history reads of a
 # test's range (flaky verdicts, p50/p90 durations) in key order, so those are index-only scans
 # (VACUUM, i.e. autovacuum, keeps the visibility map current). SQLite's table is that order.
-sa.Index(
+_history_index = sa.Index(
     "ix_test_results_history",
     test_results.c.test_id,
     test_results.c.run_id,
-    postgresql_include=["outcome", "final", "duration_s"],
-).ddl_if(dialect="postgresql")
+).ddl_if(dialect="postgresql")  # INCLUDE (outcome, final, duration_s): postgres_options()
+
+
+def postgres_options() -> None:
+    """Attach the PostgreSQL-only index options; a PostgreSQL store calls this before any DDL.
+
+    Named in the ``sa.Index(...)`` calls (``postgresql_where=``, ``postgresql_include=``) they
+    would make SQLAlchemy import its PostgreSQL dialect, with every driver's module, into each
+    process that imports this schema: ~2 MiB of an idle SQLite daemon's memory, ~45 ms of a
+    command. Idempotent; SQLite's DDL ignores them.
+    """
+    runs_active = next(index for index in runs.indexes if index.name == "ux_runs_active_tier")
+    runs_active.dialect_options["postgresql"]["where"] = sa.text(_ACTIVE_WHERE)
+    _history_index.dialect_options["postgresql"]["include"] = ["outcome", "final", "duration_s"]
 
 
 def _rollup(name: str, period: str) -> sa.Table:

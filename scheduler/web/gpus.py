@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from scheduler.config import Config
-from scheduler.gpu import GpuProbe, build_probe, lease_holders
 from scheduler.gpu.fake import ENV_VAR as FAKE_GPUS_ENV
 from scheduler.store.engine import Store
 from scheduler.web.pages import GpuCell
+
+if TYPE_CHECKING:  # the probe and the pool are imported only when GPUs matter here
+    from scheduler.gpu import GpuProbe
 
 PROBE_TIMEOUT_S = 2.0
 
 
 def gpu_cells(probe: GpuProbe, store: Store) -> list[GpuCell]:
     """One cell per GPU the probe sees; raises the probe's :class:`GpuError` when it cannot."""
+    from scheduler.gpu import lease_holders
+
     info = probe.snapshot()
     leases = lease_holders(store)
     drains = {str(d["gpu_uuid"]): d for d in store.drained_gpus()}
@@ -44,5 +49,7 @@ def gpu_source(
     )
     if not wants:
         return None
+    from scheduler.gpu import build_probe
+
     probe = build_probe(PROBE_TIMEOUT_S, environ)
     return lambda: gpu_cells(probe, store)

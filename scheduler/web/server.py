@@ -38,15 +38,17 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import jinja2
 import structlog
 
 from scheduler.kernel.errors import DaemonError, StoreError, UnknownRunError, UsageError
-from scheduler.web.charts import outcome_class
-from scheduler.web.pages import NotFound, Page, Pages
+
+if TYPE_CHECKING:  # the pages and Jinja2 load with the first page (see scheduler.web)
+    import jinja2
+
+    from scheduler.web.pages import Page, Pages
 
 log = structlog.get_logger("schedctl.web")
 
@@ -55,7 +57,7 @@ MAX_QUERY_FIELDS = 20
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 _RUN = re.compile(r"/runs/([^/]+)(/log|/log\.txt|/artifacts/([^/]+))?")
 
-__all__ = ["Response", "WebApp", "WebServer", "make_server", "parse_address"]
+__all__ = ["App", "Response", "WebApp", "WebServer", "make_server", "parse_address"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,11 @@ class Response:
 
 
 def environment() -> jinja2.Environment:
+    """The templates' Jinja2 environment (imported here: an idle daemon never loads jinja2)."""
+    import jinja2
+
+    from scheduler.web.charts import outcome_class
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("scheduler.web", "templates"),
         autoescape=True,
@@ -83,9 +90,20 @@ class WebApp:
 
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
-        self.env = environment()
+        self._env: jinja2.Environment | None = None
+        self._env_lock = threading.Lock()
+
+    @property
+    def env(self) -> jinja2.Environment:
+        """Built on the first page rendered: a daemon nobody browses keeps Jinja2 unloaded."""
+        with self._env_lock:
+            if self._env is None:
+                self._env = environment()
+            return self._env
 
     def handle(self, target: str) -> Response:
+        from scheduler.web.pages import NotFound
+
         try:
             return self._route(target)
         except (NotFound, UnknownRunError) as exc:
@@ -117,6 +135,8 @@ class WebApp:
             return Response(200, b"ok\n", "text/plain; charset=utf-8")
         match = _RUN.fullmatch(path)
         if match is None:
+            from scheduler.web.pages import NotFound
+
             raise NotFound(f"no page {unquote(path)[:200]!r}")
         run, tail, artifact = match.group(1), match.group(2), match.group(3)
         if tail is None:
@@ -137,6 +157,8 @@ class WebApp:
         return Response(page.status, html.encode(), headers={"X-Nonce": nonce})
 
     def _error(self, status: int, title: str, message: str) -> Response:
+        from scheduler.web.pages import Page
+
         try:
             return self.render(
                 Page("error.html", {"title": title, "message": message, "status": status}, status)
@@ -218,12 +240,19 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("web_client_gone", path=self.path[:200])
 
 
+class App(Protocol):
+    """What a :class:`WebServer` serves: :class:`WebApp`, or the daemon's app that builds one
+    at the first request."""
+
+    def handle(self, target: str) -> Response: ...
+
+
 class WebServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
     def __init__(
-        self, host: str, port: int, family: int, app: WebApp, token: str | None, loopback: bool
+        self, host: str, port: int, family: int, app: App, token: str | None, loopback: bool
     ) -> None:
         self.address_family = family
         self.app = app
@@ -294,7 +323,7 @@ def parse_address(address: str, key: str = "daemon.web_address") -> tuple[str, i
 
 
 def make_server(
-    address: str, app: WebApp, token: str | None, *, key: str = "daemon.web_address"
+    address: str, app: App, token: str | None, *, key: str = "daemon.web_address"
 ) -> WebServer:
     """A bound, listening server.
 

@@ -1,4 +1,5 @@
-"""The CLI's logging: structlog configured the moment something imports it, never before."""
+"""structlog set-up: configured the moment something imports it (never before), secrets
+redacted, plain tracebacks, and structlog imported without rich."""
 
 from __future__ import annotations
 
@@ -39,3 +40,49 @@ def test_already_imported_structlog_is_configured_now() -> None:
         capture_output=True, text=True, check=True, env=env, timeout=120,
     )  # fmt: skip
     assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == ["shown"]
+
+
+PROBE = """\
+import sys
+import scheduler.logs
+assert "structlog" not in sys.modules
+scheduler.logs.import_structlog_without_rich()
+assert "structlog" in sys.modules
+print("rich after structlog:", "rich" in sys.modules)
+scheduler.logs.configure(json_logs=False)
+import structlog
+log = structlog.get_logger("t")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("failed", api_token="hunter2")
+import rich.table  # still importable: only structlog's own import was kept from it
+print("rich importable:", rich.table.Table is not None)
+"""
+
+
+def test_structlog_comes_without_rich_and_renders_plain_tracebacks() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert "rich after structlog: False" in out.stdout
+    assert "rich importable: True" in out.stdout
+    assert "Traceback (most recent call last)" in out.stderr  # the plain formatter
+    assert "ValueError: boom" in out.stderr
+    assert "hunter2" not in out.stderr and "api_token" in out.stderr
+    assert "╭" not in out.stderr  # no rich panel
+
+
+def test_a_process_that_imported_rich_first_keeps_it() -> None:
+    code = (
+        "import rich, scheduler.logs\nscheduler.logs.import_structlog_without_rich()\n"
+        "import structlog.dev\nprint(structlog.dev.rich is rich)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.stdout.strip() == "True"

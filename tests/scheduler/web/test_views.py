@@ -124,6 +124,42 @@ class TestWebService:
             web.start(_Daemon())  # type: ignore[arg-type]
         assert web.server is None
 
+    def test_the_pages_are_built_at_the_first_request_and_a_failed_build_retried(
+        self, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import scheduler.web
+
+        built: list[str] = []
+        real = scheduler.web.build_pages
+
+        def build_pages(*args: object, **kwargs: object) -> Pages:
+            built.append("try")
+            if len(built) == 1:
+                raise OSError("CODEOWNERS unreadable")
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(scheduler.web, "build_pages", build_pages)
+        config = make_config(daemon={"metrics_address": None, "web_address": "127.0.0.1:0"})
+        web = WebService(config, Store(config.db_path))
+        web.start(_Daemon())  # type: ignore[arg-type]
+        try:
+            assert web.server is not None and built == []  # listening, nothing built yet
+
+            def get() -> tuple[int, str]:
+                assert web.server is not None
+                conn = http.client.HTTPConnection("127.0.0.1", web.server.server_port, timeout=10)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                return response.status, response.read().decode()
+
+            status, body = get()
+            assert status == 500 and "cannot be built" in body and "CODEOWNERS" not in body
+            status, body = get()
+            assert status == 200 and "2026-03-01 00:00" in body
+            assert get()[0] == 200 and built == ["try", "try"]  # built once, then kept
+        finally:
+            web.stop()
+
     def test_off_loopback_with_the_api_token_it_starts(
         self, make_config: Callable[..., Config]
     ) -> None:
