@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -412,11 +412,21 @@ def install_plugin(target_dir: Path) -> Path:
     (a project's venv, a container image) that cannot import ``runners``.
     """
     target_dir.mkdir(parents=True, exist_ok=True)
-    source = Path(__file__).with_name("pytest_plugin.py")
-    shutil.copyfile(source, target_dir / f"{PLUGIN_MODULE}.py")
-    # The marker catalog plugin (loaded with -p schedctl_catalog when the project has a catalog).
-    shutil.copyfile(Path(__file__).with_name("catalog_plugin.py"), target_dir / CATALOG_PLUGIN)
+    for name, text in _plugin_sources():
+        (target_dir / name).write_bytes(text)
     return target_dir
+
+
+@functools.cache
+def _plugin_sources() -> tuple[tuple[str, bytes], ...]:
+    """The files :func:`install_plugin` writes, read once per process (each run writes them):
+    the results plugin, and the marker catalog plugin (loaded with ``-p schedctl_catalog`` when
+    the project has a catalog)."""
+    here = Path(__file__).parent
+    return (
+        (f"{PLUGIN_MODULE}.py", (here / "pytest_plugin.py").read_bytes()),
+        (CATALOG_PLUGIN, (here / "catalog_plugin.py").read_bytes()),
+    )
 
 
 class BoundedLog:

@@ -137,6 +137,7 @@ class Daemon:
         try:
             self.started_at = datetime.now(timezone.utc)
             self.dispatcher.recover()
+            self.dispatcher.warm_up()
             self.scheduler = BackgroundScheduler(
                 executors={"default": SlotExecutor(max(4, len(self.config.tiers) + 2))},
                 job_defaults={"coalesce": True, "max_instances": 1},
