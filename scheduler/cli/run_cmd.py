@@ -21,7 +21,7 @@ from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, line, styled
 from scheduler.cli.progress import ProgressView, ResultsTail
 from scheduler.daemon.assembly import build_dispatcher
-from scheduler.kernel.errors import DaemonError, UsageError
+from scheduler.kernel.errors import DaemonError, SchedctlError, UsageError
 from scheduler.kernel.events import Event, RunQueued
 from scheduler.kernel.outcome import Outcome
 from scheduler.run.dispatch import RunRequest
@@ -120,7 +120,22 @@ def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
     if record is None:
         raise click.ClickException("the run did not produce a record (see the log above)")
     _check_quarantines(app)
+    _checkpoint(app)
     _finish(run_summary(record), as_json)
+
+
+CHECKPOINT_ABOVE_BYTES = 16 << 20
+"""A run in this process (no daemon, whose timer would) checkpoints the store's WAL when it has
+grown past this: the inserts themselves never do, and without a daemon nothing else would."""
+
+
+def _checkpoint(app: AppContext) -> None:
+    try:
+        app.store.checkpoint(min_wal_bytes=CHECKPOINT_ABOVE_BYTES)
+    except SchedctlError as exc:  # the run's result stands; the next run tries again
+        import structlog
+
+        structlog.get_logger("schedctl.cli").warning("checkpoint_failed", error=str(exc))
 
 
 def _check_quarantines(app: AppContext) -> None:

@@ -125,12 +125,15 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 MMAP_BYTES = 1 << 30
 CACHE_KIB = 64 * 1024
-# Checkpoint the WAL into the file every this many pages (SQLite's default: 1,000). A run's
-# results touch a page per test (each test's history is one range), ~500 pages for a 500-test
-# run: at the default every other insert paid a checkpoint (write-back and fsync); at 10,000
-# (a WAL of up to ~40 MiB) one in ~15 does, and a page rewritten by many runs is written back
-# once.
-WAL_AUTOCHECKPOINT_PAGES = 10_000
+# SQLite's automatic checkpoint runs in the commit that crosses it: a run's results touch a page
+# per test (each test's history is one range), ~500 pages for a 500-test run, so at SQLite's
+# default (1,000 pages) every other insert paid a checkpoint (write-back and fsync), at 10,000
+# one in ~15 did (p99 ~250 ms on a 1M-result store). Checkpoints run off the insert path
+# instead (:meth:`Store.checkpoint`: the daemon's timer, the end of a CLI run); this is only the
+# backstop for a process that writes a lot and never checkpoints (~128 MiB of WAL).
+WAL_AUTOCHECKPOINT_PAGES = 32_768
+# After a checkpoint has let the WAL start over, SQLite truncates the file to this size.
+WAL_SIZE_LIMIT_BYTES = 64 << 20
 # Migrating from below this version rebuilds the history tables: VACUUM afterwards.
 SHRINK_BELOW = 6
 
@@ -362,6 +365,32 @@ class Store(
         with self.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
 
+    def wal_bytes(self) -> int:
+        """The size of the SQLite write-ahead log (0: none, or PostgreSQL)."""
+        if self.is_postgres:
+            return 0
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            return 0
+
+    def checkpoint(self, min_wal_bytes: int = 0) -> tuple[int, int] | None:
+        """Copy the WAL's committed pages back into the database file (SQLite: a ``PASSIVE``
+        checkpoint, which waits for no reader or writer); ``(WAL frames, frames copied)``.
+
+        Inserts do not checkpoint (see :data:`WAL_AUTOCHECKPOINT_PAGES`): the daemon calls
+        this on a timer and a CLI run at its end, so the WAL starts over instead of growing.
+        ``None`` on PostgreSQL, and when the WAL is smaller than ``min_wal_bytes``.
+        """
+        if self.is_postgres or self.wal_bytes() < max(min_wal_bytes, 1):
+            return None
+        try:
+            with self.engine.connect() as conn:
+                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.location}: checkpoint: {_first_line(str(exc))}") from exc
+        return int(row[1]), int(row[2])
+
     # -- meta ------------------------------------------------------------------------------
 
     def heartbeat(self, now: datetime | None = None) -> None:
@@ -450,6 +479,7 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     cursor.close()
 
 

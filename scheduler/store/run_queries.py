@@ -107,11 +107,9 @@ class RunQueries(QueryBase):
                 # After the UPDATE: the transaction holds the write lock while it adds nodeids.
                 ids = ids_of(conn, [r.nodeid for r in results])
                 conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
-                rows = result_values(run_id, results, ids)
-                insert = test_results.insert().values(
-                    {name: sa.bindparam(name) for name in rows[0]}
+                Statement(conn, _INSERT_RESULTS, cached=True).many(
+                    result_values(run_id, results, ids)
                 )
-                Statement(conn, insert).many(rows)
                 if outcome.is_test_evidence:
                     add_to_daily(conn, run_id, values["finished_at"], results, ids)
         return self.get_run(run_id)
@@ -303,7 +301,10 @@ _LAST_SLOT = sa.select(sa.func.max(runs.c.slot)).where(
     runs.c.tier == sa.bindparam("tier", type_=sa.String)
 )
 _ACTIVE_RUNS = (
-    sa.select(runs).where(runs.c.outcome.in_(ACTIVE_OUTCOMES)).order_by(runs.c.id.desc()).limit(1000)
+    sa.select(runs)
+    .where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+    .order_by(runs.c.id.desc())
+    .limit(1000)
 )
 _ACTIVE_RUNS_OF_TIER = _ACTIVE_RUNS.where(runs.c.tier == sa.bindparam("tier", type_=sa.String))
 
