@@ -37,4 +37,3 @@ def test_daemon_checkpoints_the_wal_on_its_timer(
     finally:
         daemon.stop(grace_s=1)
     assert not any(t.is_alive() for t in daemon._timers)
-
