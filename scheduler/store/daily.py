@@ -42,6 +42,9 @@ def next_week(day: str) -> str:
     return (when + timedelta(days=-when.weekday() % 7)).isoformat()
 
 
+_TIER_OF_RUN = sa.select(runs.c.tier).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
+
+
 def add_to_daily(
     conn: Connection,
     run_id: int,
@@ -49,7 +52,7 @@ def add_to_daily(
     results: Sequence[TestResultRow],
     test_ids: Mapping[str, int],
 ) -> None:
-    tier_name = str(conn.execute(sa.select(runs.c.tier).where(runs.c.id == run_id)).scalar_one())
+    tier_name = str(conn.execute(_TIER_OF_RUN, {"run_id": run_id}).scalar_one())
     day = day_of(finished_at)
     stamp = bind_datetime(conn, finished_at)
     rows: dict[int, dict[str, Any]] = {}

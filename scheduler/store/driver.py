@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -103,5 +103,13 @@ def fetch(conn: Connection, query: sa.ClauseElement) -> list[Any]:
 
 def bind_datetime(conn: Connection, value: datetime | None) -> Any:
     """``value`` as the dialect's ``DateTime`` column stores it (SQLite: text)."""
-    processor = sa.DateTime(timezone=True).dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    processor = _datetime_processor(conn.dialect)
     return processor(value) if processor is not None else value
+
+
+@functools.lru_cache(maxsize=8)
+def _datetime_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor: Callable[[Any], Any] | None = (
+        sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    )
+    return processor

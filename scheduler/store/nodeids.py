@@ -6,13 +6,14 @@ A nodeid is stored once, not per result: results, rollups and quarantine rows ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
-from scheduler.store.driver import Statement, fetch
+from scheduler.store.driver import Statement
 from scheduler.store.schema import tests
 
 # Bound parameters per IN list: below every engine's limit (SQLite's was 999 before 3.32).
@@ -24,13 +25,25 @@ _BY_NODEID = sa.select(tests.c.nodeid, tests.c.id).where(
 )
 
 
+@functools.lru_cache(maxsize=SMALL)
+def _by_nodeids(size: int) -> sa.Select[tuple[str, int]]:
+    """The lookup of ``size`` nodeids, one constant per size (its compiled form is cached)."""
+    return sa.select(tests.c.nodeid, tests.c.id).where(
+        tests.c.nodeid.in_([sa.bindparam(f"n{k}", "") for k in range(size)])
+    )
+
+
 def known_ids(conn: Connection, nodeids: Collection[str]) -> dict[str, int]:
     """``{nodeid: id}`` of the ``nodeids`` the store has seen (others are left out)."""
     found: dict[str, int] = {}
     wanted = sorted(set(nodeids))
     if len(wanted) < SMALL:
-        query = sa.select(tests.c.nodeid, tests.c.id).where(tests.c.nodeid.in_(wanted))
-        return {str(n): int(i) for n, i in fetch(conn, query)} if wanted else {}
+        if not wanted:
+            return {}
+        rows = Statement(conn, _by_nodeids(len(wanted)), cached=True).rows(
+            **{f"n{k}": nodeid for k, nodeid in enumerate(wanted)}
+        )
+        return {str(n): int(i) for n, i in rows}
     # A run's few hundred nodeids: one statement of CHUNK placeholders, compiled once, each
     # chunk padded with its last nodeid (a repeat in IN changes nothing).
     statement = Statement(conn, _BY_NODEID, cached=True)

@@ -59,7 +59,7 @@ class RunQueries(QueryBase):
         values.setdefault("outcome", Outcome.QUEUED.value)
         values["outcome"] = Outcome(values["outcome"]).value
         try:
-            with self.begin() as conn:
+            with self.begin(write=True) as conn:
                 result = conn.execute(_INSERT_RUN, values)
                 key = result.inserted_primary_key
                 assert key is not None
@@ -82,7 +82,7 @@ class RunQueries(QueryBase):
             return
         if "outcome" in values:
             values["outcome"] = Outcome(values["outcome"]).value
-        with self.begin() as conn:
+        with self.begin(write=True) as conn:
             conn.execute(_UPDATE_RUN, {**values, "run_id_": run_id})
 
     def finish_run(
@@ -93,20 +93,16 @@ class RunQueries(QueryBase):
         values["outcome"] = outcome.value
         values.setdefault("finished_at", utcnow())
         results = list(results)
-        with self.begin() as conn:
+        with self.begin(write=True) as conn:
             # Guarded on the row still being active: two processes finishing one run (its
             # owner and a survivor host) write it once; the second gets RunAlreadyFinal.
-            done = conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.outcome.in_(ACTIVE_OUTCOMES))
-                .values(**values)
-            )
+            done = conn.execute(_FINISH_RUN, {**values, "run_id_": run_id})
             if done.rowcount != 1:
                 raise RunAlreadyFinal(f"run {run_id} is already final in {self.location}")
             if results:
                 # After the UPDATE: the transaction holds the write lock while it adds nodeids.
                 ids = ids_of(conn, [r.nodeid for r in results])
-                conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
+                conn.execute(_DELETE_RESULTS, {"run_id": run_id})
                 Statement(conn, _INSERT_RESULTS, cached=True).many(
                     result_values(run_id, results, ids)
                 )
@@ -123,7 +119,7 @@ class RunQueries(QueryBase):
         rolled-back insert leaves no trace there, while a PostgreSQL sequence would skip an id.
         """
         try:
-            with self.begin() as conn:
+            with self.begin(write=True) as conn:
                 if dialect.is_postgres(conn):
                     return
                 values = {**row, "queued_at": utcnow(), "outcome": Outcome.QUEUED.value}
@@ -295,6 +291,10 @@ class RunQueries(QueryBase):
 # parameters (``run_id_`` selects the row).
 _INSERT_RUN = runs.insert()
 _UPDATE_RUN = runs.update().where(runs.c.id == sa.bindparam("run_id_", type_=sa.Integer))
+_FINISH_RUN = _UPDATE_RUN.where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+_DELETE_RESULTS = test_results.delete().where(
+    test_results.c.run_id == sa.bindparam("run_id", type_=sa.Integer)
+)
 _GET_RUN = sa.select(runs).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
 _RUN_BY_KEY = sa.select(runs).where(runs.c.idempotency_key == sa.bindparam("key", type_=sa.String))
 _LAST_SLOT = sa.select(sa.func.max(runs.c.slot)).where(
