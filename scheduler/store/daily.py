@@ -79,8 +79,9 @@ def add_to_daily(
     if not rows:
         return
     keys = {"day": day, "week": week_of(day)}
+    ordered = [rows[test_id] for test_id in sorted(rows)]  # in key order: B-tree neighbours
     for _, period in _upserts(conn.dialect.name):
-        merge_rollup(conn, period, [{**row, period: keys[period]} for row in rows.values()])
+        merge_rollup(conn, period, [{**row, period: keys[period]} for row in ordered])
 
 
 def merge_rollup(conn: Connection, period: str, rows: Sequence[Mapping[str, Any]]) -> None:

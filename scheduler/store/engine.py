@@ -175,6 +175,7 @@ class Store(
     ) -> None:
         self.is_postgres = isinstance(target, str) and is_postgres_url(target)
         self._writes = threading.RLock()
+        self._test_ids: dict[str, int] = {}
         if self.is_postgres:
             assert isinstance(target, str)
             url = sa.make_url(target)

@@ -7,7 +7,7 @@ A nodeid is stored once, not per result: results, rollups and quarantine rows ca
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -55,14 +55,23 @@ def known_ids(conn: Connection, nodeids: Collection[str]) -> dict[str, int]:
     return found
 
 
-def ids_of(conn: Connection, nodeids: Sequence[str]) -> dict[str, int]:
+def ids_of(
+    conn: Connection, nodeids: Sequence[str], known: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """``{nodeid: id}`` of every one of ``nodeids``, adding the new ones in the order given.
+
+    ``known`` holds ids already read (a test's id never changes): only the others are looked up.
 
     On SQLite, call it in a transaction that already writes (holds the write lock). On a shared
     PostgreSQL store two hosts may add the same new nodeid at once: the insert skips a nodeid
     another transaction added (waiting for it to commit), and the lookup after it finds its id.
     """
-    found = known_ids(conn, nodeids)
+    if known:
+        cached = {n: known[n] for n in nodeids if n in known}
+        rest = [n for n in nodeids if n not in cached]
+        found = {**cached, **known_ids(conn, rest)} if rest else cached
+    else:
+        found = known_ids(conn, nodeids)
     new = [n for n in dict.fromkeys(nodeids) if n not in found]
     if new:
         insert = dialect.insert(conn, tests).on_conflict_do_nothing(index_elements=["nodeid"])

@@ -1,12 +1,17 @@
-"""What a fire writes, in as few steps as it can: the row and its run dir in one transaction,
-and the statements rehearsed at start-up without leaving a trace."""
+"""What a fire and a finish write, in as few steps as they can: the row and its run dir in one
+transaction, the statements rehearsed at start-up without leaving a trace, a test's id looked up
+once per store."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timezone
 
+import pytest
+from sqlalchemy.exc import IntegrityError
+
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import Store
+from scheduler.store.engine import Store, TestResultRow
 
 ROW = {
     "tier": "hourly",
@@ -59,3 +64,46 @@ def test_update_run_writes_only_the_columns_given(store: Store) -> None:
     assert record.details == {"requeue_of": 7}
     assert record.outcome is Outcome.RUNNING and record.runner == "local"
     assert record.markers == "hourly" and record.argv == []
+
+
+def finished(store: Store, nodeids: list[str]) -> int:
+    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+    assert run_id is not None
+    rows = [TestResultRow(n, "passed", 0.1) for n in nodeids]
+    store.finish_run(run_id, rows, outcome=Outcome.PASSED)
+    return run_id
+
+
+def test_remembered_test_ids_stay_right_beside_another_writer(store: Store) -> None:
+    """A store keeps the ids of the tests it wrote; another store on the same database adds
+    tests in between, and every run still reads back its own nodeids, in order."""
+    other = Store(store.url, password=store._password) if store.is_postgres else Store(store.path)
+    try:
+        finished(store, ["t.py::a", "t.py::b"])
+        finished(other, ["t.py::c", "t.py::a"])
+        third = finished(store, ["t.py::c", "t.py::b", "t.py::d"])
+        fourth = finished(other, ["t.py::d", "t.py::a"])
+    finally:
+        other.close()
+    assert [r.nodeid for r in store.test_results_for(third)] == ["t.py::c", "t.py::b", "t.py::d"]
+    assert [r.nodeid for r in store.test_results_for(fourth)] == ["t.py::d", "t.py::a"]
+
+
+def test_ids_of_a_rolled_back_finish_are_not_remembered(sqlite_store: Store) -> None:
+    """A finish that fails after adding its new tests rolls them back: the next run adds them
+    afresh instead of pointing at ids that were never committed."""
+    store = sqlite_store
+    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+    assert run_id is not None
+    # A result without an outcome breaks NOT NULL at its insert, after its test was added.
+    bad = TestResultRow("t.py::new", None, 0.1)  # type: ignore[arg-type]
+    with pytest.raises((IntegrityError, sqlite3.IntegrityError)):  # the driver cursor's own
+        store.finish_run(run_id, [bad], outcome=Outcome.PASSED)
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM tests").fetchone()[0] == 0
+    finally:
+        conn.close()
+    store.finish_run(run_id, outcome=Outcome.ERROR)
+    later = finished(store, ["t.py::new"])
+    assert [r.nodeid for r in store.test_results_for(later)] == ["t.py::new"]
