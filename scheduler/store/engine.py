@@ -407,7 +407,7 @@ class Store(
         self.set_meta("daemon_heartbeat", (now or utcnow()).isoformat())
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.begin() as conn:
+        with self.begin(write=True) as conn:  # heartbeats: beside a fire's writes
             _upsert_meta(conn, key, value)
 
     def get_meta(self, key: str) -> str | None:
