@@ -283,9 +283,9 @@ class Dispatcher:
             kind_for(tier.kind)
         self.store.active_runs()
         self.store.quarantine_list()
-        for name in self.config.tiers:
-            self.ledger.rehearse(self._row(RunRequest(tier=name, trigger="schedule")))
-            break
+        first = next(iter(self.config.tiers), None)
+        if first is not None:  # one rehearsal serves every tier: the statements are the same
+            self.ledger.rehearse(self._row(RunRequest(tier=first, trigger="schedule")))
 
     def stale_runs(self, actives: Sequence[RunRecord] | None = None) -> list[int]:
         """Active rows of this host whose owner process is gone (what :meth:`recover` ends).
