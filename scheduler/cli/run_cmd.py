@@ -17,7 +17,7 @@ from runners.base import StopRequest
 from scheduler.api.payloads import run_summary
 from scheduler.cli.app import AppContext
 from scheduler.daemon.assembly import alert_sinks_configured, build_dispatcher
-from scheduler.kernel.errors import DaemonError, UsageError
+from scheduler.kernel.errors import DaemonError, SchedctlError, UsageError
 from scheduler.kernel.events import Event, RunQueued, RunStarted
 from scheduler.kernel.outcome import Outcome
 from scheduler.run.dispatch import RunRequest
@@ -152,7 +152,22 @@ def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
             f"{row.owner or 'its sinks'} (the daemon delivers it)",
             err=True,
         )
+    _checkpoint(app)
     _finish(run_summary(record), as_json)
+
+
+CHECKPOINT_ABOVE_BYTES = 16 << 20
+"""A run in this process (no daemon, whose timer would) checkpoints the store's WAL when it has
+grown past this: the inserts themselves never do, and without a daemon nothing else would."""
+
+
+def _checkpoint(app: AppContext) -> None:
+    try:
+        app.store.checkpoint(min_wal_bytes=CHECKPOINT_ABOVE_BYTES)
+    except SchedctlError as exc:  # the run's result stands; the next run tries again
+        import structlog
+
+        structlog.get_logger("schedctl.cli").warning("checkpoint_failed", error=str(exc))
 
 
 def _progress_view(enabled: bool) -> ProgressView | None:

@@ -159,18 +159,7 @@ class Dispatcher:
         active runs when the caller has just read them (saves a query; the store's unique index
         on active runs per tier still decides a race).
         """
-        tier = self.config.tier(request.tier)
-        row = RunRow(
-            tier=request.tier,
-            kind=tier.kind,
-            trigger=request.trigger,
-            host=self.host,
-            owner_pid=os.getpid(),
-            owner_identity=self.identity,
-            slot=request.slot,
-            ref=request.ref,
-            markers=request.markers if request.markers is not None else tier.markers,
-        )
+        row = self._row(request)
         run_id: int | None = None
         # The busy check, the insert and the registration are one step: two fires of a tier at
         # the same moment must not both see it idle. Across processes the store's unique index
@@ -179,7 +168,7 @@ class Dispatcher:
             busy_reason = self._busy_reason(request.tier, actives)
             if not busy_reason:
                 try:
-                    run_id = self.ledger.open(row)
+                    run_id = self.ledger.open(row, lambda new: self._run_dir(request, new))
                 except ActiveRunExists:
                     busy_reason = self._busy_reason(request.tier) or (
                         f"tier {request.tier!r} already has an active run in {self.store.location}"
@@ -195,7 +184,6 @@ class Dispatcher:
             return skipped.id if skipped is not None else None
         assert run_id is not None
         run_dir = self._run_dir(request, run_id)
-        self.store.update_run(run_id, run_dir=str(run_dir))
         self.events.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
         return run_id
 
@@ -287,6 +275,18 @@ class Dispatcher:
             proc_root=self.proc_root,
         )
 
+    def warm_up(self) -> None:
+        """Pay at start-up what a fire would otherwise pay on its first run: the configured
+        tiers' kind modules are imported and the store's reads on the way to ``RunStarted``
+        are compiled (the daemon calls this before its first slot)."""
+        for tier in self.config.tiers.values():
+            kind_for(tier.kind)
+        self.store.active_runs()
+        self.store.quarantine_list()
+        first = next(iter(self.config.tiers), None)
+        if first is not None:  # one rehearsal serves every tier: the statements are the same
+            self.ledger.rehearse(self._row(RunRequest(tier=first, trigger="schedule")))
+
     def stale_runs(self, actives: Sequence[RunRecord] | None = None) -> list[int]:
         """Active rows of this host whose owner process is gone (what :meth:`recover` ends).
 
@@ -305,6 +305,20 @@ class Dispatcher:
         ]
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _row(self, request: RunRequest) -> RunRow:
+        tier = self.config.tier(request.tier)
+        return RunRow(
+            tier=request.tier,
+            kind=tier.kind,
+            trigger=request.trigger,
+            host=self.host,
+            owner_pid=os.getpid(),
+            owner_identity=self.identity,
+            slot=request.slot,
+            ref=request.ref,
+            markers=request.markers if request.markers is not None else tier.markers,
+        )
 
     def _run_dir(self, request: RunRequest, run_id: int) -> Path:
         """Where the run's files go: Slurm runs under ``slurm.shared_dir`` (the compute nodes

@@ -8,9 +8,10 @@ The dispatcher, the daemon and crash recovery all finish runs through one ``RunL
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,6 +29,10 @@ log = structlog.get_logger("schedctl.ledger")
 def slot_key(tier: str, slot: datetime | None) -> str | None:
     """The idempotency key of a scheduled slot: one row per ``tier@slot``, ever."""
     return f"{tier}@{slot.isoformat()}" if slot else None
+
+
+STARTED_COLUMNS: Mapping[str, Any] = {"runner": None, "argv": [], "image": None}
+"""What a kind's provenance may give when a run starts, as a newly opened row holds them."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,18 @@ class RunLedger:
         self.events = events
         self.clock = clock
 
-    def open(self, row: RunRow) -> int | None:
+    def open(self, row: RunRow, run_dir_for: Callable[[int], Path] | None = None) -> int | None:
         """Insert a ``queued`` row; ``None`` when its slot already has one.
+
+        ``run_dir_for`` gives the run's directory from its id: written with the row, in one
+        transaction.
 
         Raises:
             ActiveRunExists: the tier has an active run (the store's unique index decides).
         """
-        return self.store.create_run(**row.values())
+        if run_dir_for is None:
+            return self.store.create_run(**row.values())
+        return self.store.create_run(lambda run_id: str(run_dir_for(run_id)), **row.values())
 
     def open_final(self, row: RunRow, decision: Decision) -> RunRecord | None:
         """Insert a row that is final from birth (missed slot, overlap); ``None`` if the slot has
@@ -112,9 +122,25 @@ class RunLedger:
         return record
 
     def mark_running(self, run_id: int, **provenance: Any) -> None:
-        self.store.update_run(
-            run_id, outcome=Outcome.RUNNING, started_at=self.clock(), **provenance
-        )
+        """The run's process starts: ``running``, with what the kind says it runs.
+
+        Every :data:`STARTED_COLUMNS` is written (unset: as the row was opened), so the
+        statement is the same for every kind and :meth:`rehearse` compiles it once.
+        """
+        self.store.update_run(run_id, **self._started(provenance))
+
+    def rehearse(self, row: RunRow) -> None:
+        """Compile the statements that open and start a run, at start-up (see
+        :meth:`~scheduler.store.run_queries.RunQueries.rehearse_run`); nothing is written."""
+        self.store.rehearse_run(row.values(), self._started({}))
+
+    def _started(self, provenance: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "outcome": Outcome.RUNNING,
+            "started_at": self.clock(),
+            **STARTED_COLUMNS,
+            **provenance,
+        }
 
     def finish(
         self, run_id: int, decision: Decision, evidence: Evidence | None = None

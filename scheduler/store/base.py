@@ -23,7 +23,9 @@ class QueryBase:
     path: Path
     location: str  # the file, or the database URL without its password
 
-    def begin(self, *, immediate: bool = False) -> AbstractContextManager[Connection]:
+    def begin(
+        self, *, immediate: bool = False, write: bool = False
+    ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
 

@@ -42,6 +42,9 @@ def next_week(day: str) -> str:
     return (when + timedelta(days=-when.weekday() % 7)).isoformat()
 
 
+_TIER_OF_RUN = sa.select(runs.c.tier).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
+
+
 def add_to_daily(
     conn: Connection,
     run_id: int,
@@ -49,7 +52,7 @@ def add_to_daily(
     results: Sequence[TestResultRow],
     test_ids: Mapping[str, int],
 ) -> None:
-    tier_name = str(conn.execute(sa.select(runs.c.tier).where(runs.c.id == run_id)).scalar_one())
+    tier_name = str(conn.execute(_TIER_OF_RUN, {"run_id": run_id}).scalar_one())
     day = day_of(finished_at)
     stamp = bind_datetime(conn, finished_at)
     rows: dict[int, dict[str, Any]] = {}
@@ -76,8 +79,9 @@ def add_to_daily(
     if not rows:
         return
     keys = {"day": day, "week": week_of(day)}
+    ordered = [rows[test_id] for test_id in sorted(rows)]  # in key order: B-tree neighbours
     for _, period in _upserts(conn.dialect.name):
-        merge_rollup(conn, period, [{**row, period: keys[period]} for row in rows.values()])
+        merge_rollup(conn, period, [{**row, period: keys[period]} for row in ordered])
 
 
 def merge_rollup(conn: Connection, period: str, rows: Sequence[Mapping[str, Any]]) -> None:

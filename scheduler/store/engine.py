@@ -23,9 +23,10 @@ persists and queries; it never interprets outcomes.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,15 @@ __all__ = [
 BUSY_TIMEOUT_S = 15.0
 MMAP_BYTES = 1 << 30
 CACHE_KIB = 64 * 1024
-# Checkpoint the WAL into the file every this many pages (SQLite's default: 1,000). A run's
-# results touch a page per test (each test's history is one range), ~500 pages for a 500-test
-# run: at the default every other insert paid a checkpoint (write-back and fsync); at 10,000
-# (a WAL of up to ~40 MiB) one in ~15 does, and a page rewritten by many runs is written back
-# once.
-WAL_AUTOCHECKPOINT_PAGES = 10_000
+# SQLite's automatic checkpoint runs in the commit that crosses it: a run's results touch a page
+# per test (each test's history is one range), ~500 pages for a 500-test run, so at SQLite's
+# default (1,000 pages) every other insert paid a checkpoint (write-back and fsync), at 10,000
+# one in ~15 did (p99 ~250 ms on a 1M-result store). Checkpoints run off the insert path
+# instead (:meth:`Store.checkpoint`: the daemon's timer, the end of a CLI run); this is only the
+# backstop for a process that writes a lot and never checkpoints (~128 MiB of WAL).
+WAL_AUTOCHECKPOINT_PAGES = 32_768
+# After a checkpoint has let the WAL start over, SQLite truncates the file to this size.
+WAL_SIZE_LIMIT_BYTES = 64 << 20
 # Migrating from below this version rebuilds the history tables: VACUUM afterwards.
 SHRINK_BELOW = 6
 
@@ -171,6 +175,8 @@ class Store(
         connect_timeout_s: float = 10.0,
     ) -> None:
         self.is_postgres = isinstance(target, str) and is_postgres_url(target)
+        self._writes = threading.RLock()
+        self._test_ids: dict[str, int] = {}
         if self.is_postgres:
             assert isinstance(target, str)
             postgres_options()
@@ -239,15 +245,21 @@ class Store(
             ) from None
 
     @contextmanager
-    def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
+    def begin(self, *, immediate: bool = False, write: bool = False) -> Iterator[Connection]:
         """A transaction; SQLAlchemy errors become :class:`StoreError` naming the store.
 
         ``immediate`` makes a read-then-write (or DDL) block one step across processes: SQLite
         takes the write lock up front (the sqlite3 driver only opens a transaction before DML);
         PostgreSQL takes a transaction-scoped advisory lock (see :func:`.dialect.serialise`).
+
+        ``write`` (SQLite) says the transaction writes: this process's writers then queue on a
+        lock of their own, woken the moment it is free, instead of meeting SQLite's busy
+        handler, which sleeps 1, 2, 5, 10 ... ms between tries (five tiers firing in the same
+        second wrote their rows that way). Other processes still meet the busy handler.
         """
+        hold = self._writes if (write or immediate) and not self.is_postgres else nullcontext()
         try:
-            with self.engine.begin() as conn:
+            with hold, self.engine.begin() as conn:
                 if immediate:
                     dialect.serialise(conn)
                 yield conn
@@ -364,6 +376,32 @@ class Store(
         with self.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
 
+    def wal_bytes(self) -> int:
+        """The size of the SQLite write-ahead log (0: none, or PostgreSQL)."""
+        if self.is_postgres:
+            return 0
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            return 0
+
+    def checkpoint(self, min_wal_bytes: int = 0) -> tuple[int, int] | None:
+        """Copy the WAL's committed pages back into the database file (SQLite: a ``PASSIVE``
+        checkpoint, which waits for no reader or writer); ``(WAL frames, frames copied)``.
+
+        Inserts do not checkpoint (see :data:`WAL_AUTOCHECKPOINT_PAGES`): the daemon calls
+        this on a timer and a CLI run at its end, so the WAL starts over instead of growing.
+        ``None`` on PostgreSQL, and when the WAL is smaller than ``min_wal_bytes``.
+        """
+        if self.is_postgres or self.wal_bytes() < max(min_wal_bytes, 1):
+            return None
+        try:
+            with self.engine.connect() as conn:
+                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.location}: checkpoint: {_first_line(str(exc))}") from exc
+        return int(row[1]), int(row[2])
+
     # -- meta ------------------------------------------------------------------------------
 
     def heartbeat(self, now: datetime | None = None) -> None:
@@ -371,7 +409,7 @@ class Store(
         self.set_meta("daemon_heartbeat", (now or utcnow()).isoformat())
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.begin() as conn:
+        with self.begin(write=True) as conn:  # heartbeats: beside a fire's writes
             _upsert_meta(conn, key, value)
 
     def get_meta(self, key: str) -> str | None:
@@ -452,6 +490,7 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     cursor.close()
 
 

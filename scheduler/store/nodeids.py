@@ -6,13 +6,14 @@ A nodeid is stored once, not per result: results, rollups and quarantine rows ca
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Collection, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
-from scheduler.store.driver import Statement, fetch
+from scheduler.store.driver import Statement
 from scheduler.store.schema import tests
 
 # Bound parameters per IN list: below every engine's limit (SQLite's was 999 before 3.32).
@@ -24,13 +25,25 @@ _BY_NODEID = sa.select(tests.c.nodeid, tests.c.id).where(
 )
 
 
+@functools.lru_cache(maxsize=SMALL)
+def _by_nodeids(size: int) -> sa.Select[tuple[str, int]]:
+    """The lookup of ``size`` nodeids, one constant per size (its compiled form is cached)."""
+    return sa.select(tests.c.nodeid, tests.c.id).where(
+        tests.c.nodeid.in_([sa.bindparam(f"n{k}", "") for k in range(size)])
+    )
+
+
 def known_ids(conn: Connection, nodeids: Collection[str]) -> dict[str, int]:
     """``{nodeid: id}`` of the ``nodeids`` the store has seen (others are left out)."""
     found: dict[str, int] = {}
     wanted = sorted(set(nodeids))
     if len(wanted) < SMALL:
-        query = sa.select(tests.c.nodeid, tests.c.id).where(tests.c.nodeid.in_(wanted))
-        return {str(n): int(i) for n, i in fetch(conn, query)} if wanted else {}
+        if not wanted:
+            return {}
+        rows = Statement(conn, _by_nodeids(len(wanted)), cached=True).rows(
+            **{f"n{k}": nodeid for k, nodeid in enumerate(wanted)}
+        )
+        return {str(n): int(i) for n, i in rows}
     # A run's few hundred nodeids: one statement of CHUNK placeholders, compiled once, each
     # chunk padded with its last nodeid (a repeat in IN changes nothing).
     statement = Statement(conn, _BY_NODEID, cached=True)
@@ -42,14 +55,23 @@ def known_ids(conn: Connection, nodeids: Collection[str]) -> dict[str, int]:
     return found
 
 
-def ids_of(conn: Connection, nodeids: Sequence[str]) -> dict[str, int]:
+def ids_of(
+    conn: Connection, nodeids: Sequence[str], known: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """``{nodeid: id}`` of every one of ``nodeids``, adding the new ones in the order given.
+
+    ``known`` holds ids already read (a test's id never changes): only the others are looked up.
 
     On SQLite, call it in a transaction that already writes (holds the write lock). On a shared
     PostgreSQL store two hosts may add the same new nodeid at once: the insert skips a nodeid
     another transaction added (waiting for it to commit), and the lookup after it finds its id.
     """
-    found = known_ids(conn, nodeids)
+    if known:
+        cached = {n: known[n] for n in nodeids if n in known}
+        rest = [n for n in nodeids if n not in cached]
+        found = {**cached, **known_ids(conn, rest)} if rest else cached
+    else:
+        found = known_ids(conn, nodeids)
     new = [n for n in dict.fromkeys(nodeids) if n not in found]
     if new:
         insert = dialect.insert(conn, tests).on_conflict_do_nothing(index_elements=["nodeid"])

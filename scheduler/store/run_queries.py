@@ -7,7 +7,8 @@ A run row is inserted before anything runs, so a crash always leaves a record.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,8 @@ from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_r
 __all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunAlreadyFinal", "RunQueries", "failure_streak"]
 
 STREAK_WINDOW = 1000
+TEST_ID_CACHE = 50_000
+"""At most this many ``nodeid -> id`` entries kept per store (a few MiB)."""
 
 
 class ActiveRunExists(StoreError):
@@ -45,20 +48,35 @@ class RunAlreadyFinal(StoreError):
     """``finish_run`` of a run that another process (or thread) finished first: nothing written."""
 
 
+class _Rehearsed(Exception):
+    """Raised inside :meth:`RunQueries.rehearse_run`'s transaction to roll it back."""
+
+
 class RunQueries(QueryBase):
     """``runs`` and ``test_results``."""
 
-    def create_run(self, **values: Any) -> int | None:
-        """Insert a run row and return its id; ``None`` when the idempotency key already exists."""
+    _test_ids: dict[str, int]
+
+    def create_run(
+        self, run_dir_for: Callable[[int], str] | None = None, **values: Any
+    ) -> int | None:
+        """Insert a run row and return its id; ``None`` when the idempotency key already exists.
+
+        ``run_dir_for`` names the run's directory from its new id, written in the same
+        transaction (a fire pays one commit for both, not two).
+        """
         values.setdefault("queued_at", utcnow())
         values.setdefault("outcome", Outcome.QUEUED.value)
         values["outcome"] = Outcome(values["outcome"]).value
         try:
-            with self.begin() as conn:
-                result = conn.execute(runs.insert().values(**values))
+            with self.begin(write=True) as conn:
+                result = conn.execute(_INSERT_RUN, values)
                 key = result.inserted_primary_key
                 assert key is not None
-                return int(key[0])
+                run_id = int(key[0])
+                if run_dir_for is not None:
+                    conn.execute(_UPDATE_RUN, {"run_id_": run_id, "run_dir": run_dir_for(run_id)})
+                return run_id
         except IntegrityError as exc:
             key = values.get("idempotency_key")
             if key and self.get_run_by_key(key) is not None:
@@ -74,8 +92,8 @@ class RunQueries(QueryBase):
             return
         if "outcome" in values:
             values["outcome"] = Outcome(values["outcome"]).value
-        with self.begin() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+        with self.begin(write=True) as conn:
+            conn.execute(_UPDATE_RUN, {**values, "run_id_": run_id})
 
     def finish_run(
         self, run_id: int, results: Iterable[TestResultRow] = (), **values: Any
@@ -85,43 +103,64 @@ class RunQueries(QueryBase):
         values["outcome"] = outcome.value
         values.setdefault("finished_at", utcnow())
         results = list(results)
-        with self.begin() as conn:
+        with self.begin(write=True) as conn:
             # Guarded on the row still being active: two processes finishing one run (its
             # owner and a survivor host) write it once; the second gets RunAlreadyFinal.
-            done = conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.outcome.in_(ACTIVE_OUTCOMES))
-                .values(**values)
-            )
+            done = conn.execute(_FINISH_RUN, {**values, "run_id_": run_id})
             if done.rowcount != 1:
                 raise RunAlreadyFinal(f"run {run_id} is already final in {self.location}")
             if results:
                 # After the UPDATE: the transaction holds the write lock while it adds nodeids.
-                ids = ids_of(conn, [r.nodeid for r in results])
-                conn.execute(test_results.delete().where(test_results.c.run_id == run_id))
-                rows = result_values(run_id, results, ids)
-                insert = test_results.insert().values(
-                    {name: sa.bindparam(name) for name in rows[0]}
-                )
-                Statement(conn, insert).many(rows)
+                ids = ids_of(conn, [r.nodeid for r in results], self._test_ids)
+                conn.execute(_DELETE_RESULTS, {"run_id": run_id})
+                # In key order (``seq`` keeps the reported one): each insert lands beside the last.
+                rows = sorted(result_values(run_id, results, ids), key=_by_test)
+                Statement(conn, _INSERT_RESULTS, cached=True).many(rows)
                 if outcome.is_test_evidence:
                     add_to_daily(conn, run_id, values["finished_at"], results, ids)
+        if results:
+            self._remember_test_ids(ids)  # committed: these ids are for good
         return self.get_run(run_id)
+
+    def _remember_test_ids(self, ids: Mapping[str, int]) -> None:
+        """Keep the ids of a run's tests for the next runs' inserts (the same tests, mostly):
+        their lookup cost a 500-test insert ~2 ms. Bounded; a test's id never changes."""
+        if len(self._test_ids) + len(ids) > TEST_ID_CACHE:
+            self._test_ids.clear()
+        self._test_ids.update(ids)
+
+    def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
+        """Open a run as ``create_run(run_dir_for=...)`` does and start it as
+        ``update_run(**running)`` does, then roll it all back.
+
+        SQLAlchemy compiles a statement once per set of columns it writes, a few ms each: a
+        daemon rehearses at start-up so that its first fire does not pay them. SQLite only: a
+        rolled-back insert leaves no trace there, while a PostgreSQL sequence would skip an id.
+        """
+        try:
+            with self.begin(write=True) as conn:
+                if dialect.is_postgres(conn):
+                    return
+                values = {**row, "queued_at": utcnow(), "outcome": Outcome.QUEUED.value}
+                key = conn.execute(_INSERT_RUN, values).inserted_primary_key
+                assert key is not None
+                conn.execute(_UPDATE_RUN, {"run_id_": int(key[0]), "run_dir": ""})
+                started = {**running, "outcome": Outcome(running["outcome"]).value}
+                conn.execute(_UPDATE_RUN, {**started, "run_id_": int(key[0])})
+                raise _Rehearsed
+        except (_Rehearsed, IntegrityError):
+            pass  # rolled back; a tier with an active run now has its insert compiled all the same
 
     def get_run(self, run_id: int) -> RunRecord:
         with self.begin() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+            row = conn.execute(_GET_RUN, {"run_id": run_id}).mappings().first()
         if row is None:
             raise UnknownRunError(f"no run with id {run_id} in {self.location}")
         return RunRecord.from_row(row)
 
     def get_run_by_key(self, key: str) -> RunRecord | None:
         with self.begin() as conn:
-            row = (
-                conn.execute(sa.select(runs).where(runs.c.idempotency_key == key))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_RUN_BY_KEY, {"key": key}).mappings().first()
         return RunRecord.from_row(row) if row else None
 
     def list_runs(
@@ -170,7 +209,13 @@ class RunQueries(QueryBase):
         return out
 
     def active_runs(self, tier: str | None = None) -> list[RunRecord]:
-        return self.list_runs(tier=tier, limit=1000, outcomes=ACTIVE_OUTCOMES)
+        """Queued and running runs (of ``tier``), newest first; read on every fire."""
+        with self.begin() as conn:
+            if tier is None:
+                found = conn.execute(_ACTIVE_RUNS).mappings()
+            else:
+                found = conn.execute(_ACTIVE_RUNS_OF_TIER, {"tier": tier}).mappings()
+            return [RunRecord.from_row(r) for r in found]
 
     def last_run(self, tier: str, outcomes: Sequence[str] | None = None) -> RunRecord | None:
         found = self.list_runs(tier=tier, limit=1, outcomes=outcomes)
@@ -184,9 +229,7 @@ class RunQueries(QueryBase):
 
     def last_slot(self, tier: str) -> datetime | None:
         with self.begin() as conn:
-            value = conn.execute(
-                sa.select(sa.func.max(runs.c.slot)).where(runs.c.tier == tier)
-            ).scalar()
+            value = conn.execute(_LAST_SLOT, {"tier": tier}).scalar()
         return aware(value) if value is not None else None
 
     def consecutive_failures(self, tier: str, up_to_run_id: int | None = None) -> int:
@@ -261,6 +304,29 @@ class RunQueries(QueryBase):
         with self.begin() as conn:
             return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
 
+
+# The statements a fire runs, built once: constructing a statement per call (and its cache key)
+# cost SQLAlchemy more than SQLite took to run it. ``_UPDATE_RUN`` sets the columns named in its
+# parameters (``run_id_`` selects the row).
+_INSERT_RUN = runs.insert()
+_UPDATE_RUN = runs.update().where(runs.c.id == sa.bindparam("run_id_", type_=sa.Integer))
+_FINISH_RUN = _UPDATE_RUN.where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+_DELETE_RESULTS = test_results.delete().where(
+    test_results.c.run_id == sa.bindparam("run_id", type_=sa.Integer)
+)
+_by_test = operator.itemgetter("test_id", "attempt", "seq")
+_GET_RUN = sa.select(runs).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
+_RUN_BY_KEY = sa.select(runs).where(runs.c.idempotency_key == sa.bindparam("key", type_=sa.String))
+_LAST_SLOT = sa.select(sa.func.max(runs.c.slot)).where(
+    runs.c.tier == sa.bindparam("tier", type_=sa.String)
+)
+_ACTIVE_RUNS = (
+    sa.select(runs)
+    .where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+    .order_by(runs.c.id.desc())
+    .limit(1000)
+)
+_ACTIVE_RUNS_OF_TIER = _ACTIVE_RUNS.where(runs.c.tier == sa.bindparam("tier", type_=sa.String))
 
 _RECORD_COLUMNS = tuple(f.name for f in fields(RunRecord) if f.name in runs.c)
 _JSON_COLUMNS = tuple(n for n in _RECORD_COLUMNS if isinstance(runs.c[n].type, sa.JSON))
