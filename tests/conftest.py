@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ def _config_snapshots_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+def quiet_hourly(now: datetime) -> tuple[str, datetime]:
+    """An hourly cron expression whose minute is half an hour from ``now``, and its latest slot
+    (29-31 minutes ago): no slot of it falls due while a test started at ``now`` runs, where a
+    fixed ``15 * * * *`` would when the test runs at hh:15."""
+    minute = (now.minute + 30) % 60
+    latest = now.replace(minute=minute, second=0, microsecond=0)
+    if latest > now:
+        latest -= timedelta(hours=1)
+    return f"{minute} * * * *", latest
 
 
 def tier(**overrides: Any) -> dict[str, Any]:

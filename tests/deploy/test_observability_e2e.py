@@ -202,7 +202,7 @@ def box(tmp_path: Path) -> Iterator[Box]:
             "hourly": {"schedule": FAR_AWAY, "markers": "hourly", "timeout": 120},
             "daily": {"schedule": FAR_AWAY, "markers": "daily", "timeout": 120},
         },
-        "daemon": {"metrics_address": f"127.0.0.1:{port}", "grace": 5},
+        "daemon": {"metrics_address": f"127.0.0.1:{port}", "web_address": None, "grace": 5},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -56,6 +56,7 @@ def test_idle_flood_leaves_unix_socket_and_readyz_answering(
         daemon={
             "metrics_address": f"127.0.0.1:{metrics_port}",
             "api": {"tcp": f"127.0.0.1:{api_port}"},
+            "web_address": None,  # no page server on the shared default port
             "grace": 2,
         },
     )
@@ -72,7 +73,14 @@ def test_idle_flood_leaves_unix_socket_and_readyz_answering(
 
         def ready() -> bool:
             assert proc.poll() is None, log_path.read_text()[-2000:]
-            return StateLock.holder(state) == proc.pid and sock_path.exists()
+            if StateLock.holder(state) != proc.pid or not sock_path.exists():
+                return False
+            # The unix socket and the TCP listener start one after the other: wait for both.
+            try:
+                socket.create_connection(("127.0.0.1", api_port), timeout=2).close()
+            except OSError:
+                return False
+            return True
 
         wait_for(ready, 30, "the daemon to listen")
         for _ in range(IDLE_CONNECTIONS):

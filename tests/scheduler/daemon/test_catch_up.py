@@ -11,24 +11,19 @@ from scheduler.config import Config
 from scheduler.daemon.scheduler import Daemon
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import RunRecord
-from tests.conftest import tier
+from tests.conftest import quiet_hourly, tier
 from tests.scheduler.conftest import FakeDispatcher
 from tests.waiting import wait_for
-
-
-def latest_quarter_past(now: datetime) -> datetime:
-    latest = now.replace(minute=15, second=0, microsecond=0)
-    return latest if latest <= now - timedelta(seconds=5) else latest - timedelta(hours=1)
 
 
 def start_after_downtime(
     make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher, **tier_options: object
 ) -> tuple[Daemon, list[datetime]]:
     """A daemon whose hourly tier last recorded a slot 3 h before the latest one."""
-    config = make_config(tiers={"hourly": tier(**tier_options)})
+    schedule, latest = quiet_hourly(datetime.now(timezone.utc))
+    config = make_config(tiers={"hourly": tier(schedule=schedule, **tier_options)})
     dispatcher = fake_dispatcher(config, FakeBehaviour())
     daemon = Daemon(config, dispatcher.store, dispatcher)
-    latest = latest_quarter_past(datetime.now(timezone.utc))
     history = latest - timedelta(hours=3)
     daemon.store.create_run(
         tier="hourly", trigger="schedule", kind="pytest", slot=history,

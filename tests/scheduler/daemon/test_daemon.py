@@ -24,7 +24,7 @@ from scheduler.kernel.errors import DaemonLocked
 from scheduler.kernel.events import Event, SlotMissed
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import RunRecord, Store
-from tests.conftest import tier
+from tests.conftest import quiet_hourly, tier
 from tests.scheduler.conftest import FakeDispatcher
 from tests.waiting import wait_for
 
@@ -114,12 +114,9 @@ def test_missed_slots_are_all_recorded(
     make_config: Callable[..., Config], make_daemon: MakeDaemon
 ) -> None:
     """Slots older than the misfire grace become 'missed' rows and SlotMissed events, each one."""
-    config = make_config(tiers={"hourly": tier(misfire_grace=1)})
+    schedule, latest = quiet_hourly(datetime.now(timezone.utc))
+    config = make_config(tiers={"hourly": tier(schedule=schedule, misfire_grace=1)})
     d = make_daemon(config)
-    now = datetime.now(timezone.utc)
-    latest = now.replace(minute=15, second=0, microsecond=0)
-    if latest > now - timedelta(seconds=5):
-        latest -= timedelta(hours=1)
     history = latest - timedelta(hours=3)
     d.store.create_run(
         tier="hourly",
