@@ -28,6 +28,7 @@ from scheduler.store.records import (
     RunRecord,
     TestResultRow,
     failures_in_a_row,
+    result_rows,
     stored_isoformat,
 )
 from scheduler.store.sqlite_reads import SCHEMA_VERSION, STATEMENTS
@@ -220,24 +221,7 @@ class SqliteReader:
 
     def test_results_for(self, run_id: int, attempts: bool = False) -> list[TestResultRow]:
         found = self._raw("run_results", run_id=run_id)
-        found.sort(key=lambda r: int(r[0]))
-        return [
-            TestResultRow(
-                nodeid=r[1],
-                outcome=r[2],
-                duration_s=r[3],
-                markers=r[4],
-                message=r[5],
-                attempt=int(r[6] or 0),
-                final=bool(r[7]),
-                peak_rss_bytes=r[8],
-                rss_method=r[9],
-                cuda_peak_bytes=r[10],
-                owner=r[11],
-            )
-            for r in found
-            if attempts or r[7]
-        ]
+        return result_rows(found, attempts)
 
     def quarantine_list(self) -> list[QuarantineRow]:
         return [

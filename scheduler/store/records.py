@@ -10,7 +10,14 @@ from typing import Any
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import aware
 
-__all__ = ["QuarantineRow", "RunRecord", "TestResultRow", "change_range", "failures_in_a_row"]
+__all__ = [
+    "QuarantineRow",
+    "RunRecord",
+    "TestResultRow",
+    "change_range",
+    "failures_in_a_row",
+    "result_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,30 @@ class TestResultRow:
     rss_method: str | None = None
     cuda_peak_bytes: int | None = None
     owner: str | None = None
+
+
+def result_rows(found: list[Sequence[Any]], attempts: bool) -> list[TestResultRow]:
+    """A run's result rows (the ``run_results`` read: seq, nodeid, outcome, duration, markers,
+    message, attempt, final, peak, rss method, CUDA peak, owner) in the order they were
+    reported: each test's final attempt, or (``attempts``) every one."""
+    found.sort(key=lambda r: int(r[0]))
+    return [
+        TestResultRow(
+            nodeid=r[1],
+            outcome=r[2],
+            duration_s=r[3],
+            markers=r[4],
+            message=r[5],
+            attempt=int(r[6] or 0),
+            final=bool(r[7]),
+            peak_rss_bytes=r[8],
+            rss_method=r[9],
+            cuda_peak_bytes=r[10],
+            owner=r[11],
+        )
+        for r in found
+        if attempts or r[7]
+    ]
 
 
 @dataclass(frozen=True)

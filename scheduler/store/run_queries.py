@@ -29,6 +29,7 @@ from scheduler.store.records import (
     RunRecord,
     TestResultRow,
     failures_in_a_row,
+    result_rows,
     stored_isoformat,
 )
 from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
@@ -242,24 +243,7 @@ class RunQueries(QueryBase):
         attempt, or (``attempts``) every one."""
         with self.begin() as conn:
             found = Statement(conn, _RUN_RESULTS, cached=True).rows(run_id=run_id)
-        found.sort(key=lambda r: int(r[0]))
-        return [
-            TestResultRow(
-                nodeid=r[1],
-                outcome=r[2],
-                duration_s=r[3],
-                markers=r[4],
-                message=r[5],
-                attempt=int(r[6] or 0),
-                final=bool(r[7]),
-                peak_rss_bytes=r[8],
-                rss_method=r[9],
-                cuda_peak_bytes=r[10],
-                owner=r[11],
-            )
-            for r in found
-            if attempts or r[7]
-        ]
+        return result_rows(found, attempts)
 
     def prunable_runs(
         self, passed_before: datetime, failed_before: datetime, limit: int, host: str | None = None
