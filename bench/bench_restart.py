@@ -45,8 +45,11 @@ def setup(base: Path) -> Path:
     config = {
         "state_dir": str(base / "state"),
         "runner": "local",
+        # The venv and the checkout may be unreachable for nobody, the default local.user of a
+        # root daemon; the runs must really run, so that a kill can land mid-run.
+        "local": {"allow_root": True},
         "project": {"path": str(project)},
-        "daemon": {"metrics_address": None, "grace": 1},
+        "daemon": {"metrics_address": None, "web_address": None, "grace": 1},
         "tiers": {"tick": {"schedule": "* * * * *", "timeout": 60, "misfire_grace": 1}},
     }
     path = base / "config.yaml"
