@@ -11,6 +11,7 @@ set -euo pipefail
 
 log() { printf 'ensure-alertmanager: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 find_binary() {
     command -v alertmanager 2>/dev/null && return 0
@@ -25,24 +26,7 @@ if binary="$(find_binary)"; then
     exit 0
 fi
 
-[[ $(id -u) -eq 0 ]] || die "alertmanager missing and not root (run: sudo apt-get install -y prometheus-alertmanager)"
-command -v apt-get >/dev/null || die "alertmanager missing and no apt-get: install it by hand"
-
-log "apt-get update"
-DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null || die "apt-get update failed"
-log "apt-get install prometheus-alertmanager"
-# policy-rc.d keeps the package's init script from starting a daemon on :9093 during install.
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    created_policy=1
-fi
-trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
-DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-    --no-install-recommends \
-    prometheus-alertmanager >/dev/null || die "apt-get install prometheus-alertmanager failed"
+apt_install prometheus-alertmanager
 
 binary="$(find_binary)" || die "alertmanager not on PATH after installing prometheus-alertmanager"
 log "installed $binary ($("$binary" --version 2>&1 | head -n1))"

@@ -8,6 +8,7 @@ set -euo pipefail
 
 log() { printf 'ensure-chromium: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 have() { [[ -x /usr/bin/chromium ]]; }
 
@@ -16,14 +17,7 @@ if have; then
     exit 0
 fi
 
-[[ $(id -u) -eq 0 ]] || die "need root to install (run: sudo apt-get install -y chromium)"
-command -v apt-get >/dev/null || die "no apt-get: install chromium by hand"
-
-log "apt-get update"
-DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-log "apt-get install chromium"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
-    fonts-dejavu-core >/dev/null || die "apt-get install chromium failed"
+apt_install chromium fonts-dejavu-core
 
 have || die "/usr/bin/chromium still missing after installing the package"
 log "installed: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"

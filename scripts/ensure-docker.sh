@@ -19,22 +19,9 @@ LOG="${SCHEDCTL_DOCKERD_LOG:-$DEFAULT_LOG}"
 
 log() { printf 'ensure-docker: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 engine_up() { docker info >/dev/null 2>&1; }
-
-apt_updated=0
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "need root to install: $* (run: sudo apt-get install -y $*)"
-    command -v apt-get >/dev/null || die "no apt-get: install $* by hand"
-    if [[ $apt_updated -eq 0 ]]; then
-        log "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-        apt_updated=1
-    fi
-    log "apt-get install $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
-        || die "apt-get install $* failed"
-}
 
 ensure_packages() {
     local missing=()

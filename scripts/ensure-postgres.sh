@@ -10,6 +10,7 @@ set -euo pipefail
 
 log() { printf 'ensure-postgres: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 
@@ -22,26 +23,7 @@ have_all() {
 if have_all; then
     log "present: $("$(bindir)/postgres" --version)"
 else
-    [[ $(id -u) -eq 0 ]] || die "need root to install (run: sudo apt-get install -y postgresql)"
-    command -v apt-get >/dev/null || die "no apt-get: install PostgreSQL's server by hand"
-    log "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-    log "apt-get install postgresql"
-    # policy-rc.d 101 keeps the package's init script from starting the system cluster.
-    policy=/usr/sbin/policy-rc.d
-    created_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod +x "$policy"
-        created_policy=1
-    fi
-    status=0
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
-        >/dev/null || status=$?
-    if [[ $created_policy -eq 1 ]]; then
-        rm -f "$policy"
-    fi
-    [[ $status -eq 0 ]] || die "apt-get install postgresql failed (exit $status)"
+    apt_install postgresql
     have_all || die "postgresql installed but initdb/pg_ctl/postgres are missing"
     log "installed: $("$(bindir)/postgres" --version)"
 fi

@@ -32,23 +32,14 @@ die() {
     exit 1
 }
 
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n1; }
 
 install_packages() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
         && command -v sbatch >/dev/null && return 0
-    [[ $(id -u) -eq 0 ]] || die "need root to install (run: sudo apt-get install -y slurm-wlm munge)"
-    log "apt-get install slurm-wlm munge"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-    # policy-rc.d 101 keeps the packages' init scripts from starting daemons we start ourselves.
-    local policy=/usr/sbin/policy-rc.d created=0 status=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge \
-        >/dev/null || status=$?
-    [[ $created -eq 1 ]] && rm -f "$policy"
-    [[ $status -eq 0 ]] || die "apt-get install slurm-wlm munge failed (exit $status)"
+    apt_install slurm-wlm munge
 }
 
 write_config() {
