@@ -8,18 +8,16 @@ an expiry is alerted exactly once, whichever process sees it first.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
 
+from scheduler.alerts.listener import FinishedRunListener
 from scheduler.alerts.outbox import entries_for
 from scheduler.alerts.payload import Alert, FailingTest, RunFacts, run_url
 from scheduler.alerts.rules import Action, Phase, Severity
-from scheduler.alerts.sinks.base import Sink
-from scheduler.kernel.clock import utcnow
-from scheduler.kernel.events import Event, RunFinished
-from scheduler.store.engine import OutboxEntry, QuarantineRow, Store
+from scheduler.kernel.events import RunFinished
+from scheduler.store.engine import OutboxEntry, QuarantineRow
 
 log = structlog.get_logger("schedctl.alerts")
 
@@ -53,31 +51,13 @@ def expiry_alert(row: QuarantineRow, now: datetime, public_url: str | None) -> A
     )
 
 
-class QuarantineExpiry:
+class QuarantineExpiry(FinishedRunListener):
     """Listener for :class:`RunFinished`: alert every newly expired quarantine, once."""
 
-    def __init__(
-        self,
-        store: Store,
-        sinks: Sequence[Sink],
-        *,
-        public_url: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
-        on_enqueued: Callable[[], None] | None = None,
-    ) -> None:
-        self.store = store
-        self.sinks = list(sinks)
-        self.public_url = public_url
-        self.clock = clock
-        self.on_enqueued = on_enqueued
+    failure_event = "quarantine_expiry_failed"
 
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, RunFinished):
-            return
-        try:
-            self.check()
-        except Exception:
-            log.exception("quarantine_expiry_failed")
+    def on_finished(self, event: RunFinished) -> None:
+        self.check()
 
     def check(self) -> list[QuarantineRow]:
         now = self.clock()
@@ -88,6 +68,5 @@ class QuarantineExpiry:
         claimed = self.store.claim_expired_quarantines(now, entries)
         for row in claimed:
             log.warning("quarantine_expired", nodeid=row.nodeid, owner=row.owner)
-        if claimed and self.on_enqueued is not None:
-            self.on_enqueued()
+        self.enqueued(len(claimed))
         return claimed

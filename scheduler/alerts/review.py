@@ -10,20 +10,19 @@ the report is bounded; nothing here raises into the dispatcher.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import structlog
 
+from scheduler.alerts.listener import FinishedRunListener
 from scheduler.alerts.outbox import entries_for
 from scheduler.alerts.payload import Alert, RunFacts, run_url
 from scheduler.alerts.rules import Action, Phase, Severity
 from scheduler.alerts.sinks.base import Sink
-from scheduler.kernel.clock import utcnow
-from scheduler.kernel.events import Event, RunFinished
+from scheduler.kernel.events import RunFinished
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import RunRecord, Store
+from scheduler.store.engine import RunRecord
 
 log = structlog.get_logger("schedctl.alerts")
 
@@ -58,31 +57,16 @@ def review_alert(record: RunRecord, report: str, now: datetime, public_url: str 
     )
 
 
-class ReviewDelivery:
+class ReviewDelivery(FinishedRunListener):
     """Listener for :class:`RunFinished` of ``kind: review`` runs."""
 
-    def __init__(
-        self,
-        store: Store,
-        sinks: Sequence[Sink],
-        *,
-        public_url: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
-        on_enqueued: Callable[[], None] | None = None,
-    ) -> None:
-        self.store = store
-        self.sinks = [s for s in sinks if s.keeps_reports]
-        self.public_url = public_url
-        self.clock = clock
-        self.on_enqueued = on_enqueued
+    failure_event = "markers_review_delivery_failed"
 
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, RunFinished):
-            return
-        try:
-            self.deliver(event.record)
-        except Exception:
-            log.exception("markers_review_delivery_failed", run_id=event.run_id)
+    def accepts(self, sink: Sink) -> bool:
+        return sink.keeps_reports
+
+    def on_finished(self, event: RunFinished) -> None:
+        self.deliver(event.record)
 
     def deliver(self, record: RunRecord) -> int:
         """Enqueue the run's report for every sink that takes it; the rows enqueued."""
@@ -101,6 +85,5 @@ class ReviewDelivery:
             self.store.outbox_enqueue(entry, now)
             for entry in entries_for(alert, self.sinks, record.id)
         )
-        if enqueued and self.on_enqueued is not None:
-            self.on_enqueued()
+        self.enqueued(enqueued)
         return enqueued
