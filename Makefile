@@ -60,7 +60,7 @@ unit: venv
 	$(VENV)/bin/pytest -m 'not docker and not prometheus and not slow and not gpu' $(PYTEST_ARGS)
 
 test: engines lint typecheck
-	$(VENV)/bin/pytest -m 'not gpu' -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m 'not gpu' -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 # Every bench/bench_*.py, each under BENCH_TIMEOUT, all in under 10 minutes (the arguments below
 # trim repetitions, never the workload a figure names); ends with the figure lines together.
