@@ -69,7 +69,7 @@ test: engines lint typecheck
 BENCH_TIMEOUT ?= 240
 bench: venv
 	@$(PY) -m compileall -q scheduler runners
-	@rm -f .bench-history.db*  # built once by bench_history, reused by bench_history_engines
+	@rm -f .bench-history.db*  # built once by bench_history, reused by bench_history_engines and bench_web
 	@set -o pipefail; start=$$(date +%s); failed=""; : > .bench.out; \
 	for b in bench/bench_*.py; do \
 	  case $$b in \
@@ -77,7 +77,7 @@ bench: venv
 	    */bench_docker.py|*/bench_slurm.py|*/bench_plugin.py) args="-n 3" ;; \
 	    */bench_fire_lag.py) args="--seconds 15" ;; \
 	    */bench_restart.py) args="--cycles 4" ;; \
-	    */bench_history.py|*/bench_history_engines.py) args="--db .bench-history.db" ;; \
+	    */bench_history.py|*/bench_history_engines.py|*/bench_web.py) args="--db .bench-history.db" ;; \
 	    *) args="" ;; \
 	  esac; \
 	  echo "== $$b $$args ($$(( $$(date +%s) - start )) s so far)"; \
