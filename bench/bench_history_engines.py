@@ -1,7 +1,8 @@
 """The history queries at 1,000,000 test results on both engines, side by side.
 
-Fills a SQLite file and a PostgreSQL database with the same history through the real write path
-(``Store.finish_run``, see ``bench_history.py`` for its shape), refreshes the planner statistics
+Fills a SQLite file with a history through the real write path (``Store.finish_run``, see
+``bench_history.py`` for its shape) and a PostgreSQL database with the same history as a lab moves
+it there (``schedctl store copy``: the same rows, the same ids), refreshes the planner statistics
 (``Store.analyze``: what autovacuum does on a long-lived database), then times each query as
 ``schedctl tests`` / ``schedctl test`` call it. SQLite is the baseline; the target (issue 22:
 p99 <= 100 ms) holds on PostgreSQL too. One line per figure: query, SQLite p99, PostgreSQL p99,
@@ -23,6 +24,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -37,6 +39,7 @@ from bench_history import TARGET_QUERY_MS as TARGET_P99_MS  # noqa: E402
 
 from scheduler.history.stats import History  # noqa: E402
 from scheduler.store import Store  # noqa: E402
+from scheduler.store.copy import copy_store  # noqa: E402
 
 
 def queries(store: Store, now_runs: int) -> dict[str, Callable[[], object]]:
@@ -79,10 +82,26 @@ def postgres(url: str | None) -> Iterator[Store]:
 Figures = dict[str, tuple[float, float, float]]
 
 
-def measure(store: Store, args: argparse.Namespace) -> tuple[float | None, Figures]:
-    """Fill ``store`` unless it holds runs already (``None``: reused), then time each query:
-    wall p50, wall p99, CPU p99 (ms)."""
-    fill_s = None if store.max_run_id() else fill(store, args.tests, args.runs, args.seed)
+def copied(source: Store, target: Store) -> float:
+    """Fill ``target`` with ``source``'s history as ``schedctl store copy`` moves a box's SQLite
+    history into a shared PostgreSQL store (one transaction; ids kept: the target is empty)."""
+    started = time.perf_counter()
+    copy_store(source, target, host="bench")
+    return time.perf_counter() - started
+
+
+def measure(
+    store: Store, args: argparse.Namespace, source: Store | None = None
+) -> tuple[float | None, Figures]:
+    """Fill ``store`` unless it holds runs already (``None``: reused) -- from ``source`` when
+    given, else through ``Store.finish_run`` -- then time each query: wall p50, wall p99, CPU
+    p99 (ms)."""
+    if store.max_run_id():
+        fill_s = None
+    elif source is not None:
+        fill_s = copied(source, store)
+    else:
+        fill_s = fill(store, args.tests, args.runs, args.seed)
     if fill_s is not None:
         store.analyze()
     only = set(args.only or ())
@@ -112,12 +131,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         lite = Store(args.db or Path(tmp) / "schedctl.db")
         lite_fill, lite_ms = measure(lite, args)
+        with postgres(args.store) as pg:
+            pg_fill, pg_ms = measure(pg, args, source=lite)
         lite.close()
-    with postgres(args.store) as pg:
-        pg_fill, pg_ms = measure(pg, args)
     print(f"store: {args.tests * args.runs:,} test results ({args.tests} tests x {args.runs} "
-          f"runs) each, through Store.finish_run; SQLite {_filled(lite_fill)}, PostgreSQL "
-          f"{_filled(pg_fill)}")  # fmt: skip
+          f"runs) each; SQLite through Store.finish_run, {_filled(lite_fill)}; PostgreSQL by "
+          f"`schedctl store copy` from it, {_filled(pg_fill)}")  # fmt: skip
     print(f"load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at "
           f"the end, on {os.cpu_count()} CPUs")  # fmt: skip
     print(f"{'query (wall ms)':30}{'SQLite p50':>11}{'p99':>7}{'CPU p99':>8}"
