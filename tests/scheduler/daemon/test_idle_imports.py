@@ -17,12 +17,13 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SUITE
+from tests.conftest import ROOT, SUITE, quiet_hourly
 from tests.waiting import wait_for
 
 # The daemon as a user starts it, plus a SIGUSR1 handler that writes sys.modules to a file.
@@ -100,6 +101,9 @@ class IdleDaemon:
 
 @pytest.fixture
 def idle_daemon(tmp_path: Path) -> Iterator[IdleDaemon]:
+    now = datetime.now(UTC)
+    hourly, _ = quiet_hourly(now)
+    daily = f"{hourly.split()[0]} {(now.hour + 12) % 24} * * *"
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -111,8 +115,9 @@ def idle_daemon(tmp_path: Path) -> Iterator[IdleDaemon]:
                 "daemon": {"metrics_address": "127.0.0.1:0", "web_address": "127.0.0.1:0"},
                 "project": {"path": str(SUITE)},
                 "tiers": {
-                    "hourly": {"schedule": "15 * * * *", "timeout": "30m", "markers": "hourly"},
-                    "daily": {"schedule": "30 2 * * *", "timeout": "90m", "markers": "daily"},
+                    # no slot falls due while the test runs: a fire would import the run path
+                    "hourly": {"schedule": hourly, "timeout": "30m", "markers": "hourly"},
+                    "daily": {"schedule": daily, "timeout": "90m", "markers": "daily"},
                 },
             }
         )
