@@ -3,7 +3,8 @@
 A test id as a label is unbounded in general (DESIGN.md: never test ids), so this family carries
 at most :data:`TOP` series per tier: the slowest final results of the tier's newest run with a
 test verdict, ranked 1..TOP. Which tests those are changes with the runs; how many never grows.
-Read from the store at scrape time (one indexed query per tier), nothing kept between scrapes.
+Read from the store at scrape time (one indexed query per tier); a scrape that finds the store
+unchanged (:meth:`Store.data_version`) hands back the last family object as it is.
 """
 
 from __future__ import annotations
@@ -44,18 +45,25 @@ class SlowestTestsCollector:
         self._store = store
         self._tiers = tuple(tiers)
         self._top = min(top, TOP)
+        self._last: tuple[int, list[Metric]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return [_family()]
 
     def collect(self) -> Iterable[Metric]:
+        version = self._store.data_version()  # before the reads: a commit during them shows
+        if self._last is not None and version is not None and self._last[0] == version:
+            return self._last[1]
         family = _family()
         try:
-            for tier in self._tiers:
-                for rank, slow in enumerate(self._store.slowest_tests(tier, self._top), 1):
+            for tier, found in self._store.slowest_tests_of(self._tiers, self._top).items():
+                for rank, slow in enumerate(found, 1):
                     family.add_metric([tier, str(rank), slow.nodeid[:MAX_TEST_LABEL]],
                                       slow.duration_s)  # fmt: skip
         except StoreError as exc:  # schedctl_store_up says so; keep the scrape whole
             log.warning("metrics_slowest_unreadable", error=str(exc))
+            self._last = None
             return [_family()]
-        return [family]
+        out: list[Metric] = [family]
+        self._last = (version, out) if version is not None else None
+        return out

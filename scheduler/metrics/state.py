@@ -1,9 +1,12 @@
 """Gauges read from the store at scrape time, so a restart never forgets them.
 
 Last run, last success, the failure streak, runs in progress, GPU leases and the alert outbox all
-live in SQLite; this collector asks for them on every scrape (a few indexed queries per tier) and
-keeps nothing between scrapes. A store that cannot be read yields ``schedctl_store_up 0`` and
-no other sample from here, never a failed scrape.
+live in SQLite; this collector asks for them at scrape time (a few indexed queries per tier). A
+scrape that finds the store unchanged since the last one (:meth:`Store.data_version`, bumped by
+every commit of any process) hands back the same family objects, which the renderer then does
+not render again; the only clock-dependent answer (a quarantine expiring) bounds that reuse. A
+store that cannot be read yields ``schedctl_store_up 0`` and no other sample from here, never a
+failed scrape.
 """
 
 from __future__ import annotations
@@ -110,23 +113,36 @@ class StoreStateCollector:
         self._clock = clock
         self._tiers = tuple(tiers)
         self._cache: dict[str, tuple[Hashable, TierHistory]] = {}
+        # (store version, valid until, families) of the last good scrape
+        self._last: tuple[int, datetime | None, list[Metric]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return list(_families().values())
 
     def collect(self) -> Iterable[Metric]:
+        version = self._store.data_version()  # before the reads: a commit during them shows
+        now = self._clock()
+        last = self._last
+        unchanged = last is not None and version is not None and last[0] == version
+        if last is not None and unchanged and (last[1] is None or now < last[1]):
+            return last[2]
         families = _families()
         try:
-            self._fill(families)
+            until = self._fill(families, now)
         except StoreError as exc:
             log.warning("metrics_store_unreadable", error=str(exc))
+            self._last = None
             families = {"schedctl_store_up": _families()["schedctl_store_up"]}
             families["schedctl_store_up"].add_metric([], 0.0)
             return list(families.values())
         families["schedctl_store_up"].add_metric([], 1.0)
-        return list(families.values())
+        out: list[Metric] = list(families.values())
+        self._last = (version, until, out) if version is not None else None
+        return out
 
-    def _fill(self, f: Mapping[str, GaugeMetricFamily]) -> None:
+    def _fill(self, f: Mapping[str, GaugeMetricFamily], now: datetime) -> datetime | None:
+        """Fill the families; returns when a clock-dependent answer next changes (``None``:
+        never, while the store stays unchanged)."""
         with self._store.stats_reader() as reader:
             active = reader.active_counts()
             for tier in self._tiers:
@@ -139,7 +155,7 @@ class StoreStateCollector:
             for lease in reader.leases():
                 labels = [str(lease.gpu_index), lease.gpu_uuid, lease.tier]
                 f["schedctl_gpu_leased"].add_metric(labels, 1.0)
-            active_q, expired_q = reader.quarantine_counts(self._clock())
+            active_q, expired_q = reader.quarantine_counts(now)
             f["schedctl_quarantined_tests"].add_metric(["active"], float(active_q))
             f["schedctl_quarantined_tests"].add_metric(["expired"], float(expired_q))
             pending, oldest = reader.outbox_pending()
@@ -148,6 +164,7 @@ class StoreStateCollector:
                 f["schedctl_alert_outbox_oldest_pending_timestamp_seconds"].add_metric(
                     [], _timestamp(oldest)
                 )
+            return reader.next_quarantine_expiry(now) if active_q else None
 
     def _tier(
         self, reader: StatsReader, tier: TierSpec, running: int, f: Mapping[str, GaugeMetricFamily]

@@ -9,6 +9,8 @@ deeper queries a scrape needs without writing SQL itself.
 from __future__ import annotations
 
 import functools
+import sqlite3
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -159,6 +161,13 @@ class StatsReader:
         total, gone = self._conn.execute(query).one()
         return int(total or 0) - int(gone or 0), int(gone or 0)
 
+    def next_quarantine_expiry(self, now: datetime) -> datetime | None:
+        """The earliest expiry after ``now`` (when :meth:`quarantine_counts` next changes)."""
+        value = self._conn.execute(
+            sa.select(sa.func.min(quarantine.c.expires_at)).where(quarantine.c.expires_at > now)
+        ).scalar()
+        return aware(value) if value is not None else None
+
     def _last(self, tier: str, outcomes: Sequence[str], column: Any) -> Any:
         return self._conn.execute(
             sa.select(column)
@@ -168,8 +177,64 @@ class StatsReader:
         ).scalar()
 
 
+class _VersionProbe:
+    """``PRAGMA data_version`` on a connection of its own that never writes.
+
+    SQLite changes the number a connection reads whenever *another* connection -- of this
+    process or any other -- commits to the file; this connection commits nothing, so every
+    commit anywhere shows. Costs one pragma (microseconds), no table read.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def read(self) -> int | None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = sqlite3.connect(
+                        f"file:{self._path}?mode=ro", uri=True, check_same_thread=False
+                    )
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                self._close()
+                return None  # unknown: the caller reads the tables again
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class StatsQueries(QueryBase):
     """Aggregates for the metrics collectors."""
+
+    _version_probe: _VersionProbe | None = None
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever anyone commits to the store; ``None`` when unknown
+        (PostgreSQL, an unreadable file), and then every read must be made again.
+
+        Scrape-time collectors compare it with the one they last read at, and reuse what
+        they built then while it holds: nothing in the store changed, so their reads would
+        return the same rows (reads that also depend on the clock must say so themselves).
+        """
+        if getattr(self, "is_postgres", False):
+            return None
+        probe = self._version_probe
+        if probe is None:
+            probe = self._version_probe = _VersionProbe(str(self.path))
+        return probe.read()
+
+    def close_version_probe(self) -> None:
+        if self._version_probe is not None:
+            self._version_probe.close()
 
     def tally_baseline(self) -> tuple[int, set[int]]:
         """The newest run id and the ids of the runs still queued or running, read together."""

@@ -8,6 +8,7 @@ newest run with a test verdict. Reads only; everything is served from the indexe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -34,6 +35,21 @@ class SlowTest(NamedTuple):
     nodeid: str
     duration_s: float
     run_id: int
+
+
+_NEWEST_EVIDENCE = (
+    sa.select(runs.c.id)
+    .where(runs.c.tier == sa.bindparam("tier"), runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+    .order_by(runs.c.id.desc())
+    .limit(1)
+)
+_SLOWEST = (
+    sa.select(tests.c.nodeid, test_results.c.duration_s)
+    .join(tests, tests.c.id == test_results.c.test_id)
+    .where(test_results.c.run_id == sa.bindparam("run_id"), test_results.c.final.is_(True))
+    .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
+    .limit(sa.bindparam("limit"))
+)
 
 
 class WebQueries(QueryBase):
@@ -85,21 +101,17 @@ class WebQueries(QueryBase):
 
     def slowest_tests(self, tier: str, limit: int) -> list[SlowTest]:
         """The ``limit`` slowest final results of the tier's newest run with a test verdict."""
-        last = (
-            sa.select(runs.c.id)
-            .where(runs.c.tier == tier, runs.c.outcome.in_(EVIDENCE_OUTCOMES))
-            .order_by(runs.c.id.desc())
-            .limit(1)
-        )
+        return self.slowest_tests_of([tier], limit)[tier]
+
+    def slowest_tests_of(self, tiers: Sequence[str], limit: int) -> dict[str, list[SlowTest]]:
+        """:meth:`slowest_tests` of each tier, read in one transaction (the gauge's scrape)."""
+        found: dict[str, list[SlowTest]] = {}
         with self.begin() as conn:
-            run_id = conn.execute(last).scalar()
-            if run_id is None:
-                return []
-            rows = conn.execute(
-                sa.select(tests.c.nodeid, test_results.c.duration_s)
-                .join(tests, tests.c.id == test_results.c.test_id)
-                .where(test_results.c.run_id == run_id, test_results.c.final.is_(True))
-                .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
-                .limit(limit)
-            )
-            return [SlowTest(str(r[0]), float(r[1] or 0.0), int(run_id)) for r in rows]
+            for tier in tiers:
+                run_id = conn.execute(_NEWEST_EVIDENCE, {"tier": tier}).scalar()
+                if run_id is None:
+                    found[tier] = []
+                    continue
+                rows = conn.execute(_SLOWEST, {"run_id": run_id, "limit": limit})
+                found[tier] = [SlowTest(str(r[0]), float(r[1] or 0.0), int(run_id)) for r in rows]
+        return found
