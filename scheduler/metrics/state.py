@@ -145,10 +145,11 @@ class StoreStateCollector:
         never, while the store stays unchanged)."""
         with self._store.stats_reader() as reader:
             active = reader.active_counts()
+            recents = reader.recent_of([t.name for t in self._tiers], RECENT_WINDOW)
             for tier in self._tiers:
                 running = active.get((tier.name, Outcome.RUNNING.value), 0)
                 queued = active.get((tier.name, Outcome.QUEUED.value), 0)
-                self._tier(reader, tier, running + queued, f)
+                self._tier(reader, tier, recents[tier.name], running + queued, f)
                 f["schedctl_runs_in_progress"].add_metric([tier.name], float(running))
             queued = sum(n for (_, outcome), n in active.items() if outcome == Outcome.QUEUED)
             f["schedctl_queue_depth"].add_metric([], float(queued))
@@ -167,10 +168,15 @@ class StoreStateCollector:
             return reader.next_quarantine_expiry(now) if active_q else None
 
     def _tier(
-        self, reader: StatsReader, tier: TierSpec, running: int, f: Mapping[str, GaugeMetricFamily]
+        self,
+        reader: StatsReader,
+        tier: TierSpec,
+        recent: tuple[tuple[str, datetime | None], ...],
+        running: int,
+        f: Mapping[str, GaugeMetricFamily],
     ) -> None:
         name = tier.name
-        history = self._history(reader, tier, running)
+        history = self._history(reader, tier, recent, running)
         if history.last_verdict is not None:
             f["schedctl_tier_last_run_timestamp_seconds"].add_metric(
                 [name], _timestamp(history.last_verdict)
@@ -186,14 +192,20 @@ class StoreStateCollector:
         for nproc, value in sorted(history.efficiency.items()):
             f["schedctl_smoketest_scaling_efficiency"].add_metric([name, str(nproc)], value)
 
-    def _history(self, reader: StatsReader, tier: TierSpec, running: int) -> TierHistory:
-        """The tier's history, recomputed only when its newest rows or active count changed.
+    def _history(
+        self,
+        reader: StatsReader,
+        tier: TierSpec,
+        recent: tuple[tuple[str, datetime | None], ...],
+        running: int,
+    ) -> TierHistory:
+        """The tier's history, recomputed only when its newest rows (``recent``, the window
+        read for every tier at once) or active count changed.
 
         Rows older than the window are final and never change, so an identical window (plus
         the same number of active rows, for a run that outlived the window) means identical
         answers; the deeper queries then run once per change instead of once per scrape.
         """
-        recent = reader.recent(tier.name, RECENT_WINDOW)
         key = (recent, running)
         cached = self._cache.get(tier.name)
         if cached is not None and cached[0] == key:

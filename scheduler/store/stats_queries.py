@@ -92,6 +92,27 @@ def _recent(limit: int) -> sa.Select[Any]:
     )
 
 
+_UNION_TERMS = 100
+"""Tiers per compound statement (SQLite allows 500 terms in one)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _recent_of(count: int, limit: int) -> sa.CompoundSelect[Any]:
+    # Each term is one index search (ix_runs_tier_id), as :func:`_recent` is; one statement
+    # instead of one per tier saves the per-execute overhead at every changed scrape.
+    terms = []
+    for i in range(count):
+        sub = (
+            sa.select(runs.c.id, runs.c.tier, runs.c.outcome, runs.c.finished_at)
+            .where(runs.c.tier == sa.bindparam(f"tier{i}"))
+            .order_by(runs.c.id.desc())
+            .limit(limit)
+            .subquery()
+        )
+        terms.append(sa.select(sub))
+    return sa.union_all(*terms)
+
+
 def _tally_row(row: Any) -> TallyRow:
     return TallyRow(
         id=int(row.id),
@@ -120,6 +141,24 @@ class StatsReader:
         """``(outcome, finished_at)`` of the tier's newest ``limit`` runs, newest first."""
         rows = self._conn.execute(_recent(limit), {"tier": tier})
         return tuple((str(row[0]), aware(row[1])) for row in rows)
+
+    def recent_of(
+        self, tiers: Sequence[str], limit: int
+    ) -> dict[str, tuple[tuple[str, datetime | None], ...]]:
+        """:meth:`recent` of every tier in ``tiers``, in as few statements as SQLite allows."""
+        rows: dict[str, list[tuple[int, str, datetime | None]]] = {t: [] for t in tiers}
+        names = list(rows)
+        for start in range(0, len(names), _UNION_TERMS):
+            chunk = names[start : start + _UNION_TERMS]
+            params = {f"tier{i}": name for i, name in enumerate(chunk)}
+            for run_id, tier, outcome, finished_at in self._conn.execute(
+                _recent_of(len(chunk), limit), params
+            ):
+                rows[str(tier)].append((int(run_id), str(outcome), aware(finished_at)))
+        return {
+            tier: tuple((o, at) for _, o, at in sorted(found, key=lambda r: -r[0]))
+            for tier, found in rows.items()
+        }
 
     def last_finished_at(self, tier: str, outcomes: Sequence[str]) -> datetime | None:
         """Finish time of the tier's newest run whose outcome is one of ``outcomes``."""

@@ -8,9 +8,10 @@ newest run with a test verdict. Reads only; everything is served from the indexe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -19,6 +20,8 @@ from scheduler.store.records import RunRecord
 from scheduler.store.schema import EVIDENCE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
 
 __all__ = ["RunFilter", "SlowTest", "WebQueries"]
+
+T = TypeVar("T")
 
 
 class RunFilter(NamedTuple):
@@ -37,19 +40,45 @@ class SlowTest(NamedTuple):
     run_id: int
 
 
-_NEWEST_EVIDENCE = (
-    sa.select(runs.c.id)
-    .where(runs.c.tier == sa.bindparam("tier"), runs.c.outcome.in_(EVIDENCE_OUTCOMES))
-    .order_by(runs.c.id.desc())
-    .limit(1)
-)
-_SLOWEST = (
-    sa.select(tests.c.nodeid, test_results.c.duration_s)
-    .join(tests, tests.c.id == test_results.c.test_id)
-    .where(test_results.c.run_id == sa.bindparam("run_id"), test_results.c.final.is_(True))
-    .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
-    .limit(sa.bindparam("limit"))
-)
+_UNION_TERMS = 100
+"""Terms per compound statement (SQLite allows 500)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _newest_evidence_of(count: int) -> sa.CompoundSelect[Any]:
+    """Per tier, the id of its newest run with a test verdict: one index search per term."""
+    terms = []
+    for i in range(count):
+        sub = (
+            sa.select(runs.c.tier, runs.c.id)
+            .where(runs.c.tier == sa.bindparam(f"tier{i}"), runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+            .order_by(runs.c.id.desc())
+            .limit(1)
+            .subquery()
+        )
+        terms.append(sa.select(sub))
+    return sa.union_all(*terms)
+
+
+@functools.lru_cache(maxsize=8)
+def _slowest_of(count: int) -> sa.CompoundSelect[Any]:
+    """Per run, its ``limit`` slowest final results (ix_test_results_run)."""
+    terms = []
+    for i in range(count):
+        sub = (
+            sa.select(test_results.c.run_id, tests.c.nodeid, test_results.c.duration_s)
+            .join(tests, tests.c.id == test_results.c.test_id)
+            .where(test_results.c.run_id == sa.bindparam(f"run{i}"), test_results.c.final.is_(True))
+            .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
+            .limit(sa.bindparam(f"limit{i}"))
+            .subquery()
+        )
+        terms.append(sa.select(sub))
+    return sa.union_all(*terms)
+
+
+def _chunks(items: Sequence[T], size: int = _UNION_TERMS) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class WebQueries(QueryBase):
@@ -105,13 +134,20 @@ class WebQueries(QueryBase):
 
     def slowest_tests_of(self, tiers: Sequence[str], limit: int) -> dict[str, list[SlowTest]]:
         """:meth:`slowest_tests` of each tier, read in one transaction (the gauge's scrape)."""
-        found: dict[str, list[SlowTest]] = {}
+        names = list(dict.fromkeys(tiers))
+        newest: dict[str, int] = {}
+        by_run: dict[int, list[SlowTest]] = {}
         with self.begin() as conn:
-            for tier in tiers:
-                run_id = conn.execute(_NEWEST_EVIDENCE, {"tier": tier}).scalar()
-                if run_id is None:
-                    found[tier] = []
-                    continue
-                rows = conn.execute(_SLOWEST, {"run_id": run_id, "limit": limit})
-                found[tier] = [SlowTest(str(r[0]), float(r[1] or 0.0), int(run_id)) for r in rows]
-        return found
+            for chunk in _chunks(names):
+                tiers_of = {f"tier{i}": name for i, name in enumerate(chunk)}
+                for tier, run_id in conn.execute(_newest_evidence_of(len(chunk)), tiers_of):
+                    newest[str(tier)] = int(run_id)
+            for ids in _chunks(sorted(set(newest.values()))):
+                params: dict[str, int] = {f"run{i}": run_id for i, run_id in enumerate(ids)}
+                params.update({f"limit{i}": limit for i in range(len(ids))})
+                for run_id, nodeid, duration in conn.execute(_slowest_of(len(ids)), params):
+                    slow = SlowTest(str(nodeid), float(duration or 0.0), int(run_id))
+                    by_run.setdefault(slow.run_id, []).append(slow)
+        for found in by_run.values():
+            found.sort(key=lambda slow: (-slow.duration_s, slow.nodeid))
+        return {name: list(by_run.get(newest.get(name, -1), ())) for name in names}

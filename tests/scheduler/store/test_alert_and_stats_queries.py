@@ -140,6 +140,7 @@ class TestStats:
             assert reader.active_counts() == {("hourly", "running"): 1}
             recent = reader.recent("hourly", 3)
             assert [o for o, _ in recent] == ["running", "failed", "infra-error"]
+            assert reader.recent_of(["hourly", "daily"], 3) == {"hourly": recent, "daily": ()}
             assert reader.failure_streak("hourly") == store.consecutive_failures("hourly") == 2
             green = store.last_green("hourly")
             assert green is not None
