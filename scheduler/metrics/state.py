@@ -145,11 +145,18 @@ class StoreStateCollector:
         never, while the store stays unchanged)."""
         with self._store.stats_reader() as reader:
             active = reader.active_counts()
-            recents = reader.recent_of([t.name for t in self._tiers], RECENT_WINDOW)
+            newest = reader.newest_ids([t.name for t in self._tiers])
+            keys: dict[str, Hashable] = {}
             for tier in self._tiers:
                 running = active.get((tier.name, Outcome.RUNNING.value), 0)
                 queued = active.get((tier.name, Outcome.QUEUED.value), 0)
-                self._tier(reader, tier, recents[tier.name], running + queued, f)
+                keys[tier.name] = (newest.get(tier.name), running + queued)
+            stale = [name for name, key in keys.items() if self._cached_key(name) != key]
+            recents = reader.recent_of(stale, RECENT_WINDOW) if stale else {}
+            for tier in self._tiers:
+                history = self._history(reader, tier, keys[tier.name], recents.get(tier.name))
+                self._tier(tier, history, f)
+                running = active.get((tier.name, Outcome.RUNNING.value), 0)
                 f["schedctl_runs_in_progress"].add_metric([tier.name], float(running))
             queued = sum(n for (_, outcome), n in active.items() if outcome == Outcome.QUEUED)
             f["schedctl_queue_depth"].add_metric([], float(queued))
@@ -168,15 +175,9 @@ class StoreStateCollector:
             return reader.next_quarantine_expiry(now) if active_q else None
 
     def _tier(
-        self,
-        reader: StatsReader,
-        tier: TierSpec,
-        recent: tuple[tuple[str, datetime | None], ...],
-        running: int,
-        f: Mapping[str, GaugeMetricFamily],
+        self, tier: TierSpec, history: TierHistory, f: Mapping[str, GaugeMetricFamily]
     ) -> None:
         name = tier.name
-        history = self._history(reader, tier, recent, running)
         if history.last_verdict is not None:
             f["schedctl_tier_last_run_timestamp_seconds"].add_metric(
                 [name], _timestamp(history.last_verdict)
@@ -192,24 +193,31 @@ class StoreStateCollector:
         for nproc, value in sorted(history.efficiency.items()):
             f["schedctl_smoketest_scaling_efficiency"].add_metric([name, str(nproc)], value)
 
+    def _cached_key(self, tier: str) -> Hashable:
+        cached = self._cache.get(tier)
+        return cached[0] if cached is not None else None
+
     def _history(
         self,
         reader: StatsReader,
         tier: TierSpec,
-        recent: tuple[tuple[str, datetime | None], ...],
-        running: int,
+        key: Hashable,
+        recent: tuple[tuple[str, datetime | None], ...] | None,
     ) -> TierHistory:
-        """The tier's history, recomputed only when its newest rows (``recent``, the window
-        read for every tier at once) or active count changed.
+        """The tier's history, recomputed only when its newest run id or its number of active
+        runs changed (``key``); ``recent``: its newest rows, read when the key changed.
 
-        Rows older than the window are final and never change, so an identical window (plus
-        the same number of active rows, for a run that outlived the window) means identical
-        answers; the deeper queries then run once per change instead of once per scrape.
+        A run's outcome and finish time are written once, when it leaves the active state
+        (queued/running), and a tier has at most one active run: a row that becomes final
+        lowers the active count, a new row raises the newest id. So an unchanged key means
+        unchanged rows, and the window and deeper queries run once per change instead of once
+        per scrape.
         """
-        key = (recent, running)
         cached = self._cache.get(tier.name)
         if cached is not None and cached[0] == key:
             return cached[1]
+        if recent is None:
+            recent = reader.recent_of([tier.name], RECENT_WINDOW)[tier.name]
         history = TierHistory.from_rows(recent, complete=len(recent) < RECENT_WINDOW)
         if not history.complete:
             name = tier.name

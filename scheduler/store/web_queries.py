@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from scheduler.store.base import QueryBase
 from scheduler.store.records import RunRecord
@@ -133,21 +134,41 @@ class WebQueries(QueryBase):
         return self.slowest_tests_of([tier], limit)[tier]
 
     def slowest_tests_of(self, tiers: Sequence[str], limit: int) -> dict[str, list[SlowTest]]:
-        """:meth:`slowest_tests` of each tier, read in one transaction (the gauge's scrape)."""
-        names = list(dict.fromkeys(tiers))
-        newest: dict[str, int] = {}
-        by_run: dict[int, list[SlowTest]] = {}
+        """:meth:`slowest_tests` of each tier, read in one transaction."""
         with self.begin() as conn:
-            for chunk in _chunks(names):
-                tiers_of = {f"tier{i}": name for i, name in enumerate(chunk)}
-                for tier, run_id in conn.execute(_newest_evidence_of(len(chunk)), tiers_of):
-                    newest[str(tier)] = int(run_id)
-            for ids in _chunks(sorted(set(newest.values()))):
-                params: dict[str, int] = {f"run{i}": run_id for i, run_id in enumerate(ids)}
-                params.update({f"limit{i}": limit for i in range(len(ids))})
-                for run_id, nodeid, duration in conn.execute(_slowest_of(len(ids)), params):
-                    slow = SlowTest(str(nodeid), float(duration or 0.0), int(run_id))
-                    by_run.setdefault(slow.run_id, []).append(slow)
-        for found in by_run.values():
-            found.sort(key=lambda slow: (-slow.duration_s, slow.nodeid))
-        return {name: list(by_run.get(newest.get(name, -1), ())) for name in names}
+            newest = _newest_evidence(conn, tiers)
+            by_run = _slowest_in(conn, sorted(set(newest.values())), limit)
+        return {name: list(by_run.get(newest.get(name, -1), ())) for name in tiers}
+
+    def newest_evidence_runs(self, tiers: Sequence[str]) -> dict[str, int]:
+        """The id of each tier's newest run with a test verdict (tiers without one left out).
+        Such a run is final: its results were written with its outcome and never change."""
+        with self.begin() as conn:
+            return _newest_evidence(conn, tiers)
+
+    def slowest_in_runs(self, run_ids: Sequence[int], limit: int) -> dict[int, list[SlowTest]]:
+        """The ``limit`` slowest final results of each run (runs without results left out)."""
+        with self.begin() as conn:
+            return _slowest_in(conn, run_ids, limit)
+
+
+def _newest_evidence(conn: Connection, tiers: Sequence[str]) -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for chunk in _chunks(list(dict.fromkeys(tiers))):
+        params = {f"tier{i}": name for i, name in enumerate(chunk)}
+        for tier, run_id in conn.execute(_newest_evidence_of(len(chunk)), params):
+            newest[str(tier)] = int(run_id)
+    return newest
+
+
+def _slowest_in(conn: Connection, run_ids: Sequence[int], limit: int) -> dict[int, list[SlowTest]]:
+    by_run: dict[int, list[SlowTest]] = {}
+    for ids in _chunks(list(dict.fromkeys(run_ids))):
+        params: dict[str, int] = {f"run{i}": run_id for i, run_id in enumerate(ids)}
+        params.update({f"limit{i}": limit for i in range(len(ids))})
+        for run_id, nodeid, duration in conn.execute(_slowest_of(len(ids)), params):
+            slow = SlowTest(str(nodeid), float(duration or 0.0), int(run_id))
+            by_run.setdefault(slow.run_id, []).append(slow)
+    for found in by_run.values():
+        found.sort(key=lambda slow: (-slow.duration_s, slow.nodeid))
+    return by_run
