@@ -92,6 +92,13 @@ def _recent(limit: int) -> sa.Select[Any]:
     )
 
 
+_NOW = sa.bindparam("now", type_=quarantine.c.expires_at.type)
+_EXPIRED = sa.and_(quarantine.c.expires_at.is_not(None), quarantine.c.expires_at <= _NOW)
+_QUARANTINE_COUNTS = sa.select(
+    sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((_EXPIRED, 1), else_=0)), 0)
+).select_from(quarantine)
+_NEXT_EXPIRY = sa.select(sa.func.min(quarantine.c.expires_at)).where(quarantine.c.expires_at > _NOW)
+
 _UNION_TERMS = 100
 """Tiers per compound statement (SQLite allows 500 terms in one)."""
 
@@ -217,18 +224,12 @@ class StatsReader:
 
     def quarantine_counts(self, now: datetime) -> tuple[int, int]:
         """``(active, expired)`` quarantines at ``now``."""
-        expired = sa.and_(quarantine.c.expires_at.is_not(None), quarantine.c.expires_at <= now)
-        query = sa.select(
-            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((expired, 1), else_=0)), 0)
-        ).select_from(quarantine)
-        total, gone = self._conn.execute(query).one()
+        total, gone = self._conn.execute(_QUARANTINE_COUNTS, {"now": now}).one()
         return int(total or 0) - int(gone or 0), int(gone or 0)
 
     def next_quarantine_expiry(self, now: datetime) -> datetime | None:
         """The earliest expiry after ``now`` (when :meth:`quarantine_counts` next changes)."""
-        value = self._conn.execute(
-            sa.select(sa.func.min(quarantine.c.expires_at)).where(quarantine.c.expires_at > now)
-        ).scalar()
+        value = self._conn.execute(_NEXT_EXPIRY, {"now": now}).scalar()
         return aware(value) if value is not None else None
 
     def _last(self, tier: str, outcomes: Sequence[str], column: Any) -> Any:
