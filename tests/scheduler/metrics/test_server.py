@@ -272,3 +272,30 @@ class TestRenderer:
         assert 0 < renderer.rendered < families
         assert renderer.render() == fresh
         assert renderer.rendered == 0
+
+
+def test_send_all_delivers_head_and_body_whole_through_partial_sends() -> None:
+    """A body far larger than the socket buffer leaves in pieces, in order, nothing lost."""
+    from scheduler.metrics.server import send_all
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.settimeout(30)  # as a handler with a timeout: sends return after part of the data
+    body = bytes(range(256)) * 8192  # 2 MiB
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := theirs.recv(65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_all(ours, [b"HEAD\r\n\r\n", b"", body])
+    finally:
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(timeout=30)
+        ours.close()
+        theirs.close()
+    assert not reader.is_alive()
+    assert bytes(received) == b"HEAD\r\n\r\n" + body
