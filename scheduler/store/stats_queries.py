@@ -73,7 +73,8 @@ _TALLY = sa.select(
 
 _ACTIVE_COUNTS = (
     sa.select(runs.c.tier, runs.c.outcome, sa.func.count())
-    .where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+    # constants written into the statement: a bound IN list is expanded at every execution
+    .where(sa.or_(*(runs.c.outcome == sa.literal_column(f"'{o}'") for o in ACTIVE_OUTCOMES)))
     .group_by(runs.c.tier, runs.c.outcome)
 )
 _OUTBOX_PENDING = sa.select(sa.func.count(), sa.func.min(alerts_outbox.c.created_at)).where(

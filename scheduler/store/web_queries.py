@@ -45,6 +45,11 @@ _UNION_TERMS = 100
 """Terms per compound statement (SQLite allows 500)."""
 
 
+_IS_EVIDENCE = sa.or_(*(runs.c.outcome == sa.literal_column(f"'{o}'") for o in EVIDENCE_OUTCOMES))
+"""The verdict outcomes written into the statement: an ``IN`` list of bound values is expanded
+again at every execution, 24 times per scrape here."""
+
+
 @functools.lru_cache(maxsize=8)
 def _newest_evidence_of(count: int) -> sa.CompoundSelect[Any]:
     """Per tier, the id of its newest run with a test verdict: one index search per term."""
@@ -52,7 +57,7 @@ def _newest_evidence_of(count: int) -> sa.CompoundSelect[Any]:
     for i in range(count):
         sub = (
             sa.select(runs.c.tier, runs.c.id)
-            .where(runs.c.tier == sa.bindparam(f"tier{i}"), runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+            .where(runs.c.tier == sa.bindparam(f"tier{i}"), _IS_EVIDENCE)
             .order_by(runs.c.id.desc())
             .limit(1)
             .subquery()
