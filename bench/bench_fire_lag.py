@@ -79,7 +79,7 @@ def ours(tiers: int, seconds: float) -> list[float]:
         store = Store(config.db_path)
         dispatcher = Dispatcher(config, store, RunnerFactory({"local": FakeRunner()}))
         dispatcher.add_listener(on_event)
-        daemon = Daemon(config, store, dispatcher)
+        daemon = Daemon(config, store, dispatcher, freeze_heap=True)  # as `schedctl daemon`
         daemon.start()
         for name in names:
             daemon.scheduler.reschedule_job(JOB_PREFIX + name, trigger=CronTrigger(second="*"))

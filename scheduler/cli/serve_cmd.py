@@ -45,7 +45,8 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     config = app.config
     notifier = Notifier.from_env()
     dispatcher = build_dispatcher(config, app.store)
-    daemon = Daemon(config, app.store, dispatcher, build_services(config, app.store, dispatcher))
+    services = build_services(config, app.store, dispatcher)
+    daemon = Daemon(config, app.store, dispatcher, services, freeze_heap=True)
     dispatcher.add_listener(_status_line(notifier, dispatcher.active_run_ids))
     stopping = threading.Event()
     install_signal_handlers(stopping)  # a SIGTERM during recovery still stops gracefully

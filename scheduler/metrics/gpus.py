@@ -31,6 +31,9 @@ LeaseSource = Callable[[], Mapping[str, LeaseHolder]]
 DrainSource = Callable[[], Iterable[Mapping[str, Any]]]
 """The drained GPUs (``Store.drained_gpus``): ``gpu_uuid``, ``gpu_index``, ``code``, ..."""
 
+VersionSource = Callable[[], int | None]
+"""``Store.data_version``: while it holds, the leases and drains read last time still stand."""
+
 
 class GpuCollector:
     """``schedctl_gpu_*`` gauges: memory, utilisation, temperature, availability.
@@ -40,6 +43,8 @@ class GpuCollector:
         policy: decides ``schedctl_gpu_available`` exactly as the pool would.
         leases: the current leases; a leased GPU is never available.
         own_pids: processes that are not foreign on a GPU (default: this process).
+        version: the store's data version; leases and drains are read again only when it
+            moved (``None``, or a source answering ``None``: at every scrape).
     """
 
     def __init__(
@@ -49,9 +54,13 @@ class GpuCollector:
         leases: LeaseSource,
         own_pids: Collection[int] | None = None,
         drains: DrainSource | None = None,
+        version: VersionSource | None = None,
     ) -> None:
         self._probe = probe
         self._drains = drains
+        self._version = version
+        self._read: tuple[int, Mapping[str, LeaseHolder] | None, list[Mapping[str, Any]]] | None
+        self._read = None  # (store version, leases, drains) last read
         self._policy = policy
         self._leases = leases
         self._own_pids = frozenset({os.getpid()} if own_pids is None else own_pids)
@@ -61,7 +70,13 @@ class GpuCollector:
 
     def collect(self) -> Iterable[Metric]:
         f = _families()
-        self._collect_drains(f["schedctl_gpu_drained"])
+        version = self._version() if self._version is not None else None
+        read = self._read if version is not None else None
+        if read is None or read[0] != version:
+            read = None
+            self._read = None
+        drained = read[2] if read is not None else self._read_drains()
+        self._collect_drains(f["schedctl_gpu_drained"], drained)
         try:
             host = self._probe.snapshot()
         except GpuError as exc:
@@ -69,11 +84,16 @@ class GpuCollector:
             f["schedctl_gpu_probe_up"].add_metric([], 0.0)
             return list(f.values())
         f["schedctl_gpu_probe_up"].add_metric([], 1.0)
-        try:
-            leases = self._leases()
-        except StoreError as exc:
-            log.warning("metrics_store_unreadable", error=str(exc))
-            leases = None
+        if read is not None:
+            leases = read[1]
+        else:
+            try:
+                leases = self._leases()
+            except StoreError as exc:
+                log.warning("metrics_store_unreadable", error=str(exc))
+                leases = None
+            if version is not None and leases is not None and drained is not None:
+                self._read = (version, leases, drained)
         verdicts = {v.uuid: v for v in evaluate(host, self._policy, self._own_pids, leases)}
         for gpu in host.gpus:
             labels = [str(gpu.index), gpu.uuid]
@@ -90,16 +110,21 @@ class GpuCollector:
                 f["schedctl_gpu_available"].add_metric(labels, 1.0 if free else 0.0)
         return list(f.values())
 
-    def _collect_drains(self, family: GaugeMetricFamily) -> None:
+    def _read_drains(self) -> list[Mapping[str, Any]] | None:
         """From the store, not the probe: a drained GPU that stopped answering still shows."""
         if self._drains is None:
-            return
+            return []
         try:
-            rows = list(self._drains())
+            return list(self._drains())
         except StoreError as exc:
             log.warning("metrics_store_unreadable", error=str(exc))
-            return
-        for row in rows:
+            return None
+
+    @staticmethod
+    def _collect_drains(
+        family: GaugeMetricFamily, rows: Iterable[Mapping[str, Any]] | None
+    ) -> None:
+        for row in rows or ():
             index = int(row["gpu_index"])
             gpu = "host" if index < 0 else str(index)
             family.add_metric([gpu, str(row["gpu_uuid"]), str(row["code"])], 1.0)

@@ -180,7 +180,11 @@ class Metrics:
             from scheduler.metrics.gpus import GpuCollector
 
             self.gpus = GpuCollector(
-                gpu_probe, config.gpu, lambda: lease_holders(store), drains=store.drained_gpus
+                gpu_probe,
+                config.gpu,
+                lambda: lease_holders(store),
+                drains=store.drained_gpus,
+                version=store.data_version,
             )
         if registry is not None:
             self._register(registry)

@@ -92,16 +92,22 @@ class RunTally:
         self.missed_slots_total.declare((tier,) for tier in tiers)
         self.test_reruns_total.declare((tier,) for tier in tiers)
         self._cursor, self._pending = store.tally_baseline()
+        self._synced: int | None = None
+        """The store's data version at the last sync (no commit since: nothing to count)."""
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        try:
-            self.sync()
-        except StoreError as exc:
-            # Stale but still monotonic: the next scrape catches up.
-            log.warning("metrics_store_unreadable", error=str(exc))
+        version = self._store.data_version()
+        if version is None or version != self._synced:
+            try:
+                self.sync()
+            except StoreError as exc:
+                # Stale but still monotonic: the next scrape catches up.
+                log.warning("metrics_store_unreadable", error=str(exc))
+            else:
+                self._synced = version
         return self._families()
 
     def sync(self) -> int:

@@ -6,7 +6,8 @@ A stdlib ``ThreadingHTTPServer`` on its own thread; a slow scrape never blocks a
 
 ``/metrics`` is the Prometheus text format (0.0.4), which every Prometheus accepts. Rendering it
 costs about 8 µs per sample in prometheus_client, so :class:`Renderer` keeps the text of each
-family object and reuses it while a collector hands back the same object (unchanged tallies do).
+family and reuses it while a collector hands back the same object (unchanged tallies, and the
+store's gauges while the store is unchanged, do) or an equal one (gauges rebuilt per scrape).
 """
 
 from __future__ import annotations
@@ -107,35 +108,65 @@ class _One:
 
 
 class Renderer:
-    """Text exposition of a registry, reusing the text of family objects seen last time."""
+    """Text exposition of a registry, reusing the text of each family whose samples did not
+    change since the last scrape (byte for byte what ``generate_latest`` writes).
+
+    A family is reused when the collector hands back the very object rendered last time (no
+    comparison at all), or one equal to it (name, help, type and every sample: a few µs per
+    hundred samples, against ~8 µs per sample to render).
+    """
 
     def __init__(self, registry: Collects) -> None:
         self._registry = registry
         self._lock = threading.Lock()
-        # id -> (family, text); holding the family keeps its id from being reused.
-        self._memo: dict[int, tuple[Metric, bytes]] = {}
+        self._memo: dict[str, tuple[Metric, bytes]] = {}  # name -> (family, its text)
+        self.rendered = 0
+        """Families rendered (not reused) by the last :meth:`render`; for tests and benches."""
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         with self._lock:
-            memo: dict[int, tuple[Metric, bytes]] = {}
+            memo: dict[str, tuple[Metric, bytes]] = {}
             parts = []
+            rendered = 0
             for metric in self._registry.collect():
-                hit = self._memo.get(id(metric))
-                text = hit[1] if hit is not None and hit[0] is metric else None
-                if text is None:
+                hit = self._memo.get(metric.name)
+                if (
+                    hit is not None
+                    and metric.name not in memo
+                    and (hit[0] is metric or hit[0] == metric)
+                ):
+                    text = hit[1]
+                else:
                     text = generate_latest(_One(metric))
-                memo[id(metric)] = (metric, text)
+                    rendered += 1
+                memo.setdefault(metric.name, (metric, text))
                 parts.append(text)
             self._memo = memo
+            self.rendered = rendered
             return b"".join(parts)
 
 
+def send_all(sock: socket.socket, parts: list[bytes]) -> None:
+    """Send ``parts`` as one gathered write (``sendmsg``), resuming after a partial send:
+    head and body leave together without being copied into one buffer first."""
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive: each reply is one ``write`` of head and body, on a socket with
-    ``TCP_NODELAY`` -- written in two parts, Nagle held the body back until the client's delayed
-    ACK of the head (~40 ms per scrape on a kept-alive connection)."""
+    """HTTP/1.1 with keep-alive: each reply is one gathered send of head and body, on a socket
+    with ``TCP_NODELAY`` -- written in two parts, Nagle held the body back until the client's
+    delayed ACK of the head (~40 ms per scrape on a kept-alive connection). No gzip: the body is
+    sent as rendered (Prometheus asks for gzip but takes plain text; on loopback or a LAN the
+    compression would cost more CPU than the bytes it saves)."""
 
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -169,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1")
-        self.wfile.write(head + body)
+        send_all(self.connection, [head, body])
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics_http", client=self.client_address[0], request=format % args)

@@ -1,9 +1,12 @@
 """Gauges read from the store at scrape time, so a restart never forgets them.
 
 Last run, last success, the failure streak, runs in progress, GPU leases and the alert outbox all
-live in SQLite; this collector asks for them on every scrape (a few indexed queries per tier) and
-keeps nothing between scrapes. A store that cannot be read yields ``schedctl_store_up 0`` and
-no other sample from here, never a failed scrape.
+live in SQLite; this collector asks for them at scrape time (a few indexed queries per tier). A
+scrape that finds the store unchanged since the last one (:meth:`Store.data_version`, bumped by
+every commit of any process) hands back the same family objects, which the renderer then does
+not render again; the only clock-dependent answer (a quarantine expiring) bounds that reuse. A
+store that cannot be read yields ``schedctl_store_up 0`` and no other sample from here, never a
+failed scrape.
 """
 
 from __future__ import annotations
@@ -110,36 +113,57 @@ class StoreStateCollector:
         self._clock = clock
         self._tiers = tuple(tiers)
         self._cache: dict[str, tuple[Hashable, TierHistory]] = {}
+        # (store version, valid until, families) of the last good scrape
+        self._last: tuple[int, datetime | None, list[Metric]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return list(_families().values())
 
     def collect(self) -> Iterable[Metric]:
+        version = self._store.data_version()  # before the reads: a commit during them shows
+        now = self._clock()
+        last = self._last
+        unchanged = last is not None and version is not None and last[0] == version
+        if last is not None and unchanged and (last[1] is None or now < last[1]):
+            return last[2]
         families = _families()
         try:
-            self._fill(families)
+            until = self._fill(families, now)
         except StoreError as exc:
             log.warning("metrics_store_unreadable", error=str(exc))
+            self._last = None
             families = {"schedctl_store_up": _families()["schedctl_store_up"]}
             families["schedctl_store_up"].add_metric([], 0.0)
             return list(families.values())
         families["schedctl_store_up"].add_metric([], 1.0)
-        return list(families.values())
+        out: list[Metric] = list(families.values())
+        self._last = (version, until, out) if version is not None else None
+        return out
 
-    def _fill(self, f: Mapping[str, GaugeMetricFamily]) -> None:
+    def _fill(self, f: Mapping[str, GaugeMetricFamily], now: datetime) -> datetime | None:
+        """Fill the families; returns when a clock-dependent answer next changes (``None``:
+        never, while the store stays unchanged)."""
         with self._store.stats_reader() as reader:
             active = reader.active_counts()
+            newest = reader.newest_ids([t.name for t in self._tiers])
+            keys: dict[str, Hashable] = {}
             for tier in self._tiers:
                 running = active.get((tier.name, Outcome.RUNNING.value), 0)
                 queued = active.get((tier.name, Outcome.QUEUED.value), 0)
-                self._tier(reader, tier, running + queued, f)
+                keys[tier.name] = (newest.get(tier.name), running + queued)
+            stale = [name for name, key in keys.items() if self._cached_key(name) != key]
+            recents = reader.recent_of(stale, RECENT_WINDOW) if stale else {}
+            for tier in self._tiers:
+                history = self._history(reader, tier, keys[tier.name], recents.get(tier.name))
+                self._tier(tier, history, f)
+                running = active.get((tier.name, Outcome.RUNNING.value), 0)
                 f["schedctl_runs_in_progress"].add_metric([tier.name], float(running))
             queued = sum(n for (_, outcome), n in active.items() if outcome == Outcome.QUEUED)
             f["schedctl_queue_depth"].add_metric([], float(queued))
             for lease in reader.leases():
                 labels = [str(lease.gpu_index), lease.gpu_uuid, lease.tier]
                 f["schedctl_gpu_leased"].add_metric(labels, 1.0)
-            active_q, expired_q = reader.quarantine_counts(self._clock())
+            active_q, expired_q = reader.quarantine_counts(now)
             f["schedctl_quarantined_tests"].add_metric(["active"], float(active_q))
             f["schedctl_quarantined_tests"].add_metric(["expired"], float(expired_q))
             pending, oldest = reader.outbox_pending()
@@ -148,12 +172,12 @@ class StoreStateCollector:
                 f["schedctl_alert_outbox_oldest_pending_timestamp_seconds"].add_metric(
                     [], _timestamp(oldest)
                 )
+            return reader.next_quarantine_expiry(now) if active_q else None
 
     def _tier(
-        self, reader: StatsReader, tier: TierSpec, running: int, f: Mapping[str, GaugeMetricFamily]
+        self, tier: TierSpec, history: TierHistory, f: Mapping[str, GaugeMetricFamily]
     ) -> None:
         name = tier.name
-        history = self._history(reader, tier, running)
         if history.last_verdict is not None:
             f["schedctl_tier_last_run_timestamp_seconds"].add_metric(
                 [name], _timestamp(history.last_verdict)
@@ -169,18 +193,31 @@ class StoreStateCollector:
         for nproc, value in sorted(history.efficiency.items()):
             f["schedctl_smoketest_scaling_efficiency"].add_metric([name, str(nproc)], value)
 
-    def _history(self, reader: StatsReader, tier: TierSpec, running: int) -> TierHistory:
-        """The tier's history, recomputed only when its newest rows or active count changed.
+    def _cached_key(self, tier: str) -> Hashable:
+        cached = self._cache.get(tier)
+        return cached[0] if cached is not None else None
 
-        Rows older than the window are final and never change, so an identical window (plus
-        the same number of active rows, for a run that outlived the window) means identical
-        answers; the deeper queries then run once per change instead of once per scrape.
+    def _history(
+        self,
+        reader: StatsReader,
+        tier: TierSpec,
+        key: Hashable,
+        recent: tuple[tuple[str, datetime | None], ...] | None,
+    ) -> TierHistory:
+        """The tier's history, recomputed only when its newest run id or its number of active
+        runs changed (``key``); ``recent``: its newest rows, read when the key changed.
+
+        A run's outcome and finish time are written once, when it leaves the active state
+        (queued/running), and a tier has at most one active run: a row that becomes final
+        lowers the active count, a new row raises the newest id. So an unchanged key means
+        unchanged rows, and the window and deeper queries run once per change instead of once
+        per scrape.
         """
-        recent = reader.recent(tier.name, RECENT_WINDOW)
-        key = (recent, running)
         cached = self._cache.get(tier.name)
         if cached is not None and cached[0] == key:
             return cached[1]
+        if recent is None:
+            recent = reader.recent_of([tier.name], RECENT_WINDOW)[tier.name]
         history = TierHistory.from_rows(recent, complete=len(recent) < RECENT_WINDOW)
         if not history.complete:
             name = tier.name

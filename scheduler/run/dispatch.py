@@ -131,6 +131,7 @@ class Dispatcher:
         cancel: threading.Event | None = None,
         *,
         recover: bool | None = None,
+        actives: Sequence[RunRecord] | None = None,
     ) -> RunRecord:
         """Record and execute a run in the calling thread; returns the final record.
 
@@ -138,9 +139,12 @@ class Dispatcher:
         (``None``) only when the store holds a stale active row -- one whose owner died -- the
         only trace a crash can leave (a run's row is written before anything is started). The
         daemon also recovers at start-up and on a timer, so a fire never pays for it otherwise.
+        ``actives``: the store's active runs, when the caller has just read them (a fire does,
+        with its last slot: :meth:`~scheduler.store.Store.fire_reads`).
         """
         self.validate(request)
-        actives = self.store.active_runs()
+        if actives is None:
+            actives = self.store.active_runs()
         if recover or (recover is None and self.stale_runs(actives)):
             self.recover({request.runner} if request.runner else set())
             actives = self.store.active_runs()

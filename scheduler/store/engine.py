@@ -224,6 +224,7 @@ class Store(
         return self.location if self.is_postgres else f"sqlite:///{self.path}"
 
     def close(self) -> None:
+        self.close_version_probe()
         self.engine.dispose()
 
     def _redact(self, text: str) -> str:

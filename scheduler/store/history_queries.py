@@ -480,7 +480,7 @@ class HistoryQueries(QueryBase):
 
     def quarantine_list(self) -> list[QuarantineRow]:
         with self.begin() as conn:
-            rows = conn.execute(_QUARANTINE.order_by(tests.c.nodeid)).mappings()
+            rows = conn.execute(_QUARANTINE_LIST).mappings()
             return [_quarantine(r) for r in rows]
 
     def quarantined(self, nodeids: Sequence[str], now: datetime) -> list[QuarantineRow]:
@@ -524,3 +524,4 @@ class HistoryQueries(QueryBase):
 
 # A quarantine row with its test's nodeid.
 _QUARANTINE = sa.select(tests.c.nodeid, quarantine).join(tests, tests.c.id == quarantine.c.test_id)
+_QUARANTINE_LIST = _QUARANTINE.order_by(tests.c.nodeid)  # built once: every run reads it

@@ -233,6 +233,14 @@ class RunQueries(QueryBase):
             value = conn.execute(_LAST_SLOT, {"tier": tier}).scalar()
         return aware(value) if value is not None else None
 
+    def fire_reads(self, tier: str) -> tuple[datetime | None, list[RunRecord]]:
+        """What a cron fire reads before it records its run, in one transaction: the tier's
+        :meth:`last_slot` and every :meth:`active_runs` (the overlap and staleness checks)."""
+        with self.begin() as conn:
+            value = conn.execute(_LAST_SLOT, {"tier": tier}).scalar()
+            actives = [RunRecord.from_row(r) for r in conn.execute(_ACTIVE_RUNS).mappings()]
+        return (aware(value) if value is not None else None), actives
+
     def consecutive_failures(self, tier: str, up_to_run_id: int | None = None) -> int:
         """Test-failure outcomes since the last pass; infra outcomes neither count nor break it."""
         with self.begin() as conn:

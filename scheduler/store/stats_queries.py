@@ -9,6 +9,8 @@ deeper queries a scrape needs without writing SQL itself.
 from __future__ import annotations
 
 import functools
+import sqlite3
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,7 +73,8 @@ _TALLY = sa.select(
 
 _ACTIVE_COUNTS = (
     sa.select(runs.c.tier, runs.c.outcome, sa.func.count())
-    .where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
+    # constants written into the statement: a bound IN list is expanded at every execution
+    .where(sa.or_(*(runs.c.outcome == sa.literal_column(f"'{o}'") for o in ACTIVE_OUTCOMES)))
     .group_by(runs.c.tier, runs.c.outcome)
 )
 _OUTBOX_PENDING = sa.select(sa.func.count(), sa.func.min(alerts_outbox.c.created_at)).where(
@@ -88,6 +91,46 @@ def _recent(limit: int) -> sa.Select[Any]:
         .order_by(runs.c.id.desc())
         .limit(limit)
     )
+
+
+_NOW = sa.bindparam("now", type_=quarantine.c.expires_at.type)
+_EXPIRED = sa.and_(quarantine.c.expires_at.is_not(None), quarantine.c.expires_at <= _NOW)
+_QUARANTINE_COUNTS = sa.select(
+    sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((_EXPIRED, 1), else_=0)), 0)
+).select_from(quarantine)
+_NEXT_EXPIRY = sa.select(sa.func.min(quarantine.c.expires_at)).where(quarantine.c.expires_at > _NOW)
+
+_UNION_TERMS = 100
+"""Tiers per compound statement (SQLite allows 500 terms in one)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _recent_of(count: int, limit: int) -> sa.CompoundSelect[Any]:
+    # Each term is one index search (ix_runs_tier_id), as :func:`_recent` is; one statement
+    # instead of one per tier saves the per-execute overhead at every changed scrape.
+    terms = []
+    for i in range(count):
+        sub = (
+            sa.select(runs.c.id, runs.c.tier, runs.c.outcome, runs.c.finished_at)
+            .where(runs.c.tier == sa.bindparam(f"tier{i}"))
+            .order_by(runs.c.id.desc())
+            .limit(limit)
+            .subquery()
+        )
+        terms.append(sa.select(sub))
+    return sa.union_all(*terms)
+
+
+@functools.lru_cache(maxsize=8)
+def _newest_ids(count: int) -> sa.CompoundSelect[Any]:
+    # max(id) per tier: one descent of ix_runs_tier_id per term, no table row read.
+    terms = [
+        sa.select(runs.c.tier, sa.func.max(runs.c.id)).where(
+            runs.c.tier == sa.bindparam(f"tier{i}")
+        )
+        for i in range(count)
+    ]
+    return sa.union_all(*terms)
 
 
 def _tally_row(row: Any) -> TallyRow:
@@ -118,6 +161,36 @@ class StatsReader:
         """``(outcome, finished_at)`` of the tier's newest ``limit`` runs, newest first."""
         rows = self._conn.execute(_recent(limit), {"tier": tier})
         return tuple((str(row[0]), aware(row[1])) for row in rows)
+
+    def recent_of(
+        self, tiers: Sequence[str], limit: int
+    ) -> dict[str, tuple[tuple[str, datetime | None], ...]]:
+        """:meth:`recent` of every tier in ``tiers``, in as few statements as SQLite allows."""
+        rows: dict[str, list[tuple[int, str, datetime | None]]] = {t: [] for t in tiers}
+        names = list(rows)
+        for start in range(0, len(names), _UNION_TERMS):
+            chunk = names[start : start + _UNION_TERMS]
+            params = {f"tier{i}": name for i, name in enumerate(chunk)}
+            for run_id, tier, outcome, finished_at in self._conn.execute(
+                _recent_of(len(chunk), limit), params
+            ):
+                rows[str(tier)].append((int(run_id), str(outcome), aware(finished_at)))
+        return {
+            tier: tuple((o, at) for _, o, at in sorted(found, key=lambda r: -r[0]))
+            for tier, found in rows.items()
+        }
+
+    def newest_ids(self, tiers: Sequence[str]) -> dict[str, int]:
+        """The id of each tier's newest run; tiers without runs are left out."""
+        found: dict[str, int] = {}
+        names = list(dict.fromkeys(tiers))
+        for start in range(0, len(names), _UNION_TERMS):
+            chunk = names[start : start + _UNION_TERMS]
+            params = {f"tier{i}": name for i, name in enumerate(chunk)}
+            for tier, top in self._conn.execute(_newest_ids(len(chunk)), params):
+                if tier is not None and top is not None:
+                    found[str(tier)] = int(top)
+        return found
 
     def last_finished_at(self, tier: str, outcomes: Sequence[str]) -> datetime | None:
         """Finish time of the tier's newest run whose outcome is one of ``outcomes``."""
@@ -152,12 +225,13 @@ class StatsReader:
 
     def quarantine_counts(self, now: datetime) -> tuple[int, int]:
         """``(active, expired)`` quarantines at ``now``."""
-        expired = sa.and_(quarantine.c.expires_at.is_not(None), quarantine.c.expires_at <= now)
-        query = sa.select(
-            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((expired, 1), else_=0)), 0)
-        ).select_from(quarantine)
-        total, gone = self._conn.execute(query).one()
+        total, gone = self._conn.execute(_QUARANTINE_COUNTS, {"now": now}).one()
         return int(total or 0) - int(gone or 0), int(gone or 0)
+
+    def next_quarantine_expiry(self, now: datetime) -> datetime | None:
+        """The earliest expiry after ``now`` (when :meth:`quarantine_counts` next changes)."""
+        value = self._conn.execute(_NEXT_EXPIRY, {"now": now}).scalar()
+        return aware(value) if value is not None else None
 
     def _last(self, tier: str, outcomes: Sequence[str], column: Any) -> Any:
         return self._conn.execute(
@@ -168,8 +242,64 @@ class StatsReader:
         ).scalar()
 
 
+class _VersionProbe:
+    """``PRAGMA data_version`` on a connection of its own that never writes.
+
+    SQLite changes the number a connection reads whenever *another* connection -- of this
+    process or any other -- commits to the file; this connection commits nothing, so every
+    commit anywhere shows. Costs one pragma (microseconds), no table read.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def read(self) -> int | None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = sqlite3.connect(
+                        f"file:{self._path}?mode=ro", uri=True, check_same_thread=False
+                    )
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                self._close()
+                return None  # unknown: the caller reads the tables again
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class StatsQueries(QueryBase):
     """Aggregates for the metrics collectors."""
+
+    _version_probe: _VersionProbe | None = None
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever anyone commits to the store; ``None`` when unknown
+        (PostgreSQL, an unreadable file), and then every read must be made again.
+
+        Scrape-time collectors compare it with the one they last read at, and reuse what
+        they built then while it holds: nothing in the store changed, so their reads would
+        return the same rows (reads that also depend on the clock must say so themselves).
+        """
+        if getattr(self, "is_postgres", False):
+            return None
+        probe = self._version_probe
+        if probe is None:
+            probe = self._version_probe = _VersionProbe(str(self.path))
+        return probe.read()
+
+    def close_version_probe(self) -> None:
+        if self._version_probe is not None:
+            self._version_probe.close()
 
     def tally_baseline(self) -> tuple[int, set[int]]:
         """The newest run id and the ids of the runs still queued or running, read together."""

@@ -8,16 +8,21 @@ newest run with a test verdict. Reads only; everything is served from the indexe
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from scheduler.store.base import QueryBase
 from scheduler.store.records import RunRecord
 from scheduler.store.schema import EVIDENCE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
 
 __all__ = ["RunFilter", "SlowTest", "WebQueries"]
+
+T = TypeVar("T")
 
 
 class RunFilter(NamedTuple):
@@ -34,6 +39,52 @@ class SlowTest(NamedTuple):
     nodeid: str
     duration_s: float
     run_id: int
+
+
+_UNION_TERMS = 100
+"""Terms per compound statement (SQLite allows 500)."""
+
+
+_IS_EVIDENCE = sa.or_(*(runs.c.outcome == sa.literal_column(f"'{o}'") for o in EVIDENCE_OUTCOMES))
+"""The verdict outcomes written into the statement: an ``IN`` list of bound values is expanded
+again at every execution, 24 times per scrape here."""
+
+
+@functools.lru_cache(maxsize=8)
+def _newest_evidence_of(count: int) -> sa.CompoundSelect[Any]:
+    """Per tier, the id of its newest run with a test verdict: one index search per term."""
+    terms = []
+    for i in range(count):
+        sub = (
+            sa.select(runs.c.tier, runs.c.id)
+            .where(runs.c.tier == sa.bindparam(f"tier{i}"), _IS_EVIDENCE)
+            .order_by(runs.c.id.desc())
+            .limit(1)
+            .subquery()
+        )
+        terms.append(sa.select(sub))
+    return sa.union_all(*terms)
+
+
+@functools.lru_cache(maxsize=8)
+def _slowest_of(count: int) -> sa.CompoundSelect[Any]:
+    """Per run, its ``limit`` slowest final results (ix_test_results_run)."""
+    terms = []
+    for i in range(count):
+        sub = (
+            sa.select(test_results.c.run_id, tests.c.nodeid, test_results.c.duration_s)
+            .join(tests, tests.c.id == test_results.c.test_id)
+            .where(test_results.c.run_id == sa.bindparam(f"run{i}"), test_results.c.final.is_(True))
+            .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
+            .limit(sa.bindparam(f"limit{i}"))
+            .subquery()
+        )
+        terms.append(sa.select(sub))
+    return sa.union_all(*terms)
+
+
+def _chunks(items: Sequence[T], size: int = _UNION_TERMS) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class WebQueries(QueryBase):
@@ -85,21 +136,44 @@ class WebQueries(QueryBase):
 
     def slowest_tests(self, tier: str, limit: int) -> list[SlowTest]:
         """The ``limit`` slowest final results of the tier's newest run with a test verdict."""
-        last = (
-            sa.select(runs.c.id)
-            .where(runs.c.tier == tier, runs.c.outcome.in_(EVIDENCE_OUTCOMES))
-            .order_by(runs.c.id.desc())
-            .limit(1)
-        )
+        return self.slowest_tests_of([tier], limit)[tier]
+
+    def slowest_tests_of(self, tiers: Sequence[str], limit: int) -> dict[str, list[SlowTest]]:
+        """:meth:`slowest_tests` of each tier, read in one transaction."""
         with self.begin() as conn:
-            run_id = conn.execute(last).scalar()
-            if run_id is None:
-                return []
-            rows = conn.execute(
-                sa.select(tests.c.nodeid, test_results.c.duration_s)
-                .join(tests, tests.c.id == test_results.c.test_id)
-                .where(test_results.c.run_id == run_id, test_results.c.final.is_(True))
-                .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
-                .limit(limit)
-            )
-            return [SlowTest(str(r[0]), float(r[1] or 0.0), int(run_id)) for r in rows]
+            newest = _newest_evidence(conn, tiers)
+            by_run = _slowest_in(conn, sorted(set(newest.values())), limit)
+        return {name: list(by_run.get(newest.get(name, -1), ())) for name in tiers}
+
+    def newest_evidence_runs(self, tiers: Sequence[str]) -> dict[str, int]:
+        """The id of each tier's newest run with a test verdict (tiers without one left out).
+        Such a run is final: its results were written with its outcome and never change."""
+        with self.begin() as conn:
+            return _newest_evidence(conn, tiers)
+
+    def slowest_in_runs(self, run_ids: Sequence[int], limit: int) -> dict[int, list[SlowTest]]:
+        """The ``limit`` slowest final results of each run (runs without results left out)."""
+        with self.begin() as conn:
+            return _slowest_in(conn, run_ids, limit)
+
+
+def _newest_evidence(conn: Connection, tiers: Sequence[str]) -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for chunk in _chunks(list(dict.fromkeys(tiers))):
+        params = {f"tier{i}": name for i, name in enumerate(chunk)}
+        for tier, run_id in conn.execute(_newest_evidence_of(len(chunk)), params):
+            newest[str(tier)] = int(run_id)
+    return newest
+
+
+def _slowest_in(conn: Connection, run_ids: Sequence[int], limit: int) -> dict[int, list[SlowTest]]:
+    by_run: dict[int, list[SlowTest]] = {}
+    for ids in _chunks(list(dict.fromkeys(run_ids))):
+        params: dict[str, int] = {f"run{i}": run_id for i, run_id in enumerate(ids)}
+        params.update({f"limit{i}": limit for i in range(len(ids))})
+        for run_id, nodeid, duration in conn.execute(_slowest_of(len(ids)), params):
+            slow = SlowTest(str(nodeid), float(duration or 0.0), int(run_id))
+            by_run.setdefault(slow.run_id, []).append(slow)
+    for found in by_run.values():
+        found.sort(key=lambda slow: (-slow.duration_s, slow.nodeid))
+    return by_run

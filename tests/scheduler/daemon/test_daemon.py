@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import threading
@@ -284,3 +285,26 @@ def test_daemon_health_reflects_scheduler_and_store(daemon: Daemon) -> None:
     assert daemon.healthy() is True
     daemon.scheduler.shutdown(wait=False)
     assert daemon.healthy() is False
+
+
+def test_freeze_heap_freezes_after_start_up_and_gives_back_at_stop(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
+    """``schedctl daemon``'s start-up heap leaves the collector's full passes while it runs and
+    comes back at stop; a daemon built without the flag leaves the collector alone."""
+    cron, _ = quiet_hourly(datetime.now(timezone.utc))
+    config = make_config(tiers={"hourly": tier(schedule=cron)})
+    dispatcher = fake_dispatcher(config, FakeBehaviour())
+    plain = Daemon(config, dispatcher.store, dispatcher)
+    plain.start()
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        plain.stop(grace_s=1)
+    frozen = Daemon(config, dispatcher.store, dispatcher, freeze_heap=True)
+    frozen.start()
+    try:
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        frozen.stop(grace_s=1)
+    assert gc.get_freeze_count() == 0

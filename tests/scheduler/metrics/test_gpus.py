@@ -64,6 +64,24 @@ class TestGpus:
         store.acquire_leases(run_id, "weekly", [(0, "GPU-0")])
         assert get("schedctl_gpu_available", {"gpu": "0", "uuid": "GPU-0"}) == 0
 
+    def test_leases_and_drains_are_read_again_once_the_store_changed(
+        self, config: Config, store: Store, probe: CountingProbe
+    ) -> None:
+        """Scrapes of an unchanged store reuse the leases and drains read before (the probe is
+        still polled every time); a lease and a drain written since show at the next scrape."""
+        get = metrics_for(config, store, probe).registry.get_sample_value
+        gpu0 = {"gpu": "0", "uuid": "GPU-0"}
+        assert get("schedctl_gpu_available", gpu0) == 1
+        assert get("schedctl_gpu_available", gpu0) == 1
+        assert probe.calls == 2
+        run_id = store.create_run(tier="weekly", trigger="schedule", outcome="running")
+        assert run_id is not None
+        store.acquire_leases(run_id, "weekly", [(0, "GPU-0")])
+        assert get("schedctl_gpu_available", gpu0) == 0
+        assert store.drain_gpu("GPU-1", 1, "xid-79", "fell off the bus", clears=False)
+        drained = {"gpu": "1", "uuid": "GPU-1", "reason": "xid-79"}
+        assert get("schedctl_gpu_drained", drained) == 1
+
     def test_registration_never_polls_and_failure_yields_no_gpu_samples(
         self, config: Config, store: Store, probe: CountingProbe
     ) -> None:

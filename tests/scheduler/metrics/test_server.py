@@ -243,3 +243,59 @@ class TestRenderer:
         assert fresh == generate_latest(metrics.registry)
         assert b'schedctl_runs_total{outcome="failed",tier="hourly",trigger="manual"} 1.0' in fresh
         assert b'schedctl_alerts_sent_total{outcome="sent",sink="lab"} 1.0' in fresh
+
+    def test_an_unchanged_store_is_neither_read_nor_rendered_again(
+        self, make_config: Callable[..., Config], store: Store
+    ) -> None:
+        """A scrape of an unchanged store reuses every family's text; a run finished by another
+        process (its own connection) shows in the next scrape, rendered as prometheus_client
+        renders it, and only the families that changed are rendered again."""
+        config = make_config(tiers={"hourly": {"timeout": 60}, "daily": {"timeout": 60}})
+        metrics = metrics_for(config, store)
+        renderer = Renderer(metrics.registry)
+        first = renderer.render()
+        families = renderer.rendered
+        assert families > 10
+        assert renderer.render() == first
+        assert renderer.rendered == 0
+        other = Store(store.path)
+        try:
+            run_id = other.create_run(tier="hourly", trigger="manual")
+            assert run_id is not None
+            other.finish_run(run_id, outcome="failed", duration_s=3.0, counts={"failed": 2})
+        finally:
+            other.close()
+        fresh = renderer.render()
+        assert fresh == generate_latest(metrics.registry)
+        assert b'schedctl_runs_total{outcome="failed",tier="hourly",trigger="manual"} 1.0' in fresh
+        assert b'schedctl_tier_last_outcome{outcome="failed",tier="hourly"} 1.0' in fresh
+        assert 0 < renderer.rendered < families
+        assert renderer.render() == fresh
+        assert renderer.rendered == 0
+
+
+def test_send_all_delivers_head_and_body_whole_through_partial_sends() -> None:
+    """A body far larger than the socket buffer leaves in pieces, in order, nothing lost."""
+    from scheduler.metrics.server import send_all
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.settimeout(30)  # as a handler with a timeout: sends return after part of the data
+    body = bytes(range(256)) * 8192  # 2 MiB
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := theirs.recv(65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_all(ours, [b"HEAD\r\n\r\n", b"", body])
+    finally:
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(timeout=30)
+        ours.close()
+        theirs.close()
+    assert not reader.is_alive()
+    assert bytes(received) == b"HEAD\r\n\r\n" + body

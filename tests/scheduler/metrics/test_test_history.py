@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from scheduler.config import Config
+from scheduler.metrics.state import StoreStateCollector, TierSpec
 from scheduler.store.engine import QuarantineRow, Store, TestResultRow
 from tests.scheduler.metrics.conftest import T0, metrics_for
 
@@ -83,3 +84,21 @@ def test_quarantined_tests_gauge_splits_active_and_expired(config: Config, store
     assert get("schedctl_quarantined_tests", {"state": "expired"}) == 1
     store.quarantine_remove("t.py::a")
     assert get("schedctl_quarantined_tests", {"state": "active"}) == 1
+
+
+def test_a_quarantine_expires_on_the_clock_while_the_store_stands_still(store: Store) -> None:
+    """The store-unchanged reuse ends at the next expiry: the clock alone moves the split."""
+    now = [T0]
+    collector = StoreStateCollector(store, [TierSpec("hourly")], clock=lambda: now[0])
+    store.quarantine_add(QuarantineRow("t.py::b", "slow", T0, expires_at=T0 + timedelta(hours=1)))
+
+    def split() -> tuple[float, float]:
+        family = {f.name: f for f in collector.collect()}["schedctl_quarantined_tests"]
+        values = {s.labels["state"]: s.value for s in family.samples}
+        return values["active"], values["expired"]
+
+    assert split() == (1.0, 0.0)
+    now[0] = T0 + timedelta(minutes=59)
+    assert split() == (1.0, 0.0)
+    now[0] = T0 + timedelta(hours=1)
+    assert split() == (0.0, 1.0)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import AlertStep, AlertTrackRow, OutboxEntry, Store
+from scheduler.store.engine import AlertStep, AlertTrackRow, OutboxEntry, QuarantineRow, Store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -97,6 +97,37 @@ class TestStats:
         assert [(r.id, r.outcome) for r in rows] == [(active, "queued"), (newer, "failed")]
         assert done not in {r.id for r in rows}
 
+    def test_data_version_moves_with_every_commit_of_any_connection(self, store: Store) -> None:
+        """Reads leave it alone; this store's writes and another connection's (what another
+        process holds) each move it, so a scrape can tell an unchanged store in one pragma."""
+        before = store.data_version()
+        if store.is_postgres:  # no such counter: every scrape reads the tables again
+            assert before is None
+            return
+        assert before is not None
+        with store.stats_reader() as reader:
+            reader.active_counts()
+        store.last_slot("hourly")
+        assert store.data_version() == before
+        finished(store, "hourly", Outcome.PASSED)
+        own = store.data_version()
+        assert own != before
+        other = Store(store.path)
+        try:
+            other.outbox_enqueue(entry("a"), T0)
+        finally:
+            other.close()
+        assert store.data_version() not in (before, own)
+
+    def test_next_quarantine_expiry_is_the_earliest_one_still_ahead(self, store: Store) -> None:
+        for nodeid, days in (("t.py::gone", -1), ("t.py::late", 9), ("t.py::soon", 2)):
+            at = T0 + timedelta(days=days)
+            store.quarantine_add(QuarantineRow(nodeid, "flaky", T0, expires_at=at))
+        store.quarantine_add(QuarantineRow("t.py::forever", "flaky", T0))
+        with store.stats_reader() as reader:
+            assert reader.next_quarantine_expiry(T0) == T0 + timedelta(days=2)
+            assert reader.next_quarantine_expiry(T0 + timedelta(days=10)) is None
+
     def test_reader_answers_in_one_snapshot(self, store: Store) -> None:
         """The reader's answers agree with the store's own queries."""
         for outcome in (Outcome.PASSED, Outcome.FAILED, Outcome.INFRA_ERROR, Outcome.FAILED):
@@ -109,6 +140,7 @@ class TestStats:
             assert reader.active_counts() == {("hourly", "running"): 1}
             recent = reader.recent("hourly", 3)
             assert [o for o, _ in recent] == ["running", "failed", "infra-error"]
+            assert reader.recent_of(["hourly", "daily"], 3) == {"hourly": recent, "daily": ()}
             assert reader.failure_streak("hourly") == store.consecutive_failures("hourly") == 2
             green = store.last_green("hourly")
             assert green is not None

@@ -107,3 +107,17 @@ def test_ids_of_a_rolled_back_finish_are_not_remembered(sqlite_store: Store) -> 
     store.finish_run(run_id, outcome=Outcome.ERROR)
     later = finished(store, ["t.py::new"])
     assert [r.nodeid for r in store.test_results_for(later)] == ["t.py::new"]
+
+
+def test_fire_reads_answer_as_last_slot_and_active_runs_do(store: Store) -> None:
+    """A fire's one read gives what the two separate reads give, before and after rows."""
+    assert store.fire_reads("hourly") == (None, [])
+    done = store.create_run(**ROW)
+    assert done is not None
+    store.finish_run(done, outcome=Outcome.PASSED)
+    later = datetime(2026, 1, 5, 4, 0, tzinfo=timezone.utc)
+    running = store.create_run(**{**ROW, "slot": later, "idempotency_key": "hourly@4"})
+    other = store.create_run(**{**ROW, "tier": "daily", "slot": None, "idempotency_key": None})
+    last, actives = store.fire_reads("hourly")
+    assert last == later == store.last_slot("hourly")
+    assert [r.id for r in actives] == [r.id for r in store.active_runs()] == [other, running]

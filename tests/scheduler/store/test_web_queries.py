@@ -51,3 +51,17 @@ def test_slowest_tests_of_the_newest_verdict_run(store: Store) -> None:
         ("t.py::4", 4.0, run_id), ("t.py::3", 3.0, run_id), ("t.py::2", 2.0, run_id)
     ]  # fmt: skip
     assert store.slowest_tests("daily", 3) == []
+
+
+def test_slowest_tests_of_many_tiers_match_one_tier_at_a_time(store: Store) -> None:
+    """The gauge's one-transaction read of every tier agrees with the per-tier query."""
+    for tier, durations in (("hourly", [0.5, 3.0, 1.0]), ("daily", [2.0, 2.0])):
+        run_id = store.create_run(tier=tier, trigger="manual")
+        assert run_id is not None
+        results = [TestResultRow(f"t.py::{tier}_{i}", "passed", d) for i, d in enumerate(durations)]
+        store.finish_run(run_id, outcome="passed", results=results)
+    both = store.slowest_tests_of(["hourly", "daily", "weekly"], 2)
+    assert both == {t: store.slowest_tests(t, 2) for t in ("hourly", "daily", "weekly")}
+    assert [s.nodeid for s in both["hourly"]] == ["t.py::hourly_1", "t.py::hourly_2"]
+    assert [s.nodeid for s in both["daily"]] == ["t.py::daily_0", "t.py::daily_1"]
+    assert both["weekly"] == []
