@@ -436,6 +436,21 @@ class CrontabSchedule:
             except ValueError as exc:
                 raise ValueError(f"invalid cron {expr!r}: {exc}") from None
 
+    def has_a_date(self, leap_year: int = 2028) -> bool:
+        """Whether some date matches the month and day-of-month fields, checked per month of
+        ``leap_year`` (``0 0 31 2 *`` has none; APScheduler would search up to year 9999
+        before saying so). With both day fields restricted, some weekday comes every week."""
+        if len(self._triggers) > 1:
+            return True
+        fields = {field.name: field for field in self._triggers[0].fields}
+        for month in range(1, 13):
+            first = datetime(leap_year, month, 1, tzinfo=UTC)
+            if fields["month"].next_value(first) != month:
+                continue
+            if fields["day"].next_value(first) is not None:
+                return True
+        return False
+
     def next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
         """As ``get_next_fire_time`` of the trigger :func:`~scheduler.daemon.cron.parse_cron`
         builds (a ``CronTrigger``, or an ``OrTrigger`` of two)."""

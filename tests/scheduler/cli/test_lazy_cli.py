@@ -176,6 +176,7 @@ def test_read_commands_import_neither_sqlalchemy_nor_structlog(tmp_path: Path) -
             assert "click" in loaded, command  # the probe sees imports
             assert ("rich" in loaded) == ("--json" not in command), command
             assert not loaded & {"sqlalchemy", "structlog", "requests", "docker"}, (command, round_)
+            assert "apscheduler" not in loaded, (command, round_)  # validation included
             if round_ == "snapshot":
                 # the snapshot's plain view: no pydantic, no YAML; fire times without APScheduler
                 assert not loaded & {"yaml", "pydantic", "apscheduler", "tzlocal", "asyncio"}, (

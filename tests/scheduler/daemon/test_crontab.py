@@ -189,3 +189,32 @@ def test_crontab_imports_no_apscheduler() -> None:
     loaded = {name.split(".")[0] for name in json.loads(out.stdout)}
     assert "scheduler" in loaded
     assert not loaded & {"apscheduler", "tzlocal", "asyncio"}
+
+
+def _apscheduler_has_a_date(expr: str) -> bool:
+    """The check ``config_validate.check_cron_fires`` made with APScheduler's own fields."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = parse_cron(expr)
+    if not isinstance(trigger, CronTrigger):
+        return True
+    fields = {field.name: field for field in trigger.fields}
+    for month in range(1, 13):
+        first = datetime(2028, month, 1, tzinfo=UTC)
+        if fields["month"].get_next_value(first) != month:
+            continue
+        if fields["day"].get_next_value(first) is not None:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["0 0 31 2 *", "0 0 30 2 *", "0 0 29 2 *", "0 0 31 4,6,9,11 *", "0 0 31 * *", "0 0 31 2 1",
+     "0 0 last 2 *", "0 0 31 feb-apr *", "0 0 30-31 2 *", "0 0 */15 2 *", "0 0 1 * *"],
+)  # fmt: skip
+def test_has_a_date_as_apscheduler_fields_say(expr: str) -> None:
+    expected = _apscheduler_has_a_date(expr)
+    assert CrontabSchedule(expr, UTC).has_a_date() is expected
+    assert expected is not (expr in {"0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *",
+                                     "0 0 30-31 2 *"})  # fmt: skip
