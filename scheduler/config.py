@@ -226,9 +226,10 @@ class TierConfig(_Model):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from scheduler.daemon.cron import parse_cron
+            # APScheduler's own checks, without importing it (scheduler.daemon.crontab)
+            from scheduler.daemon.crontab import UTC, CrontabSchedule
 
-            parse_cron(value)
+            CrontabSchedule(value, UTC)
             check.check_cron_fires(value)
         return value
 
@@ -306,9 +307,9 @@ class ImageRecipe(_Model):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from scheduler.daemon.cron import parse_cron
+            from scheduler.daemon.crontab import UTC, CrontabSchedule
 
-            parse_cron(value)
+            CrontabSchedule(value, UTC)
         return value
 
     @model_validator(mode="after")

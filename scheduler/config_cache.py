@@ -2,11 +2,16 @@
 ``schedule``).
 
 Validating ``config.yaml`` costs such a command more than everything else it does: pydantic's
-schemas, then the validators (cron expressions through APScheduler). So these commands take the
-model that an earlier full validation made of the same input -- the file's path and bytes, the
-values of the environment variables it names (``${VAR}``), this schedctl's version and the source
-of its config modules, the Python and pydantic versions. Any difference, and the file is
-validated in full again (errors exactly as always: key and file) and the snapshot replaced.
+schemas, then the validators (cron expressions through APScheduler). So these commands take what
+an earlier full validation made of the same input -- the file's path and bytes, the values of
+the environment variables it names (``${VAR}``), this schedctl's version and the source of its
+config modules, the Python and pydantic versions. Any difference, and the file is validated in
+full again (errors exactly as always: key and file) and the snapshot replaced.
+
+A snapshot holds two things: a :class:`~scheduler.config_view.ConfigView` (plain frozen data:
+reading it imports no pydantic) and the full :class:`~scheduler.config.Config`, pickled apart so
+that it is unpickled -- pydantic imported -- only for a command that asks for it
+(:meth:`Snapshot.config`, :func:`load_config_cached`).
 
 The snapshot is a pickle in ``$SCHEDCTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/schedctl``, else
 ``~/.cache/schedctl``: one per config path, the directory 0700 and the file 0600, and it is only
@@ -24,7 +29,7 @@ import pickle
 import re
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +37,15 @@ import scheduler
 
 if TYPE_CHECKING:
     from scheduler.config import Config
+    from scheduler.config_view import ConfigView
 
-__all__ = ["CACHE_ENV", "cache_dir", "load_config_cached"]
+__all__ = ["CACHE_ENV", "Snapshot", "cache_dir", "load_config_cached", "load_snapshot"]
 
 CACHE_ENV = "SCHEDCTL_CACHE_DIR"
 _ENV_NAME_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
-_SOURCES = ("config.py", "config_validate.py", "yaml_safe.py")
+_SOURCES = ("config.py", "config_validate.py", "config_view.py", "yaml_safe.py")
+FORMAT = 2
+"""The snapshot's layout: ``{format, key, view, config}``, ``config`` a pickle of its own."""
 KEEP_UNUSED_S = 30 * 86400
 """Snapshots written longer ago are removed when another one is written (a config moved or
 deleted leaves its snapshot behind; one still in use is simply written again)."""
@@ -53,31 +61,89 @@ def cache_dir(env: Mapping[str, str]) -> Path | None:
     return Path(home) / ".cache" / "schedctl" if home else None
 
 
+class Snapshot:
+    """A config as an earlier full validation left it: :attr:`view` at once (plain data, no
+    pydantic), :meth:`config` -- the full :class:`~scheduler.config.Config` -- when asked."""
+
+    def __init__(
+        self,
+        view: ConfigView,
+        config: Config | None = None,
+        *,
+        blob: bytes | None = None,
+        reload: Callable[[], Config] | None = None,
+    ) -> None:
+        self.view = view
+        self._config = config
+        self._blob = blob
+        self._reload = reload
+
+    def config(self) -> Config:
+        """The full config: unpickled from the snapshot (importing pydantic), else validated
+        again from the file (a snapshot whose config no longer loads is replaced)."""
+        if self._config is None:
+            try:
+                from scheduler.config import Config
+
+                found = pickle.loads(self._blob or b"")  # noqa: S301 -- see the module docstring
+                if not isinstance(found, Config):
+                    raise TypeError(type(found).__name__)
+                self._config = found
+            except Exception:
+                assert self._reload is not None
+                self._config = self._reload()
+        return self._config
+
+
+def load_snapshot(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
+    """The snapshot of ``path`` when one matches (see above), else a full validation that
+    writes one. Errors are :func:`scheduler.config.load_config`'s, raised by this call."""
+    env = os.environ if env is None else env
+    slot = _slot(path, env)
+    if slot is not None:
+        payload = _read(*slot)
+        if payload is not None:
+            return Snapshot(
+                payload["view"],
+                blob=payload["config"],
+                reload=lambda: _validate(path, env, slot),
+            )
+    config = _validate(path, env, slot)
+    return Snapshot(_view_of(config), config)
+
+
 def load_config_cached(path: Path, env: Mapping[str, str] | None = None) -> Config:
     """:func:`scheduler.config.load_config`, from a snapshot when one matches (see above)."""
-    env = os.environ if env is None else env
+    return load_snapshot(path, env).config()
+
+
+def _slot(path: Path, env: Mapping[str, str]) -> tuple[Path, str] | None:
+    """Where ``path``'s snapshot lives and the key it must carry; ``None``: no snapshot."""
     where = cache_dir(env)
     try:
         text = path.read_bytes()
         absolute = path.resolve()
     except OSError:
-        where = None  # load_config reports it, as always
+        return None  # load_config reports it, as always
     if where is None:
-        return _load(path, env)
-    key = _key(absolute, text, env)
-    snapshot = where / f"config-{hashlib.sha256(str(absolute).encode()).hexdigest()[:24]}.pickle"
-    found = _read(snapshot, key)
-    if found is not None:
-        return found
-    config = _load(path, env)
-    _write(snapshot, key, config)
+        return None
+    name = f"config-{hashlib.sha256(str(absolute).encode()).hexdigest()[:24]}.pickle"
+    return where / name, _key(absolute, text, env)
+
+
+def _validate(path: Path, env: Mapping[str, str], slot: tuple[Path, str] | None) -> Config:
+    from scheduler.config import load_config
+
+    config = load_config(path, env)
+    if slot is not None:
+        _write(*slot, config)
     return config
 
 
-def _load(path: Path, env: Mapping[str, str]) -> Config:
-    from scheduler.config import load_config
+def _view_of(config: Config) -> ConfigView:
+    from scheduler.config_view import ConfigView
 
-    return load_config(path, env)
+    return ConfigView.of(config)
 
 
 def _key(absolute: Path, text: bytes, env: Mapping[str, str]) -> str:
@@ -91,38 +157,64 @@ def _key(absolute: Path, text: bytes, env: Mapping[str, str]) -> str:
     package = Path(scheduler.__file__).parent
     for name in _SOURCES:
         digest.update((package / name).read_bytes() + b"\0")
+    digest.update(_pydantic_version() + b"\0")
     return digest.hexdigest()
+
+
+def _pydantic_version() -> bytes:
+    """pydantic's ``version.py``, read without importing pydantic (the pickled config's
+    classes must be the ones that validated it)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("pydantic")
+        if spec is None or spec.origin is None:
+            return b"-"
+        return (Path(spec.origin).parent / "version.py").read_bytes()
+    except (ImportError, OSError, ValueError):
+        return b"-"
 
 
 def _private(info: os.stat_result) -> bool:
     return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _read(snapshot: Path, key: str) -> Config | None:
+def _read(snapshot: Path, key: str) -> dict[str, Any] | None:
+    """The snapshot's payload when it is private and carries ``key``; else ``None``."""
+    from scheduler.config_view import ConfigView
+
     try:
         if not (_private(snapshot.parent.stat()) and _private(snapshot.stat())):
             return None
         payload: Any = pickle.loads(snapshot.read_bytes())  # noqa: S301 -- our own file, see above
-        from pydantic import VERSION
-
-        if payload.get("key") != key or payload.get("pydantic") != VERSION:
+        if (
+            payload.get("format") != FORMAT
+            or payload.get("key") != key
+            or not isinstance(payload.get("view"), ConfigView)
+            or not isinstance(payload.get("config"), bytes)
+        ):
             return None
-        config: Config = payload["config"]
     except Exception:
         return None
-    return config
+    found: dict[str, Any] = payload
+    return found
 
 
 def _write(snapshot: Path, key: str, config: Config) -> None:
     """Best effort: a cache that cannot be written only costs the next command the time."""
-    from pydantic import VERSION
-
     tmp: Path | None = None
     try:
         snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(snapshot.parent.stat()):
             return
-        data = pickle.dumps({"key": key, "pydantic": VERSION, "config": config})
+        data = pickle.dumps(
+            {
+                "format": FORMAT,
+                "key": key,
+                "view": _view_of(config),
+                "config": pickle.dumps(config),  # unpickled only when asked: it imports pydantic
+            }
+        )
         tmp = snapshot.with_name(f"{snapshot.name}.{os.getpid()}.tmp")
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
             fh.write(data)

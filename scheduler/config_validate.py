@@ -11,7 +11,7 @@ import math
 import posixpath
 import pwd
 import re
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 KIB = 1024
@@ -218,24 +218,15 @@ LEAP_YEAR = 2028
 def check_cron_fires(expr: str) -> str:
     """Refuse a valid cron expression that never fires (``0 0 31 2 *``).
 
-    Checked per month of a leap year against the trigger's own fields, in microseconds:
-    APScheduler itself would search up to year 9999 (seconds) before answering "never".
+    Checked per month of a leap year against the expression's own fields
+    (:meth:`~scheduler.daemon.crontab.CrontabSchedule.has_a_date`): APScheduler itself would
+    search up to year 9999 (seconds) before answering "never".
     """
-    from apscheduler.triggers.cron import CronTrigger
+    from scheduler.daemon.crontab import CrontabSchedule
 
-    from scheduler.daemon.cron import parse_cron
-
-    trigger = parse_cron(expr)
-    if not isinstance(trigger, CronTrigger):
-        return expr  # day-of-month OR day-of-week: some weekday comes every week
-    fields = {field.name: field for field in trigger.fields}
-    for month in range(1, 13):
-        first = datetime(LEAP_YEAR, month, 1, tzinfo=timezone.utc)
-        if fields["month"].get_next_value(first) != month:
-            continue
-        if fields["day"].get_next_value(first) is not None:
-            return expr
-    raise ValueError(f"cron {expr!r} never fires (no such date)")
+    if not CrontabSchedule(expr, timezone.utc).has_a_date(LEAP_YEAR):
+        raise ValueError(f"cron {expr!r} never fires (no such date)")
+    return expr
 
 
 def foreign_uid(uid: int) -> int:

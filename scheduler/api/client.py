@@ -189,8 +189,15 @@ def _error(status: int, data: Any) -> Exception:
 
 def daemon_client(config: Config, timeout: float = 30.0) -> tuple[int, ApiClient] | None:
     """``(pid, client)`` for the daemon running on ``config``'s state dir, or ``None``."""
-    pid = StateLock.holder(config.state_dir)
-    path = socket_path(config)
-    if pid is None or not path.exists():
+    return daemon_client_at(config.state_dir, socket_path(config), timeout)
+
+
+def daemon_client_at(
+    state_dir: Path, socket: Path, timeout: float = 30.0
+) -> tuple[int, ApiClient] | None:
+    """:func:`daemon_client` from the state dir and the API socket's path (``schedctl status``
+    has them from the config's view, without the full config)."""
+    pid = StateLock.holder(state_dir)
+    if pid is None or not socket.exists():
         return None
-    return pid, ApiClient(unix=path, timeout=timeout)
+    return pid, ApiClient(unix=socket, timeout=timeout)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scheduler.config import Config
+    from scheduler.config_view import TierTable
     from scheduler.store.reader import RunReader
     from scheduler.store.records import RunRecord
 
@@ -45,7 +45,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def tier_rows(
-    config: Config, store: RunReader, next_fire: Mapping[str, datetime | None]
+    config: TierTable, store: RunReader, next_fire: Mapping[str, datetime | None]
 ) -> list[dict[str, Any]]:
     """One row per configured tier: schedule, last outcome, failures in a row, next fire."""
     rows = []
@@ -71,7 +71,7 @@ def tier_rows(
 
 
 def status_payload(
-    config: Config,
+    config: TierTable,
     store: RunReader,
     next_fire: Mapping[str, datetime | None],
     daemon: Mapping[str, Any],

@@ -166,9 +166,9 @@ def _leave(code: int) -> None:
     """
     if os.environ.get(FULL_EXIT_ENV):
         sys.exit(code)
-    import logging
-
-    logging.shutdown()
+    logging = sys.modules.get("logging")  # a command that logged nothing never imported it
+    if logging is not None:
+        logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

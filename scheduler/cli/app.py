@@ -11,6 +11,8 @@ from scheduler.kernel.errors import ConfigError
 
 if TYPE_CHECKING:  # imported when a command first asks for them: start-up stays light
     from scheduler.config import Config
+    from scheduler.config_cache import Snapshot
+    from scheduler.config_view import ConfigView
     from scheduler.store.engine import Store
     from scheduler.store.reader import RunReader
 
@@ -38,7 +40,7 @@ class AppContext:
     config_path: str | None = None
     force_new_db: bool = False
     _config: Config | None = field(default=None, repr=False)
-    _read_config: Config | None = field(default=None, repr=False)
+    _snapshot: Snapshot | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _reader: RunReader | None = field(default=None, repr=False)
 
@@ -51,17 +53,32 @@ class AppContext:
         return self._config
 
     @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot of an earlier full validation of the same input
+        (:mod:`scheduler.config_cache`), or a full validation that writes one."""
+        if self._snapshot is None:
+            from scheduler.config_cache import load_snapshot
+
+            self._snapshot = load_snapshot(find_config(self.config_path))
+        return self._snapshot
+
+    @property
     def read_config(self) -> Config:
-        """The config for commands that only read: :attr:`config` when it is loaded, else the
-        snapshot of an earlier full validation of the same input
-        (:mod:`scheduler.config_cache`)."""
+        """The full config for commands that only read: :attr:`config` when it is loaded, else
+        the snapshot's (:meth:`Snapshot.config <scheduler.config_cache.Snapshot.config>`)."""
         if self._config is not None:
             return self._config
-        if self._read_config is None:
-            from scheduler.config_cache import load_config_cached
+        return self.snapshot.config()
 
-            self._read_config = load_config_cached(find_config(self.config_path))
-        return self._read_config
+    @property
+    def read_view(self) -> ConfigView:
+        """What ``schedule``, ``runs``, ``show`` and ``status`` need of the config, without
+        pydantic (:class:`~scheduler.config_view.ConfigView`): the snapshot's view."""
+        if self._config is not None:
+            from scheduler.config_view import ConfigView
+
+            return ConfigView.of(self._config)
+        return self.snapshot.view
 
     @property
     def store(self) -> Store:
@@ -92,8 +109,8 @@ class AppContext:
         """
         if self._reader is None:
             reader: RunReader | None = None
-            config = self.read_config
-            if self._store is None and not config.store.is_postgres:
+            config = self.read_view
+            if self._store is None and not config.is_postgres:
                 from scheduler.run.rundirs import prepare_state_dir
                 from scheduler.store.reader import open_reader
 

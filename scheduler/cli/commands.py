@@ -11,7 +11,7 @@ from __future__ import annotations
 COMMANDS: dict[str, str] = {
     "alerts": "scheduler.cli.alerts_cmd:alerts_group",
     "cancel": "scheduler.cli.daemon_cmd:cancel_command",
-    "config": "scheduler.cli.schedule_cmd:config_group",
+    "config": "scheduler.cli.config_cmd:config_group",
     "daemon": "scheduler.cli.serve_cmd:daemon_command",
     "gpus": "scheduler.cli.gpus:gpus_command",
     "image": "scheduler.cli.image_cmd:image_group",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from scheduler.api.payloads import status_payload
 from scheduler.cli.app import AppContext
@@ -17,10 +15,13 @@ from scheduler.daemon.lock import StateLock
 from scheduler.kernel.errors import DaemonError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
 
+if TYPE_CHECKING:
+    from rich.text import Text
+
 
 def local_status(app: AppContext) -> dict[str, Any]:
     """Status without a daemon: next fires come from the cron expressions."""
-    config = app.read_config
+    config = app.read_view
     nexts: dict[str, datetime | None] = {}
     for row in upcoming(config, datetime.now(timezone.utc), 1):
         times = row["next"]
@@ -32,11 +33,12 @@ def local_status(app: AppContext) -> dict[str, Any]:
 
 
 def status_data(app: AppContext) -> dict[str, Any]:
-    if StateLock.holder(app.read_config.state_dir) is None:
+    view = app.read_view
+    if StateLock.holder(view.state_dir) is None:
         return local_status(app)  # no daemon: no HTTP client to import (http.client)
-    from scheduler.api.client import daemon_client
+    from scheduler.api.client import daemon_client_at
 
-    found = daemon_client(app.read_config, timeout=10)
+    found = daemon_client_at(view.state_dir, view.api_socket, timeout=10)
     if found is None:
         return local_status(app)
     _pid, client = found
@@ -59,6 +61,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json(payload)
         return
+    from rich.table import Table
+
     out = console()
     out.print(_daemon_line(payload["daemon"]))
     table = Table("tier", "schedule", "last", "failures in a row", "next (UTC)")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from scheduler.cli.app import AppContext
 from scheduler.cli.output import console, emit_json, fmt_duration, fmt_time, line, styled
@@ -28,10 +27,12 @@ FAILING = ("failed", "error", "xpassed")
 def runs_command(app: AppContext, tier: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     if tier:
-        app.read_config.tier(tier)
+        app.read_view.tier(tier)
     if as_json:
         emit_json(app.reader.runs_json(tier=tier, limit=limit))
         return
+    from rich.table import Table
+
     records = app.reader.list_runs(tier=tier, limit=limit)
     table = Table(
         "id", "tier", "trigger", "outcome", "started", "duration", "pass/fail", "sha", "host"
@@ -69,7 +70,7 @@ def changes_since_green(app: AppContext, record: RunRecord, green: RunRecord | N
         return []
     from scheduler.source import Source  # git: only for `show`
 
-    config = app.read_config
+    config = app.read_config  # the full config (Source takes the project's settings)
     changes: list[str] = Source(config.project, config.state_dir).changes_between(*span)
     return changes
 
@@ -198,6 +199,8 @@ def show_command(app: AppContext, run: str, as_json: bool) -> None:
             out.print(line("  ", change))
     tests = payload["tests"]
     if tests:
+        from rich.table import Table
+
         table = Table("outcome", "duration", "test", "note")
         ordered = sorted(
             tests, key=lambda t: (t["outcome"] not in FAILING, t["nodeid"], t["attempt"])

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.text import Text
 
 from scheduler.kernel.outcome import Outcome
+
+if TYPE_CHECKING:  # rich is imported by the first table or line printed: not for --json
+    from rich.console import Console
+    from rich.text import Text
 
 OUTCOME_STYLE = {
     Outcome.PASSED: "green",
@@ -31,6 +33,8 @@ OUTCOME_STYLE = {
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
@@ -44,6 +48,8 @@ def line(*parts: object, missing: str = "-") -> Text:
     A :class:`~rich.text.Text` part is kept as is, a ``(text, style)`` tuple is coloured, ``None``
     becomes ``missing`` (a user never sees the string ``None``), anything else is ``str()``-ed.
     """
+    from rich.text import Text
+
     text = Text()
     for part in parts:
         if isinstance(part, Text):

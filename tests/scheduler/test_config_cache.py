@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from scheduler.config import load_config
-from scheduler.config_cache import CACHE_ENV, load_config_cached
+from scheduler.config import Config, load_config
+from scheduler.config_cache import CACHE_ENV, load_config_cached, load_snapshot
+from scheduler.config_view import ConfigView
 from scheduler.kernel.errors import ConfigError
+from tests.conftest import ROOT
 
 CONFIG = """\
 state_dir: {state}
@@ -39,9 +45,12 @@ def _snapshot(cache: Path) -> Path:
 
 
 def _tamper(snapshot: Path, timezone: str) -> None:
-    """Keep the snapshot's key, change the config inside: shows which one a load returns."""
+    """Keep the snapshot's key, change the config and view inside: shows which one a load
+    returns."""
     payload = pickle.loads(snapshot.read_bytes())
-    payload["config"] = payload["config"].model_copy(update={"timezone": timezone})
+    config = pickle.loads(payload["config"]).model_copy(update={"timezone": timezone})
+    payload["config"] = pickle.dumps(config)
+    payload["view"] = replace(payload["view"], timezone=timezone)
     snapshot.write_bytes(pickle.dumps(payload))
 
 
@@ -56,6 +65,7 @@ def test_a_snapshot_is_written_private_and_used_for_the_same_input(
     assert cache.stat().st_mode & 0o777 == 0o700
     _tamper(snapshot, "Europe/Paris")
     assert load_config_cached(config, env).timezone == "Europe/Paris"  # read from the snapshot
+    assert load_snapshot(config, env).view.timezone == "Europe/Paris"
 
 
 def test_a_changed_file_or_variable_is_validated_again(
@@ -126,3 +136,49 @@ def test_old_snapshots_are_removed_when_one_is_written(
     load_config_cached(config, env)
     assert not old.exists()
     assert recent.exists()
+
+
+def test_the_view_is_the_configs_and_reading_it_imports_no_pydantic(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, _cache = setup
+    config.write_text(
+        config.read_text()
+        + "  manual:\n    timeout: 60\n    enabled: false\n    gpus: all\n"
+        + "images:\n  base:\n    dockerfile: Dockerfile\n"
+    )
+    (config.parent / "Dockerfile").write_text("FROM scratch\n")
+    full = load_config(config, env)
+    view = load_snapshot(config, env).view  # written by a full validation
+    assert view == ConfigView.of(full)
+    assert list(view.tiers) == list(full.tiers) == ["hourly", "manual", "image:base"]
+    assert view.tiers["manual"].gpus == "all" and not view.tiers["manual"].enabled
+    assert (view.db_path, view.state_dir, view.is_postgres) == (full.db_path, full.state_dir, False)
+    code = (
+        "import sys, json\nfrom pathlib import Path\n"
+        "from scheduler.config_cache import load_snapshot\n"
+        f"snap = load_snapshot(Path({str(config)!r}), {env!r})\n"
+        "print(json.dumps([sorted(snap.view.tiers), sorted(sys.modules)]))\n"
+        "snap.config()\nprint(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout.splitlines()  # fmt: skip
+    tiers, before = json.loads(out[0])
+    assert tiers == sorted(full.tiers)
+    assert not {m.split(".")[0] for m in before} & {"pydantic", "yaml", "apscheduler"}
+    assert "pydantic" in json.loads(out[1])  # the full config, when asked, is pydantic's
+
+
+def test_a_snapshot_whose_config_no_longer_loads_is_validated_again(
+    setup: tuple[Path, dict[str, str], Path],
+) -> None:
+    config, env, cache = setup
+    load_config_cached(config, env)
+    payload = pickle.loads(_snapshot(cache).read_bytes())
+    payload["config"] = b"not a pickle"
+    _snapshot(cache).write_bytes(pickle.dumps(payload))
+    assert load_snapshot(config, env).config() == load_config(config, env)
+    assert isinstance(pickle.loads(pickle.loads(_snapshot(cache).read_bytes())["config"]), Config)

@@ -145,7 +145,8 @@ READ_ONLY = ("schedule", "runs", "show 1", "status", "runs --json", "show 1 --js
 
 def test_read_commands_import_neither_sqlalchemy_nor_structlog(tmp_path: Path) -> None:
     """``schedule``, ``runs``, ``show`` and ``status`` on a SQLite store: the standard sqlite3
-    reader, a config snapshot from the first command on, structlog never imported."""
+    reader, a config snapshot from the first command on (its plain view: pydantic, PyYAML and
+    APScheduler never imported), structlog never imported, rich only for tables."""
     from scheduler.kernel.outcome import Outcome
     from scheduler.store.engine import Store
 
@@ -172,7 +173,11 @@ def test_read_commands_import_neither_sqlalchemy_nor_structlog(tmp_path: Path) -
                 capture_output=True, text=True, check=True, cwd=tmp_path, env=env, timeout=120,
             )  # fmt: skip
             loaded = roots(set(json.loads(out.stdout.splitlines()[-1])))
-            assert "rich" in loaded or "--json" in command, command  # the probe sees imports
+            assert "click" in loaded, command  # the probe sees imports
+            assert ("rich" in loaded) == ("--json" not in command), command
             assert not loaded & {"sqlalchemy", "structlog", "requests", "docker"}, (command, round_)
+            assert "apscheduler" not in loaded, (command, round_)  # validation included
             if round_ == "snapshot":
-                assert "yaml" not in loaded, command
+                # the snapshot's plain view: no pydantic, no YAML; fire times without APScheduler
+                unwanted = {"yaml", "pydantic", "apscheduler", "tzlocal", "asyncio", "logging"}
+                assert not loaded & unwanted, (command, sorted(loaded & unwanted))
