@@ -11,6 +11,7 @@ from scheduler.kernel.errors import ConfigError
 
 if TYPE_CHECKING:  # imported when a command first asks for them: start-up stays light
     from scheduler.config import Config
+    from scheduler.run.protocols import RunStore
     from scheduler.store.engine import Store
     from scheduler.store.reader import RunReader
 
@@ -41,6 +42,7 @@ class AppContext:
     _read_config: Config | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _reader: RunReader | None = field(default=None, repr=False)
+    _run_store: RunStore | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
@@ -102,3 +104,25 @@ class AppContext:
                     reader = open_reader(config.db_path)
             self._reader = reader if reader is not None else self.store
         return self._reader
+
+    @property
+    def run_store(self) -> RunStore:
+        """The store ``schedctl run`` records its run in.
+
+        A SQLite store with the current schema is written through the standard ``sqlite3``
+        module (:mod:`scheduler.store.writer`: no SQLAlchemy import, a third of a second less
+        per run); anything else (PostgreSQL, no database yet, another schema version) opens the
+        full :attr:`store`, which creates, migrates or refuses it as before.
+        """
+        if self._run_store is None:
+            found: RunStore | None = None
+            config = self.config
+            if self._store is None and not config.store.is_postgres:
+                from scheduler.run.rundirs import prepare_state_dir
+                from scheduler.store.writer import open_writer
+
+                if config.db_path.is_file():
+                    prepare_state_dir(config.state_dir, config.db_path, force=self.force_new_db)
+                    found = open_writer(config.db_path)
+            self._run_store = found if found is not None else self.store
+        return self._run_store

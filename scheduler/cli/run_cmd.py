@@ -108,7 +108,7 @@ def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
     from scheduler.kernel.events import Event, RunQueued, RunStarted
 
     config = app.config
-    dispatcher = build_dispatcher(config, app.store)
+    dispatcher = build_dispatcher(config, app.run_store)
     dispatcher.validate(request)
     view = _progress_view(enabled=not as_json)
     started = threading.Event()
@@ -168,7 +168,7 @@ grown past this: the inserts themselves never do, and without a daemon nothing e
 
 def _checkpoint(app: AppContext) -> None:
     try:
-        app.store.checkpoint(min_wal_bytes=CHECKPOINT_ABOVE_BYTES)
+        app.run_store.checkpoint(min_wal_bytes=CHECKPOINT_ABOVE_BYTES)
     except SchedctlError as exc:  # the run's result stands; the next run tries again
         import structlog
 
