@@ -56,9 +56,7 @@ from scheduler.store.outbox_queries import (
     OutboxRow,
     OutboxState,
 )
-from scheduler.store.pragmas import (
-    configure_connection,
-)
+from scheduler.store.pragmas import configure_connection
 from scheduler.store.records import RunRecord, TestResultRow, change_range
 from scheduler.store.run_queries import (
     ActiveRunExists,
