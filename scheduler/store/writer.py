@@ -337,11 +337,13 @@ class SqliteWriter(SqliteReader):
         ordered = rollup_rows(run_id, tier, bind_datetime(finished_at), results, ids)
         if not ordered:
             return
-        keys = {"day": day, "week": week_of(day)}
+        week = week_of(day)
+        for row in ordered:  # both periods' keys on each row: one tuple per row per statement
+            row["day"] = day
+            row["week"] = week
         for period in ("day", "week"):
             sql, order, _defaults = STATEMENTS[f"upsert_{period}"]
-            getter = operator.itemgetter(*order)
-            conn.executemany(sql, [getter({**row, period: keys[period]}) for row in ordered])
+            conn.executemany(sql, map(operator.itemgetter(*order), ordered))
 
     def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
         """Nothing to rehearse: the statements are compiled already (see :mod:`.writes`)."""
