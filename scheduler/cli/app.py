@@ -66,6 +66,20 @@ class AppContext:
         return self._read_config
 
     @property
+    def run_config(self) -> Config:
+        """``schedctl run``'s config: the snapshot of an earlier full validation of the same
+        input (:attr:`read_config`) when the host still agrees with it
+        (:func:`scheduler.config_cache.host_agrees`), else a full validation. From then on it
+        is :attr:`config` too, for everything the command opens."""
+        if self._config is None:
+            from scheduler.config_cache import host_agrees
+
+            snapshot = self.read_config
+            if self._config is None and host_agrees(snapshot):
+                self._config = snapshot
+        return self.config
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             from scheduler.run.rundirs import prepare_state_dir

@@ -66,7 +66,7 @@ def run_command(
     """
     from scheduler.run.dispatch import RunRequest
 
-    config = app.config
+    config = app.run_config
     config.tier(tier)
     request = RunRequest(
         tier=tier, trigger="manual", ref=ref, markers=markers, timeout_s=timeout_s, runner=runner
