@@ -106,40 +106,50 @@ def _summary(wall: list[float], cpu: list[float]) -> tuple[float, float, float]:
     return statistics.median(wall), wall[p99], cpu[p99] if cpu else float("nan")
 
 
-def timed_insert(
-    path: Path, tests: int, reps: int, *, writer: bool = False
-) -> tuple[float, float, float]:
-    """``finish_run`` of a run with 500 of the store's tests (one rerun, a few failures);
-    ``writer``: through the sqlite3 writer ``schedctl run`` uses, else the full store (the
-    daemon's)."""
-    store = Store(path)
-    last = store.max_run_id()
-    target: Store | SqliteWriter = store
-    if writer:
-        store.engine.dispose()
-        opened = open_writer(path)
-        assert opened is not None, "the sqlite3 writer refused the store"
-        target = opened
+def timed_inserts(
+    stores: dict[str, tuple[Path, bool]], tests: int, reps: int
+) -> dict[str, tuple[float, float, float]]:
+    """``finish_run`` of a run with 500 of the store's tests (one rerun, a few failures) into
+    each of ``stores`` (``{figure: (file, through the sqlite3 writer)}``: the writer is what
+    ``schedctl run`` uses, the full store the daemon's path), interleaved rep by rep so that a
+    neighbour's load hits every figure alike."""
+    targets: dict[str, Store | SqliteWriter] = {}
+    finished: dict[str, datetime] = {}
+    for name, (path, writer) in stores.items():
+        store = Store(path)
+        finished[name] = START + timedelta(hours=store.max_run_id() + 1)
+        targets[name] = store
+        if writer:
+            store.engine.dispose()
+            opened = open_writer(path)
+            assert opened is not None, "the sqlite3 writer refused the store"
+            targets[name] = opened
     nodeids = nodeids_of(tests)[:500]
-    finished = START + timedelta(hours=last + 1)
-    wall, cpu = [], []
+    wall: dict[str, list[float]] = {name: [] for name in stores}
+    cpu: dict[str, list[float]] = {name: [] for name in stores}
     for rep in range(reps + 1):
-        run_id = target.create_run(tier="hourly", trigger="schedule", kind="pytest",
-                                   queued_at=finished)  # fmt: skip
-        assert run_id is not None
-        rows = [TestResultRow(n, "failed" if i == rep else "passed", 0.01 * i,
-                              peak_rss_bytes=1 << 20) for i, n in enumerate(nodeids)]  # fmt: skip
-        rows.append(TestResultRow(nodeids[0], "flaky", 0.5, attempt=1))
-        t0, c0 = time.perf_counter(), time.process_time()
-        target.finish_run(run_id, rows, outcome=Outcome.FAILED, finished_at=finished)
-        if rep:  # the first: page cache and compiled statements
-            wall.append((time.perf_counter() - t0) * 1000)
-            cpu.append((time.process_time() - c0) * 1000)
-    if isinstance(target, SqliteWriter):
-        target.close()
-    else:
-        store.engine.dispose()
-    return _summary(wall, cpu)
+        for name, target in targets.items():
+            run_id = target.create_run(tier="hourly", trigger="schedule", kind="pytest",
+                                       queued_at=finished[name])  # fmt: skip
+            assert run_id is not None
+            rows = [
+                TestResultRow(
+                    n, "failed" if i == rep else "passed", 0.01 * i, peak_rss_bytes=1 << 20
+                )
+                for i, n in enumerate(nodeids)
+            ]
+            rows.append(TestResultRow(nodeids[0], "flaky", 0.5, attempt=1))
+            t0, c0 = time.perf_counter(), time.process_time()
+            target.finish_run(run_id, rows, outcome=Outcome.FAILED, finished_at=finished[name])
+            if rep:  # the first: page cache and compiled statements
+                wall[name].append((time.perf_counter() - t0) * 1000)
+                cpu[name].append((time.process_time() - c0) * 1000)
+    for target in targets.values():
+        if isinstance(target, SqliteWriter):
+            target.close()
+        else:
+            target.engine.dispose()
+    return {name: _summary(wall[name], cpu[name]) for name in stores}
 
 
 def timed_process(argv: list[str], env: dict[str, str], reps: int) -> tuple[float, float, float]:
@@ -190,14 +200,17 @@ def main() -> int:
         store.engine.dispose()
         copy_store(path, work / "insert.db")
         copy_store(path, work / "insert-writer.db")
-        # Interleaved by figure, not by rep: each figure's store is its own file.
-        figures["insert 500 results @ 1M"] = timed_insert(work / "insert.db", args.tests, 30)
-        figures["insert 500 results @ 1M (sqlite3 writer)"] = timed_insert(
-            work / "insert-writer.db", args.tests, 30, writer=True
-        )
-        figures["insert 500 results @ empty"] = timed_insert(work / "empty.db", args.tests, 30)
-        figures["insert 500 results @ empty (sqlite3 writer)"] = timed_insert(
-            work / "empty-writer.db", args.tests, 30, writer=True
+        figures.update(
+            timed_inserts(
+                {
+                    "insert 500 results @ 1M": (work / "insert.db", False),
+                    "insert 500 results @ 1M (sqlite3 writer)": (work / "insert-writer.db", True),
+                    "insert 500 results @ empty": (work / "empty.db", False),
+                    "insert 500 results @ empty (sqlite3 writer)": (work / "empty-writer.db", True),
+                },
+                args.tests,
+                30,
+            )
         )
         figures.update(process_figures(path, work, args))
     shape = f"{args.tests} tests x {args.runs} runs"
