@@ -8,7 +8,8 @@ regressions. Then each figure is measured ``--reps`` times:
 - queries in this process, as ``schedctl tests`` / ``test`` / ``runs`` / ``show`` call the
   store (:class:`scheduler.history.stats.History`, ``Store``): wall p50/p99 and CPU p99;
 - inserting a 500-test run's results (``finish_run``) into a copy of the full store, beside the
-  same insert into an empty store (the target holds regardless of history size);
+  same insert into an empty store (the target holds regardless of history size): through the
+  full store (the daemon's write path) and through the sqlite3 writer (``schedctl run``'s);
 - whole ``schedctl`` processes as a user types them, beside ``schedctl --version`` (the same
   start-up, no query). The data is dated 2026-01/02, so these use ``--since 365d``.
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from scheduler.history.stats import History  # noqa: E402
 from scheduler.kernel.outcome import Outcome  # noqa: E402
 from scheduler.store import Store, TestResultRow  # noqa: E402
+from scheduler.store.writer import SqliteWriter, open_writer  # noqa: E402
 
 TARGET_QUERY_MS = 100.0
 TARGET_INSERT_MS = 20.0
@@ -104,27 +106,50 @@ def _summary(wall: list[float], cpu: list[float]) -> tuple[float, float, float]:
     return statistics.median(wall), wall[p99], cpu[p99] if cpu else float("nan")
 
 
-def timed_insert(path: Path, tests: int, reps: int) -> tuple[float, float, float]:
-    """``finish_run`` of a run with 500 of the store's tests (one rerun, a few failures)."""
-    store = Store(path)
+def timed_inserts(
+    stores: dict[str, tuple[Path, bool]], tests: int, reps: int
+) -> dict[str, tuple[float, float, float]]:
+    """``finish_run`` of a run with 500 of the store's tests (one rerun, a few failures) into
+    each of ``stores`` (``{figure: (file, through the sqlite3 writer)}``: the writer is what
+    ``schedctl run`` uses, the full store the daemon's path), interleaved rep by rep so that a
+    neighbour's load hits every figure alike."""
+    targets: dict[str, Store | SqliteWriter] = {}
+    finished: dict[str, datetime] = {}
+    for name, (path, writer) in stores.items():
+        store = Store(path)
+        finished[name] = START + timedelta(hours=store.max_run_id() + 1)
+        targets[name] = store
+        if writer:
+            store.engine.dispose()
+            opened = open_writer(path)
+            assert opened is not None, "the sqlite3 writer refused the store"
+            targets[name] = opened
     nodeids = nodeids_of(tests)[:500]
-    last = store.max_run_id()
-    finished = START + timedelta(hours=last + 1)
-    wall, cpu = [], []
+    wall: dict[str, list[float]] = {name: [] for name in stores}
+    cpu: dict[str, list[float]] = {name: [] for name in stores}
     for rep in range(reps + 1):
-        run_id = store.create_run(tier="hourly", trigger="schedule", kind="pytest",
-                                  queued_at=finished)  # fmt: skip
-        assert run_id is not None
-        rows = [TestResultRow(n, "failed" if i == rep else "passed", 0.01 * i,
-                              peak_rss_bytes=1 << 20) for i, n in enumerate(nodeids)]  # fmt: skip
-        rows.append(TestResultRow(nodeids[0], "flaky", 0.5, attempt=1))
-        t0, c0 = time.perf_counter(), time.process_time()
-        store.finish_run(run_id, rows, outcome=Outcome.FAILED, finished_at=finished)
-        if rep:  # the first: page cache and compiled statements
-            wall.append((time.perf_counter() - t0) * 1000)
-            cpu.append((time.process_time() - c0) * 1000)
-    store.engine.dispose()
-    return _summary(wall, cpu)
+        for name, target in targets.items():
+            run_id = target.create_run(tier="hourly", trigger="schedule", kind="pytest",
+                                       queued_at=finished[name])  # fmt: skip
+            assert run_id is not None
+            rows = [
+                TestResultRow(
+                    n, "failed" if i == rep else "passed", 0.01 * i, peak_rss_bytes=1 << 20
+                )
+                for i, n in enumerate(nodeids)
+            ]
+            rows.append(TestResultRow(nodeids[0], "flaky", 0.5, attempt=1))
+            t0, c0 = time.perf_counter(), time.process_time()
+            target.finish_run(run_id, rows, outcome=Outcome.FAILED, finished_at=finished[name])
+            if rep:  # the first: page cache and compiled statements
+                wall[name].append((time.perf_counter() - t0) * 1000)
+                cpu[name].append((time.process_time() - c0) * 1000)
+    for target in targets.values():
+        if isinstance(target, SqliteWriter):
+            target.close()
+        else:
+            target.engine.dispose()
+    return {name: _summary(wall[name], cpu[name]) for name in stores}
 
 
 def timed_process(argv: list[str], env: dict[str, str], reps: int) -> tuple[float, float, float]:
@@ -174,8 +199,19 @@ def main() -> int:
         figures = query_figures(store, args)
         store.engine.dispose()
         copy_store(path, work / "insert.db")
-        figures["insert 500 results @ 1M"] = timed_insert(work / "insert.db", args.tests, 30)
-        figures["insert 500 results @ empty"] = timed_insert(work / "empty.db", args.tests, 30)
+        copy_store(path, work / "insert-writer.db")
+        figures.update(
+            timed_inserts(
+                {
+                    "insert 500 results @ 1M": (work / "insert.db", False),
+                    "insert 500 results @ 1M (sqlite3 writer)": (work / "insert-writer.db", True),
+                    "insert 500 results @ empty": (work / "empty.db", False),
+                    "insert 500 results @ empty (sqlite3 writer)": (work / "empty-writer.db", True),
+                },
+                args.tests,
+                30,
+            )
+        )
         figures.update(process_figures(path, work, args))
     shape = f"{args.tests} tests x {args.runs} runs"
     filled = f"filled through Store.finish_run in {fill_s:.0f} s" + (" (reused)" if reuse else "")

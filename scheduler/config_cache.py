@@ -17,8 +17,10 @@ The snapshot is a pickle in ``$SCHEDCTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/sche
 ``~/.cache/schedctl``: one per config path, the directory 0700 and the file 0600, and it is only
 read when this user owns both and nobody else can write them (a pickle runs code when loaded).
 What a full validation checks on the host itself (that ``project.path`` is a directory, that
-``local.user`` is an account) is not checked again on this path: the commands that act on it
-(``run``, ``daemon``, ``config check``) always validate in full.
+``local.user`` is an account) is not checked again on this path for the read-only commands.
+``schedctl run`` acts on them: it takes a snapshot only when :func:`host_agrees` with it (the
+same host checks, run again), else it validates in full and gets the usual error. ``daemon`` and
+``config check`` always validate in full.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ if TYPE_CHECKING:
     from scheduler.config import Config
     from scheduler.config_view import ConfigView
 
-__all__ = ["CACHE_ENV", "Snapshot", "cache_dir", "load_config_cached", "load_snapshot"]
+__all__ = [
+    "CACHE_ENV",
+    "Snapshot",
+    "cache_dir",
+    "host_agrees",
+    "load_config_cached",
+    "load_snapshot",
+]
 
 CACHE_ENV = "SCHEDCTL_CACHE_DIR"
 _ENV_NAME_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -237,3 +246,23 @@ def _prune(where: Path) -> None:
                 old.unlink(missing_ok=True)
     except OSError:
         return
+
+
+def host_agrees(config: Config) -> bool:
+    """Whether this host still passes what a full validation of ``config`` checked on it:
+    ``project.path`` is a directory, ``local.user`` an unprivileged account, the container
+    uid and gid no host account or group. ``False``: validate in full (its error names the key).
+    """
+    from scheduler import config_validate as check
+
+    path = config.project.path
+    if path is not None and not path.is_dir():
+        return False
+    try:
+        if config.local.user is not None:
+            check.local_user(config.local.user)
+        check.foreign_uid(config.docker.uid)
+        check.foreign_gid(config.docker.gid)
+    except ValueError:
+        return False
+    return True

@@ -4,7 +4,8 @@ Tests use ``structlog.testing.capture_logs``.
 
 structlog's import (its console renderer, its stdlib integration) costs a command that logs
 nothing about a tenth of a second, so the CLI calls :func:`configure_when_imported`: structlog is
-configured the moment anything imports it, and a command that never does never pays for it.
+configured the moment anything imports it, and a command that never does never pays for it;
+that import hides rich from structlog (see below), as :func:`import_structlog_without_rich` does.
 :func:`import_structlog_without_rich` (``schedctl daemon`` and :func:`configure` call it first):
 whenever rich is installed, structlog's ``dev`` and ``tracebacks`` modules import it (console,
 syntax highlighting, pretty-printing: ~4 MiB of an idle daemon's memory, ~80 ms) for their
@@ -121,7 +122,17 @@ class _AfterImport:
         then = self.then
 
         def exec_module(module: ModuleType) -> None:
-            run(module)
+            # structlog's dev and tracebacks modules import rich when it is installed (~125 ms:
+            # console, pretty-printing, syntax highlighting) for a traceback formatter
+            # :func:`configure` never uses: hide rich while structlog itself is executed.
+            hidden = "rich" not in sys.modules
+            if hidden:
+                sys.modules["rich"] = None  # type: ignore[assignment]
+            try:
+                run(module)
+            finally:
+                if hidden and sys.modules.get("rich", ...) is None:
+                    del sys.modules["rich"]
             then()
 
         loader.exec_module = exec_module  # type: ignore[method-assign]

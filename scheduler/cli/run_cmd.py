@@ -7,31 +7,29 @@ in this process. Either way the exit code and the ``--json`` object are the same
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from runners.base import StopRequest
-from scheduler.api.payloads import run_summary
 from scheduler.cli.app import AppContext
-from scheduler.daemon.assembly import alert_sinks_configured, build_dispatcher
 from scheduler.kernel.errors import DaemonError, SchedctlError, UsageError
-from scheduler.kernel.events import Event, RunQueued, RunStarted
-from scheduler.kernel.outcome import Outcome
-from scheduler.run.dispatch import RunRequest
-from scheduler.store.engine import RunRecord
 
 # The daemon's HTTP client (http.client), the progress bar and the console (rich) are imported
-# where they are used: a `schedctl run --json` without a daemon needs none of them.
+# where they are used: a `schedctl run --json` without a daemon needs none of them. The run's
+# own machinery (dispatcher, runners, structlog) is imported inside the command too: click
+# imports this module before the group's callback has set up logging, and structlog imported
+# then would be imported with rich (see :mod:`scheduler.logs`).
 if TYPE_CHECKING:
     from scheduler.api.client import ApiClient
     from scheduler.cli.progress import ProgressView
     from scheduler.config import Config
-    from scheduler.store.engine import QuarantineRow
+    from scheduler.run.dispatch import RunRequest
+    from scheduler.store.records import QuarantineRow, RunRecord
 
-__all__ = ["run_command", "run_summary"]
+__all__ = ["run_command"]
 
 
 @click.command("run")
@@ -66,7 +64,9 @@ def run_command(
 
     Goes through the daemon when one runs on this state dir, else runs in this process.
     """
-    config = app.config
+    from scheduler.run.dispatch import RunRequest
+
+    config = app.run_config
     config.tier(tier)
     request = RunRequest(
         tier=tier, trigger="manual", ref=ref, markers=markers, timeout_s=timeout_s, runner=runner
@@ -102,8 +102,13 @@ def _daemon(config: Config) -> tuple[int, ApiClient] | None:
 
 
 def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
+    from runners.base import StopRequest
+    from scheduler.api.payloads import run_summary
+    from scheduler.daemon.assembly import build_dispatcher
+    from scheduler.kernel.events import Event, RunQueued, RunStarted
+
     config = app.config
-    dispatcher = build_dispatcher(config, app.store)
+    dispatcher = build_dispatcher(config, app.run_store)
     dispatcher.validate(request)
     view = _progress_view(enabled=not as_json)
     started = threading.Event()
@@ -163,7 +168,7 @@ grown past this: the inserts themselves never do, and without a daemon nothing e
 
 def _checkpoint(app: AppContext) -> None:
     try:
-        app.store.checkpoint(min_wal_bytes=CHECKPOINT_ABOVE_BYTES)
+        app.run_store.checkpoint(min_wal_bytes=CHECKPOINT_ABOVE_BYTES)
     except SchedctlError as exc:  # the run's result stands; the next run tries again
         import structlog
 
@@ -194,6 +199,8 @@ def _check_quarantines(app: AppContext) -> list[QuarantineRow]:
     alert sinks there is nothing to queue, and alerting is not even imported. A failure here is
     logged and does not change the run's exit code.
     """
+    from scheduler.daemon.assembly import alert_sinks_configured
+
     if not alert_sinks_configured(app.config):
         return []
     import structlog
@@ -271,10 +278,11 @@ def _follow(client: ApiClient, run_id: int, tier: str, view: ProgressView) -> di
 
 
 def _finish(summary: dict[str, Any], as_json: bool) -> None:
-    from scheduler.cli.output import emit_json
+    from scheduler.kernel.outcome import Outcome
 
     if as_json:
-        emit_json(summary)
+        # As scheduler.cli.output.emit_json prints it, without importing that module's rich.
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
         _print_result(summary)
     raise SystemExit(0 if summary["outcome"] == Outcome.PASSED.value else 1)
@@ -282,6 +290,7 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
 
 def _print_result(summary: dict[str, Any]) -> None:
     from scheduler.cli.output import console, fmt_duration, line, styled
+    from scheduler.kernel.outcome import Outcome
 
     out = console()
     counts = summary["counts"]

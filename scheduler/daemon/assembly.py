@@ -10,7 +10,7 @@ from runners.registry import RunnerFactory, instance_of
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.events import Listener
 from scheduler.run.dispatch import Dispatcher
-from scheduler.run.protocols import GpuPoolLike, SourceLike
+from scheduler.run.protocols import GpuPoolLike, RunStore, SourceLike
 
 # Alerting (requests), metrics (prometheus_client), the image catalog and APScheduler are
 # imported where they are used: `schedctl run` needs none of them.
@@ -27,9 +27,13 @@ def build_source(config: Config) -> SourceLike:
     return Source(config.project, config.state_dir)
 
 
+def _needs_gpus(config: Config) -> bool:
+    return any(tier.gpus for tier in config.tiers.values())
+
+
 def build_gpu_pool(config: Config, store: Store) -> GpuPoolLike | None:
     """The GPU pool, only when a tier needs GPUs (NVML is never loaded otherwise)."""
-    if not any(tier.gpus for tier in config.tiers.values()):
+    if not _needs_gpus(config):
         return None
     from scheduler.gpu import build_pool
 
@@ -38,7 +42,7 @@ def build_gpu_pool(config: Config, store: Store) -> GpuPoolLike | None:
 
 def build_dispatcher(
     config: Config,
-    store: Store,
+    store: RunStore,
     *,
     runners: RunnerFactory | None = None,
     listeners: Iterable[Listener] = (),
@@ -53,14 +57,18 @@ def build_dispatcher(
         store,
         factory,
         source=build_source(config),
-        gpu_pool=build_gpu_pool(config, store),
+        # GPU leases and image builds are beyond a run's lifecycle: the full store does them
+        # (``schedctl run`` on the sqlite3 writer opens it only when the config needs them).
+        gpu_pool=build_gpu_pool(config, store.full_store()) if _needs_gpus(config) else None,
         listeners=listeners,
         host=config.host_name,
     )
     if config.images:
         from scheduler.images.catalog import ImageCatalog
 
-        dispatcher.add_listener(ImageCatalog(config, store, lambda: image_remover(factory)))
+        dispatcher.add_listener(
+            ImageCatalog(config, store.full_store(), lambda: image_remover(factory))
+        )
     return dispatcher
 
 

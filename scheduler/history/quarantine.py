@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from scheduler.config import parse_duration
 from scheduler.kernel.errors import UsageError
-from scheduler.store import QuarantineRow
+from scheduler.store.records import QuarantineRow
 
 MAX_REASON = 2000
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -20,7 +20,9 @@ from scheduler.kernel.clock import Clock, utcnow
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.events import Event, RunFinished
 from scheduler.kernel.outcome import Outcome
-from scheduler.store import ImageBuild, Store
+
+if TYPE_CHECKING:  # `schedctl run` resolves `@recipe` images without importing SQLAlchemy
+    from scheduler.store.engine import ImageBuild, Store
 
 log = structlog.get_logger("schedctl.images")
 
@@ -96,6 +98,8 @@ class ImageCatalog:
         record = event.record
         if record is None or record.kind != "build" or not record.image_id:
             return
+        from scheduler.store.engine import ImageBuild
+
         recipe = record.tier.removeprefix(BUILD_TIER_PREFIX)
         build = record.details.get("image_build", {})
         self.store.record_image_build(

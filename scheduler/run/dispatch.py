@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -41,7 +41,11 @@ from scheduler.run.ledger import RunLedger, RunRow, slot_key
 from scheduler.run.protocols import CheckoutLike, GpuPoolLike, LeaseLike, SourceLike
 from scheduler.run.recovery import owner_alive, process_identity, recover_runs
 from scheduler.run.rundirs import create_run_dir
-from scheduler.store import ActiveRunExists, RunRecord, Store
+from scheduler.store.base import ActiveRunExists
+
+if TYPE_CHECKING:
+    from scheduler.run.protocols import RunStore
+    from scheduler.store.records import RunRecord
 
 log = structlog.get_logger("schedctl.dispatch")
 
@@ -79,7 +83,7 @@ class Dispatcher:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: RunStore,
         runners: RunnerFactory,
         *,
         source: SourceLike | None = None,
@@ -435,7 +439,7 @@ class Dispatcher:
         recipe = image_ref(self.config, tier) if in_container else None
         if recipe is None:
             return tier, {}
-        resolved = resolve_image(self.store, recipe)
+        resolved = resolve_image(self.store.full_store(), recipe)
         if resolved.note:
             log.warning("image_build_not_latest", recipe=recipe, note=resolved.note)
         pinned = tier.model_copy(update={"image": resolved.build.image_id})

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -21,7 +21,11 @@ from scheduler.kernel.clock import Clock, utcnow
 from scheduler.kernel.events import EventBus, RunFinished
 from scheduler.kernel.outcome import Decision, Outcome
 from scheduler.run.results import ParsedResults, empty_counts
-from scheduler.store import RunAlreadyFinal, RunRecord, Store
+from scheduler.store.base import RunAlreadyFinal
+
+if TYPE_CHECKING:
+    from scheduler.run.protocols import RunStore
+    from scheduler.store.records import RunRecord
 
 log = structlog.get_logger("schedctl.ledger")
 
@@ -80,7 +84,7 @@ class Evidence:
 class RunLedger:
     """Writes run rows and their final outcome; publishes ``RunFinished`` for each final row."""
 
-    def __init__(self, store: Store, events: EventBus, clock: Clock = utcnow) -> None:
+    def __init__(self, store: RunStore, events: EventBus, clock: Clock = utcnow) -> None:
         self.store = store
         self.events = events
         self.clock = clock

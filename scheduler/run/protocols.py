@@ -1,16 +1,22 @@
-"""What the dispatcher needs of the source and the GPU pool (no implementation code here).
+"""What the dispatcher needs of the source, the GPU pool and the store (no implementation code).
 
-:mod:`scheduler.source` and :mod:`scheduler.gpu` implement these; tests pass fakes.
+:mod:`scheduler.source` and :mod:`scheduler.gpu` implement these; tests pass fakes. The store's
+part (:class:`RunStore`) is implemented by the full :class:`~scheduler.store.engine.Store` and by
+the sqlite3 writer (:class:`~scheduler.store.writer.SqliteWriter`) that ``schedctl run`` uses.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runners.base import GpuDevice
+
+if TYPE_CHECKING:
+    from scheduler.store.engine import Store
+    from scheduler.store.records import QuarantineRow, RunRecord, TestResultRow
 
 
 class CheckoutLike(Protocol):
@@ -93,3 +99,39 @@ class GpuPoolLike(Protocol):
 
     def leaked_processes(self, lease: Any, settle_s: float = 2.0) -> Sequence[GpuProcessLike]:
         """Processes on the lease's GPUs after the run (``Any``: the pool's own lease type)."""
+
+
+class RunStore(Protocol):
+    """What a run's lifecycle (dispatcher, ledger, crash recovery) reads and writes.
+
+    The methods are :class:`~scheduler.store.engine.Store`'s; :meth:`full_store` gives the
+    full store for what lies beyond a run's lifecycle (GPU leases, image builds).
+    """
+
+    location: str
+
+    def create_run(
+        self, run_dir_for: Callable[[int], str] | None = None, **values: Any
+    ) -> int | None: ...
+
+    def update_run(self, run_id: int, **values: Any) -> None: ...
+
+    def finish_run(
+        self, run_id: int, results: Iterable[TestResultRow] = (), **values: Any
+    ) -> RunRecord: ...
+
+    def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None: ...
+
+    def get_run(self, run_id: int) -> RunRecord: ...
+
+    def get_run_by_key(self, key: str) -> RunRecord | None: ...
+
+    def active_runs(self, tier: str | None = None) -> list[RunRecord]: ...
+
+    def quarantine_list(self) -> list[QuarantineRow]: ...
+
+    def release_dead_leases(self) -> int: ...
+
+    def checkpoint(self, min_wal_bytes: int = 0) -> tuple[int, int] | None: ...
+
+    def full_store(self) -> Store: ...

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from runners.registry import RunnerFactory
 from scheduler.kernel.outcome import Stop, decide
 from scheduler.run.ledger import RunLedger
-from scheduler.store.engine import RunRecord, Store
+
+if TYPE_CHECKING:
+    from scheduler.run.protocols import RunStore
+    from scheduler.store.records import RunRecord
 
 log = structlog.get_logger("schedctl.recovery")
 
@@ -57,7 +61,7 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def recover_runs(
-    store: Store,
+    store: RunStore,
     runners: RunnerFactory,
     ledger: RunLedger,
     *,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from scheduler.run.results import ParsedResults, empty_counts
-from scheduler.store import TestResultRow
+from scheduler.store.records import TestResultRow
 
 NEVER_RERUN_MARKERS = frozenset({"distributed"})
 FAILING = ("failed", "error")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.kernel.outcome import PytestSession
-from scheduler.store.engine import TestResultRow
+from scheduler.store.records import TestResultRow
 
 MESSAGE_LIMIT = 8000
 COUNT_KEYS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed", "flaky")

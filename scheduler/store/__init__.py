@@ -3,8 +3,9 @@
 See :mod:`scheduler.store.engine` for the layout (one query module per concern).
 
 The names of :mod:`.engine` are imported from it on first use (PEP 562): importing a light
-module of this package (:mod:`.records`, :mod:`.reader`) does not import SQLAlchemy. A test
-checks that ``__all__`` here is the engine's.
+module of this package (:mod:`.records`, :mod:`.reader`, :mod:`.writer`) does not import
+SQLAlchemy, nor does asking this package for plain data (``RunRecord``, ``TestResultRow``,
+``QuarantineRow``) or the run-row errors. A test checks that ``__all__`` here is the engine's.
 """
 
 from __future__ import annotations
@@ -56,9 +57,25 @@ __all__ = [
 ]
 
 
+# Plain data and errors come from their light modules (the same objects the engine re-exports):
+# `from scheduler.store import RunRecord` imports no SQLAlchemy.
+_LIGHT = {
+    "ActiveRunExists": "scheduler.store.base",
+    "QuarantineRow": "scheduler.store.records",
+    "RunAlreadyFinal": "scheduler.store.base",
+    "RunRecord": "scheduler.store.records",
+    "TestResultRow": "scheduler.store.records",
+    "change_range": "scheduler.store.records",
+}
+
+
 def __getattr__(name: str) -> Any:
     if name not in __all__:  # a submodule not imported yet, or a typo
         raise AttributeError(f"module 'scheduler.store' has no attribute {name!r}")
+    if name in _LIGHT:
+        import importlib
+
+        return getattr(importlib.import_module(_LIGHT[name]), name)
     from scheduler.store import engine
 
     return getattr(engine, name)

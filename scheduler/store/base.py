@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scheduler.kernel.errors import StoreError
+
 if TYPE_CHECKING:  # records.py and reader.py import this module without SQLAlchemy
     from sqlalchemy.engine import Connection
 
@@ -34,3 +36,11 @@ def aware(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+class ActiveRunExists(StoreError):
+    """A tier already has a queued or running run (one active run per tier, across processes)."""
+
+
+class RunAlreadyFinal(StoreError):
+    """``finish_run`` of a run that another process (or thread) finished first: nothing written."""

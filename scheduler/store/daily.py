@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,28 +19,27 @@ from sqlalchemy.engine import Connection
 from scheduler.store import dialect
 from scheduler.store.driver import Statement, bind_datetime
 from scheduler.store.records import TestResultRow
+from scheduler.store.rollups import (
+    FAILING,
+    PASSING,
+    ROW_COLUMNS,
+    day_of,
+    next_week,
+    rollup_rows,
+    week_of,
+)
 from scheduler.store.schema import runs, test_daily, test_weekly
 
-PASSING = frozenset({"passed", "xfailed", "xpassed"})
-FAILING = frozenset({"failed", "error"})
-
-
-def day_of(when: datetime) -> str:
-    """The UTC day a run's results count on (SQLite keeps datetimes naive, in UTC)."""
-    return when.strftime("%Y-%m-%d")
-
-
-def week_of(day: str) -> str:
-    """The Monday (``YYYY-MM-DD``) of the ISO week of ``day``."""
-    when = date.fromisoformat(day)
-    return (when - timedelta(days=when.weekday())).isoformat()
-
-
-def next_week(day: str) -> str:
-    """The first Monday on or after ``day``: a window from ``day`` reads its weeks from there."""
-    when = date.fromisoformat(day)
-    return (when + timedelta(days=-when.weekday() % 7)).isoformat()
-
+__all__ = [
+    "FAILING",
+    "PASSING",
+    "ROW_COLUMNS",
+    "add_to_daily",
+    "day_of",
+    "merge_rollup",
+    "next_week",
+    "week_of",
+]
 
 _TIER_OF_RUN = sa.select(runs.c.tier).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
 
@@ -54,32 +53,10 @@ def add_to_daily(
 ) -> None:
     tier_name = str(conn.execute(_TIER_OF_RUN, {"run_id": run_id}).scalar_one())
     day = day_of(finished_at)
-    stamp = bind_datetime(conn, finished_at)
-    rows: dict[int, dict[str, Any]] = {}
-    for r in results:
-        if not r.final:
-            continue
-        test_id = test_ids[r.nodeid]
-        rows[test_id] = {
-            "test_id": test_id,
-            "tier": tier_name,
-            "runs": 1,
-            "passed": int(r.outcome in PASSING),
-            "failed": int(r.outcome in FAILING),
-            "flaky": int(r.outcome == "flaky"),
-            "skipped": int(r.outcome == "skipped"),
-            "duration_sum": r.duration_s,
-            "duration_max": r.duration_s,
-            "peak_rss_max": r.peak_rss_bytes,
-            "first_run_id": run_id,
-            "last_run_id": run_id,
-            "first_at": stamp,
-            "last_at": stamp,
-        }
-    if not rows:
+    ordered = rollup_rows(run_id, tier_name, bind_datetime(conn, finished_at), results, test_ids)
+    if not ordered:
         return
     keys = {"day": day, "week": week_of(day)}
-    ordered = [rows[test_id] for test_id in sorted(rows)]  # in key order: B-tree neighbours
     for _, period in _upserts(conn.dialect.name):
         merge_rollup(conn, period, [{**row, period: keys[period]} for row in ordered])
 
@@ -126,21 +103,3 @@ def _upsert_of(table: sa.Table, period: str, dialect_name: str) -> sa.Insert:
         },
     )
     return upsert
-
-
-ROW_COLUMNS = (
-    "test_id",
-    "tier",
-    "runs",
-    "passed",
-    "failed",
-    "flaky",
-    "skipped",
-    "duration_sum",
-    "duration_max",
-    "peak_rss_max",
-    "first_run_id",
-    "last_run_id",
-    "first_at",
-    "last_at",
-)

@@ -56,6 +56,7 @@ from scheduler.store.outbox_queries import (
     OutboxRow,
     OutboxState,
 )
+from scheduler.store.pragmas import configure_connection
 from scheduler.store.records import RunRecord, TestResultRow, change_range
 from scheduler.store.run_queries import (
     ActiveRunExists,
@@ -124,18 +125,8 @@ __all__ = [
     "utcnow",
 ]
 
-BUSY_TIMEOUT_S = 15.0
-MMAP_BYTES = 1 << 30
-CACHE_KIB = 64 * 1024
-# SQLite's automatic checkpoint runs in the commit that crosses it: a run's results touch a page
-# per test (each test's history is one range), ~500 pages for a 500-test run, so at SQLite's
-# default (1,000 pages) every other insert paid a checkpoint (write-back and fsync), at 10,000
-# one in ~15 did (p99 ~250 ms on a 1M-result store). Checkpoints run off the insert path
-# instead (:meth:`Store.checkpoint`: the daemon's timer, the end of a CLI run); this is only the
-# backstop for a process that writes a lot and never checkpoints (~128 MiB of WAL).
-WAL_AUTOCHECKPOINT_PAGES = 32_768
-# After a checkpoint has let the WAL start over, SQLite truncates the file to this size.
-WAL_SIZE_LIMIT_BYTES = 64 << 20
+# The connection settings (busy timeout, WAL, page cache, checkpoints) are shared with the
+# sqlite3 writer: see :mod:`.pragmas`.
 # Migrating from below this version rebuilds the history tables: VACUUM afterwards.
 SHRINK_BELOW = 6
 
@@ -226,6 +217,10 @@ class Store(
     def close(self) -> None:
         self.close_version_probe()
         self.engine.dispose()
+
+    def full_store(self) -> Store:
+        """This store (the sqlite3 writer opens one on its file for what it does not do)."""
+        return self
 
     def _redact(self, text: str) -> str:
         return text.replace(self._password, "***") if self._password else text
@@ -482,35 +477,5 @@ def probe_writable(path: Path, timeout_s: float, key: str = "readyz_heartbeat") 
 
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-    _ensure_wal(cursor)
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    # History queries read tens of thousands of index entries per call: map the file (reads
-    # without a syscall and a copy per page) and keep a 64 MiB page cache per connection.
-    cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
-    cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+    configure_connection(cursor)
     cursor.close()
-
-
-def _ensure_wal(cursor: Any) -> None:
-    """Switch the file to WAL (persistent), retrying while another process holds the lock.
-
-    SQLite answers ``SQLITE_BUSY`` to a journal-mode change without calling the busy handler,
-    so two processes opening a fresh file at once need this loop, not ``busy_timeout``.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    delay = 0.005
-    while True:
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                return
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)

@@ -58,6 +58,10 @@ class LeaseQueries(QueryBase):
     def release_dead_leases(self) -> int:
         """Drop leases whose run is no longer active (crash recovery)."""
         with self.begin() as conn:
-            active = sa.select(runs.c.id).where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
-            result = conn.execute(gpu_leases.delete().where(gpu_leases.c.run_id.not_in(active)))
-            return int(result.rowcount or 0)
+            return int(conn.execute(DEAD_LEASES).rowcount or 0)
+
+
+DEAD_LEASES = gpu_leases.delete().where(
+    gpu_leases.c.run_id.not_in(sa.select(runs.c.id).where(runs.c.outcome.in_(ACTIVE_OUTCOMES)))
+)
+"""Leases whose run is no longer active (also compiled for :mod:`.writer`)."""

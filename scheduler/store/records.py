@@ -17,6 +17,7 @@ __all__ = [
     "change_range",
     "failures_in_a_row",
     "result_rows",
+    "result_values",
 ]
 
 
@@ -177,3 +178,27 @@ def failures_in_a_row(outcomes: Iterable[str]) -> int:
         if outcome.is_test_failure:
             count += 1
     return count
+
+
+def result_values(
+    run_id: int, results: Sequence[TestResultRow], ids: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """The ``test_results`` rows of a run's results; ``seq`` keeps the order they came in."""
+    return [
+        {
+            "test_id": ids[r.nodeid],
+            "run_id": run_id,
+            "attempt": r.attempt,
+            "seq": seq,
+            "final": r.final,
+            "outcome": r.outcome,
+            "duration_s": r.duration_s,
+            "markers": r.markers,
+            "message": r.message,
+            "peak_rss_bytes": r.peak_rss_bytes,
+            "rss_method": r.rss_method,
+            "cuda_peak_bytes": r.cuda_peak_bytes,
+            "owner": r.owner,
+        }
+        for seq, r in enumerate(results)
+    ]

@@ -18,10 +18,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.kernel.clock import utcnow
-from scheduler.kernel.errors import StoreError, UnknownRunError
+from scheduler.kernel.errors import UnknownRunError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store import dialect
-from scheduler.store.base import QueryBase, aware
+from scheduler.store.base import ActiveRunExists, QueryBase, RunAlreadyFinal, aware
 from scheduler.store.daily import add_to_daily
 from scheduler.store.driver import Statement, fetch
 from scheduler.store.nodeids import ids_of
@@ -30,6 +30,7 @@ from scheduler.store.records import (
     TestResultRow,
     failures_in_a_row,
     result_rows,
+    result_values,
     stored_isoformat,
 )
 from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
@@ -39,14 +40,6 @@ __all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunAlreadyFinal", "RunQueries", 
 STREAK_WINDOW = 1000
 TEST_ID_CACHE = 50_000
 """At most this many ``nodeid -> id`` entries kept per store (a few MiB)."""
-
-
-class ActiveRunExists(StoreError):
-    """A tier already has a queued or running run (one active run per tier, across processes)."""
-
-
-class RunAlreadyFinal(StoreError):
-    """``finish_run`` of a run that another process (or thread) finished first: nothing written."""
 
 
 class _Rehearsed(Exception):
@@ -346,30 +339,6 @@ _RUN_RESULTS = (
 _INSERT_RESULTS = test_results.insert().values(
     {c.name: sa.bindparam(c.name) for c in test_results.columns}
 )
-
-
-def result_values(
-    run_id: int, results: Sequence[TestResultRow], ids: Mapping[str, int]
-) -> list[dict[str, Any]]:
-    """The ``test_results`` rows of a run's results; ``seq`` keeps the order they came in."""
-    return [
-        {
-            "test_id": ids[r.nodeid],
-            "run_id": run_id,
-            "attempt": r.attempt,
-            "seq": seq,
-            "final": r.final,
-            "outcome": r.outcome,
-            "duration_s": r.duration_s,
-            "markers": r.markers,
-            "message": r.message,
-            "peak_rss_bytes": r.peak_rss_bytes,
-            "rss_method": r.rss_method,
-            "cuda_peak_bytes": r.cuda_peak_bytes,
-            "owner": r.owner,
-        }
-        for seq, r in enumerate(results)
-    ]
 
 
 def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import Config, load_config
-from scheduler.config_cache import CACHE_ENV, load_config_cached, load_snapshot
+from scheduler.config_cache import CACHE_ENV, host_agrees, load_config_cached, load_snapshot
 from scheduler.config_view import ConfigView
 from scheduler.kernel.errors import ConfigError
 from tests.conftest import ROOT
@@ -182,3 +182,23 @@ def test_a_snapshot_whose_config_no_longer_loads_is_validated_again(
     _snapshot(cache).write_bytes(pickle.dumps(payload))
     assert load_snapshot(config, env).config() == load_config(config, env)
     assert isinstance(pickle.loads(pickle.loads(_snapshot(cache).read_bytes())["config"]), Config)
+
+
+def test_the_host_checks_are_run_again_for_a_snapshot(tmp_path: Path) -> None:
+    """``schedctl run`` takes a snapshot only while the host passes what validation checked."""
+    project = tmp_path / "project"
+    project.mkdir()
+    config = load_config_for(tmp_path, project)
+    assert host_agrees(config)
+    assert not host_agrees(config.model_copy(update={"project": config.project.model_copy(
+        update={"path": tmp_path / "gone"})}))  # fmt: skip
+    nobody = config.local.model_copy(update={"user": "no-such-account-here"})
+    assert not host_agrees(config.model_copy(update={"local": nobody}))
+    root_uid = config.docker.model_copy(update={"uid": 0})
+    assert not host_agrees(config.model_copy(update={"docker": root_uid}))
+
+
+def load_config_for(tmp_path: Path, project: Path) -> Config:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG.format(state=tmp_path / "state", project=project))
+    return load_config(path)

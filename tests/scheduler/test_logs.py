@@ -86,3 +86,21 @@ def test_a_process_that_imported_rich_first_keeps_it() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert out.stdout.strip() == "True"
+
+
+def test_structlog_imported_after_set_up_comes_without_rich() -> None:
+    """The CLI's path (``configure_when_imported``, then a command imports structlog): the
+    import that configures structlog also hides rich from it; rich stays importable."""
+    code = LATE_IMPORT + (
+        'print("rich after structlog:", "rich" in sys.modules)\n'
+        "import rich.table\n"
+        'print("rich importable:", rich.table.Table is not None)\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert "rich after structlog: False" in out.stdout
+    assert "rich importable: True" in out.stdout
+    assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == ["shown"]

@@ -181,3 +181,63 @@ def test_read_commands_import_neither_sqlalchemy_nor_structlog(tmp_path: Path) -
                 # the snapshot's plain view: no pydantic, no YAML; fire times without APScheduler
                 unwanted = {"yaml", "pydantic", "apscheduler", "tzlocal", "asyncio", "logging"}
                 assert not loaded & unwanted, (command, sorted(loaded & unwanted))
+
+
+def test_run_json_records_through_sqlite3_without_sqlalchemy_or_rich(tmp_path: Path) -> None:
+    """``schedctl run --json`` on a current SQLite store writes its run through the standard
+    sqlite3 writer: SQLAlchemy (and rich, which only a console would need) never imported, and
+    the run, its results and rollups are in the store as the full store reads them. The second
+    run takes the config snapshot the first one's full validation wrote (no YAML parsed); once
+    the project directory is gone, the snapshot is not taken and the run is refused (exit 2)."""
+    import shutil
+
+    from scheduler.store.engine import Store
+    from tests.conftest import SUITE
+
+    project = tmp_path / "suite"
+    shutil.copytree(SUITE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nrunner: local\nlocal:\n  allow_root: true\n"
+        f"project:\n  path: {project}\n"
+        "tiers:\n  hourly:\n    schedule: '15 * * * *'\n    timeout: 120\n    markers: hourly\n"
+    )
+    Store(tmp_path / "state" / "schedctl.db").close()  # a current store: the writer's case
+    code = (
+        "import sys, json\nfrom scheduler.cli import _run\n"
+        f"code = _run(['--config', {str(config)!r}, 'run', 'hourly', '--json', "
+        "'--runner', 'local'])\n"
+        "print(json.dumps({'code': code, 'modules': list(sys.modules)}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    summaries = []
+    for round_ in ("validated", "snapshot"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True, text=True, check=True, cwd=tmp_path, env=env, timeout=300,
+        )  # fmt: skip
+        probe = json.loads(out.stdout.splitlines()[-1])
+        summaries.append(json.loads("\n".join(out.stdout.splitlines()[:-1])))
+        assert probe["code"] == 0, out.stderr
+        loaded = roots(set(probe["modules"]))
+        assert "scheduler.store.writer" in probe["modules"]  # the probe sees the run's imports
+        assert not loaded & {"sqlalchemy", "rich", "requests", "docker"}, sorted(loaded)
+        assert ("yaml" in loaded) == (round_ == "validated"), round_
+    store = Store(tmp_path / "state" / "schedctl.db")
+    try:
+        for summary in summaries:
+            record = store.get_run(summary["run_id"])
+            assert record.outcome.value == summary["outcome"] == "passed"
+            assert record.run_dir and record.started_at and record.finished_at
+            results = store.test_results_for(record.id)
+            assert len(results) == sum(summary["counts"].values()) > 0
+        assert store.active_runs() == []
+    finally:
+        store.close()
+    shutil.rmtree(project)
+    refused = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert json.loads(refused.stdout.splitlines()[-1])["code"] == 2
+    assert f"project.path: {project} is not a directory" in refused.stderr

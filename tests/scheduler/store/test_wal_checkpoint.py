@@ -7,7 +7,8 @@ import sqlite3
 from pathlib import Path
 
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import WAL_AUTOCHECKPOINT_PAGES, Store, TestResultRow
+from scheduler.store.engine import Store, TestResultRow
+from scheduler.store.pragmas import WAL_AUTOCHECKPOINT_PAGES
 
 TESTS = 500
 
