@@ -52,11 +52,11 @@ class TestStats:
 
     @property
     def fail_rate(self) -> float:
-        return self.summary.failed / self.verdicts if self.verdicts else 0.0
+        return _fail_rate(self.summary)
 
     @property
     def mean_s(self) -> float:
-        return self.summary.duration_sum / self.summary.runs if self.summary.runs else 0.0
+        return _mean(self.summary)
 
     @property
     def flaky_score(self) -> float:
@@ -97,12 +97,32 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def _sort_key(sort: str) -> Any:
     keys: dict[str, Any] = {
-        "duration": lambda t: t.mean_s,
+        "duration": lambda t: _mean(t.summary),
         "memory": lambda t: t.summary.peak_rss_max or 0,
-        "fail-rate": lambda t: (t.fail_rate, t.summary.failed),
+        "fail-rate": lambda t: (_fail_rate(t.summary), t.summary.failed),
         "flaky": lambda t: (t.flaky_score, t.summary.flaky),
     }
     return keys[sort]
+
+
+def _summary_key(sort: str) -> Any:
+    """The order of ``sort`` from a summary alone (every sort but ``flaky``): the same values
+    as :func:`_sort_key`, without building a :class:`TestStats` per test."""
+    keys: dict[str, Any] = {
+        "duration": _mean,
+        "memory": lambda s: s.peak_rss_max or 0,
+        "fail-rate": lambda s: (_fail_rate(s), s.failed),
+    }
+    return keys[sort]
+
+
+def _mean(s: TestSummaryRow) -> float:
+    return s.duration_sum / s.runs if s.runs else 0.0
+
+
+def _fail_rate(s: TestSummaryRow) -> float:
+    verdicts = s.passed + s.failed + s.flaky
+    return s.failed / verdicts if verdicts else 0.0
 
 
 class History:
@@ -141,23 +161,31 @@ class History:
         flaky_only: bool = False,
     ) -> list[TestStats]:
         day, first_run = self.window(now, since_s)
-        summaries = self.store.test_summaries(day, tier, with_failures=flaky_only)
+        # Sums without first/last seen times (the shown tests get theirs below), sorted as
+        # summaries: a TestStats is built only for the tests a verdict or the listing needs.
+        summaries = self.store.test_summaries(day, tier, with_failures=flaky_only, seen=False)
+        summaries.sort(key=lambda s: s.nodeid)
         candidates = [s.nodeid for s in summaries if s.failed or s.flaky]
         if flaky_only or sort == "flaky":
             judged = candidates  # the verdicts filter or order the whole list
+            verdicts = self.verdicts(judged, tier=tier, from_run_id=first_run)
+            stats = [TestStats(s, verdicts.get(s.nodeid)) for s in summaries]
+            if flaky_only:
+                stats = [t for t in stats if t.verdict is not None and t.verdict.flaky]
+            stats.sort(key=_sort_key(sort), reverse=True)
+            shown = stats[:limit]
         else:
             # The order needs no verdict: judge only the failing tests that will be shown.
-            summaries.sort(key=lambda s: s.nodeid)
-            summaries.sort(key=lambda s: _sort_key(sort)(TestStats(s, None)), reverse=True)
-            shown = {s.nodeid for s in summaries[:limit]}
-            judged = [n for n in candidates if n in shown]
-        verdicts = self.verdicts(judged, tier=tier, from_run_id=first_run)
-        stats = [TestStats(s, verdicts.get(s.nodeid)) for s in summaries]
-        if flaky_only:
-            stats = [t for t in stats if t.verdict is not None and t.verdict.flaky]
-        stats.sort(key=lambda t: t.nodeid)
-        stats.sort(key=_sort_key(sort), reverse=True)
-        return self._detailed(stats[:limit], tier, first_run)
+            summaries.sort(key=_summary_key(sort), reverse=True)
+            top = summaries[:limit]
+            wanted = {s.nodeid for s in top}
+            verdicts = self.verdicts(
+                [n for n in candidates if n in wanted], tier=tier, from_run_id=first_run
+            )
+            shown = [TestStats(s, verdicts.get(s.nodeid)) for s in top]
+        with_seen = self.store.test_seen(day, tier, [t.summary for t in shown])
+        shown = [TestStats(s, t.verdict) for s, t in zip(with_seen, shown, strict=True)]
+        return self._detailed(shown, tier, first_run)
 
     def _detailed(
         self, shown: Sequence[TestStats], tier: str | None, first_run: int

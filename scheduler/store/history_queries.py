@@ -10,7 +10,7 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -35,6 +35,10 @@ from scheduler.store.schema import (
 )
 
 __all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow"]
+
+# Test ids (run ids) per statement of the reads by id: one compiled statement, each chunk padded
+# with its last id (a repeat in IN changes nothing).
+_ID_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -143,12 +147,17 @@ def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
 
 
 def _summaries_query(
-    test_ids: Sequence[int] | None, periods: tuple[list[str], list[str]] | None = None
+    test_ids: Sequence[int] | None,
+    periods: tuple[list[str], list[str]] | None = None,
+    *,
+    seen: bool = True,
 ) -> sa.Select[Any]:
     """Per test (of ``test_ids``, or all), the sums of its weekly rows from ``:monday`` on and
     its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
     that failed or flaked unless ``:all_tests``. ``periods`` (weeks, days) names the window's
-    periods one by one, for key lookups of a few tests."""
+    periods one by one, for key lookups of a few tests. Without ``seen`` the first and last
+    seen times are left NULL: min/max of text timestamps were 40 % of the listing's SQL, and a
+    listing shows a few of its tests (:meth:`HistoryQueries.test_seen` adds theirs)."""
     tier = sa.bindparam("tier", None, type_=sa.String)
     parts = []
     for table, period, low, high in (
@@ -178,8 +187,8 @@ def _summaries_query(
             sa.func.sum(rows.c.duration_sum),
             sa.func.max(rows.c.duration_max),
             sa.func.max(rows.c.peak_rss_max),
-            sa.func.min(rows.c.first_at),
-            sa.func.max(rows.c.last_at),
+            sa.func.min(rows.c.first_at) if seen else sa.null(),
+            sa.func.max(rows.c.last_at) if seen else sa.null(),
         )
         .group_by(rows.c.test_id)
         .having(
@@ -196,6 +205,33 @@ def _summaries_query(
 
 
 _SUMMARIES = _summaries_query(None)
+_SUMS = _summaries_query(None, seen=False)
+
+
+def _seen_query() -> sa.Select[Any]:
+    """Per test of a chunk (``:t0``...), its first and last seen times in the window (its
+    weekly rows from ``:monday`` on, daily rows from ``:since`` to ``:monday``, of ``:tier``)."""
+    tier = sa.bindparam("tier", None, type_=sa.String)
+    parts = []
+    for table, period, low, high in (
+        (test_weekly, test_weekly.c.week, "monday", None),
+        (test_daily, test_daily.c.day, "since", "monday"),
+    ):
+        part = sa.select(table.c.test_id, table.c.first_at, table.c.last_at).where(
+            period >= sa.bindparam(low, "", type_=sa.String),
+            sa.or_(tier.is_(None), table.c.tier == tier),
+            table.c.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)]),
+        )
+        if high is not None:
+            part = part.where(period < sa.bindparam(high, "", type_=sa.String))
+        parts.append(part)
+    rows = sa.union_all(*parts).subquery()
+    return sa.select(
+        rows.c.test_id, sa.func.min(rows.c.first_at), sa.func.max(rows.c.last_at)
+    ).group_by(rows.c.test_id)
+
+
+_SEEN = _seen_query()
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
 _BAD = _FAILED | _FLAKY
 _VERDICT_BITS = {
@@ -215,9 +251,6 @@ def _commit(run_id: int, window: Mapping[int, tuple[Any, ...]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
 
 
-# Test ids (run ids) per statement of the verdict reads: one compiled statement, each chunk
-# padded with its last id (a repeat in IN changes nothing).
-_ID_CHUNK = 100
 _VERDICT_OUTCOMES = sorted(_VERDICT_BITS)
 _BAD_OUTCOMES = sorted(o for o, bit in _VERDICT_BITS.items() if bit & _BAD)
 
@@ -308,6 +341,20 @@ _WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
 )
 
 
+# One test's newest final, not skipped results from ``:from_run_id`` on: the end of its range.
+_NEWEST_DURATIONS = (
+    sa.select(test_results.c.run_id, test_results.c.duration_s)
+    .where(
+        test_results.c.test_id == sa.bindparam("test_id", 0),
+        test_results.c.run_id >= sa.bindparam("from_run_id", 0),
+        test_results.c.final.is_(True),
+        test_results.c.outcome != "skipped",
+    )
+    .order_by(test_results.c.run_id.desc())
+    .limit(sa.bindparam("limit", 0, literal_execute=False))
+)
+
+
 def _window_runs(
     conn: Connection, from_run_id: int, tier: str | None
 ) -> dict[int, tuple[str, str | None]]:
@@ -364,10 +411,12 @@ class HistoryQueries(QueryBase):
         nodeids: Sequence[str] | None = None,
         *,
         with_failures: bool = False,
+        seen: bool = True,
     ) -> list[TestSummaryRow]:
         """Per test, the sums of its rollups from ``since_day`` (``YYYY-MM-DD``) on: whole ISO
         weeks from ``test_weekly``, the days before the window's first Monday from
-        ``test_daily``."""
+        ``test_daily``. Without ``seen`` (every test only), ``first_at`` and ``last_at`` are
+        left None: :meth:`test_seen` adds them to the rows a caller keeps."""
         params = {
             "since": since_day,
             "monday": next_week(since_day),
@@ -376,9 +425,8 @@ class HistoryQueries(QueryBase):
         }
         with self.begin() as conn:
             if nodeids is None:
-                return [
-                    _summary(r) for r in Statement(conn, _SUMMARIES, cached=True).rows(**params)
-                ]
+                query = _SUMMARIES if seen else _SUMS
+                return [_summary(r) for r in Statement(conn, query, cached=True).rows(**params)]
             ids = known_ids(conn, nodeids)
             last = conn.execute(sa.select(sa.func.max(test_weekly.c.week))).scalar()
             if not ids or last is None:
@@ -388,6 +436,25 @@ class HistoryQueries(QueryBase):
             periods = _periods(since_day, str(last))
             query = _summaries_query(list(ids.values()), periods)
             return [_summary(row) for row in Statement(conn, query).rows(**params)]
+
+    def test_seen(
+        self, since_day: str, tier: str | None, rows: Sequence[TestSummaryRow]
+    ) -> list[TestSummaryRow]:
+        """``rows`` (from :meth:`test_summaries` without ``seen``, same window and tier) with
+        their first and last seen times, read by key for just these tests."""
+        params = {"since": since_day, "monday": next_week(since_day), "tier": tier or None}
+        seen: dict[int, tuple[Any, Any]] = {}
+        with self.begin() as conn:
+            ids = known_ids(conn, [r.nodeid for r in rows])
+            statement = Statement(conn, _SEEN, cached=True)
+            for chunk in _id_chunks(sorted(ids.values())):
+                for test_id, first, last in statement.rows(**chunk, **params):
+                    seen[int(test_id)] = (first, last)
+        out = []
+        for row in rows:
+            first, last = seen.get(ids.get(row.nodeid, -1), (None, None))
+            out.append(replace(row, first_at=_stamp(first), last_at=_stamp(last)))
+        return out
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
@@ -530,22 +597,10 @@ class HistoryQueries(QueryBase):
         """Per test, the durations of its newest ``limit`` final results from ``from_run_id`` on
         (runs whose outcome is test evidence, skips left out), in one transaction: each test's
         newest rows are the end of its range of ``test_results``."""
-        r = test_results.c
-        query = (
-            sa.select(r.run_id, r.duration_s)
-            .where(
-                r.test_id == sa.bindparam("test_id", 0),
-                r.run_id >= sa.bindparam("from_run_id", 0),
-                r.final.is_(True),
-                r.outcome != "skipped",
-            )
-            .order_by(r.run_id.desc())
-            .limit(sa.bindparam("limit", 0, literal_execute=False))
-        )
         out: dict[str, list[float]] = {n: [] for n in nodeids}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
-            window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+            window = _window_runs(conn, from_run_id, tier)
             if dialect.is_postgres(conn) and ids:
                 # One statement (a LATERAL join: each test's newest rows of
                 # ix_test_results_history) instead of a round trip per test.
@@ -555,7 +610,7 @@ class HistoryQueries(QueryBase):
                     if run_id in window:
                         out[nodeid_of[test_id]].append(float(duration or 0.0))
                 return out
-            statement = Statement(conn, query)
+            statement = Statement(conn, _NEWEST_DURATIONS, cached=True)
             for nodeid, test_id in ids.items():
                 rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
                 out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
