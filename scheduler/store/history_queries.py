@@ -9,6 +9,7 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
@@ -252,7 +253,6 @@ def _commit(run_id: int, window: Mapping[int, tuple[Any, ...]]) -> str:
 
 
 _VERDICT_OUTCOMES = sorted(_VERDICT_BITS)
-_BAD_OUTCOMES = sorted(o for o, bit in _VERDICT_BITS.items() if bit & _BAD)
 
 
 def _chunks(values: Sequence[int], prefix: str) -> list[dict[str, int]]:
@@ -268,69 +268,23 @@ def _id_chunks(test_ids: Sequence[int]) -> list[dict[str, int]]:
     return _chunks(test_ids, "t")
 
 
-def _run_chunks(run_ids: Sequence[int]) -> list[dict[str, int]]:
-    return _chunks(run_ids, "r")
-
-
-def _in_window(run_id: Any) -> sa.ColumnElement[bool]:
-    """``run_id`` is a run of the window: from ``:from_run_id`` on, its outcome test evidence,
-    of ``:tier`` (NULL: any). Written as NOT IN the window's other runs: they are few (none
-    without ``--tier``), and the test's range is read in its own order."""
-    tier = sa.bindparam("tier", None, type_=sa.String)
-    others = sa.select(runs.c.id).where(
-        runs.c.id >= sa.bindparam("from_run_id", 0),
-        sa.not_(
-            sa.and_(
-                runs.c.outcome.in_(EVIDENCE_OUTCOMES), sa.or_(tier.is_(None), runs.c.tier == tier)
-            )
-        ),
-    )
-    return run_id.not_in(others)  # type: ignore[no-any-return]
-
-
-def _verdict_reads() -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
+def _verdict_packed() -> sa.Select[Any]:
+    """Per test of a chunk (``:t0``...), its results from ``:from_run_id`` on with a pass or
+    fail, each as ``run_id * 8 + verdict bit``, joined into one comma-separated string."""
     r = test_results.c
-    test_in = r.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
-    from_run = sa.bindparam("from_run_id", 0)
-    # Per test: its runs with a pass or fail in the window, and the first of them.
-    totals = (
-        sa.select(r.test_id, sa.func.count(sa.distinct(r.run_id)), sa.func.min(r.run_id))
+    packed = sa.cast(r.run_id * 8 + _BIT_OF_OUTCOME, sa.String)
+    return (
+        sa.select(r.test_id, sa.func.aggregate_strings(packed, ","))
         .where(
-            test_in, r.run_id >= from_run, r.outcome.in_(_VERDICT_OUTCOMES), _in_window(r.run_id)
+            r.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)]),
+            r.run_id >= sa.bindparam("from_run_id", 0),
+            r.outcome.in_(_VERDICT_OUTCOMES),
         )
         .group_by(r.test_id)
     )
-    # Per failing result: the test's next run with a pass or fail (a key seek per row).
-    after = test_results.alias("after")
-    next_run = (
-        sa.select(after.c.run_id)
-        .where(
-            after.c.test_id == r.test_id,
-            after.c.run_id > r.run_id,
-            after.c.outcome.in_(_VERDICT_OUTCOMES),
-            _in_window(after.c.run_id),
-        )
-        .order_by(after.c.run_id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    bad = sa.select(r.test_id, r.run_id, next_run).where(
-        test_in, r.run_id >= from_run, r.outcome.in_(_BAD_OUTCOMES), _in_window(r.run_id)
-    )
-    # One test's outcomes in the given runs, as verdict bits (distinct bits sum to their OR).
-    bits = (
-        sa.select(r.run_id, sa.func.sum(sa.distinct(_BIT_OF_OUTCOME)))
-        .where(
-            r.test_id == sa.bindparam("test_id", 0),
-            r.run_id.in_([sa.bindparam(f"r{k}", 0) for k in range(_ID_CHUNK)]),
-            r.outcome.in_(_VERDICT_OUTCOMES),
-        )
-        .group_by(r.run_id)
-    )
-    return totals, bad, bits
 
 
-_VERDICT_TOTALS, _VERDICT_BAD, _VERDICT_BITS_OF = _verdict_reads()
+_VERDICT_PACKED = _verdict_packed()
 _WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
     runs.c.id >= sa.bindparam("from_run_id", 0),
     runs.c.outcome.in_(EVIDENCE_OUTCOMES),
@@ -527,69 +481,61 @@ class HistoryQueries(QueryBase):
         verdict, as one synthetic attempt per outcome seen in the run (``passed``, ``failed``,
         ``flaky``): its first run, the runs where it failed, the run after each of those (it
         ends a failing stretch) and every run at a commit where it failed. A stable test costs
-        one row, not one per run.
+        one row, not one per run: building a row per attempt cost more than reading them.
 
-        The database does the walking: one pass over each test's range counts its runs and
-        finds its first (:data:`_VERDICT_TOTALS`), a second hands over only its failing results,
-        each with the test's next run (:data:`_VERDICT_BAD`); then the kept runs' outcomes are
-        read by key (:data:`_VERDICT_BITS_OF`). Handing every result of the window to Python
-        and walking it there cost 3x as much.
+        Each test's results come back as one string (:data:`_VERDICT_PACKED`: run id and
+        verdict bit packed in an integer per result, joined by the database): handing over a
+        row per result cost twice what the database spends reading them.
         """
         if not nodeids:
             return [], {}
-        window_params = {"from_run_id": from_run_id, "tier": tier or None}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             if not ids:
                 return [], {}
-            test_ids = sorted(ids.values())
-            totals: dict[int, tuple[int, int]] = {}  # test id: (runs with a verdict, first run)
-            bad: dict[int, dict[int, int | None]] = {}  # test id: {failing run: next run}
-            for params in _id_chunks(test_ids):
-                for test_id, count, first in Statement(conn, _VERDICT_TOTALS, cached=True).rows(
-                    **params, **window_params
-                ):
-                    totals[test_id] = (int(count), int(first))
-                for test_id, run_id, after in Statement(conn, _VERDICT_BAD, cached=True).rows(
-                    **params, **window_params
-                ):
-                    bad.setdefault(test_id, {})[run_id] = after
+            packed: list[tuple[int, str]] = []
+            statement = Statement(conn, _VERDICT_PACKED, cached=True)
+            for params in _id_chunks(sorted(ids.values())):
+                packed += statement.rows(**params, from_run_id=from_run_id)
             window = _window_runs(conn, from_run_id, tier)
-            # The window's runs at the commits where a test failed, by commit.
-            failing_commits = {_commit(run, window) for runs_ in bad.values() for run in runs_}
-            runs_at: dict[str, list[int]] = {}
-            if failing_commits:
-                for run_id in window:
-                    commit = _commit(run_id, window)
-                    if commit in failing_commits:
-                        runs_at.setdefault(commit, []).append(run_id)
-            bits_of = Statement(conn, _VERDICT_BITS_OF, cached=True)
-            kept: dict[int, dict[int, int]] = {}
-            for test_id in test_ids:
-                if test_id not in totals:
-                    continue
-                failing = bad.get(test_id, {})
-                wanted = {totals[test_id][1], *failing}
-                wanted.update(after for after in failing.values() if after is not None)
-                for commit in {_commit(run_id, window) for run_id in failing}:
-                    wanted.update(runs_at[commit])
-                per_run = kept[test_id] = {}
-                for params in _run_chunks(sorted(wanted)):
-                    # Only runs where the test has a pass or fail come back.
-                    for run_id, bits in bits_of.rows(test_id=test_id, **params):
-                        per_run[int(run_id)] = int(bits)
         nodeid_of = {i: n for n, i in ids.items()}
+        # The window's runs by commit, once: a test's runs at its failing commits are then
+        # looked up, not found by walking each of its runs.
+        runs_at: dict[str, list[int]] = {}
+        for run_id in window:
+            runs_at.setdefault(_commit(run_id, window), []).append(run_id)
         rows: list[AttemptRow] = []
-        for test_id, per_run in kept.items():
-            nodeid = nodeid_of[test_id]
-            for run_id in sorted(per_run):
+        totals: dict[str, int] = {}
+        for test_id, joined in sorted(packed):
+            # run_id << 3 | bit: sorted, a run's results are neighbours.
+            results = sorted(map(int, str(joined).split(",")))
+            ordered = [r for r in dict.fromkeys(v >> 3 for v in results) if r in window]
+            if not ordered:
+                continue
+            nodeid = nodeid_of[int(test_id)]
+            totals[nodeid] = len(ordered)
+            failing = [v >> 3 for v in results if v & _BAD and (v >> 3) in window]
+            keep = {ordered[0], *failing}
+            for run_id in failing:
+                after = bisect.bisect_right(ordered, run_id)
+                if after < len(ordered):
+                    keep.add(ordered[after])  # it ends a failing stretch, or goes on with it
+            in_runs = set(ordered)
+            for commit in {_commit(run_id, window) for run_id in failing}:
+                keep.update(run_id for run_id in runs_at[commit] if run_id in in_runs)
+            for run_id in sorted(keep):
+                bits = 0
+                at = bisect.bisect_left(results, run_id << 3)
+                while at < len(results) and results[at] >> 3 == run_id:
+                    bits |= results[at] & 7
+                    at += 1
                 run_tier, sha = window[run_id]
                 rows += [
                     AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
                     for bit, outcome in _OUTCOME_OF_BIT
-                    if per_run[run_id] & bit and not (bit != _FLAKY and per_run[run_id] & _FLAKY)
+                    if bits & bit and not (bit != _FLAKY and bits & _FLAKY)
                 ]
-        return rows, {nodeid_of[test_id]: total for test_id, (total, _) in totals.items()}
+        return rows, totals
 
     def recent_durations(
         self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int, limit: int
