@@ -11,15 +11,17 @@ from their attempts. p50/p90 durations are taken over each shown test's newest
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.history.flaky import Verdict, classify
 from scheduler.history.owners import Owners
 from scheduler.store import AttemptRow, Store, TestSummaryRow
 from scheduler.store.daily import day_of
+from scheduler.store.history_queries import WindowSums
 
 PERCENTILE_SAMPLE = 100
 SORT_KEYS = ("duration", "memory", "fail-rate", "flaky")
@@ -60,7 +62,7 @@ class TestStats:
 
     @property
     def flaky_score(self) -> float:
-        return self.verdict.score if self.verdict is not None and self.verdict.flaky else 0.0
+        return _flaky_score(self.verdict)
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary
@@ -95,20 +97,29 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _sort_key(sort: str) -> Any:
-    keys: dict[str, Any] = {
-        "duration": lambda t: _mean(t.summary),
-        "memory": lambda t: t.summary.peak_rss_max or 0,
-        "fail-rate": lambda t: (_fail_rate(t.summary), t.summary.failed),
-        "flaky": lambda t: (t.flaky_score, t.summary.flaky),
-    }
-    return keys[sort]
+class _Sums(Protocol):
+    """What the orders read of a test's sums (:class:`WindowSums`, :class:`TestSummaryRow`)."""
+
+    @property
+    def runs(self) -> int: ...
+    @property
+    def passed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def flaky(self) -> int: ...
+    @property
+    def duration_sum(self) -> float: ...
+    @property
+    def peak_rss_max(self) -> int | None: ...
 
 
-def _summary_key(sort: str) -> Any:
-    """The order of ``sort`` from a summary alone (every sort but ``flaky``): the same values
-    as :func:`_sort_key`, without building a :class:`TestStats` per test."""
-    keys: dict[str, Any] = {
+def _sort_key(sort: str, verdicts: Mapping[str, Verdict]) -> Callable[[WindowSums], Any]:
+    """The order of ``sort`` over sums (descending), from the same values :class:`TestStats`
+    shows: mean duration, peak memory, fail rate then failures, flaky score then flaky runs."""
+    if sort == "flaky":
+        return lambda s: (_flaky_score(verdicts.get(s.nodeid)), s.flaky)
+    keys: dict[str, Callable[[WindowSums], Any]] = {
         "duration": _mean,
         "memory": lambda s: s.peak_rss_max or 0,
         "fail-rate": lambda s: (_fail_rate(s), s.failed),
@@ -116,13 +127,17 @@ def _summary_key(sort: str) -> Any:
     return keys[sort]
 
 
-def _mean(s: TestSummaryRow) -> float:
+def _mean(s: _Sums) -> float:
     return s.duration_sum / s.runs if s.runs else 0.0
 
 
-def _fail_rate(s: TestSummaryRow) -> float:
+def _fail_rate(s: _Sums) -> float:
     verdicts = s.passed + s.failed + s.flaky
     return s.failed / verdicts if verdicts else 0.0
+
+
+def _flaky_score(verdict: Verdict | None) -> float:
+    return verdict.score if verdict is not None and verdict.flaky else 0.0
 
 
 class History:
@@ -161,31 +176,27 @@ class History:
         flaky_only: bool = False,
     ) -> list[TestStats]:
         day, first_run = self.window(now, since_s)
-        # Sums without first/last seen times (the shown tests get theirs below), sorted as
-        # summaries: a TestStats is built only for the tests a verdict or the listing needs.
-        summaries = self.store.test_summaries(day, tier, with_failures=flaky_only, seen=False)
-        summaries.sort(key=lambda s: s.nodeid)
-        candidates = [s.nodeid for s in summaries if s.failed or s.flaky]
+        # Every test's sums, sorted as tuples; first/last seen times, p50/p90 and owners only
+        # for the shown tests.
+        sums = self.store.test_sums(day, tier, with_failures=flaky_only)
+        sums.sort(key=operator.attrgetter("nodeid"))
+        candidates = [s.nodeid for s in sums if s.failed or s.flaky]
         if flaky_only or sort == "flaky":
-            judged = candidates  # the verdicts filter or order the whole list
-            verdicts = self.verdicts(judged, tier=tier, from_run_id=first_run)
-            stats = [TestStats(s, verdicts.get(s.nodeid)) for s in summaries]
+            verdicts = self.verdicts(candidates, tier=tier, from_run_id=first_run)
             if flaky_only:
-                stats = [t for t in stats if t.verdict is not None and t.verdict.flaky]
-            stats.sort(key=_sort_key(sort), reverse=True)
-            shown = stats[:limit]
+                sums = [s for s in sums if s.nodeid in verdicts and verdicts[s.nodeid].flaky]
+            sums.sort(key=_sort_key(sort, verdicts), reverse=True)
         else:
             # The order needs no verdict: judge only the failing tests that will be shown.
-            summaries.sort(key=_summary_key(sort), reverse=True)
-            top = summaries[:limit]
-            wanted = {s.nodeid for s in top}
+            sums.sort(key=_sort_key(sort, {}), reverse=True)
+            wanted = {s.nodeid for s in sums[:limit]}
             verdicts = self.verdicts(
                 [n for n in candidates if n in wanted], tier=tier, from_run_id=first_run
             )
-            shown = [TestStats(s, verdicts.get(s.nodeid)) for s in top]
-        with_seen = self.store.test_seen(day, tier, [t.summary for t in shown])
-        shown = [TestStats(s, t.verdict) for s, t in zip(with_seen, shown, strict=True)]
-        return self._detailed(shown, tier, first_run)
+        shown = self.store.test_seen(day, tier, sums[:limit])
+        return self._detailed(
+            [TestStats(s, verdicts.get(s.nodeid)) for s in shown], tier, first_run
+        )
 
     def _detailed(
         self, shown: Sequence[TestStats], tier: str | None, first_run: int

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -35,7 +35,7 @@ from scheduler.store.schema import (
     tests,
 )
 
-__all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow"]
+__all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow", "WindowSums"]
 
 # Test ids (run ids) per statement of the reads by id: one compiled statement, each chunk padded
 # with its last id (a repeat in IN changes nothing).
@@ -59,6 +59,22 @@ class TestSummaryRow:
     peak_rss_max: int | None
     first_at: datetime | None
     last_at: datetime | None
+
+
+class WindowSums(NamedTuple):
+    """One test's sums over a window without its first and last seen times (a tuple: a
+    listing sorts every test by these, then shows a few; :meth:`HistoryQueries.test_seen`
+    completes those into :class:`TestSummaryRow`)."""
+
+    nodeid: str
+    runs: int
+    passed: int
+    failed: int
+    flaky: int
+    skipped: int
+    duration_sum: float
+    duration_max: float
+    peak_rss_max: int | None
 
 
 class AttemptRow(NamedTuple):
@@ -93,6 +109,12 @@ def _summary(row: Any) -> TestSummaryRow:
         first_at=_stamp(row[9]),
         last_at=_stamp(row[10]),
     )
+
+
+def _sums(row: Any) -> WindowSums:
+    s = _summary((*row, None, None))
+    return WindowSums(s.nodeid, s.runs, s.passed, s.failed, s.flaky, s.skipped, s.duration_sum,
+                    s.duration_max, s.peak_rss_max)  # fmt: skip
 
 
 def _stamp(value: Any) -> datetime | None:
@@ -157,8 +179,9 @@ def _summaries_query(
     its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
     that failed or flaked unless ``:all_tests``. ``periods`` (weeks, days) names the window's
     periods one by one, for key lookups of a few tests. Without ``seen`` the first and last
-    seen times are left NULL: min/max of text timestamps were 40 % of the listing's SQL, and a
-    listing shows a few of its tests (:meth:`HistoryQueries.test_seen` adds theirs)."""
+    seen times are left out (:class:`WindowSums`): min/max of text timestamps were 40 % of the
+    listing's SQL, and a listing shows a few of its tests (:meth:`HistoryQueries.test_seen`
+    reads theirs)."""
     tier = sa.bindparam("tier", None, type_=sa.String)
     parts = []
     for table, period, low, high in (
@@ -188,8 +211,7 @@ def _summaries_query(
             sa.func.sum(rows.c.duration_sum),
             sa.func.max(rows.c.duration_max),
             sa.func.max(rows.c.peak_rss_max),
-            sa.func.min(rows.c.first_at) if seen else sa.null(),
-            sa.func.max(rows.c.last_at) if seen else sa.null(),
+            *((sa.func.min(rows.c.first_at), sa.func.max(rows.c.last_at)) if seen else ()),
         )
         .group_by(rows.c.test_id)
         .having(
@@ -365,12 +387,10 @@ class HistoryQueries(QueryBase):
         nodeids: Sequence[str] | None = None,
         *,
         with_failures: bool = False,
-        seen: bool = True,
     ) -> list[TestSummaryRow]:
         """Per test, the sums of its rollups from ``since_day`` (``YYYY-MM-DD``) on: whole ISO
         weeks from ``test_weekly``, the days before the window's first Monday from
-        ``test_daily``. Without ``seen`` (every test only), ``first_at`` and ``last_at`` are
-        left None: :meth:`test_seen` adds them to the rows a caller keeps."""
+        ``test_daily``."""
         params = {
             "since": since_day,
             "monday": next_week(since_day),
@@ -379,8 +399,9 @@ class HistoryQueries(QueryBase):
         }
         with self.begin() as conn:
             if nodeids is None:
-                query = _SUMMARIES if seen else _SUMS
-                return [_summary(r) for r in Statement(conn, query, cached=True).rows(**params)]
+                return [
+                    _summary(r) for r in Statement(conn, _SUMMARIES, cached=True).rows(**params)
+                ]
             ids = known_ids(conn, nodeids)
             last = conn.execute(sa.select(sa.func.max(test_weekly.c.week))).scalar()
             if not ids or last is None:
@@ -391,11 +412,27 @@ class HistoryQueries(QueryBase):
             query = _summaries_query(list(ids.values()), periods)
             return [_summary(row) for row in Statement(conn, query).rows(**params)]
 
+    def test_sums(
+        self, since_day: str, tier: str | None = None, *, with_failures: bool = False
+    ) -> list[WindowSums]:
+        """:meth:`test_summaries` of every test without first and last seen times."""
+        params = {
+            "since": since_day,
+            "monday": next_week(since_day),
+            "tier": tier or None,
+            "all_tests": not with_failures,
+        }
+        with self.begin() as conn:
+            rows = Statement(conn, _SUMS, cached=True).rows(**params)
+        if rows and not isinstance(rows[0][1], int):  # a driver's Decimal sums
+            return [_sums(r) for r in rows]
+        return list(map(WindowSums._make, rows))
+
     def test_seen(
-        self, since_day: str, tier: str | None, rows: Sequence[TestSummaryRow]
+        self, since_day: str, tier: str | None, rows: Sequence[WindowSums]
     ) -> list[TestSummaryRow]:
-        """``rows`` (from :meth:`test_summaries` without ``seen``, same window and tier) with
-        their first and last seen times, read by key for just these tests."""
+        """``rows`` (from :meth:`test_sums`, same window and tier) with their first and last
+        seen times, read for just these tests."""
         params = {"since": since_day, "monday": next_week(since_day), "tier": tier or None}
         seen: dict[int, tuple[Any, Any]] = {}
         with self.begin() as conn:
@@ -407,7 +444,9 @@ class HistoryQueries(QueryBase):
         out = []
         for row in rows:
             first, last = seen.get(ids.get(row.nodeid, -1), (None, None))
-            out.append(replace(row, first_at=_stamp(first), last_at=_stamp(last)))
+            out.append(
+                TestSummaryRow(**row._asdict(), first_at=_stamp(first), last_at=_stamp(last))
+            )
         return out
 
     def first_run_id_since(self, since: datetime) -> int:
