@@ -40,6 +40,8 @@ __all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow", "W
 # Test ids (run ids) per statement of the reads by id: one compiled statement, each chunk padded
 # with its last id (a repeat in IN changes nothing).
 _ID_CHUNK = 100
+# More rows than this get their seen times from one pass over the window, not by id.
+_SEEN_BY_ID = 2 * _ID_CHUNK
 
 
 @dataclass(frozen=True)
@@ -62,18 +64,15 @@ class TestSummaryRow:
 
 
 class WindowSums(NamedTuple):
-    """One test's sums over a window without its first and last seen times (a tuple: a
-    listing sorts every test by these, then shows a few; :meth:`HistoryQueries.test_seen`
-    completes those into :class:`TestSummaryRow`)."""
+    """What a listing sorts every test of a window by (a tuple: it then shows a few;
+    :meth:`HistoryQueries.test_seen` completes those into :class:`TestSummaryRow`)."""
 
     nodeid: str
     runs: int
     passed: int
     failed: int
     flaky: int
-    skipped: int
     duration_sum: float
-    duration_max: float
     peak_rss_max: int | None
 
 
@@ -112,9 +111,10 @@ def _summary(row: Any) -> TestSummaryRow:
 
 
 def _sums(row: Any) -> WindowSums:
-    s = _summary((*row, None, None))
-    return WindowSums(s.nodeid, s.runs, s.passed, s.failed, s.flaky, s.skipped, s.duration_sum,
-                    s.duration_max, s.peak_rss_max)  # fmt: skip
+    nodeid, runs_, passed, failed, flaky, duration_sum, peak = row
+    return WindowSums(str(nodeid), int(runs_ or 0), int(passed or 0), int(failed or 0),
+                      int(flaky or 0), float(duration_sum or 0.0),
+                      None if peak is None else int(peak))  # fmt: skip
 
 
 def _stamp(value: Any) -> datetime | None:
@@ -142,21 +142,6 @@ def _runs_of(
     }
 
 
-_SUM_COLUMNS = (
-    "test_id",
-    "runs",
-    "passed",
-    "failed",
-    "flaky",
-    "skipped",
-    "duration_sum",
-    "duration_max",
-    "peak_rss_max",
-    "first_at",
-    "last_at",
-)
-
-
 def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
     """The window's Mondays (up to ``last_week``) and its days before the first Monday."""
     monday = date.fromisoformat(next_week(since_day))
@@ -169,26 +154,47 @@ def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
     return weeks, days
 
 
+_AGGREGATES: dict[str, Callable[[Any], Any]] = {
+    "runs": sa.func.sum,
+    "passed": sa.func.sum,
+    "failed": sa.func.sum,
+    "flaky": sa.func.sum,
+    "skipped": sa.func.sum,
+    "duration_sum": sa.func.sum,
+    "duration_max": sa.func.max,
+    "peak_rss_max": sa.func.max,
+    "first_at": sa.func.min,
+    "last_at": sa.func.max,
+}
+# What a listing sorts every test by (WindowSums), and what it adds for the tests it shows.
+_SORTED_BY = ("runs", "passed", "failed", "flaky", "duration_sum", "peak_rss_max")
+_SHOWN_ONLY = ("skipped", "duration_max", "first_at", "last_at")
+
+
 def _summaries_query(
     test_ids: Sequence[int] | None,
     periods: tuple[list[str], list[str]] | None = None,
     *,
-    seen: bool = True,
+    columns: Sequence[str] = tuple(_AGGREGATES),
+    chunk: bool = False,
 ) -> sa.Select[Any]:
-    """Per test (of ``test_ids``, or all), the sums of its weekly rows from ``:monday`` on and
-    its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
-    that failed or flaked unless ``:all_tests``. ``periods`` (weeks, days) names the window's
-    periods one by one, for key lookups of a few tests. Without ``seen`` the first and last
-    seen times are left out (:class:`WindowSums`): min/max of text timestamps were 40 % of the
-    listing's SQL, and a listing shows a few of its tests (:meth:`HistoryQueries.test_seen`
-    reads theirs)."""
+    """Per test (of ``test_ids``, of a chunk ``:t0``... with ``chunk``, or all), the sums of
+    ``columns`` over its weekly rows from ``:monday`` on and its daily rows from ``:since`` to
+    ``:monday``, of ``:tier`` (NULL: every tier); only tests that failed or flaked unless
+    ``:all_tests``. ``periods`` (weeks, days) names the window's periods one by one, for key
+    lookups of a few tests.
+
+    A listing sorts every test by :data:`_SORTED_BY` alone and reads :data:`_SHOWN_ONLY` for
+    the few it shows: each aggregate costs per rollup row, the min/max of text timestamps most.
+    """
     tier = sa.bindparam("tier", None, type_=sa.String)
     parts = []
+    wanted = ["test_id", *dict.fromkeys([*columns, "failed", "flaky"])]
     for table, period, low, high in (
         (test_weekly, test_weekly.c.week, "monday", None),
         (test_daily, test_daily.c.day, "since", "monday"),
     ):
-        part = sa.select(*(table.c[name] for name in _SUM_COLUMNS)).where(
+        part = sa.select(*(table.c[name] for name in wanted)).where(
             period >= sa.bindparam(low, "", type_=sa.String),
             sa.or_(tier.is_(None), table.c.tier == tier),
         )
@@ -196,23 +202,16 @@ def _summaries_query(
             part = part.where(period < sa.bindparam(high, "", type_=sa.String))
         if test_ids is not None:
             part = part.where(table.c.test_id.in_(list(test_ids)))
+        if chunk:
+            part = part.where(
+                table.c.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
+            )
         if periods is not None:
             part = part.where(period.in_(periods[0] if high is None else periods[1]))
         parts.append(part)
     rows = sa.union_all(*parts).subquery()
     grouped = (
-        sa.select(
-            rows.c.test_id,
-            sa.func.sum(rows.c.runs),
-            sa.func.sum(rows.c.passed),
-            sa.func.sum(rows.c.failed),
-            sa.func.sum(rows.c.flaky),
-            sa.func.sum(rows.c.skipped),
-            sa.func.sum(rows.c.duration_sum),
-            sa.func.max(rows.c.duration_max),
-            sa.func.max(rows.c.peak_rss_max),
-            *((sa.func.min(rows.c.first_at), sa.func.max(rows.c.last_at)) if seen else ()),
-        )
+        sa.select(rows.c.test_id, *(_AGGREGATES[name](rows.c[name]) for name in columns))
         .group_by(rows.c.test_id)
         .having(
             sa.or_(
@@ -228,33 +227,10 @@ def _summaries_query(
 
 
 _SUMMARIES = _summaries_query(None)
-_SUMS = _summaries_query(None, seen=False)
-
-
-def _seen_query() -> sa.Select[Any]:
-    """Per test of a chunk (``:t0``...), its first and last seen times in the window (its
-    weekly rows from ``:monday`` on, daily rows from ``:since`` to ``:monday``, of ``:tier``)."""
-    tier = sa.bindparam("tier", None, type_=sa.String)
-    parts = []
-    for table, period, low, high in (
-        (test_weekly, test_weekly.c.week, "monday", None),
-        (test_daily, test_daily.c.day, "since", "monday"),
-    ):
-        part = sa.select(table.c.test_id, table.c.first_at, table.c.last_at).where(
-            period >= sa.bindparam(low, "", type_=sa.String),
-            sa.or_(tier.is_(None), table.c.tier == tier),
-            table.c.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)]),
-        )
-        if high is not None:
-            part = part.where(period < sa.bindparam(high, "", type_=sa.String))
-        parts.append(part)
-    rows = sa.union_all(*parts).subquery()
-    return sa.select(
-        rows.c.test_id, sa.func.min(rows.c.first_at), sa.func.max(rows.c.last_at)
-    ).group_by(rows.c.test_id)
-
-
-_SEEN = _seen_query()
+_SUMS = _summaries_query(None, columns=_SORTED_BY)
+# The rest of a listing's shown tests: of a chunk of them, or of every test in one pass.
+_SHOWN = _summaries_query(None, columns=_SHOWN_ONLY, chunk=True)
+_SHOWN_EVERY = _summaries_query(None, columns=_SHOWN_ONLY)
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
 _BAD = _FAILED | _FLAKY
 _VERDICT_BITS = {
@@ -431,21 +407,43 @@ class HistoryQueries(QueryBase):
     def test_seen(
         self, since_day: str, tier: str | None, rows: Sequence[WindowSums]
     ) -> list[TestSummaryRow]:
-        """``rows`` (from :meth:`test_sums`, same window and tier) with their first and last
-        seen times, read for just these tests."""
-        params = {"since": since_day, "monday": next_week(since_day), "tier": tier or None}
-        seen: dict[int, tuple[Any, Any]] = {}
+        """``rows`` (from :meth:`test_sums`, same window and tier) as :class:`TestSummaryRow`:
+        their skips, longest duration and first and last seen times, read for just these
+        tests (for most of the tests, in one pass over the window)."""
+        params = {
+            "since": since_day,
+            "monday": next_week(since_day),
+            "tier": tier or None,
+            "all_tests": True,
+        }
+        rest: dict[str, tuple[Any, ...]] = {}
         with self.begin() as conn:
-            ids = known_ids(conn, [r.nodeid for r in rows])
-            statement = Statement(conn, _SEEN, cached=True)
-            for chunk in _id_chunks(sorted(ids.values())):
-                for test_id, first, last in statement.rows(**chunk, **params):
-                    seen[int(test_id)] = (first, last)
+            if len(rows) > _SEEN_BY_ID:
+                for nodeid, *found in Statement(conn, _SHOWN_EVERY, cached=True).rows(**params):
+                    rest[nodeid] = tuple(found)
+            else:
+                ids = known_ids(conn, [r.nodeid for r in rows])
+                statement = Statement(conn, _SHOWN, cached=True)
+                for chunk in _id_chunks(sorted(ids.values())):
+                    for nodeid, *found in statement.rows(**chunk, **params):
+                        rest[nodeid] = tuple(found)
         out = []
         for row in rows:
-            first, last = seen.get(ids.get(row.nodeid, -1), (None, None))
+            skipped, duration_max, first, last = rest.get(row.nodeid, (0, 0.0, None, None))
             out.append(
-                TestSummaryRow(**row._asdict(), first_at=_stamp(first), last_at=_stamp(last))
+                TestSummaryRow(
+                    nodeid=row.nodeid,
+                    runs=row.runs,
+                    passed=row.passed,
+                    failed=row.failed,
+                    flaky=row.flaky,
+                    skipped=int(skipped or 0),
+                    duration_sum=row.duration_sum,
+                    duration_max=float(duration_max or 0.0),
+                    peak_rss_max=row.peak_rss_max,
+                    first_at=_stamp(first),
+                    last_at=_stamp(last),
+                )
             )
         return out
 

@@ -16,7 +16,7 @@ from scheduler.history import stats
 from scheduler.history.flaky import classify
 from scheduler.history.stats import SORT_KEYS, History, TestStats, percentile
 from scheduler.kernel.outcome import Outcome
-from scheduler.store import Store, TestResultRow
+from scheduler.store import Store, TestResultRow, history_queries
 
 START = datetime(2026, 3, 4, 1, tzinfo=timezone.utc)  # a Wednesday: windows start mid-week
 NOW = START + timedelta(days=24)
@@ -182,7 +182,9 @@ def test_p50_p90_are_taken_over_each_tests_newest_results_of_the_window(
 
 
 @pytest.mark.parametrize("days", [3, 9, 30])
-def test_window_sums_and_seen_times_are_the_summaries(store: Store, days: int) -> None:
+def test_window_sums_and_seen_times_are_the_summaries(
+    store: Store, days: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The listing's two reads (every test's sums without seen times, then the seen times of
     the tests it shows) give the rows test_summaries gives, with and without a tier and a
     failures-only filter; a test that has no row in the window gets no seen times."""
@@ -195,6 +197,10 @@ def test_window_sums_and_seen_times_are_the_summaries(store: Store, days: int) -
             assert sorted(s.nodeid for s in sums) == sorted(s.nodeid for s in whole)
             assert whole or with_failures, tier
             completed = store.test_seen(since_day, tier, sums)
+            # More rows than the by-id reads take: the one pass over the window.
+            monkeypatch.setattr(history_queries, "_SEEN_BY_ID", len(sums) // 2)
+            assert store.test_seen(since_day, tier, sums) == completed
+            monkeypatch.undo()
             by_nodeid = {s.nodeid: s for s in whole}
             for row in completed:
                 want = by_nodeid[row.nodeid]
