@@ -11,15 +11,17 @@ from their attempts. p50/p90 durations are taken over each shown test's newest
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.history.flaky import Verdict, classify
 from scheduler.history.owners import Owners
 from scheduler.store import AttemptRow, Store, TestSummaryRow
 from scheduler.store.daily import day_of
+from scheduler.store.history_queries import WindowSums
 
 PERCENTILE_SAMPLE = 100
 SORT_KEYS = ("duration", "memory", "fail-rate", "flaky")
@@ -52,15 +54,15 @@ class TestStats:
 
     @property
     def fail_rate(self) -> float:
-        return self.summary.failed / self.verdicts if self.verdicts else 0.0
+        return _fail_rate(self.summary)
 
     @property
     def mean_s(self) -> float:
-        return self.summary.duration_sum / self.summary.runs if self.summary.runs else 0.0
+        return _mean(self.summary)
 
     @property
     def flaky_score(self) -> float:
-        return self.verdict.score if self.verdict is not None and self.verdict.flaky else 0.0
+        return _flaky_score(self.verdict)
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary
@@ -95,14 +97,47 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _sort_key(sort: str) -> Any:
-    keys: dict[str, Any] = {
-        "duration": lambda t: t.mean_s,
-        "memory": lambda t: t.summary.peak_rss_max or 0,
-        "fail-rate": lambda t: (t.fail_rate, t.summary.failed),
-        "flaky": lambda t: (t.flaky_score, t.summary.flaky),
+class _Sums(Protocol):
+    """What the orders read of a test's sums (:class:`WindowSums`, :class:`TestSummaryRow`)."""
+
+    @property
+    def runs(self) -> int: ...
+    @property
+    def passed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def flaky(self) -> int: ...
+    @property
+    def duration_sum(self) -> float: ...
+    @property
+    def peak_rss_max(self) -> int | None: ...
+
+
+def _sort_key(sort: str, verdicts: Mapping[str, Verdict]) -> Callable[[WindowSums], Any]:
+    """The order of ``sort`` over sums (descending), from the same values :class:`TestStats`
+    shows: mean duration, peak memory, fail rate then failures, flaky score then flaky runs."""
+    if sort == "flaky":
+        return lambda s: (_flaky_score(verdicts.get(s.nodeid)), s.flaky)
+    keys: dict[str, Callable[[WindowSums], Any]] = {
+        "duration": _mean,
+        "memory": lambda s: s.peak_rss_max or 0,
+        "fail-rate": lambda s: (_fail_rate(s), s.failed),
     }
     return keys[sort]
+
+
+def _mean(s: _Sums) -> float:
+    return s.duration_sum / s.runs if s.runs else 0.0
+
+
+def _fail_rate(s: _Sums) -> float:
+    verdicts = s.passed + s.failed + s.flaky
+    return s.failed / verdicts if verdicts else 0.0
+
+
+def _flaky_score(verdict: Verdict | None) -> float:
+    return verdict.score if verdict is not None and verdict.flaky else 0.0
 
 
 class History:
@@ -141,23 +176,27 @@ class History:
         flaky_only: bool = False,
     ) -> list[TestStats]:
         day, first_run = self.window(now, since_s)
-        summaries = self.store.test_summaries(day, tier, with_failures=flaky_only)
-        candidates = [s.nodeid for s in summaries if s.failed or s.flaky]
+        # Every test's sums, sorted as tuples; first/last seen times, p50/p90 and owners only
+        # for the shown tests.
+        sums = self.store.test_sums(day, tier, with_failures=flaky_only)
+        sums.sort(key=operator.attrgetter("nodeid"))
+        candidates = [s.nodeid for s in sums if s.failed or s.flaky]
         if flaky_only or sort == "flaky":
-            judged = candidates  # the verdicts filter or order the whole list
+            verdicts = self.verdicts(candidates, tier=tier, from_run_id=first_run)
+            if flaky_only:
+                sums = [s for s in sums if s.nodeid in verdicts and verdicts[s.nodeid].flaky]
+            sums.sort(key=_sort_key(sort, verdicts), reverse=True)
         else:
             # The order needs no verdict: judge only the failing tests that will be shown.
-            summaries.sort(key=lambda s: s.nodeid)
-            summaries.sort(key=lambda s: _sort_key(sort)(TestStats(s, None)), reverse=True)
-            shown = {s.nodeid for s in summaries[:limit]}
-            judged = [n for n in candidates if n in shown]
-        verdicts = self.verdicts(judged, tier=tier, from_run_id=first_run)
-        stats = [TestStats(s, verdicts.get(s.nodeid)) for s in summaries]
-        if flaky_only:
-            stats = [t for t in stats if t.verdict is not None and t.verdict.flaky]
-        stats.sort(key=lambda t: t.nodeid)
-        stats.sort(key=_sort_key(sort), reverse=True)
-        return self._detailed(stats[:limit], tier, first_run)
+            sums.sort(key=_sort_key(sort, {}), reverse=True)
+            wanted = {s.nodeid for s in sums[:limit]}
+            verdicts = self.verdicts(
+                [n for n in candidates if n in wanted], tier=tier, from_run_id=first_run
+            )
+        shown = self.store.test_seen(day, tier, sums[:limit])
+        return self._detailed(
+            [TestStats(s, verdicts.get(s.nodeid)) for s in shown], tier, first_run
+        )
 
     def _detailed(
         self, shown: Sequence[TestStats], tier: str | None, first_run: int

@@ -10,7 +10,7 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -35,7 +35,13 @@ from scheduler.store.schema import (
     tests,
 )
 
-__all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow"]
+__all__ = ["AttemptRow", "HistoryQueries", "QuarantineRow", "TestSummaryRow", "WindowSums"]
+
+# Test ids (run ids) per statement of the reads by id: one compiled statement, each chunk padded
+# with its last id (a repeat in IN changes nothing).
+_ID_CHUNK = 100
+# More rows than this get their seen times from one pass over the window, not by id.
+_SEEN_BY_ID = 2 * _ID_CHUNK
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,19 @@ class TestSummaryRow:
     peak_rss_max: int | None
     first_at: datetime | None
     last_at: datetime | None
+
+
+class WindowSums(NamedTuple):
+    """What a listing sorts every test of a window by (a tuple: it then shows a few;
+    :meth:`HistoryQueries.test_seen` completes those into :class:`TestSummaryRow`)."""
+
+    nodeid: str
+    runs: int
+    passed: int
+    failed: int
+    flaky: int
+    duration_sum: float
+    peak_rss_max: int | None
 
 
 class AttemptRow(NamedTuple):
@@ -91,6 +110,13 @@ def _summary(row: Any) -> TestSummaryRow:
     )
 
 
+def _sums(row: Any) -> WindowSums:
+    nodeid, runs_, passed, failed, flaky, duration_sum, peak = row
+    return WindowSums(str(nodeid), int(runs_ or 0), int(passed or 0), int(failed or 0),
+                      int(flaky or 0), float(duration_sum or 0.0),
+                      None if peak is None else int(peak))  # fmt: skip
+
+
 def _stamp(value: Any) -> datetime | None:
     if isinstance(value, str) and len(value) == 26:  # SQLite's text, naive UTC
         return datetime.fromisoformat(value + "+00:00")
@@ -116,21 +142,6 @@ def _runs_of(
     }
 
 
-_SUM_COLUMNS = (
-    "test_id",
-    "runs",
-    "passed",
-    "failed",
-    "flaky",
-    "skipped",
-    "duration_sum",
-    "duration_max",
-    "peak_rss_max",
-    "first_at",
-    "last_at",
-)
-
-
 def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
     """The window's Mondays (up to ``last_week``) and its days before the first Monday."""
     monday = date.fromisoformat(next_week(since_day))
@@ -143,20 +154,47 @@ def _periods(since_day: str, last_week: str) -> tuple[list[str], list[str]]:
     return weeks, days
 
 
+_AGGREGATES: dict[str, Callable[[Any], Any]] = {
+    "runs": sa.func.sum,
+    "passed": sa.func.sum,
+    "failed": sa.func.sum,
+    "flaky": sa.func.sum,
+    "skipped": sa.func.sum,
+    "duration_sum": sa.func.sum,
+    "duration_max": sa.func.max,
+    "peak_rss_max": sa.func.max,
+    "first_at": sa.func.min,
+    "last_at": sa.func.max,
+}
+# What a listing sorts every test by (WindowSums), and what it adds for the tests it shows.
+_SORTED_BY = ("runs", "passed", "failed", "flaky", "duration_sum", "peak_rss_max")
+_SHOWN_ONLY = ("skipped", "duration_max", "first_at", "last_at")
+
+
 def _summaries_query(
-    test_ids: Sequence[int] | None, periods: tuple[list[str], list[str]] | None = None
+    test_ids: Sequence[int] | None,
+    periods: tuple[list[str], list[str]] | None = None,
+    *,
+    columns: Sequence[str] = tuple(_AGGREGATES),
+    chunk: bool = False,
 ) -> sa.Select[Any]:
-    """Per test (of ``test_ids``, or all), the sums of its weekly rows from ``:monday`` on and
-    its daily rows from ``:since`` to ``:monday``, of ``:tier`` (NULL: every tier); only tests
-    that failed or flaked unless ``:all_tests``. ``periods`` (weeks, days) names the window's
-    periods one by one, for key lookups of a few tests."""
+    """Per test (of ``test_ids``, of a chunk ``:t0``... with ``chunk``, or all), the sums of
+    ``columns`` over its weekly rows from ``:monday`` on and its daily rows from ``:since`` to
+    ``:monday``, of ``:tier`` (NULL: every tier); only tests that failed or flaked unless
+    ``:all_tests``. ``periods`` (weeks, days) names the window's periods one by one, for key
+    lookups of a few tests.
+
+    A listing sorts every test by :data:`_SORTED_BY` alone and reads :data:`_SHOWN_ONLY` for
+    the few it shows: each aggregate costs per rollup row, the min/max of text timestamps most.
+    """
     tier = sa.bindparam("tier", None, type_=sa.String)
     parts = []
+    wanted = ["test_id", *dict.fromkeys([*columns, "failed", "flaky"])]
     for table, period, low, high in (
         (test_weekly, test_weekly.c.week, "monday", None),
         (test_daily, test_daily.c.day, "since", "monday"),
     ):
-        part = sa.select(*(table.c[name] for name in _SUM_COLUMNS)).where(
+        part = sa.select(*(table.c[name] for name in wanted)).where(
             period >= sa.bindparam(low, "", type_=sa.String),
             sa.or_(tier.is_(None), table.c.tier == tier),
         )
@@ -164,24 +202,16 @@ def _summaries_query(
             part = part.where(period < sa.bindparam(high, "", type_=sa.String))
         if test_ids is not None:
             part = part.where(table.c.test_id.in_(list(test_ids)))
+        if chunk:
+            part = part.where(
+                table.c.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
+            )
         if periods is not None:
             part = part.where(period.in_(periods[0] if high is None else periods[1]))
         parts.append(part)
     rows = sa.union_all(*parts).subquery()
     grouped = (
-        sa.select(
-            rows.c.test_id,
-            sa.func.sum(rows.c.runs),
-            sa.func.sum(rows.c.passed),
-            sa.func.sum(rows.c.failed),
-            sa.func.sum(rows.c.flaky),
-            sa.func.sum(rows.c.skipped),
-            sa.func.sum(rows.c.duration_sum),
-            sa.func.max(rows.c.duration_max),
-            sa.func.max(rows.c.peak_rss_max),
-            sa.func.min(rows.c.first_at),
-            sa.func.max(rows.c.last_at),
-        )
+        sa.select(rows.c.test_id, *(_AGGREGATES[name](rows.c[name]) for name in columns))
         .group_by(rows.c.test_id)
         .having(
             sa.or_(
@@ -197,6 +227,10 @@ def _summaries_query(
 
 
 _SUMMARIES = _summaries_query(None)
+_SUMS = _summaries_query(None, columns=_SORTED_BY)
+# The rest of a listing's shown tests: of a chunk of them, or of every test in one pass.
+_SHOWN = _summaries_query(None, columns=_SHOWN_ONLY, chunk=True)
+_SHOWN_EVERY = _summaries_query(None, columns=_SHOWN_ONLY)
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
 _BAD = _FAILED | _FLAKY
 _VERDICT_BITS = {
@@ -212,8 +246,76 @@ _BIT_OF_OUTCOME = sa.case(
 )
 
 
-def _commit(run_id: int, window: dict[int, tuple[str, str | None, Any]]) -> str:
+def _commit(run_id: int, window: Mapping[int, tuple[Any, ...]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
+
+
+_VERDICT_OUTCOMES = sorted(_VERDICT_BITS)
+
+
+def _chunks(values: Sequence[int], prefix: str) -> list[dict[str, int]]:
+    out = []
+    for start in range(0, len(values), _ID_CHUNK):
+        chunk = list(values[start : start + _ID_CHUNK])
+        chunk += [chunk[-1]] * (_ID_CHUNK - len(chunk))
+        out.append({f"{prefix}{k}": value for k, value in enumerate(chunk)})
+    return out
+
+
+def _id_chunks(test_ids: Sequence[int]) -> list[dict[str, int]]:
+    return _chunks(test_ids, "t")
+
+
+def _verdict_packed() -> sa.Select[Any]:
+    """Per test of a chunk (``:t0``...), its results from ``:from_run_id`` on with a pass or
+    fail, each as ``run_id * 8 + verdict bit``, joined into one comma-separated string."""
+    r = test_results.c
+    packed = sa.cast(r.run_id * 8 + _BIT_OF_OUTCOME, sa.String)
+    return (
+        sa.select(r.test_id, sa.func.aggregate_strings(packed, ","))
+        .where(
+            r.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)]),
+            r.run_id >= sa.bindparam("from_run_id", 0),
+            r.outcome.in_(_VERDICT_OUTCOMES),
+        )
+        .group_by(r.test_id)
+    )
+
+
+_VERDICT_PACKED = _verdict_packed()
+_WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
+    runs.c.id >= sa.bindparam("from_run_id", 0),
+    runs.c.outcome.in_(EVIDENCE_OUTCOMES),
+    sa.or_(
+        sa.bindparam("tier", None, type_=sa.String).is_(None),
+        runs.c.tier == sa.bindparam("tier", None, type_=sa.String),
+    ),
+)
+
+
+# One test's newest final, not skipped results from ``:from_run_id`` on: the end of its range.
+_NEWEST_DURATIONS = (
+    sa.select(test_results.c.run_id, test_results.c.duration_s)
+    .where(
+        test_results.c.test_id == sa.bindparam("test_id", 0),
+        test_results.c.run_id >= sa.bindparam("from_run_id", 0),
+        test_results.c.final.is_(True),
+        test_results.c.outcome != "skipped",
+    )
+    .order_by(test_results.c.run_id.desc())
+    .limit(sa.bindparam("limit", 0, literal_execute=False))
+)
+
+
+def _window_runs(
+    conn: Connection, from_run_id: int, tier: str | None
+) -> dict[int, tuple[str, str | None]]:
+    """``{run id: (tier, sha)}`` of the window's runs: from ``from_run_id`` on, test evidence,
+    of ``tier`` (None: every tier)."""
+    rows = Statement(conn, _WINDOW_RUNS, cached=True).rows(
+        from_run_id=from_run_id, tier=tier or None
+    )
+    return {int(i): (str(t), s) for i, t, s in rows}
 
 
 def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) -> sa.Select[Any]:
@@ -285,6 +387,65 @@ class HistoryQueries(QueryBase):
             periods = _periods(since_day, str(last))
             query = _summaries_query(list(ids.values()), periods)
             return [_summary(row) for row in Statement(conn, query).rows(**params)]
+
+    def test_sums(
+        self, since_day: str, tier: str | None = None, *, with_failures: bool = False
+    ) -> list[WindowSums]:
+        """:meth:`test_summaries` of every test without first and last seen times."""
+        params = {
+            "since": since_day,
+            "monday": next_week(since_day),
+            "tier": tier or None,
+            "all_tests": not with_failures,
+        }
+        with self.begin() as conn:
+            rows = Statement(conn, _SUMS, cached=True).rows(**params)
+        if rows and not isinstance(rows[0][1], int):  # a driver's Decimal sums
+            return [_sums(r) for r in rows]
+        return list(map(WindowSums._make, rows))
+
+    def test_seen(
+        self, since_day: str, tier: str | None, rows: Sequence[WindowSums]
+    ) -> list[TestSummaryRow]:
+        """``rows`` (from :meth:`test_sums`, same window and tier) as :class:`TestSummaryRow`:
+        their skips, longest duration and first and last seen times, read for just these
+        tests (for most of the tests, in one pass over the window)."""
+        params = {
+            "since": since_day,
+            "monday": next_week(since_day),
+            "tier": tier or None,
+            "all_tests": True,
+        }
+        rest: dict[str, tuple[Any, ...]] = {}
+        with self.begin() as conn:
+            if len(rows) > _SEEN_BY_ID:
+                for nodeid, *found in Statement(conn, _SHOWN_EVERY, cached=True).rows(**params):
+                    rest[nodeid] = tuple(found)
+            else:
+                ids = known_ids(conn, [r.nodeid for r in rows])
+                statement = Statement(conn, _SHOWN, cached=True)
+                for chunk in _id_chunks(sorted(ids.values())):
+                    for nodeid, *found in statement.rows(**chunk, **params):
+                        rest[nodeid] = tuple(found)
+        out = []
+        for row in rows:
+            skipped, duration_max, first, last = rest.get(row.nodeid, (0, 0.0, None, None))
+            out.append(
+                TestSummaryRow(
+                    nodeid=row.nodeid,
+                    runs=row.runs,
+                    passed=row.passed,
+                    failed=row.failed,
+                    flaky=row.flaky,
+                    skipped=int(skipped or 0),
+                    duration_sum=row.duration_sum,
+                    duration_max=float(duration_max or 0.0),
+                    peak_rss_max=row.peak_rss_max,
+                    first_at=_stamp(first),
+                    last_at=_stamp(last),
+                )
+            )
+        return out
 
     def first_run_id_since(self, since: datetime) -> int:
         """The id of the oldest run queued at or after ``since`` (ids grow with time)."""
@@ -358,63 +519,60 @@ class HistoryQueries(QueryBase):
         ``flaky``): its first run, the runs where it failed, the run after each of those (it
         ends a failing stretch) and every run at a commit where it failed. A stable test costs
         one row, not one per run: building a row per attempt cost more than reading them.
+
+        Each test's results come back as one string (:data:`_VERDICT_PACKED`: run id and
+        verdict bit packed in an integer per result, joined by the database): handing over a
+        row per result cost twice what the database spends reading them.
         """
         if not nodeids:
             return [], {}
-        r = test_results.c
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             if not ids:
                 return [], {}
-            # The outcome as its verdict bit, computed by the database: thousands of small ints
-            # cost less to hand over than as many strings.
-            query = sa.select(r.test_id, r.run_id, _BIT_OF_OUTCOME).where(
-                r.test_id.in_(list(ids.values())),
-                r.run_id >= from_run_id,
-                r.outcome.in_(sorted(_VERDICT_BITS)),
-            )
-            found = fetch(conn, query)
-            window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+            packed: list[tuple[int, str]] = []
+            statement = Statement(conn, _VERDICT_PACKED, cached=True)
+            for params in _id_chunks(sorted(ids.values())):
+                packed += statement.rows(**params, from_run_id=from_run_id)
+            window = _window_runs(conn, from_run_id, tier)
         nodeid_of = {i: n for n, i in ids.items()}
-        seen: dict[str, dict[int, int]] = {}
-        failing: dict[str, list[int]] = {}
-        per_run: dict[int, int] = {}
-        bad: list[int] = []
-        current = None
-        # Rows come by test, then run (the table's order): one dict per test, no lookups.
-        for test_id, run_id, bit in found:
-            if run_id in window:
-                if test_id != current:
-                    current = test_id
-                    per_run = seen.setdefault(nodeid_of[test_id], {})
-                    bad = failing.setdefault(nodeid_of[test_id], [])
-                per_run[run_id] = per_run.get(run_id, 0) | bit
-                if bit & _BAD:
-                    bad.append(run_id)
         # The window's runs by commit, once: a test's runs at its failing commits are then
         # looked up, not found by walking each of its runs.
         runs_at: dict[str, list[int]] = {}
         for run_id in window:
             runs_at.setdefault(_commit(run_id, window), []).append(run_id)
         rows: list[AttemptRow] = []
-        for nodeid, per_run in seen.items():
-            ordered = sorted(per_run)
-            keep = {ordered[0]}
-            for run_id in failing.get(nodeid, ()):
-                keep.add(run_id)
+        totals: dict[str, int] = {}
+        for test_id, joined in sorted(packed):
+            # run_id << 3 | bit: sorted, a run's results are neighbours.
+            results = sorted(map(int, str(joined).split(",")))
+            ordered = [r for r in dict.fromkeys(v >> 3 for v in results) if r in window]
+            if not ordered:
+                continue
+            nodeid = nodeid_of[int(test_id)]
+            totals[nodeid] = len(ordered)
+            failing = [v >> 3 for v in results if v & _BAD and (v >> 3) in window]
+            keep = {ordered[0], *failing}
+            for run_id in failing:
                 after = bisect.bisect_right(ordered, run_id)
                 if after < len(ordered):
                     keep.add(ordered[after])  # it ends a failing stretch, or goes on with it
-            for commit in {_commit(run_id, window) for run_id in failing.get(nodeid, ())}:
-                keep.update(run_id for run_id in runs_at[commit] if run_id in per_run)
+            in_runs = set(ordered)
+            for commit in {_commit(run_id, window) for run_id in failing}:
+                keep.update(run_id for run_id in runs_at[commit] if run_id in in_runs)
             for run_id in sorted(keep):
-                run_tier, sha, _ = window[run_id]
+                bits = 0
+                at = bisect.bisect_left(results, run_id << 3)
+                while at < len(results) and results[at] >> 3 == run_id:
+                    bits |= results[at] & 7
+                    at += 1
+                run_tier, sha = window[run_id]
                 rows += [
                     AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
                     for bit, outcome in _OUTCOME_OF_BIT
-                    if per_run[run_id] & bit and not (bit != _FLAKY and per_run[run_id] & _FLAKY)
+                    if bits & bit and not (bit != _FLAKY and bits & _FLAKY)
                 ]
-        return rows, {nodeid: len(per_run) for nodeid, per_run in seen.items()}
+        return rows, totals
 
     def recent_durations(
         self, nodeids: Sequence[str], *, tier: str | None, from_run_id: int, limit: int
@@ -422,22 +580,10 @@ class HistoryQueries(QueryBase):
         """Per test, the durations of its newest ``limit`` final results from ``from_run_id`` on
         (runs whose outcome is test evidence, skips left out), in one transaction: each test's
         newest rows are the end of its range of ``test_results``."""
-        r = test_results.c
-        query = (
-            sa.select(r.run_id, r.duration_s)
-            .where(
-                r.test_id == sa.bindparam("test_id", 0),
-                r.run_id >= sa.bindparam("from_run_id", 0),
-                r.final.is_(True),
-                r.outcome != "skipped",
-            )
-            .order_by(r.run_id.desc())
-            .limit(sa.bindparam("limit", 0, literal_execute=False))
-        )
         out: dict[str, list[float]] = {n: [] for n in nodeids}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
-            window = _runs_of(conn, from_run_id, tier, evidence_only=True)
+            window = _window_runs(conn, from_run_id, tier)
             if dialect.is_postgres(conn) and ids:
                 # One statement (a LATERAL join: each test's newest rows of
                 # ix_test_results_history) instead of a round trip per test.
@@ -447,7 +593,7 @@ class HistoryQueries(QueryBase):
                     if run_id in window:
                         out[nodeid_of[test_id]].append(float(duration or 0.0))
                 return out
-            statement = Statement(conn, query)
+            statement = Statement(conn, _NEWEST_DURATIONS, cached=True)
             for nodeid, test_id in ids.items():
                 rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
                 out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]

@@ -16,7 +16,7 @@ from scheduler.history import stats
 from scheduler.history.flaky import classify
 from scheduler.history.stats import SORT_KEYS, History, TestStats, percentile
 from scheduler.kernel.outcome import Outcome
-from scheduler.store import Store, TestResultRow
+from scheduler.store import Store, TestResultRow, history_queries
 
 START = datetime(2026, 3, 4, 1, tzinfo=timezone.utc)  # a Wednesday: windows start mid-week
 NOW = START + timedelta(days=24)
@@ -69,7 +69,8 @@ def _expected(written: list[Any], since_day: str, tier: str | None) -> dict[str,
     """Per test, the sums `schedctl tests` shows, from the results themselves."""
     sums: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"runs": 0, "passed": 0, "failed": 0, "flaky": 0, "skipped": 0,
-                 "duration_sum": 0.0, "duration_max": 0.0, "peak_rss_max": None}
+                 "duration_sum": 0.0, "duration_max": 0.0, "peak_rss_max": None,
+                 "first_at": None, "last_at": None}
     )  # fmt: skip
     for _run_id, run_tier, finished, outcome, rows in written:
         if not outcome.is_test_evidence or finished.strftime("%Y-%m-%d") < since_day:
@@ -89,6 +90,8 @@ def _expected(written: list[Any], since_day: str, tier: str | None) -> dict[str,
             s["duration_max"] = max(s["duration_max"], r.duration_s)
             if r.peak_rss_bytes is not None:
                 s["peak_rss_max"] = max(s["peak_rss_max"] or 0, r.peak_rss_bytes)
+            s["first_at"] = min(s["first_at"] or finished, finished)
+            s["last_at"] = max(s["last_at"] or finished, finished)
     return dict(sums)
 
 
@@ -112,7 +115,8 @@ def test_listing_sums_weeks_and_edge_days_as_the_results_do(store: Store, days: 
                 s = t.summary
                 got = {"runs": s.runs, "passed": s.passed, "failed": s.failed, "flaky": s.flaky,
                        "skipped": s.skipped, "duration_sum": pytest.approx(s.duration_sum),
-                       "duration_max": s.duration_max, "peak_rss_max": s.peak_rss_max}  # fmt: skip
+                       "duration_max": s.duration_max, "peak_rss_max": s.peak_rss_max,
+                       "first_at": s.first_at, "last_at": s.last_at}  # fmt: skip
                 assert got == want, (t.nodeid, sort, tier)
                 # `schedctl test NODEID`: the same sums, by key lookups of the one test (floats
                 # to the last bits: PostgreSQL adds them in whatever order its plan reads them)
@@ -128,8 +132,15 @@ def test_listing_sums_weeks_and_edge_days_as_the_results_do(store: Store, days: 
             assert set(expected) == {t.nodeid for t in full}
             keys = [_key(t, sort) for t in full]
             assert keys == sorted(keys, reverse=True)
-        flaky = history.tests(NOW, since_s=since_s, tier=tier, flaky_only=True)
+        flaky = history.tests(NOW, since_s=since_s, tier=tier, flaky_only=True, limit=100)
         assert all(t.verdict is not None and t.verdict.flaky for t in flaky)
+        # --flaky lists exactly the tests judged flaky from every attempt of the window.
+        judged_flaky = {
+            n
+            for n in expected
+            if classify(n, store.test_attempts([n], tier=tier, from_run_id=first_run)).flaky
+        }
+        assert {t.nodeid for t in flaky} == judged_flaky
 
 
 def _key(t: TestStats, sort: str) -> Any:
@@ -168,3 +179,31 @@ def test_p50_p90_are_taken_over_each_tests_newest_results_of_the_window(
         newest = durations[t.nodeid][-5:]
         assert (t.p50_s, t.p90_s) == (percentile(newest, 50), percentile(newest, 90)), t.nodeid
     assert {t.p50_s is None for t in shown} == {False}
+
+
+@pytest.mark.parametrize("days", [3, 9, 30])
+def test_window_sums_and_seen_times_are_the_summaries(
+    store: Store, days: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing's two reads (every test's sums without seen times, then the seen times of
+    the tests it shows) give the rows test_summaries gives, with and without a tier and a
+    failures-only filter; a test that has no row in the window gets no seen times."""
+    _fill(store)
+    since_day, _ = History(store).window(NOW, days * 86400.0)
+    for tier in (None, "hourly", "daily"):
+        for with_failures in (False, True):
+            whole = store.test_summaries(since_day, tier, with_failures=with_failures)
+            sums = store.test_sums(since_day, tier, with_failures=with_failures)
+            assert sorted(s.nodeid for s in sums) == sorted(s.nodeid for s in whole)
+            assert whole or with_failures, tier
+            completed = store.test_seen(since_day, tier, sums)
+            # More rows than the by-id reads take: the one pass over the window.
+            monkeypatch.setattr(history_queries, "_SEEN_BY_ID", len(sums) // 2)
+            assert store.test_seen(since_day, tier, sums) == completed
+            monkeypatch.undo()
+            by_nodeid = {s.nodeid: s for s in whole}
+            for row in completed:
+                want = by_nodeid[row.nodeid]
+                assert replace(row, duration_sum=pytest.approx(want.duration_sum)) == want
+    unseen = store.test_seen("2030-01-01", None, store.test_sums(since_day)[:1])
+    assert (unseen[0].first_at, unseen[0].last_at) == (None, None)

@@ -124,6 +124,51 @@ def test_verdict_runs_give_the_verdict_of_every_attempt(store: Store) -> None:
     assert 0 < flaky < len(nodeids)
 
 
+def test_verdict_runs_keep_the_verdict_per_tier_and_window(store: Store) -> None:
+    """The reduced input read per tier and from several first runs, on a history of two tiers
+    with infra-failed runs (not evidence), a result reported twice in one run and commits run
+    more than once: each verdict and run count equals the one judged from every attempt."""
+    from scheduler.history.flaky import classify
+
+    rng = random.Random(7)
+    nodeids = [f"t.py::tier_case_{i}" for i in range(10)]
+    for run in range(70):
+        tier = "daily" if run % 3 == 0 else "hourly"
+        outcome = Outcome.INFRA_ERROR if run in (11, 40) else Outcome.FAILED
+        rows: list[TestResultRow] = []
+        for i, nodeid in enumerate(nodeids):
+            roll = rng.random()
+            if roll < 0.05 * i:
+                rows.append(TestResultRow(nodeid, "failed", 0.1, attempt=0, final=False))
+                rows.append(TestResultRow(nodeid, "flaky", 0.1, attempt=1))
+            elif roll < 0.08 * i:
+                rows.append(TestResultRow(nodeid, "error", 0.1))
+            else:
+                rows.append(TestResultRow(nodeid, "passed" if roll < 0.93 else "skipped", 0.1))
+            if run == 23 and i == 2:  # reported twice in one attempt (JUnit XML allows it)
+                rows.append(TestResultRow(nodeid, "failed", 0.1))
+        run_id = store.create_run(tier=tier, trigger="manual", kind="pytest")
+        assert run_id is not None
+        store.finish_run(run_id, rows, outcome=outcome, sha=f"{run // rng.choice((1, 2, 4)):040x}",
+                         finished_at=DAY)  # fmt: skip
+    flaky = 0
+    for tier in (None, "hourly", "daily"):
+        for first in (1, 12, 41, 69):
+            reduced, totals = store.verdict_runs(nodeids, tier=tier, from_run_id=first)
+            full = store.test_attempts(nodeids, tier=tier, from_run_id=first, lean=True)
+            for nodeid in nodeids:
+                mine = [a for a in full if a.nodeid == nodeid]
+                expected = classify(nodeid, mine)
+                got = classify(nodeid, [a for a in reduced if a.nodeid == nodeid],
+                               totals.get(nodeid))  # fmt: skip
+                assert got == expected, (nodeid, tier, first)
+                assert totals.get(nodeid, 0) == len(
+                    {a.run_id for a in mine if a.outcome != "skipped"}
+                ), (nodeid, tier, first)
+                flaky += expected.flaky
+    assert flaky > 0
+
+
 SCHEMA_V5 = Path(__file__).with_name("schema_v5.sql")
 
 
