@@ -13,25 +13,29 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runners.base import StopRequest
-from scheduler.api.payloads import run_summary
 from scheduler.cli.app import AppContext
-from scheduler.daemon.assembly import alert_sinks_configured, build_dispatcher
 from scheduler.kernel.errors import DaemonError, SchedctlError, UsageError
-from scheduler.kernel.events import Event, RunQueued, RunStarted
-from scheduler.kernel.outcome import Outcome
-from scheduler.run.dispatch import RunRequest
-from scheduler.store.engine import RunRecord
 
 # The daemon's HTTP client (http.client), the progress bar and the console (rich) are imported
-# where they are used: a `schedctl run --json` without a daemon needs none of them.
+# where they are used: a `schedctl run --json` without a daemon needs none of them. The
+# dispatcher, the store and the runners are imported once the run's test process is started
+# (scheduler.run.spec.prewarm): it imports pytest while they load.
 if TYPE_CHECKING:
+    from runners.prewarm import Prewarm
     from scheduler.api.client import ApiClient
     from scheduler.cli.progress import ProgressView
     from scheduler.config import Config
-    from scheduler.store.engine import QuarantineRow
+    from scheduler.run.dispatch import RunRequest
+    from scheduler.store.engine import QuarantineRow, RunRecord
 
 __all__ = ["run_command", "run_summary"]
+
+
+def run_summary(record: RunRecord) -> dict[str, Any]:
+    """The ``--json`` object of a run (:func:`scheduler.api.payloads.run_summary`)."""
+    from scheduler.api.payloads import run_summary as summary
+
+    return summary(record)
 
 
 @click.command("run")
@@ -68,10 +72,37 @@ def run_command(
     """
     config = app.config
     config.tier(tier)
+    found = _daemon(config)
+    prewarmed = None
+    if found is None and not detach:
+        from scheduler.run.spec import prewarm
+
+        prewarmed = prewarm(config, tier, runner)
+    try:
+        _run_command(app, tier, ref, markers, timeout_s, runner, as_json, detach, found, prewarmed)
+    finally:
+        if prewarmed is not None:
+            prewarmed.discard()  # a no-op once the run used it
+
+
+def _run_command(
+    app: AppContext,
+    tier: str,
+    ref: str | None,
+    markers: str | None,
+    timeout_s: float | None,
+    runner: str | None,
+    as_json: bool,
+    detach: bool,
+    found: tuple[int, ApiClient] | None,
+    prewarmed: Prewarm | None,
+) -> None:
+    from scheduler.run.dispatch import RunRequest
+
+    config = app.config
     request = RunRequest(
         tier=tier, trigger="manual", ref=ref, markers=markers, timeout_s=timeout_s, runner=runner
     )
-    found = _daemon(config)
     if found is not None:
         pid, client = found
         if runner is not None:
@@ -86,7 +117,7 @@ def run_command(
             f"--detach needs a running daemon; none runs on {config.state_dir} "
             "(start one with `schedctl daemon`, or drop --detach)"
         )
-    _run_here(app, request, as_json)
+    _run_here(app, request, as_json, prewarmed)
 
 
 def _daemon(config: Config) -> tuple[int, ApiClient] | None:
@@ -101,9 +132,15 @@ def _daemon(config: Config) -> tuple[int, ApiClient] | None:
     return daemon_client(config)
 
 
-def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
+def _run_here(
+    app: AppContext, request: RunRequest, as_json: bool, prewarmed: Prewarm | None = None
+) -> None:
+    from runners.base import StopRequest
+    from scheduler.daemon.assembly import build_dispatcher
+    from scheduler.kernel.events import Event, RunQueued, RunStarted
+
     config = app.config
-    dispatcher = build_dispatcher(config, app.store)
+    dispatcher = build_dispatcher(config, app.store, prewarm=prewarmed)
     dispatcher.validate(request)
     view = _progress_view(enabled=not as_json)
     started = threading.Event()
@@ -194,6 +231,8 @@ def _check_quarantines(app: AppContext) -> list[QuarantineRow]:
     alert sinks there is nothing to queue, and alerting is not even imported. A failure here is
     logged and does not change the run's exit code.
     """
+    from scheduler.daemon.assembly import alert_sinks_configured
+
     if not alert_sinks_configured(app.config):
         return []
     import structlog
@@ -272,6 +311,7 @@ def _follow(client: ApiClient, run_id: int, tier: str, view: ProgressView) -> di
 
 def _finish(summary: dict[str, Any], as_json: bool) -> None:
     from scheduler.cli.output import emit_json
+    from scheduler.kernel.outcome import Outcome
 
     if as_json:
         emit_json(summary)
@@ -282,6 +322,7 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
 
 def _print_result(summary: dict[str, Any]) -> None:
     from scheduler.cli.output import console, fmt_duration, line, styled
+    from scheduler.kernel.outcome import Outcome
 
     out = console()
     counts = summary["counts"]
