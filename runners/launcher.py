@@ -9,12 +9,12 @@ installed in site-packages (an editable install -- the project's own code -- is 
 Nothing is imported from the working directory or ``PYTHONPATH`` (they are off ``sys.path``
 until "go"): no project code, no conftest, no test, no collection.
 
-Then it blocks reading FD. schedctl writes one JSON object, ``{"argv", "cwd", "env"}`` -- the
-run's full command (``python -m pytest ...``), its working directory and its environment, which
-only exist once the run is recorded -- and closes the pipe. The launcher applies them (directory,
-``os.environ``, ``sys.path`` as ``python -m`` with that ``PYTHONPATH`` would have built it,
-``sys.argv``) and becomes ``python -m pytest``: it calls ``pytest.console_main()`` and exits
-with its code.
+Then it blocks reading FD. schedctl writes one JSON object -- ``argv``, the run's full command
+(``python -m pytest ...``), ``cwd`` and ``env``, which only exist once the run is recorded, and
+``spawn_env``, the names of the variables the launcher was started with -- and closes the pipe.
+The launcher applies them (directory, ``os.environ``, ``sys.path`` as ``python -m`` with that
+``PYTHONPATH`` would have built it, ``sys.argv``) and runs pytest's ``__main__`` as ``-m`` does,
+exiting with its code.
 
 * EOF without a message (schedctl died, or chose not to use it): exit 0, having run nothing.
 * Anything unexpected -- pytest not importable, a module imported here that the run's working
@@ -39,11 +39,14 @@ SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))  # -P (Python >= 3.11):
 
 
 def pythonpath_entries(value: str, cwd: str) -> list[str]:
-    """``sys.path`` entries the interpreter makes of ``PYTHONPATH`` (each made absolute against
-    the working directory at start-up; an empty entry is that directory)."""
+    """``sys.path`` entries the interpreter makes of ``PYTHONPATH``: a relative entry is joined
+    to the working directory at start-up (an empty one is that directory), then normalised."""
     if not value:
         return []
-    return [os.path.abspath(os.path.join(cwd, entry)) for entry in value.split(os.pathsep)]
+    return [
+        os.path.normpath(entry if os.path.isabs(entry) else cwd + os.sep + entry)
+        for entry in value.split(os.pathsep)
+    ]
 
 
 class Launcher:
@@ -110,7 +113,11 @@ class Launcher:
 
     def go(self, message: dict[str, Any]) -> NoReturn:
         argv = list(message["argv"])
-        env = dict(message["env"])
+        # What the interpreter itself added at start-up (PEP 538's LC_CTYPE coercion) stays: it
+        # would add the same to the run's environment, whose start-up variables are the same.
+        given = set(message["spawn_env"])
+        env = {k: v for k, v in os.environ.items() if k not in given}
+        env.update(message["env"])
         os.chdir(message["cwd"])
         os.environ.clear()
         os.environ.update(env)

@@ -154,7 +154,9 @@ class Prewarm:
         fd, self._go_fd = self._go_fd, None
         if fd is None:
             raise OSError("the launcher was already used")
-        message = json.dumps({"argv": list(argv), "cwd": str(cwd), "env": dict(env)})
+        message = json.dumps(
+            {"argv": list(argv), "cwd": str(cwd), "env": dict(env), "spawn_env": sorted(self.env)}
+        )
         try:
             with open(fd, "wb", closefd=True) as pipe:
                 pipe.write(message.encode("utf-8"))
