@@ -308,3 +308,31 @@ def test_recovery_spares_a_live_owners_launcher_and_reaps_a_dead_owners(tmp_path
     wait_for(lambda: orphan.pid in runner.run_pids("launch-999999999-1-ab"), 30, "the tag")
     assert runner.reap_orphans(set()) == ["launch-999999999-1-ab"]
     assert orphan.wait(30) == -signal.SIGKILL
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root daemon (CI runs as root)")
+def test_the_launcher_runs_as_the_runs_account(tmp_path: Path) -> None:
+    """local.user: the launcher is started as the account the run would be started as (uid, gid,
+    no supplementary groups), and a run of another account does not use it."""
+    from runners.local_user import RunAs
+
+    python = Path("/usr/bin/python3")  # the venv's may live where nobody cannot enter
+    if not python.is_file():
+        pytest.skip(f"{python} missing")
+    user = RunAs.named("nobody").popen_kwargs()
+    prewarm = Prewarm.start(
+        python=str(python), cwd=Path("/"), env=base_env(), instance="nobody", user=user
+    )
+    assert prewarm is not None
+    try:
+        wait_for(lambda: waiting_for_go(prewarm.proc.pid), 60, "the launcher to wait for go")
+        status = Path(f"/proc/{prewarm.proc.pid}/status").read_text().splitlines()
+        fields = {line.split(":")[0]: line.split(":")[1].split() for line in status}
+        assert fields["Uid"][:2] == ["65534", "65534"]
+        assert fields["Gid"][:2] == ["65534", "65534"]
+        assert fields["Groups"] == []
+        argv = [str(python), "-m", "pytest"]
+        assert prewarm.mismatch(argv, prewarm.env, user) == ""
+        assert prewarm.mismatch(argv, prewarm.env, {}) == "another account"
+    finally:
+        prewarm.discard()
