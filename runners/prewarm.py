@@ -39,6 +39,8 @@ PENDING_PREFIX = "launch-"
 MAY_DIFFER = ("SCHEDCTL_", "COVERAGE_FILE", "PYTHONPATH")
 """Environment variables (names or prefixes) that may change between the start and "go"."""
 DISCARD_WAIT_S = 5.0
+MESSAGE_MAX_BYTES = 60_000
+"""A "go" message must fit in a pipe's buffer (64 KiB on Linux)."""
 
 
 def instance_of(state_dir: Path) -> str:
@@ -157,6 +159,12 @@ class Prewarm:
         message = json.dumps(
             {"argv": list(argv), "cwd": str(cwd), "env": dict(env), "spawn_env": sorted(self.env)}
         )
+        if len(message.encode("utf-8")) > MESSAGE_MAX_BYTES:
+            # Larger than a pipe holds: the write could wait on a launcher that waits on its
+            # own full output pipe, which nobody reads before "go".
+            self._go_fd = fd
+            self.discard()
+            raise OSError(f"the run's command and environment exceed {MESSAGE_MAX_BYTES} bytes")
         try:
             with open(fd, "wb", closefd=True) as pipe:
                 pipe.write(message.encode("utf-8"))

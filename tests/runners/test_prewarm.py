@@ -336,3 +336,16 @@ def test_the_launcher_runs_as_the_runs_account(tmp_path: Path) -> None:
         assert prewarm.mismatch(argv, prewarm.env, {}) == "another account"
     finally:
         prewarm.discard()
+
+
+def test_a_go_message_larger_than_a_pipe_means_a_plain_spawn(tmp_path: Path) -> None:
+    out = tmp_path / "probe.json"
+    work = project(tmp_path / "proj")
+    runner = LocalRunner(instance="large")
+    prewarm = start(runner, PROBE_OUT=str(out))
+    runner = LocalRunner(instance="large", prewarm=prewarm)
+    spec = spec_for(work, tmp_path / "run", PROBE_OUT=str(out), SCHEDCTL_BIG="x" * 70_000)
+    result = runner.run(spec)
+    assert (result.exit_code, "prewarmed" in result.provenance) == (0, False)
+    assert len(json.loads(out.read_text())["env"]["SCHEDCTL_BIG"]) == 70_000
+    assert prewarm.proc.returncode is not None
