@@ -35,6 +35,8 @@ from typing import Any, NoReturn
 
 ENTRY_POINT_GROUP = "pytest11"
 NO_AUTOLOAD_ENV = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
+LATER = ("_pytest._argcomplete", "tomllib", "pdb")
+"""Modules of pytest and the standard library a session imports later (ini files, debugging)."""
 SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))  # -P (Python >= 3.11): no path[0]
 
 
@@ -78,6 +80,8 @@ class Launcher:
             names = []
         for name in names:
             self._try_import("_pytest." + name)
+        for module in LATER:
+            self._try_import(module)
         own: set[str] = set()
         if not os.environ.get(NO_AUTOLOAD_ENV):
             modules, own = installed_plugins()
