@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,45 @@ def launcher_source() -> str:
     return Path(__file__).with_name("launcher.py").read_text(encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How to start a tier's launcher: interpreter, environment (without the run tag), the run
+    tag's instance and the account switch's ``Popen`` arguments. JSON-able."""
+
+    python: str
+    env: Mapping[str, str]
+    instance: str
+    user: Mapping[str, Any] = field(default_factory=dict)
+
+    def start(self) -> Prewarm | None:
+        prewarm = Prewarm.start(
+            python=self.python, cwd=Path("/"), env=self.env, instance=self.instance, user=self.user
+        )
+        if prewarm is not None:
+            prewarm.plan = self
+        return prewarm
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "python": self.python,
+            "env": dict(self.env),
+            "instance": self.instance,
+            "user": dict(self.user),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """Raises ``TypeError``/``KeyError``/``ValueError`` on anything but :meth:`to_json`'s."""
+        env, user = data["env"], data["user"]
+        if not (isinstance(data["python"], str) and isinstance(data["instance"], str)):
+            raise TypeError("python and instance are strings")
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise TypeError("env maps names to strings")
+        if not isinstance(user, dict) or set(user) - {"user", "group", "extra_groups"}:
+            raise TypeError("user holds the account switch's Popen arguments only")
+        return cls(data["python"], dict(env), data["instance"], dict(user))
+
+
 class Prewarm:
     """One launcher, waiting for the run it was started for; used once, by one local run."""
 
@@ -99,6 +139,8 @@ class Prewarm:
         self.env = dict(env)
         self.user = dict(user)
         self.pending = pending
+        self.plan: Plan | None = None
+        """The plan it was started from, when it was (see :meth:`Plan.start`)."""
 
     @classmethod
     def start(

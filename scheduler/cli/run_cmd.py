@@ -70,19 +70,55 @@ def run_command(
 
     Goes through the daemon when one runs on this state dir, else runs in this process.
     """
-    config = app.config
-    config.tier(tier)
-    found = _daemon(config)
-    prewarmed = None
-    if found is None and not detach:
-        from scheduler.run.spec import prewarm
-
-        prewarmed = prewarm(config, tier, runner)
+    launchers: list[Prewarm] = []
     try:
+        early = None if detach else _early_launcher(app, tier, runner)
+        if early is not None:
+            launchers.append(early)
+        config = app.config
+        config.tier(tier)
+        found = _daemon(config)
+        prewarmed = None
+        if found is None and not detach:
+            prewarmed = _launcher(app, tier, runner, early)
+            if prewarmed is not None:
+                launchers.append(prewarmed)
         _run_command(app, tier, ref, markers, timeout_s, runner, as_json, detach, found, prewarmed)
     finally:
-        if prewarmed is not None:
-            prewarmed.discard()  # a no-op once the run used it
+        for launcher in launchers:
+            launcher.discard()  # a no-op for the one the run used
+
+
+def _early_launcher(app: AppContext, tier: str, runner: str | None) -> Prewarm | None:
+    """The run's test process, started from the plan the last run of this tier remembered for
+    this very config (:mod:`scheduler.run.launch_plans`), before the config is validated."""
+    from scheduler.cli.app import find_config
+    from scheduler.kernel.errors import ConfigError
+    from scheduler.run.launch_plans import recall
+
+    try:
+        plan = recall(find_config(app.config_path), tier, runner)
+    except ConfigError:
+        return None  # loading the config reports it
+    return plan.start() if plan is not None else None
+
+
+def _launcher(
+    app: AppContext, tier: str, runner: str | None, early: Prewarm | None
+) -> Prewarm | None:
+    """The launcher for this run: ``early`` when the validated config makes the same plan, else
+    one started now (and the plan remembered for the next run)."""
+    from scheduler.cli.app import find_config
+    from scheduler.run.launch_plans import remember
+    from scheduler.run.spec import launch_plan
+
+    plan = launch_plan(app.config, tier, runner)
+    if plan is None:
+        return None
+    remember(find_config(app.config_path), tier, runner, plan)
+    if early is not None and early.plan == plan:
+        return early
+    return plan.start()
 
 
 def _run_command(

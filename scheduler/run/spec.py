@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scheduler.config import Config, TierConfig
-
 # The runner contract (and the logging it brings) is imported by the functions that build specs:
-# `schedctl run` calls :func:`prewarm` before it imports them, so that its test process starts
-# while they load.
+# `schedctl run` calls :func:`launch_plan` before it imports them, so that its test process
+# starts while they load.
 if TYPE_CHECKING:
     from runners.base import BatchRequest, GpuDevice, RunSpec
-    from runners.prewarm import Prewarm
+    from runners.prewarm import Plan
+    from scheduler.config import Config, TierConfig
 
 
 def build_pytest_command(
@@ -154,8 +153,8 @@ def batch_request(
     )
 
 
-def prewarm(config: Config, tier_name: str, runner: str | None = None) -> Prewarm | None:
-    """Start the test process of a local pytest run of ``tier_name`` now, before the run is
+def launch_plan(config: Config, tier_name: str, runner: str | None = None) -> Plan | None:
+    """How to start the test process of a local pytest run of ``tier_name`` before the run is
     recorded (:mod:`runners.prewarm`); ``None`` where that does not apply.
 
     Only for ``kind: pytest`` tiers on the local runner without GPUs (the leased GPUs are only
@@ -168,7 +167,7 @@ def prewarm(config: Config, tier_name: str, runner: str | None = None) -> Prewar
     if tier.kind != "pytest" or tier.gpus or config.runner_for(tier_name, runner) != "local":
         return None
     from runners.local_user import RunAs
-    from runners.prewarm import Prewarm, instance_of
+    from runners.prewarm import Plan, instance_of
     from scheduler.kernel.errors import InfraError
 
     user = config.local.run_as()
@@ -177,9 +176,8 @@ def prewarm(config: Config, tier_name: str, runner: str | None = None) -> Prewar
     except InfraError:
         return None  # the run itself reports the account problem
     env = {**base_env(in_container=False), **tier.env, "CUDA_VISIBLE_DEVICES": ""}
-    return Prewarm.start(
+    return Plan(
         python=config.project.python or sys.executable,
-        cwd=Path("/"),
         env=env,
         instance=instance_of(config.state_dir),
         user=drop,

@@ -45,3 +45,31 @@ def test_a_local_run_uses_the_launcher_it_started(
     assert provenance["prewarmed"].startswith(f"{instance_of(tmp_path / 'state')}:launch-")
     assert shown["counts"]["passed"] > 0
     assert launchers(tmp_path / "state") == {}
+
+
+def test_the_next_run_starts_its_launcher_before_validating(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run remembers its plan; the next one's early launcher is started from it, and
+    kept when the validated config makes the same plan, replaced when it does not."""
+    from scheduler.cli.app import AppContext
+    from scheduler.cli.run_cmd import _early_launcher, _launcher
+    from scheduler.run.launch_plans import recall
+
+    config = write_config()
+    assert _early_launcher(AppContext(str(config)), "hourly", None) is None
+    first = _launcher(AppContext(str(config)), "hourly", None, None)
+    assert first is not None
+    first.discard()
+    assert recall(config, "hourly", None) == first.plan
+    early = _early_launcher(AppContext(str(config)), "hourly", None)
+    assert early is not None and early.plan == first.plan
+    try:
+        assert _launcher(AppContext(str(config)), "hourly", None, early) is early
+        monkeypatch.setenv("TZ", "Pacific/Apia")  # the run's environment takes TZ from here
+        other = _launcher(AppContext(str(config)), "hourly", None, early)
+        assert other is not None and other is not early
+        assert other.plan is not None and other.plan.env["TZ"] == "Pacific/Apia"
+        other.discard()
+    finally:
+        early.discard()
