@@ -37,6 +37,8 @@ ENTRY_POINT_GROUP = "pytest11"
 NO_AUTOLOAD_ENV = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
 LATER = ("_pytest._argcomplete", "tomllib", "pdb")
 """Modules of pytest and the standard library a session imports later (ini files, debugging)."""
+PAD_ENV = "SCHEDCTL_LAUNCH_PAD"
+STAMP_FIRST = ("SCHEDCTL_RUN", "SCHEDCTL_STACKS_DIR")
 SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))  # -P (Python >= 3.11): no path[0]
 
 
@@ -51,12 +53,60 @@ def pythonpath_entries(value: str, cwd: str) -> list[str]:
     ]
 
 
+class EnvironPad:
+    """The ``SCHEDCTL_LAUNCH_PAD`` entry of this process's environment as it was started, which
+    ``/proc/<pid>/environ`` shows: overwritten in place at "go" with the run's own variables, so
+    that what finds a run's processes there (its tag, the stacks directory for hang evidence)
+    finds this one too. Located at start-up, before anything changes ``os.environ``."""
+
+    def __init__(self) -> None:
+        self.address = 0
+        self.size = 0
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+        prefix = (PAD_ENV + "=").encode()
+        index = 0
+        while environ[index]:
+            address = environ[index]
+            if address is not None and ctypes.string_at(address, len(prefix)) == prefix:
+                self.address, self.size = address, len(ctypes.string_at(address))
+                return
+            index += 1
+
+    def stamp(self, entries: list[str], needed: int) -> bool:
+        """Write ``entries`` (``NAME=value``) over the pad, as many as fit; whether the first
+        ``needed`` of them did."""
+        import ctypes
+
+        filler = (PAD_ENV + "=").encode()
+        data = b""
+        for count, entry in enumerate(entries):
+            more = entry.encode("utf-8", "surrogateescape") + b"\0"
+            if b"\0" in more[:-1] or len(data) + len(more) + len(filler) > self.size:
+                if count < needed:
+                    return False
+                break
+            data += more
+        if not self.address:
+            return False
+        data += filler + b"x" * (self.size - len(data) - len(filler))
+        ctypes.memmove(self.address, data, self.size)
+        return True
+
+
 class Launcher:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.ready = False
         self.tail: list[str] = []
         self.imported: set[str] = set()
+        self.started_env = dict(os.environ)
+        try:
+            self.pad: EnvironPad | None = EnvironPad()
+        except BaseException:
+            self.pad = None
 
     def prewarm(self) -> None:
         """Import pytest and its plugins with nothing of the project on ``sys.path``."""
@@ -128,7 +178,12 @@ class Launcher:
         cwd = os.getcwd()
         leading = [] if SAFE_PATH else [cwd]
         leading += pythonpath_entries(env.get("PYTHONPATH", ""), cwd)
-        if not self.ready or argv[1:3] != ["-m", "pytest"] or self._shadowed(leading):
+        if (
+            not self.ready
+            or argv[1:3] != ["-m", "pytest"]
+            or self._shadowed(leading)
+            or not self._stamp(env)
+        ):
             sys.stdout.flush()
             os.execvpe(argv[0], argv, env)  # noqa: S606 -- exactly the plain start
         import runpy
@@ -137,6 +192,17 @@ class Launcher:
         sys.argv = ["-m", *argv[3:]]  # run_module puts the path of pytest/__main__.py first
         runpy.run_module("pytest", run_name="__main__", alter_sys=True)
         raise SystemExit(0)  # pytest's __main__ always raises SystemExit; this is not reached
+
+    def _stamp(self, env: dict[str, str]) -> bool:
+        """Show the run's own variables in ``/proc/<pid>/environ``: the run tag and the stacks
+        directory first (without them this process would not be found as the run's), then the
+        other variables that changed at "go", as many as fit."""
+        if self.pad is None:
+            return False
+        changed = [k for k, v in env.items() if self.started_env.get(k) != v]
+        first = [k for k in STAMP_FIRST if k in changed]
+        rest = sorted(k for k in changed if k not in first)
+        return self.pad.stamp([f"{k}={env[k]}" for k in first + rest], needed=len(first))
 
     def _shadowed(self, leading: list[str]) -> bool:
         """Whether a plain start would have found one of the modules imported here in the run's

@@ -14,11 +14,14 @@ start: ``SCHEDCTL_*`` (the run's tag, results path, nonce...), ``COVERAGE_FILE``
 Any other difference -- ``PYTHON*``, ``LD_*``, locale, ``HOME``, ``PATH``, GPU variables -- means
 no "go": the run falls back to a plain spawn.
 
-Ownership: the launcher carries the run tag ``SCHEDCTL_RUN=<instance>:launch-<pid>-<start>-<n>``
-(its owner's pid and start time), the processes it starts after "go" the run's own tag. The
-local runner counts both as the run's; crash recovery reaps a ``launch-`` tag once its owner is
-gone, and leaves it alone while the owner lives. A launcher whose owner dies before "go" reads
-EOF and exits 0 without running anything.
+Ownership: the launcher starts with the run tag ``SCHEDCTL_RUN=<instance>:launch-<pid>-<start>-<n>``
+(its owner's pid and start time) and a pad variable (``SCHEDCTL_LAUNCH_PAD``) first in its
+environment. At "go" it writes the run's own tag, stacks directory and other run variables over
+the pad, in place, so ``/proc/<pid>/environ`` -- where the local runner, crash recovery and the
+hang-evidence script look -- shows the run's tag before the ``launch-`` one (where that cannot be
+done it execs the plain command instead). The local runner counts both tags as the run's; crash
+recovery reaps a ``launch-`` tag once its owner is gone and leaves it alone while the owner lives.
+A launcher whose owner dies before "go" reads EOF and exits 0 without running anything.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ PENDING_PREFIX = "launch-"
 MAY_DIFFER = ("SCHEDCTL_", "COVERAGE_FILE", "PYTHONPATH")
 """Environment variables (names or prefixes) that may change between the start and "go"."""
 DISCARD_WAIT_S = 5.0
+PAD_ENV = "SCHEDCTL_LAUNCH_PAD"
+PAD_BYTES = 4096
+"""Room in the launcher's environment for the run's own variables (see runners/launcher.py)."""
 MESSAGE_MAX_BYTES = 60_000
 """A "go" message must fit in a pipe's buffer (64 KiB on Linux)."""
 
@@ -156,7 +162,8 @@ class Prewarm:
         reports why, as it does today). ``env`` is the run's environment without the run tag;
         ``user`` the ``Popen`` arguments of the account switch (``local.user``)."""
         pending = pending_id()
-        spawn_env = {**env, RUN_TAG_ENV: f"{instance}:{pending}"}
+        # The pad comes first: the run's tag written over it at "go" precedes the launcher's own.
+        spawn_env = {PAD_ENV: "x" * PAD_BYTES, **env, RUN_TAG_ENV: f"{instance}:{pending}"}
         read_fd, write_fd = os.pipe()
         try:
             proc = subprocess.Popen(

@@ -29,7 +29,7 @@ from runners.prewarm import (
 )
 from scheduler.kernel.outcome import Termination
 from tests.conftest import ROOT
-from tests.runners.helpers import alive
+from tests.runners.helpers import Background, OffsetClock, alive
 from tests.waiting import wait_for
 
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-q"]
@@ -263,8 +263,10 @@ def test_mismatch_names_what_the_launcher_cannot_be(change: dict[str, object], w
     assert prewarm.proc.returncode is not None
 
 
-def test_a_timeout_of_a_prewarmed_run_kills_launcher_and_children(tmp_path: Path) -> None:
-    """The launcher is the run's command: group, tag and kill-tree as for a plain spawn."""
+def test_a_prewarmed_run_is_found_and_stopped_as_a_plain_one(tmp_path: Path) -> None:
+    """The launcher is the run's command: /proc shows it with the run's tag and stacks directory
+    (written over its pad at "go"), so owns(), the hang-evidence script and recovery find it;
+    a timeout kills it and its escaped children, as for a plain spawn."""
     pids = tmp_path / "pids"
     hanging = f"""
 import os, subprocess, sys, time
@@ -276,15 +278,23 @@ def test_hang():
     time.sleep(600)
 """
     work = project(tmp_path / "proj", test=hanging)
+    clock = OffsetClock()
     runner = LocalRunner(instance="timeout")
-    runner = LocalRunner(instance="timeout", prewarm=start(runner))
-    spec = spec_for(work, tmp_path / "run")
-    spec = RunSpec(**{**spec.__dict__, "timeout_s": 3.0})
-    result = runner.run(spec)
-    assert result.termination is Termination.TIMEOUT
-    assert "prewarmed" in result.provenance
+    runner = LocalRunner(instance="timeout", prewarm=start(runner), clock=clock)
+    stacks = tmp_path / "stacks"
+    spec = spec_for(work, tmp_path / "run", run_id="7", SCHEDCTL_STACKS_DIR=str(stacks))
+    run = Background(lambda cancel: runner.run(spec, cancel))
+    wait_for(lambda: len(pids.read_text().split()) == 2 if pids.exists() else False, 60, "pids")
     launcher, child = (int(p) for p in pids.read_text().split())
-    assert launcher == result.provenance["pid"]
+    environ = Path(f"/proc/{launcher}/environ").read_bytes().split(b"\0")
+    assert b"SCHEDCTL_RUN=timeout:7" in environ
+    assert f"SCHEDCTL_STACKS_DIR={stacks}".encode() in environ
+    assert runner.owns(launcher, "7") and runner.owns(child, "7")
+    assert launcher in runner.processes()["7"]  # the run's tag comes first in its environment
+    clock.advance(spec.timeout_s + 1)
+    result = run.result()
+    assert result.termination is Termination.TIMEOUT
+    assert "prewarmed" in result.provenance and launcher == result.provenance["pid"]
     wait_for(lambda: not alive(launcher) and not alive(child), 10, "the run's processes to die")
 
 
