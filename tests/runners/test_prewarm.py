@@ -359,3 +359,39 @@ def test_a_go_message_larger_than_a_pipe_means_a_plain_spawn(tmp_path: Path) -> 
     assert (result.exit_code, "prewarmed" in result.provenance) == (0, False)
     assert len(json.loads(out.read_text())["env"]["SCHEDCTL_BIG"]) == 70_000
     assert prewarm.proc.returncode is not None
+
+
+def test_a_hung_prewarmed_run_leaves_the_stacks_of_its_launcher(tmp_path: Path) -> None:
+    """Through the dispatcher with the config's own launch plan: the timeout's pre-stop finds
+    the launcher (pytest's own process) by the stacks directory in its /proc environment, and
+    its stacks name the hanging test."""
+    from runners.registry import RunnerFactory
+    from scheduler.config import config_from_mapping
+    from scheduler.kernel.outcome import Outcome
+    from scheduler.run.dispatch import Dispatcher, RunRequest
+    from scheduler.run.spec import launch_plan
+    from scheduler.store import Store
+    from tests.conftest import tier
+
+    hanging = "import time\n\ndef test_hangs_forever():\n    while True:\n        time.sleep(0.1)\n"
+    root = project(tmp_path / "project", test=hanging)
+    config = config_from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "runner": "local",
+            "local": {"allow_root": True},
+            "project": {"path": str(root)},
+            "tiers": {"hourly": tier(markers=None, timeout=8)},
+            "daemon": {"grace": 2},
+        }
+    )
+    plan = launch_plan(config, "hourly")
+    assert plan is not None
+    runner = LocalRunner(instance=plan.instance, prewarm=plan.start())
+    dispatcher = Dispatcher(config, Store(config.db_path), RunnerFactory({"local": runner}))
+    record = dispatcher.run(RunRequest("hourly"))
+    assert record.outcome is Outcome.TIMEOUT, record.reason
+    assert record.details["provenance"]["prewarmed"].startswith(f"{plan.instance}:launch-")
+    [stacks] = record.details["hang_evidence"]["stacks"]
+    assert str(record.details["provenance"]["pid"]) in Path(stacks).name
+    assert "in test_hangs_forever" in Path(stacks).read_text()
