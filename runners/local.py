@@ -11,6 +11,11 @@ runs of its own instance.
 
 On timeout, silence or cancel the command's process group and every tagged process get SIGTERM,
 then SIGKILL after the grace; whatever the ending, no tagged process outlives the run.
+
+Given a :class:`~runners.prewarm.Prewarm` (``schedctl run`` starts one while it prepares the
+run), the runner's first run that it fits becomes that already-started launcher ("go") instead
+of a fresh spawn: same pipes, process group, account and environment; the launcher itself
+carries its ``launch-`` tag, which counts as the run's (see :mod:`runners.prewarm`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import structlog
 
 from runners.base import (
     PRE_STOP_MARK,
@@ -37,12 +45,12 @@ from runners.base import (
     RunSpec,
 )
 from runners.local_user import RunAs
+from runners.prewarm import RUN_TAG_ENV, Prewarm, pending_owner_alive
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError
 from scheduler.kernel.outcome import Termination
 
-RUN_TAG_ENV = "SCHEDCTL_RUN"
-"""The environment variable that marks a run's processes: ``<instance>:<run id>``."""
+log = structlog.get_logger("schedctl.runners")
 _KILL_ROUNDS = 10
 _KILL_PAUSE_S = 0.05
 
@@ -60,6 +68,8 @@ class LocalRunner(Runner):
             (:mod:`runners.local_user`); ignored otherwise. ``None``: the daemon's own user. The
             daemon passes ``Config.local.run_as()`` (as root: nobody unless configured or
             ``local.allow_root``); this class itself applies no default.
+        prewarm: a launcher started before the run was recorded (:mod:`runners.prewarm`),
+            used by the first run it fits; the caller discards it if none does.
     """
 
     alias = "local"
@@ -72,6 +82,7 @@ class LocalRunner(Runner):
         poll_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         user: str | None = None,
+        prewarm: Prewarm | None = None,
     ) -> None:
         self.run_as = RunAs.named(user) if user and os.geteuid() == 0 else None
         if instance is not None and (":" in instance or not instance):
@@ -81,6 +92,10 @@ class LocalRunner(Runner):
         self.poll_s = poll_s
         self._clock = clock
         self._in_flight = InFlight("local runner")
+        self._prewarm = prewarm
+        self._prewarm_lock = threading.Lock()
+        self._launched: dict[str, str] = {}
+        """Run id -> the pending id its launcher carries, while the run is in flight."""
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -102,15 +117,23 @@ class LocalRunner(Runner):
         return found
 
     def owns(self, pid: int, run_id: str) -> bool:
-        return carries_tag(pid, self.tag(run_id), self.proc_root)
+        pending = self._launched.get(run_id)
+        return carries_tag(pid, self.tag(run_id), self.proc_root) or (
+            pending is not None and carries_tag(pid, self.tag(pending), self.proc_root)
+        )
 
     def reap_orphans(self, live_run_ids: set[str]) -> list[str]:
         """SIGKILL every tagged process of this instance whose run is neither in
-        ``live_run_ids`` nor running here; repeats while a dying tree still forks."""
+        ``live_run_ids`` nor running here; repeats while a dying tree still forks. A launcher
+        started before its run was recorded (a ``launch-`` id) is live while its owner runs."""
         live = set(live_run_ids) | self._in_flight.ids()
         reaped: set[str] = set()
         for _ in range(_KILL_ROUNDS):
-            orphans = {r: pids for r, pids in self.processes().items() if r not in live}
+            orphans = {
+                r: pids
+                for r, pids in self.processes().items()
+                if r not in live and not pending_owner_alive(r, self.proc_root)
+            }
             if not orphans:
                 break
             reaped.update(orphans)
@@ -120,8 +143,10 @@ class LocalRunner(Runner):
         return sorted(reaped)
 
     def run_pids(self, run_id: str) -> set[int]:
-        """Live pids of one run."""
-        return self.processes().get(run_id, set())
+        """Live pids of one run (with its launcher, when it was started before it)."""
+        found = self.processes()
+        pending = self._launched.get(run_id)
+        return found.get(run_id, set()) | (found.get(pending, set()) if pending else set())
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -144,32 +169,65 @@ class LocalRunner(Runner):
             self._in_flight.hold(spec.run_id),
             BoundedLog(spec.log_path, spec.log_limit_bytes) as log,
         ):
+            proc = self._launch(spec, env, drop)
             try:
-                proc = subprocess.Popen(
-                    list(spec.argv),
-                    cwd=spec.workdir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    **drop,
-                )
-            except OSError as exc:
-                raise InfraError(f"cannot start {spec.argv[0]!r} in {spec.workdir}: {exc}") from exc
-            run = _LocalRun(self, proc, spec, env, log)
-            try:
-                termination, message = self._supervise(run, spec, cancel, self._clock)
+                run = _LocalRun(self, proc, spec, env, log)
+                try:
+                    termination, message = self._supervise(run, spec, cancel, self._clock)
+                finally:
+                    run.kill_all()
+                    run.finish_output(timeout_s=5)
             finally:
-                run.kill_all()
-                run.finish_output(timeout_s=5)
+                pending = self._launched.pop(spec.run_id, None)
             truncated = log.truncated
         code = proc.returncode
         killed = termination is Termination.EXITED and code == -signal.SIGKILL
         if killed and self._oom_kills() > oom_before:
             termination, message = Termination.OOM, "killed by the kernel OOM killer"
-        provenance = {"pid": proc.pid, "run_tag": self.tag(spec.run_id)}
+        provenance: dict[str, object] = {"pid": proc.pid, "run_tag": self.tag(spec.run_id)}
+        if pending is not None:
+            provenance["prewarmed"] = self.tag(pending)
         return RunResult(termination, code, started, utcnow(), message, truncated, provenance)
+
+    def _launch(
+        self, spec: RunSpec, env: dict[str, str], drop: dict[str, Any]
+    ) -> subprocess.Popen[bytes]:
+        """The run's command, started: the prewarmed launcher if it fits, else a fresh spawn."""
+        with self._prewarm_lock:
+            prewarm, self._prewarm = self._prewarm, None
+        if prewarm is not None:
+            why = prewarm.mismatch(spec.argv, env, drop)
+            if not why and not spec.workdir.is_dir():
+                why = f"no directory {spec.workdir}"  # the spawn below reports it as always
+            if not why:
+                self._launched[spec.run_id] = prewarm.pending
+                try:
+                    return prewarm.go(spec.argv, spec.workdir, env)
+                except OSError as exc:
+                    why = f"the launcher is gone ({exc})"
+                    self._launched.pop(spec.run_id, None)
+            prewarm.discard()
+            log.info("prewarm_unused", run_id=spec.run_id, reason=why)
+        try:
+            return subprocess.Popen(
+                list(spec.argv),
+                cwd=spec.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **drop,
+            )
+        except OSError as exc:
+            raise InfraError(f"cannot start {spec.argv[0]!r} in {spec.workdir}: {exc}") from exc
+
+    def close(self) -> None:
+        """Let a launcher no run used go."""
+        with self._prewarm_lock:
+            prewarm, self._prewarm = self._prewarm, None
+        if prewarm is not None:
+            prewarm.discard()
 
     def _oom_kills(self) -> int:
         """System-wide OOM kill counter (Linux >= 4.13); 0 where unknown."""

@@ -6,16 +6,15 @@ reap what dead runs left behind (:meth:`reap_orphans`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
 from runners.base import Runner
 from runners.local import LocalRunner
+from runners.prewarm import Prewarm, instance_of
 from scheduler.kernel.errors import InfraError
 
 log = structlog.get_logger("schedctl.runners")
@@ -26,12 +25,6 @@ BACKENDS: dict[str, str] = {
     "fake": "runners.fake:FakeRunner",
     "slurm": "runners.slurm:SlurmRunner",
 }
-
-
-def instance_of(state_dir: Path) -> str:
-    """The daemon instance name of a state dir: tags its local processes and labels its
-    containers, so that two daemons (or test sessions) on one host never reap each other's."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
 
 
 def _load(name: str, options: dict[str, object]) -> Runner:
@@ -63,6 +56,7 @@ class RunnerFactory:
         *,
         docker_user: str | None = None,
         local_user: str | None = None,
+        local_prewarm: Prewarm | None = None,
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
@@ -77,6 +71,9 @@ class RunnerFactory:
             self._options["docker"]["user"] = docker_user
         if local_user is not None:
             self._options["local"]["user"] = local_user
+        if local_prewarm is not None:
+            # A launcher `schedctl run` started early: the local runner's run uses it if it fits.
+            self._options["local"]["prewarm"] = local_prewarm
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:

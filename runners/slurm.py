@@ -47,7 +47,8 @@ from runners.base import (
     RunResult,
     RunSpec,
 )
-from runners.local import RUN_TAG_ENV, carries_tag, process_environs
+from runners.local import carries_tag, process_environs
+from runners.prewarm import RUN_TAG_ENV
 from runners.slurm_support import JobInfo, SlurmCli
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import InfraError

@@ -19,10 +19,12 @@ from scheduler.kernel.errors import DaemonError, SchedctlError, UsageError
 
 # The daemon's HTTP client (http.client), the progress bar and the console (rich) are imported
 # where they are used: a `schedctl run --json` without a daemon needs none of them. The run's
-# own machinery (dispatcher, runners, structlog) is imported inside the command too: click
-# imports this module before the group's callback has set up logging, and structlog imported
-# then would be imported with rich (see :mod:`scheduler.logs`).
+# own machinery (dispatcher, store, runners, structlog) is imported inside the command, once
+# the run's test process is started (scheduler.run.spec.prewarm: it imports pytest while they
+# load), and because click imports this module before the group's callback has set up
+# logging: structlog imported then would be imported with rich (see :mod:`scheduler.logs`).
 if TYPE_CHECKING:
+    from runners.prewarm import Prewarm
     from scheduler.api.client import ApiClient
     from scheduler.cli.progress import ProgressView
     from scheduler.config import Config
@@ -64,14 +66,75 @@ def run_command(
 
     Goes through the daemon when one runs on this state dir, else runs in this process.
     """
+    launchers: list[Prewarm] = []
+    try:
+        early = None if detach else _early_launcher(app, tier, runner)
+        if early is not None:
+            launchers.append(early)
+        config = app.run_config
+        config.tier(tier)
+        found = _daemon(config)
+        prewarmed = None
+        if found is None and not detach:
+            prewarmed = _launcher(app, tier, runner, early)
+            if prewarmed is not None:
+                launchers.append(prewarmed)
+        _run_command(app, tier, ref, markers, timeout_s, runner, as_json, detach, found, prewarmed)
+    finally:
+        for launcher in launchers:
+            launcher.discard()  # a no-op for the one the run used
+
+
+def _early_launcher(app: AppContext, tier: str, runner: str | None) -> Prewarm | None:
+    """The run's test process, started from the plan the last run of this tier remembered for
+    this very config (:mod:`scheduler.run.launch_plans`), before the config is validated."""
+    from scheduler.cli.app import find_config
+    from scheduler.kernel.errors import ConfigError
+    from scheduler.run.launch_plans import recall
+
+    try:
+        plan = recall(find_config(app.config_path), tier, runner)
+    except ConfigError:
+        return None  # loading the config reports it
+    return plan.start() if plan is not None else None
+
+
+def _launcher(
+    app: AppContext, tier: str, runner: str | None, early: Prewarm | None
+) -> Prewarm | None:
+    """The launcher for this run: ``early`` when the validated config makes the same plan, else
+    one started now (and the plan remembered for the next run)."""
+    from scheduler.cli.app import find_config
+    from scheduler.run.launch_plans import remember
+    from scheduler.run.spec import launch_plan
+
+    plan = launch_plan(app.config, tier, runner)
+    if plan is None:
+        return None
+    remember(find_config(app.config_path), tier, runner, plan)
+    if early is not None and early.plan == plan:
+        return early
+    return plan.start()
+
+
+def _run_command(
+    app: AppContext,
+    tier: str,
+    ref: str | None,
+    markers: str | None,
+    timeout_s: float | None,
+    runner: str | None,
+    as_json: bool,
+    detach: bool,
+    found: tuple[int, ApiClient] | None,
+    prewarmed: Prewarm | None,
+) -> None:
     from scheduler.run.dispatch import RunRequest
 
-    config = app.run_config
-    config.tier(tier)
+    config = app.config
     request = RunRequest(
         tier=tier, trigger="manual", ref=ref, markers=markers, timeout_s=timeout_s, runner=runner
     )
-    found = _daemon(config)
     if found is not None:
         pid, client = found
         if runner is not None:
@@ -86,7 +149,7 @@ def run_command(
             f"--detach needs a running daemon; none runs on {config.state_dir} "
             "(start one with `schedctl daemon`, or drop --detach)"
         )
-    _run_here(app, request, as_json)
+    _run_here(app, request, as_json, prewarmed)
 
 
 def _daemon(config: Config) -> tuple[int, ApiClient] | None:
@@ -101,14 +164,16 @@ def _daemon(config: Config) -> tuple[int, ApiClient] | None:
     return daemon_client(config)
 
 
-def _run_here(app: AppContext, request: RunRequest, as_json: bool) -> None:
+def _run_here(
+    app: AppContext, request: RunRequest, as_json: bool, prewarmed: Prewarm | None = None
+) -> None:
     from runners.base import StopRequest
     from scheduler.api.payloads import run_summary
     from scheduler.daemon.assembly import build_dispatcher
     from scheduler.kernel.events import Event, RunQueued, RunStarted
 
     config = app.config
-    dispatcher = build_dispatcher(config, app.run_store)
+    dispatcher = build_dispatcher(config, app.run_store, prewarm=prewarmed)
     dispatcher.validate(request)
     view = _progress_view(enabled=not as_json)
     started = threading.Event()

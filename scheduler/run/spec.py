@@ -11,19 +11,15 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runners.base import (
-    CATALOG_MODULE,
-    JUNIT_FILE,
-    NONCE_ENV,
-    PLUGIN_MODULE,
-    RESULTS_FILE,
-    BatchRequest,
-    GpuDevice,
-    RunSpec,
-    install_plugin,
-)
-from scheduler.config import Config, TierConfig
+# The runner contract (and the logging it brings) is imported by the functions that build specs:
+# `schedctl run` calls :func:`launch_plan` before it imports them, so that its test process
+# starts while they load.
+if TYPE_CHECKING:
+    from runners.base import BatchRequest, GpuDevice, RunSpec
+    from runners.prewarm import Plan
+    from scheduler.config import Config, TierConfig
 
 
 def build_pytest_command(
@@ -33,6 +29,8 @@ def build_pytest_command(
 
     Container runners map those host paths to their mount points.
     """
+    from runners.base import JUNIT_FILE, PLUGIN_MODULE, RESULTS_FILE
+
     argv = [
         python,
         "-m",
@@ -94,6 +92,8 @@ def build_pytest_spec(
     batch: BatchRequest | None = None,
 ) -> RunSpec:
     """The RunSpec of one pytest run of ``tier`` (request overrides: markers, timeout)."""
+    from runners.base import CATALOG_MODULE, NONCE_ENV, RunSpec, install_plugin
+
     plugin_dir = install_plugin(run_dir / "plugin")
     python = "python3" if in_container else (config.project.python or sys.executable)
     argv, env = build_pytest_command(
@@ -135,6 +135,8 @@ def batch_request(
     config: Config, tier_name: str, *, gpus_per_node: int | None = None
 ) -> BatchRequest:
     """What a tier asks a batch scheduler (Slurm) for; it waits ``gpu.wait`` to be started."""
+    from runners.base import BatchRequest
+
     tier = config.tier(tier_name)
     options = config.slurm_for(tier_name)
     gpus = tier.gpus if isinstance(tier.gpus, int) else 0
@@ -148,4 +150,35 @@ def batch_request(
         constraint=options.constraint,
         extra_args=tuple(options.sbatch_args),
         pending_timeout_s=config.gpu.wait,
+    )
+
+
+def launch_plan(config: Config, tier_name: str, runner: str | None = None) -> Plan | None:
+    """How to start the test process of a local pytest run of ``tier_name`` before the run is
+    recorded (:mod:`runners.prewarm`); ``None`` where that does not apply.
+
+    Only for ``kind: pytest`` tiers on the local runner without GPUs (the leased GPUs are only
+    known later, and CUDA reads them at start-up). The environment is the run's as
+    :func:`build_pytest_spec` and the local runner make it, without what only exists once the
+    run does (``SCHEDCTL_*``, the plugin's ``PYTHONPATH`` entry, ``COVERAGE_FILE``); the local
+    runner sends "go" only when the rest is equal, and spawns afresh otherwise.
+    """
+    tier = config.tier(tier_name)
+    if tier.kind != "pytest" or tier.gpus or config.runner_for(tier_name, runner) != "local":
+        return None
+    from runners.local_user import RunAs
+    from runners.prewarm import Plan, instance_of
+    from scheduler.kernel.errors import InfraError
+
+    user = config.local.run_as()
+    try:
+        drop = RunAs.named(user).popen_kwargs() if user and os.geteuid() == 0 else {}
+    except InfraError:
+        return None  # the run itself reports the account problem
+    env = {**base_env(in_container=False), **tier.env, "CUDA_VISIBLE_DEVICES": ""}
+    return Plan(
+        python=config.project.python or sys.executable,
+        env=env,
+        instance=instance_of(config.state_dir),
+        user=drop,
     )
