@@ -775,7 +775,9 @@ def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str |
     return found.decode("ascii", "replace") if found is not None else None
 
 
-def open_sink(path: str, fd: int) -> AppendSink | MappedSink:
+def open_sink(
+    path: str, fd: int, mountinfo: str = "/proc/self/mountinfo"
+) -> AppendSink | MappedSink:
     """The results file mapped where that is sound -- a regular file on a local filesystem, on
     Linux, unless ``SCHEDCTL_RESULTS_MMAP=0`` -- else ``write(2)`` on ``fd`` (``O_APPEND``)."""
     try:
@@ -784,7 +786,7 @@ def open_sink(path: str, fd: int) -> AppendSink | MappedSink:
             or not sys.platform.startswith("linux")
             or not hasattr(os, "posix_fallocate")
             or not stat.S_ISREG(os.fstat(fd).st_mode)
-            or filesystem_type(path) not in LOCAL_FILESYSTEMS
+            or filesystem_type(path, mountinfo) not in LOCAL_FILESYSTEMS
         ):
             return AppendSink(fd)
         rw = os.open(path, os.O_RDWR | os.O_CLOEXEC)
