@@ -779,7 +779,12 @@ def open_sink(
     path: str, fd: int, mountinfo: str = "/proc/self/mountinfo"
 ) -> AppendSink | MappedSink:
     """The results file mapped where that is sound -- a regular file on a local filesystem, on
-    Linux, unless ``SCHEDCTL_RESULTS_MMAP=0`` -- else ``write(2)`` on ``fd`` (``O_APPEND``)."""
+    Linux, unless ``SCHEDCTL_RESULTS_MMAP=0`` -- else ``write(2)`` on ``fd`` (``O_APPEND``).
+
+    A mapping writer holds an exclusive ``flock`` on the file: a second session writing the same
+    file meanwhile (a nested pytest that inherited the environment) appends with ``write(2)``
+    past the first one's allocation, which keeps its bytes below its own lines at close.
+    """
     try:
         if (
             os.environ.get(MMAP_ENV, "1").strip() == "0"
@@ -795,8 +800,11 @@ def open_sink(
     try:
         first, second = os.fstat(fd), os.fstat(rw)
         if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+            import fcntl
+
+            fcntl.flock(rw, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: mapped elsewhere
             return MappedSink(rw, fd)
-    except (OSError, ValueError):
+    except (OSError, ValueError, ImportError):
         pass
     os.close(rw)
     return AppendSink(fd)

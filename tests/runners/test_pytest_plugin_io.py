@@ -303,3 +303,24 @@ def test_a_container_maps_the_bind_mounted_file_and_a_crash_is_named(
     parsed = parse_jsonl(spec.results_path)
     assert [(t.nodeid, t.outcome) for t in parsed.tests] == [("test_crash.py::test_1", "passed")]
     assert parsed.running == "test_crash.py::test_2_exits" and parsed.exitstatus is None
+
+
+def test_a_second_writer_of_a_mapped_file_appends_and_both_keep_their_lines(path: Path) -> None:
+    """Two sessions on one file at once (a nested pytest that inherited the environment): the
+    second finds the first's lock and appends with write(2); the first keeps those bytes below
+    its own lines at close, so neither overwrites the other."""
+    fds = [os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) for _ in range(2)]
+    first = open_sink(str(path), fds[0])
+    second = open_sink(str(path), fds[1])
+    assert isinstance(first, MappedSink) and isinstance(second, AppendSink)
+    outer, inner = lines_of(50, tag="outer"), lines_of(20, tag="inner")
+    for i, line in enumerate(outer):
+        first.write(line)
+        if i < len(inner):
+            second.write(inner[i])
+    second.close()
+    first.close()
+    got = path.read_bytes().splitlines(keepends=True)
+    assert [x for x in got if x.startswith(b"outer")] == outer
+    assert [x for x in got if x.startswith(b"inner")] == inner
+    assert len(got) == 70
