@@ -676,6 +676,7 @@ class MappedSink:
         if size <= self._alloc:
             return b"", size
         extra = os.pread(self._fd, min(size - self._alloc, FOREIGN_MAX), self._alloc)
+        extra = extra.rstrip(b"\0")  # allocated by a growth that failed after it
         return (extra if extra.endswith(b"\n") or not extra else extra + b"\n"), size
 
     def _grow(self, need: int) -> None:
@@ -906,7 +907,7 @@ except TypeError:  # the pluggy of pytest 7 on older distributions
 
 
 class ResultsRecorder:
-    """Turns pytest's reports into JSON lines on ``buffer``; registered as a plugin object.
+    """Turns pytest's reports into JSON lines on ``writer``; registered as a plugin object.
 
     ``probe`` is this process's memory probe when it runs the tests itself (no xdist); under
     xdist the workers measure and attach their reads and marks to the reports.
