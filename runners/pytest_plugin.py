@@ -1,6 +1,8 @@
 """schedctl results plugin: one JSON line per test, in the file as the test ends.
 
-This file is copied into a run's directory as ``schedctl_results.py`` and loaded with
+This file is copied into a run's directory as ``schedctl_results_impl.py`` (with its bytecode)
+and loaded through a ``schedctl_results.py`` shim (``runners.base.install_plugin``; pytest parses
+and compiles a ``-p`` module itself, which for this file costs ~30 ms) with
 ``-p schedctl_results`` under whatever interpreter runs the tests (a project's venv, a container
 with only python3 + pytest), so it imports nothing but the standard library and pytest, and works
 on pytest 7, 8 and 9.
@@ -79,7 +81,8 @@ CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
 If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
 are deselected. Reruns of failed tests use it: node ids never reach the command line.
 
-PYTEST_DONT_REWRITE -- the plugin has no asserts; pytest skips rewriting it (~10 ms per session).
+PYTEST_DONT_REWRITE -- the plugin has no asserts; pytest leaves them alone when it is loaded
+directly (as the tests load it) with ``-p``.
 """
 
 from __future__ import annotations
