@@ -18,6 +18,9 @@ Two measurements, both CPU time (user + system), printed side by side:
    whole-process difference of a 1-test suite (minimum over runs).
    Share = (per test x tests + fixed) / the bare suite's whole-process CPU.
 
+The plugin is installed as runs install it (``runners.base.install_plugin``: with the bytecode
+``make bench`` compiles first, so no process compiles it).
+
     python bench/bench_plugin.py [-n 11] [--tests 1000] [--blocks 150] [--block-size 25] [--strict]
 """
 
@@ -27,7 +30,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.figures import figure  # noqa: E402
+from runners.base import install_plugin  # noqa: E402
 
 TARGET_PER_TEST_MS = 0.2
 TARGET_SHARE = 0.03
@@ -94,7 +97,9 @@ def suite(directory: Path, tests: int) -> None:
     (directory / "test_trivial.py").write_text(body)
     (directory / "test_one.py").write_text("def test_one():\n    pass\n")
     (directory / "schedctl_bench_blocks.py").write_text(BLOCK_LOOP)
-    shutil.copyfile(ROOT / "runners" / "pytest_plugin.py", directory / "schedctl_results.py")
+    # As runs install it: with its bytecode when ``make bench``'s compileall made it (runs set
+    # PYTHONDONTWRITEBYTECODE, as this does; without the .pyc every process compiles the plugin).
+    install_plugin(directory)
 
 
 def cpu_of(

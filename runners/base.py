@@ -44,7 +44,20 @@ from scheduler.kernel.outcome import Termination
 log = structlog.get_logger("schedctl.runners")
 
 PLUGIN_MODULE = "schedctl_results"
-"""Name under which :mod:`runners.pytest_plugin` is loaded (``-p schedctl_results``)."""
+"""Name under which :mod:`runners.pytest_plugin` is loaded (``-p schedctl_results``): a shim
+that imports :data:`PLUGIN_IMPL_MODULE` (see :func:`install_plugin`)."""
+PLUGIN_IMPL_MODULE = "schedctl_results_impl"
+"""Name of the copy of :mod:`runners.pytest_plugin` the shim imports."""
+PLUGIN_SHIM = f'''"""schedctl's results plugin, loaded with ``-p {PLUGIN_MODULE}``: the code is
+``{PLUGIN_IMPL_MODULE}`` (runners/pytest_plugin.py), imported as a plain module with its bytecode.
+pytest parses and compiles a ``-p`` module itself, whatever its bytecode (assertion rewriting),
+which for the whole plugin costs ~30 ms a session.
+
+PYTEST_DONT_REWRITE
+"""
+
+from {PLUGIN_IMPL_MODULE} import pytest_configure  # noqa: F401
+'''
 
 CATALOG_MODULE = "schedctl_catalog"
 """Name under which :mod:`runners.catalog_plugin` is loaded (``-p schedctl_catalog``)."""
@@ -407,13 +420,16 @@ class InFlight:
 
 
 def install_plugin(target_dir: Path) -> Path:
-    """Copy the results plugin into ``target_dir`` as ``schedctl_results.py`` and return the dir.
+    """Copy the results plugin into ``target_dir`` and return the dir: the code as
+    ``schedctl_results_impl.py`` (with its bytecode), loaded through a small
+    ``schedctl_results.py`` shim (:data:`PLUGIN_SHIM`).
 
     The plugin is copied rather than imported from this package so it loads under any interpreter
     (a project's venv, a container image) that cannot import ``runners``.
     """
     target_dir.mkdir(parents=True, exist_ok=True)
-    _copy_module(Path(__file__).with_name("pytest_plugin.py"), target_dir, PLUGIN_MODULE)
+    _copy_module(Path(__file__).with_name("pytest_plugin.py"), target_dir, PLUGIN_IMPL_MODULE)
+    (target_dir / f"{PLUGIN_MODULE}.py").write_text(PLUGIN_SHIM, encoding="utf-8")
     # The marker catalog plugin (loaded with -p schedctl_catalog when the project has a catalog).
     _copy_module(Path(__file__).with_name("catalog_plugin.py"), target_dir, CATALOG_MODULE)
     return target_dir

@@ -1,6 +1,8 @@
-"""schedctl results plugin: one JSON line per test, in the file within a quarter of a second.
+"""schedctl results plugin: one JSON line per test, in the file as the test ends.
 
-This file is copied into a run's directory as ``schedctl_results.py`` and loaded with
+This file is copied into a run's directory as ``schedctl_results_impl.py`` (with its bytecode)
+and loaded through a ``schedctl_results.py`` shim (``runners.base.install_plugin``; pytest parses
+and compiles a ``-p`` module itself, which for this file costs ~30 ms) with
 ``-p schedctl_results`` under whatever interpreter runs the tests (a project's venv, a container
 with only python3 + pytest), so it imports nothing but the standard library and pytest, and works
 on pytest 7, 8 and 9.
@@ -8,7 +10,8 @@ on pytest 7, 8 and 9.
 It does nothing unless ``SCHEDCTL_RESULTS`` names an output file. Each line is one JSON object with
 ``type`` and ``ts`` (epoch seconds, when the event happened)::
 
-    {"type": "start", "pytest_version": str, "python": str, "pid": int}
+    {"type": "start", "pytest_version": str, "python": str, "pid": int,
+     "results_io": "mmap" | "write"}
     {"type": "collect_error", "nodeid": str, "longrepr": str}
     {"type": "collection", "collected": int, "selected": int, "deselected": int, "errors": int}
     {"type": "markers", "registered": [str]}                   (only under --collect-only)
@@ -31,17 +34,22 @@ the failure text (at most 15 lines / ~2000 characters: its head and its last lin
 and xfails, the reason); ``message`` is the one-line crash message. ``test_start`` lines name the
 test now running, so a run killed on timeout still says which test hung.
 
-Records are kept in memory and serialised lazily, then written in one ``write(2)`` of whole
-lines (``O_APPEND``) when the next test starts -- so a test that kills the interpreter
-(``os._exit``, a segfault) or hangs, even holding the GIL, is named by its ``test_start`` -- and by
-a daemon thread every ``FLUSH_INTERVAL_S`` (0.25 s), so a tailing process sees the last test's
-line within that time while a session fixture's teardown runs long; the rest is written at
-session finish, at interpreter exit (``atexit``) and on ``SIGTERM`` (when the tests left its
-default action: the handler writes, then dies of the signal as before). ``SIGKILL`` loses at most
-the lines of the last 0.25 s since the last test started. A forked child never writes its
-parent's records, and the thread is stopped across ``os.fork()`` (Python 3.12 warns when a
-process with threads forks).
-``SCHEDCTL_RESULTS_FLUSH_S`` overrides the interval (tests of the buffering use it).
+Each line is written as it happens -- nothing waits in memory, so there is no thread, nothing
+to flush at exit or on ``SIGTERM``, and a tailing process sees a test's line when the test ends.
+A test's ``test_start`` line is written before it runs, so a test that kills the interpreter
+(``os._exit``, a segfault, ``SIGKILL``) or hangs, even holding the GIL, is named, with every
+earlier line in the file.
+
+Where it is sound (Linux, a regular file on a local filesystem: ext4, xfs, btrfs, tmpfs,
+overlay...) the file is written through a ``MAP_SHARED`` mapping, a copy per line and no system
+call (:class:`MappedSink`): the pages are the page cache, so they outlive the process as a
+``write(2)``'s bytes do (neither outlives the host without ``fsync``). The file is allocated
+ahead in 1 MiB steps and truncated to its lines at session end; a process that dies leaves zero
+bytes after its last line, which readers skip (they stop at the first NUL while the file is
+live). Elsewhere -- a pipe, NFS or another network filesystem, a disk too full to allocate, or
+``SCHEDCTL_RESULTS_MMAP=0`` -- each line is one ``write(2)`` with ``O_APPEND``. The ``start``
+line says which (``results_io``: ``mmap`` or ``write``). A forked child writes nothing: the
+file is its parent's.
 
 ``counts`` count items, one outcome each, where pytest's own summary counts phase reports: a test
 that passes and then fails in teardown is ``1 passed, 1 error`` to pytest and one ``error`` here.
@@ -73,26 +81,33 @@ CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
 If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
 are deselected. Reruns of failed tests use it: node ids never reach the command line.
 
-PYTEST_DONT_REWRITE -- the plugin has no asserts; pytest skips rewriting it (~10 ms per session).
+PYTEST_DONT_REWRITE -- the plugin has no asserts; pytest leaves them alone when it is loaded
+directly (as the tests load it) with ``-p``.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import faulthandler
 import json
+import mmap
 import os
 import signal
+import stat
 import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from _pytest.nodes import Node
+
+    Memory = tuple[int | None, int | None, str | None, int | None]
+    """A memory read: peak RSS, RSS at the start, the method, the CUDA peak (see PeakMemory)."""
 
 RESULTS_ENV = "SCHEDCTL_RESULTS"
 STACKS_ENV = "SCHEDCTL_STACKS_DIR"
@@ -102,13 +117,17 @@ RECORDER_NAME = "schedctl-results-recorder"
 MARKERS_ATTR = "schedctl_markers"
 MEMORY_ATTR = "schedctl_memory"
 SELECT_ENV = "SCHEDCTL_SELECT"
-FLUSHER_NAME = "schedctl-results-flush"
-FLUSH_INTERVAL_S = 0.25
-"""The longest a line waits in memory before the flusher thread writes it."""
-FLUSH_ENV = "SCHEDCTL_RESULTS_FLUSH_S"
-"""Overrides ``FLUSH_INTERVAL_S`` (seconds, > 0); for tests of the buffering itself."""
-SIGTERM_FLUSH_WAIT_S = 1.0
-"""How long the SIGTERM handler waits for a write in progress before it dies without its lines."""
+MMAP_ENV = "SCHEDCTL_RESULTS_MMAP"
+"""``0``: write the results with ``write(2)`` even where the file could be mapped."""
+MAP_CHUNK = 1 << 20
+"""The mapped results file is allocated (zero-filled) ahead of the lines by this much at a time."""
+FOREIGN_MAX = 8 << 20
+"""At most this much of what something else appended to the results file is kept."""
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "f2fs", "zfs", "bcachefs", "jfs"}
+)
+"""Filesystems whose shared mappings are the page cache of this host: the results file is mapped
+only there (not on NFS, CIFS, FUSE..., where another host reads it)."""
 
 OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 LONGREPR_MAX_LINES = 15
@@ -148,13 +167,31 @@ def marker_names(item: pytest.Item) -> list[str]:
     if parent is not None:
         cached = parent.stash.get(PARENT_MARKS_KEY, None)
         if cached is None:
-            inherited = frozenset(mark.name for mark in parent.iter_markers()) - BUILTIN_MARKS
-            cached = parent.stash[PARENT_MARKS_KEY] = (inherited, sorted(inherited))
-        inherited, inherited_sorted = cached
+            cached = parent.stash[PARENT_MARKS_KEY] = parent_marks(parent)
+        inherited, inherited_sorted, _ = cached
         if not item.own_markers:  # most tests: their module's and class's marks, sorted once
             return list(inherited_sorted)
     names = {mark.name for mark in item.own_markers} | inherited
     return sorted(names - BUILTIN_MARKS)
+
+
+def parent_marks(parent: Node) -> tuple[frozenset[str], list[str], str]:
+    """A parent's mark names: as a set, sorted, and sorted as the items of a JSON list."""
+    inherited = frozenset(mark.name for mark in parent.iter_markers()) - BUILTIN_MARKS
+    ordered = sorted(inherited)
+    return inherited, ordered, ", ".join([_json_str(name) for name in ordered])
+
+
+def marker_json(item: pytest.Item) -> str:
+    """:func:`marker_names` as the items of a JSON list (``"a", "b"``), from the parent's cache
+    when the item has no marks of its own."""
+    parent = item.parent
+    if parent is not None and not item.own_markers:
+        cached = parent.stash.get(PARENT_MARKS_KEY, None)
+        if cached is None:
+            cached = parent.stash[PARENT_MARKS_KEY] = parent_marks(parent)
+        return cached[2]
+    return ", ".join([_json_str(name) for name in marker_names(item)])
 
 
 def project_markers(config: pytest.Config) -> list[str]:
@@ -295,7 +332,9 @@ class PeakMemory:
             with contextlib.suppress(Exception):
                 cuda.reset_peak_memory_stats()
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> Memory:
+        """``(peak_rss_bytes, start_rss_bytes, rss_method, cuda_peak_bytes)`` of the test since
+        :meth:`reset` (:func:`memory_fields` names them)."""
         peak: int | None = None
         if self.method == "vmhwm":
             peak = _maxrss_bytes()
@@ -312,12 +351,7 @@ class PeakMemory:
                 cuda_peak = int(cuda.max_memory_allocated())
             except Exception:
                 cuda_peak = None
-        return {
-            "peak_rss_bytes": peak,
-            "start_rss_bytes": self._start,
-            "rss_method": self.method,
-            "cuda_peak_bytes": cuda_peak,
-        }
+        return (peak, self._start, self.method, cuda_peak)
 
     def _vmhwm(self) -> int | None:
         """``VmHWM`` from ``/proc/self/status``, kept open and read with ``pread``."""
@@ -329,6 +363,17 @@ class PeakMemory:
             return int(data[at : data.index(b"kB", at)]) * 1024
         except (OSError, ValueError):
             return None
+
+
+def memory_fields(memory: Memory | None) -> dict[str, Any]:
+    """A memory read as the ``test`` line's fields."""
+    peak, start, method, cuda = memory or _NO_MEMORY
+    return {
+        "peak_rss_bytes": peak,
+        "start_rss_bytes": start,
+        "rss_method": method,
+        "cuda_peak_bytes": cuda,
+    }
 
 
 def _cuda_in_use() -> Any:
@@ -344,7 +389,7 @@ def _cuda_in_use() -> Any:
 
 
 MARKERS_KEY = pytest.StashKey[list[str]]()
-PARENT_MARKS_KEY = pytest.StashKey[tuple[frozenset[str], list[str]]]()
+PARENT_MARKS_KEY = pytest.StashKey[tuple[frozenset[str], list[str], str]]()
 
 
 class Selection:
@@ -367,27 +412,29 @@ _json_str: Callable[[str], str] = getattr(json.encoder, "encode_basestring_ascii
 """A str as a JSON string, as ``json.dumps`` writes it (the C function, without the wrapper)."""
 
 
-_NO_MEMORY: dict[str, Any] = {}
+_NO_MEMORY: Memory = (None, None, None, None)
 
 
 class ItemState:
-    """The phase reports of one test item, folded into its single outcome.
+    """The phase reports of one test item, folded into its single outcome."""
 
-    Built on the main thread; :meth:`record` runs on the flusher thread (lazily), reading only
-    what is final once the item is done: its reports, its item's marks, the memory read.
-    """
-
-    __slots__ = ("decided_by", "item", "memory", "nodeid", "outcome", "reports", "ts")
+    __slots__ = (
+        "decided_by", "item", "location", "memory", "nodeid", "outcome", "quoted", "reports", "ts"
+    )  # fmt: skip
 
     def __init__(self, nodeid: str) -> None:
         self.nodeid = nodeid
         self.reports: dict[str, pytest.TestReport] = {}
         self.item: pytest.Item | None = None
         """The item, when this process ran it (its marks are read from it); None under xdist."""
-        self.memory: dict[str, Any] | None = None
+        self.memory: Memory | None = None
         self.ts = 0.0
         self.outcome = "error"
         self.decided_by: pytest.TestReport | None = None
+        self.quoted: str | None = None
+        """The node id as a JSON string, once its test_start line has been written."""
+        self.location: object = None
+        """The item's ``location`` when this process runs it (its reports carry the same)."""
 
     def add(self, report: pytest.TestReport) -> None:
         self.reports[report.when or "call"] = report
@@ -395,6 +442,21 @@ class ItemState:
     def done(self) -> str:
         """Stamp the time and decide the outcome (the main thread counts it)."""
         self.ts = time.time()
+        reports = self.reports
+        call = reports.get("call")
+        try:  # most tests: three phases passed, no xfail -- decided without :meth:`decisive`
+            if (
+                call is not None
+                and call.outcome == "passed"
+                and len(reports) == 3
+                and reports["setup"].outcome == "passed"
+                and reports["teardown"].outcome == "passed"
+                and "wasxfail" not in call.__dict__
+            ):
+                self.outcome, self.decided_by = "passed", call
+                return "passed"
+        except (AttributeError, KeyError):
+            pass
         self.outcome, self.decided_by = self.decisive()
         return self.outcome
 
@@ -439,7 +501,7 @@ class ItemState:
             longrepr = longrepr or "incomplete: the session ended before this test finished"
         if self.item is not None:  # this process ran it
             markers = marker_names(self.item)
-            memory: dict[str, Any] = self.memory or {}
+            memory = memory_fields(self.memory)
         else:  # an xdist worker ran it and attached both to its reports
             markers, memory = [], {}
             for phase in self.reports.values():
@@ -462,31 +524,29 @@ class ItemState:
         }
 
     def passed_line(self, nonce_tail: str) -> str | None:
-        """The ``test`` line of a passed test this process ran, as ``json.dumps(record())``
-        writes it (without the newline), built directly: about three times as fast as building
+        """The ``test`` line of a passed test this process ran, newline included, as
+        ``json.dumps(record())`` writes it, built directly: several times as fast as building
         the record and encoding it, which every passing test pays. None for anything else (the
         caller then encodes :meth:`record`)."""
-        item, report = self.item, self.decided_by
-        if self.outcome != "passed" or item is None or report is None:
+        item = self.item
+        if self.outcome != "passed" or item is None or self.decided_by is None:
             return None
-        memory = self.memory or _NO_MEMORY
-        peak, start = memory.get("peak_rss_bytes"), memory.get("start_rss_bytes")
-        method, cuda = memory.get("rss_method"), memory.get("cuda_peak_bytes")
+        peak, start, method, cuda = self.memory or _NO_MEMORY
         try:
-            duration = round(sum([phase.duration for phase in self.reports.values()]), 6)
+            duration = sum([phase.duration for phase in self.reports.values()])
             if type(duration) is not float or duration - duration != 0:  # nan/inf: not JSON
                 return None
-            markers = ", ".join([_json_str(name) for name in marker_names(item)])
+            # Times to the microsecond (``%.6f``: the shortest repr of a float costs ~3x more).
             return (
-                f'{{"type": "test", "ts": {float.__repr__(self.ts)}, '
-                f'"nodeid": {_json_str(self.nodeid)}, "outcome": "passed", '
-                f'"when": {_json_str(report.when)}, "duration_s": {float.__repr__(duration)}, '
-                f'"markers": [{markers}], "longrepr": null, "message": null, '
+                f'{{"type": "test", "ts": {self.ts:.6f}, '
+                f'"nodeid": {self.quoted or _json_str(self.nodeid)}, "outcome": "passed", '
+                f'"when": "call", "duration_s": {duration:.6f}, '
+                f'"markers": [{marker_json(item)}], "longrepr": null, "message": null, '
                 f'"peak_rss_bytes": {"null" if peak is None else int.__repr__(peak)}, '
                 f'"start_rss_bytes": {"null" if start is None else int.__repr__(start)}, '
                 f'"rss_method": {"null" if method is None else _json_str(method)}, '
                 f'"cuda_peak_bytes": {"null" if cuda is None else int.__repr__(cuda)}'
-                f"{nonce_tail}}}"
+                f"{nonce_tail}}}\n"
             )
         except TypeError:  # a value of another kind than the probe and pytest produce
             return None
@@ -515,182 +575,332 @@ def json_encoder() -> Callable[[dict[str, Any]], str]:
     return standard
 
 
-class LineBuffer:
-    """Records in memory; whole JSON lines appended to ``fd`` by a flusher thread.
+class AppendSink:
+    """Lines appended with ``write(2)`` on an ``O_APPEND`` descriptor: the results file where it
+    is not mapped (a pipe, a network filesystem, ``SCHEDCTL_RESULTS_MMAP=0``, a full disk)."""
 
-    The main thread only appends to a deque (atomic under the GIL). :meth:`flush` serialises what
-    is queued and writes it in one ``write(2)``; the thread calls it every ``interval_s``, and the
-    recorder at session finish, ``atexit`` and ``SIGTERM``. A flush in a forked child writes
-    nothing: the records are its parent's.
-    """
+    kind = "write"
 
-    def __init__(
-        self, fd: int, nonce: str | None = None, interval_s: float = FLUSH_INTERVAL_S
-    ) -> None:
-        self._fd: int | None = fd
-        self._nonce = nonce
-        self._interval_s = interval_s
-        # Lines not yet serialised: finished records, or items whose record is built lazily.
-        # ``(ts, nodeid)`` stands for a test_start line (the cheapest thing to queue per test).
-        self._queue: deque[dict[str, Any] | ItemState | tuple[float, str]] = deque()
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._fork_hooks = False
-        """True once fork hooks mark a child (``_in_child``): no ``getpid`` per flush then."""
-        self._in_child = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._encode = json_encoder()
-        self._nonce_tail = f', "nonce": {json.dumps(nonce)}' if nonce else ""
-        self.write_error: OSError | None = None
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.error: OSError | None = None
 
-    def put(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> None:
-        self._queue.append(item)
-
-    def flush(self, timeout: float = -1) -> bool:
-        """Write every queued record; False when another flush held the lock past ``timeout``."""
-        if self._foreign():
-            return True
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        try:
-            if self._fd is None:
-                return True
-            lines = []
-            queue = self._queue
-            while queue:
-                lines.append(self._line(queue.popleft()))
-            if lines:
-                self._write(("".join(lines)).encode("utf-8", "replace"))
-            return True
-        finally:
-            self._lock.release()
-
-    def _foreign(self) -> bool:
-        """True in a forked child: the records are its parent's."""
-        return self._in_child or (not self._fork_hooks and os.getpid() != self._pid)
-
-    def start_test(self, nodeid: str) -> None:
-        """Write the queued lines and ``nodeid``'s test_start line in one ``write(2)``, now: once
-        it returns, a test that kills the interpreter is still named (:meth:`flush`, with the
-        line built in place -- this runs before every test)."""
-        line = (
-            f'{{"type": "test_start", "ts": {float.__repr__(time.time())}, '
-            f'"nodeid": {_json_str(nodeid)}{self._nonce_tail}}}\n'
-        )
-        if self._foreign():
-            return
-        with self._lock:
-            if self._fd is None:
-                return
-            queue = self._queue
-            if queue:
-                lines = [self._line(queue.popleft()) for _ in range(len(queue))]
-                lines.append(line)
-                line = "".join(lines)
-            self._write(line.encode("utf-8", "replace"))
-
-    def _line(self, item: dict[str, Any] | ItemState | tuple[float, str]) -> str:
-        if isinstance(item, tuple):
-            ts, nodeid = item
-            return (
-                f'{{"type": "test_start", "ts": {ts!r}, "nodeid": {_json_str(nodeid)}'
-                f"{self._nonce_tail}}}\n"
-            )
-        if isinstance(item, ItemState):
-            try:
-                line = item.passed_line(self._nonce_tail)
-                if line is not None:
-                    return line + "\n"
-                record = item.record()
-            except Exception as exc:  # a report that cannot be read must not lose the others
-                record = {
-                    "type": "test",
-                    "ts": item.ts,
-                    "nodeid": item.nodeid,
-                    "outcome": item.outcome,
-                    "longrepr": f"schedctl: unreadable: {exc!r}",
-                }
-        else:
-            record = item
-        if self._nonce:
-            record["nonce"] = self._nonce
-        return self._encode(record) + "\n"
-
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view and self._fd is not None:
+        while view:
             try:
                 written = os.write(self._fd, view)
             except InterruptedError:
                 continue
-            except OSError as exc:  # disk full: the run then lacks its session line
-                self.write_error = exc
+            except OSError as exc:  # disk full: the run then lacks its later lines
+                self.error = exc
                 return
             view = view[written:]
 
-    # -- the flusher thread ------------------------------------------------------------------
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
-    def start(self) -> None:
-        """Start the flusher thread (again after a fork); stopped by :meth:`stop`."""
-        if self._thread is not None or self._fd is None or os.getpid() != self._pid:
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name=FLUSHER_NAME, daemon=True
+
+def data_end(fd: int, size: int) -> int:
+    """The end of ``fd``'s data: its size less the zero padding a mapped session that died left."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start).rstrip(b"\0")
+        if chunk:
+            return start + len(chunk)
+        end = start
+    return 0
+
+
+class MappedSink:
+    """Lines copied into a ``MAP_SHARED`` mapping of the results file: no system call per line.
+
+    The file is allocated ahead (``posix_fallocate``: zero-filled blocks that exist, so a full
+    disk fails here, never as a ``SIGBUS`` inside a test) in ``chunk``-sized steps, and a window
+    around the write position is mapped. The pages belong to the page cache: a process that dies
+    (``os._exit``, ``SIGKILL``, a segfault) leaves every copied line in the file, and a reader
+    sees each line as soon as it is copied -- what ``write(2)`` gives, without its cost. Readers
+    stop at the first NUL (the allocated, not yet written rest); :meth:`close` truncates it.
+
+    Bytes something else appended past the allocation (a test writing to the file) are moved
+    below the written lines at the next growth and at close, so they are still read (and, lacking
+    the nonce, ignored and counted). If growing fails, the sink truncates the padding away and
+    appends with ``write(2)`` on ``append_fd`` from there on.
+    """
+
+    kind = "mmap"
+
+    def __init__(
+        self,
+        fd: int,
+        append_fd: int,
+        chunk: int = MAP_CHUNK,
+        allocate: Callable[[int, int, int], None] | None = None,
+    ) -> None:
+        self._fd = fd
+        self._append_fd = append_fd
+        self._chunk = max(chunk, mmap.ALLOCATIONGRANULARITY)
+        self._allocate = allocate or os.posix_fallocate
+        self._map: mmap.mmap | None = None
+        self._base = 0
+        self._limit = 0  # the window's end; -1 once appending with write(2)
+        self._fallback: AppendSink | None = None
+        self.error: OSError | None = None
+        self.fallback_reason: str | None = None
+        size = os.fstat(fd).st_size
+        self._alloc = size
+        self._pos = data_end(fd, size)
+        if self._pos and os.pread(fd, 1, self._pos - 1) != b"\n":
+            self.write(b"\n")  # a line cut short by a crash: ours start on lines of their own
+
+    def write(self, data: bytes) -> None:
+        pos = self._pos
+        end = pos + len(data)
+        if end > self._limit:
+            if self._fallback is None:
+                try:
+                    self._grow(len(data))
+                except (OSError, ValueError, OverflowError) as exc:
+                    self._switch(exc)
+            if self._fallback is not None:
+                self._fallback.write(data)
+                self.error = self._fallback.error
+                return
+            pos = self._pos
+            end = pos + len(data)
+        self._map[pos - self._base : end - self._base] = data  # type: ignore[index]
+        self._pos = end
+
+    def _foreign(self) -> tuple[bytes, int]:
+        """What was appended past the allocation (at most ``FOREIGN_MAX``), and the file's size."""
+        size = os.fstat(self._fd).st_size
+        if size <= self._alloc:
+            return b"", size
+        extra = os.pread(self._fd, min(size - self._alloc, FOREIGN_MAX), self._alloc)
+        extra = extra.rstrip(b"\0")  # allocated by a growth that failed after it
+        return (extra if extra.endswith(b"\n") or not extra else extra + b"\n"), size
+
+    def _grow(self, need: int) -> None:
+        """Map a window from the write position that holds ``need`` more bytes, allocating the
+        file further when the window passes its end."""
+        extra, size = self._foreign()
+        at = self._pos
+        page = mmap.ALLOCATIONGRANULARITY
+        base = at - at % page
+        limit = max(base + self._chunk, at + len(extra) + need, size)
+        limit += -limit % page
+        if limit > size:
+            self._allocate(self._fd, size, limit - size)
+        old, self._map = self._map, None
+        if old is not None:
+            old.close()
+        self._map = mmap.mmap(
+            self._fd, limit - base, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=base
         )
-        self._thread.start()
+        self._base, self._limit = base, limit
+        if extra:  # zero them where they were, then take them in below the written lines
+            self._map[self._alloc - base : size - base] = bytes(size - self._alloc)
+            self._map[at - base : at - base + len(extra)] = extra
+            self._pos = at + len(extra)
+        self._alloc = max(limit, size)
 
-    def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self._interval_s):
-            self.flush()
+    def _switch(self, exc: BaseException) -> None:
+        """Append with ``write(2)`` from here on: the lines so far stay, the padding goes."""
+        self.fallback_reason = f"{type(exc).__name__}: {exc}"
+        extra = b""
+        with contextlib.suppress(OSError):
+            extra = self._foreign()[0]
+        self._unmap()
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._pos)
+        self._fallback = AppendSink(self._append_fd)
+        self._limit = -1
+        if extra:
+            self._fallback.write(extra)
 
-    def stop(self) -> bool:
-        """Stop the flusher thread; True when one was running."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return False
-        self._stop.set()
-        if thread is not threading.current_thread():
-            thread.join()
-        return True
+    def _unmap(self) -> None:
+        old, self._map = self._map, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
 
     def close(self) -> None:
-        self.stop()
-        self.flush()
-        with self._lock:
-            fd, self._fd = self._fd, None
-        if fd is not None and os.getpid() == self._pid:
+        """Truncate the padding and close; bytes appended past it are kept below the lines."""
+        if self._fallback is not None:
+            self._fallback.close()
+        else:
+            extra = b""
             with contextlib.suppress(OSError):
-                os.close(fd)
+                extra = self._foreign()[0]
+            self._unmap()
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._pos)
+                if extra:
+                    os.pwrite(self._fd, extra, self._pos)
+            with contextlib.suppress(OSError):
+                os.close(self._append_fd)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _unescape(field: bytes) -> bytes:
+    """A mountinfo field with its octal escapes (``\\040`` for a space) decoded."""
+    if b"\\" not in field:
+        return field
+    import re
+
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field)
+
+
+def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem ``path`` lies on (its longest mount point, the last mounted
+    when stacked), from ``mountinfo``; None when that cannot be read."""
+    try:
+        with open(mountinfo, "rb") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    target = os.fsencode(os.path.realpath(path))
+    best, found = -1, None
+    for line in text.split(b"\n"):
+        fields = line.split(b" ")
+        try:
+            sep = fields.index(b"-", 6)
+        except ValueError:
+            continue
+        if len(fields) <= sep + 1:
+            continue
+        point = _unescape(fields[4])
+        inside = point in (b"/", target) or target.startswith(point.rstrip(b"/") + b"/")
+        if inside and len(point) >= best:
+            best, found = len(point), fields[sep + 1]
+    return found.decode("ascii", "replace") if found is not None else None
+
+
+def open_sink(
+    path: str, fd: int, mountinfo: str = "/proc/self/mountinfo"
+) -> AppendSink | MappedSink:
+    """The results file mapped where that is sound -- a regular file on a local filesystem, on
+    Linux, unless ``SCHEDCTL_RESULTS_MMAP=0`` -- else ``write(2)`` on ``fd`` (``O_APPEND``).
+
+    A mapping writer holds an exclusive ``flock`` on the file: a second session writing the same
+    file meanwhile (a nested pytest that inherited the environment) appends with ``write(2)``
+    past the first one's allocation, which keeps its bytes below its own lines at close.
+    """
+    try:
+        if (
+            os.environ.get(MMAP_ENV, "1").strip() == "0"
+            or not sys.platform.startswith("linux")
+            or not hasattr(os, "posix_fallocate")
+            or not stat.S_ISREG(os.fstat(fd).st_mode)
+            or filesystem_type(path, mountinfo) not in LOCAL_FILESYSTEMS
+        ):
+            return AppendSink(fd)
+        rw = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return AppendSink(fd)
+    try:
+        first, second = os.fstat(fd), os.fstat(rw)
+        if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+            import fcntl
+
+            fcntl.flock(rw, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: mapped elsewhere
+            return MappedSink(rw, fd)
+    except (OSError, ValueError, ImportError):
+        pass
+    os.close(rw)
+    return AppendSink(fd)
+
+
+class LineWriter:
+    """Turns records into JSON lines and hands each to the sink at once: nothing is held in
+    memory, so there is nothing to flush at exit, on ``SIGTERM`` or before a crash. A forked
+    child writes nothing: the file is its parent's."""
+
+    def __init__(self, sink: AppendSink | MappedSink, nonce: str | None = None) -> None:
+        self._sink = sink
+        self._write = sink.write
+        self.kind = sink.kind
+        self._nonce = nonce
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._fork_hooks = False
+        """True once fork hooks mark a child (``_in_child``): no ``getpid`` per line then."""
+        self._in_child = False
+        self._closed = False
+        self._encode = json_encoder()
+        self._nonce_tail = f', "nonce": {json.dumps(nonce)}' if nonce else ""
+
+    @property
+    def write_error(self) -> OSError | None:
+        return self._sink.error
+
+    def _foreign(self) -> bool:
+        """True in a forked child: the file is its parent's."""
+        return self._in_child or (not self._fork_hooks and os.getpid() != self._pid)
+
+    def _put(self, data: bytes) -> None:
+        if self._in_child or (not self._fork_hooks and os.getpid() != self._pid):
+            return
+        with self._lock:
+            if not self._closed:
+                self._write(data)
+
+    def test_start(self, nodeid: str, ts: float | None = None) -> str:
+        """Write ``nodeid``'s test_start line; returns the node id as a JSON string."""
+        quoted = _json_str(nodeid)
+        self._put(
+            f'{{"type": "test_start", "ts": {time.time() if ts is None else ts:.6f}, '
+            f'"nodeid": {quoted}{self._nonce_tail}}}\n'.encode("utf-8", "replace")
+        )
+        return quoted
+
+    def test(self, state: ItemState) -> None:
+        """Write a finished item's ``test`` line."""
+        try:
+            line = state.passed_line(self._nonce_tail)
+            if line is not None:
+                self._put(line.encode("utf-8", "replace"))
+                return
+            record = state.record()
+        except Exception as exc:  # a report that cannot be read must not lose the others
+            record = {
+                "type": "test",
+                "ts": state.ts,
+                "nodeid": state.nodeid,
+                "outcome": state.outcome,
+                "longrepr": f"schedctl: unreadable: {exc!r}",
+            }
+        self.record(record)
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self._nonce:
+            record["nonce"] = self._nonce
+        self._put((self._encode(record) + "\n").encode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self._foreign():
+            return
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._sink.close()
 
     def register_fork_hooks(self) -> None:
-        """Stop the thread across ``os.fork()`` and restart it in the parent; weakly held."""
+        """Mark a forked child, which then writes nothing; weakly held."""
         if not hasattr(os, "register_at_fork"):
             return
         self._fork_hooks = True
         ref = weakref.ref(self)
-        restart = [False]
-
-        def before() -> None:
-            buffer = ref()
-            restart[0] = buffer is not None and buffer.stop()
-
-        def after_in_parent() -> None:
-            buffer = ref()
-            if buffer is not None and restart[0]:
-                buffer.start()
 
         def after_in_child() -> None:
-            buffer = ref()
-            if buffer is not None:
-                buffer._in_child = True
-                buffer._thread = None
-                buffer._queue.clear()
+            writer = ref()
+            if writer is not None:
+                writer._in_child = True
 
-        os.register_at_fork(
-            before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
-        )
+        os.register_at_fork(after_in_child=after_in_child)
 
 
 try:  # pluggy >= 1.1: a new-style wrapper costs a plain generator, not a result object
@@ -700,14 +910,14 @@ except TypeError:  # the pluggy of pytest 7 on older distributions
 
 
 class ResultsRecorder:
-    """Turns pytest's reports into JSON lines on ``buffer``; registered as a plugin object.
+    """Turns pytest's reports into JSON lines on ``writer``; registered as a plugin object.
 
     ``probe`` is this process's memory probe when it runs the tests itself (no xdist); under
     xdist the workers measure and attach their reads and marks to the reports.
     """
 
-    def __init__(self, buffer: LineBuffer, probe: PeakMemory | None = None) -> None:
-        self._buffer = buffer
+    def __init__(self, writer: LineWriter, probe: PeakMemory | None = None) -> None:
+        self._writer = writer
         self._probe = probe
         self._pending: dict[str, ItemState] = {}
         self._counts = dict.fromkeys(OUTCOMES, 0)
@@ -719,21 +929,21 @@ class ResultsRecorder:
         self._started = time.monotonic()
 
     def emit(self, record: dict[str, Any]) -> None:
-        self._buffer.put({"type": record.pop("type"), "ts": time.time(), **record})
+        self._writer.record({"type": record.pop("type"), "ts": time.time(), **record})
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if session.config.pluginmanager.hasplugin("dsession"):
             # pytest-xdist: workers run the protocol; the controller learns of starts this way.
-            session.config.pluginmanager.register(WorkerStarts(self._buffer), "schedctl-starts")
+            session.config.pluginmanager.register(WorkerStarts(self._writer), "schedctl-starts")
         self.emit(
             {
                 "type": "start",
                 "pytest_version": pytest.__version__,
                 "python": sys.version.split()[0],
                 "pid": os.getpid(),
+                "results_io": self._writer.kind,
             }
         )
-        self._buffer.start()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -779,12 +989,13 @@ class ResultsRecorder:
 
     @_WRAPPER
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        """Measure the item's memory around all its phases, then queue its line."""
+        """Name the item, measure its memory around all its phases, then write its line."""
         state = ItemState(item.nodeid)
         state.item = item
-        # One write per test, at its start: earlier lines and this start are on disk before the
-        # test runs, so a test that kills the interpreter (os._exit, a segfault) is still named.
-        self._buffer.start_test(state.nodeid)
+        state.location = item.location
+        # Written before the test runs, so a test that kills the interpreter (os._exit, a
+        # segfault) or hangs is still named; the earlier tests' lines were written as they ended.
+        state.quoted = self._writer.test_start(state.nodeid)
         probe = self._probe
         if probe is not None:
             probe.reset()
@@ -800,7 +1011,11 @@ class ResultsRecorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         current = self._current
-        if current is not None and report.nodeid == current.nodeid:  # the test this process runs
+        # The test this process runs: its reports carry its item's (cached) location tuple,
+        # cheaper to compare than pytest 9's computed ``nodeid``.
+        if current is not None and (
+            report.location is current.location or report.nodeid == current.nodeid
+        ):
             current.reports[report.when or "call"] = report
             return
         state = self._pending.get(report.nodeid)
@@ -812,7 +1027,7 @@ class ResultsRecorder:
 
     def _finish(self, state: ItemState) -> None:
         self._counts[state.done()] += 1
-        self._buffer.put(state)
+        self._writer.test(state)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, exitstatus: int) -> None:
@@ -830,18 +1045,16 @@ class ResultsRecorder:
                 "duration_s": round(time.monotonic() - self._started, 6),
             }
         )
-        self._buffer.stop()
-        self._buffer.flush()
 
 
 class WorkerStarts:
     """Under pytest-xdist, in the controller: a test_start line when a worker starts a test."""
 
-    def __init__(self, buffer: LineBuffer) -> None:
-        self._buffer = buffer
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
-        self._buffer.put((time.time(), nodeid))
+        self._writer.test_start(nodeid)
 
 
 class WorkerReports:
@@ -867,7 +1080,7 @@ class WorkerReports:
             markers = item.stash[MARKERS_KEY] = marker_names(item)
         setattr(report, MARKERS_ATTR, markers)
         if call.when == "teardown":
-            setattr(report, MEMORY_ATTR, self._probe.read())
+            setattr(report, MEMORY_ATTR, memory_fields(self._probe.read()))
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -892,46 +1105,6 @@ def register_stacks(config: pytest.Config) -> None:
     def cleanup() -> None:
         faulthandler.unregister(usr1)
         stream.close()
-
-    config.add_cleanup(cleanup)
-
-
-def flush_interval() -> float:
-    """``$SCHEDCTL_RESULTS_FLUSH_S`` when it is a positive number, else ``FLUSH_INTERVAL_S``."""
-    try:
-        value = float(os.environ.get(FLUSH_ENV, FLUSH_INTERVAL_S))
-    except ValueError:
-        return FLUSH_INTERVAL_S
-    return value if 0 < value < float("inf") else FLUSH_INTERVAL_S
-
-
-def flush_on_exit(config: pytest.Config, buffer: LineBuffer) -> None:
-    """Write the queued lines at interpreter exit and on SIGTERM, until the config's cleanup.
-
-    The SIGTERM handler is installed only over the default action, and ends the same way: the
-    default action restored and the signal raised again, so the process dies of it.
-    """
-    atexit.register(buffer.flush)
-    term = getattr(signal, "SIGTERM", None)
-    handler: Callable[[int, Any], None] | None = None
-    if (
-        term is not None
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(term) == signal.SIG_DFL
-    ):
-
-        def handler(signum: int, frame: Any) -> None:
-            buffer.flush(timeout=SIGTERM_FLUSH_WAIT_S)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-        signal.signal(term, handler)
-
-    def cleanup() -> None:
-        atexit.unregister(buffer.flush)
-        if handler is not None and signal.getsignal(term) is handler:  # type: ignore[arg-type]
-            signal.signal(term, signal.SIG_DFL)  # type: ignore[arg-type]
-        buffer.close()
 
     config.add_cleanup(cleanup)
 
@@ -964,13 +1137,13 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         directory = os.path.dirname(os.path.abspath(results))
         os.makedirs(directory, exist_ok=True)
-        # O_APPEND: each flush is one write(2) of whole lines, below any earlier session's.
+        # O_APPEND: below any earlier session's lines; written through when not mapped.
         fd = os.open(results, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise pytest.UsageError(f"{RESULTS_ENV}={results}: cannot open: {exc}") from exc
-    buffer = LineBuffer(fd, nonce, flush_interval())
-    buffer.register_fork_hooks()
-    flush_on_exit(config, buffer)
+    writer = LineWriter(open_sink(results, fd), nonce)
+    writer.register_fork_hooks()
+    config.add_cleanup(writer.close)
     probe = PeakMemory()  # this process runs the tests (without xdist) and measures them
     config.add_cleanup(probe.close)
-    config.pluginmanager.register(ResultsRecorder(buffer, probe), RECORDER_NAME)
+    config.pluginmanager.register(ResultsRecorder(writer, probe), RECORDER_NAME)

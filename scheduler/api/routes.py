@@ -254,6 +254,9 @@ class _LineTail:
                 chunk = fh.read()
         except OSError:
             return
+        # A NUL is the allocated, not yet written rest of a file the results plugin writes
+        # through a shared mapping: stop there and read it again next time.
+        chunk = chunk.split(b"\0", 1)[0]
         self.offset += len(chunk)
         *lines, self.buffer = (self.buffer + chunk).split(b"\n")
         for line in lines:

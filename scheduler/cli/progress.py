@@ -38,6 +38,9 @@ class ResultsTail:
                 chunk = fh.read()
         except OSError:
             return
+        # A NUL is the allocated, not yet written rest of a file the plugin writes through a
+        # shared mapping: stop there and read it again next time.
+        chunk = chunk.split(b"\0", 1)[0]
         self.offset += len(chunk)
         self.buffer += chunk
         *lines, self.buffer = self.buffer.split(b"\n")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from scheduler.kernel.outcome import PytestSession
 from scheduler.store.records import TestResultRow
@@ -105,11 +106,26 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else 0.0
 
 
+def _lines(fh: TextIO) -> Iterator[str]:
+    """The file's lines, with NUL bytes read as line breaks and runs of them skipped.
+
+    The plugin writes through a shared mapping of a file it allocates ahead: a process that died
+    leaves zero bytes after its last line (and anything appended to the file after those).
+    """
+    for line in fh:
+        if "\0" not in line:
+            yield line
+            continue
+        for piece in line.split("\0"):
+            if piece.strip():
+                yield piece
+
+
 def parse_jsonl(path: Path, nonce: str | None = None) -> ParsedResults:
     """The plugin's lines; with ``nonce``, a line not carrying it is ignored and counted."""
     parsed = ParsedResults(source="plugin")
     with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
+        for line in _lines(fh):
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError):

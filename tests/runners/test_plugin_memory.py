@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runners.pytest_plugin import PeakMemory
+from runners.pytest_plugin import PeakMemory, memory_fields
 from scheduler.run.results import parse_jsonl
 
 pytest_plugins = ["pytester"]
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[2] / "runners" / "pytest_plugin.py"
 MIB = 2**20
+TIMES = re.compile(r'("(?:ts|duration_s)": )(-?[0-9]+\.[0-9]+)')
 
 MEMORY_MODULE = """
 import sys
@@ -110,11 +112,11 @@ def test_without_clear_refs_falls_back_to_ru_maxrss(tmp_path: Path) -> None:
     the test raised the process maximum."""
     probe = PeakMemory(proc_self=str(tmp_path / "no-proc"))
     probe.reset()
-    quiet = probe.read()
+    quiet = memory_fields(probe.read())
     assert quiet["rss_method"] == "ru_maxrss" and quiet["peak_rss_bytes"] is None
     probe.reset()
     data = b"y" * (64 * MIB)
-    grown = probe.read()
+    grown = memory_fields(probe.read())
     assert len(data) and grown["peak_rss_bytes"] > grown["start_rss_bytes"]
 
 
@@ -180,8 +182,9 @@ def test_peaks_when_tests_keep_and_free_memory(pytester: pytest.Pytester, result
 
 
 def test_every_line_is_what_json_dumps_writes(pytester: pytest.Pytester, results: Path) -> None:
-    """Passing tests' lines are formatted by hand for speed: each must equal the standard
-    encoder's output of its own parsed object, odd node ids and markers included."""
+    """Passing tests' and test_start lines are formatted by hand for speed: each must equal the
+    standard encoder's output of its own parsed object, odd node ids and markers included, but
+    for the times, which are written to the microsecond (``%.6f``, not the shortest repr)."""
     pytester.makepyfile(
         test_odd="""
         import pytest
@@ -213,7 +216,8 @@ def test_every_line_is_what_json_dumps_writes(pytester: pytest.Pytester, results
     tests = [json.loads(line) for line in lines if '"type": "test"' in line]
     assert len(tests) == 8
     for line in lines:
-        assert line == json.dumps(json.loads(line), default=str), line
+        spelled = TIMES.sub(lambda m: m[1] + repr(float(m[2])), line)  # as json.dumps spells them
+        assert spelled == json.dumps(json.loads(line), default=str), line
     by_name = {t["nodeid"].split("::")[-1]: t for t in tests}
     assert by_name["test_plain"]["markers"] == ["module_mark"]
     assert by_name["test_unicodé"]["outcome"] == "passed"

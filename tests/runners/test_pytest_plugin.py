@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runners.pytest_plugin import CUT_MARKER, FLUSHER_NAME, LONGREPR_MAX_CHARS, LONGREPR_MAX_LINES
+from runners.pytest_plugin import CUT_MARKER, LONGREPR_MAX_CHARS, LONGREPR_MAX_LINES
 from scheduler.run.results import parse_jsonl
 from tests.waiting import wait_for
 
@@ -324,64 +324,46 @@ def test_collection_counts_deselected(pytester: pytest.Pytester, results: Path) 
     assert (collection["collected"], collection["selected"], collection["deselected"]) == (3, 1, 2)
 
 
-def test_lines_reach_the_file_while_the_session_runs(
-    pytester: pytest.Pytester, results: Path
-) -> None:
-    """A later test polls the file mid-session and sees the earlier test's line and its own start.
+RESULTS_IO = ["mmap", "write"]
 
-    The flusher thread writes them (every 0.25 s) while the main thread is still inside the test:
-    without it, nothing would reach the file before the session ends and the test would time out.
-    """
+
+@pytest.fixture(params=RESULTS_IO)
+def results_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using it runs with the file mapped and with ``write(2)`` (the fallback)."""
+    io: str = request.param
+    monkeypatch.setenv("SCHEDCTL_RESULTS_MMAP", "1" if io == "mmap" else "0")
+    return io
+
+
+def test_lines_reach_the_file_while_the_session_runs(
+    pytester: pytest.Pytester, results: Path, results_io: str
+) -> None:
+    """A later test polls the file mid-session and sees the earlier test's line and its own start:
+    each line is in the file when it is written, not at session end."""
     pytester.makepyfile(
         test_live="""
-        import json, os, time
-
-        def test_first():
-            pass
-
-        def test_second_sees_first():
-            deadline = time.monotonic() + 30
-            while True:
-                with open(os.environ["SCHEDCTL_RESULTS"]) as fh:
-                    lines = [json.loads(line) for line in fh]
-                done = [l["nodeid"] for l in lines if l["type"] == "test"]
-                started = [l["nodeid"] for l in lines if l["type"] == "test_start"]
-                if started and started[-1] == "test_live.py::test_second_sees_first":
-                    break
-                assert time.monotonic() < deadline, "no line reached the file in 30 s"
-                time.sleep(0.02)
-            assert done == ["test_live.py::test_first"]
-        """
-    )
-    result = run(pytester)
-    result.assert_outcomes(passed=2)
-
-
-def test_lines_are_written_at_each_test_start_without_the_flusher(
-    pytester: pytest.Pytester, results: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the flusher held off (600 s), a test still finds the earlier test's line and its own
-    start in the file: the queued lines are written, in one write, when a test starts."""
-    monkeypatch.setenv("SCHEDCTL_RESULTS_FLUSH_S", "600")
-    pytester.makepyfile(
-        test_buffered="""
         import json, os
 
         def test_first():
             pass
 
-        def test_second():
-            with open(os.environ["SCHEDCTL_RESULTS"]) as fh:
-                kinds = [(l["type"], l.get("nodeid")) for l in map(json.loads, fh)]
-            assert kinds[-2:] == [
-                ("test", "test_buffered.py::test_first"),
-                ("test_start", "test_buffered.py::test_second"),
+        def test_second_sees_first():
+            with open(os.environ["SCHEDCTL_RESULTS"], "rb") as fh:
+                data = fh.read()
+            lines = [json.loads(line) for line in data.split(b"\\0", 1)[0].splitlines()]
+            kinds = [(l["type"], l.get("nodeid")) for l in lines]
+            assert kinds[-3:] == [
+                ("test_start", "test_live.py::test_first"),
+                ("test", "test_live.py::test_first"),
+                ("test_start", "test_live.py::test_second_sees_first"),
             ]
         """
     )
     result = run(pytester)
     result.assert_outcomes(passed=2)
-    assert [line["type"] for line in read_lines(results)].count("test") == 2
+    lines = read_lines(results)
+    assert lines[0]["results_io"] == results_io
+    assert [line["type"] for line in lines].count("test") == 2
 
 
 HANGING_MODULE = """
@@ -396,12 +378,16 @@ def test_hangs():
 """
 
 
-class TestBuffering:
-    """Lines wait in memory at most the flush interval; a hang, SIGTERM or fork loses none."""
+class TestHangs:
+    """A test that hangs is named in the file while it hangs; SIGKILL or SIGTERM loses nothing."""
 
     @pytest.fixture
     def hanging(
-        self, pytester: pytest.Pytester, results: Path, monkeypatch: pytest.MonkeyPatch
+        self,
+        pytester: pytest.Pytester,
+        results: Path,
+        results_io: str,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> Iterator[subprocess.Popen[bytes]]:
         pytester.makepyfile(test_hang=HANGING_MODULE)
         monkeypatch.setenv("HANG_MARK", str(pytester.path / "hung.mark"))
@@ -418,37 +404,33 @@ class TestBuffering:
             proc.kill()
         proc.wait(timeout=60)
 
-    def test_a_hanging_tests_start_line_is_written_while_it_hangs(
-        self, hanging: subprocess.Popen[bytes], results: Path
-    ) -> None:
-        """The flusher thread writes the hung test's start; SIGKILL then keeps every line."""
+    @staticmethod
+    def wait_for_the_hang(results: Path) -> None:
         wait_for(
             lambda: results.exists() and parse_jsonl(results).running == "test_hang.py::test_hangs",
             60,
             "the hanging test's test_start line in the results file",
         )
+
+    def test_sigkill_while_a_test_hangs_keeps_every_line(
+        self, hanging: subprocess.Popen[bytes], results: Path
+    ) -> None:
+        """The hung test's start is in the file while it hangs; SIGKILL then keeps every line."""
+        self.wait_for_the_hang(results)
         hanging.kill()
         assert hanging.wait(timeout=60) == -signal.SIGKILL
         parsed = parse_jsonl(results)
-        assert parsed.started and parsed.exitstatus is None
+        assert parsed.started and parsed.exitstatus is None and parsed.ignored_lines == 0
         done = [(t.nodeid, t.outcome) for t in parsed.tests]
         assert done == [("test_hang.py::test_done", "passed")]
         assert parsed.running == "test_hang.py::test_hangs"
 
-    @pytest.fixture
-    def never_flushed(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("SCHEDCTL_RESULTS_FLUSH_S", "600")
-
-    def test_sigterm_writes_the_buffered_lines_then_dies_of_it(
-        self, never_flushed: None, hanging: subprocess.Popen[bytes], results: Path
+    def test_sigterm_while_a_test_hangs_dies_of_it_with_every_line(
+        self, hanging: subprocess.Popen[bytes], results: Path
     ) -> None:
-        """SIGTERM while a test hangs: the handler writes what is queued, then the process dies
-        of the signal, as it did before the plugin had a handler."""
-        wait_for(
-            lambda: results.exists() and parse_jsonl(results).running == "test_hang.py::test_hangs",
-            60,
-            "the hanging test's test_start line in the results file",
-        )
+        """SIGTERM keeps its default action (the process dies of it); nothing was waiting in
+        memory, so every line is in the file."""
+        self.wait_for_the_hang(results)
         hanging.send_signal(signal.SIGTERM)
         assert hanging.wait(timeout=60) == -signal.SIGTERM
         parsed = parse_jsonl(results)
@@ -456,56 +438,97 @@ class TestBuffering:
         assert [t.nodeid for t in parsed.tests] == ["test_hang.py::test_done"]
         assert parsed.running == "test_hang.py::test_hangs"
 
-    def test_fork_stops_the_flusher_and_the_child_writes_nothing(
-        self, never_flushed: None, pytester: pytest.Pytester, results: Path
-    ) -> None:
-        """No flusher thread exists while os.fork() runs (Python 3.12 warns of threads then);
-        the parent restarts it; the child's exit writes none of the parent's lines."""
-        pytester.makeconftest(
-            f"""
-            import os, threading
 
-            FLUSHERS_AT_FORK = []
+CRASHING_MODULE = """
+import os, signal
 
-            def after_in_parent():  # registered before the plugin's hook: runs before it
-                names = [t.name for t in threading.enumerate() if t.is_alive()]
-                FLUSHERS_AT_FORK.append(names.count({FLUSHER_NAME!r}))
+def test_1():
+    pass
 
-            os.register_at_fork(after_in_parent=after_in_parent)
-            """
-        )
-        pytester.makepyfile(
-            test_fork=f"""
-            import atexit, os, threading
-            import conftest
-            import pytest
+def test_2_fails():
+    assert False
 
-            def flushers():
-                return [t for t in threading.enumerate() if t.name == {FLUSHER_NAME!r}]
+def test_3_crashes():
+    {crash}
 
-            @pytest.fixture(scope="session", autouse=True)
-            def fork_after_the_last_test():
-                yield  # the last test's line is queued now (the interval is 600 s)
-                pid = os.fork()
-                if pid == 0:
-                    atexit._run_exitfuncs()  # what a child's normal exit runs
-                    os._exit(0)
-                os.waitpid(pid, 0)
-                assert conftest.FLUSHERS_AT_FORK == [0]
-                assert len(flushers()) == 1 and flushers()[0].is_alive()
+def test_4_never_runs():
+    pass
+"""
 
-            def test_first():
-                assert len(flushers()) == 1
 
-            def test_second():
-                pass
-            """
-        )
-        result = run(pytester)
-        result.assert_outcomes(passed=2)
-        kinds = [line["type"] for line in read_lines(results)]
-        assert kinds.count("start") == 1
-        assert kinds.count("test_start") == kinds.count("test") == 2
+@pytest.mark.parametrize(
+    "crash", ["os._exit(3)", "os.kill(os.getpid(), signal.SIGKILL)"], ids=["os_exit", "sigkill"]
+)
+def test_a_test_that_kills_the_interpreter_is_named_with_every_earlier_result(
+    pytester: pytest.Pytester, results: Path, results_io: str, crash: str
+) -> None:
+    """A real ``os._exit`` / ``SIGKILL`` mid-suite: the killed test is named as running, every
+    earlier result is read. Mapped, the file keeps its zero padding (nobody truncated it)."""
+    pytester.makepyfile(test_crash=CRASHING_MODULE.format(crash=crash))
+    result = run(pytester)
+    assert result.ret in (3, -signal.SIGKILL)
+    parsed = parse_jsonl(results)
+    assert parsed.started and parsed.exitstatus is None and parsed.ignored_lines == 0
+    assert [(t.nodeid, t.outcome) for t in parsed.tests] == [
+        ("test_crash.py::test_1", "passed"),
+        ("test_crash.py::test_2_fails", "failed"),
+    ]
+    assert parsed.running == "test_crash.py::test_3_crashes"
+    data = results.read_bytes()
+    assert data.endswith(b"\0") == (results_io == "mmap")
+
+
+def test_a_session_appends_after_a_crashed_ones_padding(
+    pytester: pytest.Pytester, results: Path
+) -> None:
+    """A mapped session that died left zero bytes; the next session writes over them, so the
+    file is whole lines again and both sessions read back."""
+    pytester.makepyfile(test_crash=CRASHING_MODULE.format(crash="os._exit(3)"))
+    run(pytester)
+    assert results.read_bytes().endswith(b"\0")
+    pytester.makepyfile(test_crash="def test_ok():\n    pass\n")
+    assert run(pytester).ret == 0
+    assert b"\0" not in results.read_bytes()
+    lines = read_lines(results)
+    assert [line["type"] for line in lines].count("start") == 2
+    assert lines[-1]["type"] == "session" and lines[-1]["counts"]["passed"] == 1
+
+
+def test_a_forked_child_writes_nothing(pytester: pytest.Pytester, results: Path) -> None:
+    """A child forked by a test never writes into (or truncates) its parent's file, even when it
+    goes through the writer, and the plugin runs no thread of its own."""
+    pytester.makepyfile(
+        test_fork="""
+        import os, threading
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def fork_after_the_last_test(request):
+            yield
+            assert threading.active_count() == 1  # the plugin started no thread
+            writer = request.config.pluginmanager.get_plugin("schedctl-results-recorder")._writer
+            pid = os.fork()
+            if pid == 0:
+                writer.record({"type": "from-the-child"})
+                writer.test_start("from-the-child")
+                writer.close()
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+        def test_first():
+            pass
+
+        def test_second():
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    lines = read_lines(results)
+    kinds = [line["type"] for line in lines]
+    assert kinds.count("start") == 1 and kinds[-1] == "session"
+    assert kinds.count("test_start") == kinds.count("test") == 2
+    assert "from-the-child" not in results.read_text()
 
 
 def test_session_cut_mid_test_reports_the_test(pytester: pytest.Pytester, results: Path) -> None:
