@@ -15,7 +15,7 @@ from typing import Any
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from scheduler.daemon.crontab import trigger_fields
+from scheduler.daemon.crontab import fire_times_after, trigger_fields
 
 
 def parse_cron(expr: str, timezone: tzinfo | str = "UTC") -> Any:
@@ -30,17 +30,7 @@ def parse_cron(expr: str, timezone: tzinfo | str = "UTC") -> Any:
 
 def next_fire_times(trigger: Any, now: datetime, count: int) -> list[datetime]:
     """The next ``count`` fire times strictly after ``now``."""
-    times: list[datetime] = []
-    previous = None
-    cursor = now + timedelta(microseconds=1)
-    while len(times) < count:
-        nxt = trigger.get_next_fire_time(previous, cursor)
-        if nxt is None:
-            break
-        times.append(nxt)
-        previous = nxt
-        cursor = nxt + timedelta(microseconds=1)
-    return times
+    return fire_times_after(trigger.get_next_fire_time, now, count)
 
 
 def latest_slot(trigger: Any, now: datetime, lookback: timedelta) -> datetime | None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-__all__ = ["CrontabSchedule", "trigger_fields"]
+__all__ = ["CrontabSchedule", "fire_times_after", "trigger_fields"]
 
 UTC = timezone.utc
 _DOW_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -461,14 +461,24 @@ class CrontabSchedule:
     def next_fire_times(self, now: datetime, count: int) -> list[datetime]:
         """The next ``count`` fire times strictly after ``now``, as
         :func:`scheduler.daemon.cron.next_fire_times`."""
-        times: list[datetime] = []
-        previous = None
-        cursor = now + timedelta(microseconds=1)
-        while len(times) < count:
-            nxt = self.next_fire_time(previous, cursor)
-            if nxt is None:
-                break
-            times.append(nxt)
-            previous = nxt
-            cursor = nxt + timedelta(microseconds=1)
-        return times
+        return fire_times_after(self.next_fire_time, now, count)
+
+
+def fire_times_after(
+    next_fire_time: Callable[[datetime | None, datetime], datetime | None],
+    now: datetime,
+    count: int,
+) -> list[datetime]:
+    """The next ``count`` fire times strictly after ``now`` of a trigger's
+    ``next_fire_time(previous, now)`` (this module's or APScheduler's ``get_next_fire_time``)."""
+    times: list[datetime] = []
+    previous = None
+    cursor = now + timedelta(microseconds=1)
+    while len(times) < count:
+        nxt = next_fire_time(previous, cursor)
+        if nxt is None:
+            break
+        times.append(nxt)
+        previous = nxt
+        cursor = nxt + timedelta(microseconds=1)
+    return times
