@@ -400,7 +400,7 @@ class Dispatcher:
                 devices=tuple(lease.devices) if lease is not None else (), host=self.host,
                 markers=request.markers, timeout_s=request.timeout_s,
                 gpu_snapshot=self._gpu_snapshot(lease),
-                quarantined=active_quarantines(self.store.quarantine_list(), self.ledger.clock()),
+                quarantine=self._quarantined,
             )  # fmt: skip
             prepared = kind_for(tier.kind).prepare(context)
             self.ledger.mark_running(run_id, **prepared.provenance)
@@ -431,6 +431,9 @@ class Dispatcher:
                     self.source.release(checkout, keep=keep)
                 except SchedctlError:
                     log.warning("worktree_release_failed", run_id=run_id, tier=request.tier)
+
+    def _quarantined(self) -> frozenset[str]:
+        return active_quarantines(self.store.quarantine_list(), self.ledger.clock())
 
     def _pinned_image(
         self, tier: TierConfig, in_container: bool

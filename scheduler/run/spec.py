@@ -90,11 +90,16 @@ def build_pytest_spec(
     devices: Sequence[GpuDevice],
     host: str,
     batch: BatchRequest | None = None,
+    install: bool = True,
 ) -> RunSpec:
-    """The RunSpec of one pytest run of ``tier`` (request overrides: markers, timeout)."""
+    """The RunSpec of one pytest run of ``tier`` (request overrides: markers, timeout).
+
+    ``install=False``: the results plugin is not copied into ``run_dir / "plugin"`` yet (the
+    caller does it before the process starts: :func:`runners.base.install_plugin`).
+    """
     from runners.base import CATALOG_MODULE, NONCE_ENV, RunSpec, install_plugin
 
-    plugin_dir = install_plugin(run_dir / "plugin")
+    plugin_dir = install_plugin(run_dir / "plugin") if install else run_dir / "plugin"
     python = "python3" if in_container else (config.project.python or sys.executable)
     argv, env = build_pytest_command(
         python=python, tier=tier, markers=markers, run_dir=run_dir, plugin_dir=plugin_dir

@@ -35,8 +35,14 @@ class RunContext:
     timeout_s: float | None = None
     gpu_snapshot: Callable[[], dict[str, Any]] | None = None
     """The run's GPUs as JSON, for hang evidence (``None``: no GPUs leased)."""
-    quarantined: frozenset[str] = frozenset()
-    """Node ids under an unexpired quarantine when the run started."""
+    quarantine: Callable[[], frozenset[str]] = frozenset
+    """Reads the node ids under an unexpired quarantine (see :attr:`quarantined`)."""
+
+    @property
+    def quarantined(self) -> frozenset[str]:
+        """Node ids under an unexpired quarantine, read when asked: a kind asks once its run
+        has started, so the read is off a cron fire's way to ``RunStarted``."""
+        return self.quarantine()
 
     @property
     def effective_timeout_s(self) -> float:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runners.base import NONCE_ENV, RunResult, RunSpec, wants_evidence
+from runners.base import NONCE_ENV, RunResult, RunSpec, install_plugin, wants_evidence
 from scheduler.history.owners import Owners
 from scheduler.kernel.outcome import RunEnding, Termination
 from scheduler.run.hang import STACKS_DIR, gpu_snapshot_writer, hang_evidence, hang_pre_stop
@@ -37,17 +37,19 @@ class PytestKind:
 
     def prepare(self, ctx: RunContext) -> Prepared:
         runner = ctx.runner
-        spec = self._spec(ctx, ctx.run_dir)
+        # The files the process needs (the plugin's copy, the stacks dir) are written when it
+        # starts, after the run is recorded running: they are off a cron fire's way to RunStarted.
+        spec = self._spec(ctx, ctx.run_dir, install=False)
 
         def execute(cancel: threading.Event) -> Finished:
             started = time.monotonic()
+            _install(spec)
             result = runner.run(spec, cancel)
             first = results_of(spec)
             reruns, last, last_dir = self._rerun(ctx, first, result, cancel, started)
             parsed = merge(first, reruns) if reruns else first
-            parsed = replace(
-                owned(parsed, ctx), quarantined=ctx.quarantined & {t.nodeid for t in parsed.failing}
-            )
+            quarantined = ctx.quarantined & {t.nodeid for t in parsed.failing}
+            parsed = replace(owned(parsed, ctx), quarantined=quarantined)
             ending = RunEnding(
                 termination=last.termination,
                 exit_code=result.exit_code,
@@ -72,8 +74,11 @@ class PytestKind:
         }
         return Prepared(provenance, execute)
 
-    def _spec(self, ctx: RunContext, run_dir: Path, timeout_s: float | None = None) -> RunSpec:
-        """One attempt's spec: pytest + plugin, hang evidence (stacks, GPU snapshot) in its dir."""
+    def _spec(
+        self, ctx: RunContext, run_dir: Path, timeout_s: float | None = None, install: bool = True
+    ) -> RunSpec:
+        """One attempt's spec: pytest + plugin, hang evidence (stacks, GPU snapshot) in its dir;
+        ``install=False``: its files are written later, by :func:`_install`."""
         runner = ctx.runner
         spec = build_pytest_spec(
             ctx.config, ctx.tier, run_id=ctx.run_id, tier_name=ctx.tier_name,
@@ -81,9 +86,11 @@ class PytestKind:
             workdir=ctx.workdir, run_dir=run_dir, in_container=runner.in_container,
             devices=ctx.devices, host=ctx.host,
             batch=batch_request(ctx.config, ctx.tier_name) if runner.leases_gpus else None,
+            install=install,
         )  # fmt: skip
         stacks = run_dir / STACKS_DIR
-        stacks.mkdir(parents=True, exist_ok=True)
+        if install:
+            stacks.mkdir(parents=True, exist_ok=True)
         return replace(
             spec,
             env={**spec.env, "SCHEDCTL_STACKS_DIR": str(stacks)},
@@ -132,6 +139,13 @@ class PytestKind:
             if last.termination is not Termination.EXITED:
                 break
         return reruns, last, last_dir
+
+
+def _install(spec: RunSpec) -> None:
+    """Write what a spec built with ``install=False`` needs before its process starts."""
+    if spec.plugin_dir is not None:
+        install_plugin(spec.plugin_dir)
+    (spec.run_dir / STACKS_DIR).mkdir(parents=True, exist_ok=True)
 
 
 def results_of(spec: RunSpec) -> ParsedResults:
