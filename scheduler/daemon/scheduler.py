@@ -154,6 +154,8 @@ class Daemon:
         self._timers: list[threading.Thread] = []
         self.freeze_heap = freeze_heap
         self._frozen = False
+        self._last_slots: dict[str, datetime | None] = {}
+        self._last_slots_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -161,6 +163,8 @@ class Daemon:
         self.lock.acquire()
         try:
             self.started_at = datetime.now(timezone.utc)
+            with self._last_slots_lock:
+                self._last_slots.clear()
             self.dispatcher.recover()
             self.dispatcher.warm_up()
             self.scheduler = BackgroundScheduler(
@@ -341,6 +345,7 @@ class Daemon:
             if not (tier.schedule and tier.enabled and self.config.fires_here(name)):
                 continue
             last = self.store.last_slot(name)
+            self._know_slot(name, last)
             if last is None:
                 continue
             trigger = self.trigger_for(tier, self.tz)
@@ -380,7 +385,10 @@ class Daemon:
             lookback = timedelta(seconds=tier_cfg.misfire_grace + 120)
             slot = latest_slot(trigger, now, lookback) or now.replace(second=0, microsecond=0)
         slot = slot.astimezone(timezone.utc)
-        last, actives = self.store.fire_reads(tier)  # one read: last slot and active runs
+        known, last = self._known_last_slot(tier)
+        actives: list[Any] | None = None
+        if not known:
+            last, actives = self.store.fire_reads(tier)  # one read: last slot and active runs
         plan = self.plan(tier, trigger, slot, now, last=last)
         for missed in plan.missed:
             self.record_missed(tier, missed)
@@ -388,8 +396,46 @@ class Daemon:
             lag = (datetime.now(timezone.utc) - due).total_seconds()
             log.info("tier_fired", tier=tier, slot=due.isoformat(), fire_lag_s=round(lag, 4))
             request = RunRequest(tier=tier, trigger="schedule", slot=due, fire_lag_s=lag)
-            # a later slot of a catch-up is read afresh: the run before it changed the store
-            self.dispatcher.run(request, actives=actives if i == 0 else None)
+            self._know_slot(tier, due)  # recorded below, or already recorded
+            try:
+                if known:
+                    # Nothing read before the insert: the store's unique index decides overlap.
+                    self.dispatcher.run(request, optimistic=True)
+                else:
+                    # a later slot of a catch-up is read afresh: the run before changed the store
+                    self.dispatcher.run(request, actives=actives if i == 0 else None)
+            except BaseException:
+                self._forget_slots(tier)  # maybe not recorded: the next fire reads the store
+                raise
+
+    def _known_last_slot(self, tier: str) -> tuple[bool, datetime | None]:
+        """The tier's last recorded slot as this daemon knows it, without a read.
+
+        Only this daemon writes slot rows of its own SQLite store (the state dir's lock keeps
+        out a second one): once it has read a tier's last slot (start-up) it follows every
+        slot it records itself. On a shared (PostgreSQL) store other daemons record slots too,
+        so each fire reads.
+        """
+        if self.config.store.is_postgres:
+            return False, None
+        with self._last_slots_lock:
+            if tier not in self._last_slots:
+                return False, None
+            return True, self._last_slots[tier]
+
+    def _forget_slots(self, tier: str) -> None:
+        with self._last_slots_lock:
+            self._last_slots.pop(tier, None)
+
+    def _know_slot(self, tier: str, slot: datetime | None) -> None:
+        """Note that ``slot`` of ``tier`` is recorded (``None``: the tier has no slot rows)."""
+        with self._last_slots_lock:
+            if tier not in self._last_slots or slot is None:
+                self._last_slots[tier] = slot
+                return
+            last = self._last_slots[tier]
+            if last is None or slot > last:
+                self._last_slots[tier] = slot
 
     def plan(
         self,
@@ -473,6 +519,7 @@ class Daemon:
             slot=slot,
         )
         record = self.dispatcher.ledger.open_final(row, decide(stop, reason))
+        self._know_slot(tier, slot)
         return record.id if record is not None else None
 
 

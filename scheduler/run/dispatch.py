@@ -136,6 +136,7 @@ class Dispatcher:
         *,
         recover: bool | None = None,
         actives: Sequence[RunRecord] | None = None,
+        optimistic: bool = False,
     ) -> RunRecord:
         """Record and execute a run in the calling thread; returns the final record.
 
@@ -145,27 +146,43 @@ class Dispatcher:
         daemon also recovers at start-up and on a timer, so a fire never pays for it otherwise.
         ``actives``: the store's active runs, when the caller has just read them (a fire does,
         with its last slot: :meth:`~scheduler.store.Store.fire_reads`).
+
+        ``optimistic`` (a cron fire of a daemon on its own SQLite store): the active runs are not
+        read first; the row is inserted and the store's unique index on active runs per tier
+        decides. Only when it refuses are the tier's active runs read: a stale one (a crash's
+        leftover) is recovered and the insert tried again, a live one makes the run an overlap
+        skip -- what a fire that read them first would have found. Stale rows of other tiers
+        are left to the recovery timer and to those tiers' own fires.
         """
         self.validate(request)
-        if actives is None:
+        if optimistic:
+            actives = ()  # none assumed: judged by the insert (see record's recover_stale)
+        elif actives is None:
             actives = self.store.active_runs()
-        if recover or (recover is None and self.stale_runs(actives)):
+        if recover or (recover is None and not optimistic and self.stale_runs(actives)):
             self.recover({request.runner} if request.runner else set())
-            actives = self.store.active_runs()
-        run_id = self.record(request, actives)
+            actives = () if optimistic else self.store.active_runs()
+        run_id = self.record(request, actives, recover_stale=optimistic)
         if run_id is None:
             existing = self.store.get_run_by_key(request.idempotency_key or "")
             assert existing is not None
             return existing
         return self.execute(run_id, request, cancel)
 
-    def record(self, request: RunRequest, actives: Sequence[RunRecord] | None = None) -> int | None:
+    def record(
+        self,
+        request: RunRequest,
+        actives: Sequence[RunRecord] | None = None,
+        *,
+        recover_stale: bool = False,
+    ) -> int | None:
         """Write the run row and return its id; ``None`` if the slot already has a row.
 
         When the tier is busy the row is written as a final ``skipped-overlap`` run, so every
         skip is visible; :meth:`execute` returns such a row as it is. ``actives`` is the store's
         active runs when the caller has just read them (saves a query; the store's unique index
-        on active runs per tier still decides a race).
+        on active runs per tier still decides a race). ``recover_stale``: when that index
+        refuses the row because of a stale active row of the tier, recover and insert again.
         """
         row = self._row(request)
         run_id: int | None = None
@@ -176,7 +193,7 @@ class Dispatcher:
             busy_reason = self._busy_reason(request.tier, actives)
             if not busy_reason:
                 try:
-                    run_id = self.ledger.open(row, lambda new: self._run_dir(request, new))
+                    run_id = self._open(row, request, recover_stale)
                 except ActiveRunExists:
                     busy_reason = self._busy_reason(request.tier) or (
                         f"tier {request.tier!r} already has an active run in {self.store.location}"
@@ -194,6 +211,18 @@ class Dispatcher:
         run_dir = self._run_dir(request, run_id)
         self.events.emit(RunQueued(run_id, request.tier, request.trigger, run_dir))
         return run_id
+
+    def _open(self, row: RunRow, request: RunRequest, recover_stale: bool) -> int | None:
+        """Insert the queued row (see :meth:`RunLedger.open`); with ``recover_stale``, a refusal
+        by a stale active row of the tier recovers it and tries once more."""
+        try:
+            return self.ledger.open(row, lambda new: self._run_dir(request, new))
+        except ActiveRunExists:
+            if not (recover_stale and self.stale_runs(self.store.active_runs(request.tier))):
+                raise
+        log.info("stale_row_recovered_before_fire", tier=request.tier)
+        self.recover({request.runner} if request.runner else set())
+        return self.ledger.open(row, lambda new: self._run_dir(request, new))
 
     def execute(
         self, run_id: int, request: RunRequest, cancel: threading.Event | None = None
