@@ -31,6 +31,7 @@ from bench.figures import figure, percentile  # noqa: E402
 from runners.fake import FakeRunner  # noqa: E402
 from runners.registry import RunnerFactory  # noqa: E402
 from scheduler.config import config_from_mapping  # noqa: E402
+from scheduler.daemon.run_store import daemon_run_store  # noqa: E402
 from scheduler.daemon.scheduler import JOB_PREFIX, Daemon  # noqa: E402
 from scheduler.kernel.events import Event, RunStarted  # noqa: E402
 from scheduler.logs import configure  # noqa: E402
@@ -77,7 +78,9 @@ def ours(tiers: int, seconds: float) -> list[float]:
             {"state_dir": tmp, "runner": "local", "project": {"path": tmp}, "tiers": names}
         )
         store = Store(config.db_path)
-        dispatcher = Dispatcher(config, store, RunnerFactory({"local": FakeRunner()}))
+        # the dispatcher `schedctl daemon` builds: run rows through daemon_run_store
+        runs = daemon_run_store(store)
+        dispatcher = Dispatcher(config, runs, RunnerFactory({"local": FakeRunner()}))
         dispatcher.add_listener(on_event)
         daemon = Daemon(config, store, dispatcher, freeze_heap=True)  # as `schedctl daemon`
         daemon.start()

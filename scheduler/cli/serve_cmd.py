@@ -37,6 +37,7 @@ def daemon_command(app: AppContext, log_format: str) -> None:
 
     from scheduler.api.address import socket_path
     from scheduler.daemon.assembly import build_dispatcher, build_services
+    from scheduler.daemon.run_store import daemon_run_store
     from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
     from scheduler.daemon.sdnotify import Notifier
     from scheduler.daemon.secret_env import scrub_environment, secret_env_names
@@ -44,7 +45,7 @@ def daemon_command(app: AppContext, log_format: str) -> None:
     configure(json_logs=log_format == "json", level="info")
     config = app.config
     notifier = Notifier.from_env()
-    dispatcher = build_dispatcher(config, app.store)
+    dispatcher = build_dispatcher(config, daemon_run_store(app.store))
     services = build_services(config, app.store, dispatcher)
     daemon = Daemon(config, app.store, dispatcher, services, freeze_heap=True)
     dispatcher.add_listener(_status_line(notifier, dispatcher.active_run_ids))

@@ -23,6 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from scheduler.config import TierConfig, load_config
 from scheduler.daemon.assembly import build_dispatcher, build_services
+from scheduler.daemon.run_store import daemon_run_store
 from scheduler.daemon.scheduler import Daemon, wait_for_signal
 from scheduler.kernel.events import Event
 from scheduler.logs import configure
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> None:
     configure(json_logs=True, level="info")
     config = load_config(config_path)
     store = open_store(config)  # the SQLite file, or store.url
-    dispatcher = build_dispatcher(config, store)
+    dispatcher = build_dispatcher(config, daemon_run_store(store))  # as `schedctl daemon`
     dispatcher.add_listener(EventLog(Path(events_path)))
 
     def every(_tier: TierConfig, tz: tzinfo) -> Any:

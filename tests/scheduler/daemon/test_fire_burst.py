@@ -9,9 +9,11 @@ recovered before the slot runs, a refusal by a live run is an overlap skip.
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,11 @@ from apscheduler.triggers.cron import CronTrigger
 
 from runners.fake import FakeRunner
 from scheduler.config import Config
+from scheduler.daemon.run_store import DaemonRunStore, daemon_run_store
 from scheduler.daemon.scheduler import JOB_PREFIX, Daemon
 from scheduler.kernel.events import Event, RunStarted, SlotMissed
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import RunRecord
+from scheduler.store.engine import RunRecord, Store
 from tests.conftest import tier
 from tests.scheduler.conftest import FakeDispatcher
 from tests.waiting import wait_for
@@ -45,8 +48,11 @@ def daemon_with_events(
 
     def make(config: Config) -> tuple[Daemon, list[Event]]:
         events: list[Event] = []
-        dispatcher = fake_dispatcher(config, FakeRunner(), events=events)
-        daemon = Daemon(config, dispatcher.store, dispatcher, recovery_interval_s=3600)
+        store = Store(config.db_path)
+        # run rows through the writer, as `schedctl daemon` writes them
+        runs = daemon_run_store(store)
+        dispatcher = fake_dispatcher(config, FakeRunner(), events=events, store=runs)
+        daemon = Daemon(config, store, dispatcher, recovery_interval_s=3600)
         started.append(daemon)
         return daemon, events
 
@@ -200,3 +206,54 @@ def test_a_fire_that_fails_makes_the_next_one_read_the_store(
     assert reads == ["t3"]  # read once, then known again
     outcomes = {r.slot: r.outcome for r in daemon.store.list_runs(tier="t3")}
     assert outcomes == {sunday(1): Outcome.PASSED, sunday(2): Outcome.PASSED}
+
+
+def test_run_rows_go_through_the_writer_under_the_stores_lock(
+    five_tiers: Config,
+    daemon_with_events: Callable[[Config], tuple[Daemon, list[Event]]],
+) -> None:
+    """The daemon's dispatcher writes run rows with the sqlite3 writer (opened at start-up),
+    while a write of the full store holds the store's lock the writer waits for it."""
+    daemon, _events = daemon_with_events(five_tiers)
+    runs = daemon.dispatcher.store
+    assert isinstance(runs, DaemonRunStore)
+    daemon.start()
+    writer = runs.writer()
+    assert writer is not None
+    written: list[str] = []
+    create_run = writer.create_run
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        written.append(str(kwargs.get("tier")))
+        return create_run(*args, **kwargs)
+
+    writer.create_run = noted  # type: ignore[method-assign]
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_store() -> None:
+        with daemon.store.begin(write=True):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_store)
+    holder.start()
+    assert held.wait(30)
+    firing = threading.Thread(target=daemon.fire, args=("t4", sunday(0), WEEKLY))
+    firing.start()
+    firing.join(0.3)
+    assert firing.is_alive()  # waits on the store's lock, not on SQLite's busy handler
+    assert daemon.store.get_run_by_key(f"t4@{sunday(0).isoformat()}") is None
+    release.set()
+    holder.join(30)
+    firing.join(30)
+    assert written == ["t4"]
+    ran = daemon.store.get_run_by_key(f"t4@{sunday(0).isoformat()}")
+    assert ran is not None and ran.outcome is Outcome.PASSED
+
+
+def test_a_postgres_store_is_used_as_it_is(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert isinstance(daemon_run_store(store), DaemonRunStore)
+    store.is_postgres = True  # what daemon_run_store asks; no server needed
+    assert daemon_run_store(store) is store
