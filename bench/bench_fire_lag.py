@@ -31,11 +31,11 @@ from bench.figures import figure, percentile  # noqa: E402
 from runners.fake import FakeRunner  # noqa: E402
 from runners.registry import RunnerFactory  # noqa: E402
 from scheduler.config import config_from_mapping  # noqa: E402
-from scheduler.daemon.run_store import daemon_run_store  # noqa: E402
 from scheduler.daemon.scheduler import JOB_PREFIX, Daemon  # noqa: E402
 from scheduler.kernel.events import Event, RunStarted  # noqa: E402
 from scheduler.logs import configure  # noqa: E402
 from scheduler.run.dispatch import Dispatcher  # noqa: E402
+from scheduler.store.daemon_store import daemon_run_store  # noqa: E402
 from scheduler.store.engine import Store  # noqa: E402
 
 TARGETS_MS = {1: 10.0, 5: 50.0}

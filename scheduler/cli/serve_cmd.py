@@ -37,10 +37,10 @@ def daemon_command(app: AppContext, log_format: str) -> None:
 
     from scheduler.api.address import socket_path
     from scheduler.daemon.assembly import build_dispatcher, build_services
-    from scheduler.daemon.run_store import daemon_run_store
     from scheduler.daemon.scheduler import Daemon, install_signal_handlers, wait_for_signal
     from scheduler.daemon.sdnotify import Notifier
     from scheduler.daemon.secret_env import scrub_environment, secret_env_names
+    from scheduler.store.daemon_store import daemon_run_store
 
     configure(json_logs=log_format == "json", level="info")
     config = app.config

@@ -23,11 +23,11 @@ from apscheduler.triggers.cron import CronTrigger
 
 from scheduler.config import TierConfig, load_config
 from scheduler.daemon.assembly import build_dispatcher, build_services
-from scheduler.daemon.run_store import daemon_run_store
 from scheduler.daemon.scheduler import Daemon, wait_for_signal
 from scheduler.kernel.events import Event
 from scheduler.logs import configure
 from scheduler.store.connect import open_store
+from scheduler.store.daemon_store import daemon_run_store
 
 
 class EventLog:

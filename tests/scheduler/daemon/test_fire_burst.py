@@ -13,7 +13,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +20,10 @@ from apscheduler.triggers.cron import CronTrigger
 
 from runners.fake import FakeRunner
 from scheduler.config import Config
-from scheduler.daemon.run_store import DaemonRunStore, daemon_run_store
 from scheduler.daemon.scheduler import JOB_PREFIX, Daemon
 from scheduler.kernel.events import Event, RunStarted, SlotMissed
 from scheduler.kernel.outcome import Outcome
+from scheduler.store.daemon_store import DaemonRunStore, daemon_run_store
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import tier
 from tests.scheduler.conftest import FakeDispatcher
@@ -250,10 +249,3 @@ def test_run_rows_go_through_the_writer_under_the_stores_lock(
     assert written == ["t4"]
     ran = daemon.store.get_run_by_key(f"t4@{sunday(0).isoformat()}")
     assert ran is not None and ran.outcome is Outcome.PASSED
-
-
-def test_a_postgres_store_is_used_as_it_is(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
-    assert isinstance(daemon_run_store(store), DaemonRunStore)
-    store.is_postgres = True  # what daemon_run_store asks; no server needed
-    assert daemon_run_store(store) is store
