@@ -6,7 +6,7 @@ A cron fire writes two statements before ``RunStarted`` (the queued row with its
 ones, contract-tested against the store) about a quarter of that, and five tiers firing in the
 same second pay it five times over under one GIL. So on a SQLite store the daemon's
 dispatcher writes run rows (open, start, finish) through the writer, as ``schedctl run`` does,
-and reads and writes everything else through the full store.
+and reads them back through it, and reads and writes everything else through the full store.
 
 The writer's transactions queue on the full store's own lock of this process's writers
 (``Store.begin(write=True)``), so a run row and, say, a GPU lease written at the same moment
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from scheduler.run.protocols import RunStore
     from scheduler.store.engine import Store
-    from scheduler.store.records import RunRecord, TestResultRow
+    from scheduler.store.records import QuarantineRow, RunRecord, TestResultRow
     from scheduler.store.writer import SqliteWriter
 
 
@@ -97,8 +97,24 @@ class DaemonRunStore:
         if self.writer() is None:
             self.store.rehearse_run(row, running)
 
+    # A run's own reads (the ledger's, recovery's, a fire's after a refused insert) go through
+    # the writer's connection too: the same answers (contract-tested), a fraction of the CPU.
+
+    def get_run(self, run_id: int) -> RunRecord:
+        writer = self.writer()
+        return self.store.get_run(run_id) if writer is None else writer.get_run(run_id)
+
     def get_run_by_key(self, key: str) -> RunRecord | None:
-        return self.store.get_run_by_key(key)
+        writer = self.writer()
+        return self.store.get_run_by_key(key) if writer is None else writer.get_run_by_key(key)
+
+    def active_runs(self, tier: str | None = None) -> list[RunRecord]:
+        writer = self.writer()
+        return self.store.active_runs(tier) if writer is None else writer.active_runs(tier)
+
+    def quarantine_list(self) -> list[QuarantineRow]:
+        writer = self.writer()
+        return self.store.quarantine_list() if writer is None else writer.quarantine_list()
 
 
 def daemon_run_store(store: Store) -> RunStore:

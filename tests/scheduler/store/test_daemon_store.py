@@ -28,6 +28,12 @@ def test_run_rows_go_through_the_writer_and_read_back_through_the_store(tmp_path
     assert runs.create_run(**row) is None  # the slot's key: once
     runs.update_run(run_id, outcome=Outcome.RUNNING, argv=["python3", "-m", "pytest"])
     record = store.get_run(run_id)
+    # read back through the writer's connection: what the store answers
+    assert runs.get_run(run_id) == record
+    assert runs.get_run_by_key(str(row["idempotency_key"])) == record
+    assert runs.active_runs() == store.active_runs() == [record]
+    assert runs.active_runs("daily") == []
+    assert runs.quarantine_list() == store.quarantine_list()
     assert (record.outcome, record.run_dir, record.argv) == (
         Outcome.RUNNING, f"/state/runs/{run_id}", ["python3", "-m", "pytest"],
     )  # fmt: skip
@@ -35,7 +41,8 @@ def test_run_rows_go_through_the_writer_and_read_back_through_the_store(tmp_path
     assert done.outcome is Outcome.PASSED
     assert store.get_run(run_id).outcome is Outcome.PASSED
     assert runs.full_store() is store
-    assert runs.active_runs() == []  # what the writer does not do: the store's
+    assert runs.active_runs() == []
+    assert runs.max_run_id() == run_id  # what the writer does not do: the store's
     runs.close()
 
 
