@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import re
 import threading
 import time
@@ -54,6 +53,7 @@ from structlog.typing import FilteringBoundLogger
 
 from runners.base import BoundedLog, Runner, RunResult, RunSpec
 from runners.docker_build import DockerImageBuilder
+from runners.docker_prewarm import RUN_DIR_SOURCE, DockerPrewarm, hand_to, startup_env
 from runners.docker_support import (
     DEFAULT_SOCKET,
     KNOWN_DOCKER_ERRORS,
@@ -66,6 +66,7 @@ from runners.docker_support import (
     docker_available,
     engine_address,
 )
+from runners.prewarm import pending_owner_alive
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import ImageMissing, InfraError
 from scheduler.kernel.outcome import Termination
@@ -115,6 +116,8 @@ class DockerRunner(Runner):
         poll_s: supervisor tick for deadline and cancel checks.
         clock: monotonic clock for the deadline.
         proc_root: where the host's ``/proc`` is, for :meth:`owns`.
+        prewarm: a container ``schedctl run`` created and started early
+            (:mod:`runners.docker_prewarm`): the first run it fits becomes it.
     """
 
     alias = "docker"
@@ -132,6 +135,7 @@ class DockerRunner(Runner):
         clock: Callable[[], float] = time.monotonic,
         log: FilteringBoundLogger | None = None,
         proc_root: Path = Path("/proc"),
+        prewarm: DockerPrewarm | None = None,
     ) -> None:
         self._client = client
         self.default_image = default_image
@@ -144,6 +148,7 @@ class DockerRunner(Runner):
         self.proc_root = proc_root
         self._lock = threading.Lock()
         self._containers: OrderedDict[str, set[str]] = OrderedDict()
+        self._prewarm = prewarm
 
     @property
     def address(self) -> str:
@@ -166,6 +171,7 @@ class DockerRunner(Runner):
         return DockerImageBuilder(self.client)
 
     def close(self) -> None:
+        self._take_prewarm(discard=True)
         if self._client is not None:
             self._client.close()
 
@@ -175,7 +181,20 @@ class DockerRunner(Runner):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def _take_prewarm(self, discard: bool = False) -> DockerPrewarm | None:
+        with self._lock:
+            prewarm, self._prewarm = self._prewarm, None
+        if prewarm is not None and discard:
+            prewarm.discard()
+            return None
+        return prewarm
+
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
+        prewarm = self._take_prewarm()
+        if prewarm is not None:
+            result = self._execute_prewarmed(prewarm, spec, cancel)
+            if result is not None:
+                return result
         client = self.client
         started = utcnow()
         image_name = spec.image or self.default_image
@@ -195,6 +214,66 @@ class DockerRunner(Runner):
         finally:
             self._remove(container)
 
+    def _execute_prewarmed(
+        self, prewarm: DockerPrewarm, spec: RunSpec, cancel: threading.Event
+    ) -> RunResult | None:
+        """The run in the prewarmed container; ``None`` (it is removed) when it does not fit."""
+        client = self.client
+        started = utcnow()
+        image_name = spec.image or self.default_image
+        try:
+            template = self.template(spec)
+        except InfraError:
+            template = {}
+        why = prewarm.mismatch(template, spec.argv) if template else "the run's mounts are bad"
+        with _map_docker_errors(self.address):
+            image = self._find_image(client, image_name)
+            container = client.containers.get(prewarm.container_id) if not why else None
+        if container is not None and container.attrs.get("Image") != image.id:
+            why = f"image {image_name!r} changed since the container was created"
+        elif container is not None and not container.attrs["State"].get("Running"):
+            why = "its launcher exited"
+        if why or container is None:
+            self._log.info("prewarmed container not used", reason=why)
+            prewarm.discard()
+            return None
+        self._remember(spec.run_id, container.id)
+        try:
+            with _map_docker_errors(self.address):
+                self._remove_leftover(client, self.container_name(spec))
+            try:
+                prewarm.adopt(spec.run_dir)
+            except OSError as exc:
+                raise InfraError(f"cannot make {spec.run_dir} the prewarmed mount: {exc}") from exc
+            self._prepare_run_dir(spec.run_dir)
+            kwargs = self.create_kwargs(spec, image.id)
+            message = {
+                "argv": list(kwargs["command"]),
+                "cwd": CONTAINER_SRC,
+                "env": dict(kwargs["environment"]),
+                "spawn_env": sorted(template["environment"]),
+            }
+
+            def go() -> None:
+                try:
+                    prewarm.go(message)
+                except OSError as exc:
+                    raise InfraError(f"the prewarmed container is gone: {exc}") from exc
+                container.rename(self.container_name(spec))
+
+            with _map_docker_errors(self.address):
+                result = self._run_container(
+                    container, spec, cancel, started, prewarm.created_at, start=go
+                )
+                provenance = {**self._provenance(image, image_name), **result.provenance}
+                provenance.update(
+                    container_id=container.id, container_name=container.name, prewarmed=True
+                )
+                return dataclasses.replace(result, provenance=provenance)
+        finally:
+            prewarm.discard()  # a no-op once "go" was sent
+            self._remove(container)
+
     def _run_container(
         self,
         container: Container,
@@ -202,11 +281,12 @@ class DockerRunner(Runner):
         cancel: threading.Event,
         started: datetime,
         created_at: float,
+        start: Callable[[], None] | None = None,
     ) -> RunResult:
         with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
             pump = _LogPump(stream, log, self._clock)
-            container.start()
+            (start or container.start)()
             pump.start()
             exited = _wait_in_thread(container)
             # Asked while the tests run rather than after them: one round trip off the run's end.
@@ -263,14 +343,7 @@ class DockerRunner(Runner):
     def _prepare_run_dir(self, run_dir: Path) -> None:
         """Make the output dir (only it, not its parents or what the daemon put in it) writable
         for the container user (the daemon usually runs as root)."""
-        uid, _, gid = self.user.partition(":")
-        try:
-            if os.geteuid() == 0:
-                os.chown(run_dir, int(uid), int(gid or uid))
-            elif run_dir.stat().st_uid != int(uid):
-                run_dir.chmod(0o777)  # rootless daemon with a foreign container uid: no other way
-        except (OSError, ValueError) as exc:
-            raise InfraError(f"cannot hand {run_dir} to container user {self.user}: {exc}") from exc
+        hand_to(run_dir, self.user)
 
     @staticmethod
     def _binds(spec: RunSpec) -> list[tuple[Path, str, bool]]:
@@ -340,6 +413,36 @@ class DockerRunner(Runner):
             # default that would hand every GPU to a run that leased none.
             env["NVIDIA_VISIBLE_DEVICES"] = "void"
         return kwargs
+
+    def template(self, spec: RunSpec) -> dict[str, Any]:
+        """What the container of ``spec`` is made of, less what only the run has: its
+        ``containers.create`` arguments (JSON-able) without the name, the run-id label, the
+        command, the run dir's mount sources and the variables no interpreter reads at start-up.
+        A prewarmed container (:mod:`runners.docker_prewarm`) is made from it, and serves only a
+        run whose template is equal.
+
+        Raises:
+            InfraError: a mount is bad (as :meth:`create_kwargs`).
+        """
+        kwargs = self.create_kwargs(spec, spec.image or self.default_image)
+        # The run dir's own mounts are named relative to it (a prewarm mounts its staging dir).
+        run_dir = str(spec.run_dir.absolute())
+        sources = {run_dir: RUN_DIR_SOURCE, f"{run_dir}/plugin": f"{RUN_DIR_SOURCE}/plugin"}
+        mounts = [
+            {**dict(mount), "Source": sources.get(mount["Source"], mount["Source"])}
+            for mount in kwargs["mounts"]
+        ]
+        labels = {k: v for k, v in kwargs["labels"].items() if k != LABEL_RUN_ID}
+        parts = [p for p in ("schedctl", self.instance, spec.tier, "prewarm") if p]
+        prefix = re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(parts))
+        template = {k: v for k, v in kwargs.items() if k not in ("name", "command")}
+        template.update(
+            name_prefix=prefix,
+            labels=labels,
+            mounts=mounts,
+            environment=startup_env(kwargs["environment"]),
+        )
+        return template
 
     def _remove(self, container: Container) -> None:
         """Always remove; a failure here is a warning and never replaces the run's outcome."""
@@ -424,8 +527,8 @@ class DockerRunner(Runner):
         reaped: set[str] = set()
         for container in found:
             run_id = container.labels.get(LABEL_RUN_ID, "")
-            if run_id in live_run_ids:
-                continue
+            if run_id in live_run_ids or pending_owner_alive(run_id, self.proc_root):
+                continue  # a prewarmed container whose owner lives is not an orphan (yet)
             self._log.warning("reaping orphan container", container=container.name, run_id=run_id)
             self._remove(container)  # force-remove kills it first
             reaped.add(run_id)
