@@ -118,7 +118,11 @@ class EngineClient:
             json_body = "json" in (response.getheader("Content-Type") or "")
             payload: Any = json.loads(raw) if json_body and raw.strip() else raw
             if response.status >= 400:
-                message = payload.get("message") if isinstance(payload, dict) else raw[:200]
+                message = str(
+                    payload.get("message")
+                    if isinstance(payload, dict)
+                    else raw[:200].decode("utf-8", "replace")
+                )
                 if response.status == 404 and "image" in str(message).lower():
                     raise ImageMissing(f"docker: {message}")
                 raise InfraError(f"docker: {method} {path}: {response.status} {message}")
