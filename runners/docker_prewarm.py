@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -153,71 +154,91 @@ def _prewarm_kwargs(
 
 
 class DockerPrewarm:
-    """One prewarmed container, waiting for the run it was started for; used once."""
+    """One prewarmed container, waiting for the run it was started for; used once.
+
+    The engine calls that make it (create, attach, start: ~0.3 s, most of it the engine's) run
+    in a thread, while schedctl goes on importing and recording the run; :meth:`ready` waits.
+    """
 
     runner = "docker"
 
-    def __init__(
-        self,
-        plan: DockerPlan,
-        client: EngineClient,
-        container_id: str,
-        stdin: socket.socket,
-        staging: Path,
-        pending: str,
-        created_at: float,
-    ) -> None:
+    def __init__(self, plan: DockerPlan, client: EngineClient, staging: Path, pending: str) -> None:
         self.plan = plan
         self.client = client
-        self.container_id = container_id
-        self._stdin: socket.socket | None = stdin
         self.staging: Path | None = staging
         self.pending = pending
-        self.created_at = created_at
+        self.container_id = ""
+        self.created_at = 0.0
         """``time.monotonic()`` just before the container was created."""
+        self.failure = ""
+        self._stdin: socket.socket | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._make, name="docker-prewarm", daemon=True)
 
     @classmethod
     def start(cls, plan: DockerPlan, client: EngineClient | None = None) -> DockerPrewarm | None:
-        """Create, attach and start the container; ``None`` when anything fails (the run then
-        creates its container as always, and reports any engine problem itself)."""
+        """Make the staging dir, then create, attach and start the container in a thread;
+        ``None`` when the staging dir cannot be made. An engine failure is found at
+        :meth:`ready` (the run then creates its container as always, and reports any engine
+        problem itself)."""
         client = client or EngineClient(plan.socket_path)
         runs_dir = Path(plan.runs_dir)
         pending = pending_id()
         staging = runs_dir / f"{STAGING_PREFIX}{pending}"
-        container_id = None
         try:
             runs_dir.mkdir(mode=STAGING_MODE, parents=True, exist_ok=True)
             remove_stale_staging(runs_dir)
             staging.mkdir(mode=STAGING_MODE)
             (staging / "plugin").mkdir(mode=0o755)
             hand_to(staging, str(plan.template["user"]))
-            command = [plan.python, "-c", launcher_source(), "0"]
-            body = create_body(_prewarm_kwargs(plan.template, pending, staging, command))
-            created_at = time.monotonic()
-            container_id = client.create(body, body_name(plan.template, pending))
-            stdin = client.attach_stdin(container_id)
+        except (InfraError, OSError, KeyError):
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        prewarm = cls(plan, client, staging, pending)
+        prewarm._thread.start()
+        return prewarm
+
+    def _make(self) -> None:
+        client = self.client
+        try:
+            assert self.staging is not None
+            command = [self.plan.python, "-c", launcher_source(), "0"]
+            kwargs = _prewarm_kwargs(self.plan.template, self.pending, self.staging, command)
+            body = create_body(kwargs)
+            self.created_at = time.monotonic()
+            self.container_id = client.create(body, kwargs["name"])
+            stdin = client.attach_stdin(self.container_id)
             try:
-                client.start(container_id)
+                client.start(self.container_id)
             except BaseException:
                 stdin.close()
                 raise
-        except (InfraError, OSError, ValueError, KeyError, TypeError):
+            self._stdin = stdin
+        except (InfraError, OSError, ValueError, KeyError, TypeError) as exc:
+            self.failure = str(exc) or type(exc).__name__
             with contextlib.suppress(InfraError):
-                if container_id is not None:
-                    client.remove(container_id)
-            shutil.rmtree(staging, ignore_errors=True)
-            return None
-        return cls(plan, client, container_id, stdin, staging, pending, created_at)
+                if self.container_id:
+                    self.client.remove(self.container_id)
+
+    def ready(self, timeout_s: float = 60.0) -> bool:
+        """Wait for the container to be started; whether it was (else see :attr:`failure`)."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self.failure = self.failure or f"not started after {timeout_s:g} s"
+            return False
+        return self._stdin is not None and not self._done
 
     @property
     def used(self) -> bool:
-        return self._stdin is None
+        return self._done
 
     def mismatch(self, template: Mapping[str, Any], argv: Sequence[str]) -> str:
         """Why this container cannot become the run whose container would be made from
         ``template`` to run ``argv``; ``""`` if it can."""
         if self.used:
             return "already used"
+        if not self.ready():
+            return f"it could not be started: {self.failure}"
         if list(argv[:3]) != [self.plan.python, "-m", "pytest"]:
             return f"the command is not {self.plan.python} -m pytest"
         try:
@@ -256,8 +277,9 @@ class DockerPrewarm:
         """Hand the launcher its run (``argv``, ``cwd``, ``env``, ``spawn_env``) and close its
         stdin. Raises ``OSError`` when the container is gone."""
         sock, self._stdin = self._stdin, None
-        if sock is None:
+        if sock is None or self._done:
             raise OSError("the prewarmed container was already used")
+        self._done = True
         data = json.dumps({**message, "stamp": False}).encode("utf-8")
         try:
             if len(data) > MESSAGE_MAX_BYTES:
@@ -270,16 +292,16 @@ class DockerPrewarm:
     def discard(self) -> None:
         """Remove an unused container (it has run nothing of the project: no "go" was sent)
         and its staging dir. A no-op once the run used it."""
-        sock, self._stdin = self._stdin, None
-        if sock is None:
+        if self._done:
             return
-        sock.close()  # were the removal refused, the launcher reads EOF and exits 0
+        self._done = True
+        self._thread.join()  # what it is making is removed below
+        sock, self._stdin = self._stdin, None
+        if sock is not None:
+            sock.close()  # were the removal refused, the launcher reads EOF and exits 0
         with contextlib.suppress(InfraError):
-            self.client.remove(self.container_id)
+            if self.container_id:
+                self.client.remove(self.container_id)
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
-
-
-def body_name(template: Mapping[str, Any], pending: str) -> str:
-    return f"{template['name_prefix']}-{pending}"

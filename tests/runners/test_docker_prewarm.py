@@ -116,7 +116,12 @@ class TestOffline:
         runner = DockerRunner(instance="offline")
         spec = make_spec(tmp_path)
         plan = DockerPlan(runner.template(spec), str(tmp_path / "runs2"), str(tmp_path / "x"))
-        assert plan.start() is None
+        prewarm = plan.start()
+        assert prewarm is not None
+        assert not prewarm.ready()
+        assert "not answering" in prewarm.failure
+        assert prewarm.mismatch(plan.template, spec.argv).startswith("it could not be started")
+        prewarm.discard()
         assert _staging_dirs(tmp_path / "runs2") == []
 
     def test_template_leaves_out_what_only_the_run_has(
@@ -184,7 +189,7 @@ class TestPrewarmedRuns:
         image = client.images.get(spec.image or docker_runner.default_image)
         plain = client.containers.create(**docker_runner.create_kwargs(spec, image.id))
         prewarm = _plan(docker_runner, spec).start()
-        assert prewarm is not None
+        assert prewarm is not None and prewarm.ready(), prewarm and prewarm.failure
         try:
             warm = client.containers.get(prewarm.container_id)
             plain.reload()
@@ -286,7 +291,7 @@ OWNER = """
 import json, sys
 from runners.docker_prewarm import DockerPlan
 prewarm = DockerPlan.from_json(json.loads(sys.argv[1])).start()
-print(prewarm.container_id if prewarm else "", flush=True)
+print(prewarm.container_id if prewarm and prewarm.ready() else "", flush=True)
 sys.stdin.read()  # until killed
 """
 
