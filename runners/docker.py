@@ -41,18 +41,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
-import docker.errors
 import structlog
-from docker.models.containers import Container
-from docker.models.images import Image
-from docker.types import DeviceRequest, Mount
-from structlog.typing import FilteringBoundLogger
 
 from runners.base import BoundedLog, Runner, RunResult, RunSpec
-from runners.docker_build import DockerImageBuilder
 from runners.docker_prewarm import RUN_DIR_SOURCE, DockerPrewarm, hand_to, startup_env
 from runners.docker_support import (
     DEFAULT_SOCKET,
@@ -70,6 +63,16 @@ from runners.prewarm import pending_owner_alive
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import ImageMissing, InfraError
 from scheduler.kernel.outcome import Termination
+
+# The docker SDK (and requests, ~145 ms) is imported where the runner first needs its client: a
+# run in a prewarmed container is handed its command before (see _execute_prewarmed).
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+    from docker.models.images import Image
+    from structlog.typing import FilteringBoundLogger
+
+    from runners.docker_build import DockerImageBuilder
 
 DEFAULT_IMAGE = "schedctl-test:bookworm"
 CONTAINER_SRC = "/work/src"
@@ -163,11 +166,15 @@ class DockerRunner(Runner):
         """
         if self._client is None:
             with _map_docker_errors(self.address):
+                import docker
+
                 self._client = docker.from_env()
         return self._client
 
     def image_builder(self) -> DockerImageBuilder:
         """Builds and removes images on this runner's engine (the ``build`` tier kind)."""
+        from runners.docker_build import DockerImageBuilder
+
         return DockerImageBuilder(self.client)
 
     def close(self) -> None:
@@ -217,62 +224,80 @@ class DockerRunner(Runner):
     def _execute_prewarmed(
         self, prewarm: DockerPrewarm, spec: RunSpec, cancel: threading.Event
     ) -> RunResult | None:
-        """The run in the prewarmed container; ``None`` (it is removed) when it does not fit."""
-        client = self.client
+        """The run in the prewarmed container; ``None`` (it is removed) when it does not fit.
+
+        Up to "go" it talks to the engine with the prewarm's standard-library client; the SDK is
+        imported after, while the tests run (the log is read with ``logs``, which also serves a
+        container that has already exited).
+        """
         started = utcnow()
         image_name = spec.image or self.default_image
+        engine = prewarm.client
         try:
             template = self.template(spec)
         except InfraError:
             template = {}
         why = prewarm.mismatch(template, spec.argv) if template else "the run's mounts are bad"
-        with _map_docker_errors(self.address):
-            image = self._find_image(client, image_name)
-            container = client.containers.get(prewarm.container_id) if not why else None
-        if container is not None and container.attrs.get("Image") != image.id:
-            why = f"image {image_name!r} changed since the container was created"
-        elif container is not None and not container.attrs["State"].get("Running"):
-            why = "its launcher exited"
-        if why or container is None:
+        image_id = ""
+        if not why:
+            try:
+                image_id = engine.image_id(image_name)
+                state = engine.inspect(prewarm.container_id)
+            except InfraError as exc:
+                why = str(exc)
+            else:
+                if state.get("Image") != image_id:
+                    why = f"image {image_name!r} changed since the container was created"
+                elif not state.get("State", {}).get("Running"):
+                    why = "its launcher exited"
+        if why:
             self._log.info("prewarmed container not used", reason=why)
             prewarm.discard()
             return None
-        self._remember(spec.run_id, container.id)
+        container_id = prewarm.container_id
+        self._remember(spec.run_id, container_id)
+        name = self.container_name(spec)
+        container: Container | None = None
         try:
-            with _map_docker_errors(self.address):
-                self._remove_leftover(client, self.container_name(spec))
+            leftover = engine.find(name)
+            if leftover is not None:
+                self._log.warning("removing leftover container", container=name, id=leftover["Id"])
+                engine.remove(str(leftover["Id"]))
             try:
                 prewarm.adopt(spec.run_dir)
             except OSError as exc:
                 raise InfraError(f"cannot make {spec.run_dir} the prewarmed mount: {exc}") from exc
             self._prepare_run_dir(spec.run_dir)
-            kwargs = self.create_kwargs(spec, image.id)
-            message = {
-                "argv": list(kwargs["command"]),
-                "cwd": CONTAINER_SRC,
-                "env": dict(kwargs["environment"]),
-                "spawn_env": sorted(template["environment"]),
-            }
-
-            def go() -> None:
-                try:
-                    prewarm.go(message)
-                except OSError as exc:
-                    raise InfraError(f"the prewarmed container is gone: {exc}") from exc
-                container.rename(self.container_name(spec))
-
+            kwargs = self.create_kwargs(spec, image_id)
+            try:
+                prewarm.go(
+                    {
+                        "argv": list(kwargs["command"]),
+                        "cwd": CONTAINER_SRC,
+                        "env": dict(kwargs["environment"]),
+                        "spawn_env": sorted(template["environment"]),
+                    }
+                )
+            except OSError as exc:
+                raise InfraError(f"the prewarmed container is gone: {exc}") from exc
+            engine.rename(container_id, name)
+            client = self.client
             with _map_docker_errors(self.address):
+                container = client.containers.get(container_id)
+                image = client.images.get(image_id)
                 result = self._run_container(
-                    container, spec, cancel, started, prewarm.created_at, start=go
+                    container, spec, cancel, started, prewarm.created_at, prewarmed=True
                 )
                 provenance = {**self._provenance(image, image_name), **result.provenance}
-                provenance.update(
-                    container_id=container.id, container_name=container.name, prewarmed=True
-                )
+                provenance.update(container_id=container_id, container_name=name, prewarmed=True)
                 return dataclasses.replace(result, provenance=provenance)
         finally:
             prewarm.discard()  # a no-op once "go" was sent
-            self._remove(container)
+            if container is not None:
+                self._remove(container)
+            else:
+                with contextlib.suppress(InfraError):
+                    engine.remove(container_id)
 
     def _run_container(
         self,
@@ -281,12 +306,16 @@ class DockerRunner(Runner):
         cancel: threading.Event,
         started: datetime,
         created_at: float,
-        start: Callable[[], None] | None = None,
+        prewarmed: bool = False,
     ) -> RunResult:
         with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            if prewarmed:  # started already, maybe even exited: its whole output, followed
+                stream = container.logs(stdout=True, stderr=True, stream=True, follow=True)
+            else:
+                stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
             pump = _LogPump(stream, log, self._clock)
-            (start or container.start)()
+            if not prewarmed:
+                container.start()
             pump.start()
             exited = _wait_in_thread(container)
             # Asked while the tests run rather than after them: one round trip off the run's end.
@@ -314,6 +343,8 @@ class DockerRunner(Runner):
 
     def _stop(self, container: Container, grace_s: float) -> None:
         """SIGTERM (forwarded by the container's init), SIGKILL after the grace."""
+        import docker.errors
+
         with contextlib.suppress(docker.errors.NotFound):
             container.stop(timeout=max(0, math.ceil(grace_s)))
             container.reload()
@@ -325,6 +356,8 @@ class DockerRunner(Runner):
 
     @staticmethod
     def _find_image(client: docker.DockerClient, name: str) -> Image:
+        import docker.errors
+
         try:
             return client.images.get(name)
         except docker.errors.ImageNotFound as exc:
@@ -333,6 +366,8 @@ class DockerRunner(Runner):
             ) from exc
 
     def _remove_leftover(self, client: docker.DockerClient, name: str) -> None:
+        import docker.errors
+
         try:
             leftover = client.containers.get(name)
         except docker.errors.NotFound:
@@ -387,8 +422,14 @@ class DockerRunner(Runner):
             "environment": env,
             "working_dir": CONTAINER_SRC,
             "user": self.user,
+            # As docker.types.Mount makes them (a dict), without importing the SDK.
             "mounts": [
-                Mount(target, str(host.absolute()), type="bind", read_only=read_only)
+                {
+                    "Target": target,
+                    "Source": str(host.absolute()),
+                    "Type": "bind",
+                    "ReadOnly": read_only,
+                }
                 for host, target, read_only in binds
             ],
             "tmpfs": {"/tmp": f"rw,exec,nosuid,nodev,size={self.tmpfs_size}"},
@@ -406,6 +447,8 @@ class DockerRunner(Runner):
         if spec.shm_size:
             kwargs["shm_size"] = spec.shm_size
         if spec.gpus:
+            from docker.types import DeviceRequest
+
             ids = [gpu.uuid or str(gpu.index) for gpu in spec.gpus]
             kwargs["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
         else:
@@ -437,6 +480,7 @@ class DockerRunner(Runner):
         prefix = re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(parts))
         template = {k: v for k, v in kwargs.items() if k not in ("name", "command")}
         template.update(
+            engine=self.address,
             name_prefix=prefix,
             labels=labels,
             mounts=mounts,
@@ -450,6 +494,8 @@ class DockerRunner(Runner):
             with _map_docker_errors(self.address):
                 container.remove(force=True, v=True)
         except InfraError as exc:
+            import docker.errors
+
             if not isinstance(exc.__cause__, docker.errors.NotFound):
                 self._log.warning(
                     "container removal failed", container=container.id, error=str(exc)

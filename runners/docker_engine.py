@@ -148,6 +148,20 @@ class EngineClient:
         _, payload = self._request("GET", f"/containers/{container_id}/json")
         return dict(payload)
 
+    def find(self, container: str) -> dict[str, Any] | None:
+        """The inspection of a container (id or name); ``None`` when there is none."""
+        try:
+            return self.inspect(container)
+        except InfraError as exc:
+            if " 404 " in str(exc):
+                return None
+            raise
+
+    def image_id(self, name: str) -> str:
+        """The id of the local image ``name``. Raises :class:`ImageMissing` when it is not here."""
+        _, payload = self._request("GET", f"/images/{urllib.parse.quote(name, safe='')}/json")
+        return str(payload["Id"])
+
     def remove(self, container_id: str) -> None:
         """Force-remove (kills it first) with its anonymous volumes; gone already is fine."""
         try:

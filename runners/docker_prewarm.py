@@ -142,7 +142,7 @@ def _prewarm_kwargs(
         mounts.append(mount)
     labels = {**template["labels"], LABEL_RUN_ID: pending}
     prefix = template["name_prefix"]
-    kwargs = {k: v for k, v in template.items() if k != "name_prefix"}
+    kwargs = {k: v for k, v in template.items() if k not in ("name_prefix", "engine")}
     kwargs.update(
         name=f"{prefix}-{pending}",
         labels=labels,
