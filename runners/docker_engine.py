@@ -157,6 +157,12 @@ class EngineClient:
                 return None
             raise
 
+    def containers(self, labels: list[str]) -> list[dict[str, Any]]:
+        """Every container (running or not) with all of ``labels`` (``key`` or ``key=value``)."""
+        query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
+        _, payload = self._request("GET", f"/containers/json?{query}")
+        return [dict(c) for c in payload] if isinstance(payload, list) else []
+
     def image_id(self, name: str) -> str:
         """The id of the local image ``name``. Raises :class:`ImageMissing` when it is not here."""
         _, payload = self._request("GET", f"/images/{urllib.parse.quote(name, safe='')}/json")

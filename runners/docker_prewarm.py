@@ -53,6 +53,7 @@ RUN_DIR_SOURCE = "<run dir>"
 """What a template names the run dir by (the source of the run's ``/work/out`` mount, and of
 ``/work/plugin`` when the plugin is the run dir's ``plugin``)."""
 LABEL_RUN_ID = "schedctl.run-id"
+LABEL_INSTANCE = "schedctl.instance"
 MAY_DIFFER = ("SCHEDCTL_", "COVERAGE_FILE")
 """Variables of the run's environment that may differ from the container's at "go": nothing
 reads them at the interpreter's start-up (``PYTHONPATH`` is the same ``/work/plugin`` always)."""
@@ -91,6 +92,19 @@ def remove_stale_staging(runs_dir: Path) -> list[Path]:
         if pending_owner_alive(entry[len(STAGING_PREFIX) :]) is False:
             shutil.rmtree(runs_dir / entry, ignore_errors=True)
             removed.append(runs_dir / entry)
+    return removed
+
+
+def reap_dead_prewarms(client: EngineClient, instance: str) -> list[str]:
+    """Remove the instance's prewarmed containers whose owner is gone (its crash recovery does
+    too; a prewarm does it after its own start, so a ``schedctl run`` killed before "go" leaves
+    nothing for long even without a daemon); their pending ids."""
+    removed = []
+    for found in client.containers([LABEL_RUN_ID, f"{LABEL_INSTANCE}={instance}"]):
+        pending = str((found.get("Labels") or {}).get(LABEL_RUN_ID, ""))
+        if pending_owner_alive(pending) is False:
+            client.remove(str(found["Id"]))
+            removed.append(pending)
     return removed
 
 
@@ -214,6 +228,8 @@ class DockerPrewarm:
                 stdin.close()
                 raise
             self._stdin = stdin
+            with contextlib.suppress(InfraError, KeyError):
+                reap_dead_prewarms(client, str(self.plan.template["labels"][LABEL_INSTANCE]))
         except (InfraError, OSError, ValueError, KeyError, TypeError) as exc:
             self.failure = str(exc) or type(exc).__name__
             with contextlib.suppress(InfraError):

@@ -75,6 +75,8 @@ def run_command(
         config = app.run_config
         config.tier(tier)
         found = _daemon(config)
+        if found is not None and early is not None:
+            early.discard()  # the daemon runs it: a container must not wait for nothing meanwhile
         prewarmed = None
         if found is None and not detach:
             prewarmed = _launcher(app, tier, runner, early)
