@@ -2,8 +2,10 @@
 
 :mod:`runners.docker_prewarm` creates and starts a run's container while ``schedctl run`` is
 still importing (the docker SDK and ``requests`` alone take ~145 ms to import), so it talks to
-the engine with ``http.client`` on an ``AF_UNIX`` socket. It has only the calls the prewarm
-makes: create, start, attach to stdin (a hijacked connection), rename, inspect, remove.
+the engine with HTTP/1.1 on an ``AF_UNIX`` socket. It has only the calls the prewarm
+makes, and the runner's before "go": create, start, attach to stdin (a hijacked connection),
+rename, inspect, list, image id, remove. Plain sockets, not ``http.client`` (its ``email``
+imports cost more than these few calls).
 
 Every failure is translated here, at this module's one boundary (:func:`_engine_errors`), into
 the project's errors: :class:`EngineDown` when the engine cannot be reached,
@@ -13,11 +15,9 @@ the project's errors: :class:`EngineDown` when the engine cannot be reached,
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import socket
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -38,6 +38,15 @@ def socket_path_from_env(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def quote(value: str) -> str:
+    """Percent-encode everything but RFC 3986's unreserved characters (``urllib.parse`` would
+    import ``ipaddress`` and more for this)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8"))
+
+
 def parse_bytes(value: str | int) -> int:
     """``"1g"`` -> bytes, as the docker SDK's ``parse_bytes`` reads ``mem_limit``/``shm_size``."""
     if isinstance(value, int):
@@ -54,20 +63,47 @@ def parse_bytes(value: str | int) -> int:
     return int(float(digits) * BYTE_UNITS["b" if suffix.isdigit() else suffix])
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self._path = path
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a ``Transfer-Encoding: chunked`` body.
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    Raises:
+        ValueError: it is not one.
+    """
+    out = bytearray()
+    rest = body
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            raise ValueError("truncated chunked body")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += rest[:size]
+        rest = rest[size + 2 :]
+
+
+def _parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one whole HTTP/1.1 response.
+
+    Raises:
+        ValueError: it is not one.
+    """
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError(f"no HTTP response from the engine: {raw[:80]!r}")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    elif "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return int(parts[1]), headers, body
 
 
 class _Unreachable(Exception):
@@ -83,7 +119,7 @@ def _engine_errors(address: str) -> Iterator[None]:
         raise
     except _Unreachable as exc:
         raise EngineDown(f"docker engine not answering at {address}: {exc}") from exc
-    except (OSError, http.client.HTTPException, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise InfraError(f"docker: {exc}") from exc
 
 
@@ -98,54 +134,66 @@ class EngineClient:
     def address(self) -> str:
         return f"unix://{self.socket_path}"
 
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout_s)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise _Unreachable(str(exc)) from exc
+        return sock
+
     def _request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, Any]:
+        """One request on its own connection (``Connection: close``: the response ends at EOF).
+        Plain sockets rather than ``http.client``, whose import (``email``) costs more than
+        the few calls made here."""
         with _engine_errors(self.address):
-            conn = _UnixConnection(self.socket_path, self.timeout_s)
+            data = json.dumps(body).encode() if body is not None else b""
+            head = f"{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
+            if body is not None:
+                head += "Content-Type: application/json\r\n"
+            head += f"Content-Length: {len(data)}\r\n\r\n"
+            sock = self._connect()
             try:
-                try:
-                    conn.connect()
-                except OSError as exc:
-                    raise _Unreachable(str(exc)) from exc
-                data = json.dumps(body).encode() if body is not None else None
-                headers = {"Content-Type": "application/json"} if data is not None else {}
-                conn.request(method, path, body=data, headers=headers)
-                response = conn.getresponse()
-                raw = response.read()
+                sock.sendall(head.encode() + data)
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
             finally:
-                conn.close()
-            json_body = "json" in (response.getheader("Content-Type") or "")
+                sock.close()
+            status, headers, raw = _parse_response(b"".join(chunks))
+            json_body = "json" in headers.get("content-type", "")
             payload: Any = json.loads(raw) if json_body and raw.strip() else raw
-            if response.status >= 400:
+            if status >= 400:
                 message = str(
                     payload.get("message")
                     if isinstance(payload, dict)
                     else raw[:200].decode("utf-8", "replace")
                 )
-                if response.status == 404 and "image" in str(message).lower():
+                if status == 404 and "image" in message.lower():
                     raise ImageMissing(f"docker: {message}")
-                raise InfraError(f"docker: {method} {path}: {response.status} {message}")
-            return response.status, payload
+                raise InfraError(f"docker: {method} {path}: {status} {message}")
+            return status, payload
 
     def ping(self) -> bool:
         status, _ = self._request("GET", "/_ping")
         return status == 200
 
     def create(self, body: Mapping[str, Any], name: str) -> str:
-        query = urllib.parse.urlencode({"name": name})
-        _, payload = self._request("POST", f"/containers/create?{query}", body)
+        _, payload = self._request("POST", f"/containers/create?name={quote(name)}", body)
         return str(payload["Id"])
 
     def start(self, container_id: str) -> None:
-        self._request("POST", f"/containers/{container_id}/start")
+        self._request("POST", f"/containers/{quote(container_id)}/start")
 
     def rename(self, container_id: str, name: str) -> None:
-        query = urllib.parse.urlencode({"name": name})
-        self._request("POST", f"/containers/{container_id}/rename?{query}")
+        self._request("POST", f"/containers/{quote(container_id)}/rename?name={quote(name)}")
 
     def inspect(self, container_id: str) -> dict[str, Any]:
-        _, payload = self._request("GET", f"/containers/{container_id}/json")
+        _, payload = self._request("GET", f"/containers/{quote(container_id)}/json")
         return dict(payload)
 
     def find(self, container: str) -> dict[str, Any] | None:
@@ -159,19 +207,19 @@ class EngineClient:
 
     def containers(self, labels: list[str]) -> list[dict[str, Any]]:
         """Every container (running or not) with all of ``labels`` (``key`` or ``key=value``)."""
-        query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
-        _, payload = self._request("GET", f"/containers/json?{query}")
+        filters = quote(json.dumps({"label": labels}))
+        _, payload = self._request("GET", f"/containers/json?all=1&filters={filters}")
         return [dict(c) for c in payload] if isinstance(payload, list) else []
 
     def image_id(self, name: str) -> str:
         """The id of the local image ``name``. Raises :class:`ImageMissing` when it is not here."""
-        _, payload = self._request("GET", f"/images/{urllib.parse.quote(name, safe='')}/json")
+        _, payload = self._request("GET", f"/images/{quote(name)}/json")
         return str(payload["Id"])
 
     def remove(self, container_id: str) -> None:
         """Force-remove (kills it first) with its anonymous volumes; gone already is fine."""
         try:
-            self._request("DELETE", f"/containers/{container_id}?force=1&v=1")
+            self._request("DELETE", f"/containers/{quote(container_id)}?force=1&v=1")
         except ImageMissing:
             return
         except InfraError as exc:
@@ -182,15 +230,10 @@ class EngineClient:
         """A hijacked connection to the container's stdin. With ``StdinOnce`` the container's
         stdin is closed when this connection is (half-)closed -- also when this process dies."""
         with _engine_errors(self.address):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout_s)
+            sock = self._connect()
             try:
-                try:
-                    sock.connect(self.socket_path)
-                except OSError as exc:
-                    raise _Unreachable(str(exc)) from exc
                 request = (
-                    f"POST /containers/{container_id}/attach?stream=1&stdin=1 HTTP/1.1\r\n"
+                    f"POST /containers/{quote(container_id)}/attach?stream=1&stdin=1 HTTP/1.1\r\n"
                     "Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
                     "Content-Length: 0\r\n\r\n"
                 )

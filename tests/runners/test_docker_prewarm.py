@@ -16,7 +16,14 @@ import pytest
 
 from runners.base import PLUGIN_MODULE, RunSpec, install_plugin
 from runners.docker import LABEL_RUN_ID, DockerRunner
-from runners.docker_engine import EngineClient, create_body, parse_bytes, socket_path_from_env
+from runners.docker_engine import (
+    EngineClient,
+    _parse_response,
+    create_body,
+    parse_bytes,
+    quote,
+    socket_path_from_env,
+)
 from runners.docker_prewarm import (
     STAGING_PREFIX,
     DockerPlan,
@@ -91,6 +98,23 @@ class TestOffline:
 
         for value in ("512m", "1g", "1024", "64k", "2gb", "1.5g", 4096):
             assert parse_bytes(value) == sdk_parse_bytes(value), value
+
+    def test_http_responses(self) -> None:
+        chunked = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\n[1, \r\n2\r\n2]\r\n0\r\n\r\n"
+        )
+        assert _parse_response(chunked) == (
+            200,
+            {"content-type": "application/json", "transfer-encoding": "chunked"},
+            b"[1, 2]",
+        )
+        sized = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}xx"
+        assert _parse_response(sized) == (404, {"content-length": "2"}, b"{}")
+        for bad in (b"", b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"):
+            with pytest.raises(ValueError):
+                _parse_response(bad)
+        assert quote("reg.io/a b:1") == "reg.io%2Fa%20b%3A1"
 
     def test_create_body_refuses_what_it_cannot_map(self) -> None:
         with pytest.raises(ValueError, match="device_requests"):
