@@ -59,7 +59,7 @@ from runners.docker_support import (
     docker_available,
     engine_address,
 )
-from runners.prewarm import pending_owner_alive
+from runners.prewarm import PENDING_PREFIX, pending_owner_alive
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import ImageMissing, InfraError
 from scheduler.kernel.outcome import Termination
@@ -545,9 +545,19 @@ class DockerRunner(Runner):
         try:
             with _map_docker_errors(self.address):
                 found = self.client.containers.list(all=True, filters={"label": label_filter})
+                # A prewarmed container keeps its pending run-id label; it is named for the run.
+                prewarmed = self.client.containers.list(
+                    all=True,
+                    filters={"label": [LABEL_RUN_ID, *label_filter[1:]], "name": f"-{run_id}$"},
+                )
         except InfraError:
             return ids  # the engine is down: what this runner remembers is all it knows
-        return ids | {c.id for c in found}
+        ids |= {c.id for c in found}
+        for container in prewarmed:
+            pending = container.labels.get(LABEL_RUN_ID, "")
+            if pending.startswith(PENDING_PREFIX) and container.name.endswith(f"-{run_id}"):
+                ids.add(container.id)
+        return ids
 
     def owns(self, pid: int, run_id: str) -> bool:
         """Whether host process ``pid`` lives in one of the run's containers (its cgroup path
