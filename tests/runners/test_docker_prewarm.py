@@ -246,6 +246,23 @@ class TestPrewarmedRuns:
             prewarm.discard()
         assert _staging_dirs(spec.run_dir.parent) == []
 
+    def test_the_runs_container_is_found_by_its_name(
+        self, docker_runner: DockerRunner, make_project: Any, make_spec: Any
+    ) -> None:
+        """Renamed for its run at "go", a prewarmed container counts as the run's for a runner
+        that never saw it (ownership: its label still has the pending id)."""
+        spec = _run_spec(make_spec, make_project(PASS))
+        prewarm = _plan(docker_runner, spec).start()
+        assert prewarm is not None and prewarm.ready(), prewarm and prewarm.failure
+        try:
+            other = DockerRunner(docker_runner.client, instance=docker_runner.instance)
+            assert prewarm.container_id not in other.container_ids(spec.run_id)
+            prewarm.client.rename(prewarm.container_id, other.container_name(spec))
+            assert prewarm.container_id in other.container_ids(spec.run_id)
+            assert prewarm.container_id not in other.container_ids(spec.run_id + "0")
+        finally:
+            prewarm.discard()
+
     def test_a_spec_that_differs_falls_back(
         self, docker_runner: DockerRunner, make_project: Any, make_spec: Any
     ) -> None:
