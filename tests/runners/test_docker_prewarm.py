@@ -99,6 +99,23 @@ class TestOffline:
         for value in ("512m", "1g", "1024", "64k", "2gb", "1.5g", 4096):
             assert parse_bytes(value) == sdk_parse_bytes(value), value
 
+    def test_the_run_path_imports_no_sdk(self) -> None:
+        """Up to "go" a prewarmed run needs neither the docker SDK nor requests nor http.client:
+        the runner module, the prewarm and the registry import none of them."""
+        code = (
+            "import sys, runners.docker, runners.docker_prewarm, runners.registry\n"
+            "print(sorted(m for m in ('docker', 'requests', 'urllib3', 'http.client')"
+            " if m in sys.modules))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ).stdout
+        assert out.strip() == "[]"
+
     def test_http_responses(self) -> None:
         chunked = (
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
