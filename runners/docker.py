@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import re
 import threading
 import time
@@ -42,18 +41,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
-import docker.errors
 import structlog
-from docker.models.containers import Container
-from docker.models.images import Image
-from docker.types import DeviceRequest, Mount
-from structlog.typing import FilteringBoundLogger
 
 from runners.base import BoundedLog, Runner, RunResult, RunSpec
-from runners.docker_build import DockerImageBuilder
+from runners.docker_prewarm import RUN_DIR_SOURCE, DockerPrewarm, hand_to, startup_env
 from runners.docker_support import (
     DEFAULT_SOCKET,
     KNOWN_DOCKER_ERRORS,
@@ -66,9 +59,20 @@ from runners.docker_support import (
     docker_available,
     engine_address,
 )
+from runners.prewarm import PENDING_PREFIX, pending_owner_alive
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import ImageMissing, InfraError
 from scheduler.kernel.outcome import Termination
+
+# The docker SDK (and requests, ~145 ms) is imported where the runner first needs its client: a
+# run in a prewarmed container is handed its command before (see _execute_prewarmed).
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+    from docker.models.images import Image
+    from structlog.typing import FilteringBoundLogger
+
+    from runners.docker_build import DockerImageBuilder
 
 DEFAULT_IMAGE = "schedctl-test:bookworm"
 CONTAINER_SRC = "/work/src"
@@ -115,6 +119,8 @@ class DockerRunner(Runner):
         poll_s: supervisor tick for deadline and cancel checks.
         clock: monotonic clock for the deadline.
         proc_root: where the host's ``/proc`` is, for :meth:`owns`.
+        prewarm: a container ``schedctl run`` created and started early
+            (:mod:`runners.docker_prewarm`): the first run it fits becomes it.
     """
 
     alias = "docker"
@@ -132,6 +138,7 @@ class DockerRunner(Runner):
         clock: Callable[[], float] = time.monotonic,
         log: FilteringBoundLogger | None = None,
         proc_root: Path = Path("/proc"),
+        prewarm: DockerPrewarm | None = None,
     ) -> None:
         self._client = client
         self.default_image = default_image
@@ -144,6 +151,7 @@ class DockerRunner(Runner):
         self.proc_root = proc_root
         self._lock = threading.Lock()
         self._containers: OrderedDict[str, set[str]] = OrderedDict()
+        self._prewarm = prewarm
 
     @property
     def address(self) -> str:
@@ -158,14 +166,19 @@ class DockerRunner(Runner):
         """
         if self._client is None:
             with _map_docker_errors(self.address):
+                import docker
+
                 self._client = docker.from_env()
         return self._client
 
     def image_builder(self) -> DockerImageBuilder:
         """Builds and removes images on this runner's engine (the ``build`` tier kind)."""
+        from runners.docker_build import DockerImageBuilder
+
         return DockerImageBuilder(self.client)
 
     def close(self) -> None:
+        self._take_prewarm(discard=True)
         if self._client is not None:
             self._client.close()
 
@@ -175,7 +188,20 @@ class DockerRunner(Runner):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def _take_prewarm(self, discard: bool = False) -> DockerPrewarm | None:
+        with self._lock:
+            prewarm, self._prewarm = self._prewarm, None
+        if prewarm is not None and discard:
+            prewarm.discard()
+            return None
+        return prewarm
+
     def _execute(self, spec: RunSpec, cancel: threading.Event) -> RunResult:
+        prewarm = self._take_prewarm()
+        if prewarm is not None:
+            result = self._execute_prewarmed(prewarm, spec, cancel)
+            if result is not None:
+                return result
         client = self.client
         started = utcnow()
         image_name = spec.image or self.default_image
@@ -195,6 +221,84 @@ class DockerRunner(Runner):
         finally:
             self._remove(container)
 
+    def _execute_prewarmed(
+        self, prewarm: DockerPrewarm, spec: RunSpec, cancel: threading.Event
+    ) -> RunResult | None:
+        """The run in the prewarmed container; ``None`` (it is removed) when it does not fit.
+
+        Up to "go" it talks to the engine with the prewarm's standard-library client; the SDK is
+        imported after, while the tests run (the log is read with ``logs``, which also serves a
+        container that has already exited).
+        """
+        started = utcnow()
+        image_name = spec.image or self.default_image
+        engine = prewarm.client
+        try:
+            template = self.template(spec)
+        except InfraError:
+            template = {}
+        why = prewarm.mismatch(template, spec.argv) if template else "the run's mounts are bad"
+        image_id = ""
+        if not why:
+            try:
+                image_id = engine.image_id(image_name)
+                state = engine.inspect(prewarm.container_id)
+            except InfraError as exc:
+                why = str(exc)
+            else:
+                if state.get("Image") != image_id:
+                    why = f"image {image_name!r} changed since the container was created"
+                elif not state.get("State", {}).get("Running"):
+                    why = "its launcher exited"
+        if why:
+            self._log.info("prewarmed container not used", reason=why)
+            prewarm.discard()
+            return None
+        container_id = prewarm.container_id
+        self._remember(spec.run_id, container_id)
+        name = self.container_name(spec)
+        container: Container | None = None
+        try:
+            leftover = engine.find(name)
+            if leftover is not None:
+                self._log.warning("removing leftover container", container=name, id=leftover["Id"])
+                engine.remove(str(leftover["Id"]))
+            try:
+                prewarm.adopt(spec.run_dir)
+            except OSError as exc:
+                raise InfraError(f"cannot make {spec.run_dir} the prewarmed mount: {exc}") from exc
+            self._prepare_run_dir(spec.run_dir)
+            kwargs = self.create_kwargs(spec, image_id)
+            try:
+                prewarm.go(
+                    {
+                        "argv": list(kwargs["command"]),
+                        "cwd": CONTAINER_SRC,
+                        "env": dict(kwargs["environment"]),
+                        "spawn_env": sorted(template["environment"]),
+                    }
+                )
+            except OSError as exc:
+                raise InfraError(f"the prewarmed container is gone: {exc}") from exc
+            engine.rename(container_id, name)
+            client = self.client
+            with _map_docker_errors(self.address):
+                container = client.containers.get(container_id)
+                image = client.images.get(image_id)
+                result = self._run_container(
+                    container, spec, cancel, started, prewarm.created_at, prewarmed=True
+                )
+                provenance = {**self._provenance(image, image_name), **result.provenance}
+                provenance.update(container_id=container_id, container_name=name, prewarmed=True)
+                return dataclasses.replace(result, provenance=provenance)
+        finally:
+            prewarm.discard()  # a no-op once "go" was sent
+            if container is not None:
+                self._remove(container)
+            else:
+                with contextlib.suppress(InfraError):
+                    engine.remove(container_id)
+
     def _run_container(
         self,
         container: Container,
@@ -202,11 +306,16 @@ class DockerRunner(Runner):
         cancel: threading.Event,
         started: datetime,
         created_at: float,
+        prewarmed: bool = False,
     ) -> RunResult:
         with BoundedLog(spec.log_path, spec.log_limit_bytes) as log:
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            if prewarmed:  # started already, maybe even exited: its whole output, followed
+                stream = container.logs(stdout=True, stderr=True, stream=True, follow=True)
+            else:
+                stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
             pump = _LogPump(stream, log, self._clock)
-            container.start()
+            if not prewarmed:
+                container.start()
             pump.start()
             exited = _wait_in_thread(container)
             # Asked while the tests run rather than after them: one round trip off the run's end.
@@ -234,6 +343,8 @@ class DockerRunner(Runner):
 
     def _stop(self, container: Container, grace_s: float) -> None:
         """SIGTERM (forwarded by the container's init), SIGKILL after the grace."""
+        import docker.errors
+
         with contextlib.suppress(docker.errors.NotFound):
             container.stop(timeout=max(0, math.ceil(grace_s)))
             container.reload()
@@ -245,6 +356,8 @@ class DockerRunner(Runner):
 
     @staticmethod
     def _find_image(client: docker.DockerClient, name: str) -> Image:
+        import docker.errors
+
         try:
             return client.images.get(name)
         except docker.errors.ImageNotFound as exc:
@@ -253,6 +366,8 @@ class DockerRunner(Runner):
             ) from exc
 
     def _remove_leftover(self, client: docker.DockerClient, name: str) -> None:
+        import docker.errors
+
         try:
             leftover = client.containers.get(name)
         except docker.errors.NotFound:
@@ -263,14 +378,7 @@ class DockerRunner(Runner):
     def _prepare_run_dir(self, run_dir: Path) -> None:
         """Make the output dir (only it, not its parents or what the daemon put in it) writable
         for the container user (the daemon usually runs as root)."""
-        uid, _, gid = self.user.partition(":")
-        try:
-            if os.geteuid() == 0:
-                os.chown(run_dir, int(uid), int(gid or uid))
-            elif run_dir.stat().st_uid != int(uid):
-                run_dir.chmod(0o777)  # rootless daemon with a foreign container uid: no other way
-        except (OSError, ValueError) as exc:
-            raise InfraError(f"cannot hand {run_dir} to container user {self.user}: {exc}") from exc
+        hand_to(run_dir, self.user)
 
     @staticmethod
     def _binds(spec: RunSpec) -> list[tuple[Path, str, bool]]:
@@ -314,8 +422,14 @@ class DockerRunner(Runner):
             "environment": env,
             "working_dir": CONTAINER_SRC,
             "user": self.user,
+            # As docker.types.Mount makes them (a dict), without importing the SDK.
             "mounts": [
-                Mount(target, str(host.absolute()), type="bind", read_only=read_only)
+                {
+                    "Target": target,
+                    "Source": str(host.absolute()),
+                    "Type": "bind",
+                    "ReadOnly": read_only,
+                }
                 for host, target, read_only in binds
             ],
             "tmpfs": {"/tmp": f"rw,exec,nosuid,nodev,size={self.tmpfs_size}"},
@@ -333,6 +447,8 @@ class DockerRunner(Runner):
         if spec.shm_size:
             kwargs["shm_size"] = spec.shm_size
         if spec.gpus:
+            from docker.types import DeviceRequest
+
             ids = [gpu.uuid or str(gpu.index) for gpu in spec.gpus]
             kwargs["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
         else:
@@ -341,12 +457,45 @@ class DockerRunner(Runner):
             env["NVIDIA_VISIBLE_DEVICES"] = "void"
         return kwargs
 
+    def template(self, spec: RunSpec) -> dict[str, Any]:
+        """What the container of ``spec`` is made of, less what only the run has: its
+        ``containers.create`` arguments (JSON-able) without the name, the run-id label, the
+        command, the run dir's mount sources and the variables no interpreter reads at start-up.
+        A prewarmed container (:mod:`runners.docker_prewarm`) is made from it, and serves only a
+        run whose template is equal.
+
+        Raises:
+            InfraError: a mount is bad (as :meth:`create_kwargs`).
+        """
+        kwargs = self.create_kwargs(spec, spec.image or self.default_image)
+        # The run dir's own mounts are named relative to it (a prewarm mounts its staging dir).
+        run_dir = str(spec.run_dir.absolute())
+        sources = {run_dir: RUN_DIR_SOURCE, f"{run_dir}/plugin": f"{RUN_DIR_SOURCE}/plugin"}
+        mounts = [
+            {**dict(mount), "Source": sources.get(mount["Source"], mount["Source"])}
+            for mount in kwargs["mounts"]
+        ]
+        labels = {k: v for k, v in kwargs["labels"].items() if k != LABEL_RUN_ID}
+        parts = [p for p in ("schedctl", self.instance, spec.tier, "prewarm") if p]
+        prefix = re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(parts))
+        template = {k: v for k, v in kwargs.items() if k not in ("name", "command")}
+        template.update(
+            engine=self.address,
+            name_prefix=prefix,
+            labels=labels,
+            mounts=mounts,
+            environment=startup_env(kwargs["environment"]),
+        )
+        return template
+
     def _remove(self, container: Container) -> None:
         """Always remove; a failure here is a warning and never replaces the run's outcome."""
         try:
             with _map_docker_errors(self.address):
                 container.remove(force=True, v=True)
         except InfraError as exc:
+            import docker.errors
+
             if not isinstance(exc.__cause__, docker.errors.NotFound):
                 self._log.warning(
                     "container removal failed", container=container.id, error=str(exc)
@@ -396,9 +545,19 @@ class DockerRunner(Runner):
         try:
             with _map_docker_errors(self.address):
                 found = self.client.containers.list(all=True, filters={"label": label_filter})
+                # A prewarmed container keeps its pending run-id label; it is named for the run.
+                prewarmed = self.client.containers.list(
+                    all=True,
+                    filters={"label": [LABEL_RUN_ID, *label_filter[1:]], "name": f"-{run_id}$"},
+                )
         except InfraError:
             return ids  # the engine is down: what this runner remembers is all it knows
-        return ids | {c.id for c in found}
+        ids |= {c.id for c in found}
+        for container in prewarmed:
+            pending = container.labels.get(LABEL_RUN_ID, "")
+            if pending.startswith(PENDING_PREFIX) and container.name.endswith(f"-{run_id}"):
+                ids.add(container.id)
+        return ids
 
     def owns(self, pid: int, run_id: str) -> bool:
         """Whether host process ``pid`` lives in one of the run's containers (its cgroup path
@@ -424,8 +583,8 @@ class DockerRunner(Runner):
         reaped: set[str] = set()
         for container in found:
             run_id = container.labels.get(LABEL_RUN_ID, "")
-            if run_id in live_run_ids:
-                continue
+            if run_id in live_run_ids or pending_owner_alive(run_id, self.proc_root):
+                continue  # a prewarmed container whose owner lives is not an orphan (yet)
             self._log.warning("reaping orphan container", container=container.name, run_id=run_id)
             self._remove(container)  # force-remove kills it first
             reaped.add(run_id)

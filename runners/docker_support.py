@@ -9,15 +9,18 @@ import contextlib
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
-import docker.errors
-import requests
-from docker.models.containers import Container
+# The docker SDK and requests (~145 ms to import) are imported where a client is built: a run in
+# a prewarmed container (runners.docker_prewarm) starts its tests before they are loaded, and an
+# exception can only be one of theirs once they are.
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
 
 from runners.base import PRE_STOP_MARK, BoundedLog, PreStop
 from scheduler.kernel.errors import EngineDown, ImageMissing, InfraError
@@ -47,22 +50,40 @@ KNOWN_DOCKER_ERRORS = frozenset({
     "MissingContextParameter", "NotFound", "NullResource", "StreamParseError", "TLSParameterError",
 })
 # fmt: on
-# StreamParseError derives from RuntimeError, not DockerException.
-_THIRD_PARTY = (
-    docker.errors.DockerException,
-    docker.errors.StreamParseError,
-    requests.exceptions.RequestException,
-)
-_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _third_party() -> tuple[type[BaseException], ...]:
+    """docker-py's and requests' exception bases, of those already imported (an exception can
+    only be theirs once they are). StreamParseError derives from RuntimeError, not
+    DockerException."""
+    found: list[type[BaseException]] = []
+    errors = sys.modules.get("docker.errors")
+    if errors is not None:
+        found += [errors.DockerException, errors.StreamParseError]
+    web = sys.modules.get("requests.exceptions")
+    if web is not None:
+        found.append(web.RequestException)
+    return tuple(found)
+
+
+def _unreachable() -> tuple[type[BaseException], ...]:
+    web = sys.modules.get("requests.exceptions")
+    return (web.ConnectionError, web.Timeout) if web is not None else ()
 
 
 def _is_engine_down(exc: BaseException) -> bool:
     """A connection/timeout error, or docker-py's wrapper of one (raised by ``from_env()``)."""
+    unreachable = _unreachable()
+    errors = sys.modules.get("docker.errors")
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, _UNREACHABLE):
+        if isinstance(seen, unreachable):
             return True
-        if isinstance(seen, docker.errors.DockerException) and "server API version" in str(seen):
+        if (
+            errors is not None
+            and isinstance(seen, errors.DockerException)
+            and "server API version" in str(seen)
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -75,10 +96,13 @@ def _map_docker_errors(address: str) -> Iterator[None]:
         yield
     except InfraError:
         raise
-    except _THIRD_PARTY as exc:
+    except Exception as exc:
+        if not isinstance(exc, _third_party()):
+            raise
         if _is_engine_down(exc):
             raise EngineDown(f"docker engine not answering at {address}: {exc}") from exc
-        if isinstance(exc, docker.errors.ImageNotFound):
+        errors = sys.modules.get("docker.errors")
+        if errors is not None and isinstance(exc, errors.ImageNotFound):
             raise ImageMissing(f"docker: {exc}") from exc
         raise InfraError(f"docker: {exc}") from exc
 
@@ -98,6 +122,8 @@ def docker_available(
     address = engine_address(client)
     try:
         with _map_docker_errors(address):
+            import docker
+
             probe = client or docker.from_env(timeout=max(1, math.ceil(timeout_s)))
             try:
                 probe.ping()

@@ -11,7 +11,9 @@ until "go"): no project code, no conftest, no test, no collection.
 
 Then it blocks reading FD. schedctl writes one JSON object -- ``argv``, the run's full command
 (``python -m pytest ...``), ``cwd`` and ``env``, which only exist once the run is recorded, and
-``spawn_env``, the names of the variables the launcher was started with -- and closes the pipe.
+``spawn_env``, the names of the variables the launcher was started with -- and closes the pipe
+(in a prewarmed container, :mod:`runners.docker_prewarm`, FD is stdin and ``stamp`` is false:
+the runner finds a container's processes by its cgroup, not by their environment).
 The launcher applies them (directory, ``os.environ``, ``sys.path`` as ``python -m`` with that
 ``PYTHONPATH`` would have built it, ``sys.argv``) and runs pytest's ``__main__`` as ``-m`` does,
 exiting with its code.
@@ -182,7 +184,7 @@ class Launcher:
             not self.ready
             or argv[1:3] != ["-m", "pytest"]
             or self._shadowed(leading)
-            or not self._stamp(env)
+            or (message.get("stamp", True) and not self._stamp(env))
         ):
             sys.stdout.flush()
             os.execvpe(argv[0], argv, env)  # noqa: S606 -- exactly the plain start

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -16,6 +17,9 @@ from runners.base import Runner
 from runners.local import LocalRunner
 from runners.prewarm import Prewarm, instance_of
 from scheduler.kernel.errors import InfraError
+
+if TYPE_CHECKING:
+    from runners.docker_prewarm import DockerPrewarm
 
 log = structlog.get_logger("schedctl.runners")
 
@@ -57,6 +61,7 @@ class RunnerFactory:
         docker_user: str | None = None,
         local_user: str | None = None,
         local_prewarm: Prewarm | None = None,
+        docker_prewarm: DockerPrewarm | None = None,
     ) -> None:
         self._instances: dict[str, Runner] = dict(instances or {})
         self._probe = probe
@@ -74,6 +79,9 @@ class RunnerFactory:
         if local_prewarm is not None:
             # A launcher `schedctl run` started early: the local runner's run uses it if it fits.
             self._options["local"]["prewarm"] = local_prewarm
+        if docker_prewarm is not None:
+            # A container `schedctl run` started early: the docker runner's run uses it if it fits.
+            self._options["docker"]["prewarm"] = docker_prewarm
         self._lock = threading.Lock()
 
     def resolve(self, name: str) -> str:

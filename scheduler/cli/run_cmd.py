@@ -24,6 +24,7 @@ from scheduler.kernel.errors import DaemonError, SchedctlError, UsageError
 # load), and because click imports this module before the group's callback has set up
 # logging: structlog imported then would be imported with rich (see :mod:`scheduler.logs`).
 if TYPE_CHECKING:
+    from runners.docker_prewarm import DockerPrewarm
     from runners.prewarm import Prewarm
     from scheduler.api.client import ApiClient
     from scheduler.cli.progress import ProgressView
@@ -66,7 +67,7 @@ def run_command(
 
     Goes through the daemon when one runs on this state dir, else runs in this process.
     """
-    launchers: list[Prewarm] = []
+    launchers: list[Prewarm | DockerPrewarm] = []
     try:
         early = None if detach else _early_launcher(app, tier, runner)
         if early is not None:
@@ -74,6 +75,8 @@ def run_command(
         config = app.run_config
         config.tier(tier)
         found = _daemon(config)
+        if found is not None and early is not None:
+            early.discard()  # the daemon runs it: a container must not wait for nothing meanwhile
         prewarmed = None
         if found is None and not detach:
             prewarmed = _launcher(app, tier, runner, early)
@@ -85,9 +88,12 @@ def run_command(
             launcher.discard()  # a no-op for the one the run used
 
 
-def _early_launcher(app: AppContext, tier: str, runner: str | None) -> Prewarm | None:
-    """The run's test process, started from the plan the last run of this tier remembered for
-    this very config (:mod:`scheduler.run.launch_plans`), before the config is validated."""
+def _early_launcher(
+    app: AppContext, tier: str, runner: str | None
+) -> Prewarm | DockerPrewarm | None:
+    """The run's test process -- a local launcher, or a docker run's whole container -- started
+    from the plan the last run of this tier remembered for this very config
+    (:mod:`scheduler.run.launch_plans`), before the config is validated."""
     from scheduler.cli.app import find_config
     from scheduler.kernel.errors import ConfigError
     from scheduler.run.launch_plans import recall
@@ -100,8 +106,8 @@ def _early_launcher(app: AppContext, tier: str, runner: str | None) -> Prewarm |
 
 
 def _launcher(
-    app: AppContext, tier: str, runner: str | None, early: Prewarm | None
-) -> Prewarm | None:
+    app: AppContext, tier: str, runner: str | None, early: Prewarm | DockerPrewarm | None
+) -> Prewarm | DockerPrewarm | None:
     """The launcher for this run: ``early`` when the validated config makes the same plan, else
     one started now (and the plan remembered for the next run)."""
     from scheduler.cli.app import find_config
@@ -127,7 +133,7 @@ def _run_command(
     as_json: bool,
     detach: bool,
     found: tuple[int, ApiClient] | None,
-    prewarmed: Prewarm | None,
+    prewarmed: Prewarm | DockerPrewarm | None,
 ) -> None:
     from scheduler.run.dispatch import RunRequest
 
@@ -165,7 +171,10 @@ def _daemon(config: Config) -> tuple[int, ApiClient] | None:
 
 
 def _run_here(
-    app: AppContext, request: RunRequest, as_json: bool, prewarmed: Prewarm | None = None
+    app: AppContext,
+    request: RunRequest,
+    as_json: bool,
+    prewarmed: Prewarm | DockerPrewarm | None = None,
 ) -> None:
     from runners.base import StopRequest
     from scheduler.api.payloads import run_summary

@@ -15,6 +15,7 @@ from scheduler.run.protocols import GpuPoolLike, RunStore, SourceLike
 # Alerting (requests), metrics (prometheus_client), the image catalog and APScheduler are
 # imported where they are used: `schedctl run` needs none of them.
 if TYPE_CHECKING:
+    from runners.docker_prewarm import DockerPrewarm
     from runners.prewarm import Prewarm
     from scheduler.config import Config
     from scheduler.daemon.scheduler import Service
@@ -47,14 +48,19 @@ def build_dispatcher(
     *,
     runners: RunnerFactory | None = None,
     listeners: Iterable[Listener] = (),
-    prewarm: Prewarm | None = None,
+    prewarm: Prewarm | DockerPrewarm | None = None,
 ) -> Dispatcher:
-    """``prewarm``: a launcher ``schedctl run`` started early (see :mod:`runners.prewarm`)."""
+    """``prewarm``: a launcher or container ``schedctl run`` started early (see
+    :mod:`runners.prewarm`, :mod:`runners.docker_prewarm`)."""
+    from runners.docker_prewarm import DockerPrewarm
+
+    docker = prewarm if isinstance(prewarm, DockerPrewarm) else None
     factory = runners or RunnerFactory(
         instance=instance_of(config.state_dir),
         docker_user=f"{config.docker.uid}:{config.docker.gid}",
         local_user=config.local.run_as(),
-        local_prewarm=prewarm,
+        local_prewarm=None if isinstance(prewarm, DockerPrewarm) else prewarm,
+        docker_prewarm=docker,
     )
     dispatcher = Dispatcher(
         config,

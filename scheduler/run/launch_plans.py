@@ -12,6 +12,10 @@ right away. Once the config is validated the plan is made again; a launcher from
 differs is discarded and the right one started. Even a wrong plan could not change a run: the
 local runner sends "go" only to a launcher that fits the run (:meth:`Prewarm.mismatch`).
 
+A docker run's plan (:class:`~runners.docker_prewarm.DockerPlan`, ``"kind": "docker"``) is the
+container the run will make, less what only the run has; from it a container is created and
+started early, and the docker runner uses it only when the run's container would be the same.
+
 Plans live beside the config snapshots (:func:`scheduler.config_cache.cache_dir`), one JSON file
 per config path; they name a program to execute, so they are only read when this user owns the
 directory and the file and nobody else can write them (as the snapshots).
@@ -27,10 +31,13 @@ import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runners.prewarm import Plan
 from scheduler.config_cache import cache_dir
+
+if TYPE_CHECKING:
+    from runners.docker_prewarm import DockerPlan
 
 ENV_INPUTS = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
 """The variables of this process that a run's environment takes (``spec.base_env``)."""
@@ -38,7 +45,7 @@ ENV_INPUTS = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
 
 def recall(
     config_path: Path, tier: str, runner: str | None, env: Mapping[str, str] | None = None
-) -> Plan | None:
+) -> Plan | DockerPlan | None:
     """The plan the last run of ``tier`` remembered for this very input, if any."""
     env = os.environ if env is None else env
     found = _locate(config_path, tier, runner, env)
@@ -51,7 +58,12 @@ def recall(
         entry = json.loads(path.read_text(encoding="utf-8")).get(slot)
         if not isinstance(entry, dict) or entry.get("key") != key:
             return None
-        return Plan.from_json(entry["plan"])
+        data = entry["plan"]
+        if isinstance(data, dict) and data.get("kind") == "docker":
+            from runners.docker_prewarm import DockerPlan
+
+            return DockerPlan.from_json(data)
+        return Plan.from_json(data)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -60,7 +72,7 @@ def remember(
     config_path: Path,
     tier: str,
     runner: str | None,
-    plan: Plan,
+    plan: Plan | DockerPlan,
     env: Mapping[str, str] | None = None,
 ) -> None:
     """Keep ``plan`` for the next run (best effort: a failure only costs that run the wait)."""

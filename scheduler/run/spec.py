@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 # starts while they load.
 if TYPE_CHECKING:
     from runners.base import BatchRequest, GpuDevice, RunSpec
+    from runners.docker_prewarm import DockerPlan
     from runners.prewarm import Plan
     from scheduler.config import Config, TierConfig
 
@@ -158,7 +159,9 @@ def batch_request(
     )
 
 
-def launch_plan(config: Config, tier_name: str, runner: str | None = None) -> Plan | None:
+def launch_plan(
+    config: Config, tier_name: str, runner: str | None = None
+) -> Plan | DockerPlan | None:
     """How to start the test process of a local pytest run of ``tier_name`` before the run is
     recorded (:mod:`runners.prewarm`); ``None`` where that does not apply.
 
@@ -169,7 +172,10 @@ def launch_plan(config: Config, tier_name: str, runner: str | None = None) -> Pl
     runner sends "go" only when the rest is equal, and spawns afresh otherwise.
     """
     tier = config.tier(tier_name)
-    if tier.kind != "pytest" or tier.gpus or config.runner_for(tier_name, runner) != "local":
+    chosen = config.runner_for(tier_name, runner)
+    if tier.kind == "pytest" and not tier.gpus and chosen == "docker":
+        return docker_launch_plan(config, tier_name)
+    if tier.kind != "pytest" or tier.gpus or chosen != "local":
         return None
     from runners.local_user import RunAs
     from runners.prewarm import Plan, instance_of
@@ -187,3 +193,57 @@ def launch_plan(config: Config, tier_name: str, runner: str | None = None) -> Pl
         instance=instance_of(config.state_dir),
         user=drop,
     )
+
+
+def docker_launch_plan(config: Config, tier_name: str) -> DockerPlan | None:
+    """The container a docker run of ``tier_name`` will make, to create and start it before the
+    run is recorded (:mod:`runners.docker_prewarm`); ``None`` where that does not apply.
+
+    Only for a ``project.path`` (a git source checks out per run), an image by name (an
+    ``@recipe`` is pinned per run), and an engine on a unix socket. Built as
+    :func:`build_pytest_spec` builds the run's spec, for a run dir that is never made; the
+    runner compares the run's own container with it (:meth:`DockerRunner.template`).
+    """
+    from runners.base import RunSpec
+    from runners.docker import DockerRunner
+    from runners.docker_engine import socket_path_from_env
+    from runners.docker_prewarm import DockerPlan
+    from runners.prewarm import instance_of
+    from scheduler.kernel.errors import InfraError
+
+    tier = config.tier(tier_name)
+    image = tier.image or config.image
+    socket_path = socket_path_from_env()
+    workdir = config.project.path
+    if workdir is None or image.startswith("@") or socket_path is None:
+        return None
+    run_dir = config.runs_dir / "0"
+    plugin_dir = run_dir / "plugin"
+    argv, env = build_pytest_command(
+        python="python3", tier=tier, markers=None, run_dir=run_dir, plugin_dir=plugin_dir
+    )
+    spec = RunSpec(
+        run_id="0",
+        tier=tier_name,
+        argv=argv,
+        workdir=workdir,
+        run_dir=run_dir,
+        timeout_s=tier.timeout,
+        env={**base_env(True), **env},
+        plugin_dir=plugin_dir,
+        image=image,
+        memory=tier.memory,
+        shm_size=tier.shm_size,
+        network=tier.network,
+        pids_limit=tier.pids_limit,
+        mounts={Path(host_path): target for host_path, target in tier.mounts.items()},
+        labels={"schedctl.host": config.host_name},
+    )
+    runner = DockerRunner(
+        user=f"{config.docker.uid}:{config.docker.gid}", instance=instance_of(config.state_dir)
+    )
+    try:
+        template = runner.template(spec)
+    except InfraError:
+        return None  # the run itself reports the bad mount
+    return DockerPlan(template, str(config.runs_dir), socket_path)

@@ -65,15 +65,16 @@ def test_hourly_in_docker_matches_local(write_config: Callable[..., Path]) -> No
 
 
 def _our_containers(state_dir: Path, run_id: int) -> list[str]:
+    """The run's containers: labelled with its id, or -- a container prewarmed before the run
+    existed (runners/docker_prewarm.py) keeps its pending ``launch-`` id label -- named for it."""
     instance = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
     out = subprocess.run(
         [
             "docker",
             "ps",
             "-a",
-            "-q",
-            "--filter",
-            f"label=schedctl.run-id={run_id}",
+            "--format",
+            '{{.ID}} {{.Names}} {{.Label "schedctl.run-id"}}',
             "--filter",
             f"label=schedctl.instance={instance}",
         ],
@@ -81,7 +82,13 @@ def _our_containers(state_dir: Path, run_id: int) -> list[str]:
         text=True,
         check=True,
     ).stdout
-    return out.split()
+    found = []
+    for line in out.splitlines():
+        cid, name, label = [*line.split(), "", "", ""][:3]
+        pending = label.startswith("launch-") and name.endswith(f"-{run_id}")
+        if label == str(run_id) or pending:
+            found.append(cid)
+    return found
 
 
 def test_killed_cli_leaves_no_orphan(
