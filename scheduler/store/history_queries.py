@@ -239,18 +239,10 @@ _VERDICT_BITS = {
     "flaky": _FLAKY,
 }
 _OUTCOME_OF_BIT = ((_FLAKY, "flaky"), (_PASSED, "passed"), (_FAILED, "failed"))
-_BIT_OF_OUTCOME = sa.case(
-    (test_results.c.outcome.in_(sorted(PASSING)), _PASSED),
-    (test_results.c.outcome.in_(sorted(FAILING)), _FAILED),
-    else_=_FLAKY,
-)
 
 
 def _commit(run_id: int, window: Mapping[int, tuple[Any, ...]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
-
-
-_VERDICT_OUTCOMES = sorted(_VERDICT_BITS)
 
 
 def _chunks(values: Sequence[int], prefix: str) -> list[dict[str, int]]:
@@ -266,23 +258,63 @@ def _id_chunks(test_ids: Sequence[int]) -> list[dict[str, int]]:
     return _chunks(test_ids, "t")
 
 
-def _verdict_packed() -> sa.Select[Any]:
-    """Per test of a chunk (``:t0``...), its results from ``:from_run_id`` on with a pass or
-    fail, each as ``run_id * 8 + verdict bit``, joined into one comma-separated string."""
+def _in_chunk(column: Any) -> Any:
+    return column.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
+
+
+def _verdict_runs_of() -> sa.Select[Any]:
+    """Per test of a chunk (``:t0``...), its runs from ``:from_run_id`` on (with any result):
+    how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
+    every run between their first and last, and then these say which runs those are
+    (:func:`_dense_runs`) without reading them out one by one."""
     r = test_results.c
-    packed = sa.cast(r.run_id * 8 + _BIT_OF_OUTCOME, sa.String)
+    passed_run = sa.case((r.outcome == "passed", r.run_id))
     return (
-        sa.select(r.test_id, sa.func.aggregate_strings(packed, ","))
+        sa.select(
+            r.test_id,
+            sa.func.count(sa.distinct(r.run_id)),
+            sa.func.min(r.run_id),
+            sa.func.max(r.run_id),
+            sa.func.count(sa.distinct(passed_run)),
+        )
+        .where(_in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0))
+        .group_by(r.test_id)
+    )
+
+
+def _verdict_packed_passes() -> sa.Select[Any]:
+    """Per test of a chunk, the run ids of its ``passed`` results from ``:from_run_id`` on,
+    joined into one comma-separated string: for the tests whose passes are not one unbroken
+    stretch of the runs."""
+    r = test_results.c
+    return (
+        sa.select(r.test_id, sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ","))
         .where(
-            r.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)]),
-            r.run_id >= sa.bindparam("from_run_id", 0),
-            r.outcome.in_(_VERDICT_OUTCOMES),
+            _in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0), r.outcome == "passed"
         )
         .group_by(r.test_id)
     )
 
 
-_VERDICT_PACKED = _verdict_packed()
+_VERDICT_RUNS_OF = _verdict_runs_of()
+_VERDICT_PACKED_PASSES = _verdict_packed_passes()
+# Per test of a chunk, its results from ``:from_run_id`` on that are not a plain pass (failures,
+# reruns, skips, xfails): the few rows a verdict reads one by one. ``<>`` costs a comparison per
+# result where ``IN (...)`` cost a lookup.
+_VERDICT_OTHERS = sa.select(
+    test_results.c.test_id, test_results.c.run_id, test_results.c.outcome
+).where(
+    _in_chunk(test_results.c.test_id),
+    test_results.c.run_id >= sa.bindparam("from_run_id", 0),
+    test_results.c.outcome != "passed",
+)
+# Every run from ``:from_run_id`` on, oldest first, whatever its tier and outcome: the runs a
+# result can belong to (``test_results.run_id`` is a foreign key).
+_RUNS_FROM = (
+    sa.select(runs.c.id, runs.c.tier, runs.c.sha, runs.c.outcome)
+    .where(runs.c.id >= sa.bindparam("from_run_id", 0))
+    .order_by(runs.c.id)
+)
 _WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
     runs.c.id >= sa.bindparam("from_run_id", 0),
     runs.c.outcome.in_(EVIDENCE_OUTCOMES),
@@ -291,6 +323,16 @@ _WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
         runs.c.tier == sa.bindparam("tier", None, type_=sa.String),
     ),
 )
+
+
+def _dense_runs(every: Sequence[int], count: int, first: int, last: int) -> tuple[int, int] | None:
+    """``(start, stop)``: the slice of ``every`` (each run id from the window's first on,
+    sorted) that holds exactly the ``count`` distinct runs from ``first`` to ``last`` a test
+    has results in, when it has results in each run between them; else ``None``. Exact: those
+    runs are all in that slice, so when they are as many as it holds, they are all of it."""
+    start = bisect.bisect_left(every, first)
+    stop = bisect.bisect_right(every, last)
+    return (start, stop) if stop - start == count else None
 
 
 # One test's newest final, not skipped results from ``:from_run_id`` on: the end of its range.
@@ -520,52 +562,91 @@ class HistoryQueries(QueryBase):
         ends a failing stretch) and every run at a commit where it failed. A stable test costs
         one row, not one per run: building a row per attempt cost more than reading them.
 
-        Each test's results come back as one string (:data:`_VERDICT_PACKED`: run id and
-        verdict bit packed in an integer per result, joined by the database): handing over a
-        row per result cost twice what the database spends reading them.
+        Passes are most of a history and are not read one by one. Each test's results other
+        than a pass come as rows (:data:`_VERDICT_OTHERS`: failures, reruns, skips; few); of
+        the rest the database gives per test its number of runs, first and last run, and runs
+        with a pass (:data:`_VERDICT_RUNS_OF`). When the test has results in every run between
+        its first and last (:func:`_dense_runs`) and its runs with a pass are exactly those
+        without another result, or all of them, that says which runs it passed in; otherwise
+        their run ids come as one string (:data:`_VERDICT_PACKED_PASSES`).
         """
         if not nodeids:
             return [], {}
+        spans: dict[int, tuple[int, int, int, int]] = {}
+        others: dict[int, list[tuple[int, str]]] = {}
+        listed: dict[int, set[int]] = {}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             if not ids:
                 return [], {}
-            packed: list[tuple[int, str]] = []
-            statement = Statement(conn, _VERDICT_PACKED, cached=True)
-            for params in _id_chunks(sorted(ids.values())):
-                packed += statement.rows(**params, from_run_id=from_run_id)
-            window = _window_runs(conn, from_run_id, tier)
+            chunks = _id_chunks(sorted(ids.values()))
+            statement = Statement(conn, _VERDICT_RUNS_OF, cached=True)
+            for params in chunks:
+                for test_id, *span in statement.rows(**params, from_run_id=from_run_id):
+                    spans[int(test_id)] = (int(span[0]), int(span[1]), int(span[2]),
+                                           int(span[3]))  # fmt: skip
+            statement = Statement(conn, _VERDICT_OTHERS, cached=True)
+            for params in chunks:
+                for test_id, run_id, outcome in statement.rows(**params, from_run_id=from_run_id):
+                    others.setdefault(int(test_id), []).append((int(run_id), str(outcome)))
+            every_run = Statement(conn, _RUNS_FROM, cached=True).rows(from_run_id=from_run_id)
+            every = [int(row[0]) for row in every_run]
+            passed_in: dict[int, tuple[int, int, set[int]]] = {}
+            for test_id, (count, first, last, with_pass) in spans.items():
+                dense = _dense_runs(every, count, first, last)
+                also = {run_id for run_id, _ in others.get(test_id, ())}
+                both = with_pass + len(also) - count  # runs with a pass and another result
+                if dense is not None and both in (0, len(also)):
+                    passed_in[test_id] = (first, last, also if both == 0 else set())
+            sparse = sorted(spans.keys() - passed_in.keys())
+            if sparse:
+                statement = Statement(conn, _VERDICT_PACKED_PASSES, cached=True)
+                for params in _id_chunks(sparse):
+                    for test_id, joined in statement.rows(**params, from_run_id=from_run_id):
+                        listed[int(test_id)] = {int(v) for v in str(joined).split(",")}
+        evidence = set(EVIDENCE_OUTCOMES)
+        window = {
+            int(i): (str(t), s)
+            for i, t, s, outcome in every_run
+            if outcome in evidence and (not tier or t == tier)
+        }
+        in_window = [run_id for run_id in every if run_id in window]
         nodeid_of = {i: n for n, i in ids.items()}
         # The window's runs by commit, once: a test's runs at its failing commits are then
         # looked up, not found by walking each of its runs.
         runs_at: dict[str, list[int]] = {}
-        for run_id in window:
+        for run_id in in_window:
             runs_at.setdefault(_commit(run_id, window), []).append(run_id)
         rows: list[AttemptRow] = []
         totals: dict[str, int] = {}
-        for test_id, joined in sorted(packed):
-            # run_id << 3 | bit: sorted, a run's results are neighbours.
-            results = sorted(map(int, str(joined).split(",")))
-            ordered = [r for r in dict.fromkeys(v >> 3 for v in results) if r in window]
-            if not ordered:
+        for test_id in sorted(spans):
+            if test_id in passed_in:
+                first, last, without = passed_in[test_id]
+                lo = bisect.bisect_left(in_window, first)
+                passed = set(in_window[lo : bisect.bisect_right(in_window, last)]) - without
+            else:
+                passed = {run_id for run_id in listed.get(test_id, ()) if run_id in window}
+            bits_of: dict[int, int] = {}
+            for run_id, outcome in others.get(test_id, ()):
+                bit = _VERDICT_BITS.get(outcome)
+                if bit is not None and run_id in window:
+                    bits_of[run_id] = bits_of.get(run_id, 0) | bit
+            in_runs = passed | bits_of.keys()
+            if not in_runs:
                 continue
-            nodeid = nodeid_of[int(test_id)]
+            ordered = sorted(in_runs)
+            nodeid = nodeid_of[test_id]
             totals[nodeid] = len(ordered)
-            failing = [v >> 3 for v in results if v & _BAD and (v >> 3) in window]
+            failing = sorted(run_id for run_id, bits in bits_of.items() if bits & _BAD)
             keep = {ordered[0], *failing}
             for run_id in failing:
                 after = bisect.bisect_right(ordered, run_id)
                 if after < len(ordered):
                     keep.add(ordered[after])  # it ends a failing stretch, or goes on with it
-            in_runs = set(ordered)
             for commit in {_commit(run_id, window) for run_id in failing}:
                 keep.update(run_id for run_id in runs_at[commit] if run_id in in_runs)
             for run_id in sorted(keep):
-                bits = 0
-                at = bisect.bisect_left(results, run_id << 3)
-                while at < len(results) and results[at] >> 3 == run_id:
-                    bits |= results[at] & 7
-                    at += 1
+                bits = bits_of.get(run_id, 0) | (_PASSED if run_id in passed else 0)
                 run_tier, sha = window[run_id]
                 rows += [
                     AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
