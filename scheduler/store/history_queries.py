@@ -10,6 +10,7 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -384,6 +385,66 @@ def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) ->
     )
 
 
+def _percentiles_lateral(
+    test_ids: Sequence[int],
+    from_run_id: int,
+    limit: int,
+    tier: str | None,
+    fractions: Sequence[float],
+) -> sa.Select[Any]:
+    """PostgreSQL: per test of ``test_ids``, ``percentile_disc`` of each of ``fractions`` over
+    the durations of its newest ``limit`` final, not skipped results from ``from_run_id`` on
+    that are in evidence runs of ``tier`` (None: every tier) -- a row per test, not one per
+    result: decoding and handing over 100 rows per shown test cost more than the scan."""
+    r = test_results.c
+    wanted = sa.select(tests.c.id).where(tests.c.id.in_(list(test_ids))).subquery()
+    newest = (
+        sa.select(r.run_id, r.duration_s)
+        .where(
+            r.test_id == wanted.c.id,
+            r.run_id >= from_run_id,
+            r.final.is_(True),
+            r.outcome != "skipped",
+        )
+        .order_by(r.run_id.desc())
+        .limit(limit)
+        .lateral()
+    )
+    query = (
+        sa.select(
+            wanted.c.id,
+            *(sa.func.percentile_disc(f).within_group(newest.c.duration_s) for f in fractions),
+        )
+        .select_from(wanted.join(newest, sa.true()).join(runs, runs.c.id == newest.c.run_id))
+        .where(runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+        .group_by(wanted.c.id)
+    )
+    return query.where(runs.c.tier == tier) if tier else query
+
+
+def _newest_durations(
+    conn: Connection, ids: Mapping[str, int], tier: str | None, from_run_id: int, limit: int
+) -> dict[str, list[float]]:
+    """SQLite: :meth:`HistoryQueries.recent_durations` of ``ids`` (``{nodeid: test id}``), a
+    statement per test: each reads the end of its range of ``test_results``."""
+    window = _window_runs(conn, from_run_id, tier)
+    statement = Statement(conn, _NEWEST_DURATIONS, cached=True)
+    out = {}
+    for nodeid, test_id in ids.items():
+        rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
+        out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
+    return out
+
+
+def _nearest_rank(values: Sequence[float], fraction: float) -> float | None:
+    """The value at rank ``ceil(fraction * n)`` (at least 1) of ``values`` sorted: what
+    PostgreSQL's ``percentile_disc`` computes."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+
 def _quarantine(row: Any) -> QuarantineRow:
     return QuarantineRow(
         nodeid=row["nodeid"],
@@ -664,8 +725,8 @@ class HistoryQueries(QueryBase):
         out: dict[str, list[float]] = {n: [] for n in nodeids}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
-            window = _window_runs(conn, from_run_id, tier)
             if dialect.is_postgres(conn) and ids:
+                window = _window_runs(conn, from_run_id, tier)
                 # One statement (a LATERAL join: each test's newest rows of
                 # ix_test_results_history) instead of a round trip per test.
                 rows = fetch(conn, _durations_lateral(list(ids.values()), from_run_id, limit))
@@ -674,10 +735,39 @@ class HistoryQueries(QueryBase):
                     if run_id in window:
                         out[nodeid_of[test_id]].append(float(duration or 0.0))
                 return out
-            statement = Statement(conn, _NEWEST_DURATIONS, cached=True)
-            for nodeid, test_id in ids.items():
-                rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
-                out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
+            out.update(_newest_durations(conn, ids, tier, from_run_id, limit))
+        return out
+
+    def recent_percentiles(
+        self,
+        nodeids: Sequence[str],
+        *,
+        tier: str | None,
+        from_run_id: int,
+        limit: int,
+        fractions: Sequence[float],
+    ) -> dict[str, tuple[float | None, ...]]:
+        """Per test, the nearest-rank percentile (``percentile_disc``: the value at rank
+        ``ceil(fraction * n)``) of each of ``fractions`` over the durations
+        :meth:`recent_durations` gives; ``None`` each for a test without any. PostgreSQL
+        computes them in one statement (a row per test to decode, not one per result);
+        SQLite's rows are in this process already."""
+        out: dict[str, tuple[float | None, ...]] = {n: (None,) * len(fractions) for n in nodeids}
+        with self.begin() as conn:
+            ids = known_ids(conn, nodeids)
+            if not ids:
+                return out
+            if dialect.is_postgres(conn):
+                query = _percentiles_lateral(
+                    list(ids.values()), from_run_id, limit, tier or None, fractions
+                )
+                nodeid_of = {i: n for n, i in ids.items()}
+                for test_id, *found in fetch(conn, query):
+                    out[nodeid_of[test_id]] = tuple(None if v is None else float(v) for v in found)
+                return out
+            durations = _newest_durations(conn, ids, tier, from_run_id, limit)
+        for nodeid, found in durations.items():
+            out[nodeid] = tuple(_nearest_rank(found, f) for f in fractions)
         return out
 
     # -- quarantine ----------------------------------------------------------------------------

@@ -231,6 +231,38 @@ def test_verdict_runs_read_passes_as_counts_only_where_they_say_which_runs(store
     assert flaky > 0
 
 
+def test_recent_percentiles_are_nearest_ranks_of_the_recent_durations(store: Store) -> None:
+    """On both engines (PostgreSQL in SQL, ``percentile_disc``), each percentile is the
+    nearest-rank one that ``scheduler.history.stats.percentile`` takes of the durations
+    ``recent_durations`` gives, for every sample size from 1 to past the history's length, with
+    a timed-out run, skips and superseded attempts in the history, per tier and in total."""
+    from scheduler.history.stats import percentile
+
+    rng = random.Random(5)
+    nodeids = ["t.py::pct_a", "t.py::pct_b", "t.py::pct_never"]
+    for run in range(45):
+        rows = [TestResultRow(nodeids[0], "passed", round(rng.lognormvariate(0, 1), 6))]
+        if run % 4:
+            rows.append(TestResultRow(nodeids[1], "failed", 0.5, attempt=0, final=False))
+            rows.append(TestResultRow(nodeids[1], rng.choice(("flaky", "skipped")),
+                                      round(rng.random(), 6), attempt=1))  # fmt: skip
+        run_id = store.create_run(tier="daily" if run % 3 else "hourly", trigger="manual",
+                                  kind="pytest")  # fmt: skip
+        assert run_id is not None
+        store.finish_run(run_id, rows, outcome=Outcome.TIMEOUT if run == 20 else Outcome.FAILED,
+                         sha=f"{run:040x}", finished_at=DAY)  # fmt: skip
+    qs = (10, 33, 50, 90, 99)
+    for tier in (None, "daily"):
+        for limit in range(1, 48):
+            got = store.recent_percentiles(nodeids, tier=tier, from_run_id=3, limit=limit,
+                                           fractions=[q / 100 for q in qs])  # fmt: skip
+            durations = store.recent_durations(nodeids, tier=tier, from_run_id=3, limit=limit)
+            for nodeid in nodeids:
+                expected = tuple(percentile(durations[nodeid], q) for q in qs)
+                assert got[nodeid] == expected, (nodeid, tier, limit)
+    assert got[nodeids[2]] == (None,) * len(qs)
+
+
 SCHEMA_V5 = Path(__file__).with_name("schema_v5.sql")
 
 
