@@ -10,6 +10,7 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -174,7 +175,7 @@ _SHOWN_ONLY = ("skipped", "duration_max", "first_at", "last_at")
 
 def _summaries_query(
     test_ids: Sequence[int] | None,
-    periods: tuple[list[str], list[str]] | None = None,
+    periods: tuple[Sequence[Any], Sequence[Any]] | None = None,
     *,
     columns: Sequence[str] = tuple(_AGGREGATES),
     chunk: bool = False,
@@ -228,6 +229,25 @@ def _summaries_query(
 
 
 _SUMMARIES = _summaries_query(None)
+# The days of a window before its first Monday: at most six (the seventh slot stays unused).
+_MAX_EDGE_DAYS = 7
+
+
+@functools.lru_cache(maxsize=16)
+def _summaries_by_periods(weeks: int) -> sa.Select[Any]:
+    """:func:`_summaries_query` of a chunk of tests (``:t0``...) over ``weeks`` weeks
+    (``:w0``...) and :data:`_MAX_EDGE_DAYS` days (``:d0``...) named one by one: one query (and
+    one compiled statement) per number of weeks, not one per call."""
+    return _summaries_query(
+        None,
+        (
+            [sa.bindparam(f"w{k}", "", type_=sa.String) for k in range(weeks)],
+            [sa.bindparam(f"d{k}", "", type_=sa.String) for k in range(_MAX_EDGE_DAYS)],
+        ),
+        chunk=True,
+    )
+
+
 _SUMS = _summaries_query(None, columns=_SORTED_BY)
 # The rest of a listing's shown tests: of a chunk of them, or of every test in one pass.
 _SHOWN = _summaries_query(None, columns=_SHOWN_ONLY, chunk=True)
@@ -486,10 +506,19 @@ class HistoryQueries(QueryBase):
             if not ids or last is None:
                 return []
             # A few tests: a key lookup per test and period (the ranges would read every
-            # test's rows of the window).
-            periods = _periods(since_day, str(last))
-            query = _summaries_query(list(ids.values()), periods)
-            return [_summary(row) for row in Statement(conn, query).rows(**params)]
+            # test's rows of the window), in a statement built and compiled once per number
+            # of weeks; unused slots hold '' (no period).
+            weeks, days = _periods(since_day, str(last))
+            weeks = weeks or [""]
+            days = (days + [""] * _MAX_EDGE_DAYS)[:_MAX_EDGE_DAYS]
+            params |= {f"w{k}": week for k, week in enumerate(weeks)}
+            params |= {f"d{k}": day for k, day in enumerate(days)}
+            statement = Statement(conn, _summaries_by_periods(len(weeks)), cached=True)
+            return [
+                _summary(row)
+                for chunk in _id_chunks(sorted(ids.values()))
+                for row in statement.rows(**chunk, **params)
+            ]
 
     def test_sums(
         self, since_day: str, tier: str | None = None, *, with_failures: bool = False
