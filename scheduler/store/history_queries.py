@@ -405,41 +405,42 @@ def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) ->
     )
 
 
-def _percentiles_lateral(
-    test_ids: Sequence[int],
-    from_run_id: int,
-    limit: int,
-    tier: str | None,
-    fractions: Sequence[float],
-) -> sa.Select[Any]:
-    """PostgreSQL: per test of ``test_ids``, ``percentile_disc`` of each of ``fractions`` over
-    the durations of its newest ``limit`` final, not skipped results from ``from_run_id`` on
-    that are in evidence runs of ``tier`` (None: every tier) -- a row per test, not one per
-    result: decoding and handing over 100 rows per shown test cost more than the scan."""
+@functools.lru_cache(maxsize=8)
+def _percentiles_lateral(fractions: int) -> sa.Select[Any]:
+    """PostgreSQL: per test of a chunk (``:t0``...), ``percentile_disc`` of each of
+    ``fractions`` fractions (``:f0``...) over the durations of its newest ``:limit`` final, not
+    skipped results from ``:from_run_id`` on that are in evidence runs of ``:tier`` (NULL:
+    every tier) -- a row per test, not one per result: decoding and handing over 100 rows per
+    shown test cost more than the scan. Built and compiled once per number of fractions."""
     r = test_results.c
-    wanted = sa.select(tests.c.id).where(tests.c.id.in_(list(test_ids))).subquery()
+    wanted = sa.select(tests.c.id).where(_in_chunk(tests.c.id)).subquery()
     newest = (
         sa.select(r.run_id, r.duration_s)
         .where(
             r.test_id == wanted.c.id,
-            r.run_id >= from_run_id,
+            r.run_id >= sa.bindparam("from_run_id", 0),
             r.final.is_(True),
             r.outcome != "skipped",
         )
         .order_by(r.run_id.desc())
-        .limit(limit)
+        .limit(sa.bindparam("limit", 0, literal_execute=False))
         .lateral()
     )
-    query = (
+    tier = sa.bindparam("tier", None, type_=sa.String)
+    return (
         sa.select(
             wanted.c.id,
-            *(sa.func.percentile_disc(f).within_group(newest.c.duration_s) for f in fractions),
+            *(
+                sa.func.percentile_disc(sa.bindparam(f"f{k}", 0.0, type_=sa.Float)).within_group(
+                    newest.c.duration_s
+                )
+                for k in range(fractions)
+            ),
         )
         .select_from(wanted.join(newest, sa.true()).join(runs, runs.c.id == newest.c.run_id))
-        .where(runs.c.outcome.in_(EVIDENCE_OUTCOMES))
+        .where(runs.c.outcome.in_(EVIDENCE_OUTCOMES), sa.or_(tier.is_(None), runs.c.tier == tier))
         .group_by(wanted.c.id)
     )
-    return query.where(runs.c.tier == tier) if tier else query
 
 
 def _newest_durations(
@@ -787,12 +788,17 @@ class HistoryQueries(QueryBase):
             if not ids:
                 return out
             if dialect.is_postgres(conn):
-                query = _percentiles_lateral(
-                    list(ids.values()), from_run_id, limit, tier or None, fractions
-                )
+                statement = Statement(conn, _percentiles_lateral(len(fractions)), cached=True)
                 nodeid_of = {i: n for n, i in ids.items()}
-                for test_id, *found in fetch(conn, query):
-                    out[nodeid_of[test_id]] = tuple(None if v is None else float(v) for v in found)
+                params = {f"f{k}": float(f) for k, f in enumerate(fractions)}
+                for chunk in _id_chunks(sorted(ids.values())):
+                    rows = statement.rows(
+                        **chunk, **params, from_run_id=from_run_id, limit=limit, tier=tier or None
+                    )
+                    for test_id, *found in rows:
+                        out[nodeid_of[test_id]] = tuple(
+                            None if v is None else float(v) for v in found
+                        )
                 return out
             durations = _newest_durations(conn, ids, tier, from_run_id, limit)
         for nodeid, found in durations.items():
