@@ -63,7 +63,7 @@ class Verdict:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     run_id: int
     sha: str | None

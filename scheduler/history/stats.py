@@ -201,16 +201,21 @@ class History:
     def _detailed(
         self, shown: Sequence[TestStats], tier: str | None, first_run: int
     ) -> list[TestStats]:
-        durations = self.store.recent_durations(
-            [t.nodeid for t in shown], tier=tier, from_run_id=first_run, limit=PERCENTILE_SAMPLE
+        # Nearest rank, as percentile() (the store's SQL is PostgreSQL's percentile_disc).
+        found = self.store.recent_percentiles(
+            [t.nodeid for t in shown],
+            tier=tier,
+            from_run_id=first_run,
+            limit=PERCENTILE_SAMPLE,
+            fractions=(50 / 100, 90 / 100),
         )
         return [
             TestStats(
                 t.summary,
                 t.verdict,
                 owner=" ".join(self.owners.of_test(t.nodeid)),
-                p50_s=percentile(durations[t.nodeid], 50),
-                p90_s=percentile(durations[t.nodeid], 90),
+                p50_s=found[t.nodeid][0],
+                p90_s=found[t.nodeid][1],
             )
             for t in shown
         ]

@@ -10,6 +10,8 @@ count and what a flake is are decided in :mod:`scheduler.history`.
 from __future__ import annotations
 
 import bisect
+import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -173,7 +175,7 @@ _SHOWN_ONLY = ("skipped", "duration_max", "first_at", "last_at")
 
 def _summaries_query(
     test_ids: Sequence[int] | None,
-    periods: tuple[list[str], list[str]] | None = None,
+    periods: tuple[Sequence[Any], Sequence[Any]] | None = None,
     *,
     columns: Sequence[str] = tuple(_AGGREGATES),
     chunk: bool = False,
@@ -227,6 +229,25 @@ def _summaries_query(
 
 
 _SUMMARIES = _summaries_query(None)
+# The days of a window before its first Monday: at most six (the seventh slot stays unused).
+_MAX_EDGE_DAYS = 7
+
+
+@functools.lru_cache(maxsize=16)
+def _summaries_by_periods(weeks: int) -> sa.Select[Any]:
+    """:func:`_summaries_query` of a chunk of tests (``:t0``...) over ``weeks`` weeks
+    (``:w0``...) and :data:`_MAX_EDGE_DAYS` days (``:d0``...) named one by one: one query (and
+    one compiled statement) per number of weeks, not one per call."""
+    return _summaries_query(
+        None,
+        (
+            [sa.bindparam(f"w{k}", "", type_=sa.String) for k in range(weeks)],
+            [sa.bindparam(f"d{k}", "", type_=sa.String) for k in range(_MAX_EDGE_DAYS)],
+        ),
+        chunk=True,
+    )
+
+
 _SUMS = _summaries_query(None, columns=_SORTED_BY)
 # The rest of a listing's shown tests: of a chunk of them, or of every test in one pass.
 _SHOWN = _summaries_query(None, columns=_SHOWN_ONLY, chunk=True)
@@ -239,18 +260,10 @@ _VERDICT_BITS = {
     "flaky": _FLAKY,
 }
 _OUTCOME_OF_BIT = ((_FLAKY, "flaky"), (_PASSED, "passed"), (_FAILED, "failed"))
-_BIT_OF_OUTCOME = sa.case(
-    (test_results.c.outcome.in_(sorted(PASSING)), _PASSED),
-    (test_results.c.outcome.in_(sorted(FAILING)), _FAILED),
-    else_=_FLAKY,
-)
 
 
 def _commit(run_id: int, window: Mapping[int, tuple[Any, ...]]) -> str:
     return window[run_id][1] or f"run:{run_id}"
-
-
-_VERDICT_OUTCOMES = sorted(_VERDICT_BITS)
 
 
 def _chunks(values: Sequence[int], prefix: str) -> list[dict[str, int]]:
@@ -266,23 +279,63 @@ def _id_chunks(test_ids: Sequence[int]) -> list[dict[str, int]]:
     return _chunks(test_ids, "t")
 
 
-def _verdict_packed() -> sa.Select[Any]:
-    """Per test of a chunk (``:t0``...), its results from ``:from_run_id`` on with a pass or
-    fail, each as ``run_id * 8 + verdict bit``, joined into one comma-separated string."""
+def _in_chunk(column: Any) -> Any:
+    return column.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
+
+
+def _verdict_runs_of() -> sa.Select[Any]:
+    """Per test of a chunk (``:t0``...), its runs from ``:from_run_id`` on (with any result):
+    how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
+    every run between their first and last, and then these say which runs those are
+    (:func:`_dense_runs`) without reading them out one by one."""
     r = test_results.c
-    packed = sa.cast(r.run_id * 8 + _BIT_OF_OUTCOME, sa.String)
+    passed_run = sa.case((r.outcome == "passed", r.run_id))
     return (
-        sa.select(r.test_id, sa.func.aggregate_strings(packed, ","))
+        sa.select(
+            r.test_id,
+            sa.func.count(sa.distinct(r.run_id)),
+            sa.func.min(r.run_id),
+            sa.func.max(r.run_id),
+            sa.func.count(sa.distinct(passed_run)),
+        )
+        .where(_in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0))
+        .group_by(r.test_id)
+    )
+
+
+def _verdict_packed_passes() -> sa.Select[Any]:
+    """Per test of a chunk, the run ids of its ``passed`` results from ``:from_run_id`` on,
+    joined into one comma-separated string: for the tests whose passes are not one unbroken
+    stretch of the runs."""
+    r = test_results.c
+    return (
+        sa.select(r.test_id, sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ","))
         .where(
-            r.test_id.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)]),
-            r.run_id >= sa.bindparam("from_run_id", 0),
-            r.outcome.in_(_VERDICT_OUTCOMES),
+            _in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0), r.outcome == "passed"
         )
         .group_by(r.test_id)
     )
 
 
-_VERDICT_PACKED = _verdict_packed()
+_VERDICT_RUNS_OF = _verdict_runs_of()
+_VERDICT_PACKED_PASSES = _verdict_packed_passes()
+# Per test of a chunk, its results from ``:from_run_id`` on that are not a plain pass (failures,
+# reruns, skips, xfails): the few rows a verdict reads one by one. ``<>`` costs a comparison per
+# result where ``IN (...)`` cost a lookup.
+_VERDICT_OTHERS = sa.select(
+    test_results.c.test_id, test_results.c.run_id, test_results.c.outcome
+).where(
+    _in_chunk(test_results.c.test_id),
+    test_results.c.run_id >= sa.bindparam("from_run_id", 0),
+    test_results.c.outcome != "passed",
+)
+# Every run from ``:from_run_id`` on, oldest first, whatever its tier and outcome: the runs a
+# result can belong to (``test_results.run_id`` is a foreign key).
+_RUNS_FROM = (
+    sa.select(runs.c.id, runs.c.tier, runs.c.sha, runs.c.outcome)
+    .where(runs.c.id >= sa.bindparam("from_run_id", 0))
+    .order_by(runs.c.id)
+)
 _WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
     runs.c.id >= sa.bindparam("from_run_id", 0),
     runs.c.outcome.in_(EVIDENCE_OUTCOMES),
@@ -291,6 +344,16 @@ _WINDOW_RUNS = sa.select(runs.c.id, runs.c.tier, runs.c.sha).where(
         runs.c.tier == sa.bindparam("tier", None, type_=sa.String),
     ),
 )
+
+
+def _dense_runs(every: Sequence[int], count: int, first: int, last: int) -> tuple[int, int] | None:
+    """``(start, stop)``: the slice of ``every`` (each run id from the window's first on,
+    sorted) that holds exactly the ``count`` distinct runs from ``first`` to ``last`` a test
+    has results in, when it has results in each run between them; else ``None``. Exact: those
+    runs are all in that slice, so when they are as many as it holds, they are all of it."""
+    start = bisect.bisect_left(every, first)
+    stop = bisect.bisect_right(every, last)
+    return (start, stop) if stop - start == count else None
 
 
 # One test's newest final, not skipped results from ``:from_run_id`` on: the end of its range.
@@ -342,6 +405,67 @@ def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) ->
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _percentiles_lateral(fractions: int) -> sa.Select[Any]:
+    """PostgreSQL: per test of a chunk (``:t0``...), ``percentile_disc`` of each of
+    ``fractions`` fractions (``:f0``...) over the durations of its newest ``:limit`` final, not
+    skipped results from ``:from_run_id`` on that are in evidence runs of ``:tier`` (NULL:
+    every tier) -- a row per test, not one per result: decoding and handing over 100 rows per
+    shown test cost more than the scan. Built and compiled once per number of fractions."""
+    r = test_results.c
+    wanted = sa.select(tests.c.id).where(_in_chunk(tests.c.id)).subquery()
+    newest = (
+        sa.select(r.run_id, r.duration_s)
+        .where(
+            r.test_id == wanted.c.id,
+            r.run_id >= sa.bindparam("from_run_id", 0),
+            r.final.is_(True),
+            r.outcome != "skipped",
+        )
+        .order_by(r.run_id.desc())
+        .limit(sa.bindparam("limit", 0, literal_execute=False))
+        .lateral()
+    )
+    tier = sa.bindparam("tier", None, type_=sa.String)
+    return (
+        sa.select(
+            wanted.c.id,
+            *(
+                sa.func.percentile_disc(sa.bindparam(f"f{k}", 0.0, type_=sa.Float)).within_group(
+                    newest.c.duration_s
+                )
+                for k in range(fractions)
+            ),
+        )
+        .select_from(wanted.join(newest, sa.true()).join(runs, runs.c.id == newest.c.run_id))
+        .where(runs.c.outcome.in_(EVIDENCE_OUTCOMES), sa.or_(tier.is_(None), runs.c.tier == tier))
+        .group_by(wanted.c.id)
+    )
+
+
+def _newest_durations(
+    conn: Connection, ids: Mapping[str, int], tier: str | None, from_run_id: int, limit: int
+) -> dict[str, list[float]]:
+    """SQLite: :meth:`HistoryQueries.recent_durations` of ``ids`` (``{nodeid: test id}``), a
+    statement per test: each reads the end of its range of ``test_results``."""
+    window = _window_runs(conn, from_run_id, tier)
+    statement = Statement(conn, _NEWEST_DURATIONS, cached=True)
+    out = {}
+    for nodeid, test_id in ids.items():
+        rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
+        out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
+    return out
+
+
+def _nearest_rank(values: Sequence[float], fraction: float) -> float | None:
+    """The value at rank ``ceil(fraction * n)`` (at least 1) of ``values`` sorted: what
+    PostgreSQL's ``percentile_disc`` computes."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+
 def _quarantine(row: Any) -> QuarantineRow:
     return QuarantineRow(
         nodeid=row["nodeid"],
@@ -383,10 +507,19 @@ class HistoryQueries(QueryBase):
             if not ids or last is None:
                 return []
             # A few tests: a key lookup per test and period (the ranges would read every
-            # test's rows of the window).
-            periods = _periods(since_day, str(last))
-            query = _summaries_query(list(ids.values()), periods)
-            return [_summary(row) for row in Statement(conn, query).rows(**params)]
+            # test's rows of the window), in a statement built and compiled once per number
+            # of weeks; unused slots hold '' (no period).
+            weeks, days = _periods(since_day, str(last))
+            weeks = weeks or [""]
+            days = (days + [""] * _MAX_EDGE_DAYS)[:_MAX_EDGE_DAYS]
+            params |= {f"w{k}": week for k, week in enumerate(weeks)}
+            params |= {f"d{k}": day for k, day in enumerate(days)}
+            statement = Statement(conn, _summaries_by_periods(len(weeks)), cached=True)
+            return [
+                _summary(row)
+                for chunk in _id_chunks(sorted(ids.values()))
+                for row in statement.rows(**chunk, **params)
+            ]
 
     def test_sums(
         self, since_day: str, tier: str | None = None, *, with_failures: bool = False
@@ -520,52 +653,91 @@ class HistoryQueries(QueryBase):
         ends a failing stretch) and every run at a commit where it failed. A stable test costs
         one row, not one per run: building a row per attempt cost more than reading them.
 
-        Each test's results come back as one string (:data:`_VERDICT_PACKED`: run id and
-        verdict bit packed in an integer per result, joined by the database): handing over a
-        row per result cost twice what the database spends reading them.
+        Passes are most of a history and are not read one by one. Each test's results other
+        than a pass come as rows (:data:`_VERDICT_OTHERS`: failures, reruns, skips; few); of
+        the rest the database gives per test its number of runs, first and last run, and runs
+        with a pass (:data:`_VERDICT_RUNS_OF`). When the test has results in every run between
+        its first and last (:func:`_dense_runs`) and its runs with a pass are exactly those
+        without another result, or all of them, that says which runs it passed in; otherwise
+        their run ids come as one string (:data:`_VERDICT_PACKED_PASSES`).
         """
         if not nodeids:
             return [], {}
+        spans: dict[int, tuple[int, int, int, int]] = {}
+        others: dict[int, list[tuple[int, str]]] = {}
+        listed: dict[int, set[int]] = {}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             if not ids:
                 return [], {}
-            packed: list[tuple[int, str]] = []
-            statement = Statement(conn, _VERDICT_PACKED, cached=True)
-            for params in _id_chunks(sorted(ids.values())):
-                packed += statement.rows(**params, from_run_id=from_run_id)
-            window = _window_runs(conn, from_run_id, tier)
+            chunks = _id_chunks(sorted(ids.values()))
+            statement = Statement(conn, _VERDICT_RUNS_OF, cached=True)
+            for params in chunks:
+                for test_id, *span in statement.rows(**params, from_run_id=from_run_id):
+                    spans[int(test_id)] = (int(span[0]), int(span[1]), int(span[2]),
+                                           int(span[3]))  # fmt: skip
+            statement = Statement(conn, _VERDICT_OTHERS, cached=True)
+            for params in chunks:
+                for test_id, run_id, outcome in statement.rows(**params, from_run_id=from_run_id):
+                    others.setdefault(int(test_id), []).append((int(run_id), str(outcome)))
+            every_run = Statement(conn, _RUNS_FROM, cached=True).rows(from_run_id=from_run_id)
+            every = [int(row[0]) for row in every_run]
+            passed_in: dict[int, tuple[int, int, set[int]]] = {}
+            for test_id, (count, first, last, with_pass) in spans.items():
+                dense = _dense_runs(every, count, first, last)
+                also = {run_id for run_id, _ in others.get(test_id, ())}
+                both = with_pass + len(also) - count  # runs with a pass and another result
+                if dense is not None and both in (0, len(also)):
+                    passed_in[test_id] = (first, last, also if both == 0 else set())
+            sparse = sorted(spans.keys() - passed_in.keys())
+            if sparse:
+                statement = Statement(conn, _VERDICT_PACKED_PASSES, cached=True)
+                for params in _id_chunks(sparse):
+                    for test_id, joined in statement.rows(**params, from_run_id=from_run_id):
+                        listed[int(test_id)] = {int(v) for v in str(joined).split(",")}
+        evidence = set(EVIDENCE_OUTCOMES)
+        window = {
+            int(i): (str(t), s)
+            for i, t, s, outcome in every_run
+            if outcome in evidence and (not tier or t == tier)
+        }
+        in_window = [run_id for run_id in every if run_id in window]
         nodeid_of = {i: n for n, i in ids.items()}
         # The window's runs by commit, once: a test's runs at its failing commits are then
         # looked up, not found by walking each of its runs.
         runs_at: dict[str, list[int]] = {}
-        for run_id in window:
+        for run_id in in_window:
             runs_at.setdefault(_commit(run_id, window), []).append(run_id)
         rows: list[AttemptRow] = []
         totals: dict[str, int] = {}
-        for test_id, joined in sorted(packed):
-            # run_id << 3 | bit: sorted, a run's results are neighbours.
-            results = sorted(map(int, str(joined).split(",")))
-            ordered = [r for r in dict.fromkeys(v >> 3 for v in results) if r in window]
-            if not ordered:
+        for test_id in sorted(spans):
+            if test_id in passed_in:
+                first, last, without = passed_in[test_id]
+                lo = bisect.bisect_left(in_window, first)
+                passed = set(in_window[lo : bisect.bisect_right(in_window, last)]) - without
+            else:
+                passed = {run_id for run_id in listed.get(test_id, ()) if run_id in window}
+            bits_of: dict[int, int] = {}
+            for run_id, outcome in others.get(test_id, ()):
+                bit = _VERDICT_BITS.get(outcome)
+                if bit is not None and run_id in window:
+                    bits_of[run_id] = bits_of.get(run_id, 0) | bit
+            in_runs = passed | bits_of.keys()
+            if not in_runs:
                 continue
-            nodeid = nodeid_of[int(test_id)]
+            ordered = sorted(in_runs)
+            nodeid = nodeid_of[test_id]
             totals[nodeid] = len(ordered)
-            failing = [v >> 3 for v in results if v & _BAD and (v >> 3) in window]
+            failing = sorted(run_id for run_id, bits in bits_of.items() if bits & _BAD)
             keep = {ordered[0], *failing}
             for run_id in failing:
                 after = bisect.bisect_right(ordered, run_id)
                 if after < len(ordered):
                     keep.add(ordered[after])  # it ends a failing stretch, or goes on with it
-            in_runs = set(ordered)
             for commit in {_commit(run_id, window) for run_id in failing}:
                 keep.update(run_id for run_id in runs_at[commit] if run_id in in_runs)
             for run_id in sorted(keep):
-                bits = 0
-                at = bisect.bisect_left(results, run_id << 3)
-                while at < len(results) and results[at] >> 3 == run_id:
-                    bits |= results[at] & 7
-                    at += 1
+                bits = bits_of.get(run_id, 0) | (_PASSED if run_id in passed else 0)
                 run_tier, sha = window[run_id]
                 rows += [
                     AttemptRow(nodeid, run_id, run_tier, sha, None, 0, True, outcome, 0.0)
@@ -583,8 +755,8 @@ class HistoryQueries(QueryBase):
         out: dict[str, list[float]] = {n: [] for n in nodeids}
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
-            window = _window_runs(conn, from_run_id, tier)
             if dialect.is_postgres(conn) and ids:
+                window = _window_runs(conn, from_run_id, tier)
                 # One statement (a LATERAL join: each test's newest rows of
                 # ix_test_results_history) instead of a round trip per test.
                 rows = fetch(conn, _durations_lateral(list(ids.values()), from_run_id, limit))
@@ -593,10 +765,44 @@ class HistoryQueries(QueryBase):
                     if run_id in window:
                         out[nodeid_of[test_id]].append(float(duration or 0.0))
                 return out
-            statement = Statement(conn, _NEWEST_DURATIONS, cached=True)
-            for nodeid, test_id in ids.items():
-                rows = statement.rows(test_id=test_id, from_run_id=from_run_id, limit=limit)
-                out[nodeid] = [float(d or 0.0) for run_id, d in rows if run_id in window]
+            out.update(_newest_durations(conn, ids, tier, from_run_id, limit))
+        return out
+
+    def recent_percentiles(
+        self,
+        nodeids: Sequence[str],
+        *,
+        tier: str | None,
+        from_run_id: int,
+        limit: int,
+        fractions: Sequence[float],
+    ) -> dict[str, tuple[float | None, ...]]:
+        """Per test, the nearest-rank percentile (``percentile_disc``: the value at rank
+        ``ceil(fraction * n)``) of each of ``fractions`` over the durations
+        :meth:`recent_durations` gives; ``None`` each for a test without any. PostgreSQL
+        computes them in one statement (a row per test to decode, not one per result);
+        SQLite's rows are in this process already."""
+        out: dict[str, tuple[float | None, ...]] = {n: (None,) * len(fractions) for n in nodeids}
+        with self.begin() as conn:
+            ids = known_ids(conn, nodeids)
+            if not ids:
+                return out
+            if dialect.is_postgres(conn):
+                statement = Statement(conn, _percentiles_lateral(len(fractions)), cached=True)
+                nodeid_of = {i: n for n, i in ids.items()}
+                params = {f"f{k}": float(f) for k, f in enumerate(fractions)}
+                for chunk in _id_chunks(sorted(ids.values())):
+                    rows = statement.rows(
+                        **chunk, **params, from_run_id=from_run_id, limit=limit, tier=tier or None
+                    )
+                    for test_id, *found in rows:
+                        out[nodeid_of[test_id]] = tuple(
+                            None if v is None else float(v) for v in found
+                        )
+                return out
+            durations = _newest_durations(conn, ids, tier, from_run_id, limit)
+        for nodeid, found in durations.items():
+            out[nodeid] = tuple(_nearest_rank(found, f) for f in fractions)
         return out
 
     # -- quarantine ----------------------------------------------------------------------------

@@ -169,6 +169,100 @@ def test_verdict_runs_keep_the_verdict_per_tier_and_window(store: Store) -> None
     assert flaky > 0
 
 
+def test_verdict_runs_read_passes_as_counts_only_where_they_say_which_runs(store: Store) -> None:
+    """Passes are read as counts (runs, first, last, runs with a pass) where those say which
+    runs a test passed in, else as run ids: tests that ran in every run and tests with gaps
+    (not selected, another tier), a pass reported twice in one run, a pass beside a failure or
+    a skip in one run, xfails and runs that are not evidence. Every verdict and run count
+    equals the one judged from every attempt, for several windows and tiers."""
+    from scheduler.history.flaky import classify
+
+    rng = random.Random(31)
+    nodeids = [f"t.py::dense_case_{i}" for i in range(12)] + ["t.py::dense_twice"]
+    for run in range(80):
+        tier = "daily" if run % 5 == 0 else "hourly"
+        outcome = Outcome.INFRA_ERROR if run in (9, 50) else Outcome.FAILED
+        rows: list[TestResultRow] = []
+        for i, nodeid in enumerate(nodeids[:-1]):
+            roll = rng.random()
+            if i % 4 == 1 and roll < 0.3:
+                continue  # not in this run: its passes have gaps
+            if i % 4 == 2 and tier == "daily":
+                continue  # an hourly-only test
+            if roll < 0.04 * (i % 6):
+                rows.append(TestResultRow(nodeid, "failed", 0.1, attempt=0, final=False))
+                rows.append(TestResultRow(nodeid, "flaky", 0.1, attempt=1))
+            elif roll < 0.06 * (i % 6):
+                rows.append(TestResultRow(nodeid, rng.choice(("failed", "error")), 0.1))
+                if i % 3 == 0:  # and a pass in the same run (reported twice, JUnit allows it)
+                    rows.append(TestResultRow(nodeid, "passed", 0.1))
+            elif roll > 0.97:
+                rows.append(TestResultRow(nodeid, rng.choice(("skipped", "xfailed")), 0.1))
+                if i % 2:
+                    rows.append(TestResultRow(nodeid, "passed", 0.1))
+            else:
+                rows.append(TestResultRow(nodeid, "passed", 0.1))
+                if roll < 0.1 and i % 5 == 0:  # a pass reported twice
+                    rows.append(TestResultRow(nodeid, "passed", 0.1))
+        # A test whose every other result is beside a pass in its run.
+        rows.append(TestResultRow("t.py::dense_twice", "passed", 0.1))
+        if run % 7 == 3:
+            rows.append(TestResultRow("t.py::dense_twice", rng.choice(("failed", "skipped")), 0.1))
+        run_id = store.create_run(tier=tier, trigger="manual", kind="pytest")
+        assert run_id is not None
+        sha = f"{run // rng.choice((1, 2, 3)):040x}"
+        store.finish_run(run_id, rows, outcome=outcome, sha=sha, finished_at=DAY)
+    flaky = 0
+    for tier in (None, "hourly", "daily"):
+        for first in (1, 10, 33, 79):
+            reduced, totals = store.verdict_runs(nodeids, tier=tier, from_run_id=first)
+            full = store.test_attempts(nodeids, tier=tier, from_run_id=first, lean=True)
+            for nodeid in nodeids:
+                mine = [a for a in full if a.nodeid == nodeid]
+                expected = classify(nodeid, mine)
+                got = classify(nodeid, [a for a in reduced if a.nodeid == nodeid],
+                               totals.get(nodeid))  # fmt: skip
+                assert got == expected, (nodeid, tier, first)
+                verdicts = {"passed", "failed", "error", "flaky", "xfailed", "xpassed"}
+                assert totals.get(nodeid, 0) == len(
+                    {a.run_id for a in mine if a.outcome in verdicts}
+                ), (nodeid, tier, first)
+                flaky += expected.flaky
+    assert flaky > 0
+
+
+def test_recent_percentiles_are_nearest_ranks_of_the_recent_durations(store: Store) -> None:
+    """On both engines (PostgreSQL in SQL, ``percentile_disc``), each percentile is the
+    nearest-rank one that ``scheduler.history.stats.percentile`` takes of the durations
+    ``recent_durations`` gives, for every sample size from 1 to past the history's length, with
+    a timed-out run, skips and superseded attempts in the history, per tier and in total."""
+    from scheduler.history.stats import percentile
+
+    rng = random.Random(5)
+    nodeids = ["t.py::pct_a", "t.py::pct_b", "t.py::pct_never"]
+    for run in range(45):
+        rows = [TestResultRow(nodeids[0], "passed", round(rng.lognormvariate(0, 1), 6))]
+        if run % 4:
+            rows.append(TestResultRow(nodeids[1], "failed", 0.5, attempt=0, final=False))
+            rows.append(TestResultRow(nodeids[1], rng.choice(("flaky", "skipped")),
+                                      round(rng.random(), 6), attempt=1))  # fmt: skip
+        run_id = store.create_run(tier="daily" if run % 3 else "hourly", trigger="manual",
+                                  kind="pytest")  # fmt: skip
+        assert run_id is not None
+        store.finish_run(run_id, rows, outcome=Outcome.TIMEOUT if run == 20 else Outcome.FAILED,
+                         sha=f"{run:040x}", finished_at=DAY)  # fmt: skip
+    qs = (10, 33, 50, 90, 99)
+    for tier in (None, "daily"):
+        for limit in range(1, 48):
+            got = store.recent_percentiles(nodeids, tier=tier, from_run_id=3, limit=limit,
+                                           fractions=[q / 100 for q in qs])  # fmt: skip
+            durations = store.recent_durations(nodeids, tier=tier, from_run_id=3, limit=limit)
+            for nodeid in nodeids:
+                expected = tuple(percentile(durations[nodeid], q) for q in qs)
+                assert got[nodeid] == expected, (nodeid, tier, limit)
+    assert got[nodeids[2]] == (None,) * len(qs)
+
+
 SCHEMA_V5 = Path(__file__).with_name("schema_v5.sql")
 
 
