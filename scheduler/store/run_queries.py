@@ -111,7 +111,7 @@ class RunQueries(QueryBase):
                 rows = sorted(result_values(run_id, results, ids), key=_by_test)
                 Statement(conn, _INSERT_RESULTS, cached=True).many(rows)
                 if outcome.is_test_evidence:
-                    add_to_daily(conn, run_id, values["finished_at"], results, ids)
+                    add_to_daily(conn, run_id, values["finished_at"])
         if results:
             self._remember_test_ids(ids)  # committed: these ids are for good
         return self.get_run(run_id)

@@ -42,7 +42,7 @@ from scheduler.store.base import ActiveRunExists, RunAlreadyFinal
 from scheduler.store.pragmas import BUSY_TIMEOUT_S, configure_connection
 from scheduler.store.reader import SqliteReader, _convert
 from scheduler.store.records import RunRecord, TestResultRow, result_values
-from scheduler.store.rollups import day_of, rollup_rows, week_of
+from scheduler.store.rollups import day_of, week_of
 from scheduler.store.sqlite_reads import STATEMENTS as READS
 from scheduler.store.sqlite_writes import (
     CHUNK,
@@ -289,7 +289,7 @@ class SqliteWriter(SqliteReader):
                     insert = STATEMENTS["insert_results"]
                     conn.executemany(insert[0], map(operator.itemgetter(*insert[1]), rows))
                     if outcome.is_test_evidence:
-                        self._add_to_daily(conn, run_id, values["finished_at"], results, ids)
+                        self._add_to_daily(conn, run_id, values["finished_at"])
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         if results:
@@ -322,28 +322,15 @@ class SqliteWriter(SqliteReader):
             found.update(self._known_ids(conn, new))
         return found
 
-    def _add_to_daily(
-        self,
-        conn: sqlite3.Connection,
-        run_id: int,
-        finished_at: datetime,
-        results: Sequence[TestResultRow],
-        ids: Mapping[str, int],
-    ) -> None:
-        """As :func:`~.daily.add_to_daily`."""
-        tier_of = STATEMENTS["tier_of_run"]
-        tier = str(conn.execute(tier_of[0], _args(tier_of, run_id=run_id)).fetchone()[0])
+    def _add_to_daily(self, conn: sqlite3.Connection, run_id: int, finished_at: datetime) -> None:
+        """As :func:`~.daily.add_to_daily`: one upsert per table from the rows just written."""
         day = day_of(finished_at)
-        ordered = rollup_rows(run_id, tier, bind_datetime(finished_at), results, ids)
-        if not ordered:
-            return
-        week = week_of(day)
-        for row in ordered:  # both periods' keys on each row: one tuple per row per statement
-            row["day"] = day
-            row["week"] = week
+        keys = {"day": day, "week": week_of(day)}
+        stamp = bind_datetime(finished_at)
         for period in ("day", "week"):
-            sql, order, _defaults = STATEMENTS[f"upsert_{period}"]
-            conn.executemany(sql, map(operator.itemgetter(*order), ordered))
+            statement = STATEMENTS[f"rollup_{period}"]
+            args = _args(statement, period_key=keys[period], run_id=run_id, stamp=stamp)
+            conn.execute(statement[0], args)
 
     def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
         """Nothing to rehearse: the statements are compiled already (see :mod:`.writes`)."""
