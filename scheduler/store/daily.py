@@ -23,14 +23,12 @@ from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
 from scheduler.store.driver import Statement, bind_datetime
-from scheduler.store.records import TestResultRow
 from scheduler.store.rollups import (
     FAILING,
     PASSING,
     ROW_COLUMNS,
     day_of,
     next_week,
-    rollup_rows,
     week_of,
 )
 from scheduler.store.schema import runs, test_daily, test_results, test_weekly
@@ -46,8 +44,6 @@ __all__ = [
     "rollup_from_results",
     "week_of",
 ]
-
-_TIER_OF_RUN = sa.select(runs.c.tier).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
 
 
 def add_to_daily(conn: Connection, run_id: int, finished_at: datetime) -> None:
