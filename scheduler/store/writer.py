@@ -41,7 +41,7 @@ from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import ActiveRunExists, RunAlreadyFinal
 from scheduler.store.pragmas import BUSY_TIMEOUT_S, configure_connection
 from scheduler.store.reader import SqliteReader, _convert
-from scheduler.store.records import RunRecord, TestResultRow, result_values
+from scheduler.store.records import RunRecord, TestResultRow
 from scheduler.store.rollups import day_of, week_of
 from scheduler.store.sqlite_reads import STATEMENTS as READS
 from scheduler.store.sqlite_writes import (
@@ -59,7 +59,52 @@ __all__ = ["SqliteWriter", "bind_datetime", "open_writer"]
 
 TEST_ID_CACHE = 50_000
 """At most this many ``nodeid -> id`` entries kept (as :class:`~.engine.Store` keeps)."""
-_by_test = operator.itemgetter("test_id", "attempt", "seq")
+_RESULT_COLUMNS = (
+    "test_id",
+    "run_id",
+    "attempt",
+    "seq",
+    "final",
+    "outcome",
+    "duration_s",
+    "markers",
+    "message",
+    "peak_rss_bytes",
+    "rss_method",
+    "cuda_peak_bytes",
+    "owner",
+)
+_INSERT_RESULTS, _insert_order, _ = STATEMENTS["insert_results"]
+if _insert_order != _RESULT_COLUMNS:  # the generated statement's order is the tuples' order
+    raise ImportError(f"insert_results binds {_insert_order}, not {_RESULT_COLUMNS}")
+_by_test = operator.itemgetter(0, 2, 3)  # test_id, attempt, seq: the clustered key's order
+
+
+def _result_tuples(
+    run_id: int, results: Sequence[TestResultRow], ids: Mapping[str, int]
+) -> list[tuple[Any, ...]]:
+    """The ``test_results`` rows of :func:`~.records.result_values` as tuples in the insert's
+    parameter order, in key order (each insert lands beside the last): no dict per row."""
+    rows = [
+        (
+            ids[r.nodeid],
+            run_id,
+            r.attempt,
+            seq,
+            r.final,
+            r.outcome,
+            r.duration_s,
+            r.markers,
+            r.message,
+            r.peak_rss_bytes,
+            r.rss_method,
+            r.cuda_peak_bytes,
+            r.owner,
+        )
+        for seq, r in enumerate(results)
+    ]
+    rows.sort(key=_by_test)
+    return rows
 
 
 def open_writer(path: Path) -> SqliteWriter | None:
@@ -285,9 +330,7 @@ class SqliteWriter(SqliteReader):
                     ids = self._ids_of(conn, [r.nodeid for r in results])
                     delete = STATEMENTS["delete_results"]
                     conn.execute(delete[0], _args(delete, run_id=run_id))
-                    rows = sorted(result_values(run_id, results, ids), key=_by_test)
-                    insert = STATEMENTS["insert_results"]
-                    conn.executemany(insert[0], map(operator.itemgetter(*insert[1]), rows))
+                    conn.executemany(_INSERT_RESULTS, _result_tuples(run_id, results, ids))
                     if outcome.is_test_evidence:
                         self._add_to_daily(conn, run_id, values["finished_at"])
         except sqlite3.Error as exc:
