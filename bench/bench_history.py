@@ -238,10 +238,10 @@ def main() -> int:
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     ok = per_1m <= TARGET_MIB_PER_1M
     base_size = f"{baseline['mib_per_1m']:.1f}" if baseline else "-"
-    print(f"{'figure':46}{'MiB/1M':>10}{'':20}{'baseline':>10}{'target':>8}")
-    print(f"{'store size per 1M results':46}{per_1m:>10.1f}{'':20}{base_size:>10}"
+    print(f"{'figure':56}{'MiB/1M':>10}{'':20}{'baseline':>10}{'target':>8}")
+    print(f"{'store size per 1M results':56}{per_1m:>10.1f}{'':20}{base_size:>10}"
           f"{TARGET_MIB_PER_1M:>8.0f}   {'OK' if ok else 'MISSED'}")  # fmt: skip
-    print(f"{'figure (ms)':46}{'wall p50':>10}{'wall p99':>10}{'CPU p99':>10}"
+    print(f"{'figure (ms)':56}{'wall p50':>10}{'wall p99':>10}{'CPU p99':>10}"
           f"{'base p99':>10}{'target':>8}   (wall p99; baseline: "
           f"{baseline['label'] if baseline else 'none'})")  # fmt: skip
     for name, (p50, p99, cpu99) in figures.items():
@@ -249,7 +249,7 @@ def main() -> int:
         met = target is None or p99 <= target
         ok = ok and met
         before = baseline["figures"].get(name) if baseline else None
-        print(f"{name:46}{p50:>10.1f}{p99:>10.1f}{cpu99:>10.1f}"
+        print(f"{name:56}{p50:>10.1f}{p99:>10.1f}{cpu99:>10.1f}"
               f"{before[1] if before else float('nan'):>10.1f}"
               f"{'-' if target is None else f'{target:.0f}':>8}   "
               f"{'' if target is None else 'OK' if met else 'MISSED'}")  # fmt: skip
