@@ -25,6 +25,7 @@ same file.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
@@ -74,10 +75,49 @@ _RESULT_COLUMNS = (
     "cuda_peak_bytes",
     "owner",
 )
-_INSERT_RESULTS, _insert_order, _ = STATEMENTS["insert_results"]
-if _insert_order != _RESULT_COLUMNS:  # the generated statement's order is the tuples' order
-    raise ImportError(f"insert_results binds {_insert_order}, not {_RESULT_COLUMNS}")
+_NULLABLE = tuple(
+    i
+    for i, name in enumerate(_RESULT_COLUMNS)
+    if name in {"message", "peak_rss_bytes", "rss_method", "cuda_peak_bytes", "owner"}
+)
 _by_test = operator.itemgetter(0, 2, 3)  # test_id, attempt, seq: the clustered key's order
+
+
+def _insert_sql(columns: Sequence[str]) -> str:
+    """The plain insert of ``columns`` (the generated statement's text for all of them)."""
+    names, marks = ", ".join(columns), ", ".join("?" * len(columns))
+    return f"INSERT INTO test_results ({names}) VALUES ({marks})"  # noqa: S608 -- our columns
+
+
+_full_sql, _insert_order, _ = STATEMENTS["insert_results"]
+if _insert_order != _RESULT_COLUMNS or _full_sql != _insert_sql(_RESULT_COLUMNS):
+    # The inserts below are the generated one less some NULL columns: check it is still the
+    # plain insert of these columns in this order.
+    raise ImportError(f"insert_results is not the plain insert of {_RESULT_COLUMNS}")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_without(nulls: tuple[int, ...]) -> tuple[str, Callable[[Any], Any]]:
+    """The generated insert less the columns at ``nulls`` (NULL, as an omitted nullable column
+    with no default is), and the getter of the other values of a row tuple."""
+    keep = [i for i in range(len(_RESULT_COLUMNS)) if i not in nulls]
+    return _insert_sql([_RESULT_COLUMNS[i] for i in keep]), operator.itemgetter(*keep)
+
+
+def _insert_results(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (:func:`_result_tuples`), each without the columns it leaves NULL.
+
+    Python's ``sqlite3`` sends every bound ``None`` through its adapter lookup (a tuple, a dict
+    miss, two attribute misses; ints, floats and strings skip it): with a passed test's four
+    NULLs that cost about as much as SQLite's own insert of the row. Rows are grouped by which
+    of them are NULL (a run has a few such groups), each group in key order.
+    """
+    groups: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(i for i in _NULLABLE if row[i] is None), []).append(row)
+    for nulls, group in groups.items():
+        sql, values = _insert_without(nulls)
+        conn.executemany(sql, map(values, group))
 
 
 def _result_tuples(
@@ -91,7 +131,7 @@ def _result_tuples(
             run_id,
             r.attempt,
             seq,
-            r.final,
+            1 if r.final else 0,  # as SQLAlchemy binds a Boolean (an int skips the adapter)
             r.outcome,
             r.duration_s,
             r.markers,
@@ -330,7 +370,7 @@ class SqliteWriter(SqliteReader):
                     ids = self._ids_of(conn, [r.nodeid for r in results])
                     delete = STATEMENTS["delete_results"]
                     conn.execute(delete[0], _args(delete, run_id=run_id))
-                    conn.executemany(_INSERT_RESULTS, _result_tuples(run_id, results, ids))
+                    _insert_results(conn, _result_tuples(run_id, results, ids))
                     if outcome.is_test_evidence:
                         self._add_to_daily(conn, run_id, values["finished_at"])
         except sqlite3.Error as exc:
