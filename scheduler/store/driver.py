@@ -60,6 +60,15 @@ class Statement:
         finally:
             cursor.close()
 
+    def run(self, **params: Any) -> int:
+        """Execute a statement that returns no rows with ``params``; its row count."""
+        cursor = self._cursor()
+        try:
+            cursor.execute(self._sql, self._args(params))
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
     def many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row (the driver's ``executemany``); each row gives every bound
         parameter of the statement, by name."""

@@ -6,6 +6,7 @@ A run row is inserted before anything runs, so a crash always leaves a record.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -109,9 +110,9 @@ class RunQueries(QueryBase):
                 conn.execute(_DELETE_RESULTS, {"run_id": run_id})
                 # In key order (``seq`` keeps the reported one): each insert lands beside the last.
                 rows = sorted(result_values(run_id, results, ids), key=_by_test)
-                Statement(conn, _INSERT_RESULTS, cached=True).many(rows)
+                _insert_results(conn, rows)
                 if outcome.is_test_evidence:
-                    add_to_daily(conn, run_id, values["finished_at"], results, ids)
+                    add_to_daily(conn, run_id, values["finished_at"])
         if results:
             self._remember_test_ids(ids)  # committed: these ids are for good
         return self.get_run(run_id)
@@ -339,6 +340,32 @@ _RUN_RESULTS = (
 _INSERT_RESULTS = test_results.insert().values(
     {c.name: sa.bindparam(c.name) for c in test_results.columns}
 )
+_NULLABLE_RESULT_COLUMNS = tuple(c.name for c in test_results.columns if c.nullable)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_results_without(nulls: tuple[str, ...]) -> sa.Insert:
+    """:data:`_INSERT_RESULTS` less the nullable columns ``nulls`` (left NULL: no defaults)."""
+    if not nulls:
+        return _INSERT_RESULTS
+    return test_results.insert().values(
+        {c.name: sa.bindparam(c.name) for c in test_results.columns if c.name not in nulls}
+    )
+
+
+def _insert_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (in key order), each without the nullable columns it leaves NULL.
+
+    SQLite's driver sends every bound ``None`` through its adapter lookup, about as costly as
+    SQLite's own insert of the row (see :mod:`.writer`): rows are grouped by which of their
+    columns are NULL (a run has a few such groups), each group keeping the key order.
+    """
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        nulls = tuple(name for name in _NULLABLE_RESULT_COLUMNS if row[name] is None)
+        groups.setdefault(nulls, []).append(row)
+    for nulls, group in groups.items():
+        Statement(conn, _insert_results_without(nulls), cached=True).many(group)
 
 
 def failure_streak(conn: Connection, tier: str, up_to_run_id: int | None = None) -> int:

@@ -25,6 +25,7 @@ same file.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
@@ -41,8 +42,8 @@ from scheduler.kernel.outcome import Outcome
 from scheduler.store.base import ActiveRunExists, RunAlreadyFinal
 from scheduler.store.pragmas import BUSY_TIMEOUT_S, configure_connection
 from scheduler.store.reader import SqliteReader, _convert
-from scheduler.store.records import RunRecord, TestResultRow, result_values
-from scheduler.store.rollups import day_of, rollup_rows, week_of
+from scheduler.store.records import RunRecord, TestResultRow
+from scheduler.store.rollups import day_of, week_of
 from scheduler.store.sqlite_reads import STATEMENTS as READS
 from scheduler.store.sqlite_writes import (
     CHUNK,
@@ -59,7 +60,91 @@ __all__ = ["SqliteWriter", "bind_datetime", "open_writer"]
 
 TEST_ID_CACHE = 50_000
 """At most this many ``nodeid -> id`` entries kept (as :class:`~.engine.Store` keeps)."""
-_by_test = operator.itemgetter("test_id", "attempt", "seq")
+_RESULT_COLUMNS = (
+    "test_id",
+    "run_id",
+    "attempt",
+    "seq",
+    "final",
+    "outcome",
+    "duration_s",
+    "markers",
+    "message",
+    "peak_rss_bytes",
+    "rss_method",
+    "cuda_peak_bytes",
+    "owner",
+)
+_NULLABLE = tuple(
+    i
+    for i, name in enumerate(_RESULT_COLUMNS)
+    if name in {"message", "peak_rss_bytes", "rss_method", "cuda_peak_bytes", "owner"}
+)
+_by_test = operator.itemgetter(0, 2, 3)  # test_id, attempt, seq: the clustered key's order
+
+
+def _insert_sql(columns: Sequence[str]) -> str:
+    """The plain insert of ``columns`` (the generated statement's text for all of them)."""
+    names, marks = ", ".join(columns), ", ".join("?" * len(columns))
+    return f"INSERT INTO test_results ({names}) VALUES ({marks})"  # noqa: S608 -- our columns
+
+
+_full_sql, _insert_order, _ = STATEMENTS["insert_results"]
+if _insert_order != _RESULT_COLUMNS or _full_sql != _insert_sql(_RESULT_COLUMNS):
+    # The inserts below are the generated one less some NULL columns: check it is still the
+    # plain insert of these columns in this order.
+    raise ImportError(f"insert_results is not the plain insert of {_RESULT_COLUMNS}")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_without(nulls: tuple[int, ...]) -> tuple[str, Callable[[Any], Any]]:
+    """The generated insert less the columns at ``nulls`` (NULL, as an omitted nullable column
+    with no default is), and the getter of the other values of a row tuple."""
+    keep = [i for i in range(len(_RESULT_COLUMNS)) if i not in nulls]
+    return _insert_sql([_RESULT_COLUMNS[i] for i in keep]), operator.itemgetter(*keep)
+
+
+def _insert_results(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (:func:`_result_tuples`), each without the columns it leaves NULL.
+
+    Python's ``sqlite3`` sends every bound ``None`` through its adapter lookup (a tuple, a dict
+    miss, two attribute misses; ints, floats and strings skip it): with a passed test's four
+    NULLs that cost about as much as SQLite's own insert of the row. Rows are grouped by which
+    of them are NULL (a run has a few such groups), each group in key order.
+    """
+    groups: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(i for i in _NULLABLE if row[i] is None), []).append(row)
+    for nulls, group in groups.items():
+        sql, values = _insert_without(nulls)
+        conn.executemany(sql, map(values, group))
+
+
+def _result_tuples(
+    run_id: int, results: Sequence[TestResultRow], ids: Mapping[str, int]
+) -> list[tuple[Any, ...]]:
+    """The ``test_results`` rows of :func:`~.records.result_values` as tuples in the insert's
+    parameter order, in key order (each insert lands beside the last): no dict per row."""
+    rows = [
+        (
+            ids[r.nodeid],
+            run_id,
+            r.attempt,
+            seq,
+            1 if r.final else 0,  # as SQLAlchemy binds a Boolean (an int skips the adapter)
+            r.outcome,
+            r.duration_s,
+            r.markers,
+            r.message,
+            r.peak_rss_bytes,
+            r.rss_method,
+            r.cuda_peak_bytes,
+            r.owner,
+        )
+        for seq, r in enumerate(results)
+    ]
+    rows.sort(key=_by_test)
+    return rows
 
 
 def open_writer(path: Path) -> SqliteWriter | None:
@@ -285,11 +370,9 @@ class SqliteWriter(SqliteReader):
                     ids = self._ids_of(conn, [r.nodeid for r in results])
                     delete = STATEMENTS["delete_results"]
                     conn.execute(delete[0], _args(delete, run_id=run_id))
-                    rows = sorted(result_values(run_id, results, ids), key=_by_test)
-                    insert = STATEMENTS["insert_results"]
-                    conn.executemany(insert[0], map(operator.itemgetter(*insert[1]), rows))
+                    _insert_results(conn, _result_tuples(run_id, results, ids))
                     if outcome.is_test_evidence:
-                        self._add_to_daily(conn, run_id, values["finished_at"], results, ids)
+                        self._add_to_daily(conn, run_id, values["finished_at"])
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         if results:
@@ -322,28 +405,15 @@ class SqliteWriter(SqliteReader):
             found.update(self._known_ids(conn, new))
         return found
 
-    def _add_to_daily(
-        self,
-        conn: sqlite3.Connection,
-        run_id: int,
-        finished_at: datetime,
-        results: Sequence[TestResultRow],
-        ids: Mapping[str, int],
-    ) -> None:
-        """As :func:`~.daily.add_to_daily`."""
-        tier_of = STATEMENTS["tier_of_run"]
-        tier = str(conn.execute(tier_of[0], _args(tier_of, run_id=run_id)).fetchone()[0])
+    def _add_to_daily(self, conn: sqlite3.Connection, run_id: int, finished_at: datetime) -> None:
+        """As :func:`~.daily.add_to_daily`: one upsert per table from the rows just written."""
         day = day_of(finished_at)
-        ordered = rollup_rows(run_id, tier, bind_datetime(finished_at), results, ids)
-        if not ordered:
-            return
-        week = week_of(day)
-        for row in ordered:  # both periods' keys on each row: one tuple per row per statement
-            row["day"] = day
-            row["week"] = week
+        keys = {"day": day, "week": week_of(day)}
+        stamp = bind_datetime(finished_at)
         for period in ("day", "week"):
-            sql, order, _defaults = STATEMENTS[f"upsert_{period}"]
-            conn.executemany(sql, map(operator.itemgetter(*order), ordered))
+            statement = STATEMENTS[f"rollup_{period}"]
+            args = _args(statement, period_key=keys[period], run_id=run_id, stamp=stamp)
+            conn.execute(statement[0], args)
 
     def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
         """Nothing to rehearse: the statements are compiled already (see :mod:`.writes`)."""

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from scheduler.store.daily import _TIER_OF_RUN, _upserts
+from scheduler.store.daily import rollups_from_results
 from scheduler.store.lease_queries import DEAD_LEASES
 from scheduler.store.nodeids import _BY_NODEID, CHUNK
 from scheduler.store.reads import _kind
@@ -52,14 +52,13 @@ def statements() -> dict[str, sa.ClauseElement]:
             {c.name: _optional(c.name, c) for c in runs.c if c.name != "id"}
         ),
         "run_by_key": _RUN_BY_KEY,
-        "tier_of_run": _TIER_OF_RUN,
         "test_ids": _BY_NODEID,
         "insert_tests": sqlite.insert(tests)
         .values(nodeid=sa.bindparam("nodeid", None, type_=sa.String))
         .on_conflict_do_nothing(index_elements=["nodeid"]),
         "delete_results": _DELETE_RESULTS,
         "insert_results": _INSERT_RESULTS,
-        **{f"upsert_{period}": upsert for upsert, period in _upserts("sqlite")},
+        **{f"rollup_{period}": upsert for upsert, period in rollups_from_results("sqlite")},
         "release_dead_leases": DEAD_LEASES,
     }
 

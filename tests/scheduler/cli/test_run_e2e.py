@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -178,6 +179,33 @@ def test_runs_show_logs(write_config: Callable[..., Path]) -> None:
     assert "passed" in logs.stdout
     missing = schedctl(config, "show", "999")
     assert missing.returncode == 2 and "no run with id 999" in missing.stderr
+
+
+def test_a_run_checkpoints_the_wal_while_its_tests_run(write_config: Callable[..., Path]) -> None:
+    """What the WAL held before the run is in the database file after it, though the WAL was
+    far below the end-of-run threshold: the run checkpointed it while its tests ran, so that
+    its finish wrote into a checkpointed store."""
+    config = write_config()
+    path = load_config(config).state_dir / "schedctl.db"
+    store = Store(path)
+    store.set_meta("before_the_run", "in the WAL")
+    assert 0 < store.wal_bytes() < 1 << 20
+    # Kept open throughout: the last connection to close checkpoints (SQLite), so neither
+    # this one's close nor the CLI's exit may be the one that did.
+    code, _ = run_json(config, "hourly")
+    assert code == 0
+    # The database file alone (no WAL beside it): only checkpointed pages are there.
+    alone = path.with_name("alone.db")
+    alone.write_bytes(path.read_bytes())
+    conn = sqlite3.connect(f"file:{alone}?mode=ro", uri=True)
+    try:
+        found = conn.execute(
+            "SELECT value FROM schedctl_meta WHERE key = 'before_the_run'"
+        ).fetchall()
+    finally:
+        conn.close()
+        store.close()
+    assert found == [("in the WAL",)]
 
 
 def test_config_check_and_schema() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from scheduler.kernel.errors import StoreError, UnknownRunError
 from scheduler.kernel.outcome import Outcome
@@ -23,6 +24,7 @@ from scheduler.store import sqlite_writes, writes
 from scheduler.store.base import ActiveRunExists, RunAlreadyFinal
 from scheduler.store.engine import SCHEMA_VERSION, Store, TestResultRow
 from scheduler.store.records import QuarantineRow
+from scheduler.store.schema import test_daily, test_weekly, tests
 from scheduler.store.writer import SqliteWriter, bind_datetime, open_writer
 
 T0 = datetime(2026, 3, 1, 23, 59, 30, 123456, tzinfo=timezone.utc)
@@ -141,6 +143,60 @@ def test_a_run_lifecycle_reads_back_as_written(run_store: RunStore) -> None:
     ]
     with pytest.raises(UnknownRunError):
         run_store.get_run(run_id + 1000)
+
+
+def rollups(store: RunStore, table: sa.Table) -> list[tuple[Any, ...]]:
+    """``table``'s rows by nodeid: period, tier, counts, durations, peak RSS, run ids."""
+    period = table.c.day if "day" in table.c else table.c.week
+    query = (
+        sa.select(
+            tests.c.nodeid,
+            period,
+            table.c.tier,
+            table.c.runs,
+            table.c.passed,
+            table.c.failed,
+            table.c.flaky,
+            table.c.skipped,
+            table.c.duration_sum,
+            table.c.duration_max,
+            table.c.peak_rss_max,
+            table.c.first_run_id,
+            table.c.last_run_id,
+        )
+        .join(tests, tests.c.id == table.c.test_id)
+        .order_by(tests.c.nodeid, period)
+    )
+    with store.full_store().engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query)]
+
+
+def test_a_runs_rollups_count_each_tests_final_attempt_once(run_store: RunStore) -> None:
+    """Per test its final attempt, the last one reported should a run report two; a second
+    run the same day and week adds to the same rows."""
+    first = lifecycle(run_store)  # finished 2026-03-02 00:00:01, a Monday
+    second = run_store.create_run(tier="hourly", trigger="manual", queued_at=T0)
+    assert second is not None
+    run_store.finish_run(
+        second,
+        [
+            TestResultRow("t.py::ok", "failed", 2.0, peak_rss_bytes=1 << 10),
+            TestResultRow("t.py::dup", "failed", 2.0),
+            TestResultRow("t.py::dup", "passed", 3.0),  # reported twice, both final: the last
+        ],
+        outcome=Outcome.FAILED,
+        finished_at=T0 + timedelta(hours=1),
+    )
+    day, week = "2026-03-02", "2026-03-02"
+    expected = [
+        ("t.py::bad", day, "hourly", 1, 1, 0, 0, 0, 1.0, 1.0, None, first, first),
+        ("t.py::dup", day, "hourly", 1, 1, 0, 0, 0, 3.0, 3.0, None, second, second),
+        ("t.py::ok", day, "hourly", 2, 1, 1, 0, 0, 2.5, 2.0, 1 << 20, first, second),
+        ("t.py::skip", day, "hourly", 1, 0, 0, 0, 1, 0.0, 0.0, None, first, first),
+        ("t.py::ünï", day, "hourly", 1, 0, 1, 0, 0, 0.25, 0.25, None, first, first),
+    ]
+    assert rollups(run_store, test_daily) == expected
+    assert rollups(run_store, test_weekly) == [(n, week, *rest) for n, _d, *rest in expected]
 
 
 def test_the_slot_key_and_the_active_run_are_kept(run_store: RunStore) -> None:
