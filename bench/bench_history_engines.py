@@ -15,7 +15,7 @@ scripts/ensure-postgres.sh). ``--db PATH`` keeps the SQLite file (reused when it
 takes minutes per engine, so iterate on queries against kept stores.
 
     python bench/bench_history_engines.py [--tests 1000] [--runs 1000] [--reps 50] [--strict]
-        [--db PATH] [--store URL]
+        [--db PATH | --cache DIR] [--store URL]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_history import START, fill, timed  # noqa: E402
+from bench_history import START, cached_store, fill, timed  # noqa: E402
 from bench_history import TARGET_QUERY_MS as TARGET_P99_MS  # noqa: E402
 
 from scheduler.history.stats import History  # noqa: E402
@@ -124,12 +124,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--store", help="postgresql://user@host/db (default: a throwaway cluster)")
     parser.add_argument("--db", type=Path, help="keep the SQLite store here; reuse it if it exists")
+    parser.add_argument(
+        "--cache", type=Path, help="keep the SQLite store in this directory (bench_history.py)"
+    )
     parser.add_argument("--only", action="append", help="time only this query (repeatable)")
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        lite = Store(args.db or Path(tmp) / "schedctl.db")
+        lite_path = args.db or Path(tmp) / "schedctl.db"
+        if args.cache and not args.db:
+            lite_path, _built = cached_store(args.cache, args.tests, args.runs, args.seed)
+        lite = Store(lite_path)
         lite_fill, lite_ms = measure(lite, args)
         with postgres(args.store) as pg:
             pg_fill, pg_ms = measure(pg, args, source=lite)
