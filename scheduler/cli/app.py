@@ -42,6 +42,7 @@ class AppContext:
     force_new_db: bool = False
     _config: Config | None = field(default=None, repr=False)
     _snapshot: Snapshot | None = field(default=None, repr=False)
+    _view: ConfigView | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _reader: RunReader | None = field(default=None, repr=False)
     _run_store: RunStore | None = field(default=None, repr=False)
@@ -80,7 +81,13 @@ class AppContext:
             from scheduler.config_view import ConfigView
 
             return ConfigView.of(self._config)
-        return self.snapshot.view
+        if self._snapshot is not None:
+            return self._snapshot.view
+        if self._view is None:
+            from scheduler.config_cache import load_view  # right after a change: no pydantic
+
+            self._view = load_view(find_config(self.config_path))
+        return self._view
 
     @property
     def run_config(self) -> Config:
