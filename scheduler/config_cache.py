@@ -145,7 +145,7 @@ def load_view(path: Path, env: Mapping[str, str] | None = None) -> ConfigView:
         from scheduler.config_view import view_from_yaml
 
         try:
-            light = view_from_yaml(path.resolve(), path.read_text())
+            light = view_from_yaml(path, path.read_text())
         except (OSError, UnicodeDecodeError):
             light = None
         if light is not None and _in_background(path.resolve(), env):

@@ -243,11 +243,17 @@ def _plain(tmp_path: Path, state: str = "") -> tuple[Path, dict[str, str], Path]
 
 
 @pytest.mark.parametrize("state", ["", "relative/state"])
-def test_the_view_from_the_yaml_is_the_full_validations(tmp_path: Path, state: str) -> None:
+def test_the_view_from_the_yaml_is_the_full_validations(
+    tmp_path: Path, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config, env, _cache = _plain(tmp_path, state)
-    light = view_from_yaml(config.resolve(), config.read_text())
+    light = view_from_yaml(config, config.read_text())
     assert light is not None
     assert light == ConfigView.of(load_config(config, env))
+    # as the user names the file (the state dir resolved from its directory all the same)
+    monkeypatch.chdir(tmp_path)
+    relative = Path("config.yaml")
+    assert view_from_yaml(relative, relative.read_text()) == ConfigView.of(load_config(relative))
     assert light.state_dir.is_absolute() and light.tiers["manual"].timeout == 5400
 
 
