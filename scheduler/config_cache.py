@@ -170,14 +170,23 @@ def refresh(path: Path, env: Mapping[str, str] | None = None) -> int:
     return 0
 
 
+_REFRESH = (
+    "import sys; del sys.path[0]; from pathlib import Path; "
+    "from scheduler.config_cache import refresh; sys.exit(refresh(Path(sys.argv[1])))"
+)
+
+
 def _in_background(path: Path, env: Mapping[str, str]) -> bool:
-    """Start ``python -m scheduler.config_cache PATH``, detached, in this environment with
-    ``env`` over it; ``False`` if it cannot."""
+    """Start :func:`refresh` of ``path`` in a new interpreter (as ``python -m
+    scheduler.config_cache PATH`` would), detached, in this environment with ``env`` over it;
+    ``False`` if it cannot. The current directory is not on its ``sys.path`` (a ``scheduler/``
+    there is not imported: ``-c`` puts it first, :data:`_REFRESH` takes it off)."""
     import subprocess
 
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "scheduler.config_cache", str(path)],
+            [sys.executable, "-c", _REFRESH, str(path)],
+            cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
