@@ -131,10 +131,18 @@ def load_snapshot(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
     return Snapshot(_view_of(config), config)
 
 
-def load_view(path: Path, env: Mapping[str, str] | None = None) -> ConfigView:
+def load_view(
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    defer: Callable[[Callable[[], object]], object] | None = None,
+) -> ConfigView:
     """The view of ``path``: the snapshot's when one matches; else, for a file in plain form,
     straight from the YAML with the full validation and the snapshot left to a background
-    process; else (or when that validation failed for this input) :func:`load_snapshot`'s."""
+    process; else (or when that validation failed for this input) :func:`load_snapshot`'s.
+
+    ``defer``: hands it the start of that process to call later (a command starts it once its
+    output is written, so that the two do not share the CPU meanwhile); default: at once."""
     env = os.environ if env is None else env
     slot = _slot(path, env)
     if slot is not None and _rejected(*slot) is False:
@@ -148,8 +156,13 @@ def load_view(path: Path, env: Mapping[str, str] | None = None) -> ConfigView:
             light = view_from_yaml(path, path.read_text())
         except (OSError, UnicodeDecodeError):
             light = None
-        if light is not None and _in_background(path.resolve(), env):
-            return light
+        if light is not None:
+            if defer is not None:
+                absolute = path.resolve()
+                defer(lambda: _in_background(absolute, env))
+                return light
+            if _in_background(path.resolve(), env):
+                return light
     return load_snapshot(path, env).view
 
 
@@ -171,7 +184,7 @@ def refresh(path: Path, env: Mapping[str, str] | None = None) -> int:
 
 
 _REFRESH = (
-    "import sys; del sys.path[0]; from pathlib import Path; "
+    "import os, sys; os.nice(10); del sys.path[0]; from pathlib import Path; "
     "from scheduler.config_cache import refresh; sys.exit(refresh(Path(sys.argv[1])))"
 )
 
@@ -180,7 +193,8 @@ def _in_background(path: Path, env: Mapping[str, str]) -> bool:
     """Start :func:`refresh` of ``path`` in a new interpreter (as ``python -m
     scheduler.config_cache PATH`` would), detached, in this environment with ``env`` over it;
     ``False`` if it cannot. The current directory is not on its ``sys.path`` (a ``scheduler/``
-    there is not imported: ``-c`` puts it first, :data:`_REFRESH` takes it off)."""
+    there is not imported: ``-c`` puts it first, :data:`_REFRESH` takes it off). It runs at a
+    lower priority (nice 10): the user's next command comes first."""
     import subprocess
 
     try:

@@ -84,9 +84,14 @@ class AppContext:
         if self._snapshot is not None:
             return self._snapshot.view
         if self._view is None:
+            import click
+
             from scheduler.config_cache import load_view  # right after a change: no pydantic
 
-            self._view = load_view(find_config(self.config_path))
+            # The background validation starts once the command is done (its context closes).
+            ctx = click.get_current_context(silent=True)
+            defer = ctx.call_on_close if ctx is not None else None
+            self._view = load_view(find_config(self.config_path), defer=defer)
         return self._view
 
     @property

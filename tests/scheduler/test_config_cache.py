@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -338,3 +339,13 @@ def test_the_view_from_the_yaml_imports_no_pydantic(tmp_path: Path) -> None:
     tiers, modules = json.loads(out)
     assert tiers == ["hourly", "manual", "nightly"]
     assert not {m.split(".")[0] for m in modules} & {"pydantic", "apscheduler", "sqlalchemy"}
+
+
+def test_the_background_validation_can_wait_for_the_command_to_finish(tmp_path: Path) -> None:
+    config, env, cache = _plain(tmp_path)
+    later: list[Callable[[], object]] = []
+    view = load_view(config, env, defer=later.append)
+    assert view.timezone == "Europe/Paris" and len(later) == 1
+    assert not cache.exists()  # nothing started yet
+    later[0]()
+    wait_for(lambda: next(cache.glob("config-*.pickle"), None), 60, "the snapshot")
