@@ -19,12 +19,19 @@ Targets (issues 21/22): size <= 80 MiB per 1M results, every query <= 100 ms wal
 <= 20 ms wall p99. ``--save`` writes the figures as JSON; ``--baseline`` prints a saved run (e.g.
 the same script under the schema-5 code) side by side. ``--strict`` exits 1 when one is missed.
 
-    python bench/bench_history.py [--db PATH] [--reps 50] [--baseline FILE] [--save FILE]
+``--cache DIR`` (``make bench``: .bench-cache/) keeps the filled store between runs, one file per
+staleness key: the generator's source and arguments, the schema version and the source of
+``scheduler/store`` (the write path). Any change there builds it again, through the same path.
+
+    python bench/bench_history.py [--db PATH | --cache DIR] [--reps 50] [--baseline FILE]
+        [--save FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import os
 import random
@@ -87,6 +94,43 @@ def fill(store: Store, tests: int, runs: int, seed: int) -> float:
             sha=f"{run // 3:040x}", finished_at=when + timedelta(minutes=20),
         )  # fmt: skip
     return time.monotonic() - started
+
+
+def cache_key(tests: int, runs: int, seed: int) -> str:
+    """What the filled store depends on: when any of it changes, the cached store is stale."""
+    from scheduler.store.schema import SCHEMA_VERSION
+
+    digest = hashlib.sha256()
+    for part in (inspect.getsource(fill), inspect.getsource(nodeids_of), START.isoformat(),
+                 f"{tests} {runs} {seed} schema {SCHEMA_VERSION}"):  # fmt: skip
+        digest.update(part.encode() + b"\0")
+    for source in sorted((ROOT / "scheduler" / "store").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def cached_store(cache: Path, tests: int, runs: int, seed: int) -> tuple[Path, float | None]:
+    """The store filled by :func:`fill` for these arguments, kept in ``cache`` under its
+    :func:`cache_key`; built (seconds returned) when missing, else reused (``None``). Built under
+    a temporary name and renamed when complete: an interrupted build is never reused. Stores of
+    other keys are removed."""
+    path = cache / f"history-{tests}x{runs}-s{seed}-{cache_key(tests, runs, seed)}.db"
+    if path.exists():
+        return path, None
+    cache.mkdir(parents=True, exist_ok=True)
+    building = cache / f"building-{os.getpid()}.db"
+    store = Store(building)
+    seconds = fill(store, tests, runs, seed)
+    store.engine.dispose()
+    with sqlite3.connect(building) as conn:  # everything in the main file, no WAL beside it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for old in cache.glob(f"history-{tests}x{runs}-s{seed}-*.db*"):
+        old.unlink()
+    for leftover in cache.glob(f"{building.name}-*"):
+        leftover.unlink()
+    os.replace(building, path)
+    return path, seconds
 
 
 def timed(fn: Callable[[], object], reps: int) -> tuple[float, float, float]:
@@ -212,6 +256,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--db", type=Path, help="keep the store here; reuse it when it exists")
+    parser.add_argument("--cache", type=Path, help="keep the store in this directory (see above)")
     parser.add_argument("--save", type=Path, help="write the figures here (JSON)")
     parser.add_argument("--baseline", type=Path, help="figures saved by an earlier run")
     parser.add_argument("--label", default="this tree", help="what --save records these as")
@@ -220,10 +265,15 @@ def main() -> int:
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        path = args.db or work / "schedctl.db"
-        reuse = path.exists()
-        store = Store(path)
-        fill_s = 0.0 if reuse else fill(store, args.tests, args.runs, args.seed)
+        if args.cache and not args.db:
+            path, built = cached_store(args.cache, args.tests, args.runs, args.seed)
+            reuse, fill_s = built is None, built or 0.0
+            store = Store(path)
+        else:
+            path = args.db or work / "schedctl.db"
+            reuse = path.exists()
+            store = Store(path)
+            fill_s = 0.0 if reuse else fill(store, args.tests, args.runs, args.seed)
         results = store.max_run_id() and len(store.test_results_for(1, attempts=True))
         size_mib = path.stat().st_size / 2**20
         per_1m = size_mib * 1_000_000 / max(1, args.tests * args.runs)

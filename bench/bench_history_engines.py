@@ -15,27 +15,30 @@ scripts/ensure-postgres.sh). ``--db PATH`` keeps the SQLite file (reused when it
 takes minutes per engine, so iterate on queries against kept stores.
 
     python bench/bench_history_engines.py [--tests 1000] [--runs 1000] [--reps 50] [--strict]
-        [--db PATH] [--store URL]
+        [--db PATH | --cache DIR] [--store URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import sqlalchemy as sa  # noqa: E402
-from bench_history import START, fill, timed  # noqa: E402
+from bench_history import START, cache_key, cached_store, fill, timed  # noqa: E402
 from bench_history import TARGET_QUERY_MS as TARGET_P99_MS  # noqa: E402
 
 from scheduler.history.stats import History  # noqa: E402
@@ -65,30 +68,87 @@ def queries(store: Store, now_runs: int) -> dict[str, Callable[[], object]]:
     }
 
 
+@dataclass
+class PgCache:
+    """The throwaway cluster's database as ``schedctl store copy`` filled it, kept in the bench
+    cache as a data-only ``pg_dump`` (the schema is the cluster's migrated template): the next
+    run restores it (COPY) instead of copying a million rows again. Its name carries
+    :func:`bench_history.cache_key` (generator, schema version, ``scheduler/store``'s source, so
+    ``store copy`` too) and PostgreSQL's major version."""
+
+    cluster: Any  # tests.pg.PgCluster
+    url: str
+    path: Path
+
+    @classmethod
+    def of(cls, cluster: Any, url: str, cache: Path, args: argparse.Namespace) -> PgCache:
+        key = cache_key(args.tests, args.runs, args.seed)
+        name = f"pg{cluster.bindir.parent.name}-{args.tests}x{args.runs}-s{args.seed}-{key}.dump"
+        return cls(cluster, url, cache / name)
+
+    def _tool(self, name: str, *argv: str) -> None:
+        cluster = self.cluster
+        subprocess.run(
+            [str(cluster.bindir / name), "-h", str(cluster.socket_dir), "-p", str(cluster.port),
+             "-U", "postgres", "-d", self.url.rsplit("/", 1)[-1], *argv],
+            check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+
+    def restore(self) -> float | None:
+        """Seconds to restore the kept dump into the (empty) database; ``None``: none kept."""
+        if not self.path.exists():
+            return None
+        started = time.perf_counter()
+        self._tool("pg_restore", "--data-only", "--disable-triggers", "--exit-on-error",
+                   str(self.path))  # fmt: skip
+        return time.perf_counter() - started
+
+    def save(self) -> None:
+        building = self.path.with_name(f"building-{os.getpid()}.dump")
+        self._tool("pg_dump", "-Fc", "--data-only", "--exclude-table-data=schedctl_meta",
+                   "-f", str(building))  # fmt: skip
+        for old in self.path.parent.glob(self.path.name.rsplit("-", 1)[0] + "-*.dump"):
+            old.unlink()
+        os.replace(building, self.path)
+
+
 @contextmanager
-def postgres(url: str | None) -> Iterator[Store]:
+def postgres(
+    url: str | None, cache: Path | None, args: argparse.Namespace
+) -> Iterator[tuple[Store, PgCache | None]]:
     if url:
         store = Store(url, password=os.environ.get("SCHEDCTL_STORE_PASSWORD"))
-        yield store
+        yield store, None
         store.close()
         return
     from tests.pg import PgCluster
 
     with PgCluster.start() as cluster:
-        store = Store(cluster.create_database(), password=cluster.password)
-        yield store
+        target = cluster.create_database()
+        store = Store(target, password=cluster.password)
+        yield store, PgCache.of(cluster, target, cache, args) if cache else None
         store.close()
 
 
 Figures = dict[str, tuple[float, float, float]]
 
 
-def copied(source: Store, target: Store) -> float:
+def copied(source: Store, target: Store, kept: PgCache | None = None) -> float:
     """Fill ``target`` with ``source``'s history as ``schedctl store copy`` moves a box's SQLite
-    history into a shared PostgreSQL store (one transaction; ids kept: the target is empty)."""
+    history into a shared PostgreSQL store (one transaction; ids kept: the target is empty) --
+    or restore what an earlier run's copy left in ``kept``, and keep this one's there."""
+    if kept is not None:
+        restored = kept.restore()
+        if restored is not None:
+            print(f"PostgreSQL: restored {kept.path.name} (an earlier `store copy`) in "
+                  f"{restored:.0f} s")  # fmt: skip
+            return restored
     started = time.perf_counter()
     copy_store(source, target, host="bench")
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if kept is not None:
+        kept.save()
+    return seconds
 
 
 def visible_share(store: Store) -> float | None:
@@ -117,7 +177,7 @@ def settle(store: Store, passes: int = 3) -> None:
 
 
 def measure(
-    store: Store, args: argparse.Namespace, source: Store | None = None
+    store: Store, args: argparse.Namespace, source: Store | None = None, kept: PgCache | None = None
 ) -> tuple[float | None, Figures]:
     """Fill ``store`` unless it holds runs already (``None``: reused) -- from ``source`` when
     given, else through ``Store.finish_run`` -- then time each query: wall p50, wall p99, CPU
@@ -125,7 +185,7 @@ def measure(
     if store.max_run_id():
         fill_s = None
     elif source is not None:
-        fill_s = copied(source, store)
+        fill_s = copied(source, store, kept)
     else:
         fill_s = fill(store, args.tests, args.runs, args.seed)
     if fill_s is not None:
@@ -150,15 +210,23 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--store", help="postgresql://user@host/db (default: a throwaway cluster)")
     parser.add_argument("--db", type=Path, help="keep the SQLite store here; reuse it if it exists")
+    parser.add_argument(
+        "--cache", type=Path, help="keep the SQLite store in this directory (bench_history.py)"
+    )
     parser.add_argument("--only", action="append", help="time only this query (repeatable)")
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        lite = Store(args.db or Path(tmp) / "schedctl.db")
+        lite_path = args.db or Path(tmp) / "schedctl.db"
+        if args.cache and not args.db:
+            lite_path, built = cached_store(args.cache, args.tests, args.runs, args.seed)
+            kept = "kept from an earlier run" if built is None else f"built in {built:.0f} s"
+            print(f"SQLite: {lite_path.name} in {args.cache}, {kept}")
+        lite = Store(lite_path)
         lite_fill, lite_ms = measure(lite, args)
-        with postgres(args.store) as pg:
-            pg_fill, pg_ms = measure(pg, args, source=lite)
+        with postgres(args.store, args.cache, args) as (pg, kept):
+            pg_fill, pg_ms = measure(pg, args, source=lite, kept=kept)
             pg_visible = visible_share(pg)
         lite.close()
     print(f"store: {args.tests * args.runs:,} test results ({args.tests} tests x {args.runs} "

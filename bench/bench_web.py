@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_history import START, fill  # noqa: E402
+from bench_history import START, cached_store, fill  # noqa: E402
 
 from scheduler.history.stats import History  # noqa: E402
 from scheduler.store import RunFilter, Store  # noqa: E402
@@ -71,12 +71,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--db", type=Path, help="keep the store here; reuse it when it exists")
+    parser.add_argument(
+        "--cache", type=Path, help="keep the store in this directory (bench_history)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.db or Path(tmp) / "schedctl.db"
-        reuse = path.exists()
-        store = Store(path)
-        fill_s = 0.0 if reuse else fill(store, args.tests, args.runs, args.seed)
+        if args.cache and not args.db:
+            path, built = cached_store(args.cache, args.tests, args.runs, args.seed)
+            reuse, fill_s = built is None, built or 0.0
+            store = Store(path)
+        else:
+            path = args.db or Path(tmp) / "schedctl.db"
+            reuse = path.exists()
+            store = Store(path)
+            fill_s = 0.0 if reuse else fill(store, args.tests, args.runs, args.seed)
         end = START + timedelta(hours=args.runs)
         history = History(store)
         flaky = history.tests(end, since_s=30 * 86400.0, sort="flaky", limit=1)[0].nodeid

@@ -21,6 +21,14 @@ What a full validation checks on the host itself (that ``project.path`` is a dir
 ``schedctl run`` acts on them: it takes a snapshot only when :func:`host_agrees` with it (the
 same host checks, run again), else it validates in full and gets the usual error. ``daemon`` and
 ``config check`` always validate in full.
+
+Right after a change, the commands that only need the view (``runs``, ``status``, ``schedule``)
+ask :func:`load_view`: when the file is in plain form, the view comes straight from the YAML
+(:func:`scheduler.config_view.view_from_yaml`, no pydantic) and the full validation runs in a
+background process (``python -m scheduler.config_cache FILE``) that writes the snapshot for the
+next command. When that validation fails it leaves a marker with the key instead, and every
+command on that input validates in full in the foreground: the error (key and file, exit 2)
+from the next command on.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ __all__ = [
     "host_agrees",
     "load_config_cached",
     "load_snapshot",
+    "load_view",
+    "refresh",
 ]
 
 CACHE_ENV = "SCHEDCTL_CACHE_DIR"
@@ -119,6 +129,111 @@ def load_snapshot(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
             )
     config = _validate(path, env, slot)
     return Snapshot(_view_of(config), config)
+
+
+def load_view(
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    defer: Callable[[Callable[[], object]], object] | None = None,
+) -> ConfigView:
+    """The view of ``path``: the snapshot's when one matches; else, for a file in plain form,
+    straight from the YAML with the full validation and the snapshot left to a background
+    process; else (or when that validation failed for this input) :func:`load_snapshot`'s.
+
+    ``defer``: hands it the start of that process to call later (a command starts it once its
+    output is written, so that the two do not share the CPU meanwhile); default: at once."""
+    env = os.environ if env is None else env
+    slot = _slot(path, env)
+    if slot is not None and _rejected(*slot) is False:
+        payload = _read(*slot)
+        if payload is not None:
+            view: ConfigView = payload["view"]
+            return view
+        from scheduler.config_view import view_from_yaml
+
+        try:
+            light = view_from_yaml(path, path.read_text())
+        except (OSError, UnicodeDecodeError):
+            light = None
+        if light is not None:
+            if defer is not None:
+                absolute = path.resolve()
+                defer(lambda: _in_background(absolute, env))
+                return light
+            if _in_background(path.resolve(), env):
+                return light
+    return load_snapshot(path, env).view
+
+
+def refresh(path: Path, env: Mapping[str, str] | None = None) -> int:
+    """The background step of :func:`load_view`: validate ``path`` in full and write its
+    snapshot (0), or mark its input rejected (1) so that commands validate in the foreground."""
+    from scheduler.kernel.errors import ConfigError
+
+    env = os.environ if env is None else env
+    slot = _slot(path, env)
+    if slot is None:
+        return 0
+    try:
+        _validate(path, env, slot)
+    except ConfigError:
+        _reject(*slot)
+        return 1
+    return 0
+
+
+_REFRESH = (
+    "import os, sys; os.nice(10); del sys.path[0]; from pathlib import Path; "
+    "from scheduler.config_cache import refresh; sys.exit(refresh(Path(sys.argv[1])))"
+)
+
+
+def _in_background(path: Path, env: Mapping[str, str]) -> bool:
+    """Start :func:`refresh` of ``path`` in a new interpreter (as ``python -m
+    scheduler.config_cache PATH`` would), detached, in this environment with ``env`` over it;
+    ``False`` if it cannot. The current directory is not on its ``sys.path`` (a ``scheduler/``
+    there is not imported: ``-c`` puts it first, :data:`_REFRESH` takes it off). It runs at a
+    lower priority (nice 10): the user's next command comes first."""
+    import subprocess
+
+    try:
+        subprocess.Popen(
+            [sys.executable, "-c", _REFRESH, str(path)],
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, **env},
+        )
+    except OSError:
+        return False
+    return True
+
+
+def _rejected(snapshot: Path, key: str) -> bool:
+    """Whether a background validation rejected this very input (its marker carries ``key``)."""
+    marker = snapshot.with_name(snapshot.name + ".rejected")
+    try:
+        return _private(marker.stat()) and marker.read_text() == key
+    except OSError:
+        return False
+
+
+def _reject(snapshot: Path, key: str) -> None:
+    marker = snapshot.with_name(snapshot.name + ".rejected")
+    try:
+        snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(snapshot.parent.stat()):
+            return
+        tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(key)
+        os.replace(tmp, marker)
+    except OSError:
+        return
 
 
 def load_config_cached(path: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -228,6 +343,7 @@ def _write(snapshot: Path, key: str, config: Config) -> None:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
             fh.write(data)
         os.replace(tmp, snapshot)
+        snapshot.with_name(snapshot.name + ".rejected").unlink(missing_ok=True)
     except (OSError, pickle.PicklingError, TypeError):
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -241,7 +357,7 @@ def _prune(where: Path) -> None:
 
     cutoff = time.time() - KEEP_UNUSED_S
     try:
-        for old in where.glob("config-*.pickle"):
+        for old in [*where.glob("config-*.pickle"), *where.glob("config-*.pickle.rejected")]:
             if old.stat().st_mtime < cutoff:
                 old.unlink(missing_ok=True)
     except OSError:
@@ -266,3 +382,7 @@ def host_agrees(config: Config) -> bool:
     except ValueError:
         return False
     return True
+
+
+if __name__ == "__main__":
+    sys.exit(refresh(Path(sys.argv[1])))

@@ -42,6 +42,7 @@ class AppContext:
     force_new_db: bool = False
     _config: Config | None = field(default=None, repr=False)
     _snapshot: Snapshot | None = field(default=None, repr=False)
+    _view: ConfigView | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _reader: RunReader | None = field(default=None, repr=False)
     _run_store: RunStore | None = field(default=None, repr=False)
@@ -80,7 +81,18 @@ class AppContext:
             from scheduler.config_view import ConfigView
 
             return ConfigView.of(self._config)
-        return self.snapshot.view
+        if self._snapshot is not None:
+            return self._snapshot.view
+        if self._view is None:
+            import click
+
+            from scheduler.config_cache import load_view  # right after a change: no pydantic
+
+            # The background validation starts once the command is done (its context closes).
+            ctx = click.get_current_context(silent=True)
+            defer = ctx.call_on_close if ctx is not None else None
+            self._view = load_view(find_config(self.config_path), defer=defer)
+        return self._view
 
     @property
     def run_config(self) -> Config:

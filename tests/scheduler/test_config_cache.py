@@ -7,16 +7,24 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from scheduler.config import Config, load_config
-from scheduler.config_cache import CACHE_ENV, host_agrees, load_config_cached, load_snapshot
-from scheduler.config_view import ConfigView
+from scheduler.config_cache import (
+    CACHE_ENV,
+    host_agrees,
+    load_config_cached,
+    load_snapshot,
+    load_view,
+)
+from scheduler.config_view import ConfigView, view_from_yaml
 from scheduler.kernel.errors import ConfigError
 from tests.conftest import ROOT
+from tests.waiting import wait_for
 
 CONFIG = """\
 state_dir: {state}
@@ -202,3 +210,142 @@ def load_config_for(tmp_path: Path, project: Path) -> Config:
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG.format(state=tmp_path / "state", project=project))
     return load_config(path)
+
+
+PLAIN = """\
+state_dir: {state}
+timezone: Europe/Paris
+project:
+  path: {project}
+daemon:
+  grace: 30
+tiers:
+  hourly:
+    schedule: "15 * * * *"
+    timeout: 30m
+    markers: hourly and not slow
+  nightly:
+    schedule: "30 2 * * 1-5"
+    timeout: 7200
+    gpus: 2
+    kind: torchrun
+  manual:
+    enabled: false
+    gpus: all
+    timeout: 1.5h
+"""
+
+
+def _plain(tmp_path: Path, state: str = "") -> tuple[Path, dict[str, str], Path]:
+    config = tmp_path / "config.yaml"
+    config.write_text(PLAIN.format(state=state or tmp_path / "state", project=tmp_path))
+    cache = tmp_path / "cache"
+    return config, {CACHE_ENV: str(cache)}, cache
+
+
+@pytest.mark.parametrize("state", ["", "relative/state"])
+def test_the_view_from_the_yaml_is_the_full_validations(
+    tmp_path: Path, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, env, _cache = _plain(tmp_path, state)
+    light = view_from_yaml(config, config.read_text())
+    assert light is not None
+    assert light == ConfigView.of(load_config(config, env))
+    # as the user names the file (the state dir resolved from its directory all the same)
+    monkeypatch.chdir(tmp_path)
+    relative = Path("config.yaml")
+    assert view_from_yaml(relative, relative.read_text()) == ConfigView.of(load_config(relative))
+    assert light.state_dir.is_absolute() and light.tiers["manual"].timeout == 5400
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("timezone: Europe/Paris", "timezone: Mars/Olympus"),
+        ("timeout: 30m", "timeout: soon"),
+        ("timeout: 30m", "timeout: 8d"),
+        ('"15 * * * *"', '"61 * * * *"'),
+        ("markers: hourly and not slow", "markers: hourly and"),
+        ("gpus: 2", "gpus: 2000"),
+        ("kind: torchrun", "kind: build"),
+        ("daemon:\n", "images: {}\ndaemon:\n"),
+        ("daemon:\n", "store: postgresql://u@h/db\ndaemon:\n"),
+        ("daemon:\n  grace: 30", "daemon:\n  api: {socket: /tmp/x.sock}"),
+        ("timezone: Europe/Paris", "timezone: ${TZ:-UTC}"),
+        ("tiers:", "tiers: [oops"),
+        ("state_dir: ", "state_dir: /proc/"),
+    ],
+)
+def test_anything_the_view_from_the_yaml_doubts_is_left_to_the_full_validation(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    config, _env, _cache = _plain(tmp_path)
+    text = config.read_text()
+    assert old in text
+    assert view_from_yaml(config.resolve(), text.replace(old, new, 1)) is None
+
+
+def test_right_after_a_change_the_view_comes_from_the_yaml_and_the_snapshot_follows(
+    tmp_path: Path,
+) -> None:
+    config, env, cache = _plain(tmp_path)
+    view = load_view(config, env)
+    assert view == ConfigView.of(load_config(config, env))
+    snapshot = wait_for(lambda: next(cache.glob("config-*.pickle"), None), 60, "the snapshot")
+    assert snapshot is not None and snapshot.stat().st_mode & 0o777 == 0o600
+    wait_for(lambda: _loads(snapshot) is not None, 60, "a complete snapshot")
+    assert load_snapshot(config, env).view == view
+
+
+def _loads(path: Path) -> object | None:
+    try:
+        return pickle.loads(path.read_bytes())
+    except Exception:
+        return None
+
+
+def test_a_config_the_background_validation_rejects_is_an_error_from_the_next_command_on(
+    tmp_path: Path,
+) -> None:
+    config, env, cache = _plain(tmp_path)
+    # A key the view does not read: only the full validation sees it is wrong.
+    config.write_text(config.read_text().replace("  grace: 30", "  grace: forever"))
+    load_view(config, env)  # the view (this command does not need daemon.grace)
+    wait_for(lambda: next(cache.glob("config-*.rejected"), None), 60, "the rejection marker")
+    with pytest.raises(ConfigError) as caught:
+        load_view(config, env)
+    assert caught.value.path == str(config)
+    assert any(p.startswith("daemon.grace:") for p in caught.value.problems)
+    assert not list(cache.glob("config-*.pickle"))
+    # Fixed: a new input, the view again (and a snapshot, which clears the marker).
+    config.write_text(config.read_text().replace("grace: forever", "grace: 30"))
+    assert load_view(config, env).timezone == "Europe/Paris"
+    wait_for(lambda: not list(cache.glob("config-*.rejected")), 60, "the marker cleared")
+
+
+def test_the_view_from_the_yaml_imports_no_pydantic(tmp_path: Path) -> None:
+    config, env, _cache = _plain(tmp_path)
+    code = (
+        "import sys, json\nfrom pathlib import Path\n"
+        "from scheduler.config_cache import load_view\n"
+        f"view = load_view(Path({str(config)!r}), {env!r})\n"
+        "print(json.dumps([sorted(view.tiers), sorted(sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout  # fmt: skip
+    tiers, modules = json.loads(out)
+    assert tiers == ["hourly", "manual", "nightly"]
+    assert not {m.split(".")[0] for m in modules} & {"pydantic", "apscheduler", "sqlalchemy"}
+
+
+def test_the_background_validation_can_wait_for_the_command_to_finish(tmp_path: Path) -> None:
+    config, env, cache = _plain(tmp_path)
+    later: list[Callable[[], object]] = []
+    view = load_view(config, env, defer=later.append)
+    assert view.timezone == "Europe/Paris" and len(later) == 1
+    assert not cache.exists()  # nothing started yet
+    later[0]()
+    wait_for(lambda: next(cache.glob("config-*.pickle"), None), 60, "the snapshot")
