@@ -709,16 +709,22 @@ class MappedSink:
     def _switch(self, exc: BaseException) -> None:
         """Append with ``write(2)`` from here on: the lines so far stay, the padding goes."""
         self.fallback_reason = f"{type(exc).__name__}: {exc}"
+        self._settle()
+        self._fallback = AppendSink(self._append_fd)
+        self._limit = -1
+
+    def _settle(self) -> None:
+        """Unmap, truncate the padding after the lines, and put what something else appended
+        past the allocation right after them (where ``write(2)`` appends from then on)."""
         extra = b""
         with contextlib.suppress(OSError):
             extra = self._foreign()[0]
         self._unmap()
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self._pos)
-        self._fallback = AppendSink(self._append_fd)
-        self._limit = -1
         if extra:
-            self._fallback.write(extra)
+            with contextlib.suppress(OSError):
+                os.pwrite(self._fd, extra, self._pos)
 
     def _unmap(self) -> None:
         old, self._map = self._map, None
@@ -731,14 +737,7 @@ class MappedSink:
         if self._fallback is not None:
             self._fallback.close()
         else:
-            extra = b""
-            with contextlib.suppress(OSError):
-                extra = self._foreign()[0]
-            self._unmap()
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._pos)
-                if extra:
-                    os.pwrite(self._fd, extra, self._pos)
+            self._settle()
             with contextlib.suppress(OSError):
                 os.close(self._append_fd)
         with contextlib.suppress(OSError):
