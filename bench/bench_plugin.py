@@ -172,7 +172,9 @@ class Arms:
         wall = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
-            shown = subprocess.run(argv, cwd=self.directory, env=environ, capture_output=True)
+            shown = subprocess.run(
+                argv, check=False, cwd=self.directory, env=environ, capture_output=True
+            )
             raise SystemExit(
                 f"{' '.join(argv)} exited {child.returncode}:\n{shown.stdout.decode()[-2000:]}"
             )
