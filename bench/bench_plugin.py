@@ -79,7 +79,7 @@ BLOCK_LOOP = """
 import json, os, time
 import pytest
 
-RECORDER = "schedctl-results-recorder"
+RECORDER = "schedctl-results-tests"  # the per-test hooks (runners/pytest_plugin.py)
 
 
 class BlockLoop:
@@ -88,7 +88,7 @@ class BlockLoop:
         manager = session.config.pluginmanager
         recorder = manager.get_plugin(RECORDER)
         if recorder is None:
-            raise pytest.UsageError("the results recorder is not registered")
+            raise pytest.UsageError("the results plugin's per-test hooks are not registered")
         items, size = session.items, int(os.environ["BLOCK_SIZE"])
         blocks = int(os.environ["BLOCKS"])
         times = {"with": [], "without": []}

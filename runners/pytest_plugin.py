@@ -103,6 +103,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+try:  # pytest's own test protocol, which :class:`DirectProtocol` runs (pytest 7 to 9)
+    from _pytest import runner as _runner
+
+    _runtestprotocol: Callable[..., list[pytest.TestReport]] | None = _runner.runtestprotocol
+except (ImportError, AttributeError):  # pragma: no cover - another pytest
+    _runner = None  # type: ignore[assignment]
+    _runtestprotocol = None
+
 if TYPE_CHECKING:
     from _pytest.nodes import Node
 
@@ -114,6 +122,8 @@ STACKS_ENV = "SCHEDCTL_STACKS_DIR"
 JUNIT_ENV = "SCHEDCTL_JUNIT"
 NONCE_ENV = "SCHEDCTL_NONCE"
 RECORDER_NAME = "schedctl-results-recorder"
+TESTS_NAME = "schedctl-results-tests"
+"""The per-test hooks: :class:`DirectProtocol`, :class:`WrappedProtocol` or :class:`ReportLog`."""
 MARKERS_ATTR = "schedctl_markers"
 MEMORY_ATTR = "schedctl_memory"
 SELECT_ENV = "SCHEDCTL_SELECT"
@@ -422,19 +432,25 @@ class ItemState:
         "decided_by", "item", "location", "memory", "nodeid", "outcome", "quoted", "reports", "ts"
     )  # fmt: skip
 
-    def __init__(self, nodeid: str) -> None:
+    def __init__(
+        self,
+        nodeid: str,
+        item: pytest.Item | None = None,
+        location: object = None,
+        quoted: str | None = None,
+    ) -> None:
         self.nodeid = nodeid
         self.reports: dict[str, pytest.TestReport] = {}
-        self.item: pytest.Item | None = None
+        self.item = item
         """The item, when this process ran it (its marks are read from it); None under xdist."""
+        self.location = location
+        """The item's ``location`` when this process runs it (its reports carry the same)."""
+        self.quoted = quoted
+        """The node id as a JSON string, once its test_start line has been written."""
         self.memory: Memory | None = None
         self.ts = 0.0
         self.outcome = "error"
         self.decided_by: pytest.TestReport | None = None
-        self.quoted: str | None = None
-        """The node id as a JSON string, once its test_start line has been written."""
-        self.location: object = None
-        """The item's ``location`` when this process runs it (its reports carry the same)."""
 
     def add(self, report: pytest.TestReport) -> None:
         self.reports[report.when or "call"] = report
@@ -533,7 +549,9 @@ class ItemState:
             return None
         peak, start, method, cuda = self.memory or _NO_MEMORY
         try:
-            duration = sum([phase.duration for phase in self.reports.values()])
+            duration = 0.0
+            for phase in self.reports.values():
+                duration += phase.duration
             if type(duration) is not float or duration - duration != 0:  # nan/inf: not JSON
                 return None
             # Times to the microsecond (``%.6f``: the shortest repr of a float costs ~3x more).
@@ -934,6 +952,7 @@ class ResultsRecorder:
         if session.config.pluginmanager.hasplugin("dsession"):
             # pytest-xdist: workers run the protocol; the controller learns of starts this way.
             session.config.pluginmanager.register(WorkerStarts(self._writer), "schedctl-starts")
+            session.config.pluginmanager.register(ReportLog(self), TESTS_NAME)
         self.emit(
             {
                 "type": "start",
@@ -966,6 +985,7 @@ class ResultsRecorder:
             for item in session.items:
                 self.emit({"type": "item", "nodeid": item.nodeid, "markers": marker_names(item)})
         self._write_collection(len(session.items))
+        self.install_test_hooks(session.config)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
@@ -986,29 +1006,27 @@ class ResultsRecorder:
             }
         )
 
-    @_WRAPPER
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        """Name the item, measure its memory around all its phases, then write its line."""
-        state = ItemState(item.nodeid)
-        state.item = item
-        state.location = item.location
+    def begin(self, item: pytest.Item) -> ItemState:
+        """Name the item on disk and reset the memory marks: just before it runs."""
+        nodeid = item.nodeid
         # Written before the test runs, so a test that kills the interpreter (os._exit, a
         # segfault) or hangs is still named; the earlier tests' lines were written as they ended.
-        state.quoted = self._writer.test_start(state.nodeid)
+        state = ItemState(nodeid, item, item.location, self._writer.test_start(nodeid))
         probe = self._probe
         if probe is not None:
             probe.reset()
         self._current = state
-        try:
-            result = yield
-        finally:
-            self._current = None
-            if state.reports:
-                state.memory = probe.read() if probe is not None else None
-                self._finish(state)
-        return result  # new-style: the protocol's result; old-style: ignored
+        return state
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def end(self, state: ItemState, always: bool = False) -> None:
+        """Read the memory marks and write the item's line (when it has reports, or ``always``)."""
+        self._current = None
+        if state.reports or always:
+            probe = self._probe
+            state.memory = probe.read() if probe is not None else None
+            self._finish(state)
+
+    def logreport(self, report: pytest.TestReport) -> None:
         current = self._current
         # The test this process runs: its reports carry its item's (cached) location tuple,
         # cheaper to compare than pytest 9's computed ``nodeid``.
@@ -1023,6 +1041,19 @@ class ResultsRecorder:
         state.add(report)
         if report.when == "teardown" and current is None:
             self._finish(self._pending.pop(report.nodeid))  # xdist: a worker ran it
+
+    def install_test_hooks(self, config: pytest.Config) -> None:
+        """Register the per-test hooks: :class:`DirectProtocol` where pytest's own runner is the
+        only implementation of the test protocol, else :class:`WrappedProtocol` (which costs
+        a hook wrapper and a report hook per phase: three dispatches more a test)."""
+        manager = config.pluginmanager
+        if manager.get_plugin(TESTS_NAME) is not None:
+            return
+        run = direct_protocol(config)
+        if run is not None:
+            manager.register(DirectProtocol(self, run), TESTS_NAME)
+        else:
+            manager.register(WrappedProtocol(self), TESTS_NAME)
 
     def _finish(self, state: ItemState) -> None:
         self._counts[state.done()] += 1
@@ -1044,6 +1075,76 @@ class ResultsRecorder:
                 "duration_s": round(time.monotonic() - self._started, 6),
             }
         )
+
+
+def direct_protocol(config: pytest.Config) -> Callable[..., list[pytest.TestReport]] | None:
+    """pytest's ``runtestprotocol`` when this session's only (non-wrapper) implementation of
+    ``pytest_runtest_protocol`` is pytest's own runner (pytest 7 to 9, whose protocol
+    :class:`DirectProtocol` repeats); None when a plugin or conftest has its own (reruns, say)."""
+    if _runtestprotocol is None or pytest.__version__.split(".")[0] not in ("7", "8", "9"):
+        return None
+    try:
+        impls = config.hook.pytest_runtest_protocol.get_hookimpls()
+    except AttributeError:
+        return None
+    for impl in impls:
+        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
+            continue
+        if impl.plugin is not _runner:
+            return None
+    return _runtestprotocol
+
+
+class DirectProtocol:
+    """Runs each test as pytest's own ``pytest_runtest_protocol`` does (tryfirst, so in its
+    place; hook wrappers still wrap it), taking the reports from ``runtestprotocol``'s return
+    value: no hook wrapper and no report hook of its own, so no dispatch per phase."""
+
+    def __init__(
+        self, recorder: ResultsRecorder, run: Callable[..., list[pytest.TestReport]]
+    ) -> None:
+        self._recorder = recorder
+        self._run = run
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        recorder = self._recorder
+        state = recorder.begin(item)
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=state.nodeid, location=state.location)
+        try:
+            for report in self._run(item, nextitem=nextitem):
+                state.reports[report.when or "call"] = report
+        finally:  # an interrupted test (no reports back) still gets its line, as incomplete
+            recorder.end(state, always=True)
+        ihook.pytest_runtest_logfinish(nodeid=state.nodeid, location=state.location)
+        return True
+
+
+class WrappedProtocol:
+    """The per-test hooks where another plugin runs the protocol: a wrapper around it and the
+    reports as they are logged."""
+
+    def __init__(self, recorder: ResultsRecorder) -> None:
+        self._recorder = recorder
+        self.pytest_runtest_logreport = recorder.logreport
+
+    @_WRAPPER
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """Name the item, measure its memory around all its phases, then write its line."""
+        state = self._recorder.begin(item)
+        try:
+            result = yield
+        finally:
+            self._recorder.end(state)
+        return result  # new-style: the protocol's result; old-style: ignored
+
+
+class ReportLog:
+    """Under pytest-xdist, in the controller: the reports the workers send."""
+
+    def __init__(self, recorder: ResultsRecorder) -> None:
+        self.pytest_runtest_logreport = recorder.logreport
 
 
 class WorkerStarts:
