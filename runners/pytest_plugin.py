@@ -319,7 +319,8 @@ class PeakMemory:
     def reset(self) -> None:
         if self.method == "vmhwm":
             try:
-                rss = int(os.pread(self._statm_fd, 128, 0).split()[1]) * self._page  # type: ignore[arg-type]
+                statm = os.pread(self._statm_fd, 128, 0)  # type: ignore[arg-type]
+                rss = int(statm.split(None, 2)[1]) * self._page
                 # The mark needs resetting only when it stands above the resident set now: a
                 # test (or pytest between tests) used more than it kept. Most tests keep what
                 # they use, and skip the write and the check.
@@ -336,7 +337,7 @@ class PeakMemory:
                 self.method = "ru_maxrss"
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
-        cuda = _cuda_in_use()
+        cuda = _cuda_in_use() if "torch" in _MODULES else None
         if cuda is not None:
             # A broken CUDA state must not fail the test; the read then says None.
             with contextlib.suppress(Exception):
@@ -355,7 +356,7 @@ class PeakMemory:
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
         cuda_peak: int | None = None
-        cuda = _cuda_in_use()
+        cuda = _cuda_in_use() if "torch" in _MODULES else None
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
@@ -384,6 +385,10 @@ def memory_fields(memory: Memory | None) -> dict[str, Any]:
         "rss_method": method,
         "cuda_peak_bytes": cuda,
     }
+
+
+_MODULES = sys.modules
+"""Where torch shows up once the tests import it: a membership test per read before the call."""
 
 
 def _cuda_in_use() -> Any:
