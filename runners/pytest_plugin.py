@@ -78,6 +78,12 @@ unless the test raised it) or ``none``. ``cuda_peak_bytes``
 is torch's peak allocated CUDA memory, only when the tests already imported torch and initialised
 CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
 
+Per test, the plugin costs as few hook dispatches as it can: where pytest's own runner is the
+only (non-wrapper) ``pytest_runtest_protocol`` of the session (pytest 7 to 9), the plugin runs the
+test as that runner does, in its place (:class:`DirectProtocol`), and takes the phase reports from
+``runtestprotocol``'s return value; a rerun plugin or a conftest with a protocol of its own gets a
+hook wrapper around it and a report hook instead (:class:`WrappedProtocol`).
+
 If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
 are deselected. Reruns of failed tests use it: node ids never reach the command line.
 
