@@ -214,23 +214,25 @@ def pairs(arms: Arms, module: str, n: int) -> list[dict[str, float]]:
     return out
 
 
-def sign_test_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+def sign_test_interval(
+    values: list[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
     """A distribution-free interval for the median of ``values`` (the sign test's order
-    statistics), at ``confidence`` or the nearest level above it that ``len(values)`` allows;
-    the whole range when there are too few values for it."""
+    statistics) and its actual confidence: the narrowest at ``confidence`` or above, or the
+    whole range (at what confidence it has) when there are too few values for that."""
     ordered = sorted(values)
     n = len(ordered)
-    alpha = 1 - confidence
-    k = 0  # the largest k with P(Binomial(n, 1/2) < k) <= alpha / 2
-    cumulative = 0.0
+    below = 0.0  # P(Binomial(n, 1/2) < k)
+    k = 0
     while k < n // 2:
-        cumulative += math.comb(n, k) / 2**n
-        if cumulative > alpha / 2:
+        step = math.comb(n, k) / 2**n
+        if 1 - 2 * (below + step) < confidence:
             break
+        below += step
         k += 1
     if k == 0:
-        return ordered[0], ordered[-1]
-    return ordered[k - 1], ordered[n - k]
+        return ordered[0], ordered[-1], 1 - 2 / 2**n
+    return ordered[k - 1], ordered[n - k], 1 - 2 * below
 
 
 def old_blocks(arms: Arms, size: int, count: int) -> dict[str, list[float]]:
@@ -280,9 +282,10 @@ def main() -> int:
     relative = [p["plugin"] / p["bare"] - 1 for p in measured]
     wall_relative = [p["plugin_wall"] / p["bare_wall"] - 1 for p in measured]
     share = statistics.median(relative)
-    low, high = sign_test_interval(relative)
+    low, high, level = sign_test_interval(relative)
     per_test_ms = statistics.median(added) / args.tests * 1000
-    added_low, added_high = (x / args.tests * 1000 for x in sign_test_interval(added))
+    added_low, added_high, _ = sign_test_interval(added)
+    added_low, added_high = added_low / args.tests * 1000, added_high / args.tests * 1000
     base = statistics.median(bare)
     best_bare = min(bare)
     min_share = min(p["plugin"] for p in measured) / best_bare - 1
@@ -293,7 +296,7 @@ def main() -> int:
     print(f"  whole processes, {args.pairs} ABBA pairs, CPU (user + system from wait4): bare "
           f"median {base * 1000:.0f} ms (best {best_bare * 1000:.0f}); added per pair: median "
           f"{statistics.median(added) * 1000:+.1f} ms, relative median {share * pct:+.2f} % "
-          f"(95 % CI {low * pct:+.2f} .. {high * pct:+.2f} %); min-of-N per arm "
+          f"({level * pct:.0f} % CI {low * pct:+.2f} .. {high * pct:+.2f} %); min-of-N per arm "
           f"{min_share * pct:+.2f} %; wall: relative median "
           f"{statistics.median(wall_relative) * pct:+.2f} %")  # fmt: skip
     if not args.no_old:
@@ -314,10 +317,10 @@ def main() -> int:
     ok_share = share <= TARGET_SHARE
     figure("plugin: added CPU per trivial test", f"{per_test_ms:.3f} ms", "bare pytest",
            f"<= {TARGET_PER_TEST_MS} ms", ok_per_test)  # fmt: skip
-    print(f"  (95 % CI {added_low:.3f} .. {added_high:.3f} ms; fixed cost included)")
+    print(f"  ({level * pct:.0f} % CI {added_low:.3f} .. {added_high:.3f} ms; fixed cost included)")
     figure(f"plugin: added share of a {args.tests}-test suite", f"{share * pct:.2f} %",
            f"{base * 1000:.0f} ms", f"<= {TARGET_SHARE * pct:.0f} %", ok_share)  # fmt: skip
-    print(f"  (95 % CI {low * pct:.2f} .. {high * pct:.2f} %)")
+    print(f"  ({level * pct:.0f} % CI {low * pct:.2f} .. {high * pct:.2f} %)")
     return 1 if args.strict and not (ok_per_test and ok_share) else 0
 
 
