@@ -42,11 +42,15 @@ Printed beside it, not judged:
   callgrind counted 3.74 %), and it left the arms' imports, configure and terminal output out of
   the per-test part.
 
+With ``--callgrind`` (minutes; not in ``make bench``), each arm's user-space instructions under
+valgrind are printed too: free of the machine's load, blind to system time and to what an
+instruction costs, so a cross-check of the judged figure's centre, not a replacement.
+
 Also printed: the wall-clock paired median (what a user waits, noisier on a shared host) and
 the load average before and after.
 
     python bench/bench_plugin.py [--pairs 12] [--tests 1000] [--fixed-pairs 5] [--blocks 150]
-        [--block-size 25] [--no-old] [--strict]
+        [--block-size 25] [--no-old] [--callgrind] [--strict]
 """
 
 from __future__ import annotations
@@ -190,6 +194,25 @@ class Arms:
         return '"type": "session"' in text
 
 
+def instructions(arms: Arms, plugin: bool, module: str) -> int | None:
+    """User-space instructions of one whole process under callgrind (``PYTHONHASHSEED=0``: the
+    hash seed alone moves a pytest process by ~1 %); None without valgrind."""
+    import re
+    import shutil
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    argv, env = arms.command(plugin, module)
+    env["PYTHONHASHSEED"] = "0"
+    out = subprocess.run(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        cwd=arms.directory, env=env, capture_output=True, check=True,
+    )  # fmt: skip
+    found = re.findall(rb"Collected : (\d+)", out.stderr)
+    return int(found[-1]) if found else None
+
+
 def write_suite(directory: Path, tests: int) -> None:
     body = "".join(f"def test_{i}():\n    pass\n\n" for i in range(tests))
     (directory / "test_trivial.py").write_text(body)
@@ -262,6 +285,11 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=150, help="old estimator: blocks of each")
     parser.add_argument("--block-size", type=int, default=25, help="old estimator: tests a block")
     parser.add_argument("--no-old", action="store_true", help="skip the old estimator's runs")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="also count instructions under callgrind (noise-free, minutes; not judged)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     load_before = load()
@@ -275,6 +303,13 @@ def main() -> int:
         if not args.no_old:
             one = pairs(arms, "test_one.py", args.fixed_pairs)
             per_kind = old_blocks(arms, min(args.block_size, args.tests), args.blocks)
+        counted: dict[tuple[str, bool], int] = {}
+        if args.callgrind:
+            for module in ("test_trivial.py", "test_one.py"):
+                for plugin in (False, True):
+                    count = instructions(arms, plugin, module)
+                    if count is not None:
+                        counted[module, plugin] = count
     load_after = load()
 
     bare = [p["bare"] for p in measured]
@@ -313,6 +348,15 @@ def main() -> int:
               f"test bare / with (medians {medians}); fixed {fixed_s * 1000:.1f} ms (best of "
               f"{args.fixed_pairs} 1-test pairs): per test {per_old_s * 1000:.3f} ms, share "
               f"{share_old * pct:.2f} %")  # fmt: skip
+    if len(counted) == 4:
+        bare_n, with_n = counted["test_trivial.py", False], counted["test_trivial.py", True]
+        fixed_i = counted["test_one.py", True] - counted["test_one.py", False]
+        per_i = (with_n - bare_n - fixed_i) / max(1, args.tests - 1)
+        print(f"  callgrind (user-space instructions, not judged): bare {bare_n / 1e6:.0f}M, "
+              f"with the plugin {with_n / 1e6:.0f}M: added {(with_n - bare_n) / bare_n * pct:.2f} %"
+              f" = fixed {fixed_i / 1e6:.1f}M + {per_i / 1e3:.1f}k a test")  # fmt: skip
+    elif args.callgrind:
+        print("  callgrind: valgrind not found")
     ok_per_test = per_test_ms <= TARGET_PER_TEST_MS
     ok_share = share <= TARGET_SHARE
     figure("plugin: added CPU per trivial test", f"{per_test_ms:.3f} ms", "bare pytest",
