@@ -78,7 +78,8 @@ bench: venv
 	for b in bench/bench_*.py; do \
 	  case $$b in \
 	    */bench_cli.py|*/bench_local.py) args="-n 5" ;; \
-	    */bench_docker.py|*/bench_slurm.py|*/bench_plugin.py) args="-n 3" ;; \
+	    */bench_docker.py|*/bench_slurm.py) args="-n 3" ;; \
+	    */bench_plugin.py) args="--pairs 12 --fixed-pairs 5" ;; \
 	    */bench_fire_lag.py) args="--seconds 15" ;; \
 	    */bench_restart.py) args="--cycles 4" ;; \
 	    */bench_history.py|*/bench_history_engines.py|*/bench_web.py) args="--cache $(BENCH_CACHE)" ;; \

@@ -78,6 +78,12 @@ unless the test raised it) or ``none``. ``cuda_peak_bytes``
 is torch's peak allocated CUDA memory, only when the tests already imported torch and initialised
 CUDA (the plugin never imports torch). Under pytest-xdist the workers measure.
 
+Per test, the plugin costs as few hook dispatches as it can: where pytest's own runner is the
+only (non-wrapper) ``pytest_runtest_protocol`` of the session (pytest 7 to 9), the plugin runs the
+test as that runner does, in its place (:class:`DirectProtocol`), and takes the phase reports from
+``runtestprotocol``'s return value; a rerun plugin or a conftest with a protocol of its own gets a
+hook wrapper around it and a report hook instead (:class:`WrappedProtocol`).
+
 If ``SCHEDCTL_SELECT`` names a file of node ids (one per line), only those items run; the others
 are deselected. Reruns of failed tests use it: node ids never reach the command line.
 
@@ -103,6 +109,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+try:  # pytest's own test protocol, which :class:`DirectProtocol` runs (pytest 7 to 9)
+    from _pytest import runner as _runner
+
+    _runtestprotocol: Callable[..., list[pytest.TestReport]] | None = _runner.runtestprotocol
+except (ImportError, AttributeError):  # pragma: no cover - another pytest
+    _runner = None  # type: ignore[assignment]
+    _runtestprotocol = None
+
 if TYPE_CHECKING:
     from _pytest.nodes import Node
 
@@ -114,6 +128,8 @@ STACKS_ENV = "SCHEDCTL_STACKS_DIR"
 JUNIT_ENV = "SCHEDCTL_JUNIT"
 NONCE_ENV = "SCHEDCTL_NONCE"
 RECORDER_NAME = "schedctl-results-recorder"
+TESTS_NAME = "schedctl-results-tests"
+"""The per-test hooks: :class:`DirectProtocol`, :class:`WrappedProtocol` or :class:`ReportLog`."""
 MARKERS_ATTR = "schedctl_markers"
 MEMORY_ATTR = "schedctl_memory"
 SELECT_ENV = "SCHEDCTL_SELECT"
@@ -309,7 +325,8 @@ class PeakMemory:
     def reset(self) -> None:
         if self.method == "vmhwm":
             try:
-                rss = int(os.pread(self._statm_fd, 128, 0).split()[1]) * self._page  # type: ignore[arg-type]
+                statm = os.pread(self._statm_fd, 128, 0)  # type: ignore[arg-type]
+                rss = int(statm.split(None, 2)[1]) * self._page
                 # The mark needs resetting only when it stands above the resident set now: a
                 # test (or pytest between tests) used more than it kept. Most tests keep what
                 # they use, and skip the write and the check.
@@ -326,7 +343,7 @@ class PeakMemory:
                 self.method = "ru_maxrss"
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
-        cuda = _cuda_in_use()
+        cuda = _cuda_in_use() if "torch" in _MODULES else None
         if cuda is not None:
             # A broken CUDA state must not fail the test; the read then says None.
             with contextlib.suppress(Exception):
@@ -345,7 +362,7 @@ class PeakMemory:
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
         cuda_peak: int | None = None
-        cuda = _cuda_in_use()
+        cuda = _cuda_in_use() if "torch" in _MODULES else None
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
@@ -374,6 +391,10 @@ def memory_fields(memory: Memory | None) -> dict[str, Any]:
         "rss_method": method,
         "cuda_peak_bytes": cuda,
     }
+
+
+_MODULES = sys.modules
+"""Where torch shows up once the tests import it: a membership test per read before the call."""
 
 
 def _cuda_in_use() -> Any:
@@ -415,6 +436,18 @@ _json_str: Callable[[str], str] = getattr(json.encoder, "encode_basestring_ascii
 _NO_MEMORY: Memory = (None, None, None, None)
 
 
+def _fixed6(seconds: float) -> str:
+    """``seconds`` to the microsecond, as ``f"{seconds:.6f}"`` spells it (the last digit may
+    differ by one where that rounds the exact binary value otherwise), through an int: the
+    float formatter's exact decimal conversion costs several times as much for an epoch time."""
+    if not 0.0 <= seconds < 1e12:  # negative, huge or NaN: the formatter's own spelling
+        return f"{seconds:.6f}"
+    digits = str(int(seconds * 1e6 + 0.5))
+    if len(digits) < 7:
+        digits = "0" * (7 - len(digits)) + digits
+    return f"{digits[:-6]}.{digits[-6:]}"
+
+
 class ItemState:
     """The phase reports of one test item, folded into its single outcome."""
 
@@ -422,19 +455,25 @@ class ItemState:
         "decided_by", "item", "location", "memory", "nodeid", "outcome", "quoted", "reports", "ts"
     )  # fmt: skip
 
-    def __init__(self, nodeid: str) -> None:
+    def __init__(
+        self,
+        nodeid: str,
+        item: pytest.Item | None = None,
+        location: object = None,
+        quoted: str | None = None,
+    ) -> None:
         self.nodeid = nodeid
         self.reports: dict[str, pytest.TestReport] = {}
-        self.item: pytest.Item | None = None
+        self.item = item
         """The item, when this process ran it (its marks are read from it); None under xdist."""
+        self.location = location
+        """The item's ``location`` when this process runs it (its reports carry the same)."""
+        self.quoted = quoted
+        """The node id as a JSON string, once its test_start line has been written."""
         self.memory: Memory | None = None
         self.ts = 0.0
         self.outcome = "error"
         self.decided_by: pytest.TestReport | None = None
-        self.quoted: str | None = None
-        """The node id as a JSON string, once its test_start line has been written."""
-        self.location: object = None
-        """The item's ``location`` when this process runs it (its reports carry the same)."""
 
     def add(self, report: pytest.TestReport) -> None:
         self.reports[report.when or "call"] = report
@@ -533,14 +572,16 @@ class ItemState:
             return None
         peak, start, method, cuda = self.memory or _NO_MEMORY
         try:
-            duration = sum([phase.duration for phase in self.reports.values()])
+            duration = 0.0
+            for phase in self.reports.values():
+                duration += phase.duration
             if type(duration) is not float or duration - duration != 0:  # nan/inf: not JSON
                 return None
             # Times to the microsecond (``%.6f``: the shortest repr of a float costs ~3x more).
             return (
-                f'{{"type": "test", "ts": {self.ts:.6f}, '
+                f'{{"type": "test", "ts": {_fixed6(self.ts)}, '
                 f'"nodeid": {self.quoted or _json_str(self.nodeid)}, "outcome": "passed", '
-                f'"when": "call", "duration_s": {duration:.6f}, '
+                f'"when": "call", "duration_s": {_fixed6(duration)}, '
                 f'"markers": [{marker_json(item)}], "longrepr": null, "message": null, '
                 f'"peak_rss_bytes": {"null" if peak is None else int.__repr__(peak)}, '
                 f'"start_rss_bytes": {"null" if start is None else int.__repr__(start)}, '
@@ -709,16 +750,22 @@ class MappedSink:
     def _switch(self, exc: BaseException) -> None:
         """Append with ``write(2)`` from here on: the lines so far stay, the padding goes."""
         self.fallback_reason = f"{type(exc).__name__}: {exc}"
+        self._settle()
+        self._fallback = AppendSink(self._append_fd)
+        self._limit = -1
+
+    def _settle(self) -> None:
+        """Unmap, truncate the padding after the lines, and put what something else appended
+        past the allocation right after them (where ``write(2)`` appends from then on)."""
         extra = b""
         with contextlib.suppress(OSError):
             extra = self._foreign()[0]
         self._unmap()
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self._pos)
-        self._fallback = AppendSink(self._append_fd)
-        self._limit = -1
         if extra:
-            self._fallback.write(extra)
+            with contextlib.suppress(OSError):
+                os.pwrite(self._fd, extra, self._pos)
 
     def _unmap(self) -> None:
         old, self._map = self._map, None
@@ -731,14 +778,7 @@ class MappedSink:
         if self._fallback is not None:
             self._fallback.close()
         else:
-            extra = b""
-            with contextlib.suppress(OSError):
-                extra = self._foreign()[0]
-            self._unmap()
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._pos)
-                if extra:
-                    os.pwrite(self._fd, extra, self._pos)
+            self._settle()
             with contextlib.suppress(OSError):
                 os.close(self._append_fd)
         with contextlib.suppress(OSError):
@@ -852,7 +892,7 @@ class LineWriter:
         """Write ``nodeid``'s test_start line; returns the node id as a JSON string."""
         quoted = _json_str(nodeid)
         self._put(
-            f'{{"type": "test_start", "ts": {time.time() if ts is None else ts:.6f}, '
+            f'{{"type": "test_start", "ts": {_fixed6(time.time() if ts is None else ts)}, '
             f'"nodeid": {quoted}{self._nonce_tail}}}\n'.encode("utf-8", "replace")
         )
         return quoted
@@ -935,6 +975,7 @@ class ResultsRecorder:
         if session.config.pluginmanager.hasplugin("dsession"):
             # pytest-xdist: workers run the protocol; the controller learns of starts this way.
             session.config.pluginmanager.register(WorkerStarts(self._writer), "schedctl-starts")
+            session.config.pluginmanager.register(ReportLog(self), TESTS_NAME)
         self.emit(
             {
                 "type": "start",
@@ -967,6 +1008,7 @@ class ResultsRecorder:
             for item in session.items:
                 self.emit({"type": "item", "nodeid": item.nodeid, "markers": marker_names(item)})
         self._write_collection(len(session.items))
+        self.install_test_hooks(session.config)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
@@ -987,29 +1029,27 @@ class ResultsRecorder:
             }
         )
 
-    @_WRAPPER
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        """Name the item, measure its memory around all its phases, then write its line."""
-        state = ItemState(item.nodeid)
-        state.item = item
-        state.location = item.location
+    def begin(self, item: pytest.Item) -> ItemState:
+        """Name the item on disk and reset the memory marks: just before it runs."""
+        nodeid = item.nodeid
         # Written before the test runs, so a test that kills the interpreter (os._exit, a
         # segfault) or hangs is still named; the earlier tests' lines were written as they ended.
-        state.quoted = self._writer.test_start(state.nodeid)
+        state = ItemState(nodeid, item, item.location, self._writer.test_start(nodeid))
         probe = self._probe
         if probe is not None:
             probe.reset()
         self._current = state
-        try:
-            result = yield
-        finally:
-            self._current = None
-            if state.reports:
-                state.memory = probe.read() if probe is not None else None
-                self._finish(state)
-        return result  # new-style: the protocol's result; old-style: ignored
+        return state
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def end(self, state: ItemState, always: bool = False) -> None:
+        """Read the memory marks and write the item's line (when it has reports, or ``always``)."""
+        self._current = None
+        if state.reports or always:
+            probe = self._probe
+            state.memory = probe.read() if probe is not None else None
+            self._finish(state)
+
+    def logreport(self, report: pytest.TestReport) -> None:
         current = self._current
         # The test this process runs: its reports carry its item's (cached) location tuple,
         # cheaper to compare than pytest 9's computed ``nodeid``.
@@ -1024,6 +1064,19 @@ class ResultsRecorder:
         state.add(report)
         if report.when == "teardown" and current is None:
             self._finish(self._pending.pop(report.nodeid))  # xdist: a worker ran it
+
+    def install_test_hooks(self, config: pytest.Config) -> None:
+        """Register the per-test hooks: :class:`DirectProtocol` where pytest's own runner is the
+        only implementation of the test protocol, else :class:`WrappedProtocol` (which costs
+        a hook wrapper and a report hook per phase: three dispatches more a test)."""
+        manager = config.pluginmanager
+        if manager.get_plugin(TESTS_NAME) is not None:
+            return
+        run = direct_protocol(config)
+        if run is not None:
+            manager.register(DirectProtocol(self, run), TESTS_NAME)
+        else:
+            manager.register(WrappedProtocol(self), TESTS_NAME)
 
     def _finish(self, state: ItemState) -> None:
         self._counts[state.done()] += 1
@@ -1045,6 +1098,76 @@ class ResultsRecorder:
                 "duration_s": round(time.monotonic() - self._started, 6),
             }
         )
+
+
+def direct_protocol(config: pytest.Config) -> Callable[..., list[pytest.TestReport]] | None:
+    """pytest's ``runtestprotocol`` when this session's only (non-wrapper) implementation of
+    ``pytest_runtest_protocol`` is pytest's own runner (pytest 7 to 9, whose protocol
+    :class:`DirectProtocol` repeats); None when a plugin or conftest has its own (reruns, say)."""
+    if _runtestprotocol is None or pytest.__version__.split(".")[0] not in ("7", "8", "9"):
+        return None
+    try:
+        impls = config.hook.pytest_runtest_protocol.get_hookimpls()
+    except AttributeError:
+        return None
+    for impl in impls:
+        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
+            continue
+        if impl.plugin is not _runner:
+            return None
+    return _runtestprotocol
+
+
+class DirectProtocol:
+    """Runs each test as pytest's own ``pytest_runtest_protocol`` does (tryfirst, so in its
+    place; hook wrappers still wrap it), taking the reports from ``runtestprotocol``'s return
+    value: no hook wrapper and no report hook of its own, so no dispatch per phase."""
+
+    def __init__(
+        self, recorder: ResultsRecorder, run: Callable[..., list[pytest.TestReport]]
+    ) -> None:
+        self._recorder = recorder
+        self._run = run
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        recorder = self._recorder
+        state = recorder.begin(item)
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=state.nodeid, location=state.location)
+        try:
+            for report in self._run(item, nextitem=nextitem):
+                state.reports[report.when or "call"] = report
+        finally:  # an interrupted test (no reports back) still gets its line, as incomplete
+            recorder.end(state, always=True)
+        ihook.pytest_runtest_logfinish(nodeid=state.nodeid, location=state.location)
+        return True
+
+
+class WrappedProtocol:
+    """The per-test hooks where another plugin runs the protocol: a wrapper around it and the
+    reports as they are logged."""
+
+    def __init__(self, recorder: ResultsRecorder) -> None:
+        self._recorder = recorder
+        self.pytest_runtest_logreport = recorder.logreport
+
+    @_WRAPPER
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """Name the item, measure its memory around all its phases, then write its line."""
+        state = self._recorder.begin(item)
+        try:
+            result = yield
+        finally:
+            self._recorder.end(state)
+        return result  # new-style: the protocol's result; old-style: ignored
+
+
+class ReportLog:
+    """Under pytest-xdist, in the controller: the reports the workers send."""
+
+    def __init__(self, recorder: ResultsRecorder) -> None:
+        self.pytest_runtest_logreport = recorder.logreport
 
 
 class WorkerStarts:

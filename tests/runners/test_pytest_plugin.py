@@ -130,6 +130,26 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*PLUGIN_ARGS, *args)
 
 
+MODE_CONFTEST = """
+def pytest_sessionfinish(session):
+    hooks = session.config.pluginmanager.get_plugin("schedctl-results-tests")
+    with open("mode.txt", "w") as fh:
+        fh.write(type(hooks).__name__)
+"""
+
+OWN_PROTOCOL_CONFTEST = """
+import pytest
+from _pytest.runner import runtestprotocol
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    runtestprotocol(item, nextitem=nextitem)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
 @dataclass(frozen=True)
 class Outcomes:
     result: pytest.RunResult
@@ -139,10 +159,19 @@ class Outcomes:
 class TestOutcomes:
     """One ``test`` line per item with the right outcome, phase and text."""
 
-    @pytest.fixture
-    def run_outcomes(self, pytester: pytest.Pytester, results: Path) -> Outcomes:
+    @pytest.fixture(params=["DirectProtocol", "WrappedProtocol"])
+    def run_outcomes(
+        self, request: pytest.FixtureRequest, pytester: pytest.Pytester, results: Path
+    ) -> Outcomes:
+        """Both ways the plugin meets the test protocol: pytest's own runner alone (the plugin
+        runs it), and a conftest with a protocol of its own (as a rerun plugin has)."""
+        conftest = MODE_CONFTEST
+        if request.param == "WrappedProtocol":
+            conftest += OWN_PROTOCOL_CONFTEST
+        pytester.makeconftest(conftest)
         pytester.makepyfile(test_outcomes=OUTCOMES_MODULE)
         result = run(pytester)
+        assert (pytester.path / "mode.txt").read_text() == request.param
         return Outcomes(result, read_lines(results))
 
     @pytest.fixture
