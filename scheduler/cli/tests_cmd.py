@@ -14,6 +14,7 @@ from scheduler.history.quarantine import new_quarantine
 from scheduler.history.stats import SORT_KEYS, History, TestStats
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import UsageError
+from scheduler.kernel.heap import freeze_heap
 
 STRIP = {"passed": "✓", "failed": "✗", "error": "E", "flaky": "F", "skipped": "s"}
 
@@ -26,7 +27,10 @@ def _since(value: str) -> float:
 
 
 def _history(app: AppContext) -> History:
-    return History(app.store, Owners.load(app.config.project.path, app.config.owners))
+    history = History(app.store, Owners.load(app.config.project.path, app.config.owners))
+    # The store's libraries are loaded: a full collection during the query would walk them all.
+    freeze_heap(collect=False)
+    return history
 
 
 def fmt_bytes(value: int | None) -> str:

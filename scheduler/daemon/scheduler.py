@@ -34,6 +34,7 @@ from scheduler.daemon.lock import StateLock
 from scheduler.daemon.slots import MAX_GAP_ROWS, SlotPlan, plan_slots
 from scheduler.kernel.errors import DaemonError
 from scheduler.kernel.events import SlotMissed
+from scheduler.kernel.heap import freeze_heap
 from scheduler.kernel.outcome import Stop, decide
 from scheduler.run.dispatch import Dispatcher, RunRequest
 from scheduler.run.ledger import RunRow
@@ -47,18 +48,6 @@ CATCHUP_PREFIX = "catch-up:"
 RECOVERY_INTERVAL_S = 60.0
 """Crash recovery runs at start-up, then on this timer (and before a fire that finds a stale
 active row), never on every fire: reaping asks every runner's engine, which costs tens of ms."""
-
-
-def freeze_heap() -> None:
-    """Move every object alive after start-up out of the cyclic collector's reach.
-
-    A started daemon holds ~70,000 long-lived objects (SQLAlchemy, pydantic, APScheduler); a
-    full collection walks them all (tens of ms, all other threads held by the GIL) and lands on
-    whichever fire allocates at that moment. Frozen, they are never walked again; what a fire
-    allocates still is (the documented recipe: collect first, then freeze).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 CHECKPOINT_INTERVAL_S = 30.0
