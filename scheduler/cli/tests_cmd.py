@@ -14,7 +14,7 @@ from scheduler.history.quarantine import new_quarantine
 from scheduler.history.stats import SORT_KEYS, History, TestStats
 from scheduler.kernel.clock import utcnow
 from scheduler.kernel.errors import UsageError
-from scheduler.kernel.heap import freeze_heap
+from scheduler.kernel.heap import frozen_heap
 
 STRIP = {"passed": "✓", "failed": "✗", "error": "E", "flaky": "F", "skipped": "s"}
 
@@ -27,10 +27,7 @@ def _since(value: str) -> float:
 
 
 def _history(app: AppContext) -> History:
-    history = History(app.store, Owners.load(app.config.project.path, app.config.owners))
-    # The store's libraries are loaded: a full collection during the query would walk them all.
-    freeze_heap(collect=False)
-    return history
+    return History(app.store, Owners.load(app.config.project.path, app.config.owners))
 
 
 def fmt_bytes(value: int | None) -> str:
@@ -62,10 +59,13 @@ def tests_command(
     """Per-test history: runs, pass rate, flakiness, durations, peak memory, owner."""
     if tier:
         app.config.tier(tier)
-    found = _history(app).tests(
-        utcnow(), since_s=_since(since), tier=tier, sort=sort, limit=limit,
-        flaky_only=flaky_only,
-    )  # fmt: skip
+    history = _history(app)
+    # The store's libraries are loaded: a full collection during the query would walk them all.
+    with frozen_heap(collect=False):
+        found = history.tests(
+            utcnow(), since_s=_since(since), tier=tier, sort=sort, limit=limit,
+            flaky_only=flaky_only,
+        )  # fmt: skip
     if as_json:
         emit_json([t.to_json() for t in found])
         return
@@ -116,7 +116,9 @@ def test_command(
     """One test's history: outcome strip of its last runs with commits, duration and memory."""
     if tier:
         app.config.tier(tier)
-    found = _history(app).test(nodeid, utcnow(), since_s=_since(since), tier=tier, last=last)
+    history = _history(app)
+    with frozen_heap(collect=False):
+        found = history.test(nodeid, utcnow(), since_s=_since(since), tier=tier, last=last)
     if found is None:
         raise UsageError(f"no results for test {nodeid!r} in {app.store.location}")
     hosts = app.store.run_hosts([a["run_id"] for a in found["attempts"]])

@@ -41,7 +41,7 @@ def web_command(app: AppContext, address: str | None, db: Path | None, as_of: st
     from scheduler.config import ApiConfig
     from scheduler.daemon.scheduler import wait_for_signal
     from scheduler.kernel.errors import UsageError
-    from scheduler.kernel.heap import freeze_heap
+    from scheduler.kernel.heap import frozen_heap
     from scheduler.store.engine import Store
     from scheduler.web import WebApp, build_pages
     from scheduler.web.server import make_server, serve_in_thread, stop
@@ -66,10 +66,11 @@ def web_command(app: AppContext, address: str | None, db: Path | None, as_of: st
             raise UsageError(f"--as-of {as_of!r}: expected a date YYYY-MM-DD") from None
         pages.src.clock = lambda: end + timedelta(days=1)
     server = make_server(chosen, WebApp(pages), load_token(api), key=key)
-    freeze_heap()  # start-up's objects out of the full passes a page would otherwise pay for
-    thread = serve_in_thread(server)
-    click.echo(f"serving {server.url} (pid {os.getpid()}); Ctrl-C stops", err=False)
-    try:
-        wait_for_signal(threading.Event())
-    finally:
-        stop(server, thread)
+    # start-up's objects out of the full passes a page would otherwise pay for
+    with frozen_heap():
+        thread = serve_in_thread(server)
+        click.echo(f"serving {server.url} (pid {os.getpid()}); Ctrl-C stops", err=False)
+        try:
+            wait_for_signal(threading.Event())
+        finally:
+            stop(server, thread)

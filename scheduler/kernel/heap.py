@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def freeze_heap(*, collect: bool = True) -> None:
@@ -18,3 +20,15 @@ def freeze_heap(*, collect: bool = True) -> None:
     if collect:
         gc.collect()
     gc.freeze()
+
+
+@contextmanager
+def frozen_heap(*, collect: bool = True) -> Iterator[None]:
+    """:func:`freeze_heap` for the span of a block, given back at its end: a command run in
+    another process's interpreter (a test's CliRunner) leaves that process's collector as it
+    found it."""
+    freeze_heap(collect=collect)
+    try:
+        yield
+    finally:
+        gc.unfreeze()
