@@ -24,7 +24,6 @@ import ipaddress
 import json
 import os
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from scheduler.api.address import socket_path, unix_address
 from scheduler.api.routes import BadRequest, Conflict, ControlApi, Stream
 from scheduler.config import ApiConfig, Config
 from scheduler.kernel.errors import DaemonError, UnknownRunError, UsageError
+from scheduler.kernel.httpbind import bind_without_fqdn
 
 if TYPE_CHECKING:
     from scheduler.daemon.scheduler import Daemon
@@ -292,10 +292,7 @@ class _Server(ThreadingHTTPServer):
         log.debug("api_connection_error", exc_info=True)
 
     def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve our own FQDN (a DNS query) for nothing.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
+        bind_without_fqdn(self)
 
 
 class _UnixServer(_Server):

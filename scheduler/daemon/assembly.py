@@ -52,14 +52,21 @@ def build_dispatcher(
 ) -> Dispatcher:
     """``prewarm``: a launcher or container ``schedctl run`` started early (see
     :mod:`runners.prewarm`, :mod:`runners.docker_prewarm`)."""
-    from runners.docker_prewarm import DockerPrewarm
+    # runners.prewarm is the local runner's (imported already); the docker prewarm's module is
+    # imported only by a process that made one.
+    from runners.prewarm import Prewarm
 
-    docker = prewarm if isinstance(prewarm, DockerPrewarm) else None
+    local: Prewarm | None = None
+    docker: DockerPrewarm | None = None
+    if isinstance(prewarm, Prewarm):
+        local = prewarm
+    elif prewarm is not None:
+        docker = prewarm
     factory = runners or RunnerFactory(
         instance=instance_of(config.state_dir),
         docker_user=f"{config.docker.uid}:{config.docker.gid}",
         local_user=config.local.run_as(),
-        local_prewarm=None if isinstance(prewarm, DockerPrewarm) else prewarm,
+        local_prewarm=local,
         docker_prewarm=docker,
     )
     dispatcher = Dispatcher(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from scheduler.kernel.errors import DaemonError
+from scheduler.kernel.httpbind import bind_without_fqdn
 from scheduler.metrics.recorder import Metrics
 from scheduler.store.engine import Store, probe_writable
 
@@ -215,6 +216,9 @@ class _Server(ThreadingHTTPServer):
         self.renderer = Renderer(registry)
         self.ready = ready
         super().__init__((host, port), _Handler)
+
+    def server_bind(self) -> None:
+        bind_without_fqdn(self)
 
 
 class MetricsServer:

@@ -33,7 +33,6 @@ import json
 import re
 import secrets
 import socket
-import socketserver
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import structlog
 
 from scheduler.kernel.errors import DaemonError, StoreError, UnknownRunError, UsageError
+from scheduler.kernel.httpbind import bind_without_fqdn
 
 if TYPE_CHECKING:  # the pages and Jinja2 load with the first page (see scheduler.web)
     import jinja2
@@ -291,10 +291,7 @@ class WebServer(ThreadingHTTPServer):
         return is_loopback(host) or host.endswith(".localhost")
 
     def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve our own FQDN (a DNS query) for nothing.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
+        bind_without_fqdn(self)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("web_connection_error", exc_info=True)

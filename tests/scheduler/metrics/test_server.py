@@ -200,6 +200,23 @@ class TestLifecycle:
             with pytest.raises(DaemonError, match=r"daemon\.metrics_address: cannot listen"):
                 server.start()
 
+    def test_start_does_no_reverse_dns_lookup(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``HTTPServer.server_bind`` would call ``socket.getfqdn`` (a DNS query at every start,
+        seconds where the resolver times out); the server is named by the address it bound."""
+
+        def no_dns(name: str = "") -> str:
+            raise AssertionError(f"getfqdn({name!r}) called")
+
+        monkeypatch.setattr(socket, "getfqdn", no_dns)
+        server = MetricsServer(CollectorRegistry(), "127.0.0.1:0", lambda: None)
+        server.start()
+        try:
+            assert server.port > 0
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10):
+                pass
+        finally:
+            server.stop()
+
     @pytest.mark.parametrize(
         ("address", "expected"),
         [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:0", ("::1", 0)), (":9464", ("", 9464))],
