@@ -10,6 +10,11 @@ that names a test (results, sums, quarantine) follows. Rows keyed by name that t
 has (alert state, outbox rows, quarantine, drained GPUs) are left as the target has them. GPU
 leases and meta rows (heartbeats, schema version) belong to their store and are not copied.
 Everything is written in one transaction on the target: a failed copy leaves it as it was.
+
+Test results (a box's bulk: a million rows) go into PostgreSQL by ``COPY ... FROM STDIN`` on the
+same connection and transaction rather than as inserts: they never conflict (their run ids are
+new to the target), and COPY is several times faster than batched inserts there. Everything that
+may conflict (per-day sums, keyed rows) or is small (runs) keeps its statements.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from scheduler.store import dialect
 from scheduler.store.daily import ROW_COLUMNS, merge_rollup
-from scheduler.store.driver import bind_datetime
+from scheduler.store.driver import bind_datetime, fetch
 from scheduler.store.engine import Store
 from scheduler.store.nodeids import ids_of
 from scheduler.store.schema import (
@@ -109,16 +114,19 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
             report.add("runs", len(rows))
 
         test_ids = _copy_tests(src, dst)
+        result_names = [c.name for c in test_results.columns]
         run_ids = [int(i) for (i,) in src.execute(sa.select(runs.c.id).order_by(runs.c.id))]
         for start in range(0, len(run_ids), 100):
             chunk = run_ids[start : start + 100]
             query = sa.select(test_results).where(test_results.c.run_id.in_(chunk))
-            rows = [dict(r) for r in src.execute(query).mappings()]
+            # The driver's plain values (no column here needs SQLAlchemy's type processing):
+            # a million results' row objects cost more than their COPY.
+            rows = [dict(zip(result_names, r, strict=True)) for r in fetch(src, query)]
             for r in rows:
                 r["run_id"] = moved(r["run_id"])
                 r["test_id"] = test_ids[r["test_id"]]
             if rows:
-                dst.execute(test_results.insert(), rows)
+                _append(dst, test_results, rows)
                 report.add("test_results", len(rows))
 
         for table, period in ((test_daily, "day"), (test_weekly, "week")):
@@ -162,6 +170,31 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
                     )
                 )
     return report
+
+
+def _append(dst: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Add ``rows`` (each: every column of ``table``, none of which may conflict) to ``table``:
+    PostgreSQL's COPY protocol there (psycopg escapes each value), inserts elsewhere."""
+    if not dialect.is_postgres(dst):
+        dst.execute(table.insert(), rows)
+        return
+    names = [c.name for c in table.columns]
+    booleans = {c.name for c in table.columns if isinstance(c.type, sa.Boolean)}
+    driver = dst.connection.driver_connection
+    assert driver is not None
+    sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"  # our table and column names
+    error = dst.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for r in rows:
+                copy.write_row(
+                    [
+                        (None if r[n] is None else bool(r[n])) if n in booleans else r[n]
+                        for n in names
+                    ]
+                )
+    except error as exc:  # as SQLAlchemy's own statements raise it: Store.begin translates
+        raise sa.exc.DBAPIError.instance(sql, None, exc, error) from exc
 
 
 def _copy_tests(src: Connection, dst: Connection) -> dict[int, int]:

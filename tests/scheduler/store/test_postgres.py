@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from scheduler.kernel.errors import StoreConnectError, StoreError
 from scheduler.kernel.outcome import Outcome
@@ -21,6 +22,15 @@ from scheduler.store.engine import (
     Store,
     TestResultRow,
 )
+from scheduler.store.schema import (
+    ACTIVE_OUTCOMES,
+    alerts_outbox,
+    test_daily,
+    test_results,
+    test_weekly,
+)
+from scheduler.store.schema import runs as runs_table
+from scheduler.store.schema import tests as tests_table
 from tests.pg import PgCluster
 
 T0 = datetime(2026, 3, 1, 10, 15, tzinfo=timezone.utc)
@@ -215,9 +225,12 @@ def _box(path: Path, host: str | None, nodeid: str) -> Store:
     for minute in (15, 16):
         slot = T0.replace(minute=minute)
         run_id = box.create_run(
-            tier="hourly", trigger="schedule", slot=slot,
-            idempotency_key=f"hourly@{slot.isoformat()}", host=host,
-        )  # fmt: skip
+            tier="hourly",
+            trigger="schedule",
+            slot=slot,
+            idempotency_key=f"hourly@{slot.isoformat()}",
+            host=host,
+        )
         assert run_id is not None
         box.finish_run(
             run_id,
@@ -296,3 +309,84 @@ def test_a_stats_reader_keeps_its_snapshot_while_another_daemon_writes(
         assert reader.active_counts() == before
     with store.stats_reader() as reader:
         assert reader.active_counts() == {("hourly", "queued"): 1, ("daily", "queued"): 1}
+
+
+AWKWARD = [
+    "tab\there",
+    "new\nline\r\nand CR",
+    "back\\slash \\N \\. \\t",
+    "quotes ' \" `",
+    "unicode: é 漢字 🚀 \u2028",
+    "",
+    "\\",
+    ".",
+]
+
+
+def _rows(store: Store, table: sa.Table) -> list[dict[str, object]]:
+    """Every row of ``table`` in key order; SQLite's naive UTC datetimes made aware."""
+
+    def value(v: object) -> object:
+        if isinstance(v, datetime) and v.tzinfo is None:
+            return v.replace(tzinfo=timezone.utc)
+        return v
+
+    with store.begin() as conn:
+        query = sa.select(table).order_by(*table.primary_key.columns)
+        return [{k: value(v) for k, v in r.items()} for r in conn.execute(query).mappings()]
+
+
+def test_copy_lands_awkward_text_and_typed_values_identical(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    box = _box(tmp_path / "box.db", "gpu-a", "t::plain")
+    slot = T0.replace(minute=30)
+    run_id = box.create_run(tier="hourly", trigger="schedule", slot=slot, host="gpu-a")
+    assert run_id is not None
+    results = [
+        TestResultRow(
+            nodeid=f"t.py::test[{text}]",
+            outcome="failed" if i % 2 else "passed",
+            duration_s=i + 0.125,
+            markers=text,
+            message=text,
+            attempt=i % 2,
+            final=bool(i % 3),
+            peak_rss_bytes=None if i % 2 else 2**40 + i,
+            rss_method=None if i % 3 else text,
+            cuda_peak_bytes=2**33 if i % 2 else None,
+            owner=text or None,
+        )
+        for i, text in enumerate(AWKWARD)
+    ]
+    box.finish_run(run_id, results, outcome=Outcome.FAILED, finished_at=slot)
+    copy_store(box, pg_store, host="unused")
+    copied = 0
+    for table in (runs_table, tests_table, test_results, test_daily, test_weekly, alerts_outbox):
+        source = _rows(box, table)
+        if table is runs_table:  # a run still active in the box is copied interrupted
+            for row in source:
+                if row["outcome"] in ACTIVE_OUTCOMES:
+                    row["outcome"] = "interrupted"
+                    row["reason"] = "copied by `schedctl store copy` while it was still active"
+        target = _rows(pg_store, table)
+        assert len(target) == len(source), table.name
+        for got, want in zip(target, source, strict=True):
+            assert {k: v for k, v in got.items() if v != want[k]} == {}, (table.name, want)
+        copied += len(source)
+    assert len(_rows(pg_store, test_results)) == len(AWKWARD) + 2
+    assert copied > 0
+
+
+def test_a_nul_in_a_result_fails_the_copy_and_leaves_the_target_as_it_was(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    box = _box(tmp_path / "box.db", "gpu-a", "t::plain")
+    run_id = box.create_run(tier="hourly", trigger="manual", host="gpu-a")
+    assert run_id is not None
+    bad = TestResultRow(nodeid="t::nul", outcome="failed", message="a\x00b")
+    box.finish_run(run_id, [bad], outcome=Outcome.FAILED, finished_at=T0)
+    with pytest.raises(StoreError, match="NUL"):
+        copy_store(box, pg_store, host="unused")
+    assert _rows(pg_store, runs_table) == []
+    assert _rows(pg_store, test_results) == []
