@@ -5,7 +5,8 @@ See :mod:`scheduler.store.engine` for the layout (one query module per concern).
 The names of :mod:`.engine` are imported from it on first use (PEP 562): importing a light
 module of this package (:mod:`.records`, :mod:`.reader`, :mod:`.writer`) does not import
 SQLAlchemy, nor does asking this package for plain data (``RunRecord``, ``TestResultRow``,
-``QuarantineRow``) or the run-row errors. A test checks that ``__all__`` here is the engine's.
+``QuarantineRow``) or the run-row errors. ``__all__`` is the engine's: a star import of this
+package imports SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -14,48 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scheduler.store.engine import *  # noqa: F403
+    from scheduler.store.engine import __all__ as __all__
 
-# __all__ names what the star import (for type checkers) and __getattr__ provide.
-# ruff: noqa: F405
-
-__all__ = [
-    "ACTIVE_OUTCOMES",
-    "FINAL_OUTCOMES",
-    "SCHEMA_VERSION",
-    "UNDELIVERED",
-    "ActiveRunExists",
-    "AlertStep",
-    "AlertTrackRow",
-    "AttemptRow",
-    "ImageBuild",
-    "LeaseRow",
-    "OutboxEntry",
-    "OutboxRow",
-    "OutboxState",
-    "QuarantineRow",
-    "RunAlreadyFinal",
-    "RunFilter",
-    "RunRecord",
-    "SlowTest",
-    "StatsReader",
-    "Store",
-    "TallyRow",
-    "TestResultRow",
-    "TestSummaryRow",
-    "TestTallyRow",
-    "alert_state",
-    "alerts_outbox",
-    "change_range",
-    "failure_streak",
-    "gpu_leases",
-    "is_postgres_url",
-    "meta_table",
-    "probe_writable",
-    "runs",
-    "test_results",
-    "utcnow",
-]
-
+# The names are the engine's (its ``__all__``, listed once, next to their imports). At run time
+# they are looked up on first use, so this module has to tell "not the engine's" without
+# importing the engine: private names and this package's modules (importlib probes
+# ``from scheduler.store import records`` with getattr before importing the submodule).
 
 # Plain data and errors come from their light modules (the same objects the engine re-exports):
 # `from scheduler.store import RunRecord` imports no SQLAlchemy.
@@ -70,12 +35,18 @@ _LIGHT = {
 
 
 def __getattr__(name: str) -> Any:
-    if name not in __all__:  # a submodule not imported yet, or a typo
-        raise AttributeError(f"module 'scheduler.store' has no attribute {name!r}")
     if name in _LIGHT:
         import importlib
 
         return getattr(importlib.import_module(_LIGHT[name]), name)
+    if (name.startswith("_") and name != "__all__") or _is_submodule(name):
+        raise AttributeError(f"module 'scheduler.store' has no attribute {name!r}")
     from scheduler.store import engine
 
     return getattr(engine, name)
+
+
+def _is_submodule(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(f"{__name__}.{name}") is not None

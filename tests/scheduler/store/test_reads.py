@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from scheduler.store import reads, sqlite_reads
 from scheduler.store.schema import SCHEMA_VERSION
@@ -31,4 +35,24 @@ def test_the_package_exports_the_engines_names_lazily() -> None:
     from scheduler.store import engine
 
     assert scheduler.store.__all__ == engine.__all__
-    assert scheduler.store.Store is engine.Store
+    for name in engine.__all__:
+        assert getattr(scheduler.store, name) is getattr(engine, name), name
+    for missing in ("_private", "no_such_name"):
+        with pytest.raises(AttributeError, match=missing):
+            getattr(scheduler.store, missing)
+
+
+def test_asking_for_a_submodule_or_plain_data_imports_no_sqlalchemy() -> None:
+    """importlib probes ``from scheduler.store import writer`` with getattr first."""
+    code = (
+        "import sys\n"
+        "import scheduler.store\n"
+        "assert not hasattr(scheduler.store, 'writer')\n"
+        "from scheduler.store import writer, records, RunRecord, ActiveRunExists\n"
+        "assert RunRecord is records.RunRecord\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stderr
