@@ -47,13 +47,23 @@ def hook(server: HTTPServer) -> Recorder:
     return receiver
 
 
+@pytest.fixture
+def receiver(httpserver: HTTPServer) -> Recorder:
+    """The webhook's receiver on the loopback server."""
+    return hook(httpserver)
+
+
+@pytest.fixture
+def h(httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]) -> Harness:
+    """A harness whose sinks are the loopback webhook and the fake GitHub."""
+    return make_harness(sinks_config(httpserver, github))
+
+
 class TestFiring:
     def test_failure_sends_one_signed_webhook(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """A failed run reaches the webhook once, HMAC-signed over the exact body bytes."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         record = h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.deliver()
         assert len(receiver.requests) == 1
@@ -87,11 +97,9 @@ class TestFiring:
         assert "tests/test_a.py::test_one" in issues[0].body
 
     def test_second_identical_failure_opens_no_duplicate(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """The same failing set again: same issue, no comment, no second webhook."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.deliver()
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
@@ -101,11 +109,9 @@ class TestFiring:
         assert [b["action"] for b in receiver.bodies()] == ["fire"]
 
     def test_changed_failing_set_comments(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """A repeat whose failing set changed adds one comment and one webhook."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.finish("hourly", Outcome.FAILED, [("tests/test_b.py::test_new", "failed", "E boom")])
         h.deliver()
@@ -115,11 +121,9 @@ class TestFiring:
         assert [b["action"] for b in receiver.bodies()] == ["fire", "repeat"]
 
     def test_third_consecutive_failure_escalates(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """Run 3 of a streak escalates: critical webhook, high-priority label, one comment."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         for _ in range(3):
             h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
             h.deliver()
@@ -135,11 +139,9 @@ class TestFiring:
         assert "Escalated to critical" in issue.comments[0]
 
     def test_timeouts_count_in_the_streak(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """failed, timeout, failed is three failures in a row; an infra error in between is not."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.finish("hourly", Outcome.TIMEOUT)
         h.finish("hourly", Outcome.INFRA_ERROR)
@@ -154,11 +156,9 @@ class TestFiring:
 
 class TestRecovery:
     def test_green_resolves_and_closes_issue(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """A green run sends a resolved webhook and closes the issue with a comment."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         for _ in range(3):
             h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         green = h.finish("hourly", Outcome.PASSED, PASSED, sha="b" * 40)
@@ -187,11 +187,9 @@ class TestRecovery:
         assert [b["action"] for b in receiver.bodies()] == ["fire", "resolve"]
 
     def test_relapse_reopens_the_issue(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """Failing after recovery reopens the same issue instead of opening a new one."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.finish("hourly", Outcome.PASSED, PASSED)
         h.deliver()
@@ -246,11 +244,9 @@ class TestFingerprints:
         assert titles == ["[schedctl] daily: tests failing", "[schedctl] hourly: tests failing"]
 
     def test_infra_outcome_alerts_as_infra(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """infra-error alerts as class infra, with its own fingerprint, never as a test failure."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         h.finish("hourly", Outcome.INFRA_ERROR)
         h.finish("hourly", Outcome.FAILED, FAILED_TESTS)
         h.deliver()
@@ -265,11 +261,9 @@ class TestFingerprints:
         assert github.issue_for("hourly/tests-failed")[0].state == "open"
 
     def test_cancelled_and_skipped_never_alert(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """Cancelled and skipped-overlap runs write no alert state and send nothing."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         h.finish("hourly", Outcome.CANCELLED)
         h.finish("hourly", Outcome.SKIPPED_OVERLAP)
         h.deliver()
@@ -312,11 +306,9 @@ class TestFingerprints:
 
 class TestCatchUp:
     def test_runs_no_listener_saw_alert_once(
-        self, httpserver: HTTPServer, github: FakeGitHub, make_harness: Callable[..., Harness]
+        self, receiver: Recorder, h: Harness, github: FakeGitHub
     ) -> None:
         """A failure recorded without the listener (CLI run, crash) alerts on catch-up, once."""
-        receiver = hook(httpserver)
-        h = make_harness(sinks_config(httpserver, github))
         assert h.recorder.catch_up() == 0  # first use: the cursor starts at the newest run
         unseen = h.store.create_run(
             tier="hourly",
