@@ -22,6 +22,29 @@ from tests.scheduler.conftest import FakeDispatcher
 from tests.waiting import wait_for
 
 
+def running_row(
+    store: Store,
+    tier: str,
+    host: str,
+    owner_pid: int,
+    *,
+    trigger: str = "manual",
+    owner_identity: str | None = None,
+) -> int:
+    """A pytest run row left ``running`` by the process ``owner_pid`` on ``host``."""
+    run_id = store.create_run(
+        tier=tier,
+        trigger=trigger,
+        kind="pytest",
+        outcome=Outcome.RUNNING,
+        host=host,
+        owner_pid=owner_pid,
+        owner_identity=owner_identity,
+    )
+    assert run_id is not None
+    return run_id
+
+
 def test_passing_run_is_recorded_with_counts(
     make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
 ) -> None:
@@ -143,23 +166,8 @@ def test_recover_marks_dead_owner_runs_interrupted(
     """Runs left running by a dead process become interrupted; live owners are left alone."""
     config = make_config()
     d = fake_dispatcher(config, FakeRunner())
-    dead = d.store.create_run(
-        tier="hourly",
-        trigger="schedule",
-        kind="pytest",
-        outcome=Outcome.RUNNING,
-        host=d.host,
-        owner_pid=2**22 + 12345,
-    )
-    live = d.store.create_run(
-        tier="daily",
-        trigger="manual",
-        kind="pytest",
-        outcome=Outcome.RUNNING,
-        host=d.host,
-        owner_pid=os.getpid(),
-    )
-    assert dead is not None and live is not None
+    dead = running_row(d.store, "hourly", d.host, 2**22 + 12345, trigger="schedule")
+    live = running_row(d.store, "daily", d.host, os.getpid())
     d.store.acquire_leases(dead, "hourly", [(0, "GPU-0")])
     events: list[Event] = []
     d.add_listener(events.append)
@@ -224,25 +232,16 @@ def test_recover_sees_through_a_reused_pid(
     """A run whose owner pid now belongs to another process (restart, reboot) is interrupted."""
     config = make_config()
     d = fake_dispatcher(config, FakeRunner())
-    reused = d.store.create_run(
-        tier="hourly",
+    reused = running_row(
+        d.store,
+        "hourly",
+        d.host,
+        os.getpid(),
         trigger="schedule",
-        kind="pytest",
-        outcome=Outcome.RUNNING,
-        host=d.host,
-        owner_pid=os.getpid(),
         owner_identity="another-boot:12345",
     )
-    mine = d.store.create_run(
-        tier="daily",
-        trigger="manual",
-        kind="pytest",
-        outcome=Outcome.RUNNING,
-        host=d.host,
-        owner_pid=os.getpid(),
-        owner_identity=d.identity,
-    )
-    assert reused is not None and mine is not None and d.identity
+    mine = running_row(d.store, "daily", d.host, os.getpid(), owner_identity=d.identity)
+    assert d.identity
     assert d.recover() == [reused]
     assert d.store.get_run(mine).outcome is Outcome.RUNNING
     assert d.run(RunRequest("hourly")).outcome is Outcome.PASSED  # the tier is not "busy"
@@ -278,15 +277,7 @@ def test_store_allows_one_active_run_per_tier_across_processes(
     config = make_config()
     d = fake_dispatcher(config, FakeRunner())
     other = Store(config.db_path)
-    first = other.create_run(
-        tier="hourly",
-        trigger="manual",
-        kind="pytest",
-        outcome=Outcome.RUNNING,
-        host="elsewhere",
-        owner_pid=1,
-    )
-    assert first is not None
+    running_row(other, "hourly", "elsewhere", 1)
     with pytest.raises(ActiveRunExists):
         other.create_run(tier="hourly", trigger="manual", kind="pytest")
     record = d.run(RunRequest("hourly"))
