@@ -48,8 +48,10 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     assert "ix_test_results_run" in indexes
 
 
-def finish(store: Store, outcome: Outcome, results: list[TestResultRow], sha: str) -> int:
-    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+def finish(
+    store: Store, outcome: Outcome, results: list[TestResultRow], sha: str, tier: str = "hourly"
+) -> int:
+    run_id = store.create_run(tier=tier, trigger="manual", kind="pytest")
     assert run_id is not None
     store.finish_run(run_id, results, outcome=outcome, sha=sha, finished_at=DAY)
     return run_id
@@ -128,7 +130,6 @@ def test_verdict_runs_keep_the_verdict_per_tier_and_window(store: Store) -> None
     """The reduced input read per tier and from several first runs, on a history of two tiers
     with infra-failed runs (not evidence), a result reported twice in one run and commits run
     more than once: each verdict and run count equals the one judged from every attempt."""
-    from scheduler.history.flaky import classify
 
     rng = random.Random(7)
     nodeids = [f"t.py::tier_case_{i}" for i in range(10)]
@@ -147,26 +148,8 @@ def test_verdict_runs_keep_the_verdict_per_tier_and_window(store: Store) -> None
                 rows.append(TestResultRow(nodeid, "passed" if roll < 0.93 else "skipped", 0.1))
             if run == 23 and i == 2:  # reported twice in one attempt (JUnit XML allows it)
                 rows.append(TestResultRow(nodeid, "failed", 0.1))
-        run_id = store.create_run(tier=tier, trigger="manual", kind="pytest")
-        assert run_id is not None
-        store.finish_run(run_id, rows, outcome=outcome, sha=f"{run // rng.choice((1, 2, 4)):040x}",
-                         finished_at=DAY)  # fmt: skip
-    flaky = 0
-    for tier in (None, "hourly", "daily"):
-        for first in (1, 12, 41, 69):
-            reduced, totals = store.verdict_runs(nodeids, tier=tier, from_run_id=first)
-            full = store.test_attempts(nodeids, tier=tier, from_run_id=first, lean=True)
-            for nodeid in nodeids:
-                mine = [a for a in full if a.nodeid == nodeid]
-                expected = classify(nodeid, mine)
-                got = classify(nodeid, [a for a in reduced if a.nodeid == nodeid],
-                               totals.get(nodeid))  # fmt: skip
-                assert got == expected, (nodeid, tier, first)
-                assert totals.get(nodeid, 0) == len(
-                    {a.run_id for a in mine if a.outcome != "skipped"}
-                ), (nodeid, tier, first)
-                flaky += expected.flaky
-    assert flaky > 0
+        finish(store, outcome, rows, sha=f"{run // rng.choice((1, 2, 4)):040x}", tier=tier)
+    assert_reduced_verdicts_match(store, nodeids, firsts=(1, 12, 41, 69))
 
 
 def test_verdict_runs_read_passes_as_counts_only_where_they_say_which_runs(store: Store) -> None:
@@ -175,7 +158,6 @@ def test_verdict_runs_read_passes_as_counts_only_where_they_say_which_runs(store
     (not selected, another tier), a pass reported twice in one run, a pass beside a failure or
     a skip in one run, xfails and runs that are not evidence. Every verdict and run count
     equals the one judged from every attempt, for several windows and tiers."""
-    from scheduler.history.flaky import classify
 
     rng = random.Random(31)
     nodeids = [f"t.py::dense_case_{i}" for i in range(12)] + ["t.py::dense_twice"]
@@ -208,13 +190,24 @@ def test_verdict_runs_read_passes_as_counts_only_where_they_say_which_runs(store
         rows.append(TestResultRow("t.py::dense_twice", "passed", 0.1))
         if run % 7 == 3:
             rows.append(TestResultRow("t.py::dense_twice", rng.choice(("failed", "skipped")), 0.1))
-        run_id = store.create_run(tier=tier, trigger="manual", kind="pytest")
-        assert run_id is not None
-        sha = f"{run // rng.choice((1, 2, 3)):040x}"
-        store.finish_run(run_id, rows, outcome=outcome, sha=sha, finished_at=DAY)
+        finish(store, outcome, rows, sha=f"{run // rng.choice((1, 2, 3)):040x}", tier=tier)
+    assert_reduced_verdicts_match(store, nodeids, firsts=(1, 10, 33, 79))
+
+
+VERDICTS = frozenset({"passed", "failed", "error", "flaky", "xfailed", "xpassed"})
+
+
+def assert_reduced_verdicts_match(
+    store: Store, nodeids: list[str], firsts: tuple[int, ...]
+) -> None:
+    """For every tier (and none) and window: each test's verdict from ``verdict_runs``' reduced
+    input equals the one judged from every attempt, its run count is the runs with a verdict
+    (skips are none), and some test is flaky."""
+    from scheduler.history.flaky import classify
+
     flaky = 0
     for tier in (None, "hourly", "daily"):
-        for first in (1, 10, 33, 79):
+        for first in firsts:
             reduced, totals = store.verdict_runs(nodeids, tier=tier, from_run_id=first)
             full = store.test_attempts(nodeids, tier=tier, from_run_id=first, lean=True)
             for nodeid in nodeids:
@@ -223,9 +216,8 @@ def test_verdict_runs_read_passes_as_counts_only_where_they_say_which_runs(store
                 got = classify(nodeid, [a for a in reduced if a.nodeid == nodeid],
                                totals.get(nodeid))  # fmt: skip
                 assert got == expected, (nodeid, tier, first)
-                verdicts = {"passed", "failed", "error", "flaky", "xfailed", "xpassed"}
                 assert totals.get(nodeid, 0) == len(
-                    {a.run_id for a in mine if a.outcome in verdicts}
+                    {a.run_id for a in mine if a.outcome in VERDICTS}
                 ), (nodeid, tier, first)
                 flaky += expected.flaky
     assert flaky > 0
