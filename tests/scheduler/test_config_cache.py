@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +21,7 @@ from scheduler.config_cache import (
 )
 from scheduler.config_view import ConfigView, view_from_yaml
 from scheduler.kernel.errors import ConfigError
-from tests.conftest import ROOT
+from tests.fresh import python_c
 from tests.waiting import wait_for
 
 CONFIG = """\
@@ -169,11 +167,7 @@ def test_the_view_is_the_configs_and_reading_it_imports_no_pydantic(
         "print(json.dumps([sorted(snap.view.tiers), sorted(sys.modules)]))\n"
         "snap.config()\nprint(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    ).stdout.splitlines()  # fmt: skip
+    out = python_c(code).stdout.splitlines()
     tiers, before = json.loads(out[0])
     assert tiers == sorted(full.tiers)
     assert not {m.split(".")[0] for m in before} & {"pydantic", "yaml", "apscheduler"}
@@ -331,11 +325,7 @@ def test_the_view_from_the_yaml_imports_no_pydantic(tmp_path: Path) -> None:
         f"view = load_view(Path({str(config)!r}), {env!r})\n"
         "print(json.dumps([sorted(view.tiers), sorted(sys.modules)]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    ).stdout  # fmt: skip
+    out = python_c(code).stdout
     tiers, modules = json.loads(out)
     assert tiers == ["hourly", "manual", "nightly"]
     assert not {m.split(".")[0] for m in modules} & {"pydantic", "apscheduler", "sqlalchemy"}

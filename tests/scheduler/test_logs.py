@@ -4,11 +4,8 @@ redacted, plain tracebacks, and structlog imported without rich."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.fresh import python_c
 
 LATE_IMPORT = """
 import sys
@@ -22,11 +19,7 @@ structlog.get_logger("t").warning("shown", token="s3cret")
 
 
 def test_structlog_imported_later_is_configured_first() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", LATE_IMPORT],
-        capture_output=True, text=True, check=True, env=env, timeout=120,
-    )  # fmt: skip
+    out = python_c(LATE_IMPORT)
     lines = [json.loads(line) for line in out.stderr.splitlines()]
     assert [(e["event"], e["level"], e["token"]) for e in lines] == [("shown", "warning", "***")]
     assert out.stdout == ""
@@ -34,11 +27,7 @@ def test_structlog_imported_later_is_configured_first() -> None:
 
 def test_already_imported_structlog_is_configured_now() -> None:
     code = LATE_IMPORT.replace('assert "structlog" not in sys.modules', "import structlog")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, env=env, timeout=120,
-    )  # fmt: skip
+    out = python_c(code)
     assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == ["shown"]
 
 
@@ -62,11 +51,7 @@ print("rich importable:", rich.table.Table is not None)
 
 
 def test_structlog_comes_without_rich_and_renders_plain_tracebacks() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    out = python_c(PROBE)
     assert "rich after structlog: False" in out.stdout
     assert "rich importable: True" in out.stdout
     assert "Traceback (most recent call last)" in out.stderr  # the plain formatter
@@ -80,11 +65,7 @@ def test_a_process_that_imported_rich_first_keeps_it() -> None:
         "import rich, scheduler.logs\nscheduler.logs.import_structlog_without_rich()\n"
         "import structlog.dev\nprint(structlog.dev.rich is rich)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    out = python_c(code)
     assert out.stdout.strip() == "True"
 
 
@@ -96,11 +77,7 @@ def test_structlog_imported_after_set_up_comes_without_rich() -> None:
         "import rich.table\n"
         'print("rich importable:", rich.table.Table is not None)\n'
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    out = python_c(code)
     assert "rich after structlog: False" in out.stdout
     assert "rich importable: True" in out.stdout
     assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == ["shown"]

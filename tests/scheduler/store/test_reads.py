@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from scheduler.store import reads, sqlite_reads
 from scheduler.store.schema import SCHEMA_VERSION
+from tests.fresh import python_c
 
 
 def test_generated_statements_are_current() -> None:
@@ -52,7 +51,4 @@ def test_asking_for_a_submodule_or_plain_data_imports_no_sqlalchemy() -> None:
         "assert RunRecord is records.RunRecord\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.strip() == "[]", done.stderr
+    assert python_c(code).stdout.strip() == "[]"
