@@ -35,9 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.figures import figure, interleaved, timed  # noqa: E402
+from bench.figures import SCHEDCTL, figure, interleaved, local_config, timed, tree_env  # noqa: E402
 
-SCHEDCTL = [sys.executable, "-c", "from scheduler.cli import main; main()"]
 TARGETS_S = {
     "--version": 0.15,
     "--help": 0.15,
@@ -46,25 +45,6 @@ TARGETS_S = {
     "show 1": 0.3,
     "status": 0.3,
 }
-
-CONFIG = """\
-state_dir: {state}
-timezone: UTC
-runner: local
-local:
-  allow_root: true
-project:
-  path: {suite}
-tiers:
-  hourly:
-    schedule: "15 * * * *"
-    timeout: 30m
-    markers: hourly
-  daily:
-    schedule: "30 2 * * *"
-    timeout: 90m
-    markers: daily or not hourly
-"""
 
 
 COLD = "runs (config just changed)"
@@ -90,11 +70,9 @@ def main() -> None:
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         print("note: PYTHONDONTWRITEBYTECODE is set: every process compiles this tree's modules")
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "SCHEDCTL_CACHE_DIR": f"{tmp}/cache"}
+        env = tree_env(SCHEDCTL_CACHE_DIR=f"{tmp}/cache")
         config = Path(tmp) / "config.yaml"
-        config.write_text(
-            CONFIG.format(state=Path(tmp) / "state", suite=ROOT / "examples" / "suite")
-        )
+        config.write_text(local_config(Path(tmp) / "state"))
         base = [*SCHEDCTL, "--config", str(config)]
         subprocess.run(
             [*base, "run", "hourly", "--json"], check=True, capture_output=True, env=env, cwd=tmp

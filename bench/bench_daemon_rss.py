@@ -10,7 +10,6 @@ no alert sinks) until it answers on its socket, idles a few seconds, and its VmR
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -22,29 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.figures import figure  # noqa: E402
+from bench.figures import SCHEDCTL, figure, local_config, tree_env  # noqa: E402
 
 TARGET_MIB = 60.0
-CONFIG = """\
-state_dir: {state}
-timezone: UTC
-runner: local
-local:
-  allow_root: true
-daemon:
-  metrics_address: 127.0.0.1:0
-project:
-  path: {suite}
-tiers:
-  hourly:
-    schedule: "15 * * * *"
-    timeout: 30m
-    markers: hourly
-  daily:
-    schedule: "30 2 * * *"
-    timeout: 90m
-    markers: daily or not hourly
-"""
+METRICS_ON = "daemon:\n  metrics_address: 127.0.0.1:0\n"
 RSS = (
     "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmRSS')][0])"
 )
@@ -61,16 +41,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--idle", type=float, default=5.0)
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = tree_env()
     bare = int(subprocess.run([sys.executable, "-c", RSS], capture_output=True, text=True,
                               check=True, env=env).stdout)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         config = Path(tmp) / "config.yaml"
-        config.write_text(CONFIG.format(state=state, suite=ROOT / "examples" / "suite"))
+        config.write_text(local_config(state, METRICS_ON))
         daemon = subprocess.Popen(
-            [sys.executable, "-c", "from scheduler.cli import main; main()",
-             "--config", str(config), "daemon"],
+            [*SCHEDCTL, "--config", str(config), "daemon"],
             env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert daemon.stderr is not None

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.figures import figure, interleaved, timed  # noqa: E402
+from bench.figures import SCHEDCTL, figure, interleaved, timed  # noqa: E402
 
 SUITE = ROOT / "examples" / "suite"
 PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hourly"]
@@ -73,10 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(CONFIG.format(state=Path(tmp) / "state", suite=SUITE, image=args.image))
-        schedctl = [
-            sys.executable, "-c", "from scheduler.cli import main; main()",
-            "--config", str(config), "run", "hourly", "--json", "--runner",
-        ]  # fmt: skip
+        schedctl = [*SCHEDCTL, "--config", str(config), "run", "hourly", "--json", "--runner"]
         runs = {
             "bare local": partial(timed, [sys.executable, *PYTEST], cwd=SUITE, env=env),
             "local": partial(timed, [*schedctl, "local"], cwd=tmp, env=env),

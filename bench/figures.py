@@ -2,10 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "examples" / "suite"
+SCHEDCTL = (sys.executable, "-c", "from scheduler.cli import main; main()")
+"""``schedctl`` as its console script starts it; with :func:`tree_env`, this tree's code."""
+
+LOCAL_CONFIG = """\
+state_dir: {state}
+timezone: UTC
+runner: local
+local:
+  allow_root: true
+project:
+  path: {suite}
+tiers:
+  hourly:
+    schedule: "15 * * * *"
+    timeout: 30m
+    markers: hourly
+  daily:
+    schedule: "30 2 * * *"
+    timeout: 90m
+    markers: daily or not hourly
+"""
+
+
+def local_config(state: Path, extra: str = "") -> str:
+    """A two-tier local-runner config on the example suite, as a user writes one; ``extra`` is
+    more top-level YAML."""
+    return LOCAL_CONFIG.format(state=state, suite=SUITE) + extra
+
+
+def tree_env(**extra: str) -> dict[str, str]:
+    """This environment with this tree's code first on the path."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
 
 
 def figure(name: str, value: str, baseline: str, target: str, ok: bool) -> str:
