@@ -1,11 +1,13 @@
-"""Fixtures and helpers for the Docker runner tests (imported by test_docker.py).
+"""Fixtures and helpers for the tests that need the Docker engine and the test image.
 
-A missing engine or image skips on a developer machine and fails under CI=true.
+Test modules load it with ``pytest_plugins = ["tests.runners.conftest_docker"]``; a test that
+only needs the engine and the image present (it drives ``schedctl`` as a user would) asks for
+``docker_image``. A missing engine or image skips on a developer machine and fails under CI=true
+(:func:`tests.conftest.require`).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,18 +18,10 @@ import pytest
 
 from runners.base import RunSpec
 from runners.docker import DEFAULT_IMAGE, LABEL_INSTANCE, DockerRunner
+from runners.prewarm import instance_of
+from tests.conftest import require
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PYTEST_ARGV = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip on a developer machine, fail under CI=true: CI must have the engine and the image."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +49,11 @@ def docker_image(docker_client: docker.DockerClient) -> str:
 def our_containers(client: docker.DockerClient, instance: str) -> list[Any]:
     """Every container (running or not) labelled with this test's runner instance."""
     return list(client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}))
+
+
+def state_containers(client: docker.DockerClient, state_dir: Path) -> list[Any]:
+    """Every container of the schedctl whose state dir is ``state_dir`` (its instance label)."""
+    return our_containers(client, instance_of(state_dir))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -14,17 +13,13 @@ from typing import Any
 
 import pytest
 
+from runners.prewarm import instance_of
 from tests.conftest import SCHEDCTL, tier
-from tests.runners.test_contract import _docker_harness
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytest_plugins = ["tests.runners.conftest_docker"]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_image")]
 IMAGE = "schedctl-test:bookworm"
-
-
-@pytest.fixture(autouse=True)
-def _engine() -> None:
-    _docker_harness().runner.close()
 
 
 def run_json(
@@ -67,7 +62,7 @@ def test_hourly_in_docker_matches_local(write_config: Callable[..., Path]) -> No
 def _our_containers(state_dir: Path, run_id: int) -> list[str]:
     """The run's containers: labelled with its id, or -- a container prewarmed before the run
     existed (runners/docker_prewarm.py) keeps its pending ``launch-`` id label -- named for it."""
-    instance = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    instance = instance_of(state_dir)
     out = subprocess.run(
         [
             "docker",

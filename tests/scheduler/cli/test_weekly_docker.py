@@ -7,19 +7,20 @@ Debian python 3.11 imports the same CPU build of torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from runners.docker import CONTAINER_UID as DEFAULT_CONTAINER_UID
 from tests.conftest import SCHEDCTL, require
-from tests.runners.test_contract import _docker_harness
+from tests.runners.conftest_docker import state_containers
 
+pytest_plugins = ["tests.runners.conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.torch, pytest.mark.slow]
 IMAGE = "schedctl-test:bookworm"
 SITE_IN_CONTAINER = "/opt/site"
@@ -27,9 +28,8 @@ CONTAINER_UID = DEFAULT_CONTAINER_UID  # the docker runner's default user
 
 
 @pytest.fixture(scope="module")
-def site_packages() -> Path:
+def site_packages(docker_image: str) -> Path:
     """The directory holding the host's torch (it must be cp311, like the image's python)."""
-    _docker_harness().runner.close()
     try:
         import torch
     except ImportError:
@@ -63,20 +63,11 @@ def run_weekly(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def our_containers(state_dir: Path) -> list[str]:
-    """Containers (running or not) of this test's schedctl instance."""
-    instance = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
-    out = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--filter", f"label=schedctl.instance={instance}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
 def test_weekly_passes_in_containers(
-    write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    site_packages: Path,
+    docker_client: docker.DockerClient,
 ) -> None:
     """Both gloo runs pass in containers, verdict passed, numbers and containers recorded."""
     config = write_config(project=tmp_path, image=IMAGE, tiers={"weekly": weekly(site_packages)})
@@ -99,14 +90,17 @@ def test_weekly_passes_in_containers(
     for n in ("1", "2"):  # rank 0 wrote its metrics as the container's user, not as us
         metrics = Path(runs[n]["log_path"]).with_name("metrics.jsonl")
         assert metrics.stat().st_uid == CONTAINER_UID
-    assert our_containers(tmp_path / "state") == []
+    assert state_containers(docker_client, tmp_path / "state") == []
 
 
 HANG_LIMIT_S = 45
 
 
 def test_injected_hang_times_out_with_container_stacks(
-    write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    site_packages: Path,
+    docker_client: docker.DockerClient,
 ) -> None:
     """A rank that hangs: timeout within the per-run limit, every rank's stack, no container."""
     # The limit must leave a loaded 2-core machine time to import torch and reach step 2 in
@@ -123,11 +117,14 @@ def test_injected_hang_times_out_with_container_stacks(
     assert "in _hang" in hung and "schedctl_smoketest.py" in hung
     assert "--- rank 0" in waiting and "most recent call first" in waiting
     assert "injected hang at step 2" in "\n".join(run["rank_logs"]["1"])
-    assert our_containers(tmp_path / "state") == []
+    assert state_containers(docker_client, tmp_path / "state") == []
 
 
 def test_image_without_torch_is_infra(
-    write_config: Callable[..., Path], tmp_path: Path, site_packages: Path
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    site_packages: Path,
+    docker_client: docker.DockerClient,
 ) -> None:
     """Without torch in the container the tier is infra-error naming the image, not failed."""
     tier = weekly(site_packages, mount_torch=False, nproc=[1])
@@ -135,4 +132,4 @@ def test_image_without_torch_is_infra(
     code, result = run_weekly(config)
     assert (code, result["outcome"]) == (1, "infra-error")
     assert "torch is not importable" in result["reason"] and IMAGE in result["reason"]
-    assert our_containers(tmp_path / "state") == []
+    assert state_containers(docker_client, tmp_path / "state") == []

@@ -11,16 +11,11 @@ import pytest
 
 from scheduler.store import Store
 from tests.conftest import SCHEDCTL, tier
-from tests.runners.test_contract import _docker_harness
 from tests.scheduler.markers import reference
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytest_plugins = ["tests.runners.conftest_docker"]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_image")]
 IMAGE = "schedctl-test:bookworm"
-
-
-@pytest.fixture(autouse=True)
-def _engine() -> None:
-    _docker_harness().runner.close()
 
 
 def schedctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
