@@ -188,6 +188,7 @@ class DockerPrewarm:
         self._stdin: socket.socket | None = None
         self._done = False
         self._thread = threading.Thread(target=self._make, name="docker-prewarm", daemon=True)
+        self._remover: threading.Thread | None = None
 
     @classmethod
     def start(cls, plan: DockerPlan, client: EngineClient | None = None) -> DockerPrewarm | None:
@@ -305,12 +306,25 @@ class DockerPrewarm:
         finally:
             sock.close()
 
-    def discard(self) -> None:
+    def discard(self, wait: bool = True) -> None:
         """Remove an unused container (it has run nothing of the project: no "go" was sent)
-        and its staging dir. A no-op once the run used it."""
-        if self._done:
-            return
-        self._done = True
+        and its staging dir. A no-op once the run used it.
+
+        ``wait=False`` (the validated config will not use it) removes it in a thread, while the
+        command goes on starting its run; a later ``discard()`` waits for that removal.
+        """
+        if self._remover is None:
+            if self._done:
+                return
+            self._done = True
+            self._remover = threading.Thread(
+                target=self._remove, name="docker-prewarm-discard", daemon=True
+            )
+            self._remover.start()
+        if wait:
+            self._remover.join()
+
+    def _remove(self) -> None:
         self._thread.join()  # what it is making is removed below
         sock, self._stdin = self._stdin, None
         if sock is not None:

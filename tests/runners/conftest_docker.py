@@ -48,7 +48,9 @@ def docker_image(docker_client: docker.DockerClient) -> str:
 
 def our_containers(client: docker.DockerClient, instance: str) -> list[Any]:
     """Every container (running or not) labelled with this test's runner instance."""
-    return list(client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}))
+    # A container removed between the listing and its inspection is gone, not an error.
+    label = f"{LABEL_INSTANCE}={instance}"
+    return list(client.containers.list(all=True, filters={"label": label}, ignore_removed=True))
 
 
 def state_containers(client: docker.DockerClient, state_dir: Path) -> list[Any]:

@@ -297,6 +297,25 @@ class TestPrewarmedRuns:
         with pytest.raises(Exception, match="404|No such container"):
             docker_runner.client.containers.get(prewarm.container_id)
 
+    def test_a_discard_without_waiting_finishes_at_the_next_discard(
+        self, docker_runner: DockerRunner, make_project: Any, make_spec: Any
+    ) -> None:
+        """``discard(wait=False)`` (a stale plan's container: schedctl goes on starting its run)
+        takes the container out of use at once; the engine's removal finishes in the
+        background, and a later ``discard()`` (the command's end) waits for it."""
+        spec = _run_spec(make_spec, make_project(PASS))
+        prewarm = _plan(docker_runner, spec).start()
+        assert prewarm is not None  # not waited for: it may still be being made
+        staging = Path(prewarm.staging or "")
+        prewarm.discard(wait=False)
+        assert prewarm.used and prewarm.mismatch({}, spec.argv) == "already used"
+        prewarm.discard()
+        assert prewarm.container_id, prewarm.failure  # it was made, then removed
+        with pytest.raises(Exception, match="404|No such container"):
+            docker_runner.client.containers.get(prewarm.container_id)
+        assert not staging.exists()
+        assert our_containers(docker_runner.client, docker_runner.instance or "") == []
+
     def test_sigkill_of_the_owner_mid_prewarm(
         self, docker_runner: DockerRunner, make_project: Any, make_spec: Any
     ) -> None:
