@@ -115,12 +115,24 @@ def _launcher(
     from scheduler.run.spec import launch_plan
 
     plan = launch_plan(app.config, tier, runner)
-    if plan is None:
-        return None
-    remember(find_config(app.config_path), tier, runner, plan)
+    if plan is not None:
+        remember(find_config(app.config_path), tier, runner, plan)
     if early is not None and early.plan == plan:
         return early
-    return plan.start()
+    if early is not None:  # the remembered plan is stale (the config changed): it goes now
+        _drop(early)
+    return plan.start() if plan is not None else None
+
+
+def _drop(early: Prewarm | DockerPrewarm) -> None:
+    """End a launcher the run will not use: a local one at once (a kill), a container in the
+    background (the engine removes it while the run starts; the command's end waits for that)."""
+    from runners.docker_prewarm import DockerPrewarm
+
+    if isinstance(early, DockerPrewarm):
+        early.discard(wait=False)
+    else:
+        early.discard()
 
 
 def _run_command(

@@ -18,7 +18,9 @@ import pytest
 
 from runners.docker import CONTAINER_UID as DEFAULT_CONTAINER_UID
 from tests.conftest import SCHEDCTL, require
-from tests.runners.conftest_docker import state_containers
+
+pytest.register_assert_rewrite("tests.runners.conftest_docker")
+from tests.runners.conftest_docker import state_containers  # noqa: E402
 
 pytest_plugins = ["tests.runners.conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.torch, pytest.mark.slow]
