@@ -9,32 +9,17 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runners.prewarm import instance_of
 from tests.conftest import SCHEDCTL, tier
+from tests.schedctl import run_json
 from tests.waiting import wait_for
 
 pytest_plugins = ["tests.runners.conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_image")]
 IMAGE = "schedctl-test:bookworm"
-
-
-def run_json(
-    config: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        [*SCHEDCTL, "--config", str(config), "run", *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=env,
-    )
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
 
 
 def test_hourly_in_docker_matches_local(write_config: Callable[..., Path]) -> None:

@@ -6,7 +6,6 @@ Rich reads ``[...]`` as markup, so a parametrize id like ``[/foo/bar.py-None]`` 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ from scheduler.store.engine import Store, TestResultRow
 from scheduler.store.outbox_queries import OutboxEntry
 from tests.conftest import tier
 from tests.scheduler.gpu.gpu_helpers import gpu
+from tests.scheduler.source.conftest import git
 
 WIDE = {"COLUMNS": "400"}  # no wrapping inside table cells, so ids can be matched whole
 
@@ -38,16 +38,6 @@ def invoke(config: Path, *args: str) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.org", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def finished_run(store: Store, outcome: Outcome, **values: object) -> int:

@@ -9,7 +9,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from runners.docker_prewarm import DockerPlan
 from scheduler.run.launch_plans import recall, remember
 from tests.conftest import SCHEDCTL
+from tests.schedctl import run_json
 from tests.waiting import wait_for
 
 pytest.register_assert_rewrite("tests.runners.conftest_docker")
@@ -26,15 +26,6 @@ pytest_plugins = ["tests.runners.conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_image")]
 IMAGE = "schedctl-test:bookworm"
 STALE = "schedctl.test-stale"
-
-
-def run_json(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        [*SCHEDCTL, "--config", str(config), "run", *args, "--json"],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
 
 
 def test_a_stale_plans_container_goes_while_the_run_starts(

@@ -6,25 +6,16 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import SCHEDCTL, tier
+from tests.schedctl import run_json, schedctl
+from tests.scheduler.source.conftest import git
 
 pytestmark = pytest.mark.slow
 
 PYTEST_INI = "[pytest]\nmarkers =\n    hourly: hourly\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.org", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def commit(repo: Path, body: str, subject: str) -> str:
@@ -45,22 +36,6 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SCHEDCTL, "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
-def run_json(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    proc = cli(config, "run", *args, "--json")
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
-
-
 def test_breaking_commit_is_tested_and_named(write_config: Callable[..., Path], repo: Path) -> None:
     """A green, then B breaks a test: the run tests B, records its SHA, show lists B."""
     sha_a = commit(repo, "assert 1 + 1 == 2", "Add the adder")
@@ -70,11 +45,11 @@ def test_breaking_commit_is_tested_and_named(write_config: Callable[..., Path], 
     sha_b = commit(repo, "assert 1 + 1 == 3", "Break the adder")
     code, red = run_json(config, "hourly")
     assert (code, red["outcome"], red["sha"]) == (1, "failed", sha_b)
-    shown = json.loads(cli(config, "show", str(red["run_id"]), "--json").stdout)
+    shown = json.loads(schedctl(config, "show", str(red["run_id"]), "--json").stdout)
     assert shown["last_green_run_id"] == green["run_id"]
     assert [line.split(" ", 1)[1] for line in shown["changes_since_green"]] == ["Break the adder"]
     assert shown["source"]["subject"] == "Break the adder"
-    text = cli(config, "show", str(red["run_id"])).stdout
+    text = schedctl(config, "show", str(red["run_id"])).stdout
     assert "changes since last green run" in text and "Break the adder" in text
 
 
@@ -108,9 +83,9 @@ def test_unknown_ref_and_unreachable_repo(
     """An unknown ref exits 2 naming it; a repo that cannot be fetched is infra-error naming it."""
     commit(repo, "assert True", "Start")
     config = write_config(project={"repo": str(repo)})
-    proc = cli(config, "run", "hourly", "--ref", "no-such-branch")
+    proc = schedctl(config, "run", "hourly", "--ref", "no-such-branch")
     assert proc.returncode == 2 and "no-such-branch" in proc.stderr
-    assert json.loads(cli(config, "runs", "--json").stdout) == []
+    assert json.loads(schedctl(config, "runs", "--json").stdout) == []
     nowhere = tmp_path / "nowhere.git"
     config = write_config(project={"repo": str(nowhere)})
     code, result = run_json(config, "hourly")

@@ -7,8 +7,6 @@ Debian python 3.11 imports the same CPU build of torch.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,8 @@ import docker
 import pytest
 
 from runners.docker import CONTAINER_UID as DEFAULT_CONTAINER_UID
-from tests.conftest import SCHEDCTL, require
+from tests.conftest import require
+from tests.schedctl import run_json
 
 pytest.register_assert_rewrite("tests.runners.conftest_docker")
 from tests.runners.conftest_docker import state_containers  # noqa: E402
@@ -54,15 +53,7 @@ def weekly(site: Path, *, mount_torch: bool = True, **torchrun: Any) -> dict[str
 
 
 def run_weekly(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        [*SCHEDCTL, "--config", str(config), "run", "weekly", "--json", *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    return run_json(config, "weekly", *extra, timeout=300)
 
 
 def test_weekly_passes_in_containers(

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from scheduler.store import Store
-from tests.conftest import SCHEDCTL, tier
+from tests.conftest import tier
+from tests.schedctl import schedctl
 from tests.scheduler.markers import reference
 
 pytest_plugins = ["tests.runners.conftest_docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_image")]
 IMAGE = "schedctl-test:bookworm"
-
-
-def schedctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SCHEDCTL, "--config", str(config), *args],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
 
 
 def test_audit_and_hourly_run_in_docker_use_the_catalog(
@@ -39,14 +32,14 @@ def test_audit_and_hourly_run_in_docker_use_the_catalog(
         markers={"hourly_budget": "60s"},
     )
     reference.record_history(Store(config.parent / "state" / "schedctl.db"))
-    proc = schedctl(config, "markers", "audit", "--json")
+    proc = schedctl(config, "markers", "audit", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["collected_by"] == {"tier": "hourly", "runner": "docker"}
     assert (data["distribution"]["marked"], data["distribution"]["total"]) == (29, 643)
-    proc = schedctl(config, "markers", "apply", "--write")
+    proc = schedctl(config, "markers", "apply", "--write", timeout=300)
     assert proc.returncode == 0, proc.stderr
-    proc = schedctl(config, "run", "hourly", "--json")
+    proc = schedctl(config, "run", "hourly", "--json", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_id = json.loads(proc.stdout)["run_id"]
     ran = {
