@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import urllib.error
@@ -41,6 +40,7 @@ from tests.deploy.promql import (
     rules,
     substitute,
 )
+from tests.fresh import stop_process
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -103,16 +103,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30.0) 
         return waiting.wait_for(attempt, timeout_s, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc} ({errors[-1]!r})" if errors else str(exc)) from None
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait(10)
 
 
 class Scrape:

@@ -16,6 +16,7 @@ from pytest_httpserver import HTTPServer
 
 from scheduler.kernel.outcome import Outcome
 from tests.conftest import require
+from tests.fresh import stop_process
 from tests.scheduler.alerts.conftest import FAILED_TESTS, Harness, Recorder
 from tests.waiting import wait_for
 
@@ -105,12 +106,7 @@ def alertmanager(tmp_path: Path, httpserver: HTTPServer) -> Iterator[Alertmanage
         assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
         yield Alertmanager(url, notifications)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=10)
         log.close()
 
 

@@ -18,6 +18,7 @@ import pytest
 from scheduler.api import ApiClient
 from scheduler.daemon.lock import StateLock
 from tests.conftest import ROOT, SCHEDCTL, require, tier
+from tests.fresh import stop_process
 from tests.scheduler.api.conftest import free_port
 from tests.scheduler.daemon.test_daemon_process import env
 from tests.waiting import wait_for
@@ -100,9 +101,4 @@ def test_idle_flood_leaves_unix_socket_and_readyz_answering(
         wait_for(lambda: client.run(reply["run_id"])["outcome"] == "passed", 60, "the run to pass")
         assert "Too many open files" not in log_path.read_text()
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, SUITE, quiet_hourly
+from tests.fresh import stop_process
 from tests.waiting import wait_for
 
 # The daemon as a user starts it, plus a SIGUSR1 handler that writes sys.modules to a file.
@@ -141,12 +142,7 @@ def idle_daemon(tmp_path: Path) -> Iterator[IdleDaemon]:
         assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
         yield daemon
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, timeout_s=60)
 
 
 def _has(loaded: set[str], name: str) -> bool:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from scheduler.api import ApiClient
 from scheduler.daemon.lock import StateLock
 from tests.conftest import ROOT, SCHEDCTL
+from tests.fresh import stop_process
 from tests.scheduler.daemon.test_daemon_process import env
 from tests.scheduler.run.test_honest_outcomes import project
 from tests.waiting import wait_for
@@ -83,9 +83,4 @@ def test_local_tier_cannot_see_the_daemons_secrets(
         run = wait_for(final, 90, "the snooping run to finish")
         assert run["outcome"] == "passed", run["reason"]
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
