@@ -1,5 +1,5 @@
-"""``schedctl`` as a user runs it: a process of its own on a config file (see also
-:data:`tests.conftest.SCHEDCTL`)."""
+"""``schedctl`` on a config file: as a user runs it (a process of its own, see also
+:data:`tests.conftest.SCHEDCTL`), or in this process through click's runner."""
 
 from __future__ import annotations
 
@@ -30,3 +30,19 @@ def run_json(
     proc = schedctl(config, "run", *args, "--json", timeout=timeout, env=env)
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+def invoke(config: Path, *args: str) -> tuple[int, str]:
+    """``schedctl --config CONFIG ARGS...`` in this process: the exit code as ``schedctl``'s
+    ``main`` maps it (a SchedctlError carries its own) and the output."""
+    from click.testing import CliRunner
+
+    from scheduler.cli import cli
+    from scheduler.kernel.errors import SchedctlError
+
+    result = CliRunner().invoke(cli, ["--config", str(config), *args])
+    if isinstance(result.exception, SchedctlError):
+        return result.exception.exit_code, result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output

@@ -11,25 +11,14 @@ from typing import Any
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 
-from scheduler.cli import cli
-from scheduler.kernel.errors import SchedctlError
 from scheduler.markers.report import audit_schema, parse_tables
 from scheduler.store import Store
 from tests.conftest import SCHEDCTL, tier
+from tests.schedctl import invoke
 from tests.scheduler.markers import reference
 
 BUDGET_S = 60.0
-
-
-def invoke(config: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--config", str(config), *args])
-    if isinstance(result.exception, SchedctlError):
-        return result.exception.exit_code, result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 @pytest.fixture

@@ -6,13 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from scheduler.cli import cli
 from scheduler.kernel.clock import utcnow
-from scheduler.kernel.errors import SchedctlError
 from scheduler.kernel.outcome import Outcome
 from scheduler.store import Store, TestResultRow
+from tests.schedctl import invoke
 
 
 def history(store: Store) -> None:
@@ -35,16 +32,6 @@ def history(store: Store) -> None:
             sha=sha * 40,
             finished_at=utcnow(),
         )
-
-
-def invoke(config: Path, *args: str) -> tuple[int, str]:
-    """Exit code as ``schedctl``'s ``main`` maps it (a SchedctlError carries its own)."""
-    result = CliRunner().invoke(cli, ["--config", str(config), *args])
-    if isinstance(result.exception, SchedctlError):
-        return result.exception.exit_code, result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def test_tests_lists_stats_and_flaky_evidence(write_config: Callable[..., Path]) -> None:
