@@ -46,13 +46,9 @@ class FailureClass(str, enum.Enum):
 
     @property
     def is_infra(self) -> bool:
-        """True when it says nothing about the code under test."""
-        return self in (
-            FailureClass.GPU_UNAVAILABLE,
-            FailureClass.INFRA,
-            FailureClass.MISSED,
-            FailureClass.GPU_DRAINED,
-        )
+        """True when it says nothing about the code under test: the class of infra outcomes
+        (:attr:`Outcome.is_infra`), or a drained GPU."""
+        return self in _INFRA_CLASSES
 
 
 class Severity(str, enum.Enum):
@@ -90,6 +86,11 @@ _CLASS_OF: Mapping[Outcome, FailureClass] = {
     Outcome.INTERRUPTED: FailureClass.INFRA,
     Outcome.MISSED: FailureClass.MISSED,
 }
+
+
+_INFRA_CLASSES = frozenset(
+    {cls for outcome, cls in _CLASS_OF.items() if outcome.is_infra} | {FailureClass.GPU_DRAINED}
+)
 
 
 def failure_class(outcome: Outcome) -> FailureClass | None:

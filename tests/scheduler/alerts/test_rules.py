@@ -76,6 +76,16 @@ def test_failure_class_of_every_outcome(outcome: Outcome, expected: FailureClass
         assert expected.is_infra == outcome.is_infra
 
 
+def test_infra_classes_are_those_of_infra_outcomes_and_drained_gpus() -> None:
+    """The classes that never count as test failures (derived from ``Outcome.is_infra``)."""
+    assert {c for c in FailureClass if c.is_infra} == {
+        FailureClass.GPU_UNAVAILABLE,
+        FailureClass.INFRA,
+        FailureClass.MISSED,
+        FailureClass.GPU_DRAINED,
+    }
+
+
 class TestRules:
     def test_first_failure_fires_warning(self) -> None:
         """One failure fires at warning severity."""
