@@ -39,14 +39,20 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LIGHT[name]), name)
-    if (name.startswith("_") and name != "__all__") or _is_submodule(name):
+    if not _may_be_the_engines(name):
         raise AttributeError(f"module 'scheduler.store' has no attribute {name!r}")
     from scheduler.store import engine
 
     return getattr(engine, name)
 
 
-def _is_submodule(name: str) -> bool:
+def _may_be_the_engines(name: str) -> bool:
+    """False for what the engine never exports: private names and non-identifiers, and this
+    package's modules (importlib asks for one before importing it)."""
     import importlib.util
 
-    return importlib.util.find_spec(f"{__name__}.{name}") is not None
+    if name == "__all__":
+        return True
+    if name.startswith("_") or not name.isidentifier():
+        return False
+    return importlib.util.find_spec(f"{__name__}.{name}") is None
