@@ -10,7 +10,8 @@ from runners.fake import FakeBehaviour
 from scheduler.config import Config
 from scheduler.daemon.scheduler import Daemon
 from scheduler.kernel.outcome import Outcome
-from scheduler.store.engine import RunRecord
+from scheduler.run.ledger import slot_key
+from scheduler.store.engine import RunRecord, Store
 from tests.conftest import quiet_hourly, tier
 from tests.scheduler.conftest import FakeDispatcher
 from tests.waiting import wait_for
@@ -25,11 +26,16 @@ def start_after_downtime(
     dispatcher = fake_dispatcher(config, FakeBehaviour())
     daemon = Daemon(config, dispatcher.store, dispatcher)
     history = latest - timedelta(hours=3)
-    daemon.store.create_run(
-        tier="hourly", trigger="schedule", kind="pytest", slot=history,
-        idempotency_key=f"hourly@{history.isoformat()}", outcome=Outcome.PASSED,
-    )  # fmt: skip
+    record_slot(daemon.store, "hourly", history)
     return daemon, [history + timedelta(hours=h) for h in (1, 2, 3)]
+
+
+def record_slot(store: Store, tier: str, slot: datetime) -> None:
+    """The passed row a scheduled fire of ``slot`` left, keyed as the ledger keys it."""
+    store.create_run(
+        tier=tier, trigger="schedule", kind="pytest", slot=slot,
+        idempotency_key=slot_key(tier, slot), outcome=Outcome.PASSED,
+    )  # fmt: skip
 
 
 def settled(daemon: Daemon, count: int) -> list[RunRecord]:

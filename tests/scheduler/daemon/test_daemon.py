@@ -27,6 +27,7 @@ from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import RunRecord, Store
 from tests.conftest import quiet_hourly, tier
 from tests.scheduler.conftest import FakeDispatcher
+from tests.scheduler.daemon.test_catch_up import record_slot
 from tests.waiting import wait_for
 
 MakeDaemon = Callable[..., Daemon]
@@ -119,14 +120,7 @@ def test_missed_slots_are_all_recorded(
     config = make_config(tiers={"hourly": tier(schedule=schedule, misfire_grace=1)})
     d = make_daemon(config)
     history = latest - timedelta(hours=3)
-    d.store.create_run(
-        tier="hourly",
-        trigger="schedule",
-        kind="pytest",
-        slot=history,
-        idempotency_key=f"hourly@{history.isoformat()}",
-        outcome=Outcome.PASSED,
-    )
+    record_slot(d.store, "hourly", history)
     events: list[Event] = []
     d.dispatcher.add_listener(events.append)
     d.start()
@@ -186,14 +180,7 @@ class TestSlotPlan:
             now = datetime(2026, 1, 1, 12, 0, 5, tzinfo=timezone.utc)
             d.started_at = now - timedelta(seconds=started_ago_s)
             last = now - timedelta(seconds=65)  # 11:59:00 recorded; 11:59:10..12:00:00 not
-            d.store.create_run(
-                tier="hourly",
-                kind="pytest",
-                trigger="schedule",
-                slot=last,
-                idempotency_key=f"hourly@{last.isoformat()}",
-                outcome=Outcome.PASSED,
-            )
+            record_slot(d.store, "hourly", last)
             return d, now
 
         return plan_for
