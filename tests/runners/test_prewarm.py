@@ -175,6 +175,37 @@ def test_a_prewarmed_run_collects_garbage_with_its_start_up_heap_frozen(tmp_path
     assert warm["reclaimed"] == plain["reclaimed"] == 1000  # the test's own cycles
 
 
+@pytest.mark.parametrize("readable", [True, False])
+def test_the_launcher_starts_from_its_file_or_else_from_the_source_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readable: bool
+) -> None:
+    """From runners/launcher.py (its bytecode, when compiled); from the source on its command
+    line when that file cannot be read (another account): the run is prewarmed either way."""
+    import runners.prewarm as prewarm_module
+
+    real = prewarm_module.launcher_command
+
+    def command(python: str, fd: int) -> list[str]:
+        argv = real(python, fd)
+        if not readable:
+            argv[4] = str(tmp_path / "unreadable" / "launcher.py")
+        return argv
+
+    monkeypatch.setattr(prewarm_module, "launcher_command", command)
+    work = project(tmp_path / "proj", test="def test_ok():\n    pass\n")
+    runner = LocalRunner(instance="boot")
+    prewarm = start(runner)
+    assert Path(prewarm.proc.args[4]).is_file() == readable  # type: ignore[index]
+    runner = LocalRunner(instance="boot", prewarm=prewarm)
+    spec = spec_for(work, tmp_path / "run")
+    result = runner.run(spec)
+    assert (result.termination, result.exit_code) == (Termination.EXITED, 0), (
+        spec.log_path.read_text()
+    )
+    assert "prewarmed" in result.provenance
+    assert "1 passed" in spec.log_path.read_text()
+
+
 def test_kill_before_go_runs_nothing(tmp_path: Path) -> None:
     """SIGKILL of the process that started a launcher, before "go": the launcher reads EOF and
     exits without a conftest or a test having run."""
