@@ -63,29 +63,32 @@ class EnvironPad:
     """The ``SCHEDCTL_LAUNCH_PAD`` entry of this process's environment as it was started, which
     ``/proc/<pid>/environ`` shows: overwritten in place at "go" with the run's own variables, so
     that what finds a run's processes there (its tag, the stacks directory for hang evidence)
-    finds this one too. Located at start-up, before anything changes ``os.environ``."""
+    finds this one too. Located at start-up, before anything changes ``os.environ``.
 
-    def __init__(self) -> None:
+    Through ``/proc/self``, not ctypes (whose import no plain pytest start pays, on the way to
+    the first test): ``/proc/self/environ`` is the memory from ``env_start`` (``stat`` field 50)
+    on, where the entry lies; ``/proc/self/mem`` writes over it."""
+
+    def __init__(self, proc: str = "/proc/self") -> None:
         self.address = 0
         self.size = 0
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+        self.proc = proc
+        with open(f"{proc}/stat", "rb") as fh:
+            stat = fh.read()
+        start = int(stat[stat.rfind(b")") + 2 :].split()[47])
+        with open(f"{proc}/environ", "rb") as fh:
+            block = fh.read()
         prefix = (PAD_ENV + "=").encode()
-        index = 0
-        while environ[index]:
-            address = environ[index]
-            if address is not None and ctypes.string_at(address, len(prefix)) == prefix:
-                self.address, self.size = address, len(ctypes.string_at(address))
+        offset = 0
+        for entry in block.split(b"\0"):
+            if entry.startswith(prefix):
+                self.address, self.size = start + offset, len(entry)
                 return
-            index += 1
+            offset += len(entry) + 1
 
     def stamp(self, entries: list[str], needed: int) -> bool:
         """Write ``entries`` (``NAME=value``) over the pad, as many as fit; whether the first
         ``needed`` of them did."""
-        import ctypes
-
         filler = (PAD_ENV + "=").encode()
         data = b""
         for count, entry in enumerate(entries):
@@ -98,8 +101,12 @@ class EnvironPad:
         if not self.address:
             return False
         data += filler + b"x" * (self.size - len(data) - len(filler))
-        ctypes.memmove(self.address, data, self.size)
-        return True
+        try:
+            with open(f"{self.proc}/mem", "r+b", buffering=0) as mem:
+                mem.seek(self.address)
+                return mem.write(data) == self.size
+        except (OSError, ValueError, OverflowError):
+            return False
 
 
 class Launcher:

@@ -132,7 +132,7 @@ def test_a_prewarmed_run_is_the_plain_run(tmp_path: Path) -> None:
 
 
 GC_PROBE_TEST = """
-import gc, json, os, weakref
+import gc, json, os, sys, weakref
 
 class Cycle:
     def __init__(self):
@@ -143,7 +143,7 @@ def test_gc():
     refs = [weakref.ref(Cycle()) for _ in range(1000)]
     gc.collect()
     out = {"enabled": gc.isenabled(), "frozen": before,
-           "reclaimed": sum(ref() is None for ref in refs),
+           "reclaimed": sum(ref() is None for ref in refs), "ctypes": "ctypes" in sys.modules,
            "still_frozen": gc.get_freeze_count() == before}
     with open(os.environ["PROBE_OUT"], "w") as fh:
         json.dump(out, fh)
@@ -173,6 +173,8 @@ def test_a_prewarmed_run_collects_garbage_with_its_start_up_heap_frozen(tmp_path
     assert warm["frozen"] > 10_000  # pytest and its plugins, imported before "go"
     assert warm["still_frozen"] and plain["still_frozen"]
     assert warm["reclaimed"] == plain["reclaimed"] == 1000  # the test's own cycles
+    # The pad is stamped through /proc/self/mem: the launcher imports no ctypes for it.
+    assert warm["ctypes"] == plain["ctypes"] is False
 
 
 @pytest.mark.parametrize("readable", [True, False])
