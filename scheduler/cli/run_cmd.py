@@ -94,17 +94,19 @@ def run_command(
 
 
 class _StartupHeap:
-    """The cyclic garbage collector, paused while the command starts the run.
+    """The cyclic garbage collector, paused while the command prepares the run.
 
-    Until the run starts, this process imports (config, store, dispatcher, runners: ~100,000
-    objects, all alive until it exits) and collecting finds nothing to reclaim: each automatic
-    pass only walks what the imports made, on the way to the test process's "go". So the
-    collector is off until then; at :meth:`settle` (the run has started) what was made is frozen
-    (``gc.freeze``: never walked again, as :func:`scheduler.kernel.heap.freeze_heap` does for the
-    daemon; otherwise the first pass after re-enabling would walk it all) and the collector is
-    back for what the run's own supervision makes. :meth:`release` (the command is done) gives
-    the collector back as it found it -- a command run inside another process (a test's
-    CliRunner) leaves that process's heap unfrozen.
+    Until the run is recorded, this process imports (config, store, dispatcher, runners: the
+    bulk of its heap, alive until it exits) and collecting finds nothing to reclaim: each
+    automatic pass only walks what the imports made, on the way to the test process's "go". So
+    the collector is off until then; at :meth:`settle` (the run is recorded: ``RunQueued``) what
+    was made is frozen (``gc.freeze``: never walked again, as
+    :func:`scheduler.kernel.heap.freeze_heap` does for the daemon; otherwise the first pass after
+    re-enabling would walk it all) and the collector is back for everything after -- a GPU
+    lease that waits, the run's supervision, however long they last. A run submitted to a
+    daemon gets it back before it is followed. :meth:`release` (the command is done) gives the
+    collector back as it found it: a command run inside another process (a test's CliRunner)
+    leaves that process's heap unfrozen.
     """
 
     def __init__(self) -> None:
@@ -193,6 +195,8 @@ def _run_command(
                 f"--runner cannot be chosen for a run submitted to the daemon (pid {pid}): a "
                 "tier runs on its configured runner; set tiers.<tier>.runner in the config"
             )
+        if heap is not None:
+            heap.release()  # the daemon runs it: this process only follows, however long
         _run_in_daemon(pid, client, request, as_json=as_json, detach=detach)
         return
     if detach:
@@ -234,11 +238,12 @@ def _run_here(
     started = threading.Event()
 
     def on_event(event: Event) -> None:
-        if isinstance(event, RunQueued) and view is not None:
-            view.watch(event.run_dir, event.run_id, event.tier)
-        elif isinstance(event, RunStarted):
+        if isinstance(event, RunQueued):
             if heap is not None:
                 heap.settle()
+            if view is not None:
+                view.watch(event.run_dir, event.run_id, event.tier)
+        elif isinstance(event, RunStarted):
             started.set()
 
     dispatcher.add_listener(on_event)

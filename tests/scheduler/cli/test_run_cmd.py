@@ -1,5 +1,5 @@
-"""`schedctl run` pauses the cyclic garbage collector while it starts the run (run_cmd's
-_StartupHeap): off during start-up, the start-up heap frozen once the run has started, and the
+"""`schedctl run` pauses the cyclic garbage collector while it prepares the run (run_cmd's
+_StartupHeap): off during start-up, the start-up heap frozen once the run is recorded, and the
 collector given back as it was found -- also to a process that runs the command in itself."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from scheduler.cli import cli
 from scheduler.cli.run_cmd import _StartupHeap
-from scheduler.kernel.events import Event, RunStarted
+from scheduler.kernel.events import Event, RunQueued, RunStarted
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_a_collector_that_was_off_stays_off_and_a_freeze_found_stays(collector: 
     assert gc.get_freeze_count() >= found  # the caller's own freeze is not undone
 
 
-def test_a_run_in_this_process_settles_when_the_run_starts_and_leaves_gc_as_found(
+def test_a_run_in_this_process_settles_when_the_run_is_recorded_and_leaves_gc_as_found(
     write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, collector: None
 ) -> None:
     from scheduler.run.dispatch import Dispatcher
@@ -77,8 +77,10 @@ def test_a_run_in_this_process_settles_when_the_run_starts_and_leaves_gc_as_foun
 
     def add_listener(self: Dispatcher, listener: Callable[[Event], None]) -> None:
         def spy(event: Event) -> None:
+            if isinstance(event, RunQueued):
+                seen.append((gc.isenabled(), gc.get_freeze_count()))
             listener(event)
-            if isinstance(event, RunStarted):
+            if isinstance(event, (RunQueued, RunStarted)):
                 seen.append((gc.isenabled(), gc.get_freeze_count()))
 
         emit(self, spy)
@@ -87,7 +89,41 @@ def test_a_run_in_this_process_settles_when_the_run_starts_and_leaves_gc_as_foun
     config = write_config()
     result = CliRunner().invoke(cli, ["--config", str(config), "run", "hourly", "--json"])
     assert result.exit_code == 0, result.output
-    assert len(seen) == 1
-    enabled, frozen = seen[0]
-    assert enabled and frozen > 0  # settled when the run started
+    assert len(seen) == 3
+    assert seen[0] == (False, 0)  # paused while the run was prepared
+    assert seen[1][0] and seen[1][1] > 0  # settled when the run was recorded
+    assert seen[2][0] and seen[2][1] > 0  # and so it stays while the run runs
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_run_submitted_to_a_daemon_is_followed_with_the_collector_back(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, collector: None
+) -> None:
+    """The daemon runs it; this process follows its events for as long as it lasts."""
+    from scheduler.cli import run_cmd
+    from scheduler.cli.app import AppContext
+
+    gc.enable()
+    followed: list[tuple[bool, int]] = []
+
+    def follow(*args: object, **kwargs: object) -> None:
+        followed.append((gc.isenabled(), gc.get_freeze_count()))
+
+    monkeypatch.setattr(run_cmd, "_run_in_daemon", follow)
+    app = AppContext(config_path=str(write_config()))
+    heap = _StartupHeap()
+    found = (4242, object())
+    run_cmd._run_command(
+        app,
+        "hourly",
+        None,
+        None,
+        None,
+        None,
+        True,
+        False,
+        found,
+        None,
+        heap,  # type: ignore[arg-type]
+    )
+    assert followed == [(True, 0)]
