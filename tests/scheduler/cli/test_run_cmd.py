@@ -8,6 +8,7 @@ import gc
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -112,7 +113,7 @@ def test_a_run_submitted_to_a_daemon_is_followed_with_the_collector_back(
     monkeypatch.setattr(run_cmd, "_run_in_daemon", follow)
     app = AppContext(config_path=str(write_config()))
     heap = _StartupHeap()
-    found = (4242, object())
+    found: tuple[int, Any] = (4242, object())  # the daemon's pid and client: never used
     run_cmd._run_command(
         app,
         "hourly",
@@ -124,6 +125,6 @@ def test_a_run_submitted_to_a_daemon_is_followed_with_the_collector_back(
         False,
         found,
         None,
-        heap,  # type: ignore[arg-type]
+        heap,
     )
     assert followed == [(True, 0)]
