@@ -245,11 +245,10 @@ def settle(collecting: bool) -> None:
     (``gc.freeze``) none walks them again: neither the automatic full passes while tests run,
     nor the ``gc.collect()`` calls pytest itself makes at the end of a session (its
     unraisable-exception check: 36-42 ms for examples/suite, 3 ms frozen, profiled). What the
-    run makes from "go" on is
-    collected as in any process. The only difference a test could see: ``gc.get_objects()``
-    leaves out the frozen start-up objects (``gc.get_freeze_count()`` counts them), and start-up
-    garbage -- the plugins' own modules dropped above, which pytest imports again -- is never
-    reclaimed (a few hundred kB, for the length of one run).
+    run makes from "go" on is collected as in any process. The only difference a test could
+    see: ``gc.get_objects()`` leaves out the frozen start-up objects (``gc.get_freeze_count()``
+    counts them), and start-up garbage -- the plugins' own modules dropped above, which pytest
+    imports again -- is never reclaimed (a few hundred kB, for the length of one run).
     """
     gc.freeze()
     if collecting:
