@@ -7,6 +7,7 @@ in this process. Either way the exit code and the ``--json`` object are the same
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from pathlib import Path
@@ -68,6 +69,7 @@ def run_command(
     Goes through the daemon when one runs on this state dir, else runs in this process.
     """
     launchers: list[Prewarm | DockerPrewarm] = []
+    heap = _StartupHeap()
     try:
         early = None if detach else _early_launcher(app, tier, runner)
         if early is not None:
@@ -82,10 +84,54 @@ def run_command(
             prewarmed = _launcher(app, tier, runner, early)
             if prewarmed is not None:
                 launchers.append(prewarmed)
-        _run_command(app, tier, ref, markers, timeout_s, runner, as_json, detach, found, prewarmed)
+        _run_command(
+            app, tier, ref, markers, timeout_s, runner, as_json, detach, found, prewarmed, heap
+        )
     finally:
         for launcher in launchers:
             launcher.discard()  # a no-op for the one the run used
+        heap.release()
+
+
+class _StartupHeap:
+    """The cyclic garbage collector, paused while the command prepares the run.
+
+    Until the run is recorded, this process imports (config, store, dispatcher, runners: the
+    bulk of its heap, alive until it exits) and collecting finds nothing to reclaim: each
+    automatic pass only walks what the imports made, on the way to the test process's "go". So
+    the collector is off until then; at :meth:`settle` (the run is recorded: ``RunQueued``) what
+    was made is frozen (``gc.freeze``: never walked again, as
+    :func:`scheduler.kernel.heap.freeze_heap` does for the daemon; otherwise the first pass after
+    re-enabling would walk it all) and the collector is back for everything after -- a GPU
+    lease that waits, the run's supervision, however long they last. A run submitted to a
+    daemon gets it back before it is followed. :meth:`release` (the command is done) gives the
+    collector back as it found it: a command run inside another process (a test's CliRunner)
+    leaves that process's heap unfrozen.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = gc.isenabled()
+        self.frozen_before = gc.get_freeze_count()
+        self.froze = False
+        self.settled = False
+        gc.disable()
+
+    def settle(self) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        gc.freeze()
+        self.froze = True
+        if self.enabled:
+            gc.enable()
+
+    def release(self) -> None:
+        if self.froze and self.frozen_before == 0:
+            gc.unfreeze()
+        self.froze = False
+        self.settled = True
+        if self.enabled:
+            gc.enable()
 
 
 def _early_launcher(
@@ -146,6 +192,7 @@ def _run_command(
     detach: bool,
     found: tuple[int, ApiClient] | None,
     prewarmed: Prewarm | DockerPrewarm | None,
+    heap: _StartupHeap | None = None,
 ) -> None:
     from scheduler.run.dispatch import RunRequest
 
@@ -160,6 +207,8 @@ def _run_command(
                 f"--runner cannot be chosen for a run submitted to the daemon (pid {pid}): a "
                 "tier runs on its configured runner; set tiers.<tier>.runner in the config"
             )
+        if heap is not None:
+            heap.release()  # the daemon runs it: this process only follows, however long
         _run_in_daemon(pid, client, request, as_json=as_json, detach=detach)
         return
     if detach:
@@ -167,7 +216,7 @@ def _run_command(
             f"--detach needs a running daemon; none runs on {config.state_dir} "
             "(start one with `schedctl daemon`, or drop --detach)"
         )
-    _run_here(app, request, as_json, prewarmed)
+    _run_here(app, request, as_json, prewarmed, heap)
 
 
 def _daemon(config: Config) -> tuple[int, ApiClient] | None:
@@ -187,6 +236,7 @@ def _run_here(
     request: RunRequest,
     as_json: bool,
     prewarmed: Prewarm | DockerPrewarm | None = None,
+    heap: _StartupHeap | None = None,
 ) -> None:
     from runners.base import StopRequest
     from scheduler.api.payloads import run_summary
@@ -200,8 +250,11 @@ def _run_here(
     started = threading.Event()
 
     def on_event(event: Event) -> None:
-        if isinstance(event, RunQueued) and view is not None:
-            view.watch(event.run_dir, event.run_id, event.tier)
+        if isinstance(event, RunQueued):
+            if heap is not None:
+                heap.settle()
+            if view is not None:
+                view.watch(event.run_dir, event.run_id, event.tier)
         elif isinstance(event, RunStarted):
             started.set()
 

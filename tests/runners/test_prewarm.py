@@ -131,6 +131,83 @@ def test_a_prewarmed_run_is_the_plain_run(tmp_path: Path) -> None:
     assert warm == plain
 
 
+GC_PROBE_TEST = """
+import gc, json, os, sys, weakref
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+
+def test_gc():
+    before = gc.get_freeze_count()
+    refs = [weakref.ref(Cycle()) for _ in range(1000)]
+    gc.collect()
+    out = {"enabled": gc.isenabled(), "frozen": before,
+           "reclaimed": sum(ref() is None for ref in refs), "ctypes": "ctypes" in sys.modules,
+           "still_frozen": gc.get_freeze_count() == before}
+    with open(os.environ["PROBE_OUT"], "w") as fh:
+        json.dump(out, fh)
+"""
+
+
+def test_a_prewarmed_run_collects_garbage_with_its_start_up_heap_frozen(tmp_path: Path) -> None:
+    """The launcher's imports are frozen out of the collector's passes (runners/launcher.py
+    settle()); the run's collector is on, as in a plain start, and reclaims what the run makes."""
+    work = project(tmp_path / "proj", test=GC_PROBE_TEST)
+    seen = {}
+    for mode in ("plain", "prewarmed"):
+        out = tmp_path / f"{mode}.json"
+        runner = LocalRunner(instance="gc")
+        if mode == "prewarmed":
+            runner = LocalRunner(instance="gc", prewarm=start(runner, PROBE_OUT=str(out)))
+        spec = spec_for(work, tmp_path / mode, PROBE_OUT=str(out))
+        result = runner.run(spec)
+        assert (result.termination, result.exit_code) == (Termination.EXITED, 0), (
+            spec.log_path.read_text()
+        )
+        assert ("prewarmed" in result.provenance) == (mode == "prewarmed")
+        seen[mode] = json.loads(out.read_text())
+    plain, warm = seen["plain"], seen["prewarmed"]
+    assert plain["enabled"] and warm["enabled"]
+    assert plain["frozen"] == 0
+    assert warm["frozen"] > 10_000  # pytest and its plugins, imported before "go"
+    assert warm["still_frozen"] and plain["still_frozen"]
+    assert warm["reclaimed"] == plain["reclaimed"] == 1000  # the test's own cycles
+    # The pad is stamped through /proc/self/mem: the launcher imports no ctypes for it.
+    assert warm["ctypes"] == plain["ctypes"] is False
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_the_launcher_starts_from_its_file_or_else_from_the_source_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readable: bool
+) -> None:
+    """From runners/launcher.py (its bytecode, when compiled); from the source on its command
+    line when that file cannot be read (another account): the run is prewarmed either way."""
+    import runners.prewarm as prewarm_module
+
+    real = prewarm_module.launcher_command
+
+    def command(python: str, fd: int) -> list[str]:
+        argv = real(python, fd)
+        if not readable:
+            argv[4] = str(tmp_path / "unreadable" / "launcher.py")
+        return argv
+
+    monkeypatch.setattr(prewarm_module, "launcher_command", command)
+    work = project(tmp_path / "proj", test="def test_ok():\n    pass\n")
+    runner = LocalRunner(instance="boot")
+    prewarm = start(runner)
+    assert Path(prewarm.proc.args[4]).is_file() == readable  # type: ignore[index]
+    runner = LocalRunner(instance="boot", prewarm=prewarm)
+    spec = spec_for(work, tmp_path / "run")
+    result = runner.run(spec)
+    assert (result.termination, result.exit_code) == (Termination.EXITED, 0), (
+        spec.log_path.read_text()
+    )
+    assert "prewarmed" in result.provenance
+    assert "1 passed" in spec.log_path.read_text()
+
+
 def test_kill_before_go_runs_nothing(tmp_path: Path) -> None:
     """SIGKILL of the process that started a launcher, before "go": the launcher reads EOF and
     exits without a conftest or a test having run."""
