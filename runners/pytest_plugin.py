@@ -282,6 +282,12 @@ RESET_SLACK_BYTES = 64 << 10
 (its peak then reads at most this much high); above it, the mark is reset."""
 
 
+_pread = os.pread
+if resource is not None:
+    _getrusage = resource.getrusage
+    _RUSAGE_SELF = resource.RUSAGE_SELF
+
+
 def _maxrss_bytes() -> int | None:
     if resource is None:
         return None
@@ -308,6 +314,8 @@ class PeakMemory:
         self._last_peak: int | None = None
         """The mark the last test left; None: reset it before the next."""
         try:
+            if resource is None:
+                raise OSError("no getrusage")
             self._clear_fd: int | None = os.open(proc_self + "/clear_refs", os.O_WRONLY)
             self._statm_fd: int | None = os.open(proc_self + "/statm", os.O_RDONLY)
             self.method = "vmhwm"
@@ -323,46 +331,58 @@ class PeakMemory:
         self._clear_fd = self._statm_fd = self._status_fd = None
 
     def reset(self) -> None:
+        """Note the resident set as the test's start, resetting the mark when it stands above it
+        (one ``pread`` of ``statm``; the ``clear_refs`` write only when a test or pytest used
+        more than it kept)."""
         if self.method == "vmhwm":
             try:
-                statm = os.pread(self._statm_fd, 128, 0)  # type: ignore[arg-type]
-                rss = int(statm.split(None, 2)[1]) * self._page
+                rss = int(_pread(self._statm_fd, 128, 0).split(None, 2)[1]) * self._page  # type: ignore[arg-type]
                 # The mark needs resetting only when it stands above the resident set now: a
                 # test (or pytest between tests) used more than it kept. Most tests keep what
                 # they use, and skip the write and the check.
-                if self._last_peak is None or self._last_peak > rss + RESET_SLACK_BYTES:
-                    os.write(self._clear_fd, b"5")  # type: ignore[arg-type]  # VmHWM := RSS
-                    mark = _maxrss_bytes()
-                    # getrusage must now agree with the fresh mark, else read VmHWM itself: the
-                    # kernel's process-wide maximum (set at exec, raised when a thread exits) is
-                    # above it, and getrusage reports that ``floor`` until the test passes it.
-                    self._rusage_follows = mark is not None and mark <= rss + (1 << 20)
-                    self._floor = mark or 0
+                last = self._last_peak
+                if last is None or last > rss + RESET_SLACK_BYTES:
+                    self._reset_mark(rss)
                 self._start = rss
             except (OSError, ValueError, IndexError):
                 self.method = "ru_maxrss"
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
-        cuda = _cuda_in_use() if "torch" in _MODULES else None
-        if cuda is not None:
-            # A broken CUDA state must not fail the test; the read then says None.
-            with contextlib.suppress(Exception):
-                cuda.reset_peak_memory_stats()
+        if "torch" in _MODULES:
+            cuda = _cuda_in_use()
+            if cuda is not None:
+                # A broken CUDA state must not fail the test; the read then says None.
+                with contextlib.suppress(Exception):
+                    cuda.reset_peak_memory_stats()
+
+    def _reset_mark(self, rss: int) -> None:
+        os.write(self._clear_fd, b"5")  # type: ignore[arg-type]  # VmHWM := RSS
+        mark = _maxrss_bytes()
+        # getrusage must now agree with the fresh mark, else read VmHWM itself: the kernel's
+        # process-wide maximum (set at exec, raised when a thread exits) is above it, and
+        # getrusage reports that ``floor`` until the test passes it.
+        self._rusage_follows = mark is not None and mark <= rss + (1 << 20)
+        self._floor = mark or 0
 
     def read(self) -> Memory:
         """``(peak_rss_bytes, start_rss_bytes, rss_method, cuda_peak_bytes)`` of the test since
         :meth:`reset` (:func:`memory_fields` names them)."""
         peak: int | None = None
         if self.method == "vmhwm":
-            peak = _maxrss_bytes()
+            try:
+                peak = _getrusage(_RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
+            except OSError:
+                peak = None
             if not self._rusage_follows and (peak is None or peak <= self._floor):
                 peak = self._vmhwm()  # under the floor: only VmHWM knows
             self._last_peak = peak
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
+        if "torch" not in _MODULES:
+            return (peak, self._start, self.method, None)
         cuda_peak: int | None = None
-        cuda = _cuda_in_use() if "torch" in _MODULES else None
+        cuda = _cuda_in_use()
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
@@ -434,6 +454,7 @@ _json_str: Callable[[str], str] = getattr(json.encoder, "encode_basestring_ascii
 
 
 _NO_MEMORY: Memory = (None, None, None, None)
+_time_ns = time.time_ns
 
 
 def _fixed6(seconds: float) -> str:
@@ -1121,16 +1142,119 @@ def direct_protocol(config: pytest.Config) -> Callable[..., list[pytest.TestRepo
 class DirectProtocol:
     """Runs each test as pytest's own ``pytest_runtest_protocol`` does (tryfirst, so in its
     place; hook wrappers still wrap it), taking the reports from ``runtestprotocol``'s return
-    value: no hook wrapper and no report hook of its own, so no dispatch per phase."""
+    value: no hook wrapper and no report hook of its own, so no dispatch per phase.
+
+    A test that passed is written on a short path (the lines spelled directly, no
+    :class:`ItemState`); anything else, a forked child, or a probe that is not ``vmhwm`` goes
+    through the recorder's general one.
+    """
 
     def __init__(
         self, recorder: ResultsRecorder, run: Callable[..., list[pytest.TestReport]]
     ) -> None:
         self._recorder = recorder
         self._run = run
+        writer = recorder._writer
+        self._writer = writer
+        self._write = writer._write
+        self._tail = writer._nonce_tail + "}\n"
+        self._probe = recorder._probe
+        self._counts = recorder._counts
+        self._parent: object = None
+        self._parent_markers = ""
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        writer = self._writer
+        probe = self._probe
+        if (
+            writer._in_child
+            or writer._closed
+            or not writer._fork_hooks
+            or probe is None
+            or probe.method != "vmhwm"
+        ):
+            return self._general(item, nextitem)
+        nodeid = item.nodeid
+        location = item.location
+        quoted = _json_str(nodeid)
+        tail = self._tail
+        # Written before the test runs, so a test that kills the interpreter (os._exit, a
+        # segfault) or hangs is still named; the earlier tests' lines were written as they ended.
+        now = str(_time_ns())
+        self._write(
+            f'{{"type": "test_start", "ts": {now[:-9]}.{now[-9:-3]}, '
+            f'"nodeid": {quoted}{tail}'.encode()
+        )
+        probe.reset()
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        reports: list[pytest.TestReport] = []
+        try:
+            reports = self._run(item, nextitem=nextitem)
+        finally:
+            peak, start, method, cuda = probe.read()
+            line = None
+            if len(reports) == 3 and method == "vmhwm":
+                line = self._passed_line(item, reports, quoted, peak, start, cuda)
+            if line is None:  # not passed, or interrupted (no reports back: incomplete)
+                state = ItemState(nodeid, item, location, quoted)
+                for report in reports:
+                    state.reports[report.when or "call"] = report
+                state.memory = (peak, start, method, cuda)
+                self._recorder._finish(state)
+            elif not (writer._in_child or writer._closed):
+                self._counts["passed"] += 1
+                self._write(line.encode())
+        ihook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        return True
+
+    def _passed_line(
+        self,
+        item: pytest.Item,
+        reports: list[pytest.TestReport],
+        quoted: str,
+        peak: int | None,
+        start: int | None,
+        cuda: int | None,
+    ) -> str | None:
+        """The ``test`` line of a test whose three phases passed, as ``json.dumps(record())``
+        writes it (times to the microsecond); None for anything else."""
+        setup, call, teardown = reports
+        if (
+            call.outcome != "passed"
+            or setup.outcome != "passed"
+            or teardown.outcome != "passed"
+            or call.when != "call"
+            or "wasxfail" in call.__dict__
+        ):
+            return None
+        try:
+            duration = setup.duration + call.duration + teardown.duration
+            if not 0.0 <= duration < 1e9:  # negative, nan or inf: the general path
+                return None
+            parent = item.parent
+            if item.own_markers or parent is not self._parent:
+                markers = marker_json(item)
+                if not item.own_markers:
+                    self._parent, self._parent_markers = parent, markers
+            else:
+                markers = self._parent_markers
+            now = str(_time_ns())
+            return (
+                f'{{"type": "test", "ts": {now[:-9]}.{now[-9:-3]}, "nodeid": {quoted}, '
+                f'"outcome": "passed", "when": "call", '
+                f'"duration_s": {duration:.6f}, "markers": [{markers}], '
+                f'"longrepr": null, "message": null, '
+                f'"peak_rss_bytes": {"null" if peak is None else int.__repr__(peak)}, '
+                f'"start_rss_bytes": {"null" if start is None else int.__repr__(start)}, '
+                f'"rss_method": "vmhwm", '
+                f'"cuda_peak_bytes": {"null" if cuda is None else int.__repr__(cuda)}{self._tail}'
+            )
+        except (TypeError, ValueError, AttributeError):  # values of other kinds than pytest's
+            return None
+
+    def _general(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
         recorder = self._recorder
         state = recorder.begin(item)
         ihook = item.ihook
