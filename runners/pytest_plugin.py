@@ -891,6 +891,9 @@ class LineWriter:
         """True once fork hooks mark a child (``_in_child``): no ``getpid`` per line then."""
         self._in_child = False
         self._closed = False
+        self.direct = False
+        """True while lines may be written without the checks of :meth:`_put`: fork hooks
+        mark a child, this is not one, and the writer is open (:class:`DirectProtocol`)."""
         self._encode = json_encoder()
         self._nonce_tail = f', "nonce": {json.dumps(nonce)}' if nonce else ""
 
@@ -947,6 +950,7 @@ class LineWriter:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self.direct = False
                 self._sink.close()
 
     def register_fork_hooks(self) -> None:
@@ -954,12 +958,14 @@ class LineWriter:
         if not hasattr(os, "register_at_fork"):
             return
         self._fork_hooks = True
+        self.direct = not self._closed and not self._in_child and os.getpid() == self._pid
         ref = weakref.ref(self)
 
         def after_in_child() -> None:
             writer = ref()
             if writer is not None:
                 writer._in_child = True
+                writer.direct = False
 
         os.register_at_fork(after_in_child=after_in_child)
 
@@ -1144,9 +1150,11 @@ class DirectProtocol:
     place; hook wrappers still wrap it), taking the reports from ``runtestprotocol``'s return
     value: no hook wrapper and no report hook of its own, so no dispatch per phase.
 
-    A test that passed is written on a short path (the lines spelled directly, no
-    :class:`ItemState`); anything else, a forked child, or a probe that is not ``vmhwm`` goes
-    through the recorder's general one.
+    Where the memory probe reads ``vmhwm`` and torch is not imported, a test is measured inline
+    (:class:`PeakMemory`'s reset and read, spelled out) and a test that passed is written on a
+    short path: its two lines spelled directly, no :class:`ItemState`. Anything else (another
+    outcome, torch, another probe, a forked child, a closed writer) goes through the
+    recorder's general path.
     """
 
     def __init__(
@@ -1158,101 +1166,119 @@ class DirectProtocol:
         self._writer = writer
         self._write = writer._write
         self._tail = writer._nonce_tail + "}\n"
-        self._probe = recorder._probe
+        probe = recorder._probe
+        self._probe = probe
+        self._statm_fd = probe._statm_fd if probe is not None else None
+        self._page = probe._page if probe is not None else 4096
         self._counts = recorder._counts
         self._parent: object = None
         self._parent_markers = ""
+        self._peak: int | None = None
+        self._peak_text = "null"
+        self._start = -1
+        self._start_text = ""
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
-        writer = self._writer
         probe = self._probe
         if (
-            writer._in_child
-            or writer._closed
-            or not writer._fork_hooks
+            not self._writer.direct
             or probe is None
             or probe.method != "vmhwm"
+            or "torch" in _MODULES
         ):
             return self._general(item, nextitem)
+        # The memory probe's reset (PeakMemory.reset): the resident set now, from statm; the
+        # mark is reset only when it stands above it.
+        try:
+            rss = int(_pread(self._statm_fd, 128, 0).split(None, 2)[1]) * self._page  # type: ignore[arg-type]
+        except (OSError, ValueError, IndexError):
+            probe.method = "ru_maxrss"
+            return self._general(item, nextitem)
+        last = probe._last_peak
+        if last is None or last > rss + RESET_SLACK_BYTES:
+            probe._reset_mark(rss)
+        probe._start = rss
         nodeid = item.nodeid
         location = item.location
         quoted = _json_str(nodeid)
-        tail = self._tail
         # Written before the test runs, so a test that kills the interpreter (os._exit, a
         # segfault) or hangs is still named; the earlier tests' lines were written as they ended.
         now = str(_time_ns())
         self._write(
             f'{{"type": "test_start", "ts": {now[:-9]}.{now[-9:-3]}, '
-            f'"nodeid": {quoted}{tail}'.encode()
+            f'"nodeid": {quoted}{self._tail}'.encode()
         )
-        probe.reset()
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
         reports: list[pytest.TestReport] = []
         try:
             reports = self._run(item, nextitem=nextitem)
         finally:
-            peak, start, method, cuda = probe.read()
+            # The probe's read (PeakMemory.read).
+            try:
+                peak: int | None = _getrusage(_RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
+            except OSError:
+                peak = None
+            if not probe._rusage_follows and (peak is None or peak <= probe._floor):
+                peak = probe._vmhwm()  # under the floor: only VmHWM knows
+            probe._last_peak = peak
             line = None
-            if len(reports) == 3 and method == "vmhwm":
-                line = self._passed_line(item, reports, quoted, peak, start, cuda)
-            if line is None:  # not passed, or interrupted (no reports back: incomplete)
+            if len(reports) == 3 and "torch" not in _MODULES:
+                setup, call, teardown = reports
+                try:
+                    duration = setup.duration + call.duration + teardown.duration
+                    if (
+                        call.outcome == "passed"
+                        and setup.outcome == "passed"
+                        and teardown.outcome == "passed"
+                        and call.when == "call"
+                        and "wasxfail" not in call.__dict__
+                        and 0.0 <= duration < 1e9  # not negative, nan or inf
+                    ):
+                        line = self._passed_line(item, quoted, duration, peak, rss)
+                except (TypeError, ValueError, AttributeError):  # not what pytest produces
+                    line = None
+            if line is None:  # not passed, torch, or interrupted (no reports back: incomplete)
                 state = ItemState(nodeid, item, location, quoted)
                 for report in reports:
                     state.reports[report.when or "call"] = report
-                state.memory = (peak, start, method, cuda)
+                state.memory = probe.read()
                 self._recorder._finish(state)
-            elif not (writer._in_child or writer._closed):
+            elif self._writer.direct:
                 self._counts["passed"] += 1
                 self._write(line.encode())
         ihook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
         return True
 
     def _passed_line(
-        self,
-        item: pytest.Item,
-        reports: list[pytest.TestReport],
-        quoted: str,
-        peak: int | None,
-        start: int | None,
-        cuda: int | None,
-    ) -> str | None:
+        self, item: pytest.Item, quoted: str, duration: float, peak: int | None, start: int
+    ) -> str:
         """The ``test`` line of a test whose three phases passed, as ``json.dumps(record())``
-        writes it (times to the microsecond); None for anything else."""
-        setup, call, teardown = reports
-        if (
-            call.outcome != "passed"
-            or setup.outcome != "passed"
-            or teardown.outcome != "passed"
-            or call.when != "call"
-            or "wasxfail" in call.__dict__
-        ):
-            return None
-        try:
-            duration = setup.duration + call.duration + teardown.duration
-            if not 0.0 <= duration < 1e9:  # negative, nan or inf: the general path
-                return None
-            parent = item.parent
-            if item.own_markers or parent is not self._parent:
-                markers = marker_json(item)
-                if not item.own_markers:
-                    self._parent, self._parent_markers = parent, markers
-            else:
-                markers = self._parent_markers
-            now = str(_time_ns())
-            return (
-                f'{{"type": "test", "ts": {now[:-9]}.{now[-9:-3]}, "nodeid": {quoted}, '
-                f'"outcome": "passed", "when": "call", '
-                f'"duration_s": {duration:.6f}, "markers": [{markers}], '
-                f'"longrepr": null, "message": null, '
-                f'"peak_rss_bytes": {"null" if peak is None else int.__repr__(peak)}, '
-                f'"start_rss_bytes": {"null" if start is None else int.__repr__(start)}, '
-                f'"rss_method": "vmhwm", '
-                f'"cuda_peak_bytes": {"null" if cuda is None else int.__repr__(cuda)}{self._tail}'
-            )
-        except (TypeError, ValueError, AttributeError):  # values of other kinds than pytest's
-            return None
+        writes it (times to the microsecond)."""
+        parent = item.parent
+        if item.own_markers or parent is not self._parent:
+            markers = marker_json(item)
+            if not item.own_markers:
+                self._parent, self._parent_markers = parent, markers
+        else:
+            markers = self._parent_markers
+        # peak and start are exact ints (getrusage's and statm's, times a page), spelled as
+        # str() spells them; most tests leave them where the previous test did.
+        if peak != self._peak:
+            self._peak = peak
+            self._peak_text = "null" if peak is None else str(peak)
+        if start != self._start:
+            self._start, self._start_text = start, str(start)
+        spelled = "%.6f" % duration  # noqa: UP031 -- printf's path: no __format__ lookup
+        now = str(_time_ns())
+        return (
+            f'{{"type": "test", "ts": {now[:-9]}.{now[-9:-3]}, "nodeid": {quoted}, '
+            f'"outcome": "passed", "when": "call", "duration_s": {spelled}, '
+            f'"markers": [{markers}], "longrepr": null, "message": null, '
+            f'"peak_rss_bytes": {self._peak_text}, "start_rss_bytes": {self._start_text}, '
+            f'"rss_method": "vmhwm", "cuda_peak_bytes": null{self._tail}'
+        )
 
     def _general(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
         recorder = self._recorder
