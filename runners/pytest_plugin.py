@@ -732,7 +732,9 @@ class MappedSink:
                 return
             pos = self._pos
             end = pos + len(data)
-        self._map[pos - self._base : end - self._base] = data  # type: ignore[index]
+        # The mapping's own position stands at the write position (``_grow`` puts it there):
+        # a copy with no slice to build.
+        self._map.write(data)  # type: ignore[union-attr]
         self._pos = end
 
     def _foreign(self) -> tuple[bytes, int]:
@@ -766,6 +768,7 @@ class MappedSink:
             self._map[self._alloc - base : size - base] = bytes(size - self._alloc)
             self._map[at - base : at - base + len(extra)] = extra
             self._pos = at + len(extra)
+        self._map.seek(self._pos - base)
         self._alloc = max(limit, size)
 
     def _switch(self, exc: BaseException) -> None:
