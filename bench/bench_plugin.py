@@ -194,16 +194,29 @@ class Arms:
         return '"type": "session"' in text
 
 
-def instructions(arms: Arms, plugin: bool, module: str) -> int | None:
+def instructions(arms: Arms, plugin: bool, module: str, empty: bool = False) -> int | None:
     """User-space instructions of one whole process under callgrind (``PYTHONHASHSEED=0``: the
-    hash seed alone moves a pytest process by ~1 %); None without valgrind."""
+    hash seed alone moves a pytest process by ~1 %); None without valgrind.
+
+    ``empty``: the bare arm plus ``-p schedctl_results`` naming an empty module, which is what
+    pytest itself spends on loading any ``-p`` plugin (pytest 9 scans every distribution's entry
+    points again for its name): the part of the fixed cost the plugin's own code cannot remove.
+    """
     import re
     import shutil
 
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
-    argv, env = arms.command(plugin, module)
+    argv, env = arms.command(plugin or empty, module)
+    if empty:
+        from runners.base import PLUGIN_MODULE
+
+        nothing = arms.directory / "empty-plugin"
+        nothing.mkdir(exist_ok=True)
+        (nothing / f"{PLUGIN_MODULE}.py").write_text('"""Nothing. PYTEST_DONT_REWRITE"""\n')
+        env = {k: v for k, v in env.items() if k not in PLUGIN_ENV}
+        env["PYTHONPATH"] = os.pathsep.join([str(nothing), env.get("PYTHONPATH", "")])
     env["PYTHONHASHSEED"] = "0"
     out = subprocess.run(
         [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
@@ -304,12 +317,14 @@ def main() -> int:
             one = pairs(arms, "test_one.py", args.fixed_pairs)
             per_kind = old_blocks(arms, min(args.block_size, args.tests), args.blocks)
         counted: dict[tuple[str, bool], int] = {}
+        empty_count: int | None = None
         if args.callgrind:
             for module in ("test_trivial.py", "test_one.py"):
                 for plugin in (False, True):
                     count = instructions(arms, plugin, module)
                     if count is not None:
                         counted[module, plugin] = count
+            empty_count = instructions(arms, False, "test_one.py", empty=True)
     load_after = load()
 
     bare = [p["bare"] for p in measured]
@@ -355,6 +370,11 @@ def main() -> int:
         print(f"  callgrind (user-space instructions, not judged): bare {bare_n / 1e6:.0f}M, "
               f"with the plugin {with_n / 1e6:.0f}M: added {(with_n - bare_n) / bare_n * pct:.2f} %"
               f" = fixed {fixed_i / 1e6:.1f}M + {per_i / 1e3:.1f}k a test")  # fmt: skip
+        if empty_count is not None:
+            loading = empty_count - counted["test_one.py", False]
+            own = fixed_i - loading
+            print(f"    of the fixed part, pytest loading any -p module (an empty one): "
+                  f"{loading / 1e6:.1f}M; the plugin's own: {own / 1e6:.1f}M")  # fmt: skip
     elif args.callgrind:
         print("  callgrind: valgrind not found")
     ok_per_test = per_test_ms <= TARGET_PER_TEST_MS

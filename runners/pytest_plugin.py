@@ -282,6 +282,12 @@ RESET_SLACK_BYTES = 64 << 10
 (its peak then reads at most this much high); above it, the mark is reset."""
 
 
+_pread = os.pread
+if resource is not None:
+    _getrusage = resource.getrusage
+    _RUSAGE_SELF = resource.RUSAGE_SELF
+
+
 def _maxrss_bytes() -> int | None:
     if resource is None:
         return None
@@ -308,6 +314,8 @@ class PeakMemory:
         self._last_peak: int | None = None
         """The mark the last test left; None: reset it before the next."""
         try:
+            if resource is None:
+                raise OSError("no getrusage")
             self._clear_fd: int | None = os.open(proc_self + "/clear_refs", os.O_WRONLY)
             self._statm_fd: int | None = os.open(proc_self + "/statm", os.O_RDONLY)
             self.method = "vmhwm"
@@ -323,46 +331,58 @@ class PeakMemory:
         self._clear_fd = self._statm_fd = self._status_fd = None
 
     def reset(self) -> None:
+        """Note the resident set as the test's start, resetting the mark when it stands above it
+        (one ``pread`` of ``statm``; the ``clear_refs`` write only when a test or pytest used
+        more than it kept)."""
         if self.method == "vmhwm":
             try:
-                statm = os.pread(self._statm_fd, 128, 0)  # type: ignore[arg-type]
-                rss = int(statm.split(None, 2)[1]) * self._page
+                rss = int(_pread(self._statm_fd, 128, 0).split(None, 2)[1]) * self._page  # type: ignore[arg-type]
                 # The mark needs resetting only when it stands above the resident set now: a
                 # test (or pytest between tests) used more than it kept. Most tests keep what
                 # they use, and skip the write and the check.
-                if self._last_peak is None or self._last_peak > rss + RESET_SLACK_BYTES:
-                    os.write(self._clear_fd, b"5")  # type: ignore[arg-type]  # VmHWM := RSS
-                    mark = _maxrss_bytes()
-                    # getrusage must now agree with the fresh mark, else read VmHWM itself: the
-                    # kernel's process-wide maximum (set at exec, raised when a thread exits) is
-                    # above it, and getrusage reports that ``floor`` until the test passes it.
-                    self._rusage_follows = mark is not None and mark <= rss + (1 << 20)
-                    self._floor = mark or 0
+                last = self._last_peak
+                if last is None or last > rss + RESET_SLACK_BYTES:
+                    self._reset_mark(rss)
                 self._start = rss
             except (OSError, ValueError, IndexError):
                 self.method = "ru_maxrss"
         if self.method == "ru_maxrss":
             self._start = _maxrss_bytes()
-        cuda = _cuda_in_use() if "torch" in _MODULES else None
-        if cuda is not None:
-            # A broken CUDA state must not fail the test; the read then says None.
-            with contextlib.suppress(Exception):
-                cuda.reset_peak_memory_stats()
+        if "torch" in _MODULES:
+            cuda = _cuda_in_use()
+            if cuda is not None:
+                # A broken CUDA state must not fail the test; the read then says None.
+                with contextlib.suppress(Exception):
+                    cuda.reset_peak_memory_stats()
+
+    def _reset_mark(self, rss: int) -> None:
+        os.write(self._clear_fd, b"5")  # type: ignore[arg-type]  # VmHWM := RSS
+        mark = _maxrss_bytes()
+        # getrusage must now agree with the fresh mark, else read VmHWM itself: the kernel's
+        # process-wide maximum (set at exec, raised when a thread exits) is above it, and
+        # getrusage reports that ``floor`` until the test passes it.
+        self._rusage_follows = mark is not None and mark <= rss + (1 << 20)
+        self._floor = mark or 0
 
     def read(self) -> Memory:
         """``(peak_rss_bytes, start_rss_bytes, rss_method, cuda_peak_bytes)`` of the test since
         :meth:`reset` (:func:`memory_fields` names them)."""
         peak: int | None = None
         if self.method == "vmhwm":
-            peak = _maxrss_bytes()
+            try:
+                peak = _getrusage(_RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
+            except OSError:
+                peak = None
             if not self._rusage_follows and (peak is None or peak <= self._floor):
                 peak = self._vmhwm()  # under the floor: only VmHWM knows
             self._last_peak = peak
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
             peak = after if after is not None and after > (self._start or 0) else None
+        if "torch" not in _MODULES:
+            return (peak, self._start, self.method, None)
         cuda_peak: int | None = None
-        cuda = _cuda_in_use() if "torch" in _MODULES else None
+        cuda = _cuda_in_use()
         if cuda is not None:
             try:
                 cuda_peak = int(cuda.max_memory_allocated())
@@ -434,6 +454,7 @@ _json_str: Callable[[str], str] = getattr(json.encoder, "encode_basestring_ascii
 
 
 _NO_MEMORY: Memory = (None, None, None, None)
+_time_ns = time.time_ns
 
 
 def _fixed6(seconds: float) -> str:
@@ -711,7 +732,9 @@ class MappedSink:
                 return
             pos = self._pos
             end = pos + len(data)
-        self._map[pos - self._base : end - self._base] = data  # type: ignore[index]
+        # The mapping's own position stands at the write position (``_grow`` puts it there):
+        # a copy with no slice to build.
+        self._map.write(data)  # type: ignore[union-attr]
         self._pos = end
 
     def _foreign(self) -> tuple[bytes, int]:
@@ -745,6 +768,7 @@ class MappedSink:
             self._map[self._alloc - base : size - base] = bytes(size - self._alloc)
             self._map[at - base : at - base + len(extra)] = extra
             self._pos = at + len(extra)
+        self._map.seek(self._pos - base)
         self._alloc = max(limit, size)
 
     def _switch(self, exc: BaseException) -> None:
@@ -870,6 +894,9 @@ class LineWriter:
         """True once fork hooks mark a child (``_in_child``): no ``getpid`` per line then."""
         self._in_child = False
         self._closed = False
+        self.direct = False
+        """True while lines may be written without the checks of :meth:`_put`: fork hooks
+        mark a child, this is not one, and the writer is open (:class:`DirectProtocol`)."""
         self._encode = json_encoder()
         self._nonce_tail = f', "nonce": {json.dumps(nonce)}' if nonce else ""
 
@@ -926,6 +953,7 @@ class LineWriter:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self.direct = False
                 self._sink.close()
 
     def register_fork_hooks(self) -> None:
@@ -933,12 +961,14 @@ class LineWriter:
         if not hasattr(os, "register_at_fork"):
             return
         self._fork_hooks = True
+        self.direct = not self._closed and not self._in_child and os.getpid() == self._pid
         ref = weakref.ref(self)
 
         def after_in_child() -> None:
             writer = ref()
             if writer is not None:
                 writer._in_child = True
+                writer.direct = False
 
         os.register_at_fork(after_in_child=after_in_child)
 
@@ -1121,16 +1151,139 @@ def direct_protocol(config: pytest.Config) -> Callable[..., list[pytest.TestRepo
 class DirectProtocol:
     """Runs each test as pytest's own ``pytest_runtest_protocol`` does (tryfirst, so in its
     place; hook wrappers still wrap it), taking the reports from ``runtestprotocol``'s return
-    value: no hook wrapper and no report hook of its own, so no dispatch per phase."""
+    value: no hook wrapper and no report hook of its own, so no dispatch per phase.
+
+    Where the memory probe reads ``vmhwm`` and torch is not imported, a test is measured inline
+    (:class:`PeakMemory`'s reset and read, spelled out) and a test that passed is written on a
+    short path: its two lines spelled directly, no :class:`ItemState`. Anything else (another
+    outcome, torch, another probe, a forked child, a closed writer) goes through the
+    recorder's general path.
+    """
 
     def __init__(
         self, recorder: ResultsRecorder, run: Callable[..., list[pytest.TestReport]]
     ) -> None:
         self._recorder = recorder
         self._run = run
+        writer = recorder._writer
+        self._writer = writer
+        self._write = writer._write
+        self._tail = writer._nonce_tail + "}\n"
+        probe = recorder._probe
+        self._probe = probe
+        self._statm_fd = probe._statm_fd if probe is not None else None
+        self._page = probe._page if probe is not None else 4096
+        self._counts = recorder._counts
+        self._parent: object = None
+        self._parent_markers = ""
+        self._peak: int | None = None
+        self._peak_text = "null"
+        self._start = -1
+        self._start_text = ""
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        probe = self._probe
+        if (
+            not self._writer.direct
+            or probe is None
+            or probe.method != "vmhwm"
+            or "torch" in _MODULES
+        ):
+            return self._general(item, nextitem)
+        # The memory probe's reset (PeakMemory.reset): the resident set now, from statm; the
+        # mark is reset only when it stands above it.
+        try:
+            rss = int(_pread(self._statm_fd, 128, 0).split(None, 2)[1]) * self._page  # type: ignore[arg-type]
+        except (OSError, ValueError, IndexError):
+            probe.method = "ru_maxrss"
+            return self._general(item, nextitem)
+        last = probe._last_peak
+        if last is None or last > rss + RESET_SLACK_BYTES:
+            probe._reset_mark(rss)
+        probe._start = rss
+        nodeid = item.nodeid
+        location = item.location
+        quoted = _json_str(nodeid)
+        # Written before the test runs, so a test that kills the interpreter (os._exit, a
+        # segfault) or hangs is still named; the earlier tests' lines were written as they ended.
+        now = str(_time_ns())
+        self._write(
+            f'{{"type": "test_start", "ts": {now[:-9]}.{now[-9:-3]}, '
+            f'"nodeid": {quoted}{self._tail}'.encode()
+        )
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        reports: list[pytest.TestReport] = []
+        try:
+            reports = self._run(item, nextitem=nextitem)
+        finally:
+            # The probe's read (PeakMemory.read).
+            try:
+                peak: int | None = _getrusage(_RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
+            except OSError:
+                peak = None
+            if not probe._rusage_follows and (peak is None or peak <= probe._floor):
+                peak = probe._vmhwm()  # under the floor: only VmHWM knows
+            probe._last_peak = peak
+            line = None
+            if len(reports) == 3 and "torch" not in _MODULES:
+                setup, call, teardown = reports
+                try:
+                    duration = setup.duration + call.duration + teardown.duration
+                    if (
+                        call.outcome == "passed"
+                        and setup.outcome == "passed"
+                        and teardown.outcome == "passed"
+                        and call.when == "call"
+                        and "wasxfail" not in call.__dict__
+                        and 0.0 <= duration < 1e9  # not negative, nan or inf
+                    ):
+                        line = self._passed_line(item, quoted, duration, peak, rss)
+                except (TypeError, ValueError, AttributeError):  # not what pytest produces
+                    line = None
+            if line is None:  # not passed, torch, or interrupted (no reports back: incomplete)
+                state = ItemState(nodeid, item, location, quoted)
+                for report in reports:
+                    state.reports[report.when or "call"] = report
+                state.memory = probe.read()
+                self._recorder._finish(state)
+            elif self._writer.direct:
+                self._counts["passed"] += 1
+                self._write(line.encode())
+        ihook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        return True
+
+    def _passed_line(
+        self, item: pytest.Item, quoted: str, duration: float, peak: int | None, start: int
+    ) -> str:
+        """The ``test`` line of a test whose three phases passed, as ``json.dumps(record())``
+        writes it (times to the microsecond)."""
+        parent = item.parent
+        if item.own_markers or parent is not self._parent:
+            markers = marker_json(item)
+            if not item.own_markers:
+                self._parent, self._parent_markers = parent, markers
+        else:
+            markers = self._parent_markers
+        # peak and start are exact ints (getrusage's and statm's, times a page), spelled as
+        # str() spells them; most tests leave them where the previous test did.
+        if peak != self._peak:
+            self._peak = peak
+            self._peak_text = "null" if peak is None else str(peak)
+        if start != self._start:
+            self._start, self._start_text = start, str(start)
+        spelled = "%.6f" % duration  # noqa: UP031 -- printf's path: no __format__ lookup
+        now = str(_time_ns())
+        return (
+            f'{{"type": "test", "ts": {now[:-9]}.{now[-9:-3]}, "nodeid": {quoted}, '
+            f'"outcome": "passed", "when": "call", "duration_s": {spelled}, '
+            f'"markers": [{markers}], "longrepr": null, "message": null, '
+            f'"peak_rss_bytes": {self._peak_text}, "start_rss_bytes": {self._start_text}, '
+            f'"rss_method": "vmhwm", "cuda_peak_bytes": null{self._tail}'
+        )
+
+    def _general(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
         recorder = self._recorder
         state = recorder.begin(item)
         ihook = item.ihook

@@ -224,3 +224,58 @@ def test_every_line_is_what_json_dumps_writes(pytester: pytest.Pytester, results
     assert any('q"uote' in t["nodeid"] for t in tests)
     params = [t for t in tests if "test_p[" in t["nodeid"]]
     assert len(params) == 4 and all(t["markers"] == ["module_mark", "own_mark"] for t in params)
+
+
+SHORT_PATH_MODULE = """
+import pytest
+
+pytestmark = pytest.mark.module_mark
+
+class TestKind:
+    pytestmark = pytest.mark.class_mark
+
+    def test_in_class(self):
+        pass
+
+@pytest.mark.own_mark
+def test_own():
+    pass
+
+@pytest.mark.parametrize("x", ['q"uote', "é"])
+def test_param(x):
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def test_short_path_lines_equal_the_general_paths(pytester: pytest.Pytester, results: Path) -> None:
+    """A passed test's line is spelled directly where the probe reads vmhwm and torch is not
+    imported; with a (CUDA-less) torch module imported, the same tests go through the general
+    path. Both must write the same keys in the same order and the same values (but for times
+    and memory figures)."""
+    pytester.makepyfile(test_short=SHORT_PATH_MODULE)
+    # The general path builds an ItemState: here it cannot, so each line is the short path's.
+    pytester.makeconftest(
+        "import schedctl_results\n\n"
+        "def no_state(*args, **kwargs):\n"
+        "    raise AssertionError('the general path ran')\n\n"
+        "schedctl_results.ItemState = no_state\n"
+    )
+    run(pytester).assert_outcomes(passed=5)
+    short = records_by_name(results)
+    results.unlink()
+    pytester.makeconftest("import sys, types\nsys.modules['torch'] = types.ModuleType('torch')\n")
+    run(pytester).assert_outcomes(passed=5)
+    general = records_by_name(results)
+    assert sorted(short) == sorted(general) and len(short) == 5
+    varying = {"ts", "duration_s", "peak_rss_bytes", "start_rss_bytes"}
+    for name, line in short.items():
+        assert list(line) == list(general[name]), name
+        assert {k: v for k, v in line.items() if k not in varying} == {
+            k: v for k, v in general[name].items() if k not in varying
+        }, name
+        assert line["rss_method"] == "vmhwm" and isinstance(line["peak_rss_bytes"], int)
+    assert short["test_in_class"]["markers"] == ["class_mark", "module_mark"]
+    assert short["test_own"]["markers"] == ["module_mark", "own_mark"]
