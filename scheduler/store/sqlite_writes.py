@@ -136,19 +136,16 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
         "test_results.peak_rss_bytes, test_results.run_id, test_results.run_id AS "
         "run_id__1, ? AS anon_7, ? AS anon__1 \n"
         "FROM test_results \n"
-        "WHERE test_results.run_id = ? AND test_results.final = 1 AND NOT (EXISTS "
-        "(SELECT * \n"
-        "FROM test_results AS later \n"
-        "WHERE later.test_id = test_results.test_id AND later.run_id = "
-        "test_results.run_id AND later.final = 1 AND later.seq > test_results.seq)) "
-        "ORDER BY test_results.test_id ON CONFLICT (day, test_id, tier) DO UPDATE SET "
-        "runs = (test_daily.runs + excluded.runs), passed = (test_daily.passed + "
-        "excluded.passed), failed = (test_daily.failed + excluded.failed), flaky = "
-        "(test_daily.flaky + excluded.flaky), skipped = (test_daily.skipped + "
-        "excluded.skipped), duration_sum = (test_daily.duration_sum + "
-        "excluded.duration_sum), duration_max = max(coalesce(test_daily.duration_max, "
-        "excluded.duration_max), coalesce(excluded.duration_max, "
-        "test_daily.duration_max)), peak_rss_max = "
+        "WHERE test_results.run_id = ? AND test_results.final = 1 AND "
+        "(test_results.seq NOT IN (SELECT anon_8.value \n"
+        "FROM json_each(?) AS anon_8)) ORDER BY test_results.test_id ON CONFLICT (day, "
+        "test_id, tier) DO UPDATE SET runs = (test_daily.runs + excluded.runs), passed "
+        "= (test_daily.passed + excluded.passed), failed = (test_daily.failed + "
+        "excluded.failed), flaky = (test_daily.flaky + excluded.flaky), skipped = "
+        "(test_daily.skipped + excluded.skipped), duration_sum = "
+        "(test_daily.duration_sum + excluded.duration_sum), duration_max = "
+        "max(coalesce(test_daily.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_daily.duration_max)), peak_rss_max = "
         "max(coalesce(test_daily.peak_rss_max, excluded.peak_rss_max), "
         "coalesce(excluded.peak_rss_max, test_daily.peak_rss_max)), last_run_id = "
         "max(coalesce(test_daily.last_run_id, excluded.last_run_id), "
@@ -168,6 +165,7 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
             "stamp",
             "stamp",
             "run_id",
+            "superseded",
         ),
         {
             "outcome_1_1": "passed",
@@ -177,6 +175,7 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
             "outcome_2_2": "failed",
             "outcome_3": "flaky",
             "outcome_4": "skipped",
+            "superseded": "[]",
         },
     ),
     "rollup_week": (
@@ -193,19 +192,17 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
         "duration_s__1, test_results.peak_rss_bytes, test_results.run_id, "
         "test_results.run_id AS run_id__1, ? AS anon_7, ? AS anon__1 \n"
         "FROM test_results \n"
-        "WHERE test_results.run_id = ? AND test_results.final = 1 AND NOT (EXISTS "
-        "(SELECT * \n"
-        "FROM test_results AS later \n"
-        "WHERE later.test_id = test_results.test_id AND later.run_id = "
-        "test_results.run_id AND later.final = 1 AND later.seq > test_results.seq)) "
-        "ORDER BY test_results.test_id ON CONFLICT (week, test_id, tier) DO UPDATE "
-        "SET runs = (test_weekly.runs + excluded.runs), passed = (test_weekly.passed "
-        "+ excluded.passed), failed = (test_weekly.failed + excluded.failed), flaky = "
-        "(test_weekly.flaky + excluded.flaky), skipped = (test_weekly.skipped + "
-        "excluded.skipped), duration_sum = (test_weekly.duration_sum + "
-        "excluded.duration_sum), duration_max = "
-        "max(coalesce(test_weekly.duration_max, excluded.duration_max), "
-        "coalesce(excluded.duration_max, test_weekly.duration_max)), peak_rss_max = "
+        "WHERE test_results.run_id = ? AND test_results.final = 1 AND "
+        "(test_results.seq NOT IN (SELECT anon_8.value \n"
+        "FROM json_each(?) AS anon_8)) ORDER BY test_results.test_id ON CONFLICT "
+        "(week, test_id, tier) DO UPDATE SET runs = (test_weekly.runs + "
+        "excluded.runs), passed = (test_weekly.passed + excluded.passed), failed = "
+        "(test_weekly.failed + excluded.failed), flaky = (test_weekly.flaky + "
+        "excluded.flaky), skipped = (test_weekly.skipped + excluded.skipped), "
+        "duration_sum = (test_weekly.duration_sum + excluded.duration_sum), "
+        "duration_max = max(coalesce(test_weekly.duration_max, "
+        "excluded.duration_max), coalesce(excluded.duration_max, "
+        "test_weekly.duration_max)), peak_rss_max = "
         "max(coalesce(test_weekly.peak_rss_max, excluded.peak_rss_max), "
         "coalesce(excluded.peak_rss_max, test_weekly.peak_rss_max)), last_run_id = "
         "max(coalesce(test_weekly.last_run_id, excluded.last_run_id), "
@@ -225,6 +222,7 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
             "stamp",
             "stamp",
             "run_id",
+            "superseded",
         ),
         {
             "outcome_1_1": "passed",
@@ -234,6 +232,7 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
             "outcome_2_2": "failed",
             "outcome_3": "flaky",
             "outcome_4": "skipped",
+            "superseded": "[]",
         },
     ),
     "run_by_key": (
