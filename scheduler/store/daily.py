@@ -143,6 +143,7 @@ def rollup_from_results(
     index and a read of the table per result: ~15 % of the upsert at 1M results).
     """
     result = test_results
+    last_final: sa.ColumnElement[bool]
     if skipping:
         given = sa.func.json_each(sa.bindparam("superseded", "[]", type_=sa.String))
         last_final = result.c.seq.not_in(sa.select(given.table_valued("value").c.value))
