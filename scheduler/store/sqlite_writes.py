@@ -136,18 +136,78 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
         "test_results.peak_rss_bytes, test_results.run_id, test_results.run_id AS "
         "run_id__1, ? AS anon_7, ? AS anon__1 \n"
         "FROM test_results \n"
-        "WHERE test_results.run_id = ? AND test_results.final = 1 AND "
-        "(test_results.seq NOT IN (SELECT anon_8.value \n"
-        "FROM json_each(?) AS anon_8)) ORDER BY test_results.test_id ON CONFLICT (day, "
-        "test_id, tier) DO UPDATE SET runs = (test_daily.runs + excluded.runs), passed "
-        "= (test_daily.passed + excluded.passed), failed = (test_daily.failed + "
-        "excluded.failed), flaky = (test_daily.flaky + excluded.flaky), skipped = "
-        "(test_daily.skipped + excluded.skipped), duration_sum = "
-        "(test_daily.duration_sum + excluded.duration_sum), duration_max = "
-        "max(coalesce(test_daily.duration_max, excluded.duration_max), "
-        "coalesce(excluded.duration_max, test_daily.duration_max)), peak_rss_max = "
+        "WHERE test_results.run_id = ? AND test_results.final = 1 AND NOT (EXISTS "
+        "(SELECT * \n"
+        "FROM test_results AS later \n"
+        "WHERE later.test_id = test_results.test_id AND later.run_id = "
+        "test_results.run_id AND later.final = 1 AND later.seq > test_results.seq)) "
+        "ORDER BY test_results.test_id ON CONFLICT (day, test_id, tier) DO UPDATE SET "
+        "runs = (test_daily.runs + excluded.runs), passed = (test_daily.passed + "
+        "excluded.passed), failed = (test_daily.failed + excluded.failed), flaky = "
+        "(test_daily.flaky + excluded.flaky), skipped = (test_daily.skipped + "
+        "excluded.skipped), duration_sum = (test_daily.duration_sum + "
+        "excluded.duration_sum), duration_max = max(coalesce(test_daily.duration_max, "
+        "excluded.duration_max), coalesce(excluded.duration_max, "
+        "test_daily.duration_max)), peak_rss_max = "
         "max(coalesce(test_daily.peak_rss_max, excluded.peak_rss_max), "
         "coalesce(excluded.peak_rss_max, test_daily.peak_rss_max)), last_run_id = "
+        "max(coalesce(test_daily.last_run_id, excluded.last_run_id), "
+        "coalesce(excluded.last_run_id, test_daily.last_run_id)), last_at = "
+        "max(coalesce(test_daily.last_at, excluded.last_at), "
+        "coalesce(excluded.last_at, test_daily.last_at))",
+        (
+            "period_key",
+            "run_id",
+            "outcome_1_1",
+            "outcome_1_2",
+            "outcome_1_3",
+            "outcome_2_1",
+            "outcome_2_2",
+            "outcome_3",
+            "outcome_4",
+            "stamp",
+            "stamp",
+            "run_id",
+        ),
+        {
+            "outcome_1_1": "passed",
+            "outcome_1_2": "xfailed",
+            "outcome_1_3": "xpassed",
+            "outcome_2_1": "error",
+            "outcome_2_2": "failed",
+            "outcome_3": "flaky",
+            "outcome_4": "skipped",
+        },
+    ),
+    "rollup_day_skipping": (
+        "INSERT INTO test_daily (day, test_id, tier, runs, passed, failed, "
+        "flaky, skipped, duration_sum, duration_max, peak_rss_max, "
+        "first_run_id, last_run_id, first_at, last_at) SELECT ? AS anon_1, "
+        "test_results.test_id, (SELECT runs.tier \n"
+        "FROM runs \n"
+        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN (test_results.outcome IN "
+        "(?, ?, ?)) THEN 1 ELSE 0 END AS anon_3, CASE WHEN "
+        "(test_results.outcome IN (?, ?)) THEN 1 ELSE 0 END AS anon_4, CASE "
+        "WHEN (test_results.outcome = ?) THEN 1 ELSE 0 END AS anon_5, CASE "
+        "WHEN (test_results.outcome = ?) THEN 1 ELSE 0 END AS anon_6, "
+        "test_results.duration_s, test_results.duration_s AS duration_s__1, "
+        "test_results.peak_rss_bytes, test_results.run_id, "
+        "test_results.run_id AS run_id__1, ? AS anon_7, ? AS anon__1 \n"
+        "FROM test_results \n"
+        "WHERE test_results.run_id = ? AND test_results.final = 1 AND "
+        "(test_results.seq NOT IN (SELECT anon_8.value \n"
+        "FROM json_each(?) AS anon_8)) ORDER BY test_results.test_id ON "
+        "CONFLICT (day, test_id, tier) DO UPDATE SET runs = (test_daily.runs "
+        "+ excluded.runs), passed = (test_daily.passed + excluded.passed), "
+        "failed = (test_daily.failed + excluded.failed), flaky = "
+        "(test_daily.flaky + excluded.flaky), skipped = (test_daily.skipped + "
+        "excluded.skipped), duration_sum = (test_daily.duration_sum + "
+        "excluded.duration_sum), duration_max = "
+        "max(coalesce(test_daily.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_daily.duration_max)), "
+        "peak_rss_max = max(coalesce(test_daily.peak_rss_max, "
+        "excluded.peak_rss_max), coalesce(excluded.peak_rss_max, "
+        "test_daily.peak_rss_max)), last_run_id = "
         "max(coalesce(test_daily.last_run_id, excluded.last_run_id), "
         "coalesce(excluded.last_run_id, test_daily.last_run_id)), last_at = "
         "max(coalesce(test_daily.last_at, excluded.last_at), "
@@ -192,19 +252,78 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
         "duration_s__1, test_results.peak_rss_bytes, test_results.run_id, "
         "test_results.run_id AS run_id__1, ? AS anon_7, ? AS anon__1 \n"
         "FROM test_results \n"
-        "WHERE test_results.run_id = ? AND test_results.final = 1 AND "
-        "(test_results.seq NOT IN (SELECT anon_8.value \n"
-        "FROM json_each(?) AS anon_8)) ORDER BY test_results.test_id ON CONFLICT "
-        "(week, test_id, tier) DO UPDATE SET runs = (test_weekly.runs + "
-        "excluded.runs), passed = (test_weekly.passed + excluded.passed), failed = "
-        "(test_weekly.failed + excluded.failed), flaky = (test_weekly.flaky + "
-        "excluded.flaky), skipped = (test_weekly.skipped + excluded.skipped), "
-        "duration_sum = (test_weekly.duration_sum + excluded.duration_sum), "
-        "duration_max = max(coalesce(test_weekly.duration_max, "
-        "excluded.duration_max), coalesce(excluded.duration_max, "
-        "test_weekly.duration_max)), peak_rss_max = "
+        "WHERE test_results.run_id = ? AND test_results.final = 1 AND NOT (EXISTS "
+        "(SELECT * \n"
+        "FROM test_results AS later \n"
+        "WHERE later.test_id = test_results.test_id AND later.run_id = "
+        "test_results.run_id AND later.final = 1 AND later.seq > test_results.seq)) "
+        "ORDER BY test_results.test_id ON CONFLICT (week, test_id, tier) DO UPDATE "
+        "SET runs = (test_weekly.runs + excluded.runs), passed = (test_weekly.passed "
+        "+ excluded.passed), failed = (test_weekly.failed + excluded.failed), flaky = "
+        "(test_weekly.flaky + excluded.flaky), skipped = (test_weekly.skipped + "
+        "excluded.skipped), duration_sum = (test_weekly.duration_sum + "
+        "excluded.duration_sum), duration_max = "
+        "max(coalesce(test_weekly.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_weekly.duration_max)), peak_rss_max = "
         "max(coalesce(test_weekly.peak_rss_max, excluded.peak_rss_max), "
         "coalesce(excluded.peak_rss_max, test_weekly.peak_rss_max)), last_run_id = "
+        "max(coalesce(test_weekly.last_run_id, excluded.last_run_id), "
+        "coalesce(excluded.last_run_id, test_weekly.last_run_id)), last_at = "
+        "max(coalesce(test_weekly.last_at, excluded.last_at), "
+        "coalesce(excluded.last_at, test_weekly.last_at))",
+        (
+            "period_key",
+            "run_id",
+            "outcome_1_1",
+            "outcome_1_2",
+            "outcome_1_3",
+            "outcome_2_1",
+            "outcome_2_2",
+            "outcome_3",
+            "outcome_4",
+            "stamp",
+            "stamp",
+            "run_id",
+        ),
+        {
+            "outcome_1_1": "passed",
+            "outcome_1_2": "xfailed",
+            "outcome_1_3": "xpassed",
+            "outcome_2_1": "error",
+            "outcome_2_2": "failed",
+            "outcome_3": "flaky",
+            "outcome_4": "skipped",
+        },
+    ),
+    "rollup_week_skipping": (
+        "INSERT INTO test_weekly (week, test_id, tier, runs, passed, failed, "
+        "flaky, skipped, duration_sum, duration_max, peak_rss_max, "
+        "first_run_id, last_run_id, first_at, last_at) SELECT ? AS anon_1, "
+        "test_results.test_id, (SELECT runs.tier \n"
+        "FROM runs \n"
+        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN (test_results.outcome IN "
+        "(?, ?, ?)) THEN 1 ELSE 0 END AS anon_3, CASE WHEN "
+        "(test_results.outcome IN (?, ?)) THEN 1 ELSE 0 END AS anon_4, CASE "
+        "WHEN (test_results.outcome = ?) THEN 1 ELSE 0 END AS anon_5, CASE "
+        "WHEN (test_results.outcome = ?) THEN 1 ELSE 0 END AS anon_6, "
+        "test_results.duration_s, test_results.duration_s AS duration_s__1, "
+        "test_results.peak_rss_bytes, test_results.run_id, "
+        "test_results.run_id AS run_id__1, ? AS anon_7, ? AS anon__1 \n"
+        "FROM test_results \n"
+        "WHERE test_results.run_id = ? AND test_results.final = 1 AND "
+        "(test_results.seq NOT IN (SELECT anon_8.value \n"
+        "FROM json_each(?) AS anon_8)) ORDER BY test_results.test_id ON "
+        "CONFLICT (week, test_id, tier) DO UPDATE SET runs = "
+        "(test_weekly.runs + excluded.runs), passed = (test_weekly.passed + "
+        "excluded.passed), failed = (test_weekly.failed + excluded.failed), "
+        "flaky = (test_weekly.flaky + excluded.flaky), skipped = "
+        "(test_weekly.skipped + excluded.skipped), duration_sum = "
+        "(test_weekly.duration_sum + excluded.duration_sum), duration_max = "
+        "max(coalesce(test_weekly.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_weekly.duration_max)), "
+        "peak_rss_max = max(coalesce(test_weekly.peak_rss_max, "
+        "excluded.peak_rss_max), coalesce(excluded.peak_rss_max, "
+        "test_weekly.peak_rss_max)), last_run_id = "
         "max(coalesce(test_weekly.last_run_id, excluded.last_run_id), "
         "coalesce(excluded.last_run_id, test_weekly.last_run_id)), last_at = "
         "max(coalesce(test_weekly.last_at, excluded.last_at), "

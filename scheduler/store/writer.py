@@ -155,6 +155,16 @@ def _superseded(rows: Sequence[tuple[Any, ...]]) -> str:
     return json.dumps(sorted(superseded))
 
 
+def _has_json_each(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has ``json_each`` (built in since 3.38; an option before): the
+    ``_skipping`` rollups need it, the others find the superseded rows themselves."""
+    try:
+        conn.execute("SELECT count(*) FROM json_each('[]')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def open_writer(path: Path) -> SqliteWriter | None:
     """A writer on the SQLite file ``path``; ``None`` when the full store must open it."""
     if not path.is_file():
@@ -224,6 +234,7 @@ class SqliteWriter(SqliteReader):
             configure_connection(self._conn.cursor())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.location}: {exc.__class__.__name__}: {exc}") from None
+        self._rollup_suffix = "_skipping" if _has_json_each(self._conn) else ""
 
     @property
     def url(self) -> str:
@@ -419,12 +430,13 @@ class SqliteWriter(SqliteReader):
         self, conn: sqlite3.Connection, run_id: int, finished_at: datetime, superseded: str
     ) -> None:
         """As :func:`~.daily.add_to_daily`: one upsert per table from the rows just written,
-        less the ``superseded`` ones (:func:`_superseded`)."""
+        less the ``superseded`` ones (:func:`_superseded`; without ``json_each``, the store's
+        upserts, which find them)."""
         day = day_of(finished_at)
         keys = {"day": day, "week": week_of(day)}
         stamp = bind_datetime(finished_at)
         for period in ("day", "week"):
-            statement = STATEMENTS[f"rollup_{period}"]
+            statement = STATEMENTS[f"rollup_{period}{self._rollup_suffix}"]
             args = _args(
                 statement,
                 period_key=keys[period],

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from scheduler.store.daily import rollups_skipping
+from scheduler.store.daily import rollups_from_results, rollups_skipping
 from scheduler.store.lease_queries import DEAD_LEASES
 from scheduler.store.nodeids import _BY_NODEID, CHUNK
 from scheduler.store.reads import _kind
@@ -58,8 +58,10 @@ def statements() -> dict[str, sa.ClauseElement]:
         .on_conflict_do_nothing(index_elements=["nodeid"]),
         "delete_results": _DELETE_RESULTS,
         "insert_results": _INSERT_RESULTS,
-        # The run's rows are at hand: the superseded final rows are named, not looked for.
-        **{f"rollup_{period}": upsert for upsert, period in rollups_skipping("sqlite")},
+        # The run's rows are at hand: the superseded final rows are named, not looked for
+        # (``_skipping``) where SQLite has its JSON functions (built in since 3.38).
+        **{f"rollup_{period}": upsert for upsert, period in rollups_from_results("sqlite")},
+        **{f"rollup_{period}_skipping": upsert for upsert, period in rollups_skipping("sqlite")},
         "release_dead_leases": DEAD_LEASES,
     }
 
