@@ -140,7 +140,7 @@ def rollup_from_results(
     ``skipping`` (SQLite: the sqlite3 writer, which has the run's rows at hand): the final rows
     a later final row of the same test supersedes are given, as the JSON array ``:superseded``
     of their ``seq`` (``[]`` almost always), not looked for row by row (a probe of the run's
-    index and a read of the table per result: ~15 % of the upsert at 1M results).
+    index and a read of the table per result: ~20 % of each upsert at 1M results).
     """
     result = test_results
     last_final: sa.ColumnElement[bool]
