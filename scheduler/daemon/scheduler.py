@@ -246,6 +246,9 @@ class Daemon:
             self._timers.pop().join(timeout=30)
 
     def _checkpoint(self) -> None:
+        # Finished runs' staged results into test_results (scheduler/store/staging.py), off
+        # any user's path; then the WAL, merge included, into the file.
+        self.store.merge_staged()
         done = self.store.checkpoint()
         if done is not None and done[1] < done[0]:
             # A reader still needs older pages; the next tick copies the rest.

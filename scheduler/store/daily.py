@@ -31,7 +31,7 @@ from scheduler.store.rollups import (
     next_week,
     week_of,
 )
-from scheduler.store.schema import runs, test_daily, test_results, test_weekly
+from scheduler.store.schema import runs, test_daily, test_results_staged, test_weekly
 
 __all__ = [
     "FAILING",
@@ -132,7 +132,8 @@ def _counts(condition: Any) -> Any:
 def rollup_from_results(
     table: sa.Table, period: str, dialect_name: str, *, skipping: bool = False
 ) -> sa.Insert:
-    """``table``'s upsert of one run's rows (``:run_id``) read from ``test_results``: per test,
+    """``table``'s upsert of one run's rows (``:run_id``) read from ``test_results_staged``
+    (where the finish writes them, :mod:`.staging`): per test,
     its final attempt (the last one reported, should a run report two), under the period
     ``:period_key`` and the run's tier, stamped ``:stamp`` (the finish time as the engine binds
     it). In ``test_id`` order: the rows land on the table's pages one after the other.
@@ -142,13 +143,13 @@ def rollup_from_results(
     of their ``seq`` (``[]`` almost always), not looked for row by row (a probe of the run's
     index and a read of the table per result: ~20 % of each upsert at 1M results).
     """
-    result = test_results
+    result = test_results_staged  # the run's rows, written by the finish just before
     last_final: sa.ColumnElement[bool]
     if skipping:
         given = sa.func.json_each(sa.bindparam("superseded", "[]", type_=sa.String))
         last_final = result.c.seq.not_in(sa.select(given.table_valued("value").c.value))
     else:
-        later = test_results.alias("later")
+        later = test_results_staged.alias("later")
         last_final = ~sa.exists().where(
             later.c.test_id == result.c.test_id,
             later.c.run_id == result.c.run_id,

@@ -32,7 +32,7 @@ from scheduler.store.schema import (
     quarantine,
     runs,
     test_daily,
-    test_results,
+    test_results_all,
     test_weekly,
     tests,
 )
@@ -288,7 +288,7 @@ def _verdict_runs_of() -> sa.Select[Any]:
     how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
     every run between their first and last, and then these say which runs those are
     (:func:`_dense_runs`) without reading them out one by one."""
-    r = test_results.c
+    r = test_results_all.c
     passed_run = sa.case((r.outcome == "passed", r.run_id))
     return (
         sa.select(
@@ -307,7 +307,7 @@ def _verdict_packed_passes() -> sa.Select[Any]:
     """Per test of a chunk, the run ids of its ``passed`` results from ``:from_run_id`` on,
     joined into one comma-separated string: for the tests whose passes are not one unbroken
     stretch of the runs."""
-    r = test_results.c
+    r = test_results_all.c
     return (
         sa.select(r.test_id, sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ","))
         .where(
@@ -323,11 +323,11 @@ _VERDICT_PACKED_PASSES = _verdict_packed_passes()
 # reruns, skips, xfails): the few rows a verdict reads one by one. ``<>`` costs a comparison per
 # result where ``IN (...)`` cost a lookup.
 _VERDICT_OTHERS = sa.select(
-    test_results.c.test_id, test_results.c.run_id, test_results.c.outcome
+    test_results_all.c.test_id, test_results_all.c.run_id, test_results_all.c.outcome
 ).where(
-    _in_chunk(test_results.c.test_id),
-    test_results.c.run_id >= sa.bindparam("from_run_id", 0),
-    test_results.c.outcome != "passed",
+    _in_chunk(test_results_all.c.test_id),
+    test_results_all.c.run_id >= sa.bindparam("from_run_id", 0),
+    test_results_all.c.outcome != "passed",
 )
 # Every run from ``:from_run_id`` on, oldest first, whatever its tier and outcome: the runs a
 # result can belong to (``test_results.run_id`` is a foreign key).
@@ -358,14 +358,14 @@ def _dense_runs(every: Sequence[int], count: int, first: int, last: int) -> tupl
 
 # One test's newest final, not skipped results from ``:from_run_id`` on: the end of its range.
 _NEWEST_DURATIONS = (
-    sa.select(test_results.c.run_id, test_results.c.duration_s)
+    sa.select(test_results_all.c.run_id, test_results_all.c.duration_s)
     .where(
-        test_results.c.test_id == sa.bindparam("test_id", 0),
-        test_results.c.run_id >= sa.bindparam("from_run_id", 0),
-        test_results.c.final.is_(True),
-        test_results.c.outcome != "skipped",
+        test_results_all.c.test_id == sa.bindparam("test_id", 0),
+        test_results_all.c.run_id >= sa.bindparam("from_run_id", 0),
+        test_results_all.c.final.is_(True),
+        test_results_all.c.outcome != "skipped",
     )
-    .order_by(test_results.c.run_id.desc())
+    .order_by(test_results_all.c.run_id.desc())
     .limit(sa.bindparam("limit", 0, literal_execute=False))
 )
 
@@ -384,7 +384,7 @@ def _window_runs(
 def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) -> sa.Select[Any]:
     """PostgreSQL: per test of ``test_ids``, its newest ``limit`` final, not skipped results
     from ``from_run_id`` on (run id, duration), newest first within each test."""
-    r = test_results.c
+    r = test_results_all.c
     wanted = sa.select(tests.c.id).where(tests.c.id.in_(list(test_ids))).subquery()
     newest = (
         sa.select(r.run_id, r.duration_s)
@@ -412,7 +412,7 @@ def _percentiles_lateral(fractions: int) -> sa.Select[Any]:
     skipped results from ``:from_run_id`` on that are in evidence runs of ``:tier`` (NULL:
     every tier) -- a row per test, not one per result: decoding and handing over 100 rows per
     shown test cost more than the scan. Built and compiled once per number of fractions."""
-    r = test_results.c
+    r = test_results_all.c
     wanted = sa.select(tests.c.id).where(_in_chunk(tests.c.id)).subquery()
     newest = (
         sa.select(r.run_id, r.duration_s)
@@ -612,7 +612,7 @@ class HistoryQueries(QueryBase):
         """
         if not nodeids:
             return []
-        r = test_results.c
+        r = test_results_all.c
         extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)

@@ -61,7 +61,8 @@ __all__ = ["SqliteWriter", "bind_datetime", "open_writer"]
 TEST_ID_CACHE = 50_000
 """At most this many ``nodeid -> id`` entries kept (as :class:`~.engine.Store` keeps)."""
 _full_sql, _RESULT_COLUMNS, _ = STATEMENTS["insert_results"]
-"""The ``test_results`` columns in the generated insert's order: a result row's tuple order."""
+"""The result columns in the generated insert's order (into ``test_results_staged``, in
+``test_results``' column order): a result row's tuple order."""
 _NULLABLE = tuple(
     i
     for i, name in enumerate(_RESULT_COLUMNS)
@@ -74,7 +75,7 @@ _by_test = operator.itemgetter(*map(_RESULT_COLUMNS.index, ("test_id", "attempt"
 def _insert_sql(columns: Sequence[str]) -> str:
     """The plain insert of ``columns`` (the generated statement's text for all of them)."""
     names, marks = ", ".join(columns), ", ".join("?" * len(columns))
-    return f"INSERT INTO test_results ({names}) VALUES ({marks})"  # noqa: S608 -- our columns
+    return f"INSERT INTO test_results_staged ({names}) VALUES ({marks})"  # noqa: S608 -- ours
 
 
 if _full_sql != _insert_sql(_RESULT_COLUMNS):
@@ -387,8 +388,9 @@ class SqliteWriter(SqliteReader):
                     raise RunAlreadyFinal(f"run {run_id} is already final in {self.location}")
                 if results:
                     ids = self._ids_of(conn, [r.nodeid for r in results])
-                    delete = STATEMENTS["delete_results"]
-                    conn.execute(delete[0], _args(delete, run_id=run_id))
+                    for name in ("delete_results", "delete_staged"):
+                        delete = STATEMENTS[name]
+                        conn.execute(delete[0], _args(delete, run_id=run_id))
                     rows = _result_tuples(run_id, results, ids)
                     _insert_results(conn, rows)
                     if outcome.is_test_evidence:
@@ -445,6 +447,18 @@ class SqliteWriter(SqliteReader):
                 superseded=superseded,
             )
             conn.execute(statement[0], args)
+
+    def merge_staged(self) -> int:
+        """As :meth:`~.run_queries.RunQueries.merge_staged` (:mod:`.staging`): every finished
+        run's staged results moved into ``test_results`` in one transaction."""
+        try:
+            with self._write() as conn:
+                merge = STATEMENTS["merge_results"]
+                conn.execute(merge[0], _args(merge))
+                delete = STATEMENTS["delete_merged"]
+                return int(conn.execute(delete[0], _args(delete)).rowcount)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
         """Nothing to rehearse: the statements are compiled already (see :mod:`.writes`)."""
