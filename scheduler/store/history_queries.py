@@ -32,7 +32,9 @@ from scheduler.store.schema import (
     quarantine,
     runs,
     test_daily,
+    test_results,
     test_results_all,
+    test_results_staged,
     test_weekly,
     tests,
 )
@@ -283,37 +285,71 @@ def _in_chunk(column: Any) -> Any:
     return column.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
 
 
+def _per_table(build: Callable[[sa.Table], sa.Select[Any]]) -> sa.Subquery:
+    """``build`` of ``test_results`` and of ``test_results_staged``, UNION ALL, as a subquery:
+    each branch keeps its own plan (the table's key order for a GROUP BY, a LIMIT's early exit)
+    where SQLite would read the view ``test_results_all`` through a co-routine and sort every
+    row of it. A run's results are in one of the two tables, never both (:mod:`.staging`)."""
+    return sa.union_all(
+        sa.select(build(test_results).subquery()), sa.select(build(test_results_staged).subquery())
+    ).subquery()
+
+
 def _verdict_runs_of() -> sa.Select[Any]:
     """Per test of a chunk (``:t0``...), its runs from ``:from_run_id`` on (with any result):
     how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
     every run between their first and last, and then these say which runs those are
-    (:func:`_dense_runs`) without reading them out one by one."""
-    r = test_results_all.c
-    passed_run = sa.case((r.outcome == "passed", r.run_id))
-    return (
-        sa.select(
-            r.test_id,
-            sa.func.count(sa.distinct(r.run_id)),
-            sa.func.min(r.run_id),
-            sa.func.max(r.run_id),
-            sa.func.count(sa.distinct(passed_run)),
+    (:func:`_dense_runs`) without reading them out one by one. Summed over both tables (a run
+    is in one of them): each is grouped in its key order."""
+
+    def per(table: sa.Table) -> sa.Select[Any]:
+        r = table.c
+        passed_run = sa.case((r.outcome == "passed", r.run_id))
+        return (
+            sa.select(
+                r.test_id.label("test_id"),
+                sa.func.count(sa.distinct(r.run_id)).label("runs"),
+                sa.func.min(r.run_id).label("first"),
+                sa.func.max(r.run_id).label("last"),
+                sa.func.count(sa.distinct(passed_run)).label("passes"),
+            )
+            .where(_in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0))
+            .group_by(r.test_id)
         )
-        .where(_in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0))
-        .group_by(r.test_id)
-    )
+
+    both = _per_table(per)
+    return sa.select(
+        both.c.test_id,
+        sa.cast(sa.func.sum(both.c.runs), sa.Integer),
+        sa.func.min(both.c.first),
+        sa.func.max(both.c.last),
+        sa.cast(sa.func.sum(both.c.passes), sa.Integer),
+    ).group_by(both.c.test_id)
 
 
 def _verdict_packed_passes() -> sa.Select[Any]:
     """Per test of a chunk, the run ids of its ``passed`` results from ``:from_run_id`` on,
     joined into one comma-separated string: for the tests whose passes are not one unbroken
-    stretch of the runs."""
-    r = test_results_all.c
-    return (
-        sa.select(r.test_id, sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ","))
-        .where(
-            _in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0), r.outcome == "passed"
+    stretch of the runs. Each table's string, then both joined."""
+
+    def per(table: sa.Table) -> sa.Select[Any]:
+        r = table.c
+        return (
+            sa.select(
+                r.test_id.label("test_id"),
+                sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ",").label("runs"),
+            )
+            .where(
+                _in_chunk(r.test_id),
+                r.run_id >= sa.bindparam("from_run_id", 0),
+                r.outcome == "passed",
+            )
+            .group_by(r.test_id)
         )
-        .group_by(r.test_id)
+
+    both = _per_table(per)
+    return sa.select(both.c.test_id, sa.func.aggregate_strings(both.c.runs, ",")).group_by(
+        both.c.test_id
     )
 
 
@@ -612,18 +648,31 @@ class HistoryQueries(QueryBase):
         """
         if not nodeids:
             return []
-        r = test_results_all.c
-        extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
+
+        def select(table: sa.Table) -> sa.Select[Any]:
+            r = table.c
+            extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
+            return sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra).where(
+                r.test_id.in_(list(ids.values())), r.run_id >= from_run_id
+            )
+
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             if not ids:
                 return []
-            query = sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra).where(
-                r.test_id.in_(list(ids.values())), r.run_id >= from_run_id
-            )
+            query = select(test_results_all)
             if newest is not None:
-                query = query.order_by(r.run_id.desc(), r.attempt.desc(), r.seq.desc())
-                query = query.limit(newest)
+                # Each table's newest rows (the end of the test's range: an early exit), then
+                # the newest of both; through the view SQLite would sort the whole range.
+                def newest_of(table: sa.Table) -> sa.Select[Any]:
+                    r = table.c
+                    order = (r.run_id.desc(), r.attempt.desc(), r.seq.desc())
+                    return select(table).add_columns(r.seq).order_by(*order).limit(newest)
+
+                both = _per_table(newest_of)
+                order = (both.c.run_id.desc(), both.c.attempt.desc(), both.c.seq.desc())
+                columns = [c for c in both.c if c.name != "seq"]
+                query = sa.select(*columns).order_by(*order).limit(newest)
             # Otherwise rows come in the table's order, by test then run (callers sort what
             # they need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
             found = fetch(conn, query)

@@ -280,7 +280,9 @@ def test_the_writer_stores_exactly_what_the_store_stores(tmp_path: Path) -> None
     assert not expected["test_results"]
     assert written == expected
     # The merge moves the same rows on both.
-    assert by_store.merge_staged() == by_writer.merge_staged() == len(expected["test_results_staged"])
+    assert (
+        by_store.merge_staged() == by_writer.merge_staged() == len(expected["test_results_staged"])
+    )
     by_store.close()
     by_writer.close()
     written, expected = dump(tmp_path / "b" / "schedctl.db"), dump(tmp_path / "a" / "schedctl.db")
