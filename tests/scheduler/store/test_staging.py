@@ -84,7 +84,7 @@ def _answers(full: Store, run_ids: list[int]) -> dict[str, Any]:
 
 def _count(full: Store, table: str) -> int:
     with full.begin() as conn:
-        return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0)  # noqa: S608
+        return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0)
 
 
 def test_results_read_the_same_staged_and_merged(writer_store: Any) -> None:
@@ -120,7 +120,7 @@ def test_a_merge_after_a_partial_copy_takes_what_is_left(sqlite_store: Store) ->
         conn.exec_driver_sql(
             "INSERT INTO test_results SELECT test_id, run_id, attempt, seq, final, outcome, "
             "duration_s, markers, message, peak_rss_bytes, rss_method, cuda_peak_bytes, owner "
-            f"FROM test_results_staged WHERE run_id = {run_ids[0]}"  # noqa: S608
+            f"FROM test_results_staged WHERE run_id = {run_ids[0]}"
         )
     assert sqlite_store.merge_staged() == 2 * 5
     assert _count(sqlite_store, "test_results") == 2 * 5
