@@ -115,9 +115,9 @@ test_results = sa.Table(
 
 # Schema 7: a finishing run's results land here first, clustered by run (one run's rows are a
 # few contiguous pages), not in ``test_results`` (a leaf page per test at 1M results: the insert
-# a user waits for dirtied ~730 pages). :func:`~.staging.merge_staged` moves every finished
-# run's rows into ``test_results`` off the user's path (the daemon's checkpoint timer, `schedctl
-# run` while its tests run, `schedctl store` maintenance). Readers read both through the view
+# a user waits for dirtied ~730 pages). ``merge_staged`` (:mod:`.staging`) moves every finished
+# run's rows into ``test_results`` off the user's path (the daemon, `schedctl run` while its
+# tests run, `schedctl store migrate`). Readers read both through the view
 # ``test_results_all`` (:data:`test_results_all`); the rollups read the staged rows of the run.
 test_results_staged = sa.Table(
     "test_results_staged",

@@ -2,8 +2,10 @@
 
 A run's finish writes its results into the run-ordered staging table (a few contiguous pages,
 whatever the history size; see :data:`~.schema.test_results_staged`). This module moves every
-finished run's staged rows into the table clustered by test, off the user's path: the daemon's
-checkpoint timer, `schedctl run` while its tests run, `schedctl store` maintenance and copy.
+finished run's staged rows into the table clustered by test, off the user's path: the daemon
+after each finish and before each checkpoint on its timer, `schedctl run` while its tests run
+(earlier runs' rows), `schedctl store migrate`. `schedctl store copy` reads through the view, so
+it carries staged rows (into the target's ``test_results``).
 
 The move is one transaction (the insert and the delete commit together or not at all: a crash
 leaves every row where it was) and idempotent (a row already in ``test_results`` is left as it
