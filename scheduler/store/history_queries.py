@@ -295,6 +295,34 @@ def _per_table(build: Callable[[sa.Table], sa.Select[Any]]) -> sa.Subquery:
     ).subquery()
 
 
+@functools.lru_cache(maxsize=2)
+def _newest_attempts_of_one(lean: bool) -> sa.Select[Any]:
+    """One test's (``:test_id``) newest ``:newest`` attempts from ``:from_run_id`` on, newest
+    first: each table's newest (the end of the test's range, an early exit), then the newest
+    of both. ``lean``: outcomes only (see :meth:`HistoryQueries.test_attempts`)."""
+    newest = sa.bindparam("newest", 0, literal_execute=False)
+
+    def per(table: sa.Table) -> sa.Select[Any]:
+        r = table.c
+        extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
+        return (
+            sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra, r.seq)
+            .where(
+                r.test_id == sa.bindparam("test_id", 0),
+                r.run_id >= sa.bindparam("from_run_id", 0),
+            )
+            .order_by(r.run_id.desc(), r.attempt.desc(), r.seq.desc())
+            .limit(newest)
+        )
+
+    both = _per_table(per)
+    return (
+        sa.select(*(c for c in both.c if c.name != "seq"))
+        .order_by(both.c.run_id.desc(), both.c.attempt.desc(), both.c.seq.desc())
+        .limit(newest)
+    )
+
+
 def _verdict_runs_of() -> sa.Select[Any]:
     """Per test of a chunk (``:t0``...), its runs from ``:from_run_id`` on (with any result):
     how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
@@ -661,7 +689,13 @@ class HistoryQueries(QueryBase):
             if not ids:
                 return []
             query = select(test_results_all)
-            if newest is not None:
+            if newest is not None and len(ids) == 1:
+                # One test (`schedctl test`): a statement compiled once per process.
+                (test_id,) = ids.values()
+                found = Statement(conn, _newest_attempts_of_one(lean), cached=True).rows(
+                    test_id=test_id, from_run_id=from_run_id, newest=newest
+                )
+            elif newest is not None:
                 # Each table's newest rows (the end of the test's range: an early exit), then
                 # the newest of both; through the view SQLite would sort the whole range.
                 def newest_of(table: sa.Table) -> sa.Select[Any]:
@@ -673,9 +707,11 @@ class HistoryQueries(QueryBase):
                 order = (both.c.run_id.desc(), both.c.attempt.desc(), both.c.seq.desc())
                 columns = [c for c in both.c if c.name != "seq"]
                 query = sa.select(*columns).order_by(*order).limit(newest)
-            # Otherwise rows come in the table's order, by test then run (callers sort what
-            # they need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
-            found = fetch(conn, query)
+                found = fetch(conn, query)
+            else:
+                # Rows come in the table's order, by test then run (callers sort what they
+                # need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
+                found = fetch(conn, query)
             if newest is not None:
                 found.reverse()
             first = min((row[1] for row in found), default=from_run_id)
