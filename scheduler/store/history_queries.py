@@ -300,7 +300,7 @@ def _newest_attempts_of_one(lean: bool) -> sa.Select[Any]:
     """One test's (``:test_id``) newest ``:newest`` attempts from ``:from_run_id`` on, newest
     first: each table's newest (the end of the test's range, an early exit), then the newest
     of both. ``lean``: outcomes only (see :meth:`HistoryQueries.test_attempts`)."""
-    newest = sa.bindparam("newest", 0, literal_execute=False)
+    newest: sa.BindParameter[int] = sa.bindparam("newest", 0, literal_execute=False)
 
     def per(table: sa.Table) -> sa.Select[Any]:
         r = table.c
