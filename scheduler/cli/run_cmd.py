@@ -280,6 +280,7 @@ def _run_here(
                 # writes its results into a checkpointed store, reading the pages it changes
                 # from the mapped file, not out of a grown WAL (~2x the insert at 1M results).
                 expired = _check_quarantines(app)
+                _merge_staged(app)  # earlier runs' staged results (scheduler/store/staging.py)
                 _checkpoint(app, min_wal_bytes=1)
             worker.join(0.1)
             if view is not None:
@@ -316,6 +317,15 @@ def _checkpoint(app: AppContext, min_wal_bytes: int = CHECKPOINT_ABOVE_BYTES) ->
         import structlog
 
         structlog.get_logger("schedctl.cli").warning("checkpoint_failed", error=str(exc))
+
+
+def _merge_staged(app: AppContext) -> None:
+    try:
+        app.run_store.merge_staged()
+    except SchedctlError as exc:  # the rows stay staged (readers see them); the next run merges
+        import structlog
+
+        structlog.get_logger("schedctl.cli").warning("merge_staged_failed", error=str(exc))
 
 
 def _progress_view(enabled: bool) -> ProgressView | None:

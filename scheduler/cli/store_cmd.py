@@ -25,6 +25,7 @@ def store_migrate(app: AppContext, as_json: bool) -> None:
     store = open_store(app.config, migrate=False)
     try:
         before, after = store.migrate()
+        store.merge_staged()  # maintenance: staged results into test_results (store/staging.py)
     finally:
         store.close()
     if as_json:

@@ -32,7 +32,7 @@ from scheduler.config import Config, TierConfig
 from scheduler.daemon.cron import latest_slot, parse_cron, slots_between
 from scheduler.daemon.lock import StateLock
 from scheduler.daemon.slots import MAX_GAP_ROWS, SlotPlan, plan_slots
-from scheduler.kernel.errors import DaemonError
+from scheduler.kernel.errors import DaemonError, SchedctlError
 from scheduler.kernel.events import SlotMissed
 from scheduler.kernel.heap import freeze_heap
 from scheduler.kernel.outcome import Stop, decide
@@ -246,6 +246,12 @@ class Daemon:
             self._timers.pop().join(timeout=30)
 
     def _checkpoint(self) -> None:
+        # Finished runs' staged results into test_results (scheduler/store/staging.py), off
+        # any user's path; then the WAL, merge included, into the file.
+        try:
+            self.store.merge_staged()
+        except SchedctlError as exc:  # staged rows read the same; the next tick merges them
+            log.warning("merge_staged_failed", error=str(exc))
         done = self.store.checkpoint()
         if done is not None and done[1] < done[0]:
             # A reader still needs older pages; the next tick copies the rest.

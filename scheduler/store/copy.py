@@ -41,6 +41,7 @@ from scheduler.store.schema import (
     runs,
     test_daily,
     test_results,
+    test_results_all,
     test_weekly,
     tests,
 )
@@ -118,7 +119,8 @@ def copy_store(source: Store, target: Store, *, host: str) -> CopyReport:
         run_ids = [int(i) for (i,) in src.execute(sa.select(runs.c.id).order_by(runs.c.id))]
         for start in range(0, len(run_ids), 100):
             chunk = run_ids[start : start + 100]
-            query = sa.select(test_results).where(test_results.c.run_id.in_(chunk))
+            # Through the view: the staged results (not merged yet) are carried too.
+            query = sa.select(test_results_all).where(test_results_all.c.run_id.in_(chunk))
             # The driver's plain values (no column here needs SQLAlchemy's type processing):
             # a million results' row objects cost more than their COPY.
             rows = [dict(zip(result_names, r, strict=True)) for r in fetch(src, query)]

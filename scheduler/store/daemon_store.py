@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from scheduler.kernel.errors import StoreError
+
 if TYPE_CHECKING:
     from scheduler.run.protocols import RunStore
     from scheduler.store.engine import Store
@@ -87,9 +89,25 @@ class DaemonRunStore:
     ) -> RunRecord:
         writer = self.writer()
         if writer is None:
-            return self.store.finish_run(run_id, results, **values)
-        with self._lock:
-            return writer.finish_run(run_id, results, **values)
+            record = self.store.finish_run(run_id, results, **values)
+        else:
+            with self._lock:
+                record = writer.finish_run(run_id, results, **values)
+        self.merge_staged()
+        return record
+
+    def merge_staged(self) -> int:
+        """Finished runs' staged results into ``test_results`` (:mod:`.staging`), after each
+        finish (nobody waits on a daemon's run) and on the checkpoint timer. Best effort: on
+        failure the rows stay staged, read the same, and the timer's next tick merges them."""
+        writer = self.writer()
+        try:
+            if writer is None:
+                return self.store.merge_staged()
+            with self._lock:
+                return writer.merge_staged()
+        except StoreError:
+            return 0
 
     def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
         """Open the writer at start-up (its statements need no compiling); without one,

@@ -77,6 +77,7 @@ from scheduler.store.schema import (
     postgres_options,
     runs,
     test_results,
+    view_ddl,
 )
 from scheduler.store.stats_queries import (
     LeaseRow,
@@ -324,6 +325,7 @@ class Store(
                     conn.exec_driver_sql(statement)
             metadata.create_all(conn)
             if before is None or version != SCHEMA_VERSION:
+                conn.exec_driver_sql(view_ddl(conn.dialect.name))
                 conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))

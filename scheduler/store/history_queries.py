@@ -33,6 +33,8 @@ from scheduler.store.schema import (
     runs,
     test_daily,
     test_results,
+    test_results_all,
+    test_results_staged,
     test_weekly,
     tests,
 )
@@ -283,37 +285,99 @@ def _in_chunk(column: Any) -> Any:
     return column.in_([sa.bindparam(f"t{k}", 0) for k in range(_ID_CHUNK)])
 
 
+def _per_table(build: Callable[[sa.Table], sa.Select[Any]]) -> sa.Subquery:
+    """``build`` of ``test_results`` and of ``test_results_staged``, UNION ALL, as a subquery:
+    each branch keeps its own plan (the table's key order for a GROUP BY, a LIMIT's early exit)
+    where SQLite would read the view ``test_results_all`` through a co-routine and sort every
+    row of it. A run's results are in one of the two tables, never both (:mod:`.staging`)."""
+    return sa.union_all(
+        sa.select(build(test_results).subquery()), sa.select(build(test_results_staged).subquery())
+    ).subquery()
+
+
+@functools.lru_cache(maxsize=2)
+def _newest_attempts_of_one(lean: bool) -> sa.Select[Any]:
+    """One test's (``:test_id``) newest ``:newest`` attempts from ``:from_run_id`` on, newest
+    first: each table's newest (the end of the test's range, an early exit), then the newest
+    of both. ``lean``: outcomes only (see :meth:`HistoryQueries.test_attempts`)."""
+    newest: sa.BindParameter[int] = sa.bindparam("newest", 0, literal_execute=False)
+
+    def per(table: sa.Table) -> sa.Select[Any]:
+        r = table.c
+        extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
+        return (
+            sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra, r.seq)
+            .where(
+                r.test_id == sa.bindparam("test_id", 0),
+                r.run_id >= sa.bindparam("from_run_id", 0),
+            )
+            .order_by(r.run_id.desc(), r.attempt.desc(), r.seq.desc())
+            .limit(newest)
+        )
+
+    both = _per_table(per)
+    return (
+        sa.select(*(c for c in both.c if c.name != "seq"))
+        .order_by(both.c.run_id.desc(), both.c.attempt.desc(), both.c.seq.desc())
+        .limit(newest)
+    )
+
+
 def _verdict_runs_of() -> sa.Select[Any]:
     """Per test of a chunk (``:t0``...), its runs from ``:from_run_id`` on (with any result):
     how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
     every run between their first and last, and then these say which runs those are
-    (:func:`_dense_runs`) without reading them out one by one."""
-    r = test_results.c
-    passed_run = sa.case((r.outcome == "passed", r.run_id))
-    return (
-        sa.select(
-            r.test_id,
-            sa.func.count(sa.distinct(r.run_id)),
-            sa.func.min(r.run_id),
-            sa.func.max(r.run_id),
-            sa.func.count(sa.distinct(passed_run)),
+    (:func:`_dense_runs`) without reading them out one by one. Summed over both tables (a run
+    is in one of them): each is grouped in its key order."""
+
+    def per(table: sa.Table) -> sa.Select[Any]:
+        r = table.c
+        passed_run = sa.case((r.outcome == "passed", r.run_id))
+        return (
+            sa.select(
+                r.test_id.label("test_id"),
+                sa.func.count(sa.distinct(r.run_id)).label("runs"),
+                sa.func.min(r.run_id).label("first"),
+                sa.func.max(r.run_id).label("last"),
+                sa.func.count(sa.distinct(passed_run)).label("passes"),
+            )
+            .where(_in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0))
+            .group_by(r.test_id)
         )
-        .where(_in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0))
-        .group_by(r.test_id)
-    )
+
+    both = _per_table(per)
+    return sa.select(
+        both.c.test_id,
+        sa.cast(sa.func.sum(both.c.runs), sa.Integer),
+        sa.func.min(both.c.first),
+        sa.func.max(both.c.last),
+        sa.cast(sa.func.sum(both.c.passes), sa.Integer),
+    ).group_by(both.c.test_id)
 
 
 def _verdict_packed_passes() -> sa.Select[Any]:
     """Per test of a chunk, the run ids of its ``passed`` results from ``:from_run_id`` on,
     joined into one comma-separated string: for the tests whose passes are not one unbroken
-    stretch of the runs."""
-    r = test_results.c
-    return (
-        sa.select(r.test_id, sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ","))
-        .where(
-            _in_chunk(r.test_id), r.run_id >= sa.bindparam("from_run_id", 0), r.outcome == "passed"
+    stretch of the runs. Each table's string, then both joined."""
+
+    def per(table: sa.Table) -> sa.Select[Any]:
+        r = table.c
+        return (
+            sa.select(
+                r.test_id.label("test_id"),
+                sa.func.aggregate_strings(sa.cast(r.run_id, sa.String), ",").label("runs"),
+            )
+            .where(
+                _in_chunk(r.test_id),
+                r.run_id >= sa.bindparam("from_run_id", 0),
+                r.outcome == "passed",
+            )
+            .group_by(r.test_id)
         )
-        .group_by(r.test_id)
+
+    both = _per_table(per)
+    return sa.select(both.c.test_id, sa.func.aggregate_strings(both.c.runs, ",")).group_by(
+        both.c.test_id
     )
 
 
@@ -323,11 +387,11 @@ _VERDICT_PACKED_PASSES = _verdict_packed_passes()
 # reruns, skips, xfails): the few rows a verdict reads one by one. ``<>`` costs a comparison per
 # result where ``IN (...)`` cost a lookup.
 _VERDICT_OTHERS = sa.select(
-    test_results.c.test_id, test_results.c.run_id, test_results.c.outcome
+    test_results_all.c.test_id, test_results_all.c.run_id, test_results_all.c.outcome
 ).where(
-    _in_chunk(test_results.c.test_id),
-    test_results.c.run_id >= sa.bindparam("from_run_id", 0),
-    test_results.c.outcome != "passed",
+    _in_chunk(test_results_all.c.test_id),
+    test_results_all.c.run_id >= sa.bindparam("from_run_id", 0),
+    test_results_all.c.outcome != "passed",
 )
 # Every run from ``:from_run_id`` on, oldest first, whatever its tier and outcome: the runs a
 # result can belong to (``test_results.run_id`` is a foreign key).
@@ -358,14 +422,14 @@ def _dense_runs(every: Sequence[int], count: int, first: int, last: int) -> tupl
 
 # One test's newest final, not skipped results from ``:from_run_id`` on: the end of its range.
 _NEWEST_DURATIONS = (
-    sa.select(test_results.c.run_id, test_results.c.duration_s)
+    sa.select(test_results_all.c.run_id, test_results_all.c.duration_s)
     .where(
-        test_results.c.test_id == sa.bindparam("test_id", 0),
-        test_results.c.run_id >= sa.bindparam("from_run_id", 0),
-        test_results.c.final.is_(True),
-        test_results.c.outcome != "skipped",
+        test_results_all.c.test_id == sa.bindparam("test_id", 0),
+        test_results_all.c.run_id >= sa.bindparam("from_run_id", 0),
+        test_results_all.c.final.is_(True),
+        test_results_all.c.outcome != "skipped",
     )
-    .order_by(test_results.c.run_id.desc())
+    .order_by(test_results_all.c.run_id.desc())
     .limit(sa.bindparam("limit", 0, literal_execute=False))
 )
 
@@ -384,7 +448,7 @@ def _window_runs(
 def _durations_lateral(test_ids: Sequence[int], from_run_id: int, limit: int) -> sa.Select[Any]:
     """PostgreSQL: per test of ``test_ids``, its newest ``limit`` final, not skipped results
     from ``from_run_id`` on (run id, duration), newest first within each test."""
-    r = test_results.c
+    r = test_results_all.c
     wanted = sa.select(tests.c.id).where(tests.c.id.in_(list(test_ids))).subquery()
     newest = (
         sa.select(r.run_id, r.duration_s)
@@ -412,7 +476,7 @@ def _percentiles_lateral(fractions: int) -> sa.Select[Any]:
     skipped results from ``:from_run_id`` on that are in evidence runs of ``:tier`` (NULL:
     every tier) -- a row per test, not one per result: decoding and handing over 100 rows per
     shown test cost more than the scan. Built and compiled once per number of fractions."""
-    r = test_results.c
+    r = test_results_all.c
     wanted = sa.select(tests.c.id).where(_in_chunk(tests.c.id)).subquery()
     newest = (
         sa.select(r.run_id, r.duration_s)
@@ -612,21 +676,42 @@ class HistoryQueries(QueryBase):
         """
         if not nodeids:
             return []
-        r = test_results.c
-        extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
+
+        def select(table: sa.Table) -> sa.Select[Any]:
+            r = table.c
+            extra = () if lean else (r.duration_s, r.peak_rss_bytes, r.cuda_peak_bytes, r.owner)
+            return sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra).where(
+                r.test_id.in_(list(ids.values())), r.run_id >= from_run_id
+            )
+
         with self.begin() as conn:
             ids = known_ids(conn, nodeids)
             if not ids:
                 return []
-            query = sa.select(r.test_id, r.run_id, r.attempt, r.final, r.outcome, *extra).where(
-                r.test_id.in_(list(ids.values())), r.run_id >= from_run_id
-            )
-            if newest is not None:
-                query = query.order_by(r.run_id.desc(), r.attempt.desc(), r.seq.desc())
-                query = query.limit(newest)
-            # Otherwise rows come in the table's order, by test then run (callers sort what
-            # they need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
-            found = fetch(conn, query)
+            query = select(test_results_all)
+            if newest is not None and len(ids) == 1:
+                # One test (`schedctl test`): a statement compiled once per process.
+                (test_id,) = ids.values()
+                found = Statement(conn, _newest_attempts_of_one(lean), cached=True).rows(
+                    test_id=test_id, from_run_id=from_run_id, newest=newest
+                )
+            elif newest is not None:
+                # Each table's newest rows (the end of the test's range: an early exit), then
+                # the newest of both; through the view SQLite would sort the whole range.
+                def newest_of(table: sa.Table) -> sa.Select[Any]:
+                    r = table.c
+                    order = (r.run_id.desc(), r.attempt.desc(), r.seq.desc())
+                    return select(table).add_columns(r.seq).order_by(*order).limit(newest)
+
+                both = _per_table(newest_of)
+                order = (both.c.run_id.desc(), both.c.attempt.desc(), both.c.seq.desc())
+                columns = [c for c in both.c if c.name != "seq"]
+                query = sa.select(*columns).order_by(*order).limit(newest)
+                found = fetch(conn, query)
+            else:
+                # Rows come in the table's order, by test then run (callers sort what they
+                # need): an ORDER BY here makes SQLite sort every row through a temporary B-tree.
+                found = fetch(conn, query)
             if newest is not None:
                 found.reverse()
             first = min((row[1] for row in found), default=from_run_id)

@@ -34,7 +34,17 @@ from scheduler.store.records import (
     result_values,
     stored_isoformat,
 )
-from scheduler.store.schema import ACTIVE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
+from scheduler.store.schema import (
+    ACTIVE_OUTCOMES,
+    FINAL_OUTCOMES,
+    RESULT_COLUMNS,
+    runs,
+    test_results,
+    test_results_all,
+    test_results_staged,
+    tests,
+)
+from scheduler.store.staging import DELETE_MERGED, merge_statement
 
 __all__ = ["STREAK_WINDOW", "ActiveRunExists", "RunAlreadyFinal", "RunQueries", "failure_streak"]
 
@@ -108,6 +118,7 @@ class RunQueries(QueryBase):
                 # After the UPDATE: the transaction holds the write lock while it adds nodeids.
                 ids = ids_of(conn, [r.nodeid for r in results], self._test_ids)
                 conn.execute(_DELETE_RESULTS, {"run_id": run_id})
+                conn.execute(_DELETE_STAGED, {"run_id": run_id})
                 # In key order (``seq`` keeps the reported one): each insert lands beside the last.
                 rows = sorted(result_values(run_id, results, ids), key=_by_test)
                 _insert_results(conn, rows)
@@ -116,6 +127,13 @@ class RunQueries(QueryBase):
         if results:
             self._remember_test_ids(ids)  # committed: these ids are for good
         return self.get_run(run_id)
+
+    def merge_staged(self) -> int:
+        """Move every finished run's staged results into ``test_results`` (:mod:`.staging`):
+        one transaction, idempotent; the number of rows it took out of staging."""
+        with self.begin(write=True) as conn:
+            conn.execute(merge_statement(conn.dialect.name))
+            return int(conn.execute(DELETE_MERGED).rowcount or 0)
 
     def _remember_test_ids(self, ids: Mapping[str, int]) -> None:
         """Keep the ids of a run's tests for the next runs' inserts (the same tests, mostly):
@@ -300,6 +318,9 @@ _FINISH_RUN = _UPDATE_RUN.where(runs.c.outcome.in_(ACTIVE_OUTCOMES))
 _DELETE_RESULTS = test_results.delete().where(
     test_results.c.run_id == sa.bindparam("run_id", type_=sa.Integer)
 )
+_DELETE_STAGED = test_results_staged.delete().where(
+    test_results_staged.c.run_id == sa.bindparam("run_id", type_=sa.Integer)
+)
 _by_test = operator.itemgetter("test_id", "attempt", "seq")
 _GET_RUN = sa.select(runs).where(runs.c.id == sa.bindparam("run_id", type_=sa.Integer))
 _RUN_BY_KEY = sa.select(runs).where(runs.c.idempotency_key == sa.bindparam("key", type_=sa.String))
@@ -321,24 +342,26 @@ _DATETIME_COLUMNS = tuple(n for n in _RECORD_COLUMNS if isinstance(runs.c[n].typ
 
 _RUN_RESULTS = (
     sa.select(
-        test_results.c.seq,
+        test_results_all.c.seq,
         tests.c.nodeid,
-        test_results.c.outcome,
-        test_results.c.duration_s,
-        test_results.c.markers,
-        test_results.c.message,
-        test_results.c.attempt,
-        test_results.c.final,
-        test_results.c.peak_rss_bytes,
-        test_results.c.rss_method,
-        test_results.c.cuda_peak_bytes,
-        test_results.c.owner,
+        test_results_all.c.outcome,
+        test_results_all.c.duration_s,
+        test_results_all.c.markers,
+        test_results_all.c.message,
+        test_results_all.c.attempt,
+        test_results_all.c.final,
+        test_results_all.c.peak_rss_bytes,
+        test_results_all.c.rss_method,
+        test_results_all.c.cuda_peak_bytes,
+        test_results_all.c.owner,
     )
-    .join(tests, tests.c.id == test_results.c.test_id)
-    .where(test_results.c.run_id == sa.bindparam("run_id", 0))
+    .join(tests, tests.c.id == test_results_all.c.test_id)
+    .where(test_results_all.c.run_id == sa.bindparam("run_id", 0))
 )
-_INSERT_RESULTS = test_results.insert().values(
-    {c.name: sa.bindparam(c.name) for c in test_results.columns}
+# A finish writes into the run-ordered staging table (see :mod:`.staging`), in
+# ``test_results``' column order (the sqlite3 writer's row tuples are in it).
+_INSERT_RESULTS = test_results_staged.insert().values(
+    {name: sa.bindparam(name) for name in RESULT_COLUMNS}
 )
 _NULLABLE_RESULT_COLUMNS = tuple(c.name for c in test_results.columns if c.nullable)
 
@@ -348,8 +371,8 @@ def _insert_results_without(nulls: tuple[str, ...]) -> sa.Insert:
     """:data:`_INSERT_RESULTS` less the nullable columns ``nulls`` (left NULL: no defaults)."""
     if not nulls:
         return _INSERT_RESULTS
-    return test_results.insert().values(
-        {c.name: sa.bindparam(c.name) for c in test_results.columns if c.name not in nulls}
+    return test_results_staged.insert().values(
+        {name: sa.bindparam(name) for name in RESULT_COLUMNS if name not in nulls}
     )
 
 

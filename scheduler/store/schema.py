@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from scheduler.kernel.outcome import Outcome
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = sa.MetaData()
 
@@ -112,6 +112,50 @@ test_results = sa.Table(
     sa.Index("ix_test_results_run", "run_id"),
     sqlite_with_rowid=False,
 )
+
+# Schema 7: a finishing run's results land here first, clustered by run (one run's rows are a
+# few contiguous pages), not in ``test_results`` (a leaf page per test at 1M results: the insert
+# a user waits for dirtied ~730 pages). ``merge_staged`` (:mod:`.staging`) moves every finished
+# run's rows into ``test_results`` off the user's path (the daemon, `schedctl run` while its
+# tests run, `schedctl store migrate`). Readers read both through the view
+# ``test_results_all`` (:data:`test_results_all`); the rollups read the staged rows of the run.
+test_results_staged = sa.Table(
+    "test_results_staged",
+    metadata,
+    # test_results' columns in its order (an insert's values are in it), keyed run first.
+    sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), nullable=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("seq", sa.Integer, nullable=False),
+    *(c._copy() for c in test_results.columns if not c.primary_key),
+    sa.PrimaryKeyConstraint("run_id", "test_id", "attempt", "seq"),
+    sqlite_with_rowid=False,
+)
+RESULT_COLUMNS = tuple(c.name for c in test_results.columns)
+"""``test_results``' columns in its order: the staged table and the view list them so."""
+
+# The view is not in :data:`metadata` (create_all would make it a table): its DDL is
+# :func:`view_ddl`, run by every migrate (idempotent). Readers select from this Table object.
+views = sa.MetaData()
+test_results_all = sa.Table(
+    "test_results_all",
+    views,
+    *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in test_results.columns),
+)
+
+
+def view_ddl(dialect_name: str) -> str:
+    """The ``CREATE VIEW`` of :data:`test_results_all` for ``dialect_name`` (idempotent)."""
+    names = ", ".join(RESULT_COLUMNS)
+    body = (
+        f"SELECT {names} FROM test_results UNION ALL "  # noqa: S608 -- our own columns
+        f"SELECT {names} FROM test_results_staged"
+    )
+    if dialect_name == "postgresql":
+        return f"CREATE OR REPLACE VIEW test_results_all AS {body}"
+    return f"CREATE VIEW IF NOT EXISTS test_results_all AS {body}"
+
+
 # PostgreSQL keeps a table in insertion order (by run), not clustered by its primary key: one
 # test's history would be a heap page per result. This index holds what the history reads of a
 # test's range (flaky verdicts, p50/p90 durations) in key order, so those are index-only scans
@@ -389,4 +433,7 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "q.expiry_alerted_at FROM quarantine_v5 q JOIN tests t ON t.nodeid = q.nodeid",
         "DROP TABLE quarantine_v5",
     ),
+    # The run-ordered staging table (test_results_staged) is new: create_all makes it and
+    # migrate then creates the view (view_ddl); no row moves.
+    7: (),
 }

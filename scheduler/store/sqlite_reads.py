@@ -5,7 +5,7 @@ what the generator makes now."""
 
 from typing import Any
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 STATEMENTS: dict[str, tuple[str, dict[str, Any], tuple[tuple[str, str], ...]]] = {
     "leases": (
@@ -83,12 +83,13 @@ STATEMENTS: dict[str, tuple[str, dict[str, Any], tuple[tuple[str, str], ...]]] =
         ),
     ),
     "run_results": (
-        "SELECT test_results.seq, tests.nodeid, test_results.outcome, "
-        "test_results.duration_s, test_results.markers, test_results.message, "
-        "test_results.attempt, test_results.final, test_results.peak_rss_bytes, "
-        "test_results.rss_method, test_results.cuda_peak_bytes, test_results.owner \n"
-        "FROM test_results JOIN tests ON tests.id = test_results.test_id \n"
-        "WHERE test_results.run_id = :run_id",
+        "SELECT test_results_all.seq, tests.nodeid, test_results_all.outcome, "
+        "test_results_all.duration_s, test_results_all.markers, "
+        "test_results_all.message, test_results_all.attempt, test_results_all.final, "
+        "test_results_all.peak_rss_bytes, test_results_all.rss_method, "
+        "test_results_all.cuda_peak_bytes, test_results_all.owner \n"
+        "FROM test_results_all JOIN tests ON tests.id = test_results_all.test_id \n"
+        "WHERE test_results_all.run_id = :run_id",
         {"run_id": 0},
         (
             ("seq", ""),

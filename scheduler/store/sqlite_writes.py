@@ -6,7 +6,7 @@ now."""
 
 from typing import Any
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 CHUNK: int = 500
 
@@ -45,10 +45,23 @@ RUN_COLUMNS: dict[str, tuple[str, str, Any]] = {
 }
 
 STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
+    "delete_merged": (
+        "DELETE FROM test_results_staged WHERE test_results_staged.run_id IN "
+        "(SELECT runs.id \n"
+        "FROM runs \n"
+        "WHERE (runs.outcome NOT IN (?, ?)))",
+        ("outcome_1_1", "outcome_1_2"),
+        {"outcome_1_1": "queued", "outcome_1_2": "running"},
+    ),
     "delete_results": ("DELETE FROM test_results WHERE test_results.run_id = ?", ("run_id",), {}),
+    "delete_staged": (
+        "DELETE FROM test_results_staged WHERE test_results_staged.run_id = ?",
+        ("run_id",),
+        {},
+    ),
     "insert_results": (
-        "INSERT INTO test_results (test_id, run_id, attempt, seq, final, outcome, "
-        "duration_s, markers, message, peak_rss_bytes, rss_method, "
+        "INSERT INTO test_results_staged (test_id, run_id, attempt, seq, final, "
+        "outcome, duration_s, markers, message, peak_rss_bytes, rss_method, "
         "cuda_peak_bytes, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             "test_id",
@@ -114,6 +127,25 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
         ("nodeid",),
         {},
     ),
+    "merge_results": (
+        "INSERT INTO test_results (test_id, run_id, attempt, seq, final, outcome, "
+        "duration_s, markers, message, peak_rss_bytes, rss_method, cuda_peak_bytes, "
+        "owner) SELECT test_results_staged.test_id, test_results_staged.run_id, "
+        "test_results_staged.attempt, test_results_staged.seq, "
+        "test_results_staged.final, test_results_staged.outcome, "
+        "test_results_staged.duration_s, test_results_staged.markers, "
+        "test_results_staged.message, test_results_staged.peak_rss_bytes, "
+        "test_results_staged.rss_method, test_results_staged.cuda_peak_bytes, "
+        "test_results_staged.owner \n"
+        "FROM test_results_staged \n"
+        "WHERE test_results_staged.run_id IN (SELECT runs.id \n"
+        "FROM runs \n"
+        "WHERE (runs.outcome NOT IN (?, ?))) ORDER BY test_results_staged.test_id, "
+        "test_results_staged.run_id, test_results_staged.attempt, "
+        "test_results_staged.seq ON CONFLICT DO NOTHING",
+        ("outcome_1_1", "outcome_1_2"),
+        {"outcome_1_1": "queued", "outcome_1_2": "running"},
+    ),
     "release_dead_leases": (
         "DELETE FROM gpu_leases WHERE (gpu_leases.run_id NOT IN (SELECT "
         "runs.id \n"
@@ -125,30 +157,32 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "rollup_day": (
         "INSERT INTO test_daily (day, test_id, tier, runs, passed, failed, flaky, "
         "skipped, duration_sum, duration_max, peak_rss_max, first_run_id, last_run_id, "
-        "first_at, last_at) SELECT ? AS anon_1, test_results.test_id, (SELECT "
+        "first_at, last_at) SELECT ? AS anon_1, test_results_staged.test_id, (SELECT "
         "runs.tier \n"
         "FROM runs \n"
-        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN (test_results.outcome IN (?, ?, "
-        "?)) THEN 1 ELSE 0 END AS anon_3, CASE WHEN (test_results.outcome IN (?, ?)) "
-        "THEN 1 ELSE 0 END AS anon_4, CASE WHEN (test_results.outcome = ?) THEN 1 ELSE "
-        "0 END AS anon_5, CASE WHEN (test_results.outcome = ?) THEN 1 ELSE 0 END AS "
-        "anon_6, test_results.duration_s, test_results.duration_s AS duration_s__1, "
-        "test_results.peak_rss_bytes, test_results.run_id, test_results.run_id AS "
-        "run_id__1, ? AS anon_7, ? AS anon__1 \n"
-        "FROM test_results \n"
-        "WHERE test_results.run_id = ? AND test_results.final = 1 AND NOT (EXISTS "
-        "(SELECT * \n"
-        "FROM test_results AS later \n"
-        "WHERE later.test_id = test_results.test_id AND later.run_id = "
-        "test_results.run_id AND later.final = 1 AND later.seq > test_results.seq)) "
-        "ORDER BY test_results.test_id ON CONFLICT (day, test_id, tier) DO UPDATE SET "
-        "runs = (test_daily.runs + excluded.runs), passed = (test_daily.passed + "
-        "excluded.passed), failed = (test_daily.failed + excluded.failed), flaky = "
-        "(test_daily.flaky + excluded.flaky), skipped = (test_daily.skipped + "
-        "excluded.skipped), duration_sum = (test_daily.duration_sum + "
-        "excluded.duration_sum), duration_max = max(coalesce(test_daily.duration_max, "
-        "excluded.duration_max), coalesce(excluded.duration_max, "
-        "test_daily.duration_max)), peak_rss_max = "
+        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN (test_results_staged.outcome IN "
+        "(?, ?, ?)) THEN 1 ELSE 0 END AS anon_3, CASE WHEN "
+        "(test_results_staged.outcome IN (?, ?)) THEN 1 ELSE 0 END AS anon_4, CASE "
+        "WHEN (test_results_staged.outcome = ?) THEN 1 ELSE 0 END AS anon_5, CASE WHEN "
+        "(test_results_staged.outcome = ?) THEN 1 ELSE 0 END AS anon_6, "
+        "test_results_staged.duration_s, test_results_staged.duration_s AS "
+        "duration_s__1, test_results_staged.peak_rss_bytes, "
+        "test_results_staged.run_id, test_results_staged.run_id AS run_id__1, ? AS "
+        "anon_7, ? AS anon__1 \n"
+        "FROM test_results_staged \n"
+        "WHERE test_results_staged.run_id = ? AND test_results_staged.final = 1 AND "
+        "NOT (EXISTS (SELECT * \n"
+        "FROM test_results_staged AS later \n"
+        "WHERE later.test_id = test_results_staged.test_id AND later.run_id = "
+        "test_results_staged.run_id AND later.final = 1 AND later.seq > "
+        "test_results_staged.seq)) ORDER BY test_results_staged.test_id ON CONFLICT "
+        "(day, test_id, tier) DO UPDATE SET runs = (test_daily.runs + excluded.runs), "
+        "passed = (test_daily.passed + excluded.passed), failed = (test_daily.failed + "
+        "excluded.failed), flaky = (test_daily.flaky + excluded.flaky), skipped = "
+        "(test_daily.skipped + excluded.skipped), duration_sum = "
+        "(test_daily.duration_sum + excluded.duration_sum), duration_max = "
+        "max(coalesce(test_daily.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_daily.duration_max)), peak_rss_max = "
         "max(coalesce(test_daily.peak_rss_max, excluded.peak_rss_max), "
         "coalesce(excluded.peak_rss_max, test_daily.peak_rss_max)), last_run_id = "
         "max(coalesce(test_daily.last_run_id, excluded.last_run_id), "
@@ -179,33 +213,96 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
             "outcome_4": "skipped",
         },
     ),
+    "rollup_day_skipping": (
+        "INSERT INTO test_daily (day, test_id, tier, runs, passed, failed, "
+        "flaky, skipped, duration_sum, duration_max, peak_rss_max, "
+        "first_run_id, last_run_id, first_at, last_at) SELECT ? AS anon_1, "
+        "test_results_staged.test_id, (SELECT runs.tier \n"
+        "FROM runs \n"
+        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN "
+        "(test_results_staged.outcome IN (?, ?, ?)) THEN 1 ELSE 0 END AS "
+        "anon_3, CASE WHEN (test_results_staged.outcome IN (?, ?)) THEN 1 "
+        "ELSE 0 END AS anon_4, CASE WHEN (test_results_staged.outcome = ?) "
+        "THEN 1 ELSE 0 END AS anon_5, CASE WHEN (test_results_staged.outcome "
+        "= ?) THEN 1 ELSE 0 END AS anon_6, test_results_staged.duration_s, "
+        "test_results_staged.duration_s AS duration_s__1, "
+        "test_results_staged.peak_rss_bytes, test_results_staged.run_id, "
+        "test_results_staged.run_id AS run_id__1, ? AS anon_7, ? AS anon__1 \n"
+        "FROM test_results_staged \n"
+        "WHERE test_results_staged.run_id = ? AND test_results_staged.final = "
+        "1 AND (test_results_staged.seq NOT IN (SELECT anon_8.value \n"
+        "FROM json_each(?) AS anon_8)) ORDER BY test_results_staged.test_id "
+        "ON CONFLICT (day, test_id, tier) DO UPDATE SET runs = "
+        "(test_daily.runs + excluded.runs), passed = (test_daily.passed + "
+        "excluded.passed), failed = (test_daily.failed + excluded.failed), "
+        "flaky = (test_daily.flaky + excluded.flaky), skipped = "
+        "(test_daily.skipped + excluded.skipped), duration_sum = "
+        "(test_daily.duration_sum + excluded.duration_sum), duration_max = "
+        "max(coalesce(test_daily.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_daily.duration_max)), "
+        "peak_rss_max = max(coalesce(test_daily.peak_rss_max, "
+        "excluded.peak_rss_max), coalesce(excluded.peak_rss_max, "
+        "test_daily.peak_rss_max)), last_run_id = "
+        "max(coalesce(test_daily.last_run_id, excluded.last_run_id), "
+        "coalesce(excluded.last_run_id, test_daily.last_run_id)), last_at = "
+        "max(coalesce(test_daily.last_at, excluded.last_at), "
+        "coalesce(excluded.last_at, test_daily.last_at))",
+        (
+            "period_key",
+            "run_id",
+            "outcome_1_1",
+            "outcome_1_2",
+            "outcome_1_3",
+            "outcome_2_1",
+            "outcome_2_2",
+            "outcome_3",
+            "outcome_4",
+            "stamp",
+            "stamp",
+            "run_id",
+            "superseded",
+        ),
+        {
+            "outcome_1_1": "passed",
+            "outcome_1_2": "xfailed",
+            "outcome_1_3": "xpassed",
+            "outcome_2_1": "error",
+            "outcome_2_2": "failed",
+            "outcome_3": "flaky",
+            "outcome_4": "skipped",
+            "superseded": "[]",
+        },
+    ),
     "rollup_week": (
         "INSERT INTO test_weekly (week, test_id, tier, runs, passed, failed, flaky, "
         "skipped, duration_sum, duration_max, peak_rss_max, first_run_id, "
-        "last_run_id, first_at, last_at) SELECT ? AS anon_1, test_results.test_id, "
-        "(SELECT runs.tier \n"
+        "last_run_id, first_at, last_at) SELECT ? AS anon_1, "
+        "test_results_staged.test_id, (SELECT runs.tier \n"
         "FROM runs \n"
-        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN (test_results.outcome IN (?, ?, "
-        "?)) THEN 1 ELSE 0 END AS anon_3, CASE WHEN (test_results.outcome IN (?, ?)) "
-        "THEN 1 ELSE 0 END AS anon_4, CASE WHEN (test_results.outcome = ?) THEN 1 "
-        "ELSE 0 END AS anon_5, CASE WHEN (test_results.outcome = ?) THEN 1 ELSE 0 END "
-        "AS anon_6, test_results.duration_s, test_results.duration_s AS "
-        "duration_s__1, test_results.peak_rss_bytes, test_results.run_id, "
-        "test_results.run_id AS run_id__1, ? AS anon_7, ? AS anon__1 \n"
-        "FROM test_results \n"
-        "WHERE test_results.run_id = ? AND test_results.final = 1 AND NOT (EXISTS "
-        "(SELECT * \n"
-        "FROM test_results AS later \n"
-        "WHERE later.test_id = test_results.test_id AND later.run_id = "
-        "test_results.run_id AND later.final = 1 AND later.seq > test_results.seq)) "
-        "ORDER BY test_results.test_id ON CONFLICT (week, test_id, tier) DO UPDATE "
-        "SET runs = (test_weekly.runs + excluded.runs), passed = (test_weekly.passed "
-        "+ excluded.passed), failed = (test_weekly.failed + excluded.failed), flaky = "
-        "(test_weekly.flaky + excluded.flaky), skipped = (test_weekly.skipped + "
-        "excluded.skipped), duration_sum = (test_weekly.duration_sum + "
-        "excluded.duration_sum), duration_max = "
-        "max(coalesce(test_weekly.duration_max, excluded.duration_max), "
-        "coalesce(excluded.duration_max, test_weekly.duration_max)), peak_rss_max = "
+        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN (test_results_staged.outcome IN "
+        "(?, ?, ?)) THEN 1 ELSE 0 END AS anon_3, CASE WHEN "
+        "(test_results_staged.outcome IN (?, ?)) THEN 1 ELSE 0 END AS anon_4, CASE "
+        "WHEN (test_results_staged.outcome = ?) THEN 1 ELSE 0 END AS anon_5, CASE "
+        "WHEN (test_results_staged.outcome = ?) THEN 1 ELSE 0 END AS anon_6, "
+        "test_results_staged.duration_s, test_results_staged.duration_s AS "
+        "duration_s__1, test_results_staged.peak_rss_bytes, "
+        "test_results_staged.run_id, test_results_staged.run_id AS run_id__1, ? AS "
+        "anon_7, ? AS anon__1 \n"
+        "FROM test_results_staged \n"
+        "WHERE test_results_staged.run_id = ? AND test_results_staged.final = 1 AND "
+        "NOT (EXISTS (SELECT * \n"
+        "FROM test_results_staged AS later \n"
+        "WHERE later.test_id = test_results_staged.test_id AND later.run_id = "
+        "test_results_staged.run_id AND later.final = 1 AND later.seq > "
+        "test_results_staged.seq)) ORDER BY test_results_staged.test_id ON CONFLICT "
+        "(week, test_id, tier) DO UPDATE SET runs = (test_weekly.runs + "
+        "excluded.runs), passed = (test_weekly.passed + excluded.passed), failed = "
+        "(test_weekly.failed + excluded.failed), flaky = (test_weekly.flaky + "
+        "excluded.flaky), skipped = (test_weekly.skipped + excluded.skipped), "
+        "duration_sum = (test_weekly.duration_sum + excluded.duration_sum), "
+        "duration_max = max(coalesce(test_weekly.duration_max, "
+        "excluded.duration_max), coalesce(excluded.duration_max, "
+        "test_weekly.duration_max)), peak_rss_max = "
         "max(coalesce(test_weekly.peak_rss_max, excluded.peak_rss_max), "
         "coalesce(excluded.peak_rss_max, test_weekly.peak_rss_max)), last_run_id = "
         "max(coalesce(test_weekly.last_run_id, excluded.last_run_id), "
@@ -234,6 +331,67 @@ STATEMENTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
             "outcome_2_2": "failed",
             "outcome_3": "flaky",
             "outcome_4": "skipped",
+        },
+    ),
+    "rollup_week_skipping": (
+        "INSERT INTO test_weekly (week, test_id, tier, runs, passed, failed, "
+        "flaky, skipped, duration_sum, duration_max, peak_rss_max, "
+        "first_run_id, last_run_id, first_at, last_at) SELECT ? AS anon_1, "
+        "test_results_staged.test_id, (SELECT runs.tier \n"
+        "FROM runs \n"
+        "WHERE runs.id = ?) AS anon_2, 1, CASE WHEN "
+        "(test_results_staged.outcome IN (?, ?, ?)) THEN 1 ELSE 0 END AS "
+        "anon_3, CASE WHEN (test_results_staged.outcome IN (?, ?)) THEN 1 "
+        "ELSE 0 END AS anon_4, CASE WHEN (test_results_staged.outcome = ?) "
+        "THEN 1 ELSE 0 END AS anon_5, CASE WHEN (test_results_staged.outcome "
+        "= ?) THEN 1 ELSE 0 END AS anon_6, test_results_staged.duration_s, "
+        "test_results_staged.duration_s AS duration_s__1, "
+        "test_results_staged.peak_rss_bytes, test_results_staged.run_id, "
+        "test_results_staged.run_id AS run_id__1, ? AS anon_7, ? AS "
+        "anon__1 \n"
+        "FROM test_results_staged \n"
+        "WHERE test_results_staged.run_id = ? AND test_results_staged.final "
+        "= 1 AND (test_results_staged.seq NOT IN (SELECT anon_8.value \n"
+        "FROM json_each(?) AS anon_8)) ORDER BY test_results_staged.test_id "
+        "ON CONFLICT (week, test_id, tier) DO UPDATE SET runs = "
+        "(test_weekly.runs + excluded.runs), passed = (test_weekly.passed + "
+        "excluded.passed), failed = (test_weekly.failed + excluded.failed), "
+        "flaky = (test_weekly.flaky + excluded.flaky), skipped = "
+        "(test_weekly.skipped + excluded.skipped), duration_sum = "
+        "(test_weekly.duration_sum + excluded.duration_sum), duration_max = "
+        "max(coalesce(test_weekly.duration_max, excluded.duration_max), "
+        "coalesce(excluded.duration_max, test_weekly.duration_max)), "
+        "peak_rss_max = max(coalesce(test_weekly.peak_rss_max, "
+        "excluded.peak_rss_max), coalesce(excluded.peak_rss_max, "
+        "test_weekly.peak_rss_max)), last_run_id = "
+        "max(coalesce(test_weekly.last_run_id, excluded.last_run_id), "
+        "coalesce(excluded.last_run_id, test_weekly.last_run_id)), last_at = "
+        "max(coalesce(test_weekly.last_at, excluded.last_at), "
+        "coalesce(excluded.last_at, test_weekly.last_at))",
+        (
+            "period_key",
+            "run_id",
+            "outcome_1_1",
+            "outcome_1_2",
+            "outcome_1_3",
+            "outcome_2_1",
+            "outcome_2_2",
+            "outcome_3",
+            "outcome_4",
+            "stamp",
+            "stamp",
+            "run_id",
+            "superseded",
+        ),
+        {
+            "outcome_1_1": "passed",
+            "outcome_1_2": "xfailed",
+            "outcome_1_3": "xpassed",
+            "outcome_2_1": "error",
+            "outcome_2_2": "failed",
+            "outcome_3": "flaky",
+            "outcome_4": "skipped",
+            "superseded": "[]",
         },
     ),
     "run_by_key": (

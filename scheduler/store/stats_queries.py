@@ -30,7 +30,7 @@ from scheduler.store.schema import (
     gpu_leases,
     quarantine,
     runs,
-    test_results,
+    test_results_all,
 )
 
 __all__ = ["LeaseRow", "StatsQueries", "StatsReader", "TallyRow", "TestTallyRow"]
@@ -326,13 +326,13 @@ class StatsQueries(QueryBase):
             return []
         query = (
             sa.select(
-                test_results.c.run_id,
-                test_results.c.attempt,
-                test_results.c.final,
-                test_results.c.duration_s,
+                test_results_all.c.run_id,
+                test_results_all.c.attempt,
+                test_results_all.c.final,
+                test_results_all.c.duration_s,
             )
-            .where(test_results.c.run_id.in_(sorted(run_ids)))
-            .order_by(test_results.c.run_id, test_results.c.seq)
+            .where(test_results_all.c.run_id.in_(sorted(run_ids)))
+            .order_by(test_results_all.c.run_id, test_results_all.c.seq)
         )
         with self.begin() as conn:
             return [

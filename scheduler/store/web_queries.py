@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from scheduler.store.base import QueryBase
 from scheduler.store.records import RunRecord
-from scheduler.store.schema import EVIDENCE_OUTCOMES, FINAL_OUTCOMES, runs, test_results, tests
+from scheduler.store.schema import EVIDENCE_OUTCOMES, FINAL_OUTCOMES, runs, test_results_all, tests
 
 __all__ = ["RunFilter", "SlowTest", "WebQueries"]
 
@@ -72,10 +72,13 @@ def _slowest_of(count: int) -> sa.CompoundSelect[Any]:
     terms = []
     for i in range(count):
         sub = (
-            sa.select(test_results.c.run_id, tests.c.nodeid, test_results.c.duration_s)
-            .join(tests, tests.c.id == test_results.c.test_id)
-            .where(test_results.c.run_id == sa.bindparam(f"run{i}"), test_results.c.final.is_(True))
-            .order_by(test_results.c.duration_s.desc(), tests.c.nodeid)
+            sa.select(test_results_all.c.run_id, tests.c.nodeid, test_results_all.c.duration_s)
+            .join(tests, tests.c.id == test_results_all.c.test_id)
+            .where(
+                test_results_all.c.run_id == sa.bindparam(f"run{i}"),
+                test_results_all.c.final.is_(True),
+            )
+            .order_by(test_results_all.c.duration_s.desc(), tests.c.nodeid)
             .limit(sa.bindparam(f"limit{i}"))
             .subquery()
         )

@@ -60,39 +60,27 @@ __all__ = ["SqliteWriter", "bind_datetime", "open_writer"]
 
 TEST_ID_CACHE = 50_000
 """At most this many ``nodeid -> id`` entries kept (as :class:`~.engine.Store` keeps)."""
-_RESULT_COLUMNS = (
-    "test_id",
-    "run_id",
-    "attempt",
-    "seq",
-    "final",
-    "outcome",
-    "duration_s",
-    "markers",
-    "message",
-    "peak_rss_bytes",
-    "rss_method",
-    "cuda_peak_bytes",
-    "owner",
-)
+_full_sql, _RESULT_COLUMNS, _ = STATEMENTS["insert_results"]
+"""The result columns in the generated insert's order (into ``test_results_staged``, in
+``test_results``' column order): a result row's tuple order."""
 _NULLABLE = tuple(
     i
     for i, name in enumerate(_RESULT_COLUMNS)
     if name in {"message", "peak_rss_bytes", "rss_method", "cuda_peak_bytes", "owner"}
 )
-_by_test = operator.itemgetter(0, 2, 3)  # test_id, attempt, seq: the clustered key's order
+# test_id, attempt, seq: the clustered key's order (run_id is the same in all of a run's rows)
+_by_test = operator.itemgetter(*map(_RESULT_COLUMNS.index, ("test_id", "attempt", "seq")))
 
 
 def _insert_sql(columns: Sequence[str]) -> str:
     """The plain insert of ``columns`` (the generated statement's text for all of them)."""
     names, marks = ", ".join(columns), ", ".join("?" * len(columns))
-    return f"INSERT INTO test_results ({names}) VALUES ({marks})"  # noqa: S608 -- our columns
+    return f"INSERT INTO test_results_staged ({names}) VALUES ({marks})"  # noqa: S608 -- ours
 
 
-_full_sql, _insert_order, _ = STATEMENTS["insert_results"]
-if _insert_order != _RESULT_COLUMNS or _full_sql != _insert_sql(_RESULT_COLUMNS):
+if _full_sql != _insert_sql(_RESULT_COLUMNS):
     # The inserts below are the generated one less some NULL columns: check it is still the
-    # plain insert of these columns in this order.
+    # plain insert of its columns in their order.
     raise ImportError(f"insert_results is not the plain insert of {_RESULT_COLUMNS}")
 
 
@@ -145,6 +133,37 @@ def _result_tuples(
     ]
     rows.sort(key=_by_test)
     return rows
+
+
+_TEST, _SEQ, _FINAL = map(_RESULT_COLUMNS.index, ("test_id", "seq", "final"))
+
+
+def _superseded(rows: Sequence[tuple[Any, ...]]) -> str:
+    """The ``seq`` of each final row of ``rows`` (:func:`_result_tuples`) that a later final
+    row of the same test supersedes (a run that reports a test twice), as a JSON array: what
+    :func:`~.daily.rollup_from_results` finds with its ``NOT EXISTS``, for the ``skipping``
+    upserts. ``[]`` for a run that reports each test once."""
+    last: dict[int, int] = {}
+    superseded: list[int] = []
+    for row in rows:
+        if row[_FINAL]:
+            test, seq = row[_TEST], row[_SEQ]
+            before = last.get(test)
+            if before is not None:
+                superseded.append(min(before, seq))
+                seq = max(before, seq)
+            last[test] = seq
+    return json.dumps(sorted(superseded))
+
+
+def _has_json_each(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has ``json_each`` (built in since 3.38; an option before): the
+    ``_skipping`` rollups need it, the others find the superseded rows themselves."""
+    try:
+        conn.execute("SELECT count(*) FROM json_each('[]')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 def open_writer(path: Path) -> SqliteWriter | None:
@@ -216,6 +235,7 @@ class SqliteWriter(SqliteReader):
             configure_connection(self._conn.cursor())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.location}: {exc.__class__.__name__}: {exc}") from None
+        self._rollup_suffix = "_skipping" if _has_json_each(self._conn) else ""
 
     @property
     def url(self) -> str:
@@ -368,11 +388,14 @@ class SqliteWriter(SqliteReader):
                     raise RunAlreadyFinal(f"run {run_id} is already final in {self.location}")
                 if results:
                     ids = self._ids_of(conn, [r.nodeid for r in results])
-                    delete = STATEMENTS["delete_results"]
-                    conn.execute(delete[0], _args(delete, run_id=run_id))
-                    _insert_results(conn, _result_tuples(run_id, results, ids))
+                    for name in ("delete_results", "delete_staged"):
+                        delete = STATEMENTS[name]
+                        conn.execute(delete[0], _args(delete, run_id=run_id))
+                    rows = _result_tuples(run_id, results, ids)
+                    _insert_results(conn, rows)
                     if outcome.is_test_evidence:
-                        self._add_to_daily(conn, run_id, values["finished_at"])
+                        finished = values["finished_at"]
+                        self._add_to_daily(conn, run_id, finished, _superseded(rows))
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         if results:
@@ -405,15 +428,37 @@ class SqliteWriter(SqliteReader):
             found.update(self._known_ids(conn, new))
         return found
 
-    def _add_to_daily(self, conn: sqlite3.Connection, run_id: int, finished_at: datetime) -> None:
-        """As :func:`~.daily.add_to_daily`: one upsert per table from the rows just written."""
+    def _add_to_daily(
+        self, conn: sqlite3.Connection, run_id: int, finished_at: datetime, superseded: str
+    ) -> None:
+        """As :func:`~.daily.add_to_daily`: one upsert per table from the rows just written,
+        less the ``superseded`` ones (:func:`_superseded`; without ``json_each``, the store's
+        upserts, which find them)."""
         day = day_of(finished_at)
         keys = {"day": day, "week": week_of(day)}
         stamp = bind_datetime(finished_at)
         for period in ("day", "week"):
-            statement = STATEMENTS[f"rollup_{period}"]
-            args = _args(statement, period_key=keys[period], run_id=run_id, stamp=stamp)
+            statement = STATEMENTS[f"rollup_{period}{self._rollup_suffix}"]
+            args = _args(
+                statement,
+                period_key=keys[period],
+                run_id=run_id,
+                stamp=stamp,
+                superseded=superseded,
+            )
             conn.execute(statement[0], args)
+
+    def merge_staged(self) -> int:
+        """As :meth:`~.run_queries.RunQueries.merge_staged` (:mod:`.staging`): every finished
+        run's staged results moved into ``test_results`` in one transaction."""
+        try:
+            with self._write() as conn:
+                merge = STATEMENTS["merge_results"]
+                conn.execute(merge[0], _args(merge))
+                delete = STATEMENTS["delete_merged"]
+                return int(conn.execute(delete[0], _args(delete)).rowcount)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def rehearse_run(self, row: Mapping[str, Any], running: Mapping[str, Any]) -> None:
         """Nothing to rehearse: the statements are compiled already (see :mod:`.writes`)."""

@@ -25,12 +25,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from scheduler.store.daily import rollups_from_results
+from scheduler.store.daily import rollups_from_results, rollups_skipping
 from scheduler.store.lease_queries import DEAD_LEASES
 from scheduler.store.nodeids import _BY_NODEID, CHUNK
 from scheduler.store.reads import _kind
-from scheduler.store.run_queries import _DELETE_RESULTS, _INSERT_RESULTS, _RUN_BY_KEY
+from scheduler.store.run_queries import (
+    _DELETE_RESULTS,
+    _DELETE_STAGED,
+    _INSERT_RESULTS,
+    _RUN_BY_KEY,
+)
 from scheduler.store.schema import ACTIVE_OUTCOMES, SCHEMA_VERSION, runs, tests
+from scheduler.store.staging import DELETE_MERGED, merge_statement
 
 TARGET = Path(__file__).with_name("sqlite_writes.py")
 SETS = "{sets}"
@@ -57,8 +63,15 @@ def statements() -> dict[str, sa.ClauseElement]:
         .values(nodeid=sa.bindparam("nodeid", None, type_=sa.String))
         .on_conflict_do_nothing(index_elements=["nodeid"]),
         "delete_results": _DELETE_RESULTS,
+        "delete_staged": _DELETE_STAGED,
         "insert_results": _INSERT_RESULTS,
+        # The merge of staged results into test_results (:mod:`.staging`), one transaction.
+        "merge_results": merge_statement("sqlite"),
+        "delete_merged": DELETE_MERGED,
+        # The run's rows are at hand: the superseded final rows are named, not looked for
+        # (``_skipping``) where SQLite has its JSON functions (built in since 3.38).
         **{f"rollup_{period}": upsert for upsert, period in rollups_from_results("sqlite")},
+        **{f"rollup_{period}_skipping": upsert for upsert, period in rollups_skipping("sqlite")},
         "release_dead_leases": DEAD_LEASES,
     }
 

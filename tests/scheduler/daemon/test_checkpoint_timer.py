@@ -37,3 +37,36 @@ def test_daemon_checkpoints_the_wal_on_its_timer(
     finally:
         daemon.stop(grace_s=1)
     assert not any(t.is_alive() for t in daemon._timers)
+
+
+def test_daemon_merges_staged_results_on_its_timer(
+    make_config: Callable[..., Config], fake_dispatcher: FakeDispatcher
+) -> None:
+    """A finish stages its results (store/staging.py); the timer moves them into test_results,
+    and the run reads the same before and after."""
+    config = make_config(tiers={"hourly": tier()})
+    d = fake_dispatcher(config)
+    store = d.store
+
+    def count(table: str) -> int:
+        with store.begin() as conn:
+            return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0)
+
+    run_id = store.create_run(tier="hourly", trigger="manual", kind="pytest")
+    assert run_id is not None
+    rows = [TestResultRow(f"t.py::test_{i}", "passed", 0.1) for i in range(30)]
+    store.finish_run(run_id, rows, outcome=Outcome.PASSED)
+    staged = store.test_results_for(run_id)
+    assert (count("test_results_staged"), count("test_results")) == (30, 0)
+    daemon = Daemon(config, store, d, checkpoint_interval_s=0.05)
+    daemon.start()
+    try:
+        wait_for(
+            lambda: count("test_results_staged") == 0,
+            30,
+            "the daemon's timer to merge the staged results",
+        )
+    finally:
+        daemon.stop(grace_s=1)
+    assert count("test_results") == 30
+    assert store.test_results_for(run_id) == staged

@@ -51,3 +51,24 @@ def test_a_postgres_store_is_used_as_it_is(tmp_path: Path) -> None:
     assert isinstance(daemon_run_store(store), DaemonRunStore)
     store.is_postgres = True  # what daemon_run_store asks; no server needed
     assert daemon_run_store(store) is store
+
+
+def test_a_finish_through_the_daemon_merges_its_staged_results(tmp_path: Path) -> None:
+    """The daemon merges after each finish (nobody waits on it): its results end in
+    test_results, staging empty, and they read as the finish wrote them."""
+    from scheduler.store.engine import TestResultRow
+
+    store = Store(tmp_path / "s.db")
+    runs = daemon_run_store(store)
+    assert runs.full_store() is store
+    run_id = runs.create_run(tier="hourly", kind="pytest", trigger="manual")
+    assert run_id is not None
+    results = [TestResultRow(f"t.py::test_{i}", "passed", 0.5) for i in range(20)]
+    runs.finish_run(run_id, results, outcome=Outcome.PASSED)
+    with store.begin() as conn:
+        staged = conn.exec_driver_sql("SELECT count(*) FROM test_results_staged").scalar()
+        merged = conn.exec_driver_sql("SELECT count(*) FROM test_results").scalar()
+    assert (staged, merged) == (0, 20)
+    assert [r.nodeid for r in store.test_results_for(run_id)] == [r.nodeid for r in results]
+    assert runs.merge_staged() == 0
+    runs.close()

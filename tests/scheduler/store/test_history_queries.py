@@ -37,7 +37,7 @@ def test_store_at_schema_2_migrates_without_losing_rows(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert store.schema_version() == SCHEMA_VERSION == 7
     assert [r.id for r in store.list_runs(limit=10)] == [3, 2, 1]
     (row,) = store.test_results_for(2)
     assert (row.outcome, row.attempt, row.final, row.peak_rss_bytes) == ("failed", 0, True, None)
@@ -346,7 +346,7 @@ def test_store_at_schema_5_migrates_to_normalised_tests_without_losing_a_row(
     expected = _v5_store(path)
     assert len(expected["results"]) > 180 and len(expected["daily"]) > 40
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert store.schema_version() == SCHEMA_VERSION == 7
     db = sqlite3.connect(path)
     got_results = db.execute(
         "SELECT r.run_id, t.nodeid, r.attempt, r.final, r.outcome, r.duration_s, r.markers, "

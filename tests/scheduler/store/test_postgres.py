@@ -360,7 +360,8 @@ def test_copy_lands_awkward_text_and_typed_values_identical(
         for i, text in enumerate(AWKWARD)
     ]
     box.finish_run(run_id, results, outcome=Outcome.FAILED, finished_at=slot)
-    copy_store(box, pg_store, host="unused")
+    copy_store(box, pg_store, host="unused")  # the box's results are staged: the copy carries them
+    assert box.merge_staged() == len(AWKWARD) + 2  # now in the box's test_results, to compare
     copied = 0
     for table in (runs_table, tests_table, test_results, test_daily, test_weekly, alerts_outbox):
         source = _rows(box, table)

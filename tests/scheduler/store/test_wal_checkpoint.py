@@ -74,7 +74,7 @@ def test_checkpoint_lets_the_wal_start_over(sqlite_store: Store) -> None:
     # What was written is all there, read by another connection from the file and the WAL.
     conn = sqlite3.connect(store.path)
     try:
-        assert conn.execute("SELECT count(*) FROM test_results").fetchone()[0] == 8 * TESTS
+        assert conn.execute("SELECT count(*) FROM test_results_all").fetchone()[0] == 8 * TESTS
     finally:
         conn.close()
 

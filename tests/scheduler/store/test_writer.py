@@ -274,11 +274,65 @@ def test_the_writer_stores_exactly_what_the_store_stores(tmp_path: Path) -> None
         bare = store.create_run(tier="weekly", trigger="manual", queued_at=T0)
         assert bare is not None
         store.finish_run(bare, outcome=Outcome.INFRA_ERROR, finished_at=T0, counts={})
+    written, expected = dump(tmp_path / "b" / "schedctl.db"), dump(tmp_path / "a" / "schedctl.db")
+    # The comparison compares rows: results are staged until a merge.
+    assert expected["test_results_staged"] and expected["test_weekly"]
+    assert not expected["test_results"]
+    assert written == expected
+    # The merge moves the same rows on both.
+    assert (
+        by_store.merge_staged() == by_writer.merge_staged() == len(expected["test_results_staged"])
+    )
     by_store.close()
     by_writer.close()
     written, expected = dump(tmp_path / "b" / "schedctl.db"), dump(tmp_path / "a" / "schedctl.db")
-    assert expected["test_results"] and expected["test_weekly"]  # the comparison compares rows
+    assert expected["test_results"] and not expected["test_results_staged"]
     assert written == expected
+
+
+@pytest.mark.parametrize("json_each", [True, False], ids=["named", "found"])
+def test_a_test_reported_many_times_rolls_up_as_the_store_rolls_it_up(
+    tmp_path: Path, json_each: bool
+) -> None:
+    """The writer names the final rows a later final row supersedes (the store looks for them):
+    a test reported final three times, out of order with others, counts its last report once."""
+    repeated = [
+        TestResultRow("t.py::dup", "failed", 1.0),
+        TestResultRow("t.py::ok", "passed", 0.5),
+        TestResultRow("t.py::dup", "passed", 2.0, attempt=1, final=False),
+        TestResultRow("t.py::dup", "skipped", 3.0, attempt=1),
+        TestResultRow("t.py::other", "failed", 0.25, final=False),
+        TestResultRow("t.py::dup", "error", 4.0),  # the last final report of t.py::dup
+        TestResultRow("t.py::other", "passed", 0.75, attempt=1),
+    ]
+    by_store = Store(tmp_path / "a" / "schedctl.db")
+    Store(tmp_path / "b" / "schedctl.db").close()
+    by_writer = open_writer(tmp_path / "b" / "schedctl.db")
+    assert by_writer is not None
+    assert by_writer._rollup_suffix == "_skipping"  # this SQLite has json_each
+    if not json_each:  # as on a SQLite built without it: the store's own upserts
+        by_writer._rollup_suffix = ""
+    for store in (by_store, by_writer):
+        for results in (repeated, repeated[::-1], RESULTS):
+            run_id = store.create_run(tier="hourly", trigger="manual", queued_at=T0)
+            assert run_id is not None
+            store.finish_run(run_id, results, outcome=Outcome.FAILED, finished_at=T0)
+    assert rollups(by_writer, test_daily)[0][:8] == (
+        "t.py::bad",
+        "2026-03-01",
+        "hourly",
+        1,
+        1,
+        0,
+        0,
+        0,
+    )
+    dup = [row for row in rollups(by_writer, test_daily) if row[0] == "t.py::dup"]
+    # error (the last of the first run), failed (the last of the reversed run)
+    assert dup == [("t.py::dup", "2026-03-01", "hourly", 2, 0, 2, 0, 0, 5.0, 4.0, None, 1, 2)]
+    by_store.close()
+    by_writer.close()
+    assert dump(tmp_path / "b" / "schedctl.db") == dump(tmp_path / "a" / "schedctl.db")
 
 
 def test_concurrent_finishes_write_once(tmp_path: Path) -> None:
