@@ -230,7 +230,14 @@ def _summaries_query(
     )
 
 
-_SUMMARIES = _summaries_query(None)
+# The statements below are built on first use, not at import: each holds hundreds of SQLAlchemy
+# objects (a chunk's bind parameters, per table), which a daemon that never lists tests need not
+# keep (issue 21: its idle RSS).
+@functools.cache
+def _summaries() -> sa.Select[Any]:
+    return _summaries_query(None)
+
+
 # The days of a window before its first Monday: at most six (the seventh slot stays unused).
 _MAX_EDGE_DAYS = 7
 
@@ -250,10 +257,17 @@ def _summaries_by_periods(weeks: int) -> sa.Select[Any]:
     )
 
 
-_SUMS = _summaries_query(None, columns=_SORTED_BY)
+@functools.cache
+def _sums_statement() -> sa.Select[Any]:
+    return _summaries_query(None, columns=_SORTED_BY)
+
+
 # The rest of a listing's shown tests: of a chunk of them, or of every test in one pass.
-_SHOWN = _summaries_query(None, columns=_SHOWN_ONLY, chunk=True)
-_SHOWN_EVERY = _summaries_query(None, columns=_SHOWN_ONLY)
+@functools.cache
+def _shown(every: bool) -> sa.Select[Any]:
+    return _summaries_query(None, columns=_SHOWN_ONLY, chunk=not every)
+
+
 _PASSED, _FAILED, _FLAKY = 1, 2, 4
 _BAD = _FAILED | _FLAKY
 _VERDICT_BITS = {
@@ -323,6 +337,7 @@ def _newest_attempts_of_one(lean: bool) -> sa.Select[Any]:
     )
 
 
+@functools.cache
 def _verdict_runs_of() -> sa.Select[Any]:
     """Per test of a chunk (``:t0``...), its runs from ``:from_run_id`` on (with any result):
     how many, the first, the last, and how many with a ``passed`` result. Most tests ran in
@@ -355,6 +370,7 @@ def _verdict_runs_of() -> sa.Select[Any]:
     ).group_by(both.c.test_id)
 
 
+@functools.cache
 def _verdict_packed_passes() -> sa.Select[Any]:
     """Per test of a chunk, the run ids of its ``passed`` results from ``:from_run_id`` on,
     joined into one comma-separated string: for the tests whose passes are not one unbroken
@@ -381,18 +397,20 @@ def _verdict_packed_passes() -> sa.Select[Any]:
     )
 
 
-_VERDICT_RUNS_OF = _verdict_runs_of()
-_VERDICT_PACKED_PASSES = _verdict_packed_passes()
 # Per test of a chunk, its results from ``:from_run_id`` on that are not a plain pass (failures,
 # reruns, skips, xfails): the few rows a verdict reads one by one. ``<>`` costs a comparison per
 # result where ``IN (...)`` cost a lookup.
-_VERDICT_OTHERS = sa.select(
-    test_results_all.c.test_id, test_results_all.c.run_id, test_results_all.c.outcome
-).where(
-    _in_chunk(test_results_all.c.test_id),
-    test_results_all.c.run_id >= sa.bindparam("from_run_id", 0),
-    test_results_all.c.outcome != "passed",
-)
+@functools.cache
+def _verdict_others() -> sa.Select[Any]:
+    return sa.select(
+        test_results_all.c.test_id, test_results_all.c.run_id, test_results_all.c.outcome
+    ).where(
+        _in_chunk(test_results_all.c.test_id),
+        test_results_all.c.run_id >= sa.bindparam("from_run_id", 0),
+        test_results_all.c.outcome != "passed",
+    )
+
+
 # Every run from ``:from_run_id`` on, oldest first, whatever its tier and outcome: the runs a
 # result can belong to (``test_results.run_id`` is a foreign key).
 _RUNS_FROM = (
@@ -564,7 +582,7 @@ class HistoryQueries(QueryBase):
         with self.begin() as conn:
             if nodeids is None:
                 return [
-                    _summary(r) for r in Statement(conn, _SUMMARIES, cached=True).rows(**params)
+                    _summary(r) for r in Statement(conn, _summaries(), cached=True).rows(**params)
                 ]
             ids = known_ids(conn, nodeids)
             last = conn.execute(sa.select(sa.func.max(test_weekly.c.week))).scalar()
@@ -596,7 +614,7 @@ class HistoryQueries(QueryBase):
             "all_tests": not with_failures,
         }
         with self.begin() as conn:
-            rows = Statement(conn, _SUMS, cached=True).rows(**params)
+            rows = Statement(conn, _sums_statement(), cached=True).rows(**params)
         if rows and not isinstance(rows[0][1], int):  # a driver's Decimal sums
             return [_sums(r) for r in rows]
         return list(map(WindowSums._make, rows))
@@ -616,11 +634,11 @@ class HistoryQueries(QueryBase):
         rest: dict[str, tuple[Any, ...]] = {}
         with self.begin() as conn:
             if len(rows) > _SEEN_BY_ID:
-                for nodeid, *found in Statement(conn, _SHOWN_EVERY, cached=True).rows(**params):
+                for nodeid, *found in Statement(conn, _shown(True), cached=True).rows(**params):
                     rest[nodeid] = tuple(found)
             else:
                 ids = known_ids(conn, [r.nodeid for r in rows])
-                statement = Statement(conn, _SHOWN, cached=True)
+                statement = Statement(conn, _shown(False), cached=True)
                 for chunk in _id_chunks(sorted(ids.values())):
                     for nodeid, *found in statement.rows(**chunk, **params):
                         rest[nodeid] = tuple(found)
@@ -739,12 +757,12 @@ class HistoryQueries(QueryBase):
         one row, not one per run: building a row per attempt cost more than reading them.
 
         Passes are most of a history and are not read one by one. Each test's results other
-        than a pass come as rows (:data:`_VERDICT_OTHERS`: failures, reruns, skips; few); of
+        than a pass come as rows (:func:`_verdict_others`: failures, reruns, skips; few); of
         the rest the database gives per test its number of runs, first and last run, and runs
-        with a pass (:data:`_VERDICT_RUNS_OF`). When the test has results in every run between
+        with a pass (:func:`_verdict_runs_of`). When the test has results in every run between
         its first and last (:func:`_dense_runs`) and its runs with a pass are exactly those
         without another result, or all of them, that says which runs it passed in; otherwise
-        their run ids come as one string (:data:`_VERDICT_PACKED_PASSES`).
+        their run ids come as one string (:func:`_verdict_packed_passes`).
         """
         if not nodeids:
             return [], {}
@@ -756,12 +774,12 @@ class HistoryQueries(QueryBase):
             if not ids:
                 return [], {}
             chunks = _id_chunks(sorted(ids.values()))
-            statement = Statement(conn, _VERDICT_RUNS_OF, cached=True)
+            statement = Statement(conn, _verdict_runs_of(), cached=True)
             for params in chunks:
                 for test_id, *span in statement.rows(**params, from_run_id=from_run_id):
                     spans[int(test_id)] = (int(span[0]), int(span[1]), int(span[2]),
                                            int(span[3]))  # fmt: skip
-            statement = Statement(conn, _VERDICT_OTHERS, cached=True)
+            statement = Statement(conn, _verdict_others(), cached=True)
             for params in chunks:
                 for test_id, run_id, outcome in statement.rows(**params, from_run_id=from_run_id):
                     others.setdefault(int(test_id), []).append((int(run_id), str(outcome)))
@@ -776,7 +794,7 @@ class HistoryQueries(QueryBase):
                     passed_in[test_id] = (first, last, also if both == 0 else set())
             sparse = sorted(spans.keys() - passed_in.keys())
             if sparse:
-                statement = Statement(conn, _VERDICT_PACKED_PASSES, cached=True)
+                statement = Statement(conn, _verdict_packed_passes(), cached=True)
                 for params in _id_chunks(sparse):
                     for test_id, joined in statement.rows(**params, from_run_id=from_run_id):
                         listed[int(test_id)] = {int(v) for v in str(joined).split(",")}
