@@ -5,12 +5,9 @@ transaction), with the same answers before and after, on every engine and throug
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from scheduler.kernel.outcome import Outcome
 from scheduler.store.engine import SCHEMA_VERSION, Store, TestResultRow
@@ -18,25 +15,6 @@ from scheduler.store.writer import SqliteWriter, open_writer
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 SCHEMA_V6 = Path(__file__).with_name("schema_v6.sql")
-
-
-@pytest.fixture(params=["sqlite", "sqlite3-writer", "postgresql"])
-def writer_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """What writes the runs (the store on both engines, or the sqlite3 writer)."""
-    if request.param == "postgresql":
-        yield request.getfixturevalue("pg_store")
-        return
-    path = tmp_path / "state" / "schedctl.db"
-    store = Store(path)
-    if request.param == "sqlite":
-        yield store
-        store.close()
-        return
-    store.close()
-    writer = open_writer(path)
-    assert isinstance(writer, SqliteWriter)
-    yield writer
-    writer.close()
 
 
 def _results(run: int) -> list[TestResultRow]:
@@ -87,9 +65,9 @@ def _count(full: Store, table: str) -> int:
         return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() or 0)
 
 
-def test_results_read_the_same_staged_and_merged(writer_store: Any) -> None:
-    run_ids = _finish_runs(writer_store, 4)
-    full = writer_store.full_store() if isinstance(writer_store, SqliteWriter) else writer_store
+def test_results_read_the_same_staged_and_merged(run_store: Any) -> None:
+    run_ids = _finish_runs(run_store, 4)
+    full = run_store.full_store() if isinstance(run_store, SqliteWriter) else run_store
     staged = _answers(full, run_ids)
     assert _count(full, "test_results_staged") == 4 * 5
     assert _count(full, "test_results") == 0
@@ -97,17 +75,17 @@ def test_results_read_the_same_staged_and_merged(writer_store: Any) -> None:
     assert staged["durations"]["t.py::ok"] == [3.5, 2.5, 1.5]
     assert all(staged.values()), staged  # every reader found rows: the comparison compares
 
-    assert writer_store.merge_staged() == 4 * 5
+    assert run_store.merge_staged() == 4 * 5
     assert _count(full, "test_results_staged") == 0
     assert _count(full, "test_results") == 4 * 5
     assert _answers(full, run_ids) == staged
-    assert writer_store.merge_staged() == 0  # idempotent: nothing left to move
+    assert run_store.merge_staged() == 0  # idempotent: nothing left to move
 
     # Half merged: older runs in test_results, the newest staged -- still the same answers.
-    more = _finish_runs(writer_store, 2, first=4)
+    more = _finish_runs(run_store, 2, first=4)
     both = _answers(full, run_ids + more)
     assert _count(full, "test_results_staged") == 2 * 5
-    assert writer_store.merge_staged() == 2 * 5
+    assert run_store.merge_staged() == 2 * 5
     assert _answers(full, run_ids + more) == both
 
 

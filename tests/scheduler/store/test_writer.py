@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from scheduler.store.base import ActiveRunExists, RunAlreadyFinal
 from scheduler.store.engine import SCHEMA_VERSION, Store, TestResultRow
 from scheduler.store.records import QuarantineRow
 from scheduler.store.schema import test_daily, test_weekly, tests
-from scheduler.store.writer import SqliteWriter, bind_datetime, open_writer
+from scheduler.store.writer import bind_datetime, open_writer
 
 T0 = datetime(2026, 3, 1, 23, 59, 30, 123456, tzinfo=timezone.utc)
 
@@ -39,25 +38,6 @@ def test_generated_statements_are_current() -> None:
         "STATEMENTS": sqlite_writes.STATEMENTS,
         "UPDATES": sqlite_writes.UPDATES,
     }
-
-
-@pytest.fixture(params=["sqlite", "sqlite3-writer", "postgresql"])
-def run_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
-    if request.param == "postgresql":
-        pg_store: Store = request.getfixturevalue("pg_store")
-        yield pg_store
-        return
-    path = tmp_path / "state" / "schedctl.db"
-    store = Store(path)
-    if request.param == "sqlite":
-        yield store
-        store.close()
-        return
-    store.close()
-    writer = open_writer(path)
-    assert isinstance(writer, SqliteWriter)
-    yield writer
-    writer.close()
 
 
 RESULTS = [
