@@ -4,30 +4,20 @@ newest run's rows when runs follow each other."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from scheduler.config import load_config
-from tests.conftest import SCHEDCTL
+from tests.schedctl import run_json
 
 pytestmark = pytest.mark.slow
 
 
 def _run(config: Path) -> int:
-    proc = subprocess.run(
-        [*SCHEDCTL, "--config", str(config), "run", "hourly", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.stdout.strip(), proc.stderr
-    return int(json.loads(proc.stdout)["run_id"])
+    return int(run_json(config, "hourly", timeout=120)[1]["run_id"])
 
 
 def _per_run(path: Path, table: str) -> dict[int, int]:
