@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import mmap
 import re
+import resource
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,41 @@ def test_cuda_peak_read_only_when_torch_initialised_cuda(
     found = records_by_name(results)
     assert found["test_gpu"]["cuda_peak_bytes"] == 123456
     assert found["test_cpu"]["cuda_peak_bytes"] == 0
+
+
+@pytest.mark.skipif(not hasattr(resource, "RUSAGE_THREAD"), reason="Linux's RUSAGE_THREAD")
+def test_a_threads_maxrss_is_the_processs() -> None:
+    """The probe reads the mark with RUSAGE_THREAD (cheaper): Linux reports the process's
+    ``ru_maxrss`` there, whichever thread asks and after another thread raised it and exited."""
+
+    def both() -> tuple[int, int]:
+        return (
+            resource.getrusage(resource.RUSAGE_THREAD).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        )
+
+    seen: list[tuple[int, int]] = []
+    # The worker must raise the mark: above this process's resident set and above the maximum
+    # the kernel kept from its exec (the parent's size), whatever ran in this process before.
+    Path("/proc/self/clear_refs").write_text("5")
+    resident_kib = int(Path("/proc/self/statm").read_text().split()[1]) * mmap.PAGESIZE // 1024
+    floor_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    size = (max(0, floor_kib - resident_kib) + 65536) * 1024
+
+    def allocate() -> None:
+        kept = bytearray(size)
+        kept[:: mmap.PAGESIZE] = b"x" * len(range(0, len(kept), mmap.PAGESIZE))
+        seen.append(both())
+        del kept
+
+    before = both()
+    worker = threading.Thread(target=allocate)
+    worker.start()
+    worker.join()
+    after = both()
+    for thread_view, process_view in (before, *seen, after):
+        assert thread_view == process_view
+    assert after[0] >= seen[0][0] >= before[0] + 60 * 1024  # KiB: the worker's pages counted
 
 
 def test_without_clear_refs_falls_back_to_ru_maxrss(tmp_path: Path) -> None:
