@@ -303,8 +303,11 @@ class PeakMemory:
 
     Cheap per test (a few microseconds): ``clear_refs`` and ``statm`` stay open and are read with
     ``pread``; the mark is read through ``getrusage``, which reports the same high-water mark
-    ``clear_refs`` resets. Where it does not (the kernel kept a larger maximum elsewhere), the
-    mark is read from ``VmHWM`` in ``/proc/self/status`` instead (slower, same meaning).
+    ``clear_refs`` resets. Where it does not (the kernel kept a larger maximum elsewhere: the
+    parent's size at exec, say, under a big daemon), the mark is read from ``VmHWM`` in
+    ``/proc/self/status`` instead (same meaning, several times the cost) -- but only after a test
+    during which the process took a page fault: without one its resident set cannot have grown,
+    so the test's peak is where it started.
     """
 
     def __init__(self, proc_self: str = "/proc/self") -> None:
@@ -317,6 +320,8 @@ class PeakMemory:
         self._rusage_follows = True
         self._last_peak: int | None = None
         """The mark the last test left; None: reset it before the next."""
+        self._faults = -1
+        """The process's page faults at the last read under the floor."""
         try:
             if resource is None:
                 raise OSError("no getrusage")
@@ -378,7 +383,7 @@ class PeakMemory:
             except OSError:
                 peak = None
             if not self._rusage_follows and (peak is None or peak <= self._floor):
-                peak = self._vmhwm()  # under the floor: only VmHWM knows
+                peak = self.under_floor()
             self._last_peak = peak
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
@@ -393,6 +398,22 @@ class PeakMemory:
             except Exception:
                 cuda_peak = None
         return (peak, self._start, self.method, cuda_peak)
+
+    def under_floor(self) -> int | None:
+        """The test's peak where getrusage says only the floor: its start when the process took
+        no page fault since the last such read (the resident set grows only by faults, its
+        threads' or its own ``MAP_POPULATE``/``mlock``; the last read came before the test's
+        start was read), else ``VmHWM``."""
+        try:
+            usage = _getrusage(_RUSAGE_SELF)
+            faults = usage.ru_minflt + usage.ru_majflt
+        except OSError:
+            faults = -1
+        unchanged = faults == self._faults >= 0
+        self._faults = faults
+        if unchanged and self._start is not None:
+            return self._start
+        return self._vmhwm()
 
     def _vmhwm(self) -> int | None:
         """``VmHWM`` from ``/proc/self/status``, kept open and read with ``pread``."""
@@ -1228,7 +1249,7 @@ class DirectProtocol:
             except OSError:
                 peak = None
             if not probe._rusage_follows and (peak is None or peak <= probe._floor):
-                peak = probe._vmhwm()  # under the floor: only VmHWM knows
+                peak = probe.under_floor()
             probe._last_peak = peak
             line = None
             if len(reports) == 3 and "torch" not in _MODULES:

@@ -8,11 +8,13 @@ import re
 import resource
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runners import pytest_plugin
 from runners.pytest_plugin import PeakMemory, memory_fields
 from scheduler.run.results import parse_jsonl
 
@@ -71,8 +73,23 @@ def run(pytester: pytest.Pytester) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "schedctl_results", "-p", "no:cacheprovider")
 
 
+@pytest.fixture(params=["no floor", "under a 400 MiB floor"])
+def floor(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The tests' process started by a small parent, or by one holding 400 MiB (as a big daemon
+    starts it): the kernel then keeps that size as the child's ``ru_maxrss`` floor, getrusage says
+    only the floor, and the probe reads the mark from ``VmHWM`` after tests that faulted."""
+    if request.param == "no floor":
+        yield
+        return
+    ballast = bytearray(400 * MIB)
+    ballast[:: mmap.PAGESIZE] = b"b" * len(range(0, len(ballast), mmap.PAGESIZE))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 >= 400 * MIB
+    yield
+    del ballast
+
+
 def test_peak_of_a_200_mb_test_and_of_a_test_after_it(
-    pytester: pytest.Pytester, results: Path
+    pytester: pytest.Pytester, results: Path, floor: None
 ) -> None:
     """~200 MB allocated shows a peak within 10 %; the next test's peak is near zero, not the
     process's earlier maximum."""
@@ -145,6 +162,41 @@ def test_a_threads_maxrss_is_the_processs() -> None:
     assert after[0] >= seen[0][0] >= before[0] + 60 * 1024  # KiB: the worker's pages counted
 
 
+class FakeUsage:
+    def __init__(self, maxrss_kib: int, faults: int) -> None:
+        self.ru_maxrss, self.ru_minflt, self.ru_majflt = maxrss_kib, faults, 0
+
+
+def test_under_the_floor_vmhwm_is_read_only_after_a_page_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getrusage says only the floor: the peak of a test during which the process took no page
+    fault is its start (the resident set cannot have grown), read from nothing but getrusage;
+    after a fault, and at the first read, it is VmHWM's."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "clear_refs").write_text("")
+    (proc / "statm").write_text("9000 250 10 1 0 100 0\n")  # 250 resident pages
+    (proc / "status").write_text("Name:\tpython\nVmHWM:\t    5000 kB\nVmRSS:\t1000 kB\n")
+    floor_kib = 10**9  # above anything: every read is under the floor
+    faults = [100]
+    monkeypatch.setattr(pytest_plugin, "_getrusage", lambda who: FakeUsage(floor_kib, faults[0]))
+    monkeypatch.setattr(pytest_plugin, "_maxrss_bytes", lambda: floor_kib * 1024)
+    probe = PeakMemory(proc_self=str(proc))
+    start = 250 * probe._page
+    peaks = []
+    for fault in (0, 0, 0, 7, 0, 1):
+        probe.reset()
+        faults[0] += fault
+        peak, started, method, _ = probe.read()
+        assert (started, method) == (start, "vmhwm")
+        peaks.append(peak)
+    vmhwm = 5000 * 1024
+    assert peaks == [vmhwm, start, start, vmhwm, start, vmhwm]
+    assert (proc / "clear_refs").read_text().startswith("5")  # the mark was reset, as ever
+    probe.close()
+
+
 def test_without_clear_refs_falls_back_to_ru_maxrss(tmp_path: Path) -> None:
     """No /proc/self/clear_refs: the method says ru_maxrss, and the peak is only reported when
     the test raised the process maximum."""
@@ -203,7 +255,9 @@ def test_e_nothing_after_free():
 """
 
 
-def test_peaks_when_tests_keep_and_free_memory(pytester: pytest.Pytester, results: Path) -> None:
+def test_peaks_when_tests_keep_and_free_memory(
+    pytester: pytest.Pytester, results: Path, floor: None
+) -> None:
     """The mark is reset only when it stands above the resident set: a test after one that kept
     its memory (no reset needed) and a test after one that freed it (reset) both read near zero;
     a transient allocation on top of kept memory reads as itself."""
