@@ -378,12 +378,14 @@ class PeakMemory:
         :meth:`reset` (:func:`memory_fields` names them)."""
         peak: int | None = None
         if self.method == "vmhwm":
+            follows = self._rusage_follows
             try:
-                peak = _getrusage(_RUSAGE_MARK).ru_maxrss * _MAXRSS_UNIT
+                usage: Any = _getrusage(_RUSAGE_MARK if follows else _RUSAGE_SELF)
+                peak = usage.ru_maxrss * _MAXRSS_UNIT
             except OSError:
-                peak = None
-            if not self._rusage_follows and (peak is None or peak <= self._floor):
-                peak = self.under_floor()
+                usage = peak = None
+            if not follows and (peak is None or peak <= self._floor):
+                peak = self.under_floor(usage)
             self._last_peak = peak
         elif self.method == "ru_maxrss":
             after = _maxrss_bytes()
@@ -399,16 +401,13 @@ class PeakMemory:
                 cuda_peak = None
         return (peak, self._start, self.method, cuda_peak)
 
-    def under_floor(self) -> int | None:
-        """The test's peak where getrusage says only the floor: its start when the process took
-        no page fault since the last such read (the resident set grows only by faults, its
-        threads' or its own ``MAP_POPULATE``/``mlock``; the last read came before the test's
-        start was read), else ``VmHWM``."""
-        try:
-            usage = _getrusage(_RUSAGE_SELF)
-            faults = usage.ru_minflt + usage.ru_majflt
-        except OSError:
-            faults = -1
+    def under_floor(self, usage: Any) -> int | None:
+        """The test's peak where getrusage (``usage``: RUSAGE_SELF's, None where it failed) says
+        only the floor: its start when the process took no page fault since the last such read
+        (the resident set grows only by faults, its threads' or its own
+        ``MAP_POPULATE``/``mlock``; the last read came before the test's start was read), else
+        ``VmHWM``."""
+        faults = -1 if usage is None else usage.ru_minflt + usage.ru_majflt
         unchanged = faults == self._faults >= 0
         self._faults = faults
         if unchanged and self._start is not None:
@@ -1244,12 +1243,14 @@ class DirectProtocol:
             reports = self._run(item, nextitem=nextitem)
         finally:
             # The probe's read (PeakMemory.read).
+            follows = probe._rusage_follows
             try:
-                peak: int | None = _getrusage(_RUSAGE_MARK).ru_maxrss * _MAXRSS_UNIT
+                usage: Any = _getrusage(_RUSAGE_MARK if follows else _RUSAGE_SELF)
+                peak: int | None = usage.ru_maxrss * _MAXRSS_UNIT
             except OSError:
-                peak = None
-            if not probe._rusage_follows and (peak is None or peak <= probe._floor):
-                peak = probe.under_floor()
+                usage = peak = None
+            if not follows and (peak is None or peak <= probe._floor):
+                peak = probe.under_floor(usage)
             probe._last_peak = peak
             line = None
             if len(reports) == 3 and "torch" not in _MODULES:
