@@ -23,26 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.figures import SCHEDCTL, figure, interleaved, timed  # noqa: E402
+from bench.figures import SCHEDCTL, SUITE, figure, interleaved, local_config, timed  # noqa: E402
 
-SUITE = ROOT / "examples" / "suite"
 PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hourly"]
 TARGETS_S = {"local": 0.3, "docker": 0.5}
-CONFIG = """\
-state_dir: {state}
-timezone: UTC
-runner: local
-image: {image}
-local:
-  allow_root: true
-project:
-  path: {suite}
-tiers:
-  hourly:
-    schedule: "15 * * * *"
-    timeout: 30m
-    markers: hourly
-"""
 
 
 def docker_ready(image: str) -> bool:
@@ -72,7 +56,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
-        config.write_text(CONFIG.format(state=Path(tmp) / "state", suite=SUITE, image=args.image))
+        config.write_text(local_config(Path(tmp) / "state", f"image: {args.image}\n"))
         schedctl = [*SCHEDCTL, "--config", str(config), "run", "hourly", "--json", "--runner"]
         runs = {
             "bare local": partial(timed, [sys.executable, *PYTEST], cwd=SUITE, env=env),
