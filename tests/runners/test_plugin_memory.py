@@ -73,6 +73,13 @@ def run(pytester: pytest.Pytester) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "schedctl_results", "-p", "no:cacheprovider")
 
 
+def resident(size: int) -> bytearray:
+    """``size`` bytes with every page written: resident, not just reserved."""
+    memory = bytearray(size)
+    memory[:: mmap.PAGESIZE] = b"r" * len(range(0, size, mmap.PAGESIZE))
+    return memory
+
+
 @pytest.fixture(params=["no floor", "under a 400 MiB floor"])
 def floor(request: pytest.FixtureRequest) -> Iterator[None]:
     """The tests' process started by a small parent, or by one holding 400 MiB (as a big daemon
@@ -81,8 +88,7 @@ def floor(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.param == "no floor":
         yield
         return
-    ballast = bytearray(400 * MIB)
-    ballast[:: mmap.PAGESIZE] = b"b" * len(range(0, len(ballast), mmap.PAGESIZE))
+    ballast = resident(400 * MIB)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 >= 400 * MIB
     yield
     del ballast
@@ -147,8 +153,7 @@ def test_a_threads_maxrss_is_the_processs() -> None:
     size = (max(0, floor_kib - resident_kib) + 65536) * 1024
 
     def allocate() -> None:
-        kept = bytearray(size)
-        kept[:: mmap.PAGESIZE] = b"x" * len(range(0, len(kept), mmap.PAGESIZE))
+        kept = resident(size)
         seen.append(both())
         del kept
 
