@@ -202,6 +202,26 @@ def test_under_the_floor_vmhwm_is_read_only_after_a_page_fault(
     probe.close()
 
 
+def test_a_peak_is_never_below_its_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """getrusage's mark may lag statm's count (the kernel's approximate per-CPU page counts): a
+    mark read below the test's start gives the start as the peak; one above it is kept."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "clear_refs").write_text("")
+    (proc / "statm").write_text("9000 2500 10 1 0 100 0\n")  # 2500 resident pages
+    probe = PeakMemory(proc_self=str(proc))
+    start = 2500 * probe._page
+    mark_kib = [start // 1024 - 130]
+    monkeypatch.setattr(pytest_plugin, "_getrusage", lambda who: FakeUsage(mark_kib[0], 0))
+    monkeypatch.setattr(pytest_plugin, "_maxrss_bytes", lambda: mark_kib[0] * 1024)
+    probe.reset()
+    assert probe.read()[:2] == (start, start)
+    mark_kib[0] = start // 1024 + 4096
+    probe.reset()
+    assert probe.read()[:2] == (mark_kib[0] * 1024, start)
+    probe.close()
+
+
 def test_without_clear_refs_falls_back_to_ru_maxrss(tmp_path: Path) -> None:
     """No /proc/self/clear_refs: the method says ru_maxrss, and the peak is only reported when
     the test raised the process maximum."""
@@ -374,5 +394,7 @@ def test_short_path_lines_equal_the_general_paths(pytester: pytest.Pytester, res
             k: v for k, v in general[name].items() if k not in varying
         }, name
         assert line["rss_method"] == "vmhwm" and isinstance(line["peak_rss_bytes"], int)
+        assert line["peak_rss_bytes"] >= line["start_rss_bytes"], name
+        assert general[name]["peak_rss_bytes"] >= general[name]["start_rss_bytes"], name
     assert short["test_in_class"]["markers"] == ["class_mark", "module_mark"]
     assert short["test_own"]["markers"] == ["module_mark", "own_mark"]
