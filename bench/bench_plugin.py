@@ -46,6 +46,15 @@ With ``--callgrind`` (minutes; not in ``make bench``), each arm's user-space ins
 valgrind are printed too: free of the machine's load, blind to system time and to what an
 instruction costs, so a cross-check of the judged figure's centre, not a replacement.
 
+**The floor** (printed, not judged): a third arm, measured in the same rounds, runs the bare
+command plus ``schedctl_bench_floor`` (:data:`FLOOR_PLUGIN`), the least any plugin that keeps
+this contract can do per test, in stdlib Python: a ``test_start`` line into a mapped file before
+the test (the crash-proof name), the resident set from ``statm`` before it and the mark from
+``getrusage`` after it (the two reads an exact per-test peak needs), and the ``test`` line after
+it -- no outcome other than passed, no marks, no fallbacks, no checks. Its share is what this host
+charges for the contract itself: where it is near or above the target, no implementation of the
+contract meets the target on this host.
+
 Also printed: the wall-clock paired median (what a user waits, noisier on a shared host) and
 the load average before and after.
 
@@ -122,6 +131,57 @@ def pytest_configure(config):
     config.pluginmanager.register(BlockLoop(), "schedctl-bench-blocks")
 """
 
+FLOOR_PLUGIN = """
+import json, mmap, os, resource, time
+import pytest
+from _pytest.runner import runtestprotocol
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+NONCE = "0" * 32
+
+
+class Floor:
+    def __init__(self, path, size):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        os.posix_fallocate(fd, 0, size)
+        self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        os.close(fd)
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        nodeid = item.nodeid
+        quoted = json.encoder.encode_basestring_ascii(nodeid)
+        now = str(time.time_ns())
+        self.map.write(
+            f'{{"type": "test_start", "ts": {now[:-9]}.{now[-9:-3]}, "nodeid": {quoted}, '
+            f'"nonce": "{NONCE}"}}\\n'.encode()
+        )
+        start = int(os.pread(self.statm, 128, 0).split(None, 2)[1]) * PAGE
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+        reports = runtestprotocol(item, nextitem=nextitem)
+        peak = max(resource.getrusage(resource.RUSAGE_THREAD).ru_maxrss * 1024, start)
+        duration = sum(report.duration for report in reports)
+        now = str(time.time_ns())
+        self.map.write(
+            f'{{"type": "test", "ts": {now[:-9]}.{now[-9:-3]}, "nodeid": {quoted}, '
+            f'"outcome": "passed", "when": "call", "duration_s": {"%.6f" % duration}, '
+            f'"markers": [], "longrepr": null, "message": null, "peak_rss_bytes": {peak}, '
+            f'"start_rss_bytes": {start}, "rss_method": "vmhwm", "cuda_peak_bytes": null, '
+            f'"nonce": "{NONCE}"}}\\n'.encode()
+        )
+        ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        return True
+
+
+def pytest_configure(config):
+    size = int(os.environ["FLOOR_BYTES"])
+    config.pluginmanager.register(Floor(os.environ["FLOOR_RESULTS"], size), "schedctl-floor")
+"""
+"""Loaded with -p into the floor arm (see the module's docstring): the least a plugin that keeps
+the results contract does per test."""
+
 
 class Arms:
     """The two commands of one suite directory: as a run starts pytest, and without the plugin."""
@@ -153,6 +213,13 @@ class Arms:
         self.bare_argv = argv[: at[0]] + argv[at[0] + 2 :]
         self.bare_env = {k: v for k, v in env.items() if k not in PLUGIN_ENV}
 
+    def floor_command(self, module: str, tests: int) -> tuple[list[str], dict[str, str]]:
+        """The bare arm plus the floor plugin (:data:`FLOOR_PLUGIN`) writing to its own file."""
+        argv, env = self.command(False, module, "-p", "schedctl_bench_floor")
+        env["FLOOR_RESULTS"] = str(self.results.with_name("floor.jsonl"))
+        env["FLOOR_BYTES"] = str(max(1 << 20, 1024 * (tests + 8)))
+        return argv, env
+
     def command(self, plugin: bool, module: str, *extra: str) -> tuple[list[str], dict[str, str]]:
         argv = self.plugin_argv if plugin else self.bare_argv
         return [*argv[:3], *extra, *argv[3:], module], dict(
@@ -160,10 +227,16 @@ class Arms:
         )
 
     def run(
-        self, plugin: bool, module: str, *extra: str, env: dict[str, str] | None = None
+        self,
+        plugin: bool,
+        module: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        command: tuple[list[str], dict[str, str]] | None = None,
     ) -> tuple[float, float]:
-        """CPU seconds (user + system, from wait4) and wall seconds of one whole process."""
-        argv, environ = self.command(plugin, module, *extra)
+        """CPU seconds (user + system, from wait4) and wall seconds of one whole process
+        (``command``: that one instead of an arm's)."""
+        argv, environ = command or self.command(plugin, module, *extra)
         environ.update(env or {})
         if plugin:
             self.results.unlink(missing_ok=True)
@@ -231,22 +304,25 @@ def write_suite(directory: Path, tests: int) -> None:
     (directory / "test_trivial.py").write_text(body)
     (directory / "test_one.py").write_text("def test_one():\n    pass\n")
     (directory / "schedctl_bench_blocks.py").write_text(BLOCK_LOOP)
+    (directory / "schedctl_bench_floor.py").write_text(FLOOR_PLUGIN)
 
 
-def pairs(arms: Arms, module: str, n: int) -> list[dict[str, float]]:
-    """``n`` pairs, ABBA order: each pair's CPU and wall seconds of the bare and plugin arm."""
+def pairs(
+    arms: Arms, module: str, n: int, floor: tuple[list[str], dict[str, str]] | None = None
+) -> list[dict[str, float]]:
+    """``n`` pairs, ABBA order: each pair's CPU and wall seconds of the bare and plugin arm (and
+    of the ``floor`` command, when given, in the same rounds: ABC CBA ...)."""
+    names = ["bare", "plugin", *(["floor"] if floor else [])]
     out = []
     for i in range(n):
-        order = (False, True) if i % 4 in (0, 3) else (True, False)
-        measured = {plugin: arms.run(plugin, module) for plugin in order}
-        out.append(
-            {
-                "bare": measured[False][0],
-                "plugin": measured[True][0],
-                "bare_wall": measured[False][1],
-                "plugin_wall": measured[True][1],
-            }
-        )
+        forward = i % 4 in (0, 3)
+        measured = {
+            name: arms.run(name == "plugin", module, command=floor if name == "floor" else None)
+            for name in (names if forward else names[::-1])
+        }
+        row = {name: cpu for name, (cpu, _) in measured.items()}
+        row.update({f"{name}_wall": wall for name, (_, wall) in measured.items()})
+        out.append(row)
     return out
 
 
@@ -312,7 +388,9 @@ def main() -> int:
         arms = Arms(directory)
         arms.run(True, "test_trivial.py")  # warm the page cache and pytest's .pyc
         arms.run(False, "test_trivial.py")
-        measured = pairs(arms, "test_trivial.py", args.pairs)
+        floor = arms.floor_command("test_trivial.py", args.tests)
+        arms.run(False, "test_trivial.py", command=floor)
+        measured = pairs(arms, "test_trivial.py", args.pairs, floor)
         if not args.no_old:
             one = pairs(arms, "test_one.py", args.fixed_pairs)
             per_kind = old_blocks(arms, min(args.block_size, args.tests), args.blocks)
@@ -349,6 +427,16 @@ def main() -> int:
           f"({level * pct:.0f} % CI {low * pct:+.2f} .. {high * pct:+.2f} %); min-of-N per arm "
           f"{min_share * pct:+.2f} %; wall: relative median "
           f"{statistics.median(wall_relative) * pct:+.2f} %")  # fmt: skip
+    floor_relative = [p["floor"] / p["bare"] - 1 for p in measured]
+    floor_low, floor_high, _ = sign_test_interval(floor_relative)
+    over_floor = [p["plugin"] / p["floor"] - 1 for p in measured]
+    over_low, over_high, _ = sign_test_interval(over_floor)
+    print(f"  floor (not judged): the least a plugin keeping this contract adds (a start line, "
+          f"statm, getrusage, a test line; no checks): relative median "
+          f"{statistics.median(floor_relative) * pct:+.2f} % ({level * pct:.0f} % CI "
+          f"{floor_low * pct:+.2f} .. {floor_high * pct:+.2f} %); the plugin over the floor "
+          f"{statistics.median(over_floor) * pct:+.2f} % (CI {over_low * pct:+.2f} .. "
+          f"{over_high * pct:+.2f} %)")  # fmt: skip
     if not args.no_old:
         per_old_s = min(per_kind["with"]) - min(per_kind["without"])
         one_bare = [p["bare"] for p in one]
