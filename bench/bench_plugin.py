@@ -52,8 +52,9 @@ this contract can do per test, in stdlib Python: a ``test_start`` line into a ma
 the test (the crash-proof name), the resident set from ``statm`` before it and the mark from
 ``getrusage`` after it (the two reads an exact per-test peak needs), and the ``test`` line after
 it -- no outcome other than passed, no marks, no fallbacks, no checks. Its share is what this host
-charges for the contract itself: where it is near or above the target, no implementation of the
-contract meets the target on this host.
+charges for the contract itself: where it is at or above the target, no implementation of the
+contract meets the target on this host; where it is just below, only one that adds next to
+nothing to it.
 
 Also printed: the wall-clock paired median (what a user waits, noisier on a shared host) and
 the load average before and after.
@@ -184,7 +185,8 @@ the results contract does per test."""
 
 
 class Arms:
-    """The two commands of one suite directory: as a run starts pytest, and without the plugin."""
+    """The commands of one suite directory: as a run starts pytest, without the plugin, and (see
+    :meth:`floor_command`) without it but with the floor plugin."""
 
     def __init__(self, directory: Path) -> None:
         from runners.base import NONCE_ENV, PLUGIN_MODULE, install_plugin
@@ -390,6 +392,9 @@ def main() -> int:
         arms.run(False, "test_trivial.py")
         floor = arms.floor_command("test_trivial.py", args.tests)
         arms.run(False, "test_trivial.py", command=floor)
+        floor_lines = Path(floor[1]["FLOOR_RESULTS"]).read_bytes().count(b'{"type": "test", ')
+        if floor_lines != args.tests:
+            raise SystemExit(f"the floor plugin wrote {floor_lines} test lines, not {args.tests}")
         measured = pairs(arms, "test_trivial.py", args.pairs, floor)
         if not args.no_old:
             one = pairs(arms, "test_one.py", args.fixed_pairs)
